@@ -1,0 +1,48 @@
+# entropic — every target bootstraps its own environment.
+#
+#   make test       the whole test suite (CPU; Triton kernels run under TRITON_INTERPRET=1 without a GPU)
+#   make test-fast  the suite without tests marked slow
+#   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
+#   make lint       ruff
+#
+# VENV picks the environment (default .venv, created if missing). A torch already importable there is kept
+# (bring your own CUDA build: `make test VENV=/path/to/env`); otherwise the CPU wheel TORCH_VERSION is installed
+# before the package, so that pip never resolves a newer (CUDA) torch.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_VERSION ?= 2.13.0
+PYTEST_ARGS ?= -n auto
+
+PY := $(VENV)/bin/python
+
+.PHONY: test test-fast test-gpu lint format clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per set of extras; re-installs when pyproject.toml changes.
+$(VENV)/.stamp-%: pyproject.toml | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
+	$(PY) -m pip install -e ".[$*]"
+	@touch $@
+
+test: $(VENV)/.stamp-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.stamp-dev
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+
+test-gpu: $(VENV)/.stamp-dev
+	TRITON_INTERPRET=0 $(PY) -m pytest -m gpu
+
+lint: $(VENV)/.stamp-dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: $(VENV)/.stamp-dev
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,99 @@
+"""Argument checks shared by the public API: one place for the wording of every error."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+from torch import Tensor
+
+
+def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -> None:
+    """Raise if `logits` is not a floating tensor with finite-or-masked rows along `dim`.
+
+    NaN anywhere, +inf anywhere, and rows whose every entry is -inf are errors; -inf entries in a row that
+    keeps at least one finite entry are masks. One host sync for all the checks.
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{fn}: {name} must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() == 0:
+        raise ValueError(f"{fn}: {name} must have at least one dimension, got a scalar")
+    if logits.shape[dim] == 0:
+        raise ValueError(f"{fn}: {name} has an empty dimension {dim} (shape {tuple(logits.shape)})")
+    nan_rows = torch.isnan(logits).any(dim)
+    pos_rows = (logits == math.inf).any(dim)
+    dead_rows = ~torch.isfinite(logits).any(dim) & ~nan_rows & ~pos_rows
+    n_rows = nan_rows.numel()
+    n_nan, n_pos, n_dead = torch.stack([nan_rows.sum(), pos_rows.sum(), dead_rows.sum()]).tolist()
+    if n_nan:
+        raise ValueError(f"{fn}: {name} contain NaN in {n_nan} of {n_rows} rows")
+    if n_pos:
+        raise ValueError(
+            f"{fn}: {name} contain +inf in {n_pos} of {n_rows} rows; only -inf is a valid mask value"
+        )
+    if n_dead:
+        raise ValueError(
+            f"{fn}: {n_dead} of {n_rows} rows of {name} have no finite entry (every entry is -inf)"
+        )
+
+
+def check_base(base: float | None) -> float | None:
+    """Return log(base) (the divisor from nats to `base` units), or None for nats."""
+    if base is None:
+        return None
+    if (
+        isinstance(base, bool)
+        or not isinstance(base, Real)
+        or not math.isfinite(base)
+        or base <= 0
+        or base == 1
+    ):
+        raise ValueError(f"base must be a finite number > 0 and != 1 (None for nats), got {base!r}")
+    return math.log(base)
+
+
+def in_base(x: Tensor, log_base: float | None) -> Tensor:
+    return x if log_base is None else x / log_base
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other floating dtype is computed in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def check_param(
+    value: float | Tensor,
+    name: str,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+) -> None:
+    """Check a Python number or a tensor of per-row values against [low, high] (open ends when asked)."""
+    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+    expected = f"in {lo}{low}, {high}{hi}" if high != math.inf else (f"> {low}" if low_open else f">= {low}")
+    if integer:
+        expected = f"an integer {expected}"
+    if isinstance(value, Tensor):
+        if integer and value.is_floating_point():
+            raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
+        v = value.double()
+        bad = torch.isnan(v) | (v <= low if low_open else v < low) | (v >= high if high_open else v > high)
+        n_bad = int(bad.sum())
+        if n_bad:
+            first = v[bad].flatten()[0].item()
+            raise ValueError(f"{name} must be {expected}, got {first} (in {n_bad} of {v.numel()} rows)")
+        return
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    if integer and int(value) != value:
+        raise ValueError(f"{name} must be {expected}, got {value}")
+    ok = not math.isnan(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value}")

@@ -1,0 +1,10 @@
+"""Triton kernels of entropic, installed as ``entropic.kernels`` (the top-level folder ``kernels/``).
+
+One file per op: ``@triton.jit`` kernels, host launchers, an autograd Function and one functional entry
+point. Each op equals its plain-PyTorch reference in ``entropic`` and runs on CPU tensors under
+``TRITON_INTERPRET=1``.
+"""
+
+from entropic.kernels.entropy import entropy_stats
+
+__all__ = ["entropy_stats"]

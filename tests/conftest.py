@@ -1,0 +1,55 @@
+"""Shared fixtures: per-test seeds, the device, and the Triton interpreter on machines without a GPU."""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import settings
+
+HAS_CUDA = torch.cuda.is_available()
+
+# Kernels are decorated at import time: the interpreter must be chosen before any test imports one.
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# Reproducible property tests in CI; no per-example deadline (first calls compile or warm up torch).
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60)
+settings.register_profile("dev", deadline=None, max_examples=60)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAS_CUDA:
+        return
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(autouse=True)
+def seed(request: pytest.FixtureRequest) -> int:
+    """Seed python, numpy and torch from the test's id: fresh inputs per test, the same on every run."""
+    value = zlib.crc32(request.node.nodeid.encode())
+    random.seed(value)
+    np.random.seed(value % 2**32)  # noqa: NPY002 (tests that use the global numpy state)
+    torch.manual_seed(value)
+    return value
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return torch.device("cuda" if HAS_CUDA else "cpu")
+
+
+@pytest.fixture
+def interpreter() -> bool:
+    """True when kernels run in the Triton CPU interpreter (keep shapes small then)."""
+    from entropic.kernels._utils import is_interpreter
+
+    return is_interpreter()

@@ -1,0 +1,127 @@
+"""The Triton entropy kernel against the float64 reference (CPU under TRITON_INTERPRET=1, or CUDA)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from entropic import entropy, entropy_varentropy, varentropy
+
+triton = pytest.importorskip("triton")
+from entropic.kernels.entropy import entropy_stats  # noqa: E402
+
+# (dtype, atol, rtol) for H and V against float64 on the same (rounded) input values.
+DTYPES = [
+    (torch.float32, 2e-5, 2e-5),
+    (torch.float16, 2e-5, 2e-5),
+    (torch.bfloat16, 2e-5, 2e-5),
+]
+
+
+def reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    xd = x.double()
+    return entropy(xd), varentropy(xd), torch.logsumexp(xd, -1)
+
+
+def assert_matches(x: torch.Tensor, atol: float, rtol: float) -> None:
+    h, v, log_z = entropy_stats(x)
+    ref_h, ref_v, ref_z = reference(x)
+    # log Z carries the logits' magnitude (up to 1e4 here): float32 resolution relative to it
+    for got, ref, rt in ((h, ref_h, rtol), (v, ref_v, rtol), (log_z, ref_z, 2e-7)):
+        assert got.dtype == torch.float32 and got.shape == x.shape[:-1]
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.double(), ref, atol=atol, rtol=rt)
+
+
+@pytest.mark.parametrize(("dtype", "atol", "rtol"), DTYPES)
+@pytest.mark.parametrize("vocab", [1, 3, 100, 1000, 5003])
+@pytest.mark.parametrize("scale", [1e-3, 3.0, 1e4])
+def test_forward_matches_reference(device, dtype, atol, rtol, vocab, scale):
+    x = (torch.randn(5, vocab, device=device) * scale).to(dtype)
+    assert_matches(x, atol, rtol)
+
+
+def test_several_chunks_per_row(device):
+    """Rows longer than one block exercise the running merge (block is at most 16384 wide)."""
+    x = torch.randn(3, 40_000, device=device) * 4
+    x[1, 20_000:] = -math.inf  # a chunk with no live entry
+    x[2, :39_990] = -math.inf  # live entries only in the last chunk
+    assert_matches(x, 2e-5, 2e-5)
+
+
+def test_strided_and_batched_inputs(device):
+    base = torch.randn(6, 4, 300, device=device)
+    assert_matches(base[::2, :, ::3], 2e-5, 2e-5)  # row stride and column stride
+    assert_matches(base.transpose(0, 1)[..., 7:250], 2e-5, 2e-5)
+    assert_matches(torch.randn(50, device=device), 2e-5, 2e-5)  # a single row, 1-D
+
+
+def test_masks_equal_rows_and_extremes(device):
+    x = torch.randn(6, 257, device=device)
+    x[0, ::2] = -math.inf  # masked entries
+    x[1] = 7.0  # equal logits: H = log V, V = 0
+    x[2] = -math.inf
+    x[2, 100] = 1e4  # one live entry
+    x[3] = torch.linspace(-1e4, 1e4, 257)  # ±1e4
+    x[4, :128] = 1e4
+    x[4, 128:] = -1e4
+    assert_matches(x, 2e-5, 2e-5)
+    h, v, _ = entropy_stats(x)
+    assert h[1].item() == pytest.approx(math.log(257), abs=1e-5) and abs(v[1].item()) < 1e-6
+    assert h[2].item() == 0.0 and v[2].item() == 0.0
+
+
+@pytest.mark.parametrize(("dtype", "atol", "rtol"), DTYPES)
+def test_backward_matches_reference(device, dtype, atol, rtol):
+    """err(kernel, ref64) <= 2 err(torch in the same dtype, ref64) + atol; the gradient is stored in dtype."""
+    x = (torch.randn(4, 700, device=device) * 3).to(dtype)
+    x[1, :300] = -math.inf
+    w_h, w_v = torch.randn(4, device=device), torch.randn(4, device=device)
+
+    def grad(fn_h, fn_v, inp):
+        inp = inp.clone().requires_grad_()
+        ((fn_h(inp) * w_h).sum() + (fn_v(inp) * w_v).sum()).backward()
+        return inp.grad
+
+    g_kernel = grad(lambda z: entropy_stats(z)[0], lambda z: entropy_stats(z)[1], x)
+    g_torch = grad(entropy, varentropy, x)
+    g_ref = grad(entropy, varentropy, x.double())
+    assert g_kernel.dtype == dtype
+    assert (g_kernel[1, :300] == 0).all()
+    err_kernel = (g_kernel.double() - g_ref).abs().max().item()
+    err_torch = (g_torch.double() - g_ref).abs().max().item()
+    assert err_kernel <= 2 * err_torch + atol * g_ref.abs().max().item()
+
+
+def test_backward_of_entropy_only(device):
+    x = torch.randn(3, 64, device=device, requires_grad=True)
+    entropy_stats(x)[0].sum().backward()
+    xr = x.detach().double().requires_grad_()
+    entropy(xr).sum().backward()
+    torch.testing.assert_close(x.grad.double(), xr.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_dispatch_from_entropy_varentropy(device):
+    x = torch.randn(2, 3, 129, device=device)
+    h, v = entropy_varentropy(x, dim=-1, base=2, impl="triton")
+    torch.testing.assert_close(h.double(), entropy(x.double(), base=2), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(v.double(), varentropy(x.double(), base=2), atol=2e-5, rtol=2e-5)
+    h0, _ = entropy_varentropy(x.transpose(1, 2), dim=1, impl="triton")  # dim other than the last
+    torch.testing.assert_close(h0, h * math.log(2), atol=2e-5, rtol=2e-5)
+
+
+def test_rejects_what_it_does_not_run(device):
+    with pytest.raises(TypeError, match="float64"):
+        entropy_stats(torch.randn(2, 8, dtype=torch.float64, device=device))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(("batch", "vocab"), [(1, 131072), (64, 128256), (1024, 32000)])
+def test_large_shapes_on_gpu(dtype, batch, vocab):
+    x = (torch.randn(batch, vocab, device="cuda") * 4).to(dtype)
+    assert_matches(x, 5e-5, 5e-5)
+    h, _ = entropy_varentropy(x)  # "auto" takes the kernel on CUDA
+    torch.testing.assert_close(h.double(), entropy(x.double()), atol=5e-5, rtol=5e-5)
