@@ -148,6 +148,13 @@ def test_masked_entries_equal_dropping_them(vocab):
         cross_entropy(masked, full_index, label_smoothing=0.2),
         cross_entropy(dropped, target, label_smoothing=0.2),
     )
+    soft = torch.softmax(torch.randn_like(dropped), -1)
+    soft_full = torch.zeros_like(x).masked_scatter(keep.expand_as(x), soft)
+    for eps in (0.0, 0.2):
+        torch.testing.assert_close(
+            cross_entropy(masked, soft_full, label_smoothing=eps),
+            cross_entropy(dropped, soft, label_smoothing=eps),
+        )
 
 
 def test_single_live_entry_has_zero_entropy():

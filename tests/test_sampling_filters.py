@@ -63,6 +63,12 @@ def test_top_p_matches_reference(p):
         assert torch.equal(kept(out[row]), ref_top_p(x[row], p)), (row, p)
 
 
+def test_top_p_stops_when_mass_is_reached_exactly():
+    x = torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]], dtype=torch.float64).log()
+    assert kept(top_p(x, 0.5)).sum(-1).tolist() == [1, 1]
+    assert kept(top_p(x, 0.75)).sum(-1).tolist() == [3, 3]  # the two 0.25 tokens tie: both kept
+
+
 def test_top_p_per_row_and_top1_always_kept():
     x = torch.randn(3, 30) * 5
     ps = torch.tensor([1e-6, 0.5, 1.0])
