@@ -27,13 +27,16 @@ $(VENV)/.stamp-%: pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[$*]"
 	@touch $@
 
-test: $(VENV)/.stamp-dev
+# The tests cover the Hugging Face integration, so they install the hf extra too.
+TEST_STAMP := $(VENV)/.stamp-dev,hf
+
+test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.stamp-dev
+test-fast: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
-test-gpu: $(VENV)/.stamp-dev
+test-gpu: $(TEST_STAMP)
 	TRITON_INTERPRET=0 $(PY) -m pytest -m gpu
 
 lint: $(VENV)/.stamp-dev
