@@ -54,6 +54,8 @@ def test_wheel_layout_and_normal_install(tmp_path):
     assert "entropic/kernels/__init__.py" in names
     assert "entropic/kernels/entropy.py" in names
     assert not any(n.startswith("kernels/") for n in names)
+    for init in sorted((ROOT / "entropic").rglob("__init__.py")):  # every subpackage is listed in pyproject
+        assert init.relative_to(ROOT).as_posix() in names
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
