@@ -16,6 +16,7 @@ guessing what a tensor holds.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -210,6 +211,10 @@ def _entropy_varentropy_torch(logits: Tensor, dim: int) -> tuple[Tensor, Tensor,
     return log_s0 - mu, m2 / s0, m + log_s0
 
 
+def _triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
 def entropy_varentropy(
     logits: Tensor,
     dim: int = -1,
@@ -233,7 +238,8 @@ def entropy_varentropy(
     base : float, optional
         None for nats, 2 for bits (varentropy in squared units).
     impl : {"auto", "torch", "triton"}
-        "auto" uses the Triton kernel for CUDA tensors that need no gradient, PyTorch otherwise.
+        "auto" uses the Triton kernel (differentiable) for CUDA tensors of a half or float32 dtype when Triton
+        is installed, PyTorch otherwise.
 
     Returns
     -------
@@ -251,7 +257,7 @@ def entropy_varentropy(
     check_logits(logits, "entropy_varentropy", dim)
     log_base = check_base(base)
     use_triton = impl == "triton" or (
-        impl == "auto" and logits.is_cuda and not (torch.is_grad_enabled() and logits.requires_grad)
+        impl == "auto" and logits.is_cuda and logits.dtype != torch.float64 and _triton_available()
     )
     if use_triton:
         from entropic.kernels.entropy import entropy_stats
