@@ -1,0 +1,481 @@
+"""α-entmax attention in plain PyTorch: the reference (and test oracle) for the attention kernels.
+
+For a query ``q_i`` and keys ``k_j`` the scores are ``s_ij = scale · q_i·k_j`` (plus an additive mask),
+and the attention weights are ``p_i = α-entmax(s_i)``, the solution of
+``max_p <p, s_i> + H^T_α(p)`` over the simplex, with ``H^T_α`` the Tsallis α-entropy. α = 1 is softmax
+(dense), α = 2 is sparsemax; in between, keys whose score is more than a threshold ``τ_i`` below the top
+get exactly zero weight: ``p_ij = [(α - 1) s_ij - τ_i]_+^{1/(α-1)}``. The output is ``o_i = Σ_j p_ij v_j``.
+
+α > 1 is computed by bisection on τ with ``entmax.entmax_bisect`` (differentiable in the scores and in
+α); α = 1 rows take an exact softmax path, so a per-query α may mix both. This reference materialises
+the ``(B, H, Nq, Nk)`` scores: O(Nq·Nk) memory per head; the Triton kernels will not.
+
+Conventions, as in ``torch.nn.functional.scaled_dot_product_attention`` and flash-attn:
+
+- ``q`` is ``(B, H, Nq, D)``, ``k`` and ``v`` are ``(B, Hkv, Nk, D)`` and ``(B, Hkv, Nk, Dv)``, H a
+  multiple of Hkv (grouped-query attention: query head h reads key/value head ``h // (H / Hkv)``).
+- ``causal=True`` aligns the causal mask to the bottom-right: query i sees keys ``j <= i + Nk - Nq``
+  (decoding with a KV cache, Nq < Nk, is causal attention of the last Nq positions).
+- ``attn_mask`` is boolean (True = keep) or an additive float bias; ``-inf`` (and, as in Hugging Face
+  eager masks, the dtype's most negative finite value) hides a key.
+- A query that sees no key at all (a left-padding row, say) gets the output 0 and statistics 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Literal
+
+import torch
+from entmax import entmax_bisect
+from torch import Tensor
+
+from entropic._validation import check_param, compute_dtype
+from entropic.attention.schedules import EntropySchedule
+from entropic.metrics import _entropy_varentropy_torch
+
+__all__ = [
+    "AttentionStats",
+    "EntropixAttentionMetrics",
+    "entmax_attention",
+    "entropix_attention_metrics",
+    "softmax_attention",
+]
+
+Alpha = float | Tensor | EntropySchedule
+
+
+@dataclass(frozen=True)
+class AttentionStats:
+    """Per-query statistics of one attention call; every field has shape ``(B, H, Nq)``.
+
+    Entropy, varentropy and log-partition describe the **softmax** of the scores over the keys the query
+    can see (masked and future keys never count), whatever α the attention used: they are the signals
+    a schedule reads. Support and sparsity describe the attention distribution actually applied. Rows
+    that see no key hold 0 in every field but `alpha`. Statistics are detached from the autograd graph.
+
+    Attributes
+    ----------
+    entropy : Tensor
+        ``H = -Σ_j p_j log p_j`` of ``p = softmax(s)`` over visible keys (nats), in ``[0, log n_visible]``.
+    varentropy : Tensor
+        ``Σ_j p_j (log p_j + H)²`` (nats²).
+    log_partition : Tensor
+        ``log Σ_j exp(s_j)`` over visible keys (nats).
+    support : Tensor
+        int64, number of keys with non-zero weight in the applied attention (α-entmax) distribution.
+    sparsity : Tensor
+        ``1 - support / n_visible``: the fraction of visible keys the attention ignores.
+    n_visible : Tensor
+        int64, number of keys the query sees.
+    alpha : Tensor
+        The α applied to each query.
+    """
+
+    entropy: Tensor
+    varentropy: Tensor
+    log_partition: Tensor
+    support: Tensor
+    sparsity: Tensor
+    n_visible: Tensor
+    alpha: Tensor
+
+    def summary(self) -> dict[str, float]:
+        """Means of every field over the queries that see at least one key (for logging)."""
+        live = self.n_visible > 0
+        n = max(int(live.sum()), 1)
+        return {f.name: float(getattr(self, f.name).double()[live].sum() / n) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class EntropixAttentionMetrics(Mapping):
+    """The four Entropix attention signals at the last query of each row; every field has shape ``(B,)``.
+
+    With ``a_h`` the softmax attention of head h over the n visible keys and ``s_h`` its scores. The
+    field names and definitions are those the Entropix sampler reads (`entropic.sampling`), and the
+    object is a read-only mapping of them, so it can be passed as ``attn_stats`` as it is.
+
+    Attributes
+    ----------
+    entropy : Tensor
+        Mean over heads of the entropy ``H(a_h) = -Σ_k a_hk log a_hk`` (nats).
+    varentropy : Tensor
+        Variance **across heads** of ``H(a_h)`` (population variance, nats²). This is what Entropix calls
+        attention varentropy; it is not the varentropy of any one distribution (that is
+        ``AttentionStats.varentropy``).
+    agreement : Tensor
+        Entropix's ``mean_{h,k} |a_hk - ā_k|`` with ``ā`` the head-mean attention, the mean running over
+        heads and visible keys only: 0 when every head attends alike (despite the name, it grows with
+        disagreement), at most ``2 / n``.
+    interaction_strength : Tensor
+        Mean of ``|s_hk|`` over heads and visible keys (score units): how strongly the query couples to
+        the context.
+    """
+
+    entropy: Tensor
+    varentropy: Tensor
+    agreement: Tensor
+    interaction_strength: Tensor
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self.__dataclass_fields__:
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _check_qkv(q: Tensor, k: Tensor, v: Tensor, fn: str) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"{fn}: {name} must be a floating-point torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            expected = "(B, H, Nq, D)" if name == "q" else "(B, Hkv, Nk, D)"
+            raise ValueError(f"{fn}: {name} must have shape {expected}, got {tuple(x.shape)}")
+    (b, h, _, d), (bk, hkv, nk, dk), (bv, hv, nv, _) = q.shape, k.shape, v.shape
+    if not b == bk == bv:
+        raise ValueError(
+            f"{fn}: q, k and v must have the same batch size, got {tuple(q.shape)}, {tuple(k.shape)}, "
+            f"{tuple(v.shape)}"
+        )
+    if (hkv, nk) != (hv, nv):
+        raise ValueError(
+            f"{fn}: k and v must have the same (Hkv, Nk), got k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
+    if d != dk:
+        raise ValueError(
+            f"{fn}: q and k must have the same head dim, got q {tuple(q.shape)}, k {tuple(k.shape)}"
+        )
+    if hkv == 0 or h % hkv:
+        raise ValueError(
+            f"{fn}: the number of query heads must be a multiple of the key/value heads, got H={h}, Hkv={hkv}"
+        )
+    bad = torch.stack([~torch.isfinite(x).all() for x in (q, k, v)]).tolist()
+    for name, is_bad in zip("qkv", bad, strict=True):
+        if is_bad:
+            raise ValueError(f"{fn}: {name} contains NaN or inf")
+
+
+def _check_mask(attn_mask: Tensor, target: tuple[int, int, int, int], fn: str) -> None:
+    if not isinstance(attn_mask, Tensor):
+        raise TypeError(f"{fn}: attn_mask must be a torch.Tensor, got {type(attn_mask).__name__}")
+    try:
+        ok = attn_mask.dim() <= 4 and torch.broadcast_shapes(attn_mask.shape, target) == target
+    except RuntimeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: attn_mask must broadcast to (B, H, Nq, Nk) = {target}, got shape {tuple(attn_mask.shape)}"
+        )
+    if attn_mask.dtype != torch.bool:
+        if not attn_mask.is_floating_point():
+            raise TypeError(f"{fn}: attn_mask must be boolean or floating, got dtype {attn_mask.dtype}")
+        if bool((torch.isnan(attn_mask) | (attn_mask == math.inf)).any()):
+            raise ValueError(f"{fn}: a float attn_mask must not contain NaN or +inf")
+
+
+def _scores(
+    q: Tensor, k: Tensor, *, causal: bool, attn_mask: Tensor | None, scale: float | None, fn: str
+) -> Tensor:
+    """Scaled, masked scores ``(B, H, Nq, Nk)`` in the compute dtype; hidden keys are -inf."""
+    b, h, nq, d = q.shape
+    hkv, nk = k.shape[1], k.shape[2]
+    if attn_mask is not None:
+        _check_mask(attn_mask, (b, h, nq, nk), fn)
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    else:
+        check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
+    dtype = compute_dtype(q.dtype)
+    qg = q.to(dtype).reshape(b, hkv, h // hkv, nq, d)  # (B, Hkv, G, Nq, D): head h reads kv head h // G
+    s = torch.einsum("bkgqd,bknd->bkgqn", qg, k.to(dtype)).reshape(b, h, nq, nk) * scale
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            s = s.masked_fill(~attn_mask, -math.inf)
+        else:
+            bias = attn_mask.to(dtype).masked_fill(attn_mask <= torch.finfo(attn_mask.dtype).min, -math.inf)
+            s = s + bias
+    if causal:
+        rows = torch.arange(nq, device=s.device).unsqueeze(-1) + (nk - nq)
+        s = s.masked_fill(torch.arange(nk, device=s.device) > rows, -math.inf)
+    return s
+
+
+def _softmax_stats(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Detached (entropy, varentropy, log Z, n_visible, dead) of softmax over the finite scores."""
+    s = scores.detach()
+    visible = s > -math.inf
+    n_visible = visible.sum(-1)
+    dead = n_visible == 0
+    h, var, log_z = _entropy_varentropy_torch(s.masked_fill(dead.unsqueeze(-1), 0.0), -1)
+    zero = torch.zeros((), dtype=h.dtype, device=h.device)
+    return (
+        torch.where(dead, zero, h),
+        torch.where(dead, zero, var),
+        torch.where(dead, zero, log_z),
+        n_visible,
+        dead,
+    )
+
+
+def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tensor) -> float | Tensor:
+    """A number stays a number; a (H,) or (B, H, Nq) tensor becomes (B, H, Nq) like `like` (dtype, device)."""
+    if not isinstance(alpha, Tensor):
+        check_param(alpha, "alpha", 1.0, 2.0)
+        return float(alpha)
+    b, h, nq = shape
+    if not alpha.is_floating_point():
+        raise TypeError(f"alpha must be a floating-point tensor, got dtype {alpha.dtype}")
+    if alpha.shape == (h,):
+        alpha = alpha.view(1, h, 1)
+    elif alpha.shape != (b, h, nq):
+        raise ValueError(
+            f"alpha must be a number, a (H,) = ({h},) tensor or a (B, H, Nq) = {shape} tensor, "
+            f"got shape {tuple(alpha.shape)}"
+        )
+    check_param(alpha.detach(), "alpha", 1.0, 2.0)
+    return alpha.to(like).expand(b, h, nq)
+
+
+def _entmax(scores: Tensor, alpha: float | Tensor) -> Tensor:
+    """α-entmax over the last dim; α a number or a tensor of ``scores.shape[:-1]``. α = 1 is softmax."""
+    if not isinstance(alpha, Tensor):
+        return torch.softmax(scores, -1) if alpha == 1.0 else entmax_bisect(scores, alpha, -1)
+    is_softmax = alpha == 1.0
+    n_softmax = int(is_softmax.sum())
+    if n_softmax == alpha.numel():
+        return torch.softmax(scores, -1)
+    # Rows at α = 1 go through softmax; their α in the bisection is a placeholder whose output is dropped.
+    p = entmax_bisect(scores, torch.where(is_softmax, 2.0, alpha).unsqueeze(-1), -1)
+    if n_softmax == 0:
+        return p
+    return torch.where(is_softmax.unsqueeze(-1), torch.softmax(scores, -1), p)
+
+
+def _attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Alpha,
+    *,
+    causal: bool,
+    attn_mask: Tensor | None,
+    scale: float | None,
+    dropout_p: float,
+    return_stats: bool,
+    impl: str,
+    fn: str,
+) -> Tensor | tuple[Tensor, AttentionStats]:
+    if impl not in ("auto", "torch"):
+        raise ValueError(f"{fn}: impl must be 'auto' or 'torch', got {impl!r}")
+    check_param(dropout_p, "dropout_p", 0.0, 1.0, high_open=True)
+    _check_qkv(q, k, v, fn)
+    b, h, nq, _ = q.shape
+    hkv, nk, dv = v.shape[1:]
+    s = _scores(q, k, causal=causal, attn_mask=attn_mask, scale=scale, fn=fn)  # (B, H, Nq, Nk)
+
+    need_stats = return_stats or isinstance(alpha, EntropySchedule)
+    if need_stats:
+        ent, var, log_z, n_visible, dead = _softmax_stats(s)
+    else:
+        dead = ~(s > -math.inf).any(-1)
+    if isinstance(alpha, EntropySchedule):
+        a = alpha(ent, n_visible, var)  # (B, H, Nq), a detached function of the scores
+    else:
+        a = _alpha_tensor(alpha, (b, h, nq), s)
+
+    p = _entmax(s.masked_fill(dead.unsqueeze(-1), 0.0), a)
+    p = p.masked_fill(dead.unsqueeze(-1), 0.0)  # (B, H, Nq, Nk); rows that see nothing attend to nothing
+    weights = torch.nn.functional.dropout(p, dropout_p) if dropout_p > 0 else p
+    pg = weights.reshape(b, hkv, h // hkv, nq, nk)
+    out = torch.einsum("bkgqn,bknd->bkgqd", pg, v.to(s.dtype)).reshape(b, h, nq, dv).to(q.dtype)
+    if not return_stats:
+        return out
+    support = (p.detach() > 0).sum(-1)
+    alpha_used = a.detach() if isinstance(a, Tensor) else torch.full_like(ent, a)
+    stats = AttentionStats(
+        entropy=ent,
+        varentropy=var,
+        log_partition=log_z,
+        support=support,
+        sparsity=torch.where(dead, 0.0, 1.0 - support / n_visible.clamp(min=1)).to(ent.dtype),
+        n_visible=n_visible,
+        alpha=alpha_used.expand(b, h, nq),
+    )
+    return out, stats
+
+
+# ------------------------------------------------------------------------------------- public API
+
+
+def entmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha: Alpha = 1.5,
+    *,
+    causal: bool = False,
+    attn_mask: Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_stats: bool = False,
+    impl: Literal["auto", "torch"] = "auto",
+) -> Tensor | tuple[Tensor, AttentionStats]:
+    """α-entmax attention ``o_i = Σ_j α-entmax(s_i)_j v_j`` with ``s_ij = scale · q_i·k_j + mask_ij``.
+
+    Parameters
+    ----------
+    q : Tensor
+        ``(B, H, Nq, D)`` queries.
+    k, v : Tensor
+        ``(B, Hkv, Nk, D)`` keys and ``(B, Hkv, Nk, Dv)`` values; H must be a multiple of Hkv
+        (grouped-query attention); Nq ≠ Nk is allowed (cross-attention, decoding with a cache).
+    alpha : float, Tensor or EntropySchedule
+        α in [1, 2]: a number, a ``(H,)`` tensor (per head), a ``(B, H, Nq)`` tensor (per query), or an
+        `EntropySchedule`, which sets α per query from the entropy (and varentropy) of that query's
+        softmax scores in this same call, as a detached function of the scores. α = 1 is exact softmax,
+        α = 2 sparsemax. Differentiable in a tensor α (the gradient at rows with α exactly 1 is 0).
+        α > 1 runs 50 bisection steps (``entmax_bisect``), exact to float64 rounding; in float32, α
+        within about 1e-3 of 1 loses accuracy and its α-gradient (which divides by (α - 1)²) is noisy.
+    causal : bool
+        Bottom-right aligned causal mask: query i sees keys ``j <= i + Nk - Nq``.
+    attn_mask : Tensor, optional
+        Broadcastable to ``(B, H, Nq, Nk)``: boolean (True = keep) or an additive float bias (``-inf``
+        hides a key). Combined with `causal`.
+    scale : float, optional
+        Score scale; ``1 / sqrt(D)`` by default.
+    dropout_p : float
+        Dropout on the attention weights (applied whenever > 0; pass 0 in evaluation). The statistics
+        describe the weights before dropout.
+    return_stats : bool
+        Also return the `AttentionStats` of the call.
+    impl : {"auto", "torch"}
+        The implementation; this plain-PyTorch reference is the only one so far.
+
+    Returns
+    -------
+    Tensor or (Tensor, AttentionStats)
+        ``(B, H, Nq, Dv)`` in q's dtype (computed in float32, float64 for float64 inputs). Queries that
+        see no key return 0.
+
+    Examples
+    --------
+    >>> q, k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8), torch.randn(1, 2, 4, 8)
+    >>> out, stats = entmax_attention(q, k, v, alpha=2.0, causal=True, return_stats=True)
+    >>> out.shape, stats.n_visible[0, 0].tolist()
+    (torch.Size([1, 2, 4, 8]), [1, 2, 3, 4])
+    """
+    return _attention(
+        q,
+        k,
+        v,
+        alpha,
+        causal=causal,
+        attn_mask=attn_mask,
+        scale=scale,
+        dropout_p=dropout_p,
+        return_stats=return_stats,
+        impl=impl,
+        fn="entmax_attention",
+    )
+
+
+def softmax_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    causal: bool = False,
+    attn_mask: Tensor | None = None,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    return_stats: bool = False,
+    impl: Literal["auto", "torch"] = "auto",
+) -> Tensor | tuple[Tensor, AttentionStats]:
+    """Dense softmax attention, `entmax_attention` at α = 1: ``o_i = Σ_j softmax(s_i)_j v_j``.
+
+    Same arguments, shapes and conventions as `entmax_attention`; equal to
+    ``torch.nn.functional.scaled_dot_product_attention`` (with bottom-right causal alignment), except
+    that a query which sees no key returns 0 instead of NaN.
+
+    Examples
+    --------
+    >>> q, k, v = torch.randn(2, 4, 3, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    >>> softmax_attention(q, k, v, causal=True).shape  # GQA, decoding 3 queries against 5 keys
+    torch.Size([2, 4, 3, 8])
+    """
+    return _attention(
+        q,
+        k,
+        v,
+        1.0,
+        causal=causal,
+        attn_mask=attn_mask,
+        scale=scale,
+        dropout_p=dropout_p,
+        return_stats=return_stats,
+        impl=impl,
+        fn="softmax_attention",
+    )
+
+
+def entropix_attention_metrics(
+    q: Tensor, k: Tensor, *, attn_mask: Tensor | None = None, scale: float | None = None
+) -> EntropixAttentionMetrics:
+    """Entropix's attention signals for the **last query** of each row, per row (see the dataclass).
+
+    Only the last query's scores are formed: ``O(H · Nk)``. Under a bottom-right causal mask the last
+    query sees every key, so no causal flag is needed; padding and other hidden keys come in through
+    `attn_mask` and never count. Rows whose last query sees no key give 0 for every signal.
+
+    Parameters
+    ----------
+    q : Tensor
+        ``(B, H, Nq, D)`` queries (only ``q[:, :, -1]`` is used).
+    k : Tensor
+        ``(B, Hkv, Nk, D)`` keys, H a multiple of Hkv.
+    attn_mask : Tensor, optional
+        As in `entmax_attention`, broadcastable to ``(B, H, Nq, Nk)``.
+    scale : float, optional
+        Score scale; ``1 / sqrt(D)`` by default.
+
+    Returns
+    -------
+    EntropixAttentionMetrics
+        Four ``(B,)`` tensors, float32 (float64 for float64 inputs).
+
+    Examples
+    --------
+    >>> q, k = torch.zeros(1, 4, 1, 8), torch.randn(1, 2, 5, 8)  # zero queries: uniform attention
+    >>> m = entropix_attention_metrics(q, k)
+    >>> m.entropy, m.varentropy, m.agreement  # log 5, no spread across heads, no disagreement
+    (tensor([1.6094]), tensor([0.]), tensor([0.]))
+    """
+    fn = "entropix_attention_metrics"
+    _check_qkv(q, k, k, fn)
+    b, h, nq, _ = q.shape
+    if attn_mask is not None:
+        _check_mask(attn_mask, (b, h, nq, k.shape[2]), fn)
+        attn_mask = attn_mask[..., -1:, :]
+    s = _scores(q[:, :, -1:], k, causal=False, attn_mask=attn_mask, scale=scale, fn=fn)[:, :, 0]  # (B, H, Nk)
+    s = s.detach()
+    ent, _, _, n_visible, dead = _softmax_stats(s)  # (B, H)
+    visible = s > -math.inf
+    a = torch.softmax(s.masked_fill(dead.unsqueeze(-1), 0.0), -1).masked_fill(~visible, 0.0)
+    n_cells = n_visible.sum(1).clamp(min=1)  # (B,): visible (head, key) pairs
+    deviation = (a - a.mean(1, keepdim=True)).abs().masked_fill(~visible, 0.0)
+    return EntropixAttentionMetrics(
+        entropy=ent.mean(1),
+        varentropy=ent.var(1, correction=0),
+        agreement=deviation.sum((1, 2)) / n_cells,
+        interaction_strength=torch.where(visible, s.abs(), 0.0).sum((1, 2)) / n_cells,
+    )

@@ -1,0 +1,238 @@
+"""`EntropicAttention`: multi-head self-attention with fixed, learned or entropy-scheduled α-entmax.
+
+Three ways to set α:
+
+- a number in [1, 2]: every head and query uses it (1 = softmax, 1.5 = entmax15, 2 = sparsemax);
+- ``"learned"``: one α per head, ``α_h = 1 + sigmoid(z_h)`` with ``z_h`` a parameter (Correia et al.,
+  2019), so α stays in [1, 2] and is never NaN whatever ``z``; ``z = 0`` starts at α = 1.5;
+- ``"scheduled"``: α per query from the normalised entropy of that query's softmax scores, computed in
+  the same forward (`EntropySchedule`). α is a *detached* function of the scores: the schedule is a
+  rule, not a path for gradients, so the scores are trained only through the attention they produce
+  (the schedule's thresholds are piecewise and would otherwise feed gradients that push entropies
+  across them).
+
+`collect_attention_stats` turns on per-layer `AttentionStats` recording for every `EntropicAttention`
+inside a model; when it is off nothing is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from entropic._validation import check_param
+from entropic.attention.functional import AttentionStats, entmax_attention
+from entropic.attention.schedules import EntropySchedule
+
+__all__ = ["EntropicAttention", "KVCache", "collect_attention_stats"]
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the positions one attention layer has seen, ``(B, Hkv, N, D)`` each.
+
+    Pass the same cache to successive `EntropicAttention` calls while decoding; each call appends its
+    new keys and values. Start a fresh cache for a new sequence.
+    """
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+
+    def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append ``(B, Hkv, n, D)`` keys and values; return all keys and values so far."""
+        if self.k is None or self.v is None:
+            self.k, self.v = k, v
+        else:
+            self.k, self.v = torch.cat([self.k, k], 2), torch.cat([self.v, v], 2)
+        return self.k, self.v
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
+class EntropicAttention(nn.Module):
+    """Multi-head self-attention ``(B, N, C) → (B, N, C)`` with α-entmax attention weights.
+
+    Parameters
+    ----------
+    dim : int
+        Model width C; a multiple of `n_heads` (head dim ``D = C / n_heads``).
+    n_heads : int
+        Query heads H.
+    n_kv_heads : int, optional
+        Key/value heads (grouped-query attention); a divisor of `n_heads`; `n_heads` by default.
+    alpha : float, "learned" or "scheduled"
+        See the module docstring.
+    schedule : EntropySchedule or {"linear", "cosine", "sigmoid"}, optional
+        The entropy schedule of ``alpha="scheduled"`` (a shape name uses the default thresholds); only
+        valid with that mode. Defaults to ``EntropySchedule()``.
+    causal : bool
+        Causal self-attention (bottom-right aligned when a KV cache makes keys outnumber queries).
+    dropout : float
+        Dropout on the attention weights during training.
+    bias : bool
+        Biases in the four projections.
+
+    Examples
+    --------
+    >>> attn = EntropicAttention(64, n_heads=4, n_kv_heads=2, alpha="learned")
+    >>> attn.alpha  # one α per head, 1 + sigmoid(0)
+    tensor([1.5000, 1.5000, 1.5000, 1.5000], grad_fn=<AddBackward0>)
+    >>> attn(torch.randn(2, 10, 64)).shape
+    torch.Size([2, 10, 64])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        alpha: float | Literal["learned", "scheduled"] = 1.5,
+        schedule: EntropySchedule | str | None = None,
+        causal: bool = True,
+        dropout: float = 0.0,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        check_param(dim, "dim", 1, float("inf"), integer=True)
+        check_param(n_heads, "n_heads", 1, float("inf"), integer=True)
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        check_param(n_kv_heads, "n_kv_heads", 1, float("inf"), integer=True)
+        if dim % n_heads:
+            raise ValueError(f"dim must be a multiple of n_heads, got dim={dim}, n_heads={n_heads}")
+        if n_heads % n_kv_heads:
+            raise ValueError(
+                f"n_heads must be a multiple of n_kv_heads, got n_heads={n_heads}, n_kv_heads={n_kv_heads}"
+            )
+        check_param(dropout, "dropout", 0.0, 1.0, high_open=True)
+        if isinstance(alpha, str):
+            if alpha not in ("learned", "scheduled"):
+                raise ValueError(f"alpha must be a number in [1, 2], 'learned' or 'scheduled', got {alpha!r}")
+        else:
+            check_param(alpha, "alpha", 1.0, 2.0)
+        if schedule is not None and alpha != "scheduled":
+            raise ValueError(f"schedule is only used with alpha='scheduled', got alpha={alpha!r}")
+        if alpha == "scheduled":
+            schedule = EntropySchedule(schedule) if isinstance(schedule, str) else schedule
+            schedule = EntropySchedule() if schedule is None else schedule
+            if not isinstance(schedule, EntropySchedule):
+                raise TypeError(f"schedule must be an EntropySchedule or a shape name, got {schedule!r}")
+
+        self.dim, self.n_heads, self.n_kv_heads = dim, n_heads, n_kv_heads
+        self.head_dim = dim // n_heads
+        self.mode = alpha if isinstance(alpha, str) else "fixed"
+        self.fixed_alpha = None if isinstance(alpha, str) else float(alpha)
+        self.schedule = schedule
+        self.causal, self.dropout = causal, dropout
+        self.q_proj = nn.Linear(dim, n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
+        self.out_proj = nn.Linear(n_heads * self.head_dim, dim, bias=bias)
+        self.alpha_logit = nn.Parameter(torch.zeros(n_heads)) if alpha == "learned" else None
+        # Set by `collect_attention_stats`; None means no statistics are computed.
+        self.stats_callback: Callable[[AttentionStats], None] | None = None
+
+    @property
+    def alpha(self) -> float | Tensor | EntropySchedule:
+        """What the forward passes as α: a number, the ``(H,)`` learned α, or the schedule."""
+        if self.alpha_logit is not None:
+            return 1.0 + torch.sigmoid(self.alpha_logit)
+        return self.schedule if self.schedule is not None else self.fixed_alpha
+
+    def forward(
+        self, x: Tensor, *, attn_mask: Tensor | None = None, kv_cache: KVCache | None = None
+    ) -> Tensor:
+        """Attend over `x` (and the cached positions).
+
+        Parameters
+        ----------
+        x : Tensor
+            ``(B, N, C)``; with a cache, the N new positions.
+        attn_mask : Tensor, optional
+            Broadcastable to ``(B, H, N, Nk)`` (Nk = cached + N): boolean (True = keep) or additive; a
+            key-padding mask is ``(B, 1, 1, Nk)``.
+        kv_cache : KVCache, optional
+            Appended with this call's keys and values, which attend together with the cached ones.
+
+        Returns
+        -------
+        Tensor
+            ``(B, N, C)``.
+        """
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
+        b, n, _ = x.shape
+        q = self.q_proj(x).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D)
+        k = self.k_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, N, D)
+        v = self.v_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)  # (B, Hkv, Nk, D)
+        record = self.stats_callback is not None
+        result = entmax_attention(
+            q,
+            k,
+            v,
+            self.alpha,
+            causal=self.causal,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_stats=record,
+        )
+        if record:
+            result, stats = result
+            self.stats_callback(stats)
+        return self.out_proj(result.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim))
+
+    def extra_repr(self) -> str:
+        alpha = self.fixed_alpha if self.mode == "fixed" else repr(self.mode)
+        parts = [
+            f"dim={self.dim}",
+            f"n_heads={self.n_heads}",
+            f"n_kv_heads={self.n_kv_heads}",
+            f"head_dim={self.head_dim}",
+            f"alpha={alpha}",
+        ]
+        if self.schedule is not None:
+            parts.append(f"schedule={self.schedule}")
+        parts += [f"causal={self.causal}", f"dropout={self.dropout}"]
+        return ", ".join(parts)
+
+
+@contextmanager
+def collect_attention_stats(model: nn.Module) -> Iterator[dict[str, AttentionStats]]:
+    """Record the `AttentionStats` of every `EntropicAttention` in `model` while the block runs.
+
+    Yields a dict from each attention module's qualified name to the statistics of its latest forward
+    (with a KV cache: of the latest decoding step). On exit the modules stop recording; the dict keeps
+    what was collected.
+
+    Examples
+    --------
+    >>> model = nn.Sequential(EntropicAttention(32, 4), EntropicAttention(32, 4, alpha="scheduled"))
+    >>> with collect_attention_stats(model) as stats:
+    ...     _ = model(torch.randn(1, 6, 32))
+    >>> sorted(stats), stats["1"].alpha.shape
+    (['0', '1'], torch.Size([1, 4, 6]))
+    """
+    collected: dict[str, AttentionStats] = {}
+    modules = [(name, m) for name, m in model.named_modules() if isinstance(m, EntropicAttention)]
+
+    def sink(name: str) -> Callable[[AttentionStats], None]:
+        def store(stats: AttentionStats) -> None:
+            collected[name] = stats
+
+        return store
+
+    previous = [m.stats_callback for _, m in modules]
+    for name, m in modules:
+        m.stats_callback = sink(name)
+    try:
+        yield collected
+    finally:
+        for (_, m), callback in zip(modules, previous, strict=True):
+            m.stats_callback = callback

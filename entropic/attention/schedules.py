@@ -1,0 +1,184 @@
+"""Entropy schedules for α: the seed's ζ_α(S), from softmax at high attention entropy to sparsemax at low.
+
+A query whose softmax attention is spread over many keys (high entropy) keeps dense attention (α near 1);
+a query that already concentrates on a few keys (low entropy) is made sparse (α near 2). Entropy is
+normalised by its maximum, ``s = H / log n_visible ∈ [0, 1]``, so that a causal row that sees 3 keys and
+one that sees 3000 are judged on the same scale. Between the two thresholds α moves continuously and
+monotonically along a chosen shape (the seed's D(S)). With a varentropy threshold, queries whose
+varentropy is below it are considered settled and keep a fixed α (the seed's "low varentropy: bounds
+fixed"); only the others follow the schedule.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from entropic._validation import check_param
+
+__all__ = ["SCHEDULES", "EntropySchedule", "alpha_from_entropy"]
+
+ScheduleShape = Literal["linear", "cosine", "sigmoid"]
+SCHEDULES: tuple[str, ...] = ("linear", "cosine", "sigmoid")
+# Steepness k of the logistic shape, rescaled so that it runs exactly from 0 to 1 on [0, 1].
+_SIGMOID_STEEPNESS = 10.0
+
+
+def _ramp(t: Tensor, schedule: str) -> Tensor:
+    """Monotone g: [0, 1] → [0, 1] with g(0) = 0 and g(1) = 1."""
+    if schedule == "linear":
+        return t
+    if schedule == "cosine":
+        return 0.5 - 0.5 * torch.cos(math.pi * t)
+    k = _SIGMOID_STEEPNESS
+    lo, hi = 1.0 / (1.0 + math.exp(k / 2)), 1.0 / (1.0 + math.exp(-k / 2))
+    return (torch.sigmoid(k * (t - 0.5)) - lo) / (hi - lo)
+
+
+def _check_schedule(
+    schedule: str, alpha_min: float, alpha_max: float, low: float, high: float, threshold: float | None
+) -> None:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    check_param(alpha_min, "alpha_min", 1.0, 2.0)
+    check_param(alpha_max, "alpha_max", 1.0, 2.0)
+    if alpha_min > alpha_max:
+        raise ValueError(f"alpha_min must be <= alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}")
+    check_param(low, "low", 0.0, 1.0)
+    check_param(high, "high", 0.0, 1.0)
+    if low >= high:
+        raise ValueError(f"low must be < high (normalised entropies in [0, 1]), got low={low}, high={high}")
+    if threshold is not None:
+        check_param(threshold, "varentropy_threshold", 0.0, math.inf, high_open=True)
+
+
+def alpha_from_entropy(
+    entropy: Tensor,
+    n_visible: Tensor | int,
+    *,
+    schedule: ScheduleShape = "linear",
+    alpha_min: float = 1.0,
+    alpha_max: float = 2.0,
+    low: float = 0.25,
+    high: float = 0.75,
+    varentropy: Tensor | None = None,
+    varentropy_threshold: float | None = None,
+    fixed_alpha: float | Tensor = 1.5,
+) -> Tensor:
+    """α per query from the entropy of its softmax attention (the seed's ζ_α(S)).
+
+    With the normalised entropy ``s = H / log n`` (n visible keys) and ``t = (high - s) / (high - low)``
+    clipped to [0, 1]::
+
+        α = alpha_min + (alpha_max - alpha_min) · g(t)
+
+    ``s >= high`` gives `alpha_min` (softmax at the default 1), ``s <= low`` gives `alpha_max` (sparsemax
+    at the default 2). ``g`` is continuous and monotone with g(0) = 0, g(1) = 1: "linear" ``g(t) = t``,
+    "cosine" ``g(t) = (1 - cos πt) / 2`` (flat at both ends), "sigmoid" a logistic of steepness 10
+    rescaled to pass exactly through (0, 0) and (1, 1). α is therefore non-increasing in the entropy.
+
+    Rows with ``n <= 1`` (one visible key, where every α gives the same distribution, or none) take
+    ``s = 1``.
+
+    Parameters
+    ----------
+    entropy : Tensor
+        ``(...)`` softmax attention entropy per query, in nats (e.g. ``AttentionStats.entropy``).
+    n_visible : Tensor or int
+        Number of keys each query sees, broadcastable to `entropy` (``AttentionStats.n_visible``).
+    schedule : {"linear", "cosine", "sigmoid"}
+        The shape g between the thresholds.
+    alpha_min, alpha_max : float
+        α at high and at low entropy; ``1 <= alpha_min <= alpha_max <= 2``.
+    low, high : float
+        Normalised-entropy thresholds, ``0 <= low < high <= 1``.
+    varentropy : Tensor, optional
+        ``(...)`` varentropy per query (nats²); needed with `varentropy_threshold`.
+    varentropy_threshold : float, optional
+        Queries with ``varentropy < varentropy_threshold`` keep `fixed_alpha` instead of following the
+        schedule.
+    fixed_alpha : float or Tensor
+        The fixed α of the settled queries (a number, or a tensor broadcastable to `entropy`, such as a
+        per-head ``(H, 1)``), in [1, 2].
+
+    Returns
+    -------
+    Tensor
+        α of `entropy`'s shape, in ``[alpha_min, alpha_max]`` (or `fixed_alpha` where gated), float32 or
+        float64.
+
+    Examples
+    --------
+    >>> n = torch.tensor(8)
+    >>> alpha_from_entropy(torch.tensor([0.0, 0.5, 1.0]) * math.log(8), n)  # s = 0, 0.5, 1
+    tensor([2.0000, 1.5000, 1.0000])
+    """
+    _check_schedule(schedule, alpha_min, alpha_max, low, high, varentropy_threshold)
+    if not isinstance(entropy, Tensor) or not entropy.is_floating_point():
+        raise TypeError(f"entropy must be a floating-point tensor, got {type(entropy).__name__}")
+    dtype = torch.float64 if entropy.dtype == torch.float64 else torch.float32
+    h = entropy.to(dtype)
+    n = torch.as_tensor(n_visible, device=h.device).to(dtype)
+    log_n = torch.log(n.clamp(min=1.0))
+    s = torch.where(log_n > 0, h / torch.where(log_n > 0, log_n, 1.0), 1.0).clamp(0.0, 1.0)
+    t = ((high - s) / (high - low)).clamp(0.0, 1.0)
+    alpha = alpha_min + (alpha_max - alpha_min) * _ramp(t, schedule)
+    if varentropy_threshold is None:
+        return alpha
+    if varentropy is None:
+        raise ValueError("varentropy_threshold needs the per-query varentropy; got varentropy=None")
+    if isinstance(fixed_alpha, Tensor):
+        check_param(fixed_alpha.detach(), "fixed_alpha", 1.0, 2.0)
+        fixed_alpha = fixed_alpha.to(alpha)
+    else:
+        check_param(fixed_alpha, "fixed_alpha", 1.0, 2.0)
+    settled = varentropy.to(dtype) < varentropy_threshold
+    return torch.where(settled, fixed_alpha, alpha)
+
+
+@dataclass(frozen=True)
+class EntropySchedule:
+    """A configured `alpha_from_entropy`: pass it as ``alpha=`` to `entmax_attention` or the module.
+
+    Validated at construction. Called with the statistics of the current forward pass, it returns α per
+    query; the attention functions feed it detached statistics, so α is a function of the scores that
+    gradients do not flow through.
+
+    Examples
+    --------
+    >>> sched = EntropySchedule("cosine", low=0.2, high=0.9)
+    >>> sched(torch.tensor([0.0]), torch.tensor([16]))
+    tensor([2.])
+    """
+
+    schedule: ScheduleShape = "linear"
+    low: float = 0.25
+    high: float = 0.75
+    alpha_min: float = 1.0
+    alpha_max: float = 2.0
+    varentropy_threshold: float | None = None
+    fixed_alpha: float = 1.5
+
+    def __post_init__(self) -> None:
+        _check_schedule(
+            self.schedule, self.alpha_min, self.alpha_max, self.low, self.high, self.varentropy_threshold
+        )
+        check_param(self.fixed_alpha, "fixed_alpha", 1.0, 2.0)
+
+    def __call__(self, entropy: Tensor, n_visible: Tensor | int, varentropy: Tensor | None = None) -> Tensor:
+        return alpha_from_entropy(
+            entropy,
+            n_visible,
+            schedule=self.schedule,
+            alpha_min=self.alpha_min,
+            alpha_max=self.alpha_max,
+            low=self.low,
+            high=self.high,
+            varentropy=varentropy,
+            varentropy_threshold=self.varentropy_threshold,
+            fixed_alpha=self.fixed_alpha,
+        )

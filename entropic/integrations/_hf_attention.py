@@ -1,0 +1,199 @@
+"""α-entmax attention inside Hugging Face ``transformers`` models, through ``AttentionInterface``.
+
+`register` installs two things under one name:
+
+* an attention function in ``AttentionInterface``, called by every attention layer with ``query``
+  ``(B, H, Nq, D)`` and the *unrepeated* ``key`` / ``value`` ``(B, Hkv, Nk, D)`` (GQA is handled by
+  `entmax_attention` without copying), and
+* the matching mask function in ``AttentionMaskInterface``. Without it ``transformers`` treats the name
+  as a backend that builds no mask and passes ``attention_mask=None``, which silently drops causal and
+  padding masking. The mask registered here is the boolean SDPA mask (True = attend), always
+  materialised: it never collapses to None for "plain causal" inputs, so queries of a left-padded row
+  or of a cached decoding step always get their exact visible keys.
+
+Queries that see no key at all (the padding positions of a left-padded batch) get output 0, where eager
+attention returns an average of the padded values; the logits at those positions are meaningless either
+way, and every real position equals eager attention at α = 1.
+
+Each forward of the last layer (``layer_idx == config.num_hidden_layers - 1``; layers that do not say
+their index are all recorded, the last call winning) stores that layer's `AttentionStats` and the
+Entropix metrics of its last query on the registered object, so an Entropix sampler gets real attention
+signals without ``output_attentions=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from entropic._validation import check_param
+from entropic.attention.functional import (
+    AttentionStats,
+    EntropixAttentionMetrics,
+    entmax_attention,
+    entropix_attention_metrics,
+)
+from entropic.attention.schedules import EntropySchedule
+
+__all__ = ["EntropicHFAttention", "entropic_attention_mask", "register"]
+
+# Names transformers gives its own backends; registering over them would change every model using them.
+_RESERVED = (
+    "eager",
+    "sdpa",
+    "flex_attention",
+    "paged|eager",
+    "flash_attention_2",
+    "flash_attention_3",
+    "flash_attention_4",
+)
+
+
+def entropic_attention_mask(*args: Any, **kwargs: Any) -> Tensor | None:
+    """``transformers.masking_utils.sdpa_mask`` with the causal and bidirectional shortcuts disabled.
+
+    Returns the boolean ``(B, 1, Nq, Nk)`` mask (True = attend) for every call, including the plain
+    causal case that `sdpa_mask` would otherwise reduce to ``None`` (relying on SDPA's ``is_causal``).
+    """
+    kwargs["allow_is_causal_skip"] = False
+    kwargs["allow_is_bidirectional_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+class EntropicHFAttention:
+    """The attention function `register` installs; it also keeps the last layer's statistics.
+
+    Parameters
+    ----------
+    alpha : float, Tensor or EntropySchedule
+        As in `entmax_attention`: a number in [1, 2], a ``(H,)`` tensor (one α per head, the same in
+        every layer) or an `EntropySchedule` (α per query from its softmax entropy).
+    record_stats : bool
+        Store ``last_stats`` and ``last_metrics`` at each forward of the last layer.
+
+    Attributes
+    ----------
+    last_stats : AttentionStats or None
+        ``(B, H, Nq)`` statistics of the most recent forward of the last layer.
+    last_metrics : EntropixAttentionMetrics or None
+        ``(B,)`` Entropix signals of that forward's last query (what a sampler needs at each step).
+    """
+
+    def __init__(self, alpha: float | Tensor | EntropySchedule, record_stats: bool = True) -> None:
+        if isinstance(alpha, Tensor):
+            if alpha.dim() != 1:
+                raise ValueError(
+                    "alpha must be a number, a (H,) tensor or an EntropySchedule, "
+                    f"got a tensor of shape {tuple(alpha.shape)}"
+                )
+            check_param(alpha.detach(), "alpha", 1.0, 2.0)
+        elif not isinstance(alpha, EntropySchedule):
+            check_param(alpha, "alpha", 1.0, 2.0)
+        self.alpha = alpha
+        self.record_stats = record_stats
+        self.last_stats: AttentionStats | None = None
+        self.last_metrics: EntropixAttentionMetrics | None = None
+
+    def __call__(
+        self,
+        module: nn.Module,
+        query: Tensor,
+        key: Tensor,
+        value: Tensor,
+        attention_mask: Tensor | None,
+        scaling: float | None = None,
+        dropout: float = 0.0,
+        is_causal: bool | None = None,
+        **kwargs: Any,
+    ) -> tuple[Tensor, None]:
+        """``AttentionInterface`` signature; returns ``((B, Nq, H, Dv) output, None)``."""
+        # The registered mask is always materialised; a None mask only comes from a direct call, where
+        # causality follows the module as in transformers' SDPA path.
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        causal = bool(causal) and attention_mask is None and query.shape[2] > 1
+        record = self.record_stats and _is_last_layer(module)
+        result = entmax_attention(
+            query,
+            key,
+            value,
+            self.alpha,
+            causal=causal,
+            attn_mask=attention_mask,
+            scale=scaling,
+            dropout_p=dropout,
+            return_stats=record,
+        )
+        if record:
+            result, self.last_stats = result
+            self.last_metrics = entropix_attention_metrics(
+                query, key, attn_mask=attention_mask, scale=scaling
+            )
+        return result.transpose(1, 2).contiguous(), None
+
+    def __repr__(self) -> str:
+        return f"EntropicHFAttention(alpha={self.alpha!r}, record_stats={self.record_stats})"
+
+
+def _is_last_layer(module: nn.Module) -> bool:
+    layer_idx = getattr(module, "layer_idx", None)
+    n_layers = getattr(getattr(module, "config", None), "num_hidden_layers", None)
+    if layer_idx is None or n_layers is None:
+        return True
+    return layer_idx == n_layers - 1
+
+
+def register(
+    name: str = "entropic",
+    alpha: float | Tensor | str = 1.5,
+    schedule: EntropySchedule | str | None = None,
+    *,
+    record_stats: bool = True,
+) -> EntropicHFAttention:
+    """Register α-entmax attention and its mask under `name` for every ``transformers`` model.
+
+    Afterwards ``model.set_attn_implementation(name)`` or
+    ``AutoModelForCausalLM.from_pretrained(..., attn_implementation=name)`` runs the model's attention
+    through `entmax_attention` (Llama-family models, GQA, padding and KV-cache generation). Registering
+    the same name again replaces the function.
+
+    Parameters
+    ----------
+    name : str
+        The ``attn_implementation`` name; not one of transformers' own backends.
+    alpha : float, Tensor or "scheduled"
+        A number in [1, 2] (1 = the model's own softmax attention), a ``(H,)`` tensor of per-head α, or
+        "scheduled" for α per query from its attention entropy.
+    schedule : EntropySchedule or {"linear", "cosine", "sigmoid"}, optional
+        The schedule of ``alpha="scheduled"`` (default ``EntropySchedule()``); only valid with that mode.
+    record_stats : bool
+        Keep the last layer's statistics on the returned object (see `EntropicHFAttention`).
+
+    Returns
+    -------
+    EntropicHFAttention
+        The registered function, also reachable as ``transformers.AttentionInterface()[name]``.
+
+    Examples
+    --------
+    >>> attention = register("entropic-doc", alpha=1.5)
+    >>> AttentionInterface()["entropic-doc"] is attention
+    True
+    """
+    if not isinstance(name, str) or not name or name in _RESERVED:
+        raise ValueError(f"name must be a non-empty string other than {_RESERVED}, got {name!r}")
+    if isinstance(alpha, str):
+        if alpha != "scheduled":
+            raise ValueError(f"alpha must be a number in [1, 2], a (H,) tensor or 'scheduled', got {alpha!r}")
+        schedule = EntropySchedule(schedule) if isinstance(schedule, str) else schedule
+        alpha = EntropySchedule() if schedule is None else schedule
+        if not isinstance(alpha, EntropySchedule):
+            raise TypeError(f"schedule must be an EntropySchedule or a shape name, got {schedule!r}")
+    elif schedule is not None:
+        raise ValueError(f"schedule is only used with alpha='scheduled', got alpha={alpha!r}")
+    function = EntropicHFAttention(alpha, record_stats=record_stats)
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, entropic_attention_mask)
+    return function

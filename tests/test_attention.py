@@ -1,0 +1,422 @@
+"""entropic.attention functional reference and schedules, against the `entmax` package, SDPA and hand math."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from entmax import entmax15, entmax_bisect, sparsemax
+from hypothesis import given
+from hypothesis import strategies as st
+
+from entropic import entropy, varentropy
+from entropic.attention import (
+    SCHEDULES,
+    EntropySchedule,
+    alpha_from_entropy,
+    entmax_attention,
+    entropix_attention_metrics,
+    softmax_attention,
+)
+
+F64 = torch.float64
+
+
+def qkv(b=2, h=4, hkv=2, nq=5, nk=7, d=8, dv=None, scale=1.0, dtype=F64):
+    q = torch.randn(b, h, nq, d, dtype=dtype) * scale
+    k = torch.randn(b, hkv, nk, d, dtype=dtype) * scale
+    v = torch.randn(b, hkv, nk, d if dv is None else dv, dtype=dtype)
+    return q, k, v
+
+
+def causal_keep(nq: int, nk: int) -> torch.Tensor:
+    """Bottom-right aligned causal mask (True = keep), built independently of the implementation."""
+    return torch.ones(nq, nk, dtype=torch.bool).tril(diagonal=nk - nq)
+
+
+def ref_attention(q, k, v, probs_fn, keep=None, scale=None):
+    """Materialised float64 reference: repeated k/v, -1e9 at hidden keys, probs_fn over the keys."""
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = (q.double() @ k.double().transpose(-1, -2)) * scale
+    if keep is not None:
+        s = s.masked_fill(~keep, -1e9)
+    p = probs_fn(s)
+    return p @ v.double(), s, p
+
+
+# ------------------------------------------------------------------------------ against entmax
+
+
+@pytest.mark.parametrize(
+    ("alpha", "probs_fn"),
+    [
+        (1.0, lambda s: torch.softmax(s, -1)),
+        (1.5, lambda s: entmax15(s, -1)),
+        (2.0, lambda s: sparsemax(s, -1)),
+        (1.25, lambda s: entmax_bisect(s, 1.25, -1)),
+        (1.8, lambda s: entmax_bisect(s, 1.8, -1)),
+    ],
+)
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 4.0])
+@pytest.mark.parametrize("causal", [False, True])
+def test_matches_entmax_package(alpha, probs_fn, scale, causal):
+    q, k, v = qkv(nq=6, nk=9, scale=scale)
+    keep = causal_keep(6, 9) if causal else None
+    ref, _, _ = ref_attention(q, k, v, probs_fn, keep)
+    out = entmax_attention(q, k, v, alpha, causal=causal)
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-9)
+
+
+def test_alpha_one_equals_sdpa_float32_with_mask_and_gqa():
+    q, k, v = qkv(b=3, h=6, hkv=3, nq=11, nk=11, d=16, dtype=torch.float32)
+    mask = torch.rand(3, 1, 11, 11) > 0.3
+    mask[..., 0] = True  # every query keeps a key (SDPA gives NaN otherwise)
+    for kwargs in ({"is_causal": True}, {"attn_mask": mask}):
+        ref = F.scaled_dot_product_attention(q, k, v, enable_gqa=True, **kwargs)
+        ours_kw = {"causal": True} if "is_causal" in kwargs else {"attn_mask": mask}
+        torch.testing.assert_close(softmax_attention(q, k, v, **ours_kw), ref, atol=2e-6, rtol=1e-5)
+        torch.testing.assert_close(entmax_attention(q, k, v, 1.0, **ours_kw), ref, atol=2e-6, rtol=1e-5)
+
+
+def test_additive_float_mask_equals_sdpa():
+    q, k, v = qkv(nq=4, nk=6)
+    bias = torch.randn(1, 4, 4, 6, dtype=F64)
+    bias[..., 2] = -math.inf
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
+    torch.testing.assert_close(softmax_attention(q, k, v, attn_mask=bias), ref)
+
+
+def test_bottom_right_causal_equals_sdpa_with_explicit_mask():
+    q, k, v = qkv(nq=3, nk=8)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_keep(3, 8), enable_gqa=True)
+    torch.testing.assert_close(softmax_attention(q, k, v, causal=True), ref)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.5, 2.0])
+def test_decode_rows_equal_full_causal_rows(alpha):
+    """Causal attention of the last m queries against all keys = the last m rows of full causal attention."""
+    q, k, v = qkv(nq=9, nk=9)
+    full = entmax_attention(q, k, v, alpha, causal=True)
+    for m in (1, 4):
+        tail = entmax_attention(q[:, :, -m:], k, v, alpha, causal=True)
+        torch.testing.assert_close(tail, full[:, :, -m:])
+
+
+def test_alpha_two_is_sparse_and_alpha_near_one_is_softmax():
+    q, k, v = qkv(scale=3.0)
+    _, s, _ = ref_attention(q, k, v, lambda s: s)
+    _, stats2 = entmax_attention(q, k, v, 2.0, return_stats=True)
+    assert (stats2.support < stats2.n_visible).any()  # sparsemax zeroes keys at this scale
+    torch.testing.assert_close(stats2.support, (sparsemax(s, -1) > 0).sum(-1))
+    near = entmax_attention(q, k, v, 1.0 + 1e-6)
+    torch.testing.assert_close(near, softmax_attention(q, k, v), atol=1e-5, rtol=0)
+
+
+# -------------------------------------------------------------------------- masks and GQA
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.5, 2.0, 1.3])
+def test_masked_keys_equal_dropping_them(alpha):
+    q, k, v = qkv(b=3, nq=4, nk=10)
+    keep = torch.rand(3, 10) > 0.4
+    keep[:, 3] = True
+    out = entmax_attention(q, k, v, alpha, attn_mask=keep[:, None, None, :])
+    for b in range(3):
+        kb, vb = k[b : b + 1, :, keep[b]], v[b : b + 1, :, keep[b]]
+        torch.testing.assert_close(out[b : b + 1], entmax_attention(q[b : b + 1], kb, vb, alpha))
+
+
+@pytest.mark.parametrize("alpha", [1.3, torch.tensor([1.0, 1.2, 1.7, 2.0], dtype=F64)])
+def test_gqa_equals_repeated_kv(alpha):
+    q, k, v = qkv(h=4, hkv=2)
+    rep = entmax_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), alpha, causal=True)
+    torch.testing.assert_close(entmax_attention(q, k, v, alpha, causal=True), rep)
+
+
+def test_cross_attention_value_dim_and_custom_scale():
+    q, k, v = qkv(nq=3, nk=12, dv=5)
+    ref, _, _ = ref_attention(q, k, v, lambda s: entmax15(s, -1), scale=0.7)
+    torch.testing.assert_close(entmax_attention(q, k, v, 1.5, scale=0.7), ref)
+
+
+def test_fully_masked_rows_give_zero_output_stats_and_finite_grads():
+    q, k, v = qkv(nq=4, nk=6)
+    q.requires_grad_(True)
+    keep = torch.ones(2, 1, 4, 6, dtype=torch.bool)
+    keep[0, :, :2] = False  # left padding: the first two queries of row 0 see nothing
+    out, stats = entmax_attention(q, k, v, 1.5, attn_mask=keep, return_stats=True)
+    assert torch.equal(out[0, :, :2], torch.zeros_like(out[0, :, :2]))
+    for field in ("entropy", "varentropy", "log_partition", "support", "sparsity", "n_visible"):
+        assert (getattr(stats, field)[0, :, :2] == 0).all(), field
+    assert (stats.n_visible[0, :, 2:] == 6).all()
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+    assert (q.grad[0, :, :2] == 0).all()
+    # Queries past a bottom-right causal boundary (Nq > Nk) see nothing either.
+    q2, k2, v2 = qkv(nq=5, nk=3)
+    out2 = softmax_attention(q2, k2, v2, causal=True)
+    assert (out2[:, :, :2] == 0).all()
+    assert torch.isfinite(out2).all()
+
+
+def test_hf_style_min_value_mask_hides_keys():
+    q, k, v = qkv(nq=3, nk=5)
+    keep = torch.rand(2, 1, 3, 5) > 0.3
+    keep[..., 0] = True
+    additive = torch.zeros(keep.shape, dtype=F64).masked_fill(~keep, torch.finfo(F64).min)
+    _, s_bool = entmax_attention(q, k, v, 1.5, attn_mask=keep, return_stats=True)
+    out, s_add = entmax_attention(q, k, v, 1.5, attn_mask=additive, return_stats=True)
+    torch.testing.assert_close(out, entmax_attention(q, k, v, 1.5, attn_mask=keep))
+    assert torch.equal(s_add.n_visible, s_bool.n_visible)
+
+
+# ---------------------------------------------------------------------------------- per-head / query α
+
+
+def test_per_head_alpha_equals_loop_of_scalar_calls():
+    q, k, v = qkv()
+    alpha = torch.tensor([1.0, 1.4, 1.5, 2.0], dtype=F64)
+    out = entmax_attention(q, k, v, alpha, causal=True)
+    for h in range(4):
+        ref = entmax_attention(q, k, v, float(alpha[h]), causal=True)[:, h]
+        torch.testing.assert_close(out[:, h], ref)
+
+
+def test_per_query_alpha_equals_loop_of_scalar_calls():
+    q, k, v = qkv(nq=4, nk=4)
+    alpha = 1.0 + torch.rand(2, 4, 4, dtype=F64)
+    alpha[0, 0] = 1.0  # softmax rows mixed with entmax rows
+    alpha[1, 2, 1] = 2.0
+    out = entmax_attention(q, k, v, alpha, causal=True)
+    for b, h, i in torch.cartesian_prod(torch.arange(2), torch.arange(4), torch.arange(4)).tolist():
+        ref = entmax_attention(q, k, v, float(alpha[b, h, i]), causal=True)[b, h, i]
+        torch.testing.assert_close(out[b, h, i], ref)
+
+
+# --------------------------------------------------------------------------------------- gradients
+
+
+def test_gradcheck_q_k_v_and_per_head_alpha():
+    q, k, v = (x.requires_grad_(True) for x in qkv(b=1, h=2, hkv=1, nq=3, nk=4, d=3))
+    alpha = torch.tensor([1.3, 1.7], dtype=F64, requires_grad=True)
+    mask = torch.tensor([True, True, False, True])
+    fn = lambda q, k, v, a: entmax_attention(q, k, v, a, causal=True, attn_mask=mask)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v, alpha), atol=1e-6, rtol=1e-4)
+
+
+def test_gradcheck_per_query_alpha():
+    q, k, v = (x.requires_grad_(True) for x in qkv(b=1, h=2, hkv=2, nq=3, nk=5, d=3))
+    alpha = (1.2 + 0.7 * torch.rand(1, 2, 3, dtype=F64)).requires_grad_(True)
+    fn = lambda q, k, v, a: entmax_attention(q, k, v, a)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (q, k, v, alpha), atol=1e-6, rtol=1e-4)
+
+
+def test_gradcheck_softmax_and_scheduled():
+    q, k, v = (x.requires_grad_(True) for x in qkv(b=1, h=2, hkv=1, nq=4, nk=4, d=3))
+    assert torch.autograd.gradcheck(lambda q, k, v: softmax_attention(q, k, v, causal=True), (q, k, v))
+    # α from a schedule is a detached function of the scores: the gradient is that of a fixed α.
+    sched = EntropySchedule(low=0.0, high=1.0)
+    out, stats = entmax_attention(q, k, v, sched, return_stats=True)
+    fixed = entmax_attention(q, k, v, stats.alpha.clone())
+    g1 = torch.autograd.grad(out.square().sum(), (q, k, v))
+    g2 = torch.autograd.grad(fixed.square().sum(), (q, k, v))
+    for a, b in zip(g1, g2, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+# ----------------------------------------------------------------------------------------- stats
+
+
+def test_stats_equal_hand_computation():
+    q, k, v = qkv(b=2, h=4, hkv=2, nq=4, nk=7, scale=2.0)
+    keep = torch.rand(2, 1, 1, 7) > 0.3
+    keep[..., -1] = True
+    alpha = torch.tensor([1.0, 1.5, 1.8, 2.0], dtype=F64)
+    _, stats = entmax_attention(q, k, v, alpha, causal=True, attn_mask=keep, return_stats=True)
+    _, s, _ = ref_attention(q, k, v, lambda s: s)
+    visible = keep & causal_keep(4, 7)
+    for b, h, i in torch.cartesian_prod(torch.arange(2), torch.arange(4), torch.arange(4)).tolist():
+        row = s[b, h, i][visible[b, 0, i]]
+        n = row.numel()
+        assert stats.n_visible[b, h, i] == n
+        if n == 0:
+            continue
+        torch.testing.assert_close(stats.entropy[b, h, i], entropy(row))
+        torch.testing.assert_close(stats.varentropy[b, h, i], varentropy(row))
+        torch.testing.assert_close(stats.log_partition[b, h, i], torch.logsumexp(row, 0))
+        support = int((entmax_bisect(row, float(alpha[h])) > 0).sum()) if h else n
+        assert stats.support[b, h, i] == support
+        torch.testing.assert_close(stats.sparsity[b, h, i].item(), 1 - support / n)
+        assert stats.alpha[b, h, i] == alpha[h]
+    assert (stats.entropy <= torch.log(stats.n_visible.clamp(min=1)) + 1e-12).all()
+    assert (stats.entropy >= 0).all()
+    summary = stats.summary()
+    live = stats.n_visible > 0
+    assert summary["entropy"] == pytest.approx(stats.entropy[live].mean().item())
+
+
+def test_causal_n_visible_is_bottom_right():
+    q, k, v = qkv(nq=3, nk=5)
+    _, stats = softmax_attention(q, k, v, causal=True, return_stats=True)
+    assert stats.n_visible[0, 0].tolist() == [3, 4, 5]
+
+
+# ----------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"alpha": 2.5}, r"alpha must be in \[1.0, 2.0\], got 2.5"),
+        ({"alpha": 0.9}, r"alpha must be in \[1.0, 2.0\], got 0.9"),
+        ({"alpha": torch.tensor([1.5, 0.5, 1.5, 1.5])}, r"alpha must be in \[1.0, 2.0\], got 0.5"),
+        ({"alpha": torch.full((3,), 1.5)}, r"alpha must be a number, a \(H,\) = \(4,\) tensor"),
+        (
+            {"attn_mask": torch.ones(2, 4, 5, 3, dtype=torch.bool)},
+            r"attn_mask must broadcast to .*\(2, 4, 5, 7\)",
+        ),
+        ({"attn_mask": torch.full((7,), math.nan)}, "must not contain NaN"),
+        ({"impl": "triton"}, "impl must be 'auto' or 'torch'"),
+        ({"scale": -1.0}, "scale must be"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    q, k, v = qkv()
+    with pytest.raises(ValueError, match=message):
+        entmax_attention(q, k, v, **kwargs)
+
+
+def test_bad_tensors_raise():
+    q, k, v = qkv(h=4, hkv=2)
+    with pytest.raises(ValueError, match=r"multiple of the key/value heads, got H=4, Hkv=3"):
+        entmax_attention(q, torch.randn(2, 3, 7, 8, dtype=F64), torch.randn(2, 3, 7, 8, dtype=F64))
+    with pytest.raises(ValueError, match="same head dim"):
+        entmax_attention(q, k[..., :5], v)
+    with pytest.raises(ValueError, match=r"q must have shape \(B, H, Nq, D\)"):
+        entmax_attention(q[0], k, v)
+    q[0, 1, 2, 3] = math.nan
+    with pytest.raises(ValueError, match="q contains NaN or inf"):
+        entmax_attention(q, k, v)
+
+
+# ------------------------------------------------------------------------------------------ schedules
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_schedule_endpoints_monotone_continuous(schedule):
+    n = torch.tensor(50)
+    s = torch.linspace(0, 1, 2001, dtype=F64)
+    alpha = alpha_from_entropy(s * math.log(50), n, schedule=schedule, low=0.2, high=0.7, alpha_max=1.9)
+    assert (alpha[s <= 0.2] == 1.9).all()
+    assert (alpha[s >= 0.7] == 1.0).all()
+    assert (alpha.diff() <= 1e-15).all()  # non-increasing in entropy
+    assert alpha.diff().abs().max() < 0.02  # no jump on a fine grid
+    mid = alpha[(s > 0.2) & (s < 0.7)]
+    assert ((mid > 1.0) & (mid < 1.9)).all()
+
+
+@given(
+    h=st.floats(0, 1),
+    n=st.integers(1, 10_000),
+    schedule=st.sampled_from(SCHEDULES),
+    lo=st.floats(0, 0.49),
+    width=st.floats(0.01, 0.5),
+)
+def test_schedule_range_and_normalisation(h, n, schedule, lo, width):
+    ent = torch.tensor(h * math.log(n), dtype=F64)
+    a = alpha_from_entropy(ent, n, schedule=schedule, low=lo, high=lo + width, alpha_min=1.1, alpha_max=1.8)
+    assert 1.1 - 1e-12 <= a.item() <= 1.8 + 1e-12
+    if n == 1:
+        assert a.item() == pytest.approx(1.1)  # one visible key: s = 1
+    else:  # the same normalised entropy over twice the keys gives the same α
+        ent2 = torch.tensor(h * math.log(2 * n), dtype=F64)
+        a2 = alpha_from_entropy(
+            ent2, 2 * n, schedule=schedule, low=lo, high=lo + width, alpha_min=1.1, alpha_max=1.8
+        )
+        assert a2.item() == pytest.approx(a.item(), abs=1e-9)
+
+
+def test_linear_schedule_midpoint_and_per_query_n_visible():
+    n = torch.tensor([4, 16, 256])
+    a = alpha_from_entropy(0.5 * torch.log(n.double()), n, low=0.25, high=0.75)
+    torch.testing.assert_close(a, torch.full((3,), 1.5, dtype=F64))
+    assert alpha_from_entropy(torch.tensor(0.0), 0).item() == 1.0  # a row that sees nothing
+
+
+def test_varentropy_gate_keeps_fixed_alpha():
+    ent = torch.zeros(2, 3, dtype=F64)  # every query fully concentrated: the schedule says α_max
+    var = torch.tensor([[0.0, 1.0, 0.2], [3.0, 0.1, 0.5]], dtype=F64)
+    fixed = torch.tensor([[1.2], [1.4]], dtype=F64)  # per head
+    a = alpha_from_entropy(ent, 10, varentropy=var, varentropy_threshold=0.3, fixed_alpha=fixed)
+    expected = torch.tensor([[1.2, 2.0, 1.2], [2.0, 1.4, 2.0]], dtype=F64)
+    torch.testing.assert_close(a, expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"schedule": "step"}, "schedule must be one of"),
+        ({"low": 0.8, "high": 0.5}, "low must be < high"),
+        ({"alpha_min": 1.8, "alpha_max": 1.2}, "alpha_min must be <= alpha_max"),
+        ({"alpha_max": 2.5}, r"alpha_max must be in \[1.0, 2.0\]"),
+        ({"varentropy_threshold": 0.1}, "needs the per-query varentropy"),
+        ({"varentropy_threshold": -1.0}, "varentropy_threshold must be >= 0.0"),
+    ],
+)
+def test_schedule_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        alpha_from_entropy(torch.ones(3), 5, **kwargs)
+
+
+def test_scheduled_attention_uses_alpha_from_its_own_entropy():
+    q, k, v = qkv(nq=6, nk=6, scale=2.0)
+    sched = EntropySchedule("cosine", low=0.3, high=0.9, varentropy_threshold=0.05, fixed_alpha=1.3)
+    out, stats = entmax_attention(q, k, v, sched, causal=True, return_stats=True)
+    expected = sched(stats.entropy, stats.n_visible, stats.varentropy)
+    torch.testing.assert_close(stats.alpha, expected)
+    assert stats.alpha.unique().numel() > 2
+    torch.testing.assert_close(out, entmax_attention(q, k, v, expected, causal=True))
+    with pytest.raises(ValueError, match="low must be < high"):
+        EntropySchedule(low=0.9, high=0.3)
+
+
+# -------------------------------------------------------------------------------------- Entropix
+
+
+def test_entropix_metrics_equal_hand_computation_and_ignore_padding():
+    q, k, _ = qkv(b=2, h=4, hkv=2, nq=3, nk=6, scale=1.5)
+    keep = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    keep[1, ..., :2] = False  # row 1 is left-padded by two keys
+    m = entropix_attention_metrics(q, k, attn_mask=keep)
+    _, s, _ = ref_attention(q, k, k, lambda s: s)
+    for b in range(2):
+        row = s[b, :, -1][:, keep[b, 0, 0]]  # (H, visible)
+        ents = torch.stack([entropy(r) for r in row])
+        a = torch.softmax(row, -1)
+        torch.testing.assert_close(m.entropy[b], ents.mean())
+        torch.testing.assert_close(m.varentropy[b], ents.var(correction=0))
+        torch.testing.assert_close(m.agreement[b], (a - a.mean(0)).abs().mean())
+        torch.testing.assert_close(m.interaction_strength[b], row.abs().mean())
+        # Dropping the padded keys changes nothing (the Entropix padded-cache bug).
+        kept = entropix_attention_metrics(q[b : b + 1], k[b : b + 1, :, keep[b, 0, 0]])
+        for name in m:
+            torch.testing.assert_close(kept[name][0], m[name][b])
+
+
+def test_entropix_identical_heads_agree_and_metrics_are_a_mapping():
+    q = torch.randn(3, 1, 2, 8, dtype=F64).expand(3, 4, 2, 8)
+    k = torch.randn(3, 1, 5, 8, dtype=F64)
+    m = entropix_attention_metrics(q, k)
+    torch.testing.assert_close(m.agreement, torch.zeros(3, dtype=F64))
+    torch.testing.assert_close(m.varentropy, torch.zeros(3, dtype=F64))
+    assert dict(m).keys() == {"entropy", "varentropy", "agreement", "interaction_strength"}
+    assert all(v.shape == (3,) for v in m.values())
+    # Heads that attend to disjoint keys disagree maximally: mean |a - ā| = 2 (H - 1) / (H n).
+    q2 = torch.zeros(1, 2, 1, 2, dtype=F64)
+    q2[0, 0, 0, 0] = q2[0, 1, 0, 1] = 1e3
+    k2 = torch.eye(2, dtype=F64).view(1, 1, 2, 2)
+    assert entropix_attention_metrics(q2, k2).agreement.item() == pytest.approx(0.5)
