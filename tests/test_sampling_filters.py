@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from entropic.sampling import FILTERS, apply_filters, min_p, temperature, top_k, top_p
+from entropic.sampling import FILTERS, apply_filters, epsilon, eta, min_p, temperature, top_k, top_p, typical
 
 
 def kept(x: torch.Tensor) -> torch.Tensor:
@@ -122,3 +122,93 @@ def test_bad_parameters():
         ValueError, match=r"top_p must be a number or a tensor of the logits' batch shape \(2,\)"
     ):
         top_p(x, torch.tensor([0.5, 0.5, 0.5]))
+
+
+# ------------------------------------------------------------------ typical, epsilon, eta (Meister; Hewitt)
+
+
+def probs_logits(*values: float) -> torch.Tensor:
+    return torch.tensor([values], dtype=torch.float64).log()
+
+
+def test_typical_hand_computed():
+    # p = (0.5, 0.4, 0.1): H = 0.9433; |surprisal - H| = (0.250, 0.027, 1.359): typical order 1, 0, 2.
+    x = probs_logits(0.5, 0.4, 0.1)
+    assert kept(typical(x, 0.3)).tolist() == [[True, True, False]]  # {1}, plus the top token
+    assert kept(typical(x, 0.85)).tolist() == [[True, True, False]]  # 0.4 + 0.5 reaches 0.85
+    assert kept(typical(x, 0.95)).tolist() == [[True, True, True]]
+    assert kept(typical(x, 1.0)).all()
+
+
+def test_epsilon_and_eta_hand_computed():
+    x = probs_logits(0.5, 0.3, 0.15, 0.05)
+    assert kept(epsilon(x, 0.1)).tolist() == [[True, True, True, False]]
+    assert kept(epsilon(x, 0.6)).tolist() == [[True, False, False, False]]  # top token kept
+    assert kept(epsilon(x, 0.0)).all()
+    # eta = 0.1: threshold min(0.1, sqrt(0.1) e^-H) with H = 1.1412: 0.3162 * 0.3194 = 0.1010
+    h = -(torch.tensor([0.5, 0.3, 0.15, 0.05]).log() * torch.tensor([0.5, 0.3, 0.15, 0.05])).sum()
+    assert math.sqrt(0.1) * math.exp(-h.item()) == pytest.approx(0.1010, abs=1e-4)
+    assert kept(eta(x, 0.1)).tolist() == [[True, True, True, False]]
+    assert kept(eta(x, 0.2)).tolist() == [[True, True, True, False]]  # threshold 0.1428 < 0.15
+    assert kept(eta(x, 0.3)).tolist() == [[True, True, False, False]]  # threshold 0.1749 > 0.15
+
+
+@pytest.mark.parametrize("name", ["typical", "epsilon", "eta"])
+def test_new_filters_match_transformers(name):
+    """Hugging Face's warpers (min_tokens_to_keep=1) give the same sets, plus our guaranteed top token."""
+    from transformers import EpsilonLogitsWarper, EtaLogitsWarper, TypicalLogitsWarper
+
+    warper, fn, values = {
+        "typical": (TypicalLogitsWarper, typical, [0.2, 0.5, 0.9, 0.99]),
+        "epsilon": (EpsilonLogitsWarper, epsilon, [1e-4, 3e-3, 0.02, 0.2]),
+        "eta": (EtaLogitsWarper, eta, [1e-4, 3e-3, 0.02, 0.2]),
+    }[name]
+    x = torch.randn(8, 300, dtype=torch.float64) * 2.5
+    top = x == x.amax(-1, keepdim=True)
+    for value in values:
+        if name == "typical":
+            hf = warper(mass=value)
+        elif name == "epsilon":
+            hf = warper(epsilon=value)
+        else:
+            hf = warper(epsilon=value, device="cpu")
+        expected = kept(hf(None, x.clone())) | top
+        assert torch.equal(kept(fn(x, value)), expected), (name, value)
+
+
+@pytest.mark.parametrize(
+    ("fn", "values"), [(typical, [0.1, 0.6, 1.0]), (epsilon, [0.0, 0.01, 0.5]), (eta, [0.0, 0.01, 0.5])]
+)
+def test_new_filters_per_row(fn, values):
+    x = torch.randn(3, 80) * 3
+    out = fn(x, torch.tensor(values))
+    for row, value in enumerate(values):
+        assert torch.equal(out[row], fn(x[row : row + 1], value)[0])
+        assert kept(out[row, x[row].argmax()])
+    torch.testing.assert_close(out[kept(out)], x[kept(out)])
+
+
+def test_new_filters_respect_masks_and_registry_order():
+    x = torch.randn(2, 20)
+    x[:, 12:] = -math.inf
+    for out in (typical(x, 1.0), epsilon(x, 0.0), eta(x, 0.0)):
+        assert not kept(out[:, 12:]).any() and kept(out[:, :12]).all()
+    assert list(FILTERS) == ["temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta"]
+    y = torch.randn(2, 64) * 3
+    expected = eta(
+        epsilon(typical(min_p(top_p(top_k(temperature(y, 0.9), 30), 0.95), 0.01), 0.9), 1e-3), 1e-3
+    )
+    got = apply_filters(
+        y, temperature=0.9, top_k=30, top_p=0.95, min_p=0.01, typical=0.9, epsilon=1e-3, eta=1e-3
+    )
+    torch.testing.assert_close(got, expected)
+
+
+def test_new_filters_bad_parameters():
+    x = torch.randn(2, 10)
+    with pytest.raises(ValueError, match=r"typical must be in \(0.0, 1.0\], got 0.0"):
+        typical(x, 0.0)
+    with pytest.raises(ValueError, match=r"epsilon must be in \[0.0, 1.0\), got 1.0"):
+        epsilon(x, 1.0)
+    with pytest.raises(ValueError, match=r"eta must be in \[0.0, 1.0\), got -0.5 \(in 1 of 2 rows\)"):
+        eta(x, torch.tensor([0.1, -0.5]))

@@ -5,9 +5,13 @@ logits' batch shape ``logits.shape[:-1]`` (``(B,)`` for ``(B, V)`` logits). The 
 dimension. Outputs are float32 (float64 for float64 inputs) whatever the input dtype, so that a
 temperature applied to bf16 logits does not round them a second time.
 
-Order of application (`apply_filters`), as in Hugging Face ``generate``: temperature, then top-k, then
-top-p, then min-p. The most probable token is never removed. Ties at a cut-off are kept: top-k keeps
-every token whose logit equals the k-th largest.
+Order of application (`apply_filters`), as in Hugging Face ``generate`` (``_get_logits_processor``):
+temperature, top-k, top-p, min-p, typical, epsilon, eta. Every truncation after the temperature sees the
+tempered distribution, already truncated by the filters before it. The most probable token is never
+removed. Ties at a cut-off are kept: top-k keeps every token whose logit equals the k-th largest.
+
+References: nucleus (top-p) Holtzman et al. 2020; min-p Nguyen et al. 2024; locally typical sampling
+Meister et al. 2023; epsilon and eta sampling Hewitt et al. 2022.
 """
 
 from __future__ import annotations
@@ -64,6 +68,26 @@ def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
     return x.masked_fill(x < kth, -math.inf)
 
 
+def _keep_mass(x: Tensor, key: Tensor, pp: float | Tensor) -> Tensor:
+    """Keep the tokens of highest `key` until their probability ``softmax(x)`` first reaches `pp`.
+
+    `pp` is a number or a per-row ``(..., 1)`` tensor (from `_per_row`). Tokens whose key ties the last
+    kept one are kept too; pp >= 1 keeps every token. The token of largest logit is always kept (it may
+    be missing from the prefix when `key` is not the logit).
+    """
+    sorted_key, order = torch.sort(key, dim=-1, descending=True)
+    sorted_p = torch.softmax(x, dim=-1).gather(-1, order)
+    mass_before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # probability of the strictly better tokens
+    n_keep = (mass_before < pp).sum(-1, keepdim=True).clamp(min=1)
+    threshold = sorted_key.gather(-1, n_keep - 1)
+    keep = (key >= threshold) | (torch.as_tensor(pp, device=x.device) >= 1.0) | _is_top1(x)
+    return x.masked_fill(~keep, -math.inf)
+
+
+def _is_top1(x: Tensor) -> Tensor:
+    return x == x.amax(dim=-1, keepdim=True)
+
+
 def top_p(logits: Tensor, p: float | Tensor) -> Tensor:
     """Nucleus filter: keep the smallest set of most probable tokens whose probability sums to >= p.
 
@@ -72,14 +96,7 @@ def top_p(logits: Tensor, p: float | Tensor) -> Tensor:
     """
     check_param(p, "top_p", 0.0, 1.0, low_open=True)
     x = _upcast(logits)
-    pp = _per_row(p, x, "top_p")
-    sorted_x, _ = torch.sort(x, dim=-1, descending=True)
-    sorted_p = torch.softmax(sorted_x, dim=-1)
-    mass_before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # probability of the strictly better tokens
-    n_keep = (mass_before < pp).sum(-1, keepdim=True).clamp(min=1)
-    threshold = sorted_x.gather(-1, n_keep - 1)
-    keep = (x >= threshold) | (torch.as_tensor(pp, device=x.device) >= 1.0)
-    return x.masked_fill(~keep, -math.inf)
+    return _keep_mass(x, x, _per_row(p, x, "top_p"))
 
 
 def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
@@ -95,8 +112,72 @@ def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
     return x.masked_fill(x < threshold, -math.inf)
 
 
-# String-keyed registry, so that a config can name a filter.
-FILTERS = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
+    """Locally typical filter (Meister et al. 2023): keep the tokens whose surprisal is closest to H.
+
+    Tokens are ranked by ``|-log p_i - H(p)|`` (ascending) and kept until their probability reaches
+    `mass` in (0, 1]; mass = 1 keeps everything. The most probable token is kept even when it is not
+    typical (a peaked distribution puts its top token far below the mean surprisal of the rest).
+    """
+    check_param(mass, "typical", 0.0, 1.0, low_open=True)
+    x = _upcast(logits)
+    logp = torch.log_softmax(x, dim=-1)
+    live = torch.isfinite(logp)
+    plogp = torch.where(live, logp.exp() * logp, torch.zeros_like(logp))
+    h = -plogp.sum(-1, keepdim=True)
+    deviation = torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
+    return _keep_mass(x, -deviation, _per_row(mass, x, "typical"))
+
+
+def _keep_above(x: Tensor, log_threshold: Tensor | float) -> Tensor:
+    """Keep tokens with ``log p >= log_threshold`` and always the most probable one."""
+    keep = (torch.log_softmax(x, dim=-1) >= log_threshold) | _is_top1(x)
+    return x.masked_fill(~keep, -math.inf)
+
+
+def _log_param(value: float | Tensor, x: Tensor, name: str) -> float | Tensor:
+    v = _per_row(value, x, name)
+    if isinstance(v, Tensor):
+        return torch.log(v.to(x.dtype))
+    return math.log(v) if v > 0 else -math.inf
+
+
+def epsilon(logits: Tensor, eps: float | Tensor) -> Tensor:
+    """Epsilon truncation (Hewitt et al. 2022): keep tokens with ``p_i >= ε``; ε in [0, 1).
+
+    ε = 0 keeps everything; the most probable token is always kept.
+    """
+    check_param(eps, "epsilon", 0.0, 1.0, high_open=True)
+    x = _upcast(logits)
+    return _keep_above(x, _log_param(eps, x, "epsilon"))
+
+
+def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
+    """Eta truncation (Hewitt et al. 2022): keep tokens with ``p_i >= min(η, √η · exp(-H(p)))``; η in [0, 1).
+
+    The threshold falls as the entropy rises, so flat distributions keep more of their tail than peaked
+    ones. η = 0 keeps everything; the most probable token is always kept.
+    """
+    check_param(eta, "eta", 0.0, 1.0, high_open=True)
+    x = _upcast(logits)
+    log_eta = _log_param(eta, x, "eta")
+    logp = torch.log_softmax(x, dim=-1)
+    plogp = torch.where(torch.isfinite(logp), logp.exp() * logp, torch.zeros_like(logp))
+    h = -plogp.sum(-1, keepdim=True)
+    log_eta = torch.as_tensor(log_eta, dtype=x.dtype, device=x.device)
+    return _keep_above(x, torch.minimum(log_eta, 0.5 * log_eta - h))
+
+
+# String-keyed registry, so that a config can name a filter. Insertion order is the order of application.
+FILTERS = {
+    "temperature": temperature,
+    "top_k": top_k,
+    "top_p": top_p,
+    "min_p": min_p,
+    "typical": typical,
+    "epsilon": epsilon,
+    "eta": eta,
+}
 
 
 def apply_filters(
@@ -106,10 +187,40 @@ def apply_filters(
     top_k: int | Tensor | None = None,
     top_p: float | Tensor | None = None,
     min_p: float | Tensor | None = None,
+    typical: float | Tensor | None = None,
+    epsilon: float | Tensor | None = None,
+    eta: float | Tensor | None = None,
 ) -> Tensor:
-    """Temperature, then top-k, top-p and min-p (those that are not None), in that order."""
+    """Temperature, then top-k, top-p, min-p, typical, epsilon and eta (those not None), in that order.
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``(..., V)`` logits.
+    temperature, top_k, top_p, min_p, typical, epsilon, eta
+        A number, or a tensor of the batch shape ``logits.shape[:-1]`` with one value per row; see the
+        filter of the same name.
+
+    Returns
+    -------
+    Tensor
+        ``(..., V)`` float32 (float64 for float64 input) logits, removed tokens at -inf.
+
+    Examples
+    --------
+    >>> apply_filters(torch.tensor([2.0, 1.0, 0.0, -3.0]), temperature=0.5, top_k=2)
+    tensor([4., 2., -inf, -inf])
+    """
+    values = {
+        "top_k": top_k,
+        "top_p": top_p,
+        "min_p": min_p,
+        "typical": typical,
+        "epsilon": epsilon,
+        "eta": eta,
+    }
     x = FILTERS["temperature"](logits, temperature)
-    for name, value in (("top_k", top_k), ("top_p", top_p), ("min_p", min_p)):
+    for name, value in values.items():
         if value is not None:
             x = FILTERS[name](x, value)
     return x

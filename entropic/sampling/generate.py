@@ -1,0 +1,200 @@
+"""A KV-cached decoding loop for entropic models and Hugging Face causal LMs.
+
+Calling convention (the one of Hugging Face causal LMs, which entropic's own models follow)::
+
+    out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+    out.logits            # (B, n, V): logits of the n positions of `ids`
+    out.past_key_values   # the cache to pass back at the next step
+    out.attention_metrics # optional: AttentionMetrics of the last position, given to an EntropixSampler
+
+``attention_mask`` covers the cached and the new positions, ``(B, past + n)``, 1 for real tokens; prompts
+of different lengths are left-padded, and ``position_ids`` count real tokens only, so a padded row sees
+the positions it would see alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from entropic.metrics import entropy_varentropy
+from entropic.sampling.draw import Generators
+from entropic.sampling.entropix import EntropixSampler
+
+Sampler = EntropixSampler | Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class GenerateOutput:
+    """Result of `generate`.
+
+    Attributes
+    ----------
+    sequences : Tensor
+        ``(B, L + T)`` prompt (with its padding) then the ``T <= max_new_tokens`` generated tokens; after a
+        row's EOS its remaining positions repeat the (first) EOS id.
+    new_tokens : Tensor
+        ``(B, T)`` the generated part of `sequences`.
+    generated : Tensor
+        ``(B, T)`` bool, True at the tokens a row really generated (up to and including its EOS).
+    decisions : Tensor or None
+        ``(B, T)`` `Decision` values of an `EntropixSampler` (when ``return_metrics``), else None.
+    metrics : dict[str, Tensor] or None
+        ``(B, T)`` per-step metrics (when ``return_metrics``): the sampler's `SamplerOutput.metrics` for an
+        `EntropixSampler`, else ``entropy`` and ``varentropy`` of the logits in nats.
+    """
+
+    sequences: Tensor
+    new_tokens: Tensor
+    generated: Tensor
+    decisions: Tensor | None = None
+    metrics: dict[str, Tensor] | None = None
+
+
+def _eos_ids(eos_token_id: int | Sequence[int] | None, device: torch.device) -> Tensor | None:
+    if eos_token_id is None:
+        return None
+    ids = [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if not ids or any(not isinstance(i, int) or i < 0 for i in ids):
+        raise ValueError(
+            f"eos_token_id must be a token id >= 0 or a non-empty list of them, got {eos_token_id!r}"
+        )
+    return torch.tensor(ids, device=device)
+
+
+@torch.no_grad()
+def generate(
+    model: Callable[..., object],
+    input_ids: Tensor,
+    sampler: Sampler,
+    max_new_tokens: int,
+    *,
+    attention_mask: Tensor | None = None,
+    eos_token_id: int | Sequence[int] | None = None,
+    generator: Generators = None,
+    return_metrics: bool = False,
+    use_cache: bool = True,
+) -> GenerateOutput:
+    """Decode up to `max_new_tokens` tokens per row with a KV cache.
+
+    Parameters
+    ----------
+    model : callable
+        A causal LM following the calling convention of this module (any Hugging Face
+        ``*ForCausalLM``, or an entropic model).
+    input_ids : Tensor
+        ``(B, L)`` int64 prompts, left-padded when their lengths differ.
+    sampler : EntropixSampler or callable
+        An `EntropixSampler` (called with the attention metrics, the generator and each row's previous
+        token), or any callable ``logits (B, V) -> tokens (B,)``, e.g.
+        ``functools.partial(sample, top_p=0.9)``; a callable receives ``generator=`` when one is given.
+    max_new_tokens : int
+        Number of decoding steps at most (fewer when every row has emitted an EOS).
+    attention_mask : Tensor, optional
+        ``(B, L)`` 1 for real tokens, 0 for left padding; all ones when omitted.
+    eos_token_id : int or list of int, optional
+        A row stops at the first of these it emits.
+    generator : torch.Generator or sequence of B generators, optional
+        Randomness for the sampler; it advances at each step.
+    return_metrics : bool
+        Also return per-step metrics and decisions.
+    use_cache : bool
+        False recomputes the whole sequence at every step (a reference for the cached path).
+
+    Returns
+    -------
+    GenerateOutput
+
+    Examples
+    --------
+    >>> from functools import partial
+    >>> from entropic.sampling import sample
+    >>> out = generate(model, prompt_ids, partial(sample, temperature=0.7), 20)  # doctest: +SKIP
+    """
+    if input_ids.dim() != 2 or input_ids.dtype != torch.long:
+        raise ValueError(
+            "input_ids must be a (B, L) int64 tensor, "
+            f"got shape {tuple(input_ids.shape)} and dtype {input_ids.dtype}"
+        )
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    batch, device = input_ids.shape[0], input_ids.device
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, "
+            f"got {tuple(attention_mask.shape)}"
+        )
+    attention_mask = attention_mask.to(device=device, dtype=torch.long)
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError(
+            "attention_mask: prompts must be left-padded (every row's last position a real token)"
+        )
+    eos = _eos_ids(eos_token_id, device)
+
+    mask = attention_mask
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    sequences = input_ids
+    step_ids, step_pos, cache = input_ids, positions, None
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    tokens_out: list[Tensor] = []
+    generated: list[Tensor] = []
+    decisions: list[Tensor] = []
+    metrics: list[dict[str, Tensor]] = []
+    for _ in range(max_new_tokens):
+        out = model(
+            input_ids=step_ids if use_cache else sequences,
+            attention_mask=mask,
+            position_ids=step_pos if use_cache else positions,
+            past_key_values=cache,
+            use_cache=use_cache,
+        )
+        logits = out.logits[:, -1, :]
+        cache = out.past_key_values if use_cache else None
+        if isinstance(sampler, EntropixSampler):
+            result = sampler(
+                logits,
+                getattr(out, "attention_metrics", None),
+                generator=generator,
+                prev_tokens=sequences[:, -1],
+            )
+            tokens = result.tokens
+            if return_metrics:
+                decisions.append(result.decisions)
+                metrics.append(result.metrics)
+        else:
+            tokens = sampler(logits) if generator is None else sampler(logits, generator=generator)
+            if return_metrics:
+                h, v = entropy_varentropy(logits)
+                metrics.append({"entropy": h, "varentropy": v})
+        tokens = tokens.to(device=device, dtype=torch.long)
+        generated.append(~finished)
+        if eos is not None:
+            tokens = torch.where(finished, eos[0], tokens)
+            finished = finished | torch.isin(tokens, eos)
+        tokens_out.append(tokens)
+        sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
+        step_ids, step_pos = tokens[:, None], step_pos[:, -1:] + 1
+        positions = torch.cat([positions, step_pos], dim=-1)
+        if eos is not None and bool(finished.all()):
+            break
+
+    new_tokens = torch.stack(tokens_out, 1) if tokens_out else input_ids.new_zeros(batch, 0)
+    gen_mask = (
+        torch.stack(generated, 1) if generated else torch.zeros(batch, 0, dtype=torch.bool, device=device)
+    )
+    if not return_metrics:
+        return GenerateOutput(sequences, new_tokens, gen_mask)
+    stacked = {k: torch.stack([m[k] for m in metrics], 1) for k in metrics[0]} if metrics else {}
+    return GenerateOutput(
+        sequences,
+        new_tokens,
+        gen_mask,
+        decisions=torch.stack(decisions, 1) if decisions else None,
+        metrics=stacked,
+    )

@@ -1,0 +1,141 @@
+"""Exact draws (χ² goodness of fit, reproducibility, greedy) and entropy targeting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import scipy.stats
+import torch
+
+from entropic import entropy
+from entropic.sampling import apply_filters, sample, temperature_for_entropy
+
+N_DRAWS = 40_000
+P_VALUE = 1e-4  # a correct sampler fails with this probability; the seeds are fixed, so never in CI
+
+
+def chi2_pvalue(tokens: torch.Tensor, probs: torch.Tensor) -> float:
+    """χ² goodness of fit of the drawn tokens to `probs`, over the support of `probs`."""
+    counts = torch.bincount(tokens, minlength=probs.numel()).double()
+    support = probs > 0
+    assert counts[~support].sum() == 0, "a token of probability 0 was drawn"
+    expected = probs[support].double() * tokens.numel()
+    return scipy.stats.chisquare(counts[support].numpy(), expected.numpy()).pvalue
+
+
+LOGITS = torch.tensor([2.0, 1.5, 0.3, 0.0, -0.7, -1.2, -math.inf, -3.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"temperature": 0.6},
+        {"temperature": 1.7},
+        {"top_k": 3},
+        {"top_p": 0.8},
+        {"min_p": 0.2},
+        {"typical": 0.7},
+        {"epsilon": 0.05},
+        {"eta": 0.05},
+        {"temperature": 1.3, "top_k": 5, "top_p": 0.95, "min_p": 0.05},
+    ],
+    ids=repr,
+)
+def test_chi_square_goodness_of_fit(params):
+    g = torch.Generator().manual_seed(1234)
+    logits = LOGITS.expand(N_DRAWS, -1)
+    tokens = sample(logits, generator=g, **params)
+    probs = torch.softmax(apply_filters(LOGITS, **params), -1)
+    assert chi2_pvalue(tokens, probs) > P_VALUE
+
+
+def test_chi_square_rejects_entropix_draw():
+    """The test has power: Entropix's argmax(p / U), U uniform, fails it on the same distribution."""
+    g = torch.Generator().manual_seed(1234)
+    probs = torch.softmax(LOGITS, -1)
+    u = torch.rand(N_DRAWS, probs.numel(), generator=g, dtype=torch.float64)
+    biased = (probs / u).argmax(-1)
+    assert chi2_pvalue(biased, probs) < 1e-12
+
+
+def test_reproducible_from_a_generator():
+    logits = torch.randn(16, 500)
+    a = sample(logits, top_p=0.9, generator=torch.Generator().manual_seed(7))
+    b = sample(logits, top_p=0.9, generator=torch.Generator().manual_seed(7))
+    c = sample(logits, top_p=0.9, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_per_row_generators_do_not_depend_on_the_batch():
+    logits = torch.randn(4, 300) * 0.1  # nearly uniform: the draw depends on the noise
+    seeds = [11, 12, 13, 14]
+    batch = sample(logits, generator=[torch.Generator().manual_seed(s) for s in seeds])
+    for row, s in enumerate(seeds):
+        alone = sample(logits[row : row + 1], generator=[torch.Generator().manual_seed(s)])
+        assert alone.item() == batch[row].item()
+    # a reused generator advances: successive draws differ (Entropix reused its PRNG key every step)
+    g = [torch.Generator().manual_seed(0)]
+    draws = {sample(logits[:1], generator=g).item() for _ in range(10)}
+    assert len(draws) > 1
+    with pytest.raises(ValueError, match=r"one torch\.Generator per row, got 2 for 4 rows"):
+        sample(logits, generator=[torch.Generator(), torch.Generator()])
+
+
+def test_temperature_zero_is_greedy_per_row():
+    logits = torch.randn(6, 50)
+    assert torch.equal(sample(logits, temperature=0.0), logits.argmax(-1))
+    t = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    flat = torch.zeros(6, 50)
+    flat[:, 3] = 1e-3  # the argmax of an almost flat row
+    draws = torch.stack([sample(flat, temperature=t) for _ in range(20)])
+    assert (draws[:, ::2] == 3).all()  # greedy rows
+    assert (draws[:, 1::2] != 3).any()  # sampled rows
+
+
+def test_sample_bad_input():
+    with pytest.raises(ValueError, match="contain NaN in 1 of 2 rows"):
+        sample(torch.tensor([[0.0, math.nan], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match=r"temperature must be >= 0.0, got -1.0"):
+        sample(torch.zeros(2, 3), temperature=-1.0)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0.0, 1.0\], got 2.0"):
+        sample(torch.zeros(2, 3), top_p=2.0)
+
+
+# ------------------------------------------------------------------------------- entropy targeting
+
+
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 30.0, 1e3])
+def test_temperature_for_entropy_hits_target(scale):
+    logits = torch.randn(12, 777, dtype=torch.float64) * scale
+    logits[2, 100:] = -math.inf  # masked tokens: the limit is log 100
+    live = torch.isfinite(logits).sum(-1).double()
+    targets = torch.rand(12, dtype=torch.float64) * live.log() * 0.98 + 0.01
+    t = temperature_for_entropy(logits, targets)
+    assert t.shape == (12,) and t.dtype == torch.float64 and (t > 0).all()
+    h = entropy(logits / t.unsqueeze(-1))
+    torch.testing.assert_close(h, targets, atol=1e-4, rtol=0)
+
+
+def test_temperature_for_entropy_scalar_target_bits_and_monotone():
+    logits = torch.randn(5, 64)
+    t_nats = temperature_for_entropy(logits, 2.0 * math.log(2))
+    t_bits = temperature_for_entropy(logits, 2.0, base=2)
+    torch.testing.assert_close(t_nats, t_bits, rtol=1e-3, atol=0)
+    torch.testing.assert_close(
+        entropy(logits / t_bits.unsqueeze(-1), base=2), torch.full((5,), 2.0), atol=2e-4, rtol=0
+    )
+    t_low, t_high = temperature_for_entropy(logits, 1.0), temperature_for_entropy(logits, 3.0)
+    assert (t_low < t_nats).all() and (t_nats < t_high).all()  # H increases with T
+
+
+def test_temperature_for_entropy_limits():
+    logits = torch.tensor([[2.0, 2.0, 0.0, -1.0], [1.0, 0.0, -math.inf, -math.inf]])
+    t = temperature_for_entropy(logits, torch.tensor([math.log(2), math.log(2)], dtype=torch.float64))
+    assert t[0].item() == 0.0  # two tied maxima: H -> log 2 only as T -> 0
+    assert math.isinf(t[1].item())  # two live tokens: H -> log 2 only as T -> inf
+    t = temperature_for_entropy(logits, torch.tensor([0.0, 10.0]))
+    assert t[0].item() == 0.0 and math.isinf(t[1].item())
+    with pytest.raises(ValueError, match=r"target_entropy must be >= 0.0, got -1.0"):
+        temperature_for_entropy(logits, -1.0)

@@ -1,0 +1,150 @@
+"""generate: KV cache against recomputation, left padding, per-row EOS, metrics, on a tiny random Llama."""
+
+from __future__ import annotations
+
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from entropic import entropy_varentropy
+from entropic.sampling import AttentionMetrics, Decision, EntropixConfig, EntropixSampler, generate, sample
+
+VOCAB = 97
+greedy = partial(sample, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def prompts() -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(0, VOCAB, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding: row 0 has 4 real tokens, row 1 has 6
+    mask[1, :1] = 0
+    return ids, mask
+
+
+def test_cached_equals_uncached_greedy(model, prompts):
+    ids, mask = prompts
+    cached = generate(model, ids, greedy, 12, attention_mask=mask)
+    recomputed = generate(model, ids, greedy, 12, attention_mask=mask, use_cache=False)
+    assert cached.new_tokens.shape == (3, 12)
+    assert torch.equal(cached.new_tokens, recomputed.new_tokens)
+    assert torch.equal(cached.sequences[:, :7], ids)
+    # one greedy step by hand: the argmax of the full forward pass
+    logits = model(input_ids=ids[2:], attention_mask=mask[2:]).logits[0, -1]
+    assert cached.new_tokens[2, 0].item() == logits.argmax().item()
+
+
+def test_left_padded_rows_match_rows_alone(model, prompts):
+    ids, mask = prompts
+    batch = generate(model, ids, greedy, 10, attention_mask=mask)
+    for row in range(3):
+        alone = generate(model, ids[row : row + 1, mask[row].bool()], greedy, 10)
+        assert torch.equal(alone.new_tokens[0], batch.new_tokens[row])
+
+
+def test_per_row_eos(model, prompts):
+    ids, mask = prompts
+    free = generate(model, ids, greedy, 10, attention_mask=mask)
+    eos = free.new_tokens[1, 3].item()  # row 1 emits this token by step 3 at the latest
+    out = generate(model, ids, greedy, 10, attention_mask=mask, eos_token_id=[eos, VOCAB + 5])
+    first = [(row == eos).nonzero()[0].item() if (row == eos).any() else 10 for row in free.new_tokens]
+    assert first[1] <= 3
+    for row in range(3):
+        stop = first[row]
+        assert torch.equal(out.new_tokens[row, : stop + 1], free.new_tokens[row, : min(stop + 1, 10)])
+        assert (out.new_tokens[row, stop + 1 :] == eos).all()  # filled after the EOS
+        assert out.generated[row].sum().item() == min(stop + 1, out.new_tokens.shape[1])
+
+
+def test_stops_when_every_row_is_done(model, prompts):
+    ids, mask = prompts
+    first = generate(model, ids, greedy, 1, attention_mask=mask).new_tokens[:, 0].tolist()
+    out = generate(model, ids, greedy, 10, attention_mask=mask, eos_token_id=first)
+    assert out.new_tokens.shape == (3, 1)
+
+
+def test_entropix_metrics_and_reproducibility(model, prompts):
+    ids, mask = prompts
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=5))
+    a = generate(
+        model,
+        ids,
+        sampler,
+        6,
+        attention_mask=mask,
+        generator=torch.Generator().manual_seed(0),
+        return_metrics=True,
+    )
+    b = generate(model, ids, sampler, 6, attention_mask=mask, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.new_tokens, b.new_tokens)
+    assert a.decisions.shape == (3, 6) and set(a.decisions.unique().tolist()) <= {int(d) for d in Decision}
+    h, v = entropy_varentropy(model(input_ids=ids, attention_mask=mask).logits[:, -1])
+    torch.testing.assert_close(a.metrics["entropy"][:, 0], h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.metrics["varentropy"][:, 0], v, atol=1e-5, rtol=1e-5)
+    # a THINK step inserts the thinking token, and the next THINK step of that row does not repeat it
+    think = a.decisions == Decision.THINK
+    inserted = think & (a.new_tokens == 5)
+    assert not (inserted[:, 1:] & inserted[:, :-1]).any()
+
+
+def test_plain_callable_metrics_and_generator(model, prompts):
+    ids, mask = prompts
+    sampler = partial(sample, top_k=10)
+    a = generate(
+        model,
+        ids,
+        sampler,
+        5,
+        attention_mask=mask,
+        generator=torch.Generator().manual_seed(4),
+        return_metrics=True,
+    )
+    b = generate(model, ids, sampler, 5, attention_mask=mask, generator=torch.Generator().manual_seed(4))
+    assert torch.equal(a.new_tokens, b.new_tokens)
+    assert a.decisions is None and a.metrics["entropy"].shape == (3, 5)
+
+
+def test_attention_metrics_reach_the_sampler(model, prompts):
+    """A model that returns `attention_metrics` (the entropic convention) feeds them to the sampler."""
+    ids, mask = prompts
+
+    def with_stats(**kwargs):
+        out = model(**kwargs)
+        b = out.logits.shape[0]
+        stats = AttentionMetrics(torch.full((b,), 1.5), torch.full((b,), 0.2), torch.zeros(b), torch.ones(b))
+        return SimpleNamespace(
+            logits=out.logits, past_key_values=out.past_key_values, attention_metrics=stats
+        )
+
+    out = generate(with_stats, ids, EntropixSampler(), 3, attention_mask=mask, return_metrics=True)
+    assert torch.equal(out.metrics["attn_entropy"], torch.full((3, 3), 1.5))
+
+
+def test_generate_bad_input(model, prompts):
+    ids, mask = prompts
+    with pytest.raises(ValueError, match="prompts must be left-padded"):
+        generate(model, ids, greedy, 2, attention_mask=mask.flip(-1))
+    with pytest.raises(ValueError, match="max_new_tokens must be an integer >= 0, got -1"):
+        generate(model, ids, greedy, -1)
+    with pytest.raises(ValueError, match=r"input_ids must be a \(B, L\) int64 tensor"):
+        generate(model, ids.float(), greedy, 2)
+    with pytest.raises(ValueError, match=r"eos_token_id must be a token id >= 0"):
+        generate(model, ids, greedy, 2, eos_token_id=-3)
