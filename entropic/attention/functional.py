@@ -261,6 +261,52 @@ def _entmax(scores: Tensor, alpha: float | Tensor) -> Tensor:
     return torch.where(is_softmax.unsqueeze(-1), torch.softmax(scores, -1), p)
 
 
+def _flash_unsupported(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float
+) -> str | None:
+    """Why the flash kernel cannot run this call (None when it can)."""
+    if attn_mask is not None:
+        return "attn_mask (pass causal=True or no mask)"
+    if dropout_p > 0:
+        return "dropout"
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"dtypes {q.dtype}, {k.dtype}, {v.dtype} (needs one of float32, float16, bfloat16 for all)"
+    if v.shape[-1] != q.shape[-1] or not 16 <= q.shape[-1] <= 256:
+        return f"head dims q {q.shape[-1]}, v {v.shape[-1]} (needs equal head dims in [16, 256])"
+    return None
+
+
+def _flash_softmax(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float | None, return_stats: bool
+) -> Tensor | tuple[Tensor, AttentionStats]:
+    """Softmax attention on the Triton flash kernel; statistics in the reference's conventions."""
+    from entropic.kernels.flash_attention import flash_attention
+
+    if scale is not None:
+        check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
+    if not return_stats:
+        return flash_attention(q, k, v, causal=causal, scale=scale)
+    out, st = flash_attention(q, k, v, causal=causal, scale=scale, return_stats=True)
+    b, h, nq, _ = q.shape
+    nk = k.shape[2]
+    n_visible = torch.full((nq,), nk, device=q.device, dtype=torch.long)
+    if causal:
+        n_visible = (torch.arange(nq, device=q.device) + (nk - nq + 1)).clamp(0, nk)
+    n_visible = n_visible.expand(b, h, nq)
+    dead = n_visible == 0
+    zero = torch.zeros((), device=q.device)
+    stats = AttentionStats(
+        entropy=st.entropy,
+        varentropy=st.varentropy,
+        log_partition=torch.where(dead, zero, st.log_partition),
+        support=n_visible,
+        sparsity=torch.zeros_like(st.entropy),
+        n_visible=n_visible,
+        alpha=torch.ones_like(st.entropy),
+    )
+    return out, stats
+
+
 def _attention(
     q: Tensor,
     k: Tensor,
@@ -275,10 +321,17 @@ def _attention(
     impl: str,
     fn: str,
 ) -> Tensor | tuple[Tensor, AttentionStats]:
-    if impl not in ("auto", "torch"):
-        raise ValueError(f"{fn}: impl must be 'auto' or 'torch', got {impl!r}")
+    if impl not in ("auto", "torch", "triton"):
+        raise ValueError(f"{fn}: impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     check_param(dropout_p, "dropout_p", 0.0, 1.0, high_open=True)
     _check_qkv(q, k, v, fn)
+    is_softmax = not isinstance(alpha, (Tensor, EntropySchedule)) and alpha == 1.0
+    if impl == "triton" or (impl == "auto" and q.is_cuda):
+        why_not = _flash_unsupported(q, k, v, attn_mask, dropout_p) if is_softmax else "alpha != 1"
+        if why_not is None:
+            return _flash_softmax(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
+        if impl == "triton":
+            raise ValueError(f"{fn}: impl='triton' runs softmax attention only without {why_not}")
     b, h, nq, _ = q.shape
     hkv, nk, dv = v.shape[1:]
     s = _scores(q, k, causal=causal, attn_mask=attn_mask, scale=scale, fn=fn)  # (B, H, Nq, Nk)
@@ -328,7 +381,7 @@ def entmax_attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
     return_stats: bool = False,
-    impl: Literal["auto", "torch"] = "auto",
+    impl: Literal["auto", "torch", "triton"] = "auto",
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     """α-entmax attention ``o_i = Σ_j α-entmax(s_i)_j v_j`` with ``s_ij = scale · q_i·k_j + mask_ij``.
 
@@ -358,8 +411,10 @@ def entmax_attention(
         describe the weights before dropout.
     return_stats : bool
         Also return the `AttentionStats` of the call.
-    impl : {"auto", "torch"}
-        The implementation; this plain-PyTorch reference is the only one so far.
+    impl : {"auto", "torch", "triton"}
+        "torch" is this reference. "triton" runs the flash kernel (``entropic.kernels.flash_attention``,
+        no n×n buffer, statistics computed online) and supports α = 1 without `attn_mask` or dropout;
+        "auto" takes it for CUDA tensors when it applies, the reference otherwise.
 
     Returns
     -------
@@ -399,7 +454,7 @@ def softmax_attention(
     scale: float | None = None,
     dropout_p: float = 0.0,
     return_stats: bool = False,
-    impl: Literal["auto", "torch"] = "auto",
+    impl: Literal["auto", "torch", "triton"] = "auto",
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     """Dense softmax attention, `entmax_attention` at α = 1: ``o_i = Σ_j softmax(s_i)_j v_j``.
 

@@ -1,0 +1,157 @@
+"""Flash attention with statistics against the float64 `softmax_attention` (CPU interpreter, or CUDA)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from entropic.attention import softmax_attention
+
+pytest.importorskip("triton")
+from entropic.kernels.flash_attention import flash_attention
+
+# (dtype, atol on outputs and gradients relative to their largest reference magnitude)
+DTYPES = [(torch.float32, 1e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)]
+
+# (B, H, Hkv, Nq, Nk, D, causal)
+SHAPES = [
+    (2, 4, 2, 37, 53, 24, False),  # GQA, Nq != Nk, head dim not a power of two
+    (1, 2, 2, 40, 40, 32, True),  # square causal
+    (1, 4, 1, 45, 20, 16, True),  # more queries than keys: the first 25 see nothing
+    (1, 2, 1, 3, 70, 64, True),  # decode-like: 3 queries against a 70-key cache
+    (1, 1, 1, 17, 17, 128, False),
+]
+
+
+def reference(q, k, v, causal):
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    out, stats = softmax_attention(qd, kd, vd, causal=causal, return_stats=True)
+    return (qd, kd, vd), out, stats
+
+
+def close(got: torch.Tensor, ref: torch.Tensor, atol: float) -> None:
+    scale = max(ref.abs().max().item(), 1.0)
+    torch.testing.assert_close(got.double(), ref, atol=atol * scale, rtol=0)
+
+
+@pytest.mark.parametrize(("dtype", "atol"), DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward_backward_and_stats(device, dtype, atol, shape):
+    b, h, hkv, nq, nk, d, causal = shape
+    q = torch.randn(b, h, nq, d, device=device).to(dtype).requires_grad_()
+    k = torch.randn(b, hkv, nk, d, device=device).to(dtype).requires_grad_()
+    v = torch.randn(b, hkv, nk, d, device=device).to(dtype).requires_grad_()
+    out, stats = flash_attention(q, k, v, causal=causal, return_stats=True)
+    (qd, kd, vd), ref_out, ref = reference(q, k, v, causal)
+    assert out.dtype == dtype and out.shape == (b, h, nq, d)
+    close(out, ref_out, atol)
+
+    live = ref.n_visible > 0
+    for got, want in ((stats.entropy, ref.entropy), (stats.varentropy, ref.varentropy)):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got.double(), want, atol=2e-5 + atol, rtol=1e-4)
+    torch.testing.assert_close(
+        stats.log_partition[live].double(), ref.log_partition[live], atol=1e-5, rtol=1e-4
+    )
+    assert (stats.log_partition[~live] == -math.inf).all()
+    assert (stats.entropy[~live] == 0).all() and (out[~live] == 0).all()
+
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref_out.backward(grad.double())
+    for got, want in ((q.grad, qd.grad), (k.grad, kd.grad), (v.grad, vd.grad)):
+        assert got.dtype == dtype and torch.isfinite(got).all()
+        close(got, want, atol)
+
+
+def test_strided_inputs_and_custom_scale(device):
+    """(B, N, H, D) projections viewed as (B, H, N, D) without a copy, as attention modules produce them."""
+    q = torch.randn(2, 33, 4, 32, device=device).transpose(1, 2)
+    kv = torch.randn(2, 29, 2, 2, 32, device=device)
+    k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+    assert not q.is_contiguous() and not k.is_contiguous()
+    out, stats = flash_attention(q, k, v, scale=0.3, return_stats=True)
+    ref_out, ref = softmax_attention(q.double(), k.double(), v.double(), scale=0.3, return_stats=True)
+    close(out, ref_out, 1e-5)
+    torch.testing.assert_close(stats.entropy.double(), ref.entropy, atol=2e-5, rtol=1e-4)
+
+
+def test_statistics_of_uniform_and_peaked_attention(device):
+    q = torch.zeros(1, 1, 4, 16, device=device)  # zero queries: uniform over the visible keys
+    k, v = torch.randn(1, 1, 9, 16, device=device), torch.randn(1, 1, 9, 16, device=device)
+    _, stats = flash_attention(q, k, v, causal=True, return_stats=True)
+    n_visible = torch.arange(6, 10, device=device, dtype=torch.float32)  # bottom-right: 6, 7, 8, 9 keys
+    torch.testing.assert_close(stats.entropy[0, 0], n_visible.log(), atol=1e-6, rtol=1e-6)
+    assert stats.varentropy.abs().max().item() < 1e-6
+    peaked = torch.zeros(1, 1, 1, 16, device=device)
+    peaked[..., 0] = 1e3  # one key dominates: H -> 0
+    k2 = torch.zeros(1, 1, 9, 16, device=device)
+    k2[0, 0, 3, 0] = 1.0
+    _, s2 = flash_attention(peaked, k2, v, return_stats=True)
+    assert s2.entropy.item() < 1e-6
+
+
+def test_without_stats_returns_only_the_output(device):
+    q = torch.randn(1, 2, 8, 16, device=device)
+    out = flash_attention(q, q, q, causal=True)
+    assert isinstance(out, torch.Tensor)
+    close(out, softmax_attention(q.double(), q.double(), q.double(), causal=True), 1e-5)
+
+
+def test_bad_input(device):
+    q = torch.randn(1, 3, 8, 16, device=device)
+    with pytest.raises(ValueError, match="multiple of key/value heads"):
+        flash_attention(q, torch.randn(1, 2, 8, 16, device=device), torch.randn(1, 2, 8, 16, device=device))
+    small = torch.randn(1, 1, 8, 8, device=device)
+    with pytest.raises(ValueError, match="head_dim must be in"):
+        flash_attention(small, small, small)
+    with pytest.raises(ValueError, match=r"must be \(B, H, N, D\)"):
+        flash_attention(q[0], q[0], q[0])
+    qd = q.double()
+    with pytest.raises(TypeError, match="float64"):
+        flash_attention(qd, qd, qd)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("n", "d"), [(1024, 64), (2048, 128), (777, 80)])
+def test_large_shapes_on_gpu(dtype, causal, n, d):
+    q = torch.randn(2, 8, n, d, device="cuda", dtype=dtype, requires_grad=True)
+    k = torch.randn(2, 2, n, d, device="cuda", dtype=dtype, requires_grad=True)
+    v = torch.randn(2, 2, n, d, device="cuda", dtype=dtype, requires_grad=True)
+    out, stats = flash_attention(q, k, v, causal=causal, return_stats=True)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), is_causal=causal, enable_gqa=True
+    )
+    close(out.float(), ref.double(), 3e-2)
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all() and torch.isfinite(stats.entropy).all()
+
+
+def test_dispatch_from_softmax_attention(device):
+    from entropic.attention import entmax_attention
+
+    q = torch.randn(2, 4, 21, 32, device=device, requires_grad=True)
+    k = torch.randn(2, 2, 30, 32, device=device, requires_grad=True)
+    v = torch.randn(2, 2, 30, 32, device=device, requires_grad=True)
+    out, stats = softmax_attention(q, k, v, causal=True, return_stats=True, impl="triton")
+    ref_out, ref = softmax_attention(
+        q.double(), k.double(), v.double(), causal=True, return_stats=True, impl="torch"
+    )
+    close(out, ref_out, 1e-5)
+    for field in ("entropy", "varentropy", "log_partition", "sparsity", "alpha"):
+        torch.testing.assert_close(
+            getattr(stats, field).double(), getattr(ref, field).double(), atol=2e-5, rtol=1e-4
+        )
+    for field in ("support", "n_visible"):
+        assert torch.equal(getattr(stats, field), getattr(ref, field))
+    out.sum().backward()
+    assert q.grad is not None and k.grad is not None and v.grad is not None
+    close(entmax_attention(q, k, v, alpha=1.0, causal=True, impl="triton"), ref_out, 1e-5)
+    with pytest.raises(ValueError, match="without attn_mask"):
+        softmax_attention(q, k, v, attn_mask=torch.ones(21, 30, dtype=torch.bool), impl="triton")
+    with pytest.raises(ValueError, match="alpha != 1"):
+        entmax_attention(q, k, v, alpha=1.5, impl="triton")
