@@ -280,7 +280,7 @@ def test_causal_n_visible_is_bottom_right():
             r"attn_mask must broadcast to .*\(2, 4, 5, 7\)",
         ),
         ({"attn_mask": torch.full((7,), math.nan)}, "must not contain NaN"),
-        ({"impl": "triton"}, "impl must be 'auto' or 'torch'"),
+        ({"impl": "cuda"}, "impl must be 'auto', 'torch' or 'triton', got 'cuda'"),
         ({"scale": -1.0}, "scale must be"),
     ],
 )
