@@ -1,9 +1,11 @@
 """entropic: entropy-adaptive attention and sampling for language models.
 
-The functional API is re-exported here; see ``entropic.metrics`` for the information-theory core,
-``entropic.sampling`` for logit filters and ``entropic.kernels`` for the Triton kernels.
+The functional API is re-exported here: the information-theory core (``entropic.metrics``), the main
+sampling entry points (``entropic.sampling``) and attention (``entropic.attention``). The Triton kernels
+live in ``entropic.kernels``, the Hugging Face integration in ``entropic.integrations.hf``.
 """
 
+from entropic.attention import EntropicAttention, alpha_from_entropy, entmax_attention, softmax_attention
 from entropic.metrics import (
     SamplingInfo,
     bits_per_byte,
@@ -22,18 +24,25 @@ from entropic.metrics import (
     sampling_info,
     varentropy,
 )
+from entropic.sampling import EntropixConfig, EntropixSampler, generate, sample, temperature_for_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EntropicAttention",
+    "EntropixConfig",
+    "EntropixSampler",
     "SamplingInfo",
     "__version__",
+    "alpha_from_entropy",
     "bits_per_byte",
     "bits_to_nats",
     "cross_entropy",
+    "entmax_attention",
     "entropy",
     "entropy_varentropy",
     "free_energy",
+    "generate",
     "js_divergence",
     "kl_divergence",
     "log_partition",
@@ -41,6 +50,9 @@ __all__ = [
     "mutual_information",
     "nats_to_bits",
     "perplexity",
+    "sample",
     "sampling_info",
+    "softmax_attention",
+    "temperature_for_entropy",
     "varentropy",
 ]

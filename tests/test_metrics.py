@@ -541,3 +541,6 @@ def test_invalid_parameters_name_the_argument_and_value():
 def test_public_api_is_reexported():
     for name in entropic.metrics.__all__:
         assert getattr(entropic, name) is getattr(entropic.metrics, name)
+    assert set(entropic.__all__) >= set(entropic.metrics.__all__)
+    for name in entropic.__all__:
+        assert hasattr(entropic, name), name

@@ -1,4 +1,8 @@
-"""Every Python example in README.md runs (the CUDA ones only where a GPU is present)."""
+"""Every Python example in README.md runs (the CUDA ones only where a GPU is present).
+
+Each block runs on its own, so every example is self-contained; shell blocks are not run here (the CLI has
+its own tests).
+"""
 
 from __future__ import annotations
 
