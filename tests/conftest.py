@@ -53,3 +53,26 @@ def interpreter() -> bool:
     from entropic.kernels._utils import is_interpreter
 
     return is_interpreter()
+
+
+def _tiny_llama(vocab_size: int = 97, seed: int = 0, **overrides):
+    """A tiny randomly initialised Llama built from a config (no download): GQA with 4 heads, 2 kv heads."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    options = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+    }
+    return LlamaForCausalLM(LlamaConfig(**{**options, **overrides})).eval()
+
+
+@pytest.fixture(scope="session")
+def make_llama():
+    """Factory of tiny random Llama models: ``make_llama(vocab_size=..., **config_overrides)``."""
+    return _tiny_llama

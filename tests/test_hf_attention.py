@@ -7,7 +7,7 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM  # noqa: E402
+from transformers import AttentionInterface, LlamaForCausalLM  # noqa: E402
 from transformers.masking_utils import AttentionMaskInterface  # noqa: E402
 
 from entropic import entropy  # noqa: E402
@@ -18,19 +18,16 @@ VOCAB, PROMPT = 128, 9
 
 
 @pytest.fixture
-def model() -> LlamaForCausalLM:
+def model(make_llama, seed) -> LlamaForCausalLM:
     # A larger init than the default 0.02 so that attention is far from uniform and α matters.
-    config = LlamaConfig(
+    return make_llama(
+        VOCAB,
+        seed=seed,
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=VOCAB,
         max_position_embeddings=64,
         initializer_range=0.15,
     )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture

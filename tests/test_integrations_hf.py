@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessorList
+from transformers import LlamaForCausalLM, LogitsProcessorList
 
 from entropic import entropy
 from entropic.integrations.hf import EntropixLogitsProcessor, EntropyTargetLogitsProcessor
@@ -16,18 +16,8 @@ VOCAB = 97
 
 
 @pytest.fixture(scope="module")
-def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(config).eval()
+def model(make_llama) -> LlamaForCausalLM:
+    return make_llama(VOCAB)
 
 
 def hf_generate(model, ids, processor, use_cache):

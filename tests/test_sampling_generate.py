@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from entropic import entropy_varentropy
 from entropic.sampling import AttentionMetrics, Decision, EntropixConfig, EntropixSampler, generate, sample
@@ -17,18 +17,8 @@ greedy = partial(sample, temperature=0.0)
 
 
 @pytest.fixture(scope="module")
-def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-    )
-    return LlamaForCausalLM(config).eval()
+def model(make_llama) -> LlamaForCausalLM:
+    return make_llama(VOCAB)
 
 
 @pytest.fixture
