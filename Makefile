@@ -4,6 +4,7 @@
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
+#   make bench      the benchmark suite on a CUDA device (appends to benchmarks/results.csv), then the figures
 #
 # VENV picks the environment (default .venv, created if missing). A torch already importable there is kept
 # (bring your own CUDA build: `make test VENV=/path/to/env`); otherwise the CPU wheel TORCH_VERSION is installed
@@ -16,7 +17,7 @@ PYTEST_ARGS ?= -n auto
 
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast test-gpu lint format clean
+.PHONY: test test-fast test-gpu lint format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +28,9 @@ $(VENV)/.stamp-%: pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[$*]"
 	@touch $@
 
-# The tests cover the Hugging Face integration, so they install the hf extra too.
-TEST_STAMP := $(VENV)/.stamp-dev,hf
+# The tests cover the Hugging Face integration and the benchmark plots, so they install those extras too.
+TEST_STAMP := $(VENV)/.stamp-dev,hf,bench
+BENCH_ARGS ?=
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -42,6 +44,13 @@ test-gpu: $(TEST_STAMP)
 lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+
+bench: $(VENV)/.stamp-bench
+	@$(PY) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make bench needs a CUDA device (VENV=<env with a CUDA torch>)')"
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_entropy.py $(BENCH_ARGS)
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_sampling.py $(BENCH_ARGS)
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_attention.py $(BENCH_ARGS)
+	$(PY) benchmarks/plot.py
 
 format: $(VENV)/.stamp-dev
 	$(PY) -m ruff check --fix .

@@ -5,6 +5,8 @@ point. Each op equals its plain-PyTorch reference in ``entropic`` and runs on CP
 ``TRITON_INTERPRET=1``.
 """
 
+from entropic.kernels.entmax_attention import entmax_flash_attention
 from entropic.kernels.entropy import entropy_stats
+from entropic.kernels.sampling import FusedSample, fused_sample
 
-__all__ = ["entropy_stats"]
+__all__ = ["FusedSample", "entropy_stats", "fused_sample"]

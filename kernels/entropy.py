@@ -5,6 +5,9 @@ Forward: each program owns ROWS rows and walks the vocabulary in BLOCK-wide chun
 rescaling to the running max and Chan's update of the centred second moment, so that no raw second
 moment E[x²] is ever formed (no cancellation). From the final (m, S, μ, M2):
     H = log S - μ,   V = M2 / S,   log Z = m + log S        (nats; μ is the mean of x - m).
+Split-V (small batches, e.g. decode with B = 1 and V = 128k): each row's columns are cut into ranges read
+by separate programs, which write their partial (m, S, μ, M2); a second kernel merges them per row with
+the same update. The split count aims at about two programs per SM (`_split_count`).
 Backward, from the saved (H, V, log Z) and one more read of x, without a probability tensor:
     dH/dx_i = p_i (s_i - H),   dV/dx_i = p_i [(s_i - H)² - V - 2 (s_i - H)],   s_i = log Z - x_i.
 
@@ -21,62 +24,121 @@ from ._utils import check_device, check_dtype, is_interpreter
 
 
 @triton.jit
-def _entropy_fwd_kernel(
-    X,
-    STATS,  # (3, R) float32: H, V, log Z
-    n_rows,
-    n_cols,
-    stride_xr,
-    stride_xc,
-    ROWS: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # (ROWS,)
-    row_ok = rows < n_rows
-    x_row = X + rows.to(tl.int64)[:, None] * stride_xr  # (ROWS, 1)
+def _chunk_state(x, AXIS: tl.constexpr):
+    """(max m_c, Σe, mean μ_c of x - m_c, centred M2_c) of float32 `x` along AXIS, e = exp(x - m_c).
 
-    m = tl.full((ROWS,), float("-inf"), tl.float32)  # running max
-    s0 = tl.zeros((ROWS,), tl.float32)  # Σ exp(x - m)
-    mu = tl.zeros((ROWS,), tl.float32)  # weighted mean of x - m
-    m2 = tl.zeros((ROWS,), tl.float32)  # weighted Σ (x - m - mu)²
-    for start in range(0, n_cols, BLOCK):
-        cols = start + tl.arange(0, BLOCK)
-        ok = row_ok[:, None] & (cols < n_cols)[None, :]
-        x = tl.load(x_row + cols.to(tl.int64)[None, :] * stride_xc, mask=ok, other=float("-inf"))
-        x = x.to(tl.float32)  # (ROWS, BLOCK)
-        finite = x > float("-inf")
+    -inf entries are masks; a chunk with no live entry gives (-inf, 0, 0, 0).
+    """
+    finite = x > float("-inf")
+    m_c = tl.max(x, AXIS)
+    live_c = m_c > float("-inf")
+    shift_c = tl.where(live_c, m_c, 0.0)
+    z = tl.where(finite, x - tl.expand_dims(shift_c, AXIS), 0.0)
+    e = tl.where(finite, tl.exp(z), 0.0)
+    s0_c = tl.sum(e, AXIS)
+    mu_c = tl.sum(e * z, AXIS) / tl.where(live_c, s0_c, 1.0)
+    d = tl.where(finite, z - tl.expand_dims(mu_c, AXIS), 0.0)
+    m2_c = tl.sum(e * d * d, AXIS)
+    return m_c, s0_c, mu_c, m2_c
 
-        # this chunk's statistics
-        m_c = tl.max(x, 1)
-        live_c = m_c > float("-inf")
-        shift_c = tl.where(live_c, m_c, 0.0)
-        z = tl.where(finite, x - shift_c[:, None], 0.0)
-        e = tl.where(finite, tl.exp(z), 0.0)
-        s0_c = tl.sum(e, 1)
-        mu_c = tl.sum(e * z, 1) / tl.where(live_c, s0_c, 1.0)
-        d = tl.where(finite, z - mu_c[:, None], 0.0)
-        m2_c = tl.sum(e * d * d, 1)
 
-        # merge into the running state
-        live = m > float("-inf")
-        m_new = tl.maximum(m, m_c)
-        ref = tl.where(m_new > float("-inf"), m_new, 0.0)
-        a = tl.where(live, tl.exp(m - ref), 0.0)
-        b = tl.where(live_c, tl.exp(m_c - ref), 0.0)
-        w_a = s0 * a
-        w_b = s0_c * b
-        mu_a = mu + (tl.where(live, m, 0.0) - ref)
-        mu_b = mu_c + (shift_c - ref)
-        s0 = w_a + w_b
-        mu = (w_a * mu_a + w_b * mu_b) / tl.where(s0 > 0, s0, 1.0)
-        m2 = m2 * a + m2_c * b + w_a * (mu_a - mu) * (mu_a - mu) + w_b * (mu_b - mu) * (mu_b - mu)
-        m = m_new
+@triton.jit
+def _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c):
+    """Merge two states (m, Σe, μ, M2): rescale both to the common max, Chan's update of M2."""
+    live = m > float("-inf")
+    live_c = m_c > float("-inf")
+    m_new = tl.maximum(m, m_c)
+    ref = tl.where(m_new > float("-inf"), m_new, 0.0)
+    a = tl.where(live, tl.exp(m - ref), 0.0)
+    b = tl.where(live_c, tl.exp(m_c - ref), 0.0)
+    w_a = s0 * a
+    w_b = s0_c * b
+    mu_a = mu + (tl.where(live, m, 0.0) - ref)
+    mu_b = mu_c + (tl.where(live_c, m_c, 0.0) - ref)
+    s0_new = w_a + w_b
+    mu_new = (w_a * mu_a + w_b * mu_b) / tl.where(s0_new > 0, s0_new, 1.0)
+    m2_new = (
+        m2 * a + m2_c * b + w_a * (mu_a - mu_new) * (mu_a - mu_new) + w_b * (mu_b - mu_new) * (mu_b - mu_new)
+    )
+    return m_new, s0_new, mu_new, m2_new
 
+
+@triton.jit
+def _store_stats(STATS, rows, n_rows, row_ok, m, s0, mu, m2):
+    """H = log S - μ, V = M2 / S, log Z = m + log S into the (3, R) stats."""
     s0 = tl.where(row_ok, s0, 1.0)  # rows past the end: keep log and division quiet
     log_s0 = tl.log(s0)
     tl.store(STATS + rows, log_s0 - mu, mask=row_ok)
     tl.store(STATS + n_rows + rows, m2 / s0, mask=row_ok)
     tl.store(STATS + 2 * n_rows + rows, m + log_s0, mask=row_ok)
+
+
+@triton.jit
+def _entropy_fwd_kernel(
+    X,
+    OUT,  # SPLIT: (4, R, n_splits) partial states (m, Σe, μ, M2); else (3, R) stats H, V, log Z
+    n_rows,
+    n_cols,
+    span,  # columns per split (a multiple of BLOCK); n_cols when not split
+    stride_xr,
+    stride_xc,
+    SPLIT: tl.constexpr,
+    ROWS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)  # (ROWS,)
+    split = tl.program_id(1)
+    row_ok = rows < n_rows
+    x_row = X + rows.to(tl.int64)[:, None] * stride_xr  # (ROWS, 1)
+    col_start = split * span
+    col_end = tl.minimum(col_start + span, n_cols)
+
+    m = tl.full((ROWS,), float("-inf"), tl.float32)  # running max
+    s0 = tl.zeros((ROWS,), tl.float32)  # Σ exp(x - m)
+    mu = tl.zeros((ROWS,), tl.float32)  # weighted mean of x - m
+    m2 = tl.zeros((ROWS,), tl.float32)  # weighted Σ (x - m - mu)²
+    for start in range(col_start, col_end, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        ok = row_ok[:, None] & (cols < col_end)[None, :]
+        x = tl.load(x_row + cols.to(tl.int64)[None, :] * stride_xc, mask=ok, other=float("-inf"))
+        m_c, s0_c, mu_c, m2_c = _chunk_state(x.to(tl.float32), 1)  # (ROWS,) each
+        m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
+
+    if SPLIT:
+        n_splits = tl.num_programs(1)
+        part = OUT + rows.to(tl.int64) * n_splits + split
+        plane = n_rows.to(tl.int64) * n_splits
+        tl.store(part, m, mask=row_ok)
+        tl.store(part + plane, s0, mask=row_ok)
+        tl.store(part + 2 * plane, mu, mask=row_ok)
+        tl.store(part + 3 * plane, m2, mask=row_ok)
+    else:
+        _store_stats(OUT, rows, n_rows, row_ok, m, s0, mu, m2)
+
+
+@triton.jit
+def _entropy_combine_kernel(
+    PARTIAL,  # (4, R, n_splits) from the split forward
+    STATS,  # (3, R)
+    n_rows,
+    n_splits,
+    ROWS: tl.constexpr,
+):
+    rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    row_ok = rows < n_rows
+    plane = n_rows.to(tl.int64) * n_splits
+    m = tl.full((ROWS,), float("-inf"), tl.float32)
+    s0 = tl.zeros((ROWS,), tl.float32)
+    mu = tl.zeros((ROWS,), tl.float32)
+    m2 = tl.zeros((ROWS,), tl.float32)
+    for split in range(0, n_splits):
+        part = PARTIAL + rows.to(tl.int64) * n_splits + split
+        m_c = tl.load(part, mask=row_ok, other=float("-inf"))
+        s0_c = tl.load(part + plane, mask=row_ok, other=0.0)
+        mu_c = tl.load(part + 2 * plane, mask=row_ok, other=0.0)
+        m2_c = tl.load(part + 3 * plane, mask=row_ok, other=0.0)
+        m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
+    _store_stats(STATS, rows, n_rows, row_ok, m, s0, mu, m2)
 
 
 @triton.jit
@@ -128,19 +190,50 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
     return x.unsqueeze(0) if x.dim() == 1 else x.reshape(-1, x.shape[-1])
 
 
-def entropy_forward(x: torch.Tensor) -> torch.Tensor:
-    """Launch the forward kernel on ``x`` (..., V); returns float32 stats (3, R) = (H, V, log Z)."""
+def _split_count(n_programs: int, n_cols: int, block: int, device: torch.device) -> int:
+    """Splits per row for the forward: about two programs per SM, each at least one block wide.
+
+    Decode (B = 1, V = 128k) on a 132-SM H100 gets 32 splits of 4096 columns; B >= 2 · SMs gets none.
+    Never splits under the interpreter, which runs the programs one after the other.
+    """
+    if device.type != "cuda" or is_interpreter():
+        return 1
+    n_sm = torch.cuda.get_device_properties(device).multi_processor_count
+    want = triton.cdiv(2 * n_sm, n_programs)
+    return max(1, min(want, triton.cdiv(n_cols, block)))
+
+
+def entropy_forward(x: torch.Tensor, n_splits: int | None = None) -> torch.Tensor:
+    """Launch the forward kernel on ``x`` (..., V); returns float32 stats (3, R) = (H, V, log Z).
+
+    ``n_splits`` columns ranges per row, each reduced by its own program to a partial (m, Σe, μ, M2) and
+    merged by a second kernel (the split-V path for small batches); None chooses by `_split_count`,
+    1 reads each row in one program. It is clamped to the number of blocks in a row.
+    """
     check_device(x, "entropy_stats")
     check_dtype(x, "entropy_stats")
     assert x.dim() >= 1 and x.shape[-1] > 0, f"need (..., V) with V > 0, got {tuple(x.shape)}"
+    assert n_splits is None or n_splits >= 1, f"n_splits must be >= 1, got {n_splits}"
     x2 = _as_rows(x)
     n_rows, n_cols = x2.shape
     stats = torch.empty((3, n_rows), dtype=torch.float32, device=x.device)
     rows, block, num_warps = _launch_config(n_rows, n_cols)
-    grid = (triton.cdiv(n_rows, rows),)
-    _entropy_fwd_kernel[grid](
-        x2, stats, n_rows, n_cols, x2.stride(0), x2.stride(1), ROWS=rows, BLOCK=block, num_warps=num_warps
-    )
+    row_programs = triton.cdiv(n_rows, rows)
+    if n_splits is None:
+        n_splits = _split_count(row_programs, n_cols, block, x.device)
+    span = triton.cdiv(triton.cdiv(n_cols, min(n_splits, triton.cdiv(n_cols, block))), block) * block
+    n_splits = triton.cdiv(n_cols, span)
+    split = n_splits > 1
+    out = torch.empty((4, n_rows, n_splits), dtype=torch.float32, device=x.device) if split else stats
+    _entropy_fwd_kernel[(row_programs, n_splits)](
+        x2, out, n_rows, n_cols, span, x2.stride(0), x2.stride(1),
+        SPLIT=split, ROWS=rows, BLOCK=block, num_warps=num_warps,
+    )  # fmt: skip
+    if split:
+        combine_rows = min(128, triton.next_power_of_2(n_rows))
+        _entropy_combine_kernel[(triton.cdiv(n_rows, combine_rows),)](
+            out, stats, n_rows, n_splits, ROWS=combine_rows
+        )
     return stats
 
 

@@ -139,3 +139,73 @@ def test_temperature_for_entropy_limits():
     assert t[0].item() == 0.0 and math.isinf(t[1].item())
     with pytest.raises(ValueError, match=r"target_entropy must be >= 0.0, got -1.0"):
         temperature_for_entropy(logits, -1.0)
+
+
+# ------------------------------------------------------------------------- per-row seeds and dispatch
+
+
+def test_seeds_are_per_row_on_the_torch_path():
+    """seeds on CPU tensors ("auto" = PyTorch): a row's token is a function of (its seed, step) only."""
+    logits = torch.randn(5, 300) * 0.1
+    seeds = torch.tensor([21, 22, 23, 24, 21])
+    batch = sample(logits, seeds=seeds, step=4, top_p=0.95)
+    assert torch.equal(batch, sample(logits, seeds=seeds, step=4, top_p=0.95, impl="torch"))
+    for row in (1, 4):
+        alone = sample(logits[row : row + 1], seeds=seeds[row : row + 1], step=4, top_p=0.95)
+        assert alone.item() == batch[row].item()
+    assert len({sample(logits[:1], seeds=seeds[:1], step=s).item() for s in range(8)}) > 1
+
+
+def test_seeded_torch_path_is_exact():
+    """χ² of 40 000 seeded draws (one seed per row) against the filtered distribution."""
+    params = {"temperature": 1.3, "top_k": 5, "top_p": 0.95, "min_p": 0.05}
+    tokens = sample(LOGITS.expand(N_DRAWS, -1), seeds=torch.arange(N_DRAWS), step=0, **params)
+    assert chi2_pvalue(tokens, torch.softmax(apply_filters(LOGITS, **params), -1)) > P_VALUE
+
+
+def test_triton_impl_is_the_fused_kernel(device):
+    """impl="triton" (CUDA, or CPU under the interpreter) is fused_sample with the per-row parameters."""
+    pytest.importorskip("triton")
+    from entropic.kernels.sampling import fused_sample
+
+    logits = torch.randn(4, 200, device=device) * 2
+    params = {
+        "temperature": torch.tensor([0.0, 0.5, 1.0, 2.0], device=device),
+        "top_k": 20,
+        "top_p": torch.tensor([0.9, 0.5, 1.0, 0.8], device=device),
+        "min_p": 0.05,
+    }
+    seeds = torch.tensor([1, 2, 3, 4], device=device)
+    tokens = sample(logits, seeds=seeds, step=5, impl="triton", **params)
+    assert torch.equal(tokens, fused_sample(logits, seeds=seeds, step=5, **params).tokens)
+    if device.type == "cuda":
+        assert torch.equal(sample(logits, seeds=seeds, step=5, **params), tokens)  # "auto" on CUDA
+    assert tokens[0].item() == logits[0].argmax().item()  # T = 0 is greedy
+    sampled_rows = {name: v[1:] if isinstance(v, torch.Tensor) else v for name, v in params.items()}
+    kept = torch.isfinite(apply_filters(logits[1:], **sampled_rows))
+    assert kept.gather(1, tokens[1:].unsqueeze(1)).all()
+
+
+def test_seeds_and_impl_errors():
+    logits = torch.randn(3, 10)
+    seeds = torch.arange(3)
+    with pytest.raises(ValueError, match="either generator or seeds, not both"):
+        sample(logits, seeds=seeds, generator=torch.Generator())
+    with pytest.raises(ValueError, match=r"seeds must have shape \(3,\), one per row, got \(2,\)"):
+        sample(logits, seeds=seeds[:2])
+    with pytest.raises(TypeError, match="seeds must be an integer tensor"):
+        sample(logits, seeds=seeds.float())
+    with pytest.raises(ValueError, match=r"seeds need logits of shape \(B, V\), got \(3, 2, 5\)"):
+        sample(logits.reshape(3, 2, 5), seeds=seeds)
+    with pytest.raises(ValueError, match=r"step must be an integer in \[0, 2147483647\], got -1"):
+        sample(logits, seeds=seeds, step=-1)
+    with pytest.raises(ValueError, match="impl must be 'auto', 'torch' or 'triton', got 'cuda'"):
+        sample(logits, impl="cuda")
+    with pytest.raises(ValueError, match="impl='triton' needs per-row seeds"):
+        sample(logits, impl="triton")
+    with pytest.raises(
+        ValueError, match="impl='triton' applies temperature, top_k, top_p and min_p only, got typical"
+    ):
+        sample(logits, seeds=seeds, typical=0.9, impl="triton")
+    with pytest.raises(ValueError, match="impl='triton' takes float32, float16 or bfloat16 logits"):
+        sample(logits.double(), seeds=seeds, impl="triton")

@@ -12,14 +12,16 @@ probabilities.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param
-from entropic.sampling.filters import apply_filters
+from entropic.sampling.filters import _per_row, apply_filters
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -52,6 +54,48 @@ def race(filtered: Tensor, generator: Generators = None) -> Tensor:
     return (filtered - torch.log(exponential_noise(filtered, generator))).argmax(dim=-1)
 
 
+_FUSED_FILTERS = ("top_k", "top_p", "min_p")  # what the fused Triton kernel applies (after temperature)
+_STEP_MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads steps over the generator's seed space
+
+
+def _seeded_generators(seeds: Tensor, step: int, device: torch.device) -> list[torch.Generator]:
+    """One torch.Generator per row, seeded from (seed, step): the PyTorch path of per-row seeds."""
+    mixed = [(int(s) ^ (step * _STEP_MIX)) & 0xFFFF_FFFF_FFFF_FFFF for s in seeds.tolist()]
+    return [torch.Generator(device=device).manual_seed(m) for m in mixed]
+
+
+def _check_seeds(seeds: Tensor, step: int, logits: Tensor, generator: Generators) -> None:
+    if generator is not None:
+        raise ValueError("sample: pass either generator or seeds, not both")
+    if logits.dim() != 2:
+        raise ValueError(f"sample: seeds need logits of shape (B, V), got {tuple(logits.shape)}")
+    if not isinstance(seeds, Tensor) or seeds.is_floating_point() or seeds.is_complex():
+        raise TypeError(
+            f"sample: seeds must be an integer tensor, got {getattr(seeds, 'dtype', type(seeds))}"
+        )
+    if seeds.shape != logits.shape[:1]:
+        raise ValueError(
+            f"sample: seeds must have shape ({logits.shape[0]},), one per row, got {tuple(seeds.shape)}"
+        )
+    check_param(step, "step", 0, 2**31 - 1, integer=True)
+
+
+def _fused_blocker(logits: Tensor, seeds: Tensor | None, filters: dict[str, object]) -> str | None:
+    """Why the fused Triton kernel cannot serve this call, or None when it can."""
+    if seeds is None:
+        return "needs per-row seeds (the generator path runs on PyTorch)"
+    unsupported = [
+        name for name, value in filters.items() if value is not None and name not in _FUSED_FILTERS
+    ]
+    if unsupported:
+        return f"applies temperature, top_k, top_p and min_p only, got {', '.join(unsupported)}"
+    if logits.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return f"takes float32, float16 or bfloat16 logits, got {logits.dtype}"
+    if importlib.util.find_spec("triton") is None:
+        return "needs Triton, which is not installed"
+    return None
+
+
 def sample(
     logits: Tensor,
     *,
@@ -63,6 +107,9 @@ def sample(
     epsilon: float | Tensor | None = None,
     eta: float | Tensor | None = None,
     generator: Generators = None,
+    seeds: Tensor | None = None,
+    step: int = 0,
+    impl: Literal["auto", "torch", "triton"] = "auto",
 ) -> Tensor:
     """Draw one token per row from ``softmax(filter(logits / T))``, exactly.
 
@@ -73,7 +120,7 @@ def sample(
     Parameters
     ----------
     logits : Tensor
-        ``(..., V)`` logits; ``-inf`` entries are never drawn.
+        ``(..., V)`` logits (``(B, V)`` with `seeds`); ``-inf`` entries are never drawn.
     temperature : float or Tensor
         ``T >= 0``, a number or one value per row (batch shape ``logits.shape[:-1]``); 0 is greedy.
     top_k, top_p, min_p, typical, epsilon, eta : optional
@@ -83,6 +130,18 @@ def sample(
         generator per row of the first dimension (row ``i`` depends only on ``generator[i]`` and its own
         logits: per-row reproducible whatever else is in the batch). Each call advances the generators,
         so a decoding loop that reuses them draws fresh noise at every step.
+    seeds : Tensor, optional
+        ``(B,)`` integer seeds, one per row, instead of `generator`: row ``b``'s noise is a function of
+        ``(seeds[b], step)`` only (counter-based, nothing advances), so a decoding loop passes its
+        position as `step`. The Triton kernel keys Philox with them; the PyTorch path seeds one
+        ``torch.Generator`` per row from ``(seed, step)``. Both draw exactly from the filtered
+        distribution, with the same per-row guarantee, but not the same tokens.
+    step : int
+        Draw counter in ``[0, 2**31)`` used with `seeds`.
+    impl : {"auto", "torch", "triton"}
+        "triton" runs the fused kernel (`entropic.kernels.sampling.fused_sample`: filters and draw in a
+        few passes over the logits, no sort), which needs `seeds` and applies temperature, top-k, top-p
+        and min-p only; "auto" takes it for CUDA logits when those conditions hold, PyTorch otherwise.
 
     Returns
     -------
@@ -96,9 +155,31 @@ def sample(
     tensor([1])
     >>> sample(torch.tensor([[0.0, 5.0, -math.inf]]), top_k=1, generator=g)
     tensor([1])
+    >>> sample(torch.tensor([[0.0, 5.0, -math.inf]]), top_k=1, seeds=torch.tensor([7]), step=3)
+    tensor([1])
     """
+    if impl not in ("auto", "torch", "triton"):
+        raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     check_logits(logits, "sample")
     check_param(temperature, "temperature", 0.0, math.inf, high_open=True)
+    if seeds is not None:
+        _check_seeds(seeds, step, logits, generator)
+    filters = {
+        "top_k": top_k,
+        "top_p": top_p,
+        "min_p": min_p,
+        "typical": typical,
+        "epsilon": epsilon,
+        "eta": eta,
+    }
+    if impl != "torch":
+        blocker = _fused_blocker(logits, seeds, filters)
+        if impl == "triton" and blocker is not None:
+            raise ValueError(f"sample: impl='triton' {blocker}")
+        if blocker is None and (impl == "triton" or logits.is_cuda):
+            return _fused(logits, temperature, top_k, top_p, min_p, seeds, step)
+    if seeds is not None:
+        generator = _seeded_generators(seeds, step, logits.device)
     if isinstance(temperature, Tensor):
         greedy_rows = temperature == 0
         temperature = torch.where(greedy_rows, torch.ones_like(temperature), temperature)
@@ -106,17 +187,31 @@ def sample(
         return logits.argmax(dim=-1)
     else:
         greedy_rows = None
-    filtered = apply_filters(
-        logits,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        typical=typical,
-        epsilon=epsilon,
-        eta=eta,
-    )
+    filtered = apply_filters(logits, temperature=temperature, **filters)
     tokens = race(filtered, generator)
     if greedy_rows is not None:
         tokens = torch.where(greedy_rows.to(tokens.device), logits.argmax(dim=-1), tokens)
     return tokens
+
+
+def _fused(
+    logits: Tensor,
+    temperature: float | Tensor,
+    top_k: int | Tensor | None,
+    top_p: float | Tensor | None,
+    min_p: float | Tensor | None,
+    seeds: Tensor,
+    step: int,
+) -> Tensor:
+    """The Triton path of `sample`, with the parameters checked as the filters check them."""
+    from entropic.kernels.sampling import fused_sample
+
+    params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+    ranges = {"top_k": (1, math.inf), "top_p": (0.0, 1.0), "min_p": (0.0, 1.0)}
+    for name, (low, high) in ranges.items():
+        if params[name] is not None:
+            check_param(params[name], name, low, high, low_open=name == "top_p", integer=name == "top_k")
+    for name, value in params.items():
+        if isinstance(value, Tensor):  # (B,) on the logits' device, shape checked as the filters check it
+            params[name] = _per_row(value, logits, name).squeeze(-1)
+    return fused_sample(logits, seeds=seeds.to(logits.device), step=step, **params).tokens

@@ -1,0 +1,323 @@
+"""Fused sampling step: temperature, top-k, top-p, min-p and an exact draw, plus H and V of the logits.
+
+One program per row reads the row a few times and never sorts it nor writes a probability tensor:
+
+1. statistics pass: the entropy state (m, Σe, μ, M2) of the raw logits x (the recurrence of
+   `kernels/entropy.py`, shared), and of the tempered logits y = x / T their max m_T, Σ e^{y - m_T}, the
+   smallest finite y and the number of finite entries;
+2. top-k, then top-p, as threshold searches. Both cut at ``τ = max{v ∈ y : W(v) ≥ target}`` with
+   ``W(v) = Σ_{y_i ≥ v} w_i``: ``w_i = 1`` and target k (top-k); ``w_i = e^{y_i - m_T}`` over the top-k
+   survivors and target ``p · Σ_{y_i ≥ τ_k} e^{y_i - m_T}`` (top-p: the most probable tokens until their
+   mass first reaches p). The search bisects on the value of y between a lower end ``lo`` (a value of y
+   with ``W(lo) ≥ target``) and an upper end ``ub ≥ τ`` (a value of y). Each pass at a pivot also returns
+   the nearest values of y on each side with their weights: the ends snap to them, and the search stops
+   as soon as W is known just above and at a value of y (usually well before the ends meet). One pass
+   per step, no sort, no histogram;
+3. min-p is a threshold on the tempered logits, ``m_T + log p_min``. The row keeps
+   ``y ≥ max(τ_k, τ_p, m_T + log p_min)``: the top token always, ties at every cut too, as in
+   `entropic.sampling.filters` (same order: temperature, top-k, top-p, min-p);
+4. draw pass: the exponential race ``argmax_i (y_i - log E_i)`` over the kept tokens, ``E_i ~ Exp(1)``,
+   distributed exactly as ``softmax`` of the filtered logits. ``E_i = -log(1 - U_i)`` with ``U_i``
+   uniform from Philox (``tl.rand``) keyed by the row's own 64-bit seed, with counter (step, column): a
+   row's draw depends only on its logits, parameters, seed and step, never on the other rows.
+
+Temperature 0 is greedy: the first index of the row's largest logit. H and V are those of the unfiltered,
+untempered logits (nats), as `entropic.entropy_varentropy` returns them.
+
+Reference: ``entropic.sampling.apply_filters`` followed by ``entropic.sampling.draw.race``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+from ._utils import check_device, check_dtype, is_interpreter
+from .entropy import _chunk_state, _merge_state
+
+
+@triton.jit
+def _load_tempered(x_row, cols, n_cols, stride_xc, t):
+    """(raw x, y = x / T) of one block as float32; columns past the end read as -inf (masked)."""
+    x = tl.load(x_row + cols.to(tl.int64) * stride_xc, mask=cols < n_cols, other=float("-inf"))
+    x = x.to(tl.float32)
+    return x, tl.math.div_rn(x, t)  # correctly rounded, as torch divides: cuts match the reference
+
+
+@triton.jit
+def _weights(y, m_t, USE_MASS: tl.constexpr):
+    """Per-token weight of the threshold search: e^{y - m_T} (top-p) or 1 (top-k); 0 for masked tokens."""
+    if USE_MASS:
+        return tl.exp(y - m_t)  # y <= m_T; exp(-inf) = 0
+    return tl.where(y > float("-inf"), 1.0, 0.0)
+
+
+@triton.jit
+def _mass_around(x_row, n_cols, stride_xc, t, m_t, pivot, USE_MASS: tl.constexpr, BLOCK: tl.constexpr):
+    """One pass: W(pivot) = Σ_{y ≥ pivot} w and the nearest y on each side of the pivot with weights."""
+    w_above = tl.full((), 0.0, tl.float32)
+    a = tl.full((), float("inf"), tl.float32)  # smallest y >= pivot
+    w_a = tl.full((), 0.0, tl.float32)
+    b = tl.full((), float("-inf"), tl.float32)  # largest y < pivot
+    w_b = tl.full((), 0.0, tl.float32)
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        _, y = _load_tempered(x_row, cols, n_cols, stride_xc, t)
+        w = _weights(y, m_t, USE_MASS)
+        above = y >= pivot
+        w_above += tl.sum(tl.where(above, w, 0.0), 0)
+        a_c = tl.min(tl.where(above, y, float("inf")), 0)
+        w_ac = tl.sum(tl.where(above & (y == a_c), w, 0.0), 0)
+        w_a = tl.where(a_c < a, w_ac, tl.where(a_c == a, w_a + w_ac, w_a))
+        a = tl.minimum(a, a_c)
+        below = (y < pivot) & (y > float("-inf"))
+        b_c = tl.max(tl.where(below, y, float("-inf")), 0)
+        w_bc = tl.sum(tl.where(below & (y == b_c), w, 0.0), 0)
+        w_b = tl.where(b_c > b, w_bc, tl.where(b_c == b, w_b + w_bc, w_b))
+        b = tl.maximum(b, b_c)
+    return w_above, a, w_a, b, w_b
+
+
+@triton.jit
+def _threshold_search(
+    x_row, n_cols, stride_xc, t, m_t, lo, ub, target, USE_MASS: tl.constexpr, BLOCK: tl.constexpr
+):
+    """τ = max{v ∈ y : W(v) ≥ target}, given values lo <= τ <= ub of y (so W(lo) ≥ target)."""
+    while lo < ub:
+        pivot = lo + (ub - lo) * 0.5
+        pivot = tl.where(pivot > lo, pivot, ub)  # adjacent floats: test ub itself
+        w_pivot, a, w_a, b, w_b = _mass_around(x_row, n_cols, stride_xc, t, m_t, pivot, USE_MASS, BLOCK)
+        if w_pivot >= target:  # τ >= a; τ = a when the tokens strictly above a fall short
+            lo = a
+            ub = tl.where(w_pivot - w_a < target, a, ub)
+        else:  # τ <= b; τ = b when b's own weight completes the target
+            ub = b
+            lo = tl.where(w_pivot + w_b >= target, b, lo)
+    return lo
+
+
+@triton.jit
+def _exponential(seed, offsets):
+    """Exp(1) noise -log(1 - U), U ~ Uniform[0, 1) from Philox; accurate where E is small (race winners)."""
+    u = tl.rand(seed, offsets)
+    v = 1.0 - u
+    log1m_u = tl.where(v == 1.0, -u, tl.log(v) * (-u) / (v - 1.0))  # log1p(-u) to a few ulps (Goldberg)
+    return tl.maximum(-log1m_u, 1.1754943508222875e-38)  # U = 0 would give E = 0: keep log E finite
+
+
+@triton.jit(do_not_specialize=["step"])
+def _sampling_fwd_kernel(
+    X,
+    TEMPERATURE,  # (B,) float32, 0 = greedy
+    TOP_K,  # (B,) int32; k >= V keeps every token
+    TOP_P,  # (B,) float32; p >= 1 keeps every token
+    LOG_MIN_P,  # (B,) float32 log of min-p; -inf keeps every token
+    SEEDS,  # (B,) int64
+    TOKENS,  # (B,) int64
+    STATS,  # (3, B) float32: H, V (raw logits) and the kept set's threshold on x / T
+    n_rows,
+    n_cols,
+    stride_xr,
+    stride_xc,
+    step,
+    HAS_TOP_K: tl.constexpr,
+    HAS_TOP_P: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    row = tl.program_id(0)
+    x_row = X + row.to(tl.int64) * stride_xr
+    t_row = tl.load(TEMPERATURE + row)
+    greedy = t_row == 0.0
+    t = tl.where(greedy, 1.0, t_row)
+
+    # 1. statistics: entropy state of x; max, partition, min and count of the finite y = x / T
+    m = tl.full((), float("-inf"), tl.float32)
+    s0 = tl.full((), 0.0, tl.float32)
+    mu = tl.full((), 0.0, tl.float32)
+    m2 = tl.full((), 0.0, tl.float32)
+    m_t = tl.full((), float("-inf"), tl.float32)
+    z_t = tl.full((), 0.0, tl.float32)  # Σ e^{y - m_T}
+    y_min = tl.full((), float("inf"), tl.float32)
+    n_live = tl.full((), 0.0, tl.float32)
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        x, y = _load_tempered(x_row, cols, n_cols, stride_xc, t)  # (BLOCK,)
+        m_c, s0_c, mu_c, m2_c = _chunk_state(x, 0)
+        m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
+        live = y > float("-inf")
+        m_t_new = tl.maximum(m_t, tl.max(y, 0))
+        if HAS_TOP_P:  # the partition of y is top-p's only
+            ref = tl.where(m_t_new > float("-inf"), m_t_new, 0.0)
+            z_t = z_t * tl.exp(m_t - ref) + tl.sum(tl.where(live, tl.exp(y - ref), 0.0), 0)
+        m_t = m_t_new
+        if HAS_TOP_K or HAS_TOP_P:  # the searches start from the smallest y
+            y_min = tl.minimum(y_min, tl.min(tl.where(live, y, float("inf")), 0))
+            n_live += tl.sum(tl.where(live, 1.0, 0.0), 0)
+
+    # 2. top-k, then top-p on the survivors: thresholds on y (-inf keeps every finite y)
+    tau = tl.full((), float("-inf"), tl.float32)
+    lo = y_min  # where top-p's search starts: a value of y, with the mass of y >= lo
+    w_lo = z_t
+    if HAS_TOP_K:
+        k = tl.load(TOP_K + row).to(tl.float32)
+        if (k < n_live) & (t_row > 0.0):
+            tau = _threshold_search(x_row, n_cols, stride_xc, t, m_t, y_min, m_t, k, False, BLOCK)
+            if HAS_TOP_P:
+                lo = tau
+                w_lo, _, _, _, _ = _mass_around(x_row, n_cols, stride_xc, t, m_t, tau, True, BLOCK)
+    if HAS_TOP_P:
+        p = tl.load(TOP_P + row)
+        if (p < 1.0) & (t_row > 0.0):
+            tau = _threshold_search(x_row, n_cols, stride_xc, t, m_t, lo, m_t, p * w_lo, True, BLOCK)
+
+    # 3. min-p, as torch computes it: max + log p in float32; greedy rows keep every token
+    tau = tl.maximum(tau, m_t + tl.load(LOG_MIN_P + row))
+    tau = tl.where(greedy, float("-inf"), tau)
+
+    # 4. the race over y >= tau (greedy rows: the first largest logit)
+    seed = tl.load(SEEDS + row)
+    counter = step.to(tl.int64) << 32  # Philox counter (column, step)
+    best = tl.full((), float("-inf"), tl.float32)
+    best_idx = tl.full((), 0, tl.int64)
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        _, y = _load_tempered(x_row, cols, n_cols, stride_xc, t)
+        noise = tl.log(_exponential(seed, counter + cols.to(tl.int64)))
+        score = tl.where(y >= tau, y - tl.where(greedy, 0.0, noise), float("-inf"))
+        c_best = tl.max(score, 0)
+        c_idx = tl.argmax(score, 0)  # first of ties
+        take = c_best > best  # earlier blocks win ties
+        best_idx = tl.where(take, start + c_idx.to(tl.int64), best_idx)
+        best = tl.maximum(best, c_best)
+
+    tl.store(TOKENS + row, best_idx)
+    log_s0 = tl.log(s0)
+    tl.store(STATS + row, log_s0 - mu)
+    tl.store(STATS + n_rows + row, m2 / s0)
+    tl.store(STATS + 2 * n_rows + row, tau)
+
+
+def _block(n_cols: int) -> tuple[int, int]:
+    """(BLOCK, num_warps) of the row loop."""
+    cap = 16384 if is_interpreter() else 4096  # the interpreter pays per op, not per element
+    block = min(triton.next_power_of_2(n_cols), cap)
+    return block, 8 if block >= 2048 else 4
+
+
+def sampling_forward(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    top_k: torch.Tensor | None,
+    top_p: torch.Tensor | None,
+    log_min_p: torch.Tensor,
+    seeds: torch.Tensor,
+    step: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the kernel on (B, V) ``logits`` with (B,) parameter tensors on its device.
+
+    ``temperature`` float32, ``top_k`` int32 (None: no top-k), ``top_p`` float32 (None: no top-p),
+    ``log_min_p`` float32, ``seeds`` int64. Returns int64 tokens (B,) and float32 stats (3, B) =
+    (H, V, threshold on ``logits / T``).
+    """
+    check_device(logits, "fused_sample")
+    check_dtype(logits, "fused_sample")
+    assert logits.dim() == 2 and logits.shape[1] > 0, f"need (B, V) logits, got {tuple(logits.shape)}"
+    n_rows, n_cols = logits.shape
+    params = {"temperature": (temperature, torch.float32), "log_min_p": (log_min_p, torch.float32)}
+    params |= {"seeds": (seeds, torch.int64), "top_k": (top_k, torch.int32), "top_p": (top_p, torch.float32)}
+    for name, (value, dtype) in params.items():
+        assert value is None or (
+            value.shape == (n_rows,) and value.dtype == dtype and value.device == logits.device
+        ), f"{name}: need a ({n_rows},) {dtype} tensor on {logits.device}"
+    assert 0 <= step < 2**31, f"step must be in [0, 2**31), got {step}"
+    tokens = torch.empty(n_rows, dtype=torch.int64, device=logits.device)
+    stats = torch.empty((3, n_rows), dtype=torch.float32, device=logits.device)
+    block, num_warps = _block(n_cols)
+    _sampling_fwd_kernel[(n_rows,)](
+        logits, temperature, top_k if top_k is not None else temperature,
+        top_p if top_p is not None else temperature, log_min_p, seeds, tokens, stats,
+        n_rows, n_cols, logits.stride(0), logits.stride(1), step,
+        HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, BLOCK=block, num_warps=num_warps,
+    )  # fmt: skip
+    return tokens, stats
+
+
+class FusedSample(NamedTuple):
+    """Result of `fused_sample`, each of shape (B,).
+
+    tokens : int64 token ids.
+    entropy, varentropy : float32 H and V of ``softmax(logits)`` (unfiltered, temperature 1; nats, nats²).
+    threshold : float32 cut on the tempered logits: token i was a candidate iff ``logits_i / T >= threshold``
+        (-inf for rows with no filter in effect, and for greedy rows).
+    """
+
+    tokens: torch.Tensor
+    entropy: torch.Tensor
+    varentropy: torch.Tensor
+    threshold: torch.Tensor
+
+
+def _per_row(
+    value: float | torch.Tensor, n_rows: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    return torch.as_tensor(value, device=device).to(dtype).expand(n_rows).contiguous()
+
+
+def fused_sample(
+    logits: torch.Tensor,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    top_k: int | torch.Tensor | None = None,
+    top_p: float | torch.Tensor | None = None,
+    min_p: float | torch.Tensor | None = None,
+    seeds: torch.Tensor,
+    step: int = 0,
+) -> FusedSample:
+    """One token per row from ``softmax(min_p(top_p(top_k(logits / T))))``, with H and V of the logits.
+
+    The filters and their order are those of `entropic.sampling.apply_filters` (ties at a cut are kept,
+    the top token always is); the draw is the exponential race, exact for the filtered distribution; T = 0
+    is greedy for that row. Row b's randomness is Philox keyed by ``seeds[b]`` with counter
+    ``(step, column)``: the same (logits row, parameters, seed, step) give the same token whatever the
+    other rows, and a decoding loop passes a new ``step`` at every position.
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``(B, V)`` float32/float16/bfloat16 logits on CUDA (or CPU under ``TRITON_INTERPRET=1``), any
+        strides; ``-inf`` entries are never drawn.
+    temperature, top_k, top_p, min_p : number or (B,) tensor
+        Per-row parameters (None: filter off). Validation of their ranges and of the logits is
+        `entropic.sampling.sample`'s; this entry point trusts its inputs.
+    seeds : Tensor
+        ``(B,)`` integer seeds, one per row.
+    step : int
+        Position of the draw in ``[0, 2**31)``, the high word of the Philox counter.
+
+    Returns
+    -------
+    FusedSample
+        ``tokens`` (int64), ``entropy``, ``varentropy`` and ``threshold`` (float32), each ``(B,)``.
+    """
+    n_rows, device = logits.shape[0], logits.device
+    temperature_t = _per_row(temperature, n_rows, torch.float32, device)
+    top_k_t = None if top_k is None else _per_row(top_k, n_rows, torch.int64, device).clamp(max=2**31 - 1)
+    top_p_t = None if top_p is None else _per_row(top_p, n_rows, torch.float32, device)
+    if isinstance(min_p, torch.Tensor):
+        log_min_p = torch.log(min_p.to(device, torch.float32))  # as the reference: log in float32
+    else:  # as the reference: the log of the number, rounded to float32
+        log_min_p = math.log(min_p) if min_p else -math.inf
+    tokens, stats = sampling_forward(
+        logits,
+        temperature_t,
+        None if top_k_t is None else top_k_t.to(torch.int32),
+        top_p_t,
+        _per_row(log_min_p, n_rows, torch.float32, device),
+        _per_row(seeds, n_rows, torch.int64, device),
+        step,
+    )
+    return FusedSample(tokens, stats[0], stats[1], stats[2])

@@ -1,0 +1,268 @@
+"""The fused sampling kernel against `entropic.sampling` (CPU under TRITON_INTERPRET=1, or CUDA).
+
+Exactness of the draw is checked in three parts that together imply it: the kept set equals the
+reference filters' (exactly, on the threshold the kernel returns), the kernel's token is the race
+``argmax_kept (y - log E)`` on its own noise (recomputed in torch), and that noise is Exp(1), independent
+across columns, steps and seeds (goodness of fit on many values from one program). An end-to-end χ² test
+of the draws runs on the GPU, where many draws are cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import scipy.stats
+import torch
+
+from entropic import entropy, varentropy
+from entropic.sampling import apply_filters
+
+triton = pytest.importorskip("triton")
+import triton.language as tl  # noqa: E402
+
+from entropic.kernels._utils import is_interpreter  # noqa: E402
+from entropic.kernels.sampling import _exponential, fused_sample  # noqa: E402
+
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+PARAMS = [
+    {},
+    {"temperature": 0.7},
+    {"top_k": 7},
+    {"top_p": 0.8},
+    {"min_p": 0.1},
+    {"temperature": 1.3, "top_k": 40, "top_p": 0.9, "min_p": 0.02},
+    {"top_k": 1},
+    {"top_p": 1e-6},  # only the top token (and its ties) reach the mass
+]
+
+
+@triton.jit
+def _noise_kernel(SEEDS, OFFSETS, OUT, n, BLOCK: tl.constexpr):
+    """E[i] = the kernel's Exp(1) noise for seed SEEDS[i] at Philox counter OFFSETS[i]."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n
+    seed = tl.load(SEEDS)
+    tl.store(OUT + i, _exponential(seed, tl.load(OFFSETS + i, mask=ok, other=0)), mask=ok)
+
+
+def kernel_noise(seed: int, offsets: torch.Tensor) -> torch.Tensor:
+    out = torch.empty(offsets.shape, dtype=torch.float32, device=offsets.device)
+    seeds = torch.tensor([seed], dtype=torch.int64, device=offsets.device)
+    block = 1 << 16
+    _noise_kernel[(triton.cdiv(offsets.numel(), block),)](seeds, offsets, out, offsets.numel(), BLOCK=block)
+    return out
+
+
+def counters(step: int, n_cols: int, device: torch.device) -> torch.Tensor:
+    return (step << 32) + torch.arange(n_cols, device=device)
+
+
+def kept_by_reference(logits: torch.Tensor, params: dict) -> torch.Tensor:
+    return torch.isfinite(apply_filters(logits, **params))
+
+
+def tempered(logits: torch.Tensor, params: dict) -> torch.Tensor:
+    """logits / T correctly rounded, as the kernel divides (a tensor divisor: CUDA torch multiplies by the
+    reciprocal of a Python number)."""
+    t = torch.as_tensor(params.get("temperature", 1.0), dtype=torch.float32, device=logits.device)
+    return logits.float() / (t.unsqueeze(-1) if t.dim() else t)
+
+
+def kept_by_kernel(logits: torch.Tensor, params: dict, threshold: torch.Tensor) -> torch.Tensor:
+    y = tempered(logits, params)
+    return (y >= threshold.unsqueeze(-1)) & (y > -math.inf)
+
+
+def test_exponential_noise_fits_and_is_independent(device):
+    """Exp(1) by a Kolmogorov-Smirnov test; no correlation across steps, seeds or neighbouring columns."""
+    n = 1 << 17
+    e = kernel_noise(5, counters(3, n, device)).double().cpu()
+    assert (e > 0).all() and torch.isfinite(e).all()
+    assert scipy.stats.kstest(e.numpy(), "expon").pvalue > 1e-4
+    # the small values decide the race: E < 1e-3 has probability ≈ 1e-3 (resolved, not rounded to 0)
+    assert abs((e < 1e-3).double().mean().item() - (1 - math.exp(-1e-3))) < 5 * math.sqrt(1e-3 / n)
+    other_step = kernel_noise(5, counters(4, n, device)).double().cpu()
+    other_seed = kernel_noise(6, counters(3, n, device)).double().cpu()
+    bound = 5 / math.sqrt(n)  # |corr| of independent samples is ≈ N(0, 1/n)
+    for other in (other_step, other_seed, e.roll(1)):
+        assert abs(torch.corrcoef(torch.stack([e, other]))[0, 1].item()) < bound
+    assert torch.equal(kernel_noise(5, counters(3, 100, device)).cpu(), e[:100].float())
+
+
+def test_chi_square_of_the_race_on_kernel_noise(device):
+    """The race argmax(x - log E) with the kernel's noise draws softmax(x): 40 000 draws, one per step."""
+    logits = torch.tensor([2.0, 1.5, 0.3, 0.0, -0.7, -1.2, -math.inf, -3.0], device=device)
+    n_draws, vocab = 40_000, logits.numel()
+    offsets = (torch.arange(n_draws, device=device) << 32).unsqueeze(1) + torch.arange(vocab, device=device)
+    e = kernel_noise(11, offsets.reshape(-1)).reshape(n_draws, vocab)
+    tokens = (logits - e.log()).argmax(-1).cpu()
+    probs = torch.softmax(logits.double(), -1).cpu()
+    counts = torch.bincount(tokens, minlength=vocab).double()
+    assert counts[6] == 0  # masked
+    live = probs > 0
+    assert scipy.stats.chisquare(counts[live].numpy(), (probs[live] * n_draws).numpy()).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("params", PARAMS, ids=repr)
+def test_kept_set_and_draw_match_the_reference(device, params):
+    """threshold reproduces apply_filters' kept set; the token is the race on the kernel's own noise."""
+    logits = torch.randn(5, 300, device=device) * 2
+    logits[1, ::3] = -math.inf  # masks
+    logits[2] = torch.randint(-3, 4, (300,), device=device).float()  # ties at every cut
+    logits[3, :7] = 1e4  # ±1e4: seven tied top tokens
+    logits[3, 7:] = -1e4
+    logits[4] = 0.5  # a flat row
+    seeds = torch.tensor([3, 1, 4, 1, 5], device=device)
+    out = fused_sample(logits, seeds=seeds, step=9, **params)
+    kept = kept_by_kernel(logits, params, out.threshold)
+    assert torch.equal(kept, kept_by_reference(logits, params))
+    y = tempered(logits, params)
+    for row in range(logits.shape[0]):
+        e = kernel_noise(int(seeds[row]), counters(9, logits.shape[1], device))
+        score = torch.where(kept[row], y[row] - e.log(), -math.inf)
+        assert out.tokens[row].item() == score.argmax().item()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_row_parameters_dtypes_and_strides(device, dtype):
+    """Per-row tensors of every parameter; half-precision and strided logits; H and V against float64."""
+    base = (torch.randn(8, 2 * 517, device=device) * 3).to(dtype)
+    logits = base[::2, ::2]  # row and column strides, V = 517 (not a power of two)
+    params = {
+        "temperature": torch.tensor([0.5, 1.0, 2.0, 0.9], device=device),
+        "top_k": torch.tensor([3, 600, 50, 1], device=device),
+        "top_p": torch.tensor([0.5, 0.95, 1.0, 0.3], device=device),
+        "min_p": torch.tensor([0.0, 0.05, 0.2, 0.0], device=device),
+    }
+    out = fused_sample(logits, seeds=torch.arange(4, device=device), step=0, **params)
+    assert torch.equal(kept_by_kernel(logits, params, out.threshold), kept_by_reference(logits, params))
+    assert kept_by_reference(logits, params).gather(1, out.tokens.unsqueeze(1)).all()
+    torch.testing.assert_close(out.entropy.double(), entropy(logits.double()), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out.varentropy.double(), varentropy(logits.double()), atol=2e-5, rtol=2e-5)
+
+
+def test_random_per_row_parameters(device):
+    """32 rows, each with its own logit scale, ties, masks and (T, k, p, min-p): kept sets equal exactly."""
+    n_rows, vocab = 32, 333
+    scale = 10 ** (torch.rand(n_rows, 1, device=device) * 4 - 2)  # 1e-2 ... 1e2
+    logits = torch.randn(n_rows, vocab, device=device) * scale
+    logits[::4] = torch.randint(-5, 6, (n_rows // 4, vocab), device=device).float()  # ties everywhere
+    logits[1::4] = logits[1::4].masked_fill(torch.rand(n_rows // 4, vocab, device=device) < 0.7, -math.inf)
+    logits[1::4, 0] = 0.0  # at least one live token
+    params = {
+        "temperature": torch.rand(n_rows, device=device) * 2 + 0.05,
+        "top_k": torch.randint(1, vocab + 50, (n_rows,), device=device),
+        "top_p": torch.where(torch.rand(n_rows, device=device) < 0.2, 1.0, torch.rand(n_rows, device=device)),
+        "min_p": torch.rand(n_rows, device=device) * 0.3,
+    }
+    params["top_p"] = params["top_p"].clamp(min=1e-3)
+    out = fused_sample(logits, seeds=torch.arange(n_rows, device=device), step=1, **params)
+    kept = kept_by_reference(logits, params)
+    assert torch.equal(kept_by_kernel(logits, params, out.threshold), kept)
+    assert kept.gather(1, out.tokens.unsqueeze(1)).all()
+
+
+def test_entropy_of_extreme_and_masked_rows(device):
+    logits = torch.randn(4, 257, device=device)
+    logits[0, ::2] = -math.inf
+    logits[1] = torch.linspace(-1e4, 1e4, 257)
+    logits[2] = 7.0
+    logits[3] = -math.inf
+    logits[3, 100] = 1e4  # one live token: H = V = 0 and it is always drawn
+    out = fused_sample(logits, seeds=torch.zeros(4, dtype=torch.long, device=device), top_p=0.9)
+    torch.testing.assert_close(out.entropy.double(), entropy(logits.double()), atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out.varentropy.double(), varentropy(logits.double()), atol=2e-5, rtol=2e-5)
+    assert out.entropy[2].item() == pytest.approx(math.log(257), abs=1e-5)
+    assert out.tokens[3].item() == 100 and out.tokens[1].item() == 256
+    assert torch.isfinite(logits.gather(1, out.tokens.unsqueeze(1))).all()
+
+
+def test_seeds_are_per_row_and_steps_advance(device):
+    """A row's token depends on its seed and step only, never on the rest of the batch."""
+    logits = torch.randn(6, 400, device=device) * 0.1  # nearly flat: the draw depends on the noise
+    seeds = torch.tensor([10, 11, 12, 13, 14, 10], device=device)
+    batch = fused_sample(logits, seeds=seeds, step=2, top_k=200).tokens
+    for row in (0, 3):
+        alone = fused_sample(logits[row : row + 1], seeds=seeds[row : row + 1], step=2, top_k=200).tokens
+        assert alone.item() == batch[row].item()
+    shuffled = fused_sample(logits.flip(0), seeds=seeds.flip(0), step=2, top_k=200).tokens
+    assert torch.equal(shuffled.flip(0), batch)
+    assert torch.equal(fused_sample(logits, seeds=seeds, step=2, top_k=200).tokens, batch)
+    steps = {fused_sample(logits[:1], seeds=seeds[:1], step=s).tokens.item() for s in range(6)}
+    assert len(steps) > 1
+    assert len(set(batch.tolist())) > 1  # different seeds draw different tokens
+
+
+def test_temperature_zero_is_greedy(device):
+    logits = torch.randn(4, 90, device=device)
+    logits[1, 5] = logits[1, 40] = logits[1].max() + 1  # tied maxima: the first one
+    t = torch.tensor([0.0, 0.0, 1.0, 0.0], device=device)
+    out = fused_sample(logits, temperature=t, top_k=3, top_p=0.5, seeds=torch.arange(4, device=device))
+    greedy = logits.argmax(-1)
+    assert out.tokens[1].item() == 5
+    assert torch.equal(out.tokens[t == 0], greedy[t == 0])
+    all_greedy = fused_sample(logits, temperature=0.0, seeds=torch.arange(4, device=device))
+    assert torch.equal(all_greedy.tokens, greedy)
+
+
+COMPILE_FOR_SM90 = """
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from entropic.kernels.sampling import _sampling_fwd_kernel
+
+signature = {"X": "*bf16", "TEMPERATURE": "*fp32", "TOP_K": "*i32", "TOP_P": "*fp32", "LOG_MIN_P": "*fp32"}
+signature |= {"SEEDS": "*i64", "TOKENS": "*i64", "STATS": "*fp32"}
+signature |= {name: "i32" for name in ("n_rows", "n_cols", "stride_xr", "stride_xc", "step")}
+constexprs = {"HAS_TOP_K": True, "HAS_TOP_P": True, "BLOCK": 4096}
+signature |= dict.fromkeys(constexprs, "constexpr")
+source = ASTSource(_sampling_fwd_kernel, signature, constexprs=constexprs)
+compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 8})
+print(".entry _sampling_fwd_kernel" in compiled.asm["ptx"])
+"""
+
+
+@pytest.mark.skipif(not is_interpreter(), reason="without a GPU only: the GPU tests run the compiled code")
+def test_compiles_for_a_cuda_target():
+    """The interpreter is lenient with scalar and loop-carried types, the compiler is not: compile to PTX
+    for sm_90 with Triton's bundled toolchain, in a process without the interpreter (no GPU needed)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", "import triton\n" + COMPILE_FOR_SM90], env=env, capture_output=True, text=True
+    )
+    if "ptxas" in run.stderr and run.returncode != 0:
+        pytest.skip("this Triton build has no ptxas")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "True"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"top_k": 3}, {"top_p": 0.8}, {"temperature": 1.3, "top_k": 5, "top_p": 0.95, "min_p": 0.05}],
+)
+def test_chi_square_end_to_end_on_gpu(params):
+    logits = torch.tensor([2.0, 1.5, 0.3, 0.0, -0.7, -1.2, -math.inf, -3.0], device="cuda")
+    n_draws = 200_000
+    out = fused_sample(
+        logits.expand(n_draws, -1), seeds=torch.arange(n_draws, device="cuda"), step=1, **params
+    )
+    probs = torch.softmax(apply_filters(logits.double(), **params), -1).cpu()
+    counts = torch.bincount(out.tokens.cpu(), minlength=probs.numel()).double()
+    live = probs > 0
+    assert counts[~live].sum() == 0
+    assert scipy.stats.chisquare(counts[live].numpy(), (probs[live] * n_draws).numpy()).pvalue > 1e-4
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_vocabulary_on_gpu(dtype):
+    logits = (torch.randn(128, 131072, device="cuda") * 3).to(dtype)
+    params = {"temperature": torch.full((128,), 0.8, device="cuda"), "top_k": 50, "top_p": 0.9, "min_p": 0.01}
+    out = fused_sample(logits, seeds=torch.arange(128, device="cuda"), step=0, **params)
+    assert torch.equal(kept_by_kernel(logits, params, out.threshold), kept_by_reference(logits, params))
+    torch.testing.assert_close(out.entropy.double(), entropy(logits.double()), atol=5e-5, rtol=5e-5)
