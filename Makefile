@@ -50,6 +50,7 @@ bench: $(VENV)/.stamp-bench
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_entropy.py $(BENCH_ARGS)
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_sampling.py $(BENCH_ARGS)
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_attention.py $(BENCH_ARGS)
+	TRITON_INTERPRET=0 $(PY) benchmarks/bench_entmax_attention.py $(BENCH_ARGS)
 	$(PY) benchmarks/plot.py
 
 format: $(VENV)/.stamp-dev

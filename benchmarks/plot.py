@@ -42,6 +42,7 @@ FIGURES = {
     "sampling": Figure("time_ms", "batch", ("mode", "vocab"), None, log_y=True),
     "attention": Figure("TFLOP/s", "seq_q", ("mode", "head_dim", "causal"), "TFLOP/s", log_y=False),
     "entmax_attention": Figure("time_ms", "seq_q", ("mode", "head_dim", "causal"), None, log_y=True),
+    "entmax_attention_local": Figure("time_ms", "seq_q", ("mode", "head_dim", "causal"), None, log_y=True),
 }
 
 

@@ -9,4 +9,4 @@ from entropic.kernels.entmax_attention import entmax_flash_attention
 from entropic.kernels.entropy import entropy_stats
 from entropic.kernels.sampling import FusedSample, fused_sample
 
-__all__ = ["FusedSample", "entropy_stats", "fused_sample"]
+__all__ = ["FusedSample", "entmax_flash_attention", "entropy_stats", "fused_sample"]

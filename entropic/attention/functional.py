@@ -72,6 +72,10 @@ class AttentionStats:
         int64, number of keys the query sees.
     alpha : Tensor
         The α applied to each query.
+    block_sparsity : Tensor or None
+        0-dim: the fraction of (query block, key block) tiles holding a visible pair that the
+        block-sparse Triton kernel skipped because every weight in them is zero; None when that kernel
+        did not run (the reference, the dense softmax kernel).
     """
 
     entropy: Tensor
@@ -81,12 +85,20 @@ class AttentionStats:
     sparsity: Tensor
     n_visible: Tensor
     alpha: Tensor
+    block_sparsity: Tensor | None = None
 
     def summary(self) -> dict[str, float]:
-        """Means of every field over the queries that see at least one key (for logging)."""
+        """Means of the per-query fields over the queries that see a key; the block sparsity if known."""
         live = self.n_visible > 0
         n = max(int(live.sum()), 1)
-        return {f.name: float(getattr(self, f.name).double()[live].sum() / n) for f in fields(self)}
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "block_sparsity":
+                out[f.name] = float(value.double()[live].sum() / n)
+            elif value is not None:
+                out[f.name] = float(value)
+        return out
 
 
 @dataclass(frozen=True)
@@ -307,6 +319,39 @@ def _flash_softmax(
     return out, stats
 
 
+def _flash_entmax(
+    q: Tensor, k: Tensor, v: Tensor, alpha: Alpha, *, causal: bool, scale: float | None, return_stats: bool
+) -> Tensor | tuple[Tensor, AttentionStats]:
+    """α-entmax attention on the block-sparse Triton kernel; statistics in the reference's conventions.
+
+    A schedule is evaluated inside the kernel (from its online softmax statistics); a number or a
+    tensor α is validated as in the reference and stays differentiable.
+    """
+    from entropic.kernels.entmax_attention import entmax_flash_attention
+
+    if scale is not None:
+        check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
+    if not isinstance(alpha, EntropySchedule):
+        b, h, nq, _ = q.shape
+        alpha = _alpha_tensor(alpha, (b, h, nq), torch.empty((), dtype=torch.float32, device=q.device))
+    if not return_stats:
+        return entmax_flash_attention(q, k, v, alpha, causal=causal, scale=scale)
+    out, st = entmax_flash_attention(q, k, v, alpha, causal=causal, scale=scale, return_stats=True)
+    dead = st.n_visible == 0
+    zero = torch.zeros((), device=q.device)
+    stats = AttentionStats(
+        entropy=st.entropy,
+        varentropy=st.varentropy,
+        log_partition=torch.where(dead, zero, st.log_partition),
+        support=st.support,
+        sparsity=torch.where(dead, zero, 1.0 - st.support / st.n_visible.clamp(min=1)),
+        n_visible=st.n_visible,
+        alpha=st.alpha,
+        block_sparsity=st.block_sparsity,
+    )
+    return out, stats
+
+
 def _attention(
     q: Tensor,
     k: Tensor,
@@ -327,11 +372,13 @@ def _attention(
     _check_qkv(q, k, v, fn)
     is_softmax = not isinstance(alpha, (Tensor, EntropySchedule)) and alpha == 1.0
     if impl == "triton" or (impl == "auto" and q.is_cuda):
-        why_not = _flash_unsupported(q, k, v, attn_mask, dropout_p) if is_softmax else "alpha != 1"
+        why_not = _flash_unsupported(q, k, v, attn_mask, dropout_p)
         if why_not is None:
-            return _flash_softmax(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
+            if is_softmax:
+                return _flash_softmax(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
+            return _flash_entmax(q, k, v, alpha, causal=causal, scale=scale, return_stats=return_stats)
         if impl == "triton":
-            raise ValueError(f"{fn}: impl='triton' runs softmax attention only without {why_not}")
+            raise ValueError(f"{fn}: impl='triton' runs the attention kernels only without {why_not}")
     b, h, nq, _ = q.shape
     hkv, nk, dv = v.shape[1:]
     s = _scores(q, k, causal=causal, attn_mask=attn_mask, scale=scale, fn=fn)  # (B, H, Nq, Nk)
@@ -412,9 +459,13 @@ def entmax_attention(
     return_stats : bool
         Also return the `AttentionStats` of the call.
     impl : {"auto", "torch", "triton"}
-        "torch" is this reference. "triton" runs the flash kernel (``entropic.kernels.flash_attention``,
-        no n×n buffer, statistics computed online) and supports α = 1 without `attn_mask` or dropout;
-        "auto" takes it for CUDA tensors when it applies, the reference otherwise.
+        "torch" is this reference. "triton" runs the Triton kernels (no n×n buffer, statistics
+        computed online): ``entropic.kernels.flash_attention`` for a number α = 1, the block-sparse
+        ``entropic.kernels.entmax_attention`` for every other α (number, per head, per query, learned
+        with ∂α, or an `EntropySchedule` evaluated inside the kernel; its stats carry the block
+        sparsity); both take float32/float16/bfloat16, equal head dims in [16, 256], no `attn_mask`
+        (`causal` is supported) and no dropout. "auto" takes them for CUDA tensors when they apply,
+        the reference otherwise.
 
     Returns
     -------

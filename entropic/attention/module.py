@@ -77,6 +77,10 @@ class EntropicAttention(nn.Module):
         Dropout on the attention weights during training.
     bias : bool
         Biases in the four projections.
+    impl : {"auto", "torch", "triton"}
+        The attention implementation (see `entmax_attention`): "auto" runs the Triton kernels on CUDA
+        when they apply (no `attn_mask`, no dropout; the schedule is then evaluated inside the
+        kernel) and the PyTorch reference otherwise; "triton" requires the kernels.
 
     Examples
     --------
@@ -97,6 +101,7 @@ class EntropicAttention(nn.Module):
         causal: bool = True,
         dropout: float = 0.0,
         bias: bool = False,
+        impl: Literal["auto", "torch", "triton"] = "auto",
     ) -> None:
         super().__init__()
         check_param(dim, "dim", 1, float("inf"), integer=True)
@@ -110,6 +115,8 @@ class EntropicAttention(nn.Module):
                 f"n_heads must be a multiple of n_kv_heads, got n_heads={n_heads}, n_kv_heads={n_kv_heads}"
             )
         check_param(dropout, "dropout", 0.0, 1.0, high_open=True)
+        if impl not in ("auto", "torch", "triton"):
+            raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {impl!r}")
         if isinstance(alpha, str):
             if alpha not in ("learned", "scheduled"):
                 raise ValueError(f"alpha must be a number in [1, 2], 'learned' or 'scheduled', got {alpha!r}")
@@ -128,7 +135,7 @@ class EntropicAttention(nn.Module):
         self.mode = alpha if isinstance(alpha, str) else "fixed"
         self.fixed_alpha = None if isinstance(alpha, str) else float(alpha)
         self.schedule = schedule
-        self.causal, self.dropout = causal, dropout
+        self.causal, self.dropout, self.impl = causal, dropout, impl
         self.q_proj = nn.Linear(dim, n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
@@ -182,6 +189,7 @@ class EntropicAttention(nn.Module):
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
             return_stats=record,
+            impl=self.impl,
         )
         if record:
             result, stats = result
@@ -199,7 +207,7 @@ class EntropicAttention(nn.Module):
         ]
         if self.schedule is not None:
             parts.append(f"schedule={self.schedule}")
-        parts += [f"causal={self.causal}", f"dropout={self.dropout}"]
+        parts += [f"causal={self.causal}", f"dropout={self.dropout}", f"impl={self.impl!r}"]
         return ", ".join(parts)
 
 

@@ -1,0 +1,317 @@
+"""Block-sparse α-entmax flash attention against the float64 reference (`entmax_bisect` on the scores)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from entmax import sparsemax
+
+from entropic.attention import EntropicAttention, EntropySchedule, entmax_attention
+
+pytest.importorskip("triton")
+from entropic.kernels.entmax_attention import entmax_flash_attention
+
+# (dtype, atol on outputs and gradients relative to their largest reference magnitude)
+FP32 = (torch.float32, 5e-5)
+HALF = [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)]
+
+# (B, H, Hkv, Nq, Nk, D, causal, α): α a number, a list (per head) or "query" (per query, some exactly 1)
+CASES = [
+    (1, 2, 1, 19, 33, 24, False, 1.5),  # GQA, ragged lengths, head dim not a power of two
+    (1, 2, 2, 32, 32, 16, True, [1.25, 2.0]),  # square causal, per-head α
+    (1, 2, 1, 21, 13, 32, True, "query"),  # Nq > Nk: the first 8 queries see nothing; α in [1, 2]
+    (2, 1, 1, 5, 40, 16, True, 1.75),  # a few queries against a longer cache
+    (1, 2, 2, 24, 24, 16, False, 1.0),  # α = 1 through the entmax kernel: the softmax path
+]
+
+
+def make_alpha(alpha, b: int, h: int, nq: int, device) -> torch.Tensor:
+    if alpha == "query":
+        a = 1.0 + torch.rand(b, h, nq, device=device)
+        a[..., ::4] = 1.0  # rows at exactly α = 1 take the softmax path in the same launch
+        a[..., 1::4] = 2.0
+        return a
+    if isinstance(alpha, list):
+        return torch.tensor(alpha, device=device)
+    return torch.full((h,), float(alpha), device=device)
+
+
+def inputs(b, h, hkv, nq, nk, d, dtype, device, spread=2.0):
+    q = (spread * torch.randn(b, h, nq, d, device=device)).to(dtype).requires_grad_()
+    k = torch.randn(b, hkv, nk, d, device=device).to(dtype).requires_grad_()
+    v = torch.randn(b, hkv, nk, d, device=device).to(dtype).requires_grad_()
+    return q, k, v
+
+
+def reference(q, k, v, alpha, causal):
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    ad = alpha.detach().double().requires_grad_() if isinstance(alpha, torch.Tensor) else alpha
+    out, stats = entmax_attention(qd, kd, vd, ad, causal=causal, return_stats=True, impl="torch")
+    return (qd, kd, vd, ad), out, stats
+
+
+def close(got: torch.Tensor, ref: torch.Tensor, atol: float) -> None:
+    scale = max(ref.abs().max().item(), 1.0)
+    torch.testing.assert_close(got.double(), ref, atol=atol * scale, rtol=0)
+
+
+@pytest.mark.parametrize(("dtype", "atol"), [FP32])
+@pytest.mark.parametrize("case", CASES)
+def test_forward_gradients_and_stats(device, dtype, atol, case):
+    b, h, hkv, nq, nk, d, causal, alpha = case
+    q, k, v = inputs(b, h, hkv, nq, nk, d, dtype, device)
+    a = make_alpha(alpha, b, h, nq, device).requires_grad_()
+    out, stats = entmax_flash_attention(q, k, v, a, causal=causal, return_stats=True)
+    (qd, kd, vd, ad), ref_out, ref = reference(q, k, v, a, causal)
+    assert out.dtype == dtype and out.shape == (b, h, nq, d)
+    close(out, ref_out, atol)
+
+    live = ref.n_visible > 0
+    assert torch.equal(stats.n_visible, ref.n_visible)
+    assert torch.equal(stats.support, ref.support)
+    torch.testing.assert_close(stats.alpha.double(), ref.alpha, atol=1e-7, rtol=0)
+    torch.testing.assert_close(stats.entropy.double(), ref.entropy, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(stats.varentropy.double(), ref.varentropy, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        stats.log_partition[live].double(), ref.log_partition[live], atol=1e-5, rtol=1e-5
+    )
+    assert (out[~live] == 0).all()
+    assert (stats.search_iterations <= 32).all()
+
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref_out.backward(grad.double())
+    for got, want in ((q.grad, qd.grad), (k.grad, kd.grad), (v.grad, vd.grad)):
+        assert got.dtype == dtype
+        close(got, want, 4 * atol)
+    # ∂α: the formula of entmax_bisect's backward (0 where α = 1: the reference's softmax rows)
+    want = torch.zeros_like(a.grad, dtype=torch.float64) if ad.grad is None else ad.grad
+    torch.testing.assert_close(
+        a.grad.double(), want, atol=1e-3 * max(want.abs().max().item(), 1.0), rtol=1e-3
+    )
+
+
+@pytest.mark.parametrize(("dtype", "atol"), HALF)
+def test_half_precision(device, dtype, atol):
+    b, h, hkv, nq, nk, d, causal = 1, 2, 1, 19, 33, 24, True
+    q, k, v = inputs(b, h, hkv, nq, nk, d, dtype, device)
+    a = torch.tensor([1.5, 1.2], device=device)
+    out = entmax_flash_attention(q, k, v, a, causal=causal)
+    _, ref_out, _ = reference(q, k, v, a, causal)
+    assert out.dtype == dtype
+    close(out, ref_out, atol)
+    out.float().sum().backward()
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        EntropySchedule(),
+        EntropySchedule("cosine", low=0.1, high=0.9, alpha_min=1.2),
+        EntropySchedule("sigmoid", varentropy_threshold=0.5, fixed_alpha=1.6),
+    ],
+)
+def test_scheduled_alpha_in_the_kernel(device, schedule):
+    """α = alpha_from_entropy of the kernel's own online statistics, and the reference's α and output."""
+    q, k, v = inputs(1, 2, 1, 30, 30, 16, torch.float32, device, spread=3.0)
+    out, stats = entmax_flash_attention(q, k, v, schedule, causal=True, return_stats=True)
+    (qd, kd, _, _), ref_out, ref = reference(q, k, v, schedule, causal=True)
+    mine = schedule(stats.entropy, stats.n_visible, stats.varentropy)
+    torch.testing.assert_close(stats.alpha, mine, atol=1e-6, rtol=0)
+    torch.testing.assert_close(stats.alpha.double(), ref.alpha, atol=1e-5, rtol=0)
+    assert stats.alpha.min() < 1.5 < stats.alpha.max()  # the inputs exercise the schedule's range
+    close(out, ref_out, 1e-4)
+    assert torch.equal(stats.support, ref.support)
+    out.backward(torch.ones_like(out))
+    ref_out.backward(torch.ones_like(ref_out))
+    close(q.grad, qd.grad, 4e-4)
+    close(k.grad, kd.grad, 4e-4)
+
+
+def test_decode_split_k_matches_one_pass(device):
+    """Two queries against a 70-key cache cut into 3 ranges: τ is global, the partial sums add up."""
+    q, k, v = inputs(1, 4, 2, 2, 70, 16, torch.float32, device, spread=3.0)
+    a = torch.tensor([1.0, 1.3, 1.7, 2.0], device=device, requires_grad=True)
+    whole, s1 = entmax_flash_attention(q, k, v, a, causal=True, return_stats=True, num_splits=1)
+    split, s3 = entmax_flash_attention(q, k, v, a, causal=True, return_stats=True, num_splits=3)
+    (qd, kd, vd, ad), ref_out, ref = reference(q, k, v, a, True)
+    close(split, ref_out, 5e-5)
+    close(whole, ref_out, 5e-5)
+    assert torch.equal(s3.support, ref.support) and torch.equal(s3.block_mask, s1.block_mask)
+    grad = torch.randn_like(split)
+    split.backward(grad)
+    ref_out.backward(grad.double())
+    for got, want in ((q.grad, qd.grad), (k.grad, kd.grad), (v.grad, vd.grad), (a.grad, ad.grad)):
+        close(got, want, 2e-4)
+
+
+@pytest.mark.parametrize("spread", [1e-3, 1.0, 30.0])
+def test_rows_sum_to_one(device, spread):
+    """v = 1 gives an output of 1 in every row that sees a key, whatever α and the score scale."""
+    q, k, _ = inputs(1, 2, 1, 20, 11, 16, torch.float32, device, spread=spread)
+    v = torch.ones(1, 1, 11, 16, device=device)
+    a = make_alpha("query", 1, 2, 20, device)
+    out, stats = entmax_flash_attention(q, k, v, a, causal=True, return_stats=True)
+    live = stats.n_visible > 0
+    torch.testing.assert_close(out[live], torch.ones_like(out[live]), atol=1e-6, rtol=0)
+    assert (out[~live] == 0).all() and (stats.support[live] >= 1).all()
+
+
+@pytest.mark.parametrize("alpha", [1.001, 1.01])
+def test_alpha_near_one_as_accurate_as_float32_reference(device, alpha):
+    """Near α = 1 the root is steep: the kernel stops at float32 resolution, within 2× the float32 error."""
+    q, k, v = inputs(1, 1, 1, 16, 40, 16, torch.float32, device)
+    out, stats = entmax_flash_attention(q, k, v, alpha, return_stats=True)
+    ref = entmax_attention(q.double(), k.double(), v.double(), alpha, impl="torch")
+    ref32 = entmax_attention(q.detach(), k.detach(), v.detach(), alpha, impl="torch")
+    err, err32 = (out.double() - ref).abs().max().item(), (ref32.double() - ref).abs().max().item()
+    assert err <= 2 * err32 + 1e-6
+    assert (stats.search_iterations < 16).all()
+
+
+def test_alpha_two_is_sparsemax(device):
+    q, k, v = inputs(1, 2, 2, 17, 23, 16, torch.float32, device)
+    out = entmax_flash_attention(q, k, v, 2.0)
+    s = torch.einsum("bhqd,bhkd->bhqk", q.double(), k.double()) / 4.0
+    close(out, sparsemax(s, -1) @ v.double(), 5e-5)
+
+
+def test_causal_rows_equal_truncated_keys(device):
+    """A causally masked query attends exactly as an unmasked query over the keys it sees."""
+    q, k, v = inputs(1, 2, 1, 12, 20, 16, torch.float32, device)
+    out = entmax_flash_attention(q, k, v, 1.5, causal=True)
+    for i in (0, 7):
+        n = i + 20 - 12 + 1
+        row = entmax_flash_attention(q[:, :, i : i + 1], k[:, :, :n], v[:, :, :n], 1.5)
+        torch.testing.assert_close(out[:, :, i : i + 1], row, atol=1e-6, rtol=1e-5)
+
+
+def test_block_sparsity_and_cheaper_search(device):
+    """Keys in 4 clusters of 16, each query aligned with one: α = 2 attends only to its own cluster."""
+    n, d = 64, 16
+    centres = 6.0 * torch.eye(4, d, device=device)
+    k = centres.repeat_interleave(16, 0) + 0.1 * torch.randn(n, d, device=device)
+    q = centres[torch.arange(n, device=device) // 16] + 0.1 * torch.randn(n, d, device=device)
+    q, k = q.view(1, 1, n, d), k.view(1, 1, n, d)
+    v = torch.randn(1, 1, n, d, device=device)
+    out, stats = entmax_flash_attention(q, k, v, 2.0, return_stats=True)
+    _, ref_out, ref = reference(q, k, v, 2.0, False)
+    close(out, ref_out, 5e-5)
+    assert torch.equal(stats.support, ref.support)
+    assert (stats.support <= 16).all()
+    # the tiles holding a non-zero weight: exactly those of the reference's distribution
+    probs = entmax_attention(q.double(), k.double(), v.double(), 2.0, impl="torch", return_stats=True)
+    tiles = _reference_tiles(q.double(), k.double(), 16)
+    assert torch.equal(stats.block_mask, tiles)
+    assert probs[1].support.sum() == stats.support.sum()
+    assert stats.block_sparsity.item() == pytest.approx(1 - tiles.sum().item() / tiles.numel())
+    if stats.block_mask.shape[-1] == 4:  # 16 × 16 tiles (interpreter): one diagonal tile per query block
+        assert stats.block_sparsity.item() == pytest.approx(0.75)
+    # τ iterations after the first read only the tiles still above the lower bracket
+    assert stats.search_tiles < stats.search_tiles_dense
+
+
+def _reference_tiles(q: torch.Tensor, k: torch.Tensor, block: int) -> torch.Tensor:
+    s = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    p = sparsemax(s, -1) > 0
+    b, h, nq, nk = p.shape
+    return p.view(b, h, nq // block, block, nk // block, block).any(5).any(3)
+
+
+def test_dispatch_and_attention_stats(device):
+    q, k, v = inputs(1, 4, 2, 13, 22, 16, torch.float32, device)
+    alpha = torch.tensor([1.1, 1.5, 1.9, 2.0], device=device, requires_grad=True)
+    out, stats = entmax_attention(q, k, v, alpha, causal=True, return_stats=True, impl="triton")
+    (*_, ad), ref_out, ref = reference(q, k, v, alpha, True)
+    close(out, ref_out, 5e-5)
+    for field in ("entropy", "varentropy", "log_partition", "sparsity", "alpha"):
+        torch.testing.assert_close(
+            getattr(stats, field).double(), getattr(ref, field).double(), atol=2e-5, rtol=1e-4
+        )
+    for field in ("support", "n_visible"):
+        assert torch.equal(getattr(stats, field), getattr(ref, field))
+    assert 0.0 <= stats.block_sparsity.item() <= 1.0 and ref.block_sparsity is None
+    assert set(stats.summary()) == set(ref.summary()) | {"block_sparsity"}
+    out.sum().backward()
+    ref_out.sum().backward()
+    torch.testing.assert_close(alpha.grad.double(), ad.grad, atol=1e-4, rtol=1e-3)
+
+    with pytest.raises(ValueError, match="without attn_mask"):
+        entmax_attention(q, k, v, 1.5, attn_mask=torch.ones(13, 22, dtype=torch.bool), impl="triton")
+    with pytest.raises(ValueError, match="without dropout"):
+        entmax_attention(q, k, v, 1.5, dropout_p=0.1, impl="triton")
+    with pytest.raises(ValueError, match=r"alpha must be in \[1.0, 2.0\]"):
+        entmax_attention(q, k, v, 2.5, impl="triton")
+
+
+@pytest.mark.parametrize("alpha", ["scheduled", "learned"])
+def test_module_on_the_kernel_path(device, alpha):
+    """EntropicAttention(impl="triton") equals its reference twin, α-gradient and statistics included."""
+    from entropic.attention import collect_attention_stats
+
+    kernel = EntropicAttention(64, n_heads=4, n_kv_heads=2, alpha=alpha, impl="triton").to(device)
+    twin = EntropicAttention(64, n_heads=4, n_kv_heads=2, alpha=alpha, impl="torch").to(device)
+    twin.load_state_dict(kernel.state_dict())
+    if alpha == "learned":
+        with torch.no_grad():
+            kernel.alpha_logit.copy_(torch.tensor([-1.0, 0.0, 1.0, 3.0]))
+            twin.alpha_logit.copy_(kernel.alpha_logit)
+    x = 2 * torch.randn(1, 10, 64, device=device)
+    with collect_attention_stats(kernel) as got, collect_attention_stats(twin) as want:
+        out, ref = kernel(x), twin(x)
+    close(out, ref.double(), 1e-4)
+    torch.testing.assert_close(got[""].alpha, want[""].alpha, atol=1e-5, rtol=0)
+    assert got[""].block_sparsity is not None and want[""].block_sparsity is None
+    out.sum().backward()
+    ref.sum().backward()
+    for a, b in zip(kernel.parameters(), twin.parameters(), strict=True):
+        close(a.grad, b.grad.double(), 1e-3)
+
+
+def test_bad_input(device):
+    q = torch.randn(1, 2, 8, 16, device=device)
+    with pytest.raises(ValueError, match=r"alpha must be a number, a \(H,\)"):
+        entmax_flash_attention(q, q, q, torch.full((3,), 1.5, device=device))
+    with pytest.raises(ValueError, match=r"alpha must be in \[1, 2\]"):
+        entmax_flash_attention(q, q, q, torch.tensor([1.5, 0.5], device=device))
+    with pytest.raises(ValueError, match=r"num_splits must be in \[1, 1\]"):
+        entmax_flash_attention(q, q, q, 1.5, num_splits=2)
+    small = torch.randn(1, 1, 8, 8, device=device)
+    with pytest.raises(ValueError, match="head_dim must be in"):
+        entmax_flash_attention(small, small, small, 1.5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("n", "d", "alpha"), [(1024, 64, 1.5), (2048, 128, 2.0), (777, 80, 1.25)])
+def test_large_shapes_on_gpu(dtype, causal, n, d, alpha):
+    q, k, v = inputs(1, 4, 2, n, n, d, dtype, "cuda")
+    out, stats = entmax_flash_attention(q, k, v, alpha, causal=causal, return_stats=True)
+    ref = entmax_attention(q.float(), k.float(), v.float(), alpha, causal=causal, impl="torch")
+    close(out.float(), ref.double(), 3e-2)
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all() and 0.0 <= stats.block_sparsity.item() <= 1.0
+
+
+@pytest.mark.gpu
+def test_decode_long_cache_on_gpu():
+    q, k, v = inputs(1, 8, 2, 1, 32768, 64, torch.bfloat16, "cuda")
+    out = entmax_flash_attention(q, k, v, 1.5, causal=True)  # split-K over the cache by default
+    ref = entmax_attention(q.float(), k.float(), v.float(), 1.5, causal=True, impl="torch")
+    close(out.float(), ref.double(), 3e-2)
+
+
+@pytest.mark.gpu
+def test_scheduled_module_on_the_kernel_path():
+    attn = EntropicAttention(128, n_heads=4, n_kv_heads=2, alpha="scheduled").cuda()
+    x = torch.randn(2, 300, 128, device="cuda")
+    out = attn(x)  # impl="auto": the Triton kernel on CUDA
+    q = attn.q_proj(x).view(2, 300, 4, 32).transpose(1, 2)
+    k = attn.k_proj(x).view(2, 300, 2, 32).transpose(1, 2)
+    v = attn.v_proj(x).view(2, 300, 2, 32).transpose(1, 2)
+    ref = entmax_attention(q, k, v, attn.alpha, causal=True, impl="torch")
+    close(out, attn.out_proj(ref.transpose(1, 2).reshape(2, 300, 128)).double(), 1e-4)
