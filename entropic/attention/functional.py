@@ -131,6 +131,12 @@ class EntropixAttentionMetrics(Mapping):
     agreement: Tensor
     interaction_strength: Tensor
 
+    @classmethod
+    def zeros(cls, batch: int, device: torch.device | str | None = None) -> EntropixAttentionMetrics:
+        """Neutral signals: every attention term of the Entropix sampler's formulas drops out."""
+        z = torch.zeros(batch, device=device)
+        return cls(z, z, z, z)
+
     def __getitem__(self, name: str) -> Tensor:
         if name not in self.__dataclass_fields__:
             raise KeyError(name)

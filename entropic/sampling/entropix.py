@@ -47,6 +47,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_base, check_logits, check_param
+from entropic.attention.functional import EntropixAttentionMetrics
 from entropic.metrics import entropy_varentropy
 from entropic.sampling.draw import Generators, race
 from entropic.sampling.filters import apply_filters
@@ -64,33 +65,9 @@ class Decision(IntEnum):
     ADAPTIVE = 4
 
 
-@dataclass(frozen=True)
-class AttentionMetrics:
-    """Per-row statistics of the attention at the last query position, all of shape ``(B,)``.
-
-    Attributes
-    ----------
-    entropy : Tensor
-        Mean over heads of each head's attention entropy ``-Σ_k a_k log a_k`` over the real keys (nats).
-    varentropy : Tensor
-        Variance across heads of those entropies (nats²).
-    agreement : Tensor
-        Mean absolute deviation of the heads' attention from their mean, ``mean_{h,k} |a_hk - ā_k|``;
-        0 when every head attends alike (the name is Entropix's: it grows with disagreement).
-    interaction_strength : Tensor
-        Mean absolute pre-softmax attention score (score units).
-    """
-
-    entropy: Tensor
-    varentropy: Tensor
-    agreement: Tensor
-    interaction_strength: Tensor
-
-    @classmethod
-    def zeros(cls, batch: int, device: torch.device | str | None = None) -> AttentionMetrics:
-        """Neutral statistics: every attention term of the Entropix formulas drops out."""
-        z = torch.zeros(batch, device=device)
-        return cls(z, z, z, z)
+# The Entropix attention signals at the last query, ``(B,)`` each, as the attention code computes them over
+# the real keys (`entropic.attention.entropix_attention_metrics`): one type for producer and consumer.
+AttentionMetrics = EntropixAttentionMetrics
 
 
 def as_attention_metrics(stats: AttentionMetrics | Mapping[str, Tensor], batch: int) -> AttentionMetrics:
@@ -101,7 +78,7 @@ def as_attention_metrics(stats: AttentionMetrics | Mapping[str, Tensor], batch: 
         if missing:
             raise ValueError(f"attn_stats is missing {missing}; expected the keys {names}")
         stats = AttentionMetrics(**{n: stats[n] for n in names})
-    elif not isinstance(stats, AttentionMetrics):
+    else:
         raise TypeError(f"attn_stats must be AttentionMetrics or a mapping, got {type(stats).__name__}")
     for n in names:
         value = getattr(stats, n)
