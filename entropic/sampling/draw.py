@@ -58,29 +58,28 @@ _FUSED_FILTERS = ("top_k", "top_p", "min_p")  # what the fused Triton kernel app
 _STEP_MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads steps over the generator's seed space
 
 
-def _seeded_generators(seeds: Tensor, step: int, device: torch.device) -> list[torch.Generator]:
+def seeded_generators(seeds: Tensor, step: int, device: torch.device) -> list[torch.Generator]:
     """One torch.Generator per row, seeded from (seed, step): the PyTorch path of per-row seeds."""
     mixed = [(int(s) ^ (step * _STEP_MIX)) & 0xFFFF_FFFF_FFFF_FFFF for s in seeds.tolist()]
     return [torch.Generator(device=device).manual_seed(m) for m in mixed]
 
 
-def _check_seeds(seeds: Tensor, step: int, logits: Tensor, generator: Generators) -> None:
+def check_seeds(seeds: Tensor, step: int, logits: Tensor, generator: Generators, fn: str = "sample") -> None:
+    """Per-row seeds: an integer (B,) tensor for (B, V) logits, not combined with a generator."""
     if generator is not None:
-        raise ValueError("sample: pass either generator or seeds, not both")
+        raise ValueError(f"{fn}: pass either generator or seeds, not both")
     if logits.dim() != 2:
-        raise ValueError(f"sample: seeds need logits of shape (B, V), got {tuple(logits.shape)}")
+        raise ValueError(f"{fn}: seeds need logits of shape (B, V), got {tuple(logits.shape)}")
     if not isinstance(seeds, Tensor) or seeds.is_floating_point() or seeds.is_complex():
-        raise TypeError(
-            f"sample: seeds must be an integer tensor, got {getattr(seeds, 'dtype', type(seeds))}"
-        )
+        raise TypeError(f"{fn}: seeds must be an integer tensor, got {getattr(seeds, 'dtype', type(seeds))}")
     if seeds.shape != logits.shape[:1]:
         raise ValueError(
-            f"sample: seeds must have shape ({logits.shape[0]},), one per row, got {tuple(seeds.shape)}"
+            f"{fn}: seeds must have shape ({logits.shape[0]},), one per row, got {tuple(seeds.shape)}"
         )
     check_param(step, "step", 0, 2**31 - 1, integer=True)
 
 
-def _fused_blocker(logits: Tensor, seeds: Tensor | None, filters: dict[str, object]) -> str | None:
+def fused_blocker(logits: Tensor, seeds: Tensor | None, filters: dict[str, object]) -> str | None:
     """Why the fused Triton kernel cannot serve this call, or None when it can."""
     if seeds is None:
         return "needs per-row seeds (the generator path runs on PyTorch)"
@@ -163,7 +162,7 @@ def sample(
     check_logits(logits, "sample")
     check_param(temperature, "temperature", 0.0, math.inf, high_open=True)
     if seeds is not None:
-        _check_seeds(seeds, step, logits, generator)
+        check_seeds(seeds, step, logits, generator)
     filters = {
         "top_k": top_k,
         "top_p": top_p,
@@ -173,13 +172,13 @@ def sample(
         "eta": eta,
     }
     if impl != "torch":
-        blocker = _fused_blocker(logits, seeds, filters)
+        blocker = fused_blocker(logits, seeds, filters)
         if impl == "triton" and blocker is not None:
             raise ValueError(f"sample: impl='triton' {blocker}")
         if blocker is None and (impl == "triton" or logits.is_cuda):
             return _fused(logits, temperature, top_k, top_p, min_p, seeds, step)
     if seeds is not None:
-        generator = _seeded_generators(seeds, step, logits.device)
+        generator = seeded_generators(seeds, step, logits.device)
     if isinstance(temperature, Tensor):
         greedy_rows = temperature == 0
         temperature = torch.where(greedy_rows, torch.ones_like(temperature), temperature)

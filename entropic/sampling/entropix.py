@@ -42,6 +42,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -49,7 +50,7 @@ from torch import Tensor
 from entropic._validation import check_base, check_logits, check_param
 from entropic.attention.functional import EntropixAttentionMetrics
 from entropic.metrics import entropy_varentropy
-from entropic.sampling.draw import Generators, race
+from entropic.sampling.draw import Generators, check_seeds, fused_blocker, race, seeded_generators
 from entropic.sampling.filters import apply_filters
 
 _LN2 = math.log(2.0)
@@ -300,32 +301,18 @@ class EntropixSampler:
                 decisions = torch.where(condition, int(state), decisions)
         return decisions
 
-    def __call__(
-        self,
-        logits: Tensor,
-        attn_stats: AttentionMetrics | Mapping[str, Tensor] | None = None,
-        *,
-        generator: Generators = None,
-        prev_tokens: Tensor | None = None,
-    ) -> SamplerOutput:
-        """Choose one token per row.
+    def parameters(
+        self, logits: Tensor, attn_stats: AttentionMetrics | Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """Per-row decisions and sampling parameters, before any draw.
 
-        Parameters
-        ----------
-        logits : Tensor
-            ``(B, V)`` next-token logits.
-        attn_stats : AttentionMetrics or mapping, optional
-            ``(B,)`` attention statistics in nats (see `AttentionMetrics`); without them every attention
-            term is 0 (the formulas reduce to their logit terms).
-        generator : torch.Generator or sequence of B generators, optional
-            Randomness, as in `entropic.sampling.sample`.
-        prev_tokens : Tensor, optional
-            ``(B,)`` previous token of each row; a THINK row whose previous token is the thinking token
-            samples instead of inserting it again.
+        Returns
+        -------
+        (decisions, params, metrics)
+            ``(B,)`` `Decision` values; ``params`` maps temperature (0 for ARGMAX rows), top_k, top_p and
+            min_p to ``(B,)`` tensors; ``metrics`` holds entropy, varentropy (config units) and the
+            attention signals when given, as in `SamplerOutput`.
         """
-        check_logits(logits, "EntropixSampler")
-        if logits.dim() != 2:
-            raise ValueError(f"EntropixSampler: logits must have shape (B, V), got {tuple(logits.shape)}")
         c = self.config
         batch, device = logits.shape[0], logits.device
         log_base = check_base(c.base) or 1.0
@@ -400,19 +387,85 @@ class EntropixSampler:
         )
         min_p = torch.where(decisions == Decision.ADAPTIVE, ada_min_p, torch.full_like(ada_min_p, c.min_p))
 
-        greedy = temperature == 0
-        filtered = apply_filters(
-            logits,
-            temperature=torch.where(greedy, torch.ones_like(temperature), temperature),
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-        )  # (B, V)
+        metrics = {"entropy": h, "varentropy": v}
+        if given:
+            metrics |= {
+                "attn_entropy": a_h,
+                "attn_varentropy": a_v,
+                "agreement": agree,
+                "interaction_strength": inter,
+            }
+        params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+        return decisions, params, metrics
+
+    def __call__(
+        self,
+        logits: Tensor,
+        attn_stats: AttentionMetrics | Mapping[str, Tensor] | None = None,
+        *,
+        generator: Generators = None,
+        prev_tokens: Tensor | None = None,
+        seeds: Tensor | None = None,
+        step: int = 0,
+        impl: Literal["auto", "torch", "triton"] = "auto",
+    ) -> SamplerOutput:
+        """Choose one token per row.
+
+        Parameters
+        ----------
+        logits : Tensor
+            ``(B, V)`` next-token logits.
+        attn_stats : AttentionMetrics or mapping, optional
+            ``(B,)`` attention statistics in nats (see `AttentionMetrics`); without them every attention
+            term is 0 (the formulas reduce to their logit terms).
+        generator : torch.Generator or sequence of B generators, optional
+            Randomness, as in `entropic.sampling.sample`.
+        prev_tokens : Tensor, optional
+            ``(B,)`` previous token of each row; a THINK row whose previous token is the thinking token
+            samples instead of inserting it again.
+        seeds, step : optional
+            Per-row integer seeds and the decoding position, instead of `generator`: each row's draws are a
+            function of its own ``(seed, step)`` (candidate i of a row uses counter ``step · n + i``).
+        impl : {"auto", "torch", "triton"}
+            With `seeds`, "triton" draws the candidates with the fused sampling kernel
+            (`entropic.kernels.sampling`), and "auto" does so for CUDA logits; the scores of ADAPTIVE
+            candidates come from the kernel's cut. Without seeds the draw is PyTorch's.
+        """
+        check_logits(logits, "EntropixSampler")
+        if logits.dim() != 2:
+            raise ValueError(f"EntropixSampler: logits must have shape (B, V), got {tuple(logits.shape)}")
+        if impl not in ("auto", "torch", "triton"):
+            raise ValueError(f"EntropixSampler: impl must be 'auto', 'torch' or 'triton', got {impl!r}")
+        c = self.config
         n = c.n_adaptive_samples
-        candidates_in = filtered.unsqueeze(1).expand(batch, n, filtered.shape[-1])  # (B, n, V)
-        candidates = race(candidates_in, generator)
-        log_q = torch.log_softmax(filtered, -1).gather(-1, candidates)  # (B, n)
-        log_p = torch.log_softmax(logits.to(filtered.dtype), -1).gather(-1, candidates)
+        if seeds is not None:
+            check_seeds(seeds, step * n + n - 1, logits, generator, "EntropixSampler")
+        elif impl == "triton":
+            raise ValueError("EntropixSampler: impl='triton' draws from per-row seeds; pass seeds=")
+        decisions, params, metrics = self.parameters(logits, attn_stats)
+        h_nats = metrics["entropy"] * (check_base(c.base) or 1.0)
+        temperature = params["temperature"]
+        greedy = temperature == 0
+        safe_t = torch.where(greedy, torch.ones_like(temperature), temperature)
+        use_kernel = seeds is not None and (
+            impl == "triton"
+            or (impl == "auto" and logits.is_cuda and fused_blocker(logits, seeds, {}) is None)
+        )
+        if use_kernel:
+            candidates, log_q = _fused_candidates(logits, {**params, "temperature": safe_t}, seeds, step, n)
+        else:
+            if seeds is not None:
+                generator = seeded_generators(seeds, step, logits.device)
+            filtered = apply_filters(
+                logits,
+                temperature=safe_t,
+                top_k=params["top_k"],
+                top_p=params["top_p"],
+                min_p=params["min_p"],
+            )  # (B, V)
+            candidates = race(filtered.unsqueeze(1).expand(-1, n, -1), generator)  # (B, n)
+            log_q = torch.log_softmax(filtered, -1).gather(-1, candidates)
+        log_p = torch.log_softmax(logits.to(log_q.dtype), -1).gather(-1, candidates)
         score = log_q - c.ada_score_typicality * (-log_p - h_nats.to(log_p).unsqueeze(-1)).abs()
         best = candidates.gather(-1, score.argmax(-1, keepdim=True)).squeeze(-1)
         tokens = torch.where(decisions == Decision.ADAPTIVE, best, candidates[:, 0])
@@ -421,16 +474,28 @@ class EntropixSampler:
         if c.thinking_token_id is not None:
             insert = decisions == Decision.THINK
             if prev_tokens is not None:
-                insert = insert & (prev_tokens.to(device) != c.thinking_token_id)
+                insert = insert & (prev_tokens.to(logits.device) != c.thinking_token_id)
             tokens = torch.where(insert, c.thinking_token_id, tokens)
             temperature = torch.where(insert, torch.zeros_like(temperature), temperature)
 
-        metrics = {"entropy": h, "varentropy": v, "temperature": temperature}
-        if given:
-            metrics |= {
-                "attn_entropy": a_h,
-                "attn_varentropy": a_v,
-                "agreement": agree,
-                "interaction_strength": inter,
-            }
+        metrics["temperature"] = temperature
         return SamplerOutput(tokens=tokens, decisions=decisions, metrics=metrics)
+
+
+def _fused_candidates(
+    logits: Tensor, params: dict[str, Tensor], seeds: Tensor, step: int, n: int
+) -> tuple[Tensor, Tensor]:
+    """n candidates per row from the fused kernel and their log q under the filtered distribution.
+
+    The kernel returns the cut on ``logits / T`` that its filters chose; ``log q(y) = y/T - logsumexp`` of
+    the tempered logits at or above the cut, one masked reduction in PyTorch.
+    """
+    from entropic.kernels.sampling import fused_sample
+
+    seeds = seeds.to(logits.device)
+    draws = [fused_sample(logits, seeds=seeds, step=step * n + i, **params) for i in range(n)]
+    candidates = torch.stack([d.tokens for d in draws], -1)  # (B, n)
+    scaled = logits.float() / params["temperature"].float().unsqueeze(-1)
+    kept = scaled >= draws[0].threshold.unsqueeze(-1)
+    log_z = torch.logsumexp(scaled.masked_fill(~kept, -math.inf), -1, keepdim=True)
+    return candidates, scaled.gather(-1, candidates) - log_z
