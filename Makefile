@@ -1,5 +1,7 @@
 # entropic — every target bootstraps its own environment.
 #
+#   make demo       the main job: tiny softmax vs entropy-scheduled GPT on the stdlib corpus (CPU, ~10 min),
+#                   a comparison table and figure, then `entropic generate --show-steps` on the checkpoint
 #   make test       the whole test suite (CPU; Triton kernels run under TRITON_INTERPRET=1 without a GPU)
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
@@ -17,7 +19,7 @@ PYTEST_ARGS ?= -n auto
 
 PY := $(VENV)/bin/python
 
-.PHONY: test test-fast test-gpu lint format bench clean
+.PHONY: demo test test-fast test-gpu lint format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +30,12 @@ $(VENV)/.stamp-%: pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[$*]"
 	@touch $@
 
-# The tests cover the Hugging Face integration and the benchmark plots, so they install those extras too.
-TEST_STAMP := $(VENV)/.stamp-dev,hf,bench
+# The tests cover the Hugging Face integration, the benchmark plots and the experiments: they install those extras.
+TEST_STAMP := $(VENV)/.stamp-dev,hf,bench,exp
 BENCH_ARGS ?=
+
+demo: $(VENV)/.stamp-exp,hf
+	$(PY) -m experiments.demo
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -10,8 +10,9 @@
     Generate, and with ``--show-steps`` print every new token with its entropy, varentropy and the
     sampler's decision, coloured by decision.
 
-``--model`` is a local Hugging Face model directory (``config.json`` and tokenizer files). Errors in the
-model path or its files are reported in one line, with exit status 2.
+``--model`` is a local Hugging Face model directory (``config.json`` and tokenizer files) or an entropic
+GPT checkpoint file (``checkpoints/last.pt`` of an ``experiments.train`` run; byte-level, no tokenizer
+needed). Errors in the model path or its files are reported in one line, with exit status 2.
 """
 
 from __future__ import annotations
@@ -71,16 +72,32 @@ class LoadedModel:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
+def _device(device: str) -> torch.device:
+    return torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 def load_model(path: str, device: str) -> LoadedModel:
-    """Load a local Hugging Face causal LM and its tokenizer, or raise `CLIError` saying why not."""
+    """Load a local Hugging Face causal LM and its tokenizer, or an entropic GPT checkpoint file.
+
+    Raises `CLIError` saying why when `path` is neither.
+    """
     location = Path(path)
     if not location.exists():
         raise CLIError(f"model path '{path}' does not exist")
-    if not (location.is_dir() and (location / "config.json").is_file()):
-        raise CLIError(
-            f"'{path}' is not a Hugging Face model directory (no config.json); entropic checkpoints "
-            "cannot be loaded yet: the training experiments that write them come in a later release"
-        )
+    if location.is_file():
+        from entropic.models import GPT, ByteTokenizer
+
+        try:
+            model = GPT.from_checkpoint(location)
+        except ValueError as err:
+            raise CLIError(
+                f"'{path}' is not a Hugging Face model directory (no config.json) nor one of the entropic "
+                f"checkpoints written by experiments.train: {err}"
+            ) from err
+        dev = _device(device)
+        return LoadedModel(model.to(dev).eval(), ByteTokenizer(), dev)
+    if not (location / "config.json").is_file():
+        raise CLIError(f"'{path}' is not a Hugging Face model directory (no config.json)")
     try:
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -92,7 +109,7 @@ def load_model(path: str, device: str) -> LoadedModel:
         model = AutoModelForCausalLM.from_pretrained(location)
     except (OSError, ValueError, KeyError) as err:
         raise CLIError(f"cannot load the model in '{path}': {err}") from err
-    dev = torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = _device(device)
     return LoadedModel(model.to(dev).eval(), tokenizer, dev)
 
 
@@ -208,7 +225,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="entropic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", required=True, help="local Hugging Face model directory")
+    common.add_argument(
+        "--model", required=True, help="local Hugging Face model directory or entropic checkpoint file"
+    )
     common.add_argument("--prompt", required=True)
     common.add_argument("--max-new-tokens", type=int, default=20)
     common.add_argument("--seed", type=int, default=0)

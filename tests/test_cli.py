@@ -111,3 +111,19 @@ def test_bad_sampler_parameters(model_dir, capsys):
     argv = ["generate", "--model", model_dir, "--prompt", "the", "--sampler", "sample", "--top-p", "1.5"]
     assert main(argv) == 2
     assert "top_p must be in (0.0, 1.0], got 1.5" in capsys.readouterr().err
+
+
+def test_generate_on_an_entropic_checkpoint(tmp_path, capsys):
+    from entropic.models import GPT, AttentionConfig, GPTConfig
+
+    path = tmp_path / "last.pt"
+    GPT(GPTConfig(n_layer=1, d_model=32, attention=AttentionConfig(kind="scheduled"))).save(path)
+    argv = ["generate", "--model", str(path), "--prompt", "def f(", "--show-steps", "--max-new-tokens", "5"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.match(r"│\s+\d+\s+│", line)]
+    assert len(rows) == 5  # a byte model has no EOS: every step is shown
+    for line in rows:
+        h = float(line.split("│")[3])
+        assert 0 <= h <= 5.546 + 1e-3  # log 256 = 5.545 nats
+    assert out.splitlines()[-1].startswith("def f(")

@@ -1,0 +1,301 @@
+"""Training data for the byte-level GPT: a built-in corpus, local text, and synthetic recall/copy tasks.
+
+Every dataset hands out `Batch` es of byte-token sequences through one method,
+``dataset.batch(split, batch_size, generator) -> Batch``, and says how many bytes one token encodes
+through `Batch.mask` (the positions the loss counts).
+
+* `ByteCorpus.from_stdlib`: the source files of the running interpreter's standard library, present on
+  every machine with no download. Files are split deterministically **by file** (a CRC32 of the path
+  relative to the library root) into train/val/test, concatenated, and cached as uint8 memmaps.
+* `ByteCorpus.from_paths`: any local text files or folders, split the same way.
+* `AssociativeRecall`, `Copying`: tasks generated in code whose answers need attention to a few exact
+  positions, for controlled sparsity studies; only the answer positions count in the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sysconfig
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from entropic._validation import check_param
+
+__all__ = [
+    "SPLITS",
+    "AssociativeRecall",
+    "Batch",
+    "ByteCorpus",
+    "Copying",
+    "cache_dir",
+    "split_of",
+    "stdlib_files",
+]
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+# Folders of the standard library left out of the corpus: installed packages and test suites.
+_STDLIB_EXCLUDED = {"site-packages", "dist-packages", "__pycache__", "test", "tests", "idle_test"}
+# A file separator, so that a sequence crossing two files sees where one ends.
+_FILE_SEPARATOR = b"\n\x00\n"
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch.
+
+    Attributes
+    ----------
+    inputs : Tensor
+        ``(B, N)`` int64 token ids.
+    targets : Tensor
+        ``(B, N)`` int64, the next token of every input position.
+    mask : Tensor or None
+        ``(B, N)`` bool, the positions whose loss counts; None means all of them.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    mask: Tensor | None = None
+
+
+def cache_dir() -> Path:
+    """Corpus cache: ``$ENTROPIC_CACHE``, else ``$XDG_CACHE_HOME/entropic``, else ``~/.cache/entropic``."""
+    if os.environ.get("ENTROPIC_CACHE"):
+        return Path(os.environ["ENTROPIC_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "entropic"
+
+
+def split_of(name: str, val_fraction: float = 0.05, test_fraction: float = 0.05) -> Split:
+    """The split of a file from its relative path: ``u = crc32(name) / 2³²`` → test, val, then train.
+
+    Stable across machines, Python versions and file orders; a file never changes split when others
+    are added.
+
+    Examples
+    --------
+    >>> [split_of(n) for n in ("json/decoder.py", "asyncio/tasks.py")]
+    ['train', 'train']
+    """
+    u = zlib.crc32(name.encode()) / 2**32
+    if u < test_fraction:
+        return "test"
+    return "val" if u < test_fraction + val_fraction else "train"
+
+
+def stdlib_files() -> tuple[Path, list[Path]]:
+    """The root of the running interpreter's standard library and its ``*.py`` files (sorted).
+
+    Installed packages (site-packages) and the test suites are excluded.
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        f for f in root.rglob("*.py") if not _STDLIB_EXCLUDED.intersection(f.relative_to(root).parts[:-1])
+    )
+    if not files:
+        raise FileNotFoundError(f"no Python source files under the standard library '{root}'")
+    return root, files
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ByteCorpus:
+    """Three uint8 arrays (train/val/test) of concatenated files, sampled as random windows.
+
+    Parameters
+    ----------
+    splits : mapping of str to np.ndarray
+        ``{"train": ..., "val": ..., "test": ...}`` 1-D uint8 arrays (memmaps when cached).
+    seq_len : int
+        Tokens per sequence N; a window of N + 1 bytes gives inputs and shifted targets.
+    """
+
+    def __init__(self, splits: dict[str, np.ndarray], seq_len: int) -> None:
+        check_param(seq_len, "seq_len", 1, float("inf"), integer=True)
+        if set(splits) != set(SPLITS):
+            raise ValueError(f"splits must have the keys {SPLITS}, got {sorted(splits)}")
+        for name, data in splits.items():
+            if data.dtype != np.uint8 or data.ndim != 1:
+                raise ValueError(f"split {name!r} must be a 1-D uint8 array, got {data.dtype} {data.shape}")
+            if len(data) < seq_len + 1:
+                raise ValueError(
+                    f"split {name!r} has {len(data)} bytes, fewer than seq_len + 1 = {seq_len + 1}; "
+                    "use more text or a shorter seq_len"
+                )
+        self.splits, self.seq_len = splits, seq_len
+
+    @classmethod
+    def from_stdlib(cls, seq_len: int = 128, cache: str | os.PathLike | None = None) -> ByteCorpus:
+        """The standard library corpus of the running interpreter (built once, then read from the cache)."""
+        root, files = stdlib_files()
+        return cls.from_files(root, files, seq_len=seq_len, cache=cache, label="stdlib")
+
+    @classmethod
+    def from_paths(
+        cls,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        seq_len: int = 128,
+        suffixes: Sequence[str] = (".py", ".txt", ".md", ".rst"),
+        cache: str | os.PathLike | None = None,
+    ) -> ByteCorpus:
+        """Local text: files, and the files with one of `suffixes` under folders.
+
+        A single file (no other to split by) is cut by position instead: the first 90% train, then 5%
+        validation and 5% test.
+        """
+        paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+        files: list[Path] = []
+        for p in map(Path, paths):
+            if p.is_dir():
+                files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in suffixes)
+            elif p.is_file():
+                files.append(p)
+            else:
+                raise FileNotFoundError(f"data path '{p}' does not exist")
+        if not files:
+            raise ValueError(f"no text files with suffixes {tuple(suffixes)} under {[str(p) for p in paths]}")
+        if len(files) == 1:
+            data = np.frombuffer(files[0].read_bytes(), dtype=np.uint8)
+            a, b = int(0.9 * len(data)), int(0.95 * len(data))
+            return cls({"train": data[:a], "val": data[a:b], "test": data[b:]}, seq_len)
+        root = Path(os.path.commonpath([f.resolve().parent for f in files]))
+        return cls.from_files(root, [f.resolve() for f in files], seq_len=seq_len, cache=cache, label="text")
+
+    @classmethod
+    def from_files(
+        cls,
+        root: Path,
+        files: Iterable[Path],
+        *,
+        seq_len: int,
+        cache: str | os.PathLike | None,
+        label: str,
+    ) -> ByteCorpus:
+        """Split `files` by their path relative to `root`, cache each split as ``<key>/<split>.bin``.
+
+        The cache key hashes the relative paths, sizes and modification times, so an edited or added
+        file builds a new cache instead of reading a stale one.
+        """
+        files = sorted(files)
+        names = [f.relative_to(root).as_posix() for f in files]
+        digest = hashlib.sha256()
+        for name, f in zip(names, files, strict=True):
+            st = f.stat()
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        folder = Path(cache) if cache is not None else cache_dir()
+        folder = folder / f"{label}-{digest.hexdigest()[:16]}"
+        paths = {s: folder / f"{s}.bin" for s in SPLITS}
+        if not all(p.exists() for p in paths.values()):
+            folder.mkdir(parents=True, exist_ok=True)
+            parts: dict[str, list[bytes]] = {s: [] for s in SPLITS}
+            for name, f in zip(names, files, strict=True):
+                parts[split_of(name)].append(f.read_bytes())
+            for s in SPLITS:
+                _write_atomic(paths[s], _FILE_SEPARATOR.join(parts[s]))
+        splits = {s: np.memmap(paths[s], dtype=np.uint8, mode="r") for s in SPLITS}
+        return cls(splits, seq_len)
+
+    def n_bytes(self, split: Split) -> int:
+        """Size of a split in bytes."""
+        return len(self.splits[split])
+
+    def batch(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """`batch_size` windows at uniform random offsets of `split` (offsets drawn from `generator`)."""
+        data = self.splits[split]
+        starts = torch.randint(0, len(data) - self.seq_len, (batch_size,), generator=generator).tolist()
+        windows = np.stack([data[s : s + self.seq_len + 1] for s in starts]).astype(np.int64)
+        tokens = torch.from_numpy(windows)  # (B, N + 1)
+        return Batch(tokens[:, :-1], tokens[:, 1:])
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+
+
+class AssociativeRecall:
+    """Key-value recall: ``k1 v1 k2 v2 … kn vn | q → v``, the value stored with key ``q``.
+
+    Keys are distinct bytes from ``[0, 128)`` and values bytes from ``[128, 256)``; the query is one of
+    the keys, and the separator ``ord("|")`` is excluded from the keys. The loss counts only the answer
+    position, so solving the task means attending to exactly one earlier position: the ideal attention
+    is one-sparse. Chance level is ``log2(128) = 7`` bits per answer.
+
+    Parameters
+    ----------
+    n_pairs : int
+        Key-value pairs per sequence, in [1, 127].
+    """
+
+    SEPARATOR = ord("|")
+
+    def __init__(self, n_pairs: int = 16) -> None:
+        check_param(n_pairs, "n_pairs", 1, 127, integer=True)
+        self.n_pairs = n_pairs
+        self.seq_len = 2 * n_pairs + 2
+
+    def batch(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """Fresh random sequences ``(B, 2n + 2)``; every split draws from the same distribution."""
+        _check_split(split)
+        n = self.n_pairs
+        candidates = torch.tensor([i for i in range(128) if i != self.SEPARATOR])
+        order = torch.rand(batch_size, len(candidates), generator=generator).argsort(-1)[:, :n]
+        keys = candidates[order]  # (B, n) distinct per row
+        values = torch.randint(128, 256, (batch_size, n), generator=generator)
+        pick = torch.randint(0, n, (batch_size, 1), generator=generator)
+        query, answer = keys.gather(1, pick), values.gather(1, pick)
+        pairs = torch.stack([keys, values], -1).flatten(1)  # (B, 2n)
+        sep = torch.full((batch_size, 1), self.SEPARATOR)
+        seq = torch.cat([pairs, sep, query, answer], 1)  # (B, 2n + 3)
+        mask = torch.zeros(batch_size, self.seq_len, dtype=torch.bool)
+        mask[:, -1] = True  # the input position holding the query predicts the answer
+        return Batch(seq[:, :-1], seq[:, 1:], mask)
+
+
+class Copying:
+    """Copy a random string after a marker: ``x1 … xL | x1 … xL``; the loss counts the copy only.
+
+    Symbols are bytes from ``[0, vocab)`` excluding the marker ``ord("|")``. Each copied symbol needs
+    attention to one position L + 1 steps back (a sparse, position-determined pattern).
+
+    Parameters
+    ----------
+    length : int
+        Symbols to copy L.
+    vocab : int
+        Alphabet size, in [2, 256].
+    """
+
+    MARKER = ord("|")
+
+    def __init__(self, length: int = 32, vocab: int = 64) -> None:
+        check_param(length, "length", 1, float("inf"), integer=True)
+        check_param(vocab, "vocab", 2, 256, integer=True)
+        self.length, self.vocab = length, vocab
+        self.seq_len = 2 * length
+
+    def batch(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """Fresh random sequences ``(B, 2L)``; every split draws from the same distribution."""
+        _check_split(split)
+        symbols = torch.tensor([i for i in range(self.vocab) if i != self.MARKER])
+        source = symbols[torch.randint(0, len(symbols), (batch_size, self.length), generator=generator)]
+        marker = torch.full((batch_size, 1), self.MARKER)
+        seq = torch.cat([source, marker, source], 1)  # (B, 2L + 1)
+        mask = torch.zeros(batch_size, self.seq_len, dtype=torch.bool)
+        mask[:, self.length :] = True  # from the marker on, each position predicts a copied symbol
+        return Batch(seq[:, :-1], seq[:, 1:], mask)

@@ -1,0 +1,500 @@
+"""A small pre-norm GPT with rotary positions whose attention is a swappable `EntropicAttention`.
+
+Byte-level by default (vocabulary 256: one token per UTF-8 byte, no tokenizer to download). Every block
+is ``x + Attn(Norm(x))`` then ``x + MLP(Norm(x))``; queries and keys are rotated by RoPE from explicit
+``position_ids``, so left-padded rows see the positions they would see alone. The attention of every
+layer is chosen by `AttentionConfig.kind`:
+
+========== ==============================================================================================
+softmax    α = 1; runs ``scaled_dot_product_attention`` unless statistics are being collected
+entmax     fixed α in (1, 2) (1.5 = entmax15), exact zeros below a per-query threshold
+sparsemax  α = 2
+learned    one α per head, ``α_h = 1 + sigmoid(z_h)``, trained with the model
+scheduled  α per query from the normalised entropy of its softmax scores (`EntropySchedule`), with an
+           optional varentropy gate that keeps settled queries at a fixed α
+========== ==============================================================================================
+
+The forward pass follows the calling convention of `entropic.sampling.generate` (that of Hugging Face
+causal LMs), so `generate` decodes with a KV cache on it. Checkpoints hold the resolved `GPTConfig` next
+to the weights; `GPT.from_checkpoint` rebuilds the model from the file alone.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from entropic._validation import check_param
+from entropic.attention import (
+    EntropicAttention,
+    EntropixAttentionMetrics,
+    EntropySchedule,
+    KVCache,
+    entmax_attention,
+    entropix_attention_metrics,
+)
+
+__all__ = [
+    "ATTENTION_KINDS",
+    "CHECKPOINT_FORMAT",
+    "GPT",
+    "AttentionConfig",
+    "GPTConfig",
+    "GPTOutput",
+    "atomic_save",
+    "load_checkpoint",
+]
+
+ATTENTION_KINDS: tuple[str, ...] = ("softmax", "entmax", "sparsemax", "learned", "scheduled")
+CHECKPOINT_FORMAT = "entropic.gpt/1"
+
+
+@dataclass
+class AttentionConfig:
+    """Which attention every layer uses (see the module docstring).
+
+    Attributes
+    ----------
+    kind : {"softmax", "entmax", "sparsemax", "learned", "scheduled"}
+    alpha : float
+        The fixed α of ``kind="entmax"``, in (1, 2).
+    schedule : {"linear", "cosine", "sigmoid"}
+        ``kind="scheduled"``: the shape of α between the entropy thresholds.
+    low, high : float
+        ``kind="scheduled"``: normalised-entropy thresholds (α = `alpha_max` below `low`, `alpha_min`
+        above `high`).
+    alpha_min, alpha_max : float
+        ``kind="scheduled"``: the range of α.
+    varentropy_threshold : float, optional
+        ``kind="scheduled"``: the gate; queries whose softmax varentropy (nats²) is below it keep
+        `fixed_alpha`. None turns the gate off.
+    fixed_alpha : float
+        ``kind="scheduled"``: α of the gated (settled) queries.
+    """
+
+    kind: Literal["softmax", "entmax", "sparsemax", "learned", "scheduled"] = "softmax"
+    alpha: float = 1.5
+    schedule: Literal["linear", "cosine", "sigmoid"] = "linear"
+    low: float = 0.25
+    high: float = 0.75
+    alpha_min: float = 1.0
+    alpha_max: float = 2.0
+    varentropy_threshold: float | None = None
+    fixed_alpha: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.kind not in ATTENTION_KINDS:
+            raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {self.kind!r}")
+        if self.kind == "entmax":
+            check_param(self.alpha, "alpha", 1.0, 2.0, low_open=True, high_open=True)
+        self.entropy_schedule()  # validates the schedule fields whatever the kind
+
+    def entropy_schedule(self) -> EntropySchedule:
+        """The `EntropySchedule` of ``kind="scheduled"``."""
+        return EntropySchedule(
+            schedule=self.schedule,
+            low=self.low,
+            high=self.high,
+            alpha_min=self.alpha_min,
+            alpha_max=self.alpha_max,
+            varentropy_threshold=self.varentropy_threshold,
+            fixed_alpha=self.fixed_alpha,
+        )
+
+    def module_alpha(self) -> float | Literal["learned", "scheduled"]:
+        """The ``alpha`` argument of `EntropicAttention` for this kind."""
+        fixed = {"softmax": 1.0, "sparsemax": 2.0, "entmax": self.alpha}
+        return fixed.get(self.kind, self.kind)
+
+
+@dataclass
+class GPTConfig:
+    """Shape of a `GPT`.
+
+    Attributes
+    ----------
+    vocab_size : int
+        256 for bytes.
+    n_layer, n_head : int
+        Blocks and query heads per block.
+    n_kv_head : int, optional
+        Key/value heads (grouped-query attention), a divisor of `n_head`; `n_head` when None.
+    d_model : int
+        Width, a multiple of `n_head` with an even head dim (RoPE rotates pairs).
+    mlp_ratio : float
+        Hidden width of the MLP over `d_model`.
+    norm : {"rmsnorm", "layernorm"}
+        The pre-norm (and final norm).
+    rope_base : float
+        RoPE base θ: dimension pair i rotates at frequency ``θ^(-2i/D)``.
+    dropout : float
+        Dropout on attention weights and residual branches during training.
+    tie_embeddings : bool
+        Share the input embedding with the output projection.
+    attention : AttentionConfig
+        The attention of every layer (a mapping is converted).
+    """
+
+    vocab_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int | None = None
+    d_model: int = 128
+    mlp_ratio: float = 4.0
+    norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"
+    rope_base: float = 10000.0
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.attention, AttentionConfig):
+            self.attention = AttentionConfig(**dict(self.attention))
+        for name in ("vocab_size", "n_layer", "n_head", "d_model"):
+            check_param(getattr(self, name), name, 1, math.inf, integer=True)
+        if self.n_kv_head is not None:
+            check_param(self.n_kv_head, "n_kv_head", 1, math.inf, integer=True)
+        if self.d_model % self.n_head or (self.d_model // self.n_head) % 2:
+            raise ValueError(
+                "d_model must be a multiple of n_head with an even head dim (RoPE), "
+                f"got d_model={self.d_model}, n_head={self.n_head}"
+            )
+        check_param(self.mlp_ratio, "mlp_ratio", 0.0, math.inf, low_open=True)
+        check_param(self.rope_base, "rope_base", 1.0, math.inf, low_open=True)
+        check_param(self.dropout, "dropout", 0.0, 1.0, high_open=True)
+        if self.norm not in ("rmsnorm", "layernorm"):
+            raise ValueError(f"norm must be 'rmsnorm' or 'layernorm', got {self.norm!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> GPTConfig:
+        """Rebuild from `dataclasses.asdict` output (a checkpoint's ``config``); unknown keys are errors."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig got unknown fields {unknown}; expected a subset of {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class GPTOutput:
+    """What `GPT.forward` returns (the attribute names `generate` reads).
+
+    Attributes
+    ----------
+    logits : Tensor
+        ``(B, n, V)`` next-token logits of the n input positions.
+    past_key_values : list of KVCache or None
+        One cache per layer when ``use_cache``, holding every position seen so far.
+    attention_metrics : EntropixAttentionMetrics or None
+        Entropix's attention signals of the last layer at the last position, ``(B,)`` each, when asked
+        (by default in eval mode): `EntropixSampler` reads them during `generate`.
+    """
+
+    logits: Tensor
+    past_key_values: list[KVCache] | None = None
+    attention_metrics: EntropixAttentionMetrics | None = None
+
+
+def rope_cos_sin(position_ids: Tensor, head_dim: int, base: float) -> tuple[Tensor, Tensor]:
+    """``cos``/``sin`` of the rotation angles ``pos · θ^(-2i/D)``, each ``(B, 1, n, D/2)`` float32."""
+    inv_freq = base ** (
+        -torch.arange(0, head_dim, 2, device=position_ids.device, dtype=torch.float32) / head_dim
+    )
+    angles = position_ids.float()[:, None, :, None] * inv_freq  # (B, 1, n, D/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate the pairs ``(x_i, x_{i+D/2})`` of ``x`` ``(B, H, n, D)`` by the angles of `cos`/`sin`."""
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
+
+
+def _sdpa_mask(key_mask: Tensor | None, nq: int, nk: int, device: torch.device) -> Tensor | None:
+    """Boolean ``(B, 1, Nq, Nk)`` mask (True = attend) for SDPA: bottom-right causal and key padding.
+
+    Returns None when plain ``is_causal`` suffices (no padding, Nq = Nk). Queries that would see no key
+    (left-padding positions) are let see every key, so SDPA stays finite; no real position reads them.
+    """
+    if key_mask is None and nq == nk:
+        return None
+    rows = torch.arange(nq, device=device)[:, None] + (nk - nq)
+    keep = (torch.arange(nk, device=device) <= rows)[None, None]  # (1, 1, Nq, Nk)
+    if key_mask is not None:
+        keep = keep & key_mask[:, None, None, :]
+    return keep | ~keep.any(-1, keepdim=True)
+
+
+class GPTAttention(EntropicAttention):
+    """`EntropicAttention` with rotary queries and keys; softmax layers take the SDPA kernel.
+
+    Statistics (`entropic.attention.collect_attention_stats`) are recorded for every kind; a softmax
+    layer then runs the α = 1 reference path, which returns them.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        attn = config.attention
+        super().__init__(
+            config.d_model,
+            config.n_head,
+            config.n_kv_head,
+            alpha=attn.module_alpha(),
+            schedule=attn.entropy_schedule() if attn.kind == "scheduled" else None,
+            causal=True,
+            dropout=config.dropout,
+        )
+        self.rope_base = config.rope_base
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Tensor,
+        position_ids: Tensor,
+        *,
+        key_mask: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        with_metrics: bool = False,
+    ) -> tuple[Tensor, EntropixAttentionMetrics | None]:
+        """``x`` ``(B, n, C)`` at ``position_ids`` ``(B, n)``; `key_mask` ``(B, past + n)`` bool, True = real.
+
+        Returns the ``(B, n, C)`` output and, with `with_metrics`, the Entropix metrics of the last query.
+        """
+        n = x.shape[1]
+        q = rearrange(self.q_proj(x), "b n (h d) -> b h n d", h=self.n_heads)  # (B, H, n, D)
+        k = rearrange(self.k_proj(x), "b n (h d) -> b h n d", h=self.n_kv_heads)  # (B, Hkv, n, D)
+        v = rearrange(self.v_proj(x), "b n (h d) -> b h n d", h=self.n_kv_heads)
+        cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_base)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)  # (B, Hkv, Nk, D)
+        nk = k.shape[2]
+        dropout = self.dropout if self.training else 0.0
+        key_bias = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
+        record = self.stats_callback is not None
+        if self.fixed_alpha == 1.0 and not record:
+            mask = _sdpa_mask(key_mask, n, nk, x.device)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, enable_gqa=True
+            )
+        else:
+            out = entmax_attention(
+                q, k, v, self.alpha, causal=True, attn_mask=key_bias, dropout_p=dropout, return_stats=record
+            )
+            if record:
+                out, stats = out
+                self.stats_callback(stats)
+        metrics = entropix_attention_metrics(q, k, attn_mask=key_bias) if with_metrics else None
+        return self.out_proj(rearrange(out, "b h n d -> b n (h d)")), metrics
+
+
+class MLP(nn.Module):
+    """``W2 · GELU(W1 x)`` with hidden width ``mlp_ratio · d_model``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        hidden = int(config.mlp_ratio * config.d_model)
+        self.fc = nn.Linear(config.d_model, hidden, bias=False)
+        self.proj = nn.Linear(hidden, config.d_model, bias=False)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+def _norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.d_model)
+    return nn.LayerNorm(config.d_model, bias=False)
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: ``x + Attn(Norm x)``, then ``x + MLP(Norm x)``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.attn_norm, self.mlp_norm = _norm(config), _norm(config)
+        self.attn = GPTAttention(config)
+        self.mlp = MLP(config)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        position_ids: Tensor,
+        key_mask: Tensor | None,
+        kv_cache: KVCache | None,
+        with_metrics: bool,
+    ) -> tuple[Tensor, EntropixAttentionMetrics | None]:
+        h, metrics = self.attn(
+            self.attn_norm(x), position_ids, key_mask=key_mask, kv_cache=kv_cache, with_metrics=with_metrics
+        )
+        x = x + self.dropout(h)
+        return x + self.mlp(self.mlp_norm(x)), metrics
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer ``(B, n)`` token ids → ``(B, n, V)`` next-token logits.
+
+    Parameters
+    ----------
+    config : GPTConfig
+
+    Examples
+    --------
+    >>> model = GPT(GPTConfig(n_layer=2, d_model=32, attention=AttentionConfig(kind="scheduled")))
+    >>> out = model(input_ids=torch.randint(0, 256, (2, 7)), use_cache=True)
+    >>> out.logits.shape, len(out.past_key_values), len(out.past_key_values[0])
+    (torch.Size([2, 7, 256]), 2, 7)
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.embed = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.norm = _norm(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.apply(self._init_weights)
+        # GPT-2: residual projections scaled by 1/sqrt(2 · n_layer) so the residual stream keeps its scale.
+        for name, p in self.named_parameters():
+            if name.endswith(("out_proj.weight", "mlp.proj.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    @property
+    def n_params(self) -> int:
+        """Number of parameters (a tied embedding counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
+        past_key_values: list[KVCache] | None = None,
+        use_cache: bool = False,
+        output_attention_metrics: bool | None = None,
+    ) -> GPTOutput:
+        """Logits of every input position (and the updated cache).
+
+        Parameters
+        ----------
+        input_ids : Tensor
+            ``(B, n)`` int64 token ids; with a cache, the n new positions.
+        attention_mask : Tensor, optional
+            ``(B, past + n)``: 1 for real tokens, 0 for (left) padding; all ones when omitted.
+        position_ids : Tensor, optional
+            ``(B, n)`` RoPE positions; by default the number of real tokens before each position
+            (``cumsum(attention_mask) - 1``), or ``past, past + 1, ...`` without a mask.
+        past_key_values : list of KVCache, optional
+            The cache a previous call returned; it is extended in place.
+        use_cache : bool
+            Return the per-layer caches (a fresh one when `past_key_values` is None).
+        output_attention_metrics : bool, optional
+            Compute `GPTOutput.attention_metrics`; by default when the model is in eval mode.
+
+        Returns
+        -------
+        GPTOutput
+        """
+        if input_ids.dim() != 2 or input_ids.dtype != torch.long:
+            raise ValueError(
+                f"input_ids must be a (B, n) int64 tensor, got shape {tuple(input_ids.shape)} "
+                f"and dtype {input_ids.dtype}"
+            )
+        b, n = input_ids.shape
+        if past_key_values is not None and len(past_key_values) != self.config.n_layer:
+            raise ValueError(
+                f"past_key_values must hold one KVCache per layer ({self.config.n_layer}), "
+                f"got {len(past_key_values)}"
+            )
+        past = 0 if past_key_values is None else len(past_key_values[0])
+        key_mask = None
+        if attention_mask is not None:
+            if attention_mask.shape != (b, past + n):
+                raise ValueError(
+                    f"attention_mask must have shape (B, past + n) = {(b, past + n)}, "
+                    f"got {tuple(attention_mask.shape)}"
+                )
+            key_mask = attention_mask.bool()
+            if bool(key_mask.all()):
+                key_mask = None
+        if position_ids is None:
+            if attention_mask is None:
+                position_ids = torch.arange(past, past + n, device=input_ids.device).expand(b, n)
+            else:
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)[:, past:]
+        elif position_ids.shape != (b, n):
+            raise ValueError(
+                f"position_ids must have shape (B, n) = {(b, n)}, got {tuple(position_ids.shape)}"
+            )
+        if use_cache and past_key_values is None:
+            past_key_values = [KVCache() for _ in self.blocks]
+        caches = past_key_values if use_cache else [None] * len(self.blocks)
+        with_metrics = (not self.training) if output_attention_metrics is None else output_attention_metrics
+        x = self.embed(input_ids)
+        metrics = None
+        for i, (block, cache) in enumerate(zip(self.blocks, caches, strict=True)):
+            x, metrics = block(x, position_ids, key_mask, cache, with_metrics and i == len(self.blocks) - 1)
+        logits = self.lm_head(self.norm(x))
+        return GPTOutput(logits, past_key_values if use_cache else None, metrics)
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint payload: format tag, resolved config (plain types) and weights."""
+        return {"format": CHECKPOINT_FORMAT, "config": asdict(self.config), "model": self.state_dict()}
+
+    def save(self, path: str | os.PathLike, **extra: Any) -> None:
+        """Write `checkpoint` (plus `extra` entries, e.g. optimizer state) to `path` atomically."""
+        atomic_save({**self.checkpoint(), **extra}, path)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> GPT:
+        """Rebuild a model from a checkpoint written by `save` (or by ``experiments.train``)."""
+        payload = load_checkpoint(path, map_location)
+        model = cls(GPTConfig.from_dict(payload["config"]))
+        model.load_state_dict(payload["model"])
+        return model
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check an entropic GPT checkpoint; raise ``ValueError`` saying why a file is not one."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as err:
+        raise ValueError(f"cannot read '{path}': {err}") from err
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+        raise ValueError(f"'{path}' is not a torch checkpoint file ({type(err).__name__})") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(
+            f"'{path}' is not an entropic GPT checkpoint (format {CHECKPOINT_FORMAT!r}), got {found!r}"
+        )
+    return payload

@@ -1,0 +1,1 @@
+"""Hydra entry points: training and experiments on entropic models (they import entropic, not reverse)."""

@@ -1,0 +1,215 @@
+"""Attention work vs sequence length on a trained checkpoint, and what it says about O(N√N) and 1/varentropy.
+
+``python -m experiments.complexity --checkpoint RUN/checkpoints/last.pt [--lengths 256 512 1024 2048]``
+
+For every length N, on `--batch` held-out windows of the standard-library corpus:
+
+* ``nonzero``: attention weights that are not exactly zero, summed over layers, heads and queries
+  (the work a sparsity-aware kernel has to do), next to ``dense = L·H·N(N+1)/2`` (causal softmax);
+* ``wall_ms``: the median forward time (statistics off) and ``peak_mb``: peak CUDA memory (CUDA only;
+  empty on CPU, where no allocator statistic exists);
+* per (layer, head): mean softmax varentropy of the scores and mean density ``support / n_visible``.
+
+Then it fits ``nonzero ∝ N^k`` and ``wall ∝ N^k`` by log-log regression with a 95% interval
+(`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N)) and k = 2 are inside the
+interval, and the Spearman correlation between per-head varentropy and density (the claim "work ∝
+1/varentropy" predicts a negative one). The per-N table goes to ``--out`` (a CSV), the fits and the
+correlation to the same name with ``_fit`` appended. The reference attention materialises N×N scores,
+so wall time and memory here measure that implementation, not what sparsity could save.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import entropic
+from entropic.attention import collect_attention_stats
+from entropic.data import ByteCorpus
+from entropic.models import GPT
+from experiments.fit import power_law_fit
+
+COLUMNS = (
+    "variant",
+    "n",
+    "batch",
+    "nonzero",
+    "dense",
+    "density",
+    "wall_ms",
+    "peak_mb",
+    "device",
+    "torch",
+    "entropic",
+    "timestamp",
+)
+FIT_COLUMNS = ("variant", "quantity", "estimate", "low", "high", "r2_or_p", "supports_1.5", "supports_2")
+
+
+def _device_name(device: torch.device) -> str:
+    return (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or 'cpu'})"
+    )
+
+
+def measure(model: GPT, inputs: torch.Tensor, repeats: int) -> dict[str, float | np.ndarray]:
+    """Counts, timing and per-head (varentropy, density) of one batch ``(B, N)``."""
+    device = inputs.device
+    with torch.no_grad():
+        with collect_attention_stats(model) as stats:
+            model(input_ids=inputs, output_attention_metrics=False)
+        times = []
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            model(input_ids=inputs, output_attention_metrics=False)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - start)
+    layers = [stats[f"blocks.{i}.attn"] for i in range(len(model.blocks))]
+    nonzero = sum(float(s.support.sum()) for s in layers)
+    dense = sum(float(s.n_visible.sum()) for s in layers)
+    # per (layer, head): mean over batch and queries
+    varentropy = torch.stack([s.varentropy.mean((0, 2)) for s in layers]).flatten().cpu().numpy()
+    density = torch.stack([(s.support / s.n_visible.clamp(min=1)).mean((0, 2)) for s in layers])
+    return {
+        "nonzero": nonzero,
+        "dense": dense,
+        "wall_ms": 1e3 * float(np.median(times)),
+        "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
+        "varentropy": varentropy,
+        "density": density.flatten().cpu().numpy(),
+    }
+
+
+def run(
+    checkpoint: Path,
+    corpus: ByteCorpus,
+    lengths: Sequence[int],
+    batch: int,
+    repeats: int,
+    device: torch.device,
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The per-N rows and the fit rows for one checkpoint, on windows of `corpus`'s validation split."""
+    from scipy.stats import spearmanr
+
+    model = GPT.from_checkpoint(checkpoint).to(device).eval()
+    variant = model.config.attention.kind
+    if variant == "scheduled" and model.config.attention.varentropy_threshold is not None:
+        variant = "scheduled_gated"
+    rows, per_head = [], []
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    for n in lengths:
+        windows = ByteCorpus(corpus.splits, seq_len=n)
+        inputs = windows.batch("val", batch, torch.Generator().manual_seed(0)).inputs.to(device)
+        m = measure(model, inputs, repeats)
+        per_head.append((m["varentropy"], m["density"]))
+        rows.append(
+            {
+                "variant": variant,
+                "n": str(n),
+                "batch": str(batch),
+                "nonzero": f"{m['nonzero']:.0f}",
+                "dense": f"{m['dense']:.0f}",
+                "density": f"{m['nonzero'] / m['dense']:.6f}",
+                "wall_ms": f"{m['wall_ms']:.3f}",
+                "peak_mb": "" if np.isnan(m["peak_mb"]) else f"{m['peak_mb']:.1f}",
+                "device": _device_name(device),
+                "torch": torch.__version__,
+                "entropic": entropic.__version__,
+                "timestamp": stamp,
+            }
+        )
+    ns = [int(r["n"]) for r in rows]
+    fits = []
+    for quantity in ("nonzero", "wall_ms"):
+        fit = power_law_fit(ns, [float(r[quantity]) for r in rows])
+        fits.append(
+            {
+                "variant": variant,
+                "quantity": f"k of {quantity} ∝ N^k",
+                "estimate": f"{fit.k:.4f}",
+                "low": f"{fit.k_low:.4f}",
+                "high": f"{fit.k_high:.4f}",
+                "r2_or_p": f"{fit.r2:.4f}",
+                "supports_1.5": str(fit.supports(1.5)),
+                "supports_2": str(fit.supports(2.0)),
+            }
+        )
+    varentropy = np.concatenate([v for v, _ in per_head])
+    density = np.concatenate([d for _, d in per_head])
+    # Undefined when every head has the same density (all dense, as with softmax): reported as nan.
+    constant = np.ptp(density) == 0 or np.ptp(varentropy) == 0
+    rho, p = (float("nan"), float("nan")) if constant else spearmanr(varentropy, density)
+    fits.append(
+        {
+            "variant": variant,
+            "quantity": "spearman(head varentropy, head density)",
+            "estimate": f"{rho:.4f}",
+            "low": "",
+            "high": "",
+            "r2_or_p": f"{p:.3g}",
+            "supports_1.5": "",
+            "supports_2": "",
+        }
+    )
+    return rows, fits
+
+
+def _write(path: Path, columns: Sequence[str], rows: list[dict[str, str]], command: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        f.write(f"# {command}\n")
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.complexity", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="one or more last.pt files")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=Path("results") / "complexity.csv")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if len(args.lengths) < 3:
+        parser.error(f"--lengths needs at least 3 values for a fit with an interval, got {args.lengths}")
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
+    corpus = ByteCorpus.from_stdlib(seq_len=max(args.lengths))
+    rows, fits = [], []
+    for checkpoint in args.checkpoint:
+        r, f = run(checkpoint, corpus, args.lengths, args.batch, args.repeats, device)
+        rows += r
+        fits += f
+    command = "python -m experiments.complexity " + " ".join(sys.argv[1:] if argv is None else argv)
+    _write(args.out, COLUMNS, rows, command)
+    _write(args.out.with_name(args.out.stem + "_fit.csv"), FIT_COLUMNS, fits, command)
+    for fit in fits:
+        print(", ".join(f"{k}={v}" for k, v in fit.items() if v))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

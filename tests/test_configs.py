@@ -1,0 +1,88 @@
+"""Every config under configs/ composes, and what it builds is what its file says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from entropic.data import AssociativeRecall, Copying
+from entropic.models import GPT, AttentionConfig, GPTConfig
+from experiments.train import CONFIG_DIR, TrainerConfig
+
+ROOT = Path(CONFIG_DIR)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (ROOT / group).glob("*.yaml"))
+
+
+def compose_train(*overrides: str, hydra: bool = False):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def test_groups_are_populated():
+    assert {"softmax", "entmax", "sparsemax", "learned", "scheduled", "scheduled_gated"} <= set(
+        options("attention")
+    )
+    assert {"stdlib", "text", "recall", "copying"} <= set(options("data"))
+    assert options("model") and options("trainer") and options("experiment")
+
+
+@pytest.mark.parametrize("attention", options("attention"))
+def test_attention_configs_build_models(attention):
+    cfg = compose_train(f"attention={attention}")
+    config = instantiate(cfg.model)
+    assert isinstance(config, GPTConfig) and isinstance(config.attention, AttentionConfig)
+    expected_kind = "scheduled" if attention.startswith("scheduled") else attention
+    assert config.attention.kind == expected_kind
+    assert (config.attention.varentropy_threshold is not None) == attention.endswith("gated")
+    GPT(config)
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_model_configs(model):
+    config = instantiate(compose_train(f"model={model}").model)
+    assert config.n_layer == OmegaConf.load(ROOT / "model" / f"{model}.yaml").n_layer
+
+
+@pytest.mark.parametrize("trainer", options("trainer"))
+def test_trainer_configs(trainer):
+    tcfg = instantiate(compose_train(f"trainer={trainer}").trainer)
+    assert isinstance(tcfg, TrainerConfig) and tcfg.warmup_steps < tcfg.max_steps
+
+
+@pytest.mark.parametrize("data", options("data"))
+def test_data_configs(data, tmp_path):
+    overrides = [f"data={data}"]
+    if data == "text":
+        (tmp_path / "a.txt").write_text("hello world\n" * 400)
+        overrides.append(f"data.paths=[{tmp_path / 'a.txt'}]")
+    if data == "stdlib":
+        overrides.append(f"data.cache={tmp_path}")
+    dataset = instantiate(compose_train(*overrides).data)
+    batch = dataset.batch("train", 2)
+    assert batch.inputs.shape == batch.targets.shape and batch.inputs.shape[0] == 2
+    if data in ("recall", "copying"):
+        assert isinstance(dataset, AssociativeRecall | Copying) and batch.mask is not None
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_experiment_configs(experiment):
+    header = (ROOT / "experiment" / f"{experiment}.yaml").read_text().splitlines()
+    assert header[0] == "# @package _global_"
+    assert any("python -m experiments." in line for line in header if line.startswith("#"))
+    cfg = compose_train(f"experiment={experiment}")
+    instantiate(cfg.trainer)
+    GPT(instantiate(cfg.model))
+
+
+def test_hydra_run_folders_and_launchers():
+    cfg = compose_train("hydra/launcher=slurm", hydra=True)
+    assert re.fullmatch(r"outputs/train/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", cfg.hydra.run.dir)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")

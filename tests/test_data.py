@@ -1,0 +1,132 @@
+"""Data: the standard-library corpus and its split, local text, synthetic tasks."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from entropic.data import (
+    _FILE_SEPARATOR,
+    SPLITS,
+    AssociativeRecall,
+    ByteCorpus,
+    Copying,
+    cache_dir,
+    split_of,
+    stdlib_files,
+)
+
+
+@pytest.fixture(scope="module")
+def stdlib_corpus(tmp_path_factory: pytest.TempPathFactory) -> ByteCorpus:
+    return ByteCorpus.from_stdlib(seq_len=64, cache=tmp_path_factory.mktemp("cache"))
+
+
+def test_split_is_deterministic_and_proportioned():
+    names = [f"pkg{i}/module_{i * 7919}.py" for i in range(20000)]
+    counts = Counter(split_of(n) for n in names)
+    assert counts["test"] / len(names) == pytest.approx(0.05, abs=0.01)
+    assert counts["val"] / len(names) == pytest.approx(0.05, abs=0.01)
+    assert [split_of(n) for n in names[:100]] == [split_of(n) for n in names[:100]]
+    assert {split_of(n, val_fraction=0.0, test_fraction=0.0) for n in names[:100]} == {"train"}
+
+
+def test_stdlib_files_exclude_tests_and_installed_packages():
+    root, files = stdlib_files()
+    parts = {p for f in files for p in f.relative_to(root).parts[:-1]}
+    assert not parts & {"site-packages", "test", "tests", "__pycache__"}
+    names = {f.relative_to(root).as_posix() for f in files}
+    assert {"json/decoder.py", "os.py"} <= names
+
+
+def test_stdlib_corpus_is_the_files_split_by_name(stdlib_corpus):
+    """Each split is exactly its files, joined by the separator: sizes add up, file by file."""
+    root, files = stdlib_files()
+    sizes: dict[str, list[int]] = {s: [] for s in SPLITS}
+    for f in files:
+        sizes[split_of(f.relative_to(root).as_posix())].append(f.stat().st_size)
+    for split in SPLITS:
+        expected = sum(sizes[split]) + len(_FILE_SEPARATOR) * (len(sizes[split]) - 1)
+        assert stdlib_corpus.n_bytes(split) == expected
+    assert isinstance(stdlib_corpus.splits["train"], np.memmap)
+    assert stdlib_corpus.n_bytes("train") > 10 * stdlib_corpus.n_bytes("val") > 0
+    first = next(f for f in files if split_of(f.relative_to(root).as_posix()) == "train")
+    head = first.read_bytes()[:200]
+    assert bytes(stdlib_corpus.splits["train"][: len(head)]) == head
+
+
+def test_batches_are_shifted_windows_of_the_split(stdlib_corpus):
+    generator = torch.Generator().manual_seed(0)
+    batch = stdlib_corpus.batch("val", 4, generator)
+    assert batch.inputs.shape == batch.targets.shape == (4, 64) and batch.mask is None
+    assert torch.equal(batch.inputs[:, 1:], batch.targets[:, :-1])
+    text = bytes(stdlib_corpus.splits["val"])
+    for row in range(4):
+        window = bytes(batch.inputs[row].tolist()) + bytes([int(batch.targets[row, -1])])
+        assert window in text
+    again = stdlib_corpus.batch("val", 4, torch.Generator().manual_seed(0))
+    assert torch.equal(again.inputs, batch.inputs)
+
+
+def test_text_folder_and_single_file(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    for i in range(60):
+        (folder / f"note{i}.txt").write_text(f"note number {i}\n" * 20)
+    (folder / "image.png").write_bytes(b"\x89PNG" * 100)
+    corpus = ByteCorpus.from_paths(folder, seq_len=16, cache=tmp_path / "cache")
+    total = sum(corpus.n_bytes(s) for s in SPLITS)
+    assert total == sum(len(f"note number {i}\n" * 20) for i in range(60)) + len(_FILE_SEPARATOR) * 57
+    assert b"PNG" not in bytes(corpus.splits["train"])  # only text suffixes are read
+    single = tmp_path / "book.txt"
+    single.write_bytes(bytes(range(256)) * 40)
+    corpus = ByteCorpus.from_paths(single, seq_len=8)
+    assert [corpus.n_bytes(s) for s in SPLITS] == [9216, 512, 512]
+
+
+def test_text_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ByteCorpus.from_paths(tmp_path / "missing")
+    (tmp_path / "small.txt").write_text("tiny")
+    with pytest.raises(ValueError, match=r"split 'train' has 3 bytes, fewer than seq_len \+ 1 = 129"):
+        ByteCorpus.from_paths(tmp_path / "small.txt")
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "c"))
+    assert cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("ENTROPIC_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "entropic"
+
+
+def test_associative_recall_answer_is_the_stored_value():
+    task = AssociativeRecall(n_pairs=6)
+    batch = task.batch("train", 32, torch.Generator().manual_seed(1))
+    assert batch.inputs.shape == (32, task.seq_len) and batch.mask.sum(1).tolist() == [1] * 32
+    for x, y, m in zip(batch.inputs, batch.targets, batch.mask, strict=True):
+        keys, values = x[:12:2], x[1:12:2]
+        assert len(set(keys.tolist())) == 6 and int(keys.max()) < 128 and int(values.min()) >= 128
+        assert int(x[12]) == AssociativeRecall.SEPARATOR and AssociativeRecall.SEPARATOR not in keys.tolist()
+        query = int(x[13])
+        assert int(y[m][0]) == int(values[keys == query][0])
+
+
+def test_copying_targets_repeat_the_source():
+    task = Copying(length=5, vocab=10)
+    batch = task.batch("val", 8, torch.Generator().manual_seed(2))
+    assert batch.inputs.shape == (8, 10)
+    source = batch.inputs[:, :5]
+    assert bool((batch.inputs[:, 5] == Copying.MARKER).all())
+    assert torch.equal(batch.targets[batch.mask].view(8, 5), source)
+    assert int(source.max()) < 10
+
+
+def test_synthetic_task_errors():
+    with pytest.raises(ValueError, match=r"n_pairs must be an integer in \[1, 127\], got 200"):
+        AssociativeRecall(n_pairs=200)
+    with pytest.raises(ValueError, match="split must be one of"):
+        Copying().batch("dev", 2)

@@ -1,0 +1,177 @@
+"""Experiment scripts: the fits on synthetic data with known exponents, and smoke runs of each script."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from entropic.models import GPT, AttentionConfig, GPTConfig
+from experiments import ablation, complexity, sampling, scaling
+from experiments.fit import power_law_fit, scaling_law_fit
+
+
+def read_csv(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def test_power_law_fit_recovers_the_exponent_and_its_interval_covers():
+    rng = np.random.default_rng(0)
+    n = np.array([256, 512, 1024, 2048, 4096, 8192])
+    covered = 0
+    for _ in range(100):
+        y = 7.0 * n**1.5 * np.exp(rng.normal(0, 0.05, n.shape))
+        fit = power_law_fit(n, y)
+        covered += fit.supports(1.5)
+        assert fit.k == pytest.approx(1.5, abs=0.1) and not fit.supports(2.0)
+    assert 0.88 <= covered / 100 <= 1.0  # a 95% interval covers about 95% of the time
+    exact = power_law_fit(n, 3.0 * n**2.0)
+    assert exact.k == pytest.approx(2.0, abs=1e-12) and exact.r2 == pytest.approx(1.0)
+    assert exact.k_high - exact.k_low < 1e-9
+
+
+def test_power_law_fit_errors():
+    with pytest.raises(ValueError, match="length >= 3"):
+        power_law_fit([1, 2], [1, 2])
+    with pytest.raises(ValueError, match="finite and > 0"):
+        power_law_fit([1, 2, 3], [1, 0, 2])
+    with pytest.raises(ValueError, match="2 distinct"):
+        power_law_fit([4, 4, 4], [1, 2, 3])
+
+
+def test_scaling_law_fit_recovers_the_parameters():
+    rng = np.random.default_rng(1)
+    sizes = np.array([1e4, 3e4, 1e5, 3e5, 1e6, 3e6])
+    loss = (1.5 + 80 * sizes**-0.35) * (1 + rng.normal(0, 1e-3, sizes.shape))
+    fit = scaling_law_fit(sizes, loss)
+    assert abs(fit.E - 1.5) < 0.1 and abs(fit.a - 0.35) < 0.05
+    np.testing.assert_allclose(fit(sizes), loss, rtol=5e-3)
+    with pytest.raises(ValueError, match="length >= 4"):
+        scaling_law_fit(sizes[:3], loss[:3])
+
+
+def test_complexity_on_a_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for kind in ("softmax", "sparsemax"):
+        model = GPT(GPTConfig(n_layer=2, d_model=32, attention=AttentionConfig(kind=kind)))
+        with torch.no_grad():
+            model.blocks[0].attn.q_proj.weight.mul_(20)  # peaked scores: sparsemax zeroes keys
+            model.blocks[1].attn.q_proj.weight.mul_(20)
+        paths.append(tmp_path / f"{kind}.pt")
+        model.save(paths[-1])
+    out = tmp_path / "results" / "complexity.csv"
+    argv = ["--checkpoint", *map(str, paths), "--lengths", "16", "32", "64", "--batch", "1", "--repeats", "1"]
+    assert complexity.main([*argv, "--out", str(out)]) == 0
+    assert out.read_text().startswith("# python -m experiments.complexity --checkpoint")
+    rows = read_csv(out)
+    assert [(r["variant"], int(r["n"])) for r in rows] == [
+        (v, n) for v in ("softmax", "sparsemax") for n in (16, 32, 64)
+    ]
+    for r in rows:
+        n = int(r["n"])
+        assert int(r["dense"]) == 2 * 4 * n * (n + 1) // 2  # layers · heads · causal pairs
+        assert 0 < int(r["nonzero"]) <= int(r["dense"]) and float(r["wall_ms"]) > 0
+    assert all(r["nonzero"] == r["dense"] for r in rows if r["variant"] == "softmax")
+    assert any(int(r["nonzero"]) < int(r["dense"]) for r in rows if r["variant"] == "sparsemax")
+    fits = read_csv(out.with_name("complexity_fit.csv"))
+    softmax_k = next(
+        f for f in fits if f["variant"] == "softmax" and f["quantity"].startswith("k of nonzero")
+    )
+    # N(N+1)/2 on 16..64 has a log-log slope just below 2
+    assert 1.9 < float(softmax_k["estimate"]) < 2.0
+    assert math.isnan(
+        float(next(f for f in fits if f["variant"] == "softmax" and "spearman" in f["quantity"])["estimate"])
+    )
+
+
+def test_ablation_table(tmp_path, capsys):
+    for label, attention, values in [
+        ("a", {"kind": "softmax"}, [3.0, 3.2]),
+        ("b", {"kind": "scheduled", "schedule": "cosine", "varentropy_threshold": 1.0}, [2.9, 3.1, 3.3]),
+    ]:
+        for seed, bpb in enumerate(values):
+            run = tmp_path / "multirun" / f"{label}{seed}"
+            run.mkdir(parents=True)
+            (run / "config.yaml").write_text(f"seed: {seed}\nmodel:\n  attention: {attention}\n")
+            (run / "metrics.csv").write_text(
+                "step,val_bpb,tokens_per_s,attn_sparsity,attn_alpha,attn_sparsity_L0\n"
+                f"10,9.0,100,0.0,1.0,0.0\n20,{bpb},{100 + seed},0.5,1.5,0.5\n"
+            )
+    out = tmp_path / "ablation.csv"
+    assert ablation.main([str(tmp_path / "multirun"), "--out", str(out)]) == 0
+    rows = {r["variant"]: r for r in read_csv(out)}
+    assert set(rows) == {"softmax", "scheduled-cosine-gated"}
+    assert rows["softmax"]["seeds"] == "2" and float(rows["softmax"]["val_bpb_mean"]) == pytest.approx(3.1)
+    assert float(rows["scheduled-cosine-gated"]["val_bpb_std"]) == pytest.approx(0.2)
+    assert float(rows["softmax"]["attn_sparsity_L0_mean"]) == 0.5
+    assert "scheduled-cosine-gated" in capsys.readouterr().out
+    assert ablation.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+
+
+def test_sampling_metrics_definitions():
+    assert sampling.completed_unit("def f(x):\n", "    return x\n    y = ") == "def f(x):\n    return x\n"
+    assert sampling.completed_unit("def f(x):\n    ret", "urn x") == "def f(x):\n    return x\n"
+    assert sampling.is_valid_python("def f(x):\n    return x\n")
+    assert sampling.is_valid_python("def f(x):\n    return (x,\n")  # a prefix that can still be completed
+    assert not sampling.is_valid_python("def f(x):\n    return x)\n")
+    assert sampling.distinct_n([b"abab", b"ab"], 2) == pytest.approx(2 / 4)  # ab, ba, ab, ab -> {ab, ba}
+    assert sampling.repetition(b"abcabcabc", 3) == pytest.approx(4 / 7)
+    assert sampling.repetition(b"abc", 4) == 0.0
+
+
+def test_sampling_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "m.pt"
+    GPT(GPTConfig(n_layer=1, d_model=32, attention=AttentionConfig(kind="entmax"))).save(path)
+    out = tmp_path / "sampling.csv"
+    argv = [
+        "--checkpoint",
+        str(path),
+        "--samplers",
+        "greedy",
+        "entropix",
+        "--prompts",
+        "3",
+        "--prompt-len",
+        "24",
+    ]
+    assert sampling.main([*argv, "--new-tokens", "8", "--seeds", "0", "1", "--out", str(out)]) == 0
+    rows = read_csv(out)
+    assert [(r["sampler"], r["seed"]) for r in rows] == [
+        ("greedy", "0"),
+        ("greedy", "1"),
+        ("entropix", "0"),
+        ("entropix", "1"),
+    ]
+    greedy = [r for r in rows if r["sampler"] == "greedy"]
+    assert greedy[0] == greedy[1] | {"seed": "0"}  # greedy ignores the seed
+    for r in rows:
+        assert 0 <= float(r["valid"]) <= 1 and 0 < float(r["distinct_1"]) <= 1 and float(r["nll_bits"]) > 0
+    prompts = sampling.held_out_prompts(sampling.ByteCorpus.from_stdlib(seq_len=24), 3, 24)
+    assert all(p.startswith((b"def ", b"class ")) and len(p) == 24 for p in prompts)
+
+
+def test_scaling_fit_over_runs(tmp_path):
+    """Runs whose losses follow a known law: the fit recovers its exponent per variant."""
+    sizes = {"nano": (1, 32), "tiny": (2, 64), "small": (4, 128), "wide": (4, 192)}
+    for kind in ("softmax", "sparsemax"):
+        for name, (layers, width) in sizes.items():
+            n = GPT(GPTConfig(n_layer=layers, d_model=width)).n_params
+            bpb = 1.0 + 40.0 * n**-0.3 + (0.1 if kind == "sparsemax" else 0.0)
+            run = tmp_path / "multirun" / f"{kind}-{name}"
+            run.mkdir(parents=True)
+            model = {"_target_": "x", "n_layer": layers, "d_model": width, "attention": {"kind": kind}}
+            (run / "config.yaml").write_text(f"model: {model}\n")
+            (run / "metrics.csv").write_text(f"step,val_bpb\n10,9.0\n20,{bpb}\n")
+    out = tmp_path / "scaling.csv"
+    assert scaling.main([str(tmp_path / "multirun"), "--out", str(out)]) == 0
+    fits = {r["variant"]: r for r in read_csv(out) if r["kind"] == "fit"}
+    assert set(fits) == {"softmax", "sparsemax"}
+    assert float(fits["softmax"]["a"]) == pytest.approx(0.3, abs=0.02)
+    assert float(fits["sparsemax"]["E"]) - float(fits["softmax"]["E"]) == pytest.approx(0.1, abs=0.05)
+    assert len([r for r in read_csv(out) if r["kind"] == "run"]) == 8

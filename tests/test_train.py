@@ -1,0 +1,146 @@
+"""Training: a tiny run learns, logs the documented columns, resumes bit for bit, and runs under DDP."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import experiments.train as train_module
+from entropic.models import GPT, load_checkpoint
+from experiments.train import CONFIG_DIR, cosine_lr, metric_columns, train
+
+TINY = (
+    "trainer.batch_size=8",
+    "data.seq_len=32",
+    "trainer.eval_batches=2",
+    "trainer.progress=false",
+    "trainer.threads=1",
+)
+
+
+@pytest.fixture(scope="module")
+def corpus_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("corpus")
+
+
+def config(out: Path, cache: Path, *overrides: str):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose(
+            "train", overrides=[*TINY, f"data.cache={cache}", f"paths.output_dir={out}", *overrides]
+        )
+
+
+def read_metrics(run: Path) -> list[dict[str, str]]:
+    with (run / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cosine_lr_shape():
+    kw = {"warmup_steps": 10, "max_steps": 110, "min_lr_ratio": 0.1}
+    values = [cosine_lr(t, **kw) for t in range(120)]
+    assert values[9] == 1.0 and values[0] == pytest.approx(0.1)
+    assert all(a < b for a, b in itertools.pairwise(values[:10]))  # warmup rises
+    assert all(a >= b for a, b in itertools.pairwise(values[9:]))  # then decays
+    assert values[60] == pytest.approx(0.1 + 0.9 * 0.5)  # half way: the cosine's midpoint
+    assert values[110] == values[119] == pytest.approx(0.1)
+
+
+def test_tiny_run_learns_and_logs(tmp_path, corpus_cache):
+    run = tmp_path / "run"
+    summary = train(
+        config(run, corpus_cache, "trainer.max_steps=30", "trainer.eval_every=15", "trainer.lr=1e-2")
+    )
+    rows = read_metrics(run)
+    assert list(rows[0]) == metric_columns(2)
+    assert [int(r["step"]) for r in rows] == [15, 30]
+    assert [int(r["tokens"]) for r in rows] == [15 * 8 * 32, 30 * 8 * 32]
+    for row in rows:
+        assert all(math.isfinite(float(v)) for v in row.values())
+        assert float(row["attn_sparsity"]) == 0.0 and float(row["attn_alpha"]) == 1.0  # softmax
+    first, last = (float(r["val_bpb"]) for r in rows)
+    assert last < first < 8.0  # below the uniform 8 bits per byte, and improving
+    assert float(rows[-1]["val_bpb"]) == pytest.approx(float(rows[-1]["val_loss"]) / math.log(2), rel=1e-5)
+    assert summary.val_bpb == pytest.approx(last, rel=1e-5) and summary.step == 30
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.trainer.max_steps == 30 and saved.model.attention.kind == "softmax"
+    model = GPT.from_checkpoint(run / "checkpoints" / "last.pt")
+    assert model.config.d_model == saved.model.d_model
+    with pytest.raises(FileExistsError, match="never overwrites"):
+        train(config(run, corpus_cache, "trainer.max_steps=2"))
+
+
+def test_resume_after_interruption_is_exact(tmp_path, corpus_cache, monkeypatch):
+    """Kill right after the step-4 checkpoint; resuming gives the uninterrupted run's weights and log."""
+    overrides = (
+        "attention=scheduled_gated",
+        "trainer.max_steps=8",
+        "trainer.warmup_steps=2",
+        "trainer.eval_every=2",
+        "trainer.ckpt_every=4",
+        "trainer.eval_batches=1",
+    )
+    train(config(tmp_path / "full", corpus_cache, *overrides))
+
+    real_save = train_module.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(tmp_path / "killed", corpus_cache, *overrides))
+    monkeypatch.setattr(train_module, "atomic_save", real_save)
+    assert load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")["step"] == 4
+    summary = train(config(tmp_path / "unused", corpus_cache, *overrides, f"resume={tmp_path / 'killed'}"))
+    assert summary.output_dir == tmp_path / "killed" and summary.step == 8
+
+    full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    resumed = load_checkpoint(tmp_path / "killed" / "checkpoints" / "last.pt")
+    for name, weight in full["model"].items():
+        torch.testing.assert_close(resumed["model"][name], weight, atol=0, rtol=0)
+    drop = {"tokens_per_s"}
+    strip = [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / "full")]
+    assert [{k: v for k, v in r.items() if k not in drop} for r in read_metrics(tmp_path / "killed")] == strip
+    assert [int(r["step"]) for r in strip] == [2, 4, 6, 8]
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path, corpus_cache):
+    """torchrun with 2 processes over gloo: one log, tokens counted over both ranks."""
+    run = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        "-m",
+        "experiments.train",
+        *TINY,
+        "trainer.max_steps=4",
+        "trainer.eval_every=4",
+        "trainer.eval_batches=1",
+        f"data.cache={corpus_cache}",
+        f"hydra.run.dir={run}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        command, cwd=root, env=env, capture_output=True, text=True, timeout=180, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(run)
+    assert len(rows) == 1 and int(rows[0]["tokens"]) == 4 * 2 * 8 * 32
+    assert math.isfinite(float(rows[0]["val_bpb"]))
+    assert len(load_checkpoint(run / "checkpoints" / "last.pt")["generators"]) == 2
