@@ -6,6 +6,7 @@
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
+#   make paper      the paper's tables and figures from results/*.csv (and paper.pdf where TeX is installed)
 #   make bench      the benchmark suite on a CUDA device (appends to benchmarks/results.csv), then the figures
 #
 # VENV picks the environment (default .venv, created if missing). A torch already importable there is kept
@@ -19,7 +20,7 @@ PYTEST_ARGS ?= -n auto
 
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-gpu lint format bench clean
+.PHONY: demo paper test test-fast test-gpu lint format bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ BENCH_ARGS ?=
 
 demo: $(VENV)/.stamp-exp,hf
 	$(PY) -m experiments.demo
+
+paper: $(VENV)/.stamp-exp,hf
+	$(PY) paper/build.py
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

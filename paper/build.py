@@ -1,0 +1,396 @@
+"""Generate the paper's tables and figures from results/*.csv, then build paper.pdf where TeX exists.
+
+``python paper/build.py [--results results] [--out paper/generated] [--no-pdf]``
+
+Every number in the paper comes from here: for each experiment a LaTeX table (``<name>.tex``, \\input
+by paper.tex) and its Markdown twin (``<name>.md``, readable without TeX), the figures (``<name>.png``)
+and ``numbers.tex``, macros for the few numbers quoted in the text. Means over seeds are reported with
+their sample standard deviation s and a 95% Student-t interval ``mean ± t_{0.975, n-1} · s / √n``.
+The PDF is built with latexmk (else pdflatex) only when one is on PATH and `--out` is the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `python paper/build.py` from anywhere: experiments.fit is importable
+
+from experiments.fit import power_law_fit  # noqa: E402
+
+PAPER = ROOT / "paper"
+ABLATION_ORDER = (
+    "softmax",
+    "entmax1.5",
+    "sparsemax",
+    "learned",
+    "scheduled-linear",
+    "scheduled-cosine",
+    "scheduled-linear-gated",
+)
+
+
+def read_results(path: Path) -> tuple[str, list[dict[str, str]]]:
+    """The command on the first line (without ``# ``) and the rows of a results CSV."""
+    with path.open(newline="") as f:
+        command = f.readline().removeprefix("#").strip()
+        return command, list(csv.DictReader(f))
+
+
+def t_interval(std: float, n: int) -> float:
+    """Half-width of the 95% Student-t interval of a mean of `n` samples with sample std `std`."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+
+
+def _tex_escape(text: str) -> str:
+    return text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+
+
+def write_table(
+    out: Path, name: str, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, command: str
+) -> None:
+    """``<name>.tex`` (a booktabs table) and ``<name>.md`` (a pipe table) of the same cells.
+
+    Cells are plain text; ``±`` and ``–`` are written as math in TeX.
+    """
+
+    def tex(cell: str) -> str:
+        return _tex_escape(cell).replace("±", r"$\pm$").replace("α", r"$\alpha$").replace("√", r"$\surd$")
+
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering\small",
+        rf"\caption{{{tex(caption)} Command: \texttt{{{tex(command)}}}.}}",
+        rf"\label{{tab:{name}}}",
+        r"\begin{tabular}{" + "l" * len(header) + "}",
+        r"\toprule",
+        " & ".join(tex(h) for h in header) + r" \\",
+        r"\midrule",
+        *(" & ".join(tex(c) for c in row) + r" \\" for row in rows),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    (out / f"{name}.tex").write_text("\n".join(lines) + "\n")
+    md = [
+        f"{caption}",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
+
+
+def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Table and figure of results/ablation.csv: val bits/byte ± std (95% interval), sparsity, α, tokens/s."""
+    import matplotlib.pyplot as plt
+
+    command, rows = read_results(results / "ablation.csv")
+    rows.sort(key=lambda r: ABLATION_ORDER.index(r["variant"]) if r["variant"] in ABLATION_ORDER else 99)
+    table = []
+    for r in rows:
+        n = int(r["seeds"])
+        half = t_interval(float(r["val_bpb_std"]), n)
+        mean = float(r["val_bpb_mean"])
+        table.append(
+            [
+                r["variant"],
+                r["seeds"],
+                r["steps"],
+                f"{r['val_bpb_mean']} ± {r['val_bpb_std']}",
+                f"[{mean - half:.4f}, {mean + half:.4f}]",
+                f"{r['attn_sparsity_mean']} ± {r['attn_sparsity_std']}",
+                f"{r['attn_alpha_mean']} ± {r['attn_alpha_std']}",
+                f"{float(r['tokens_per_s_mean']):.0f} ± {float(r['tokens_per_s_std']):.0f}",
+            ]
+        )
+    write_table(
+        out,
+        "ablation",
+        (
+            "variant",
+            "seeds",
+            "steps",
+            "val bits/byte (mean ± std)",
+            "95% interval",
+            "sparsity",
+            "mean α",
+            "tokens/s",
+        ),
+        table,
+        f"Attention ablation ({hardware}). Mean ± sample std over seeds of the last validation "
+        "bits/byte; sparsity is the fraction of causally visible keys with exactly zero weight.",
+        command,
+    )
+    fig, (ax_bpb, ax_sp) = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    y = range(len(rows))
+    labels = [r["variant"] for r in rows]
+    ax_bpb.errorbar(
+        [float(r["val_bpb_mean"]) for r in rows],
+        y,
+        xerr=[float(r["val_bpb_std"]) for r in rows],
+        fmt="o",
+        capsize=3,
+    )
+    ax_bpb.set(yticks=list(y), yticklabels=labels, xlabel="val bits/byte (mean ± std over seeds)")
+    ax_sp.barh(
+        y, [float(r["attn_sparsity_mean"]) for r in rows], xerr=[float(r["attn_sparsity_std"]) for r in rows]
+    )
+    ax_sp.set(xlabel="attention sparsity (mean ± std)", xlim=(0, 1))
+    ax_bpb.invert_yaxis()
+    fig.suptitle(f"Ablation, {rows[0]['steps']} steps, {rows[0]['seeds']} seeds ({hardware})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "ablation.png", dpi=110)
+    plt.close(fig)
+    best = min(rows, key=lambda r: float(r["val_bpb_mean"]))
+    softmax = next(r for r in rows if r["variant"] == "softmax")
+    return {
+        "AblationSteps": rows[0]["steps"],
+        "AblationSeeds": rows[0]["seeds"],
+        "AblationSoftmaxBpb": f"{softmax['val_bpb_mean']} \\pm {softmax['val_bpb_std']}",
+        "AblationBestVariant": _tex_escape(best["variant"]),
+        "AblationBestBpb": f"{best['val_bpb_mean']} \\pm {best['val_bpb_std']}",
+    }
+
+
+def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Tables of results/complexity{,_fit}.csv and the log-log figure with the fitted power laws."""
+    import matplotlib.pyplot as plt
+
+    command, rows = read_results(results / "complexity.csv")
+    fit_command, fits = read_results(results / "complexity_fit.csv")
+    blocks = "block_density" in rows[0]
+    header = [
+        "variant",
+        "N",
+        "non-zero weights",
+        "density",
+        *(["block density"] if blocks else []),
+        "wall ms",
+    ]
+    table = [
+        [
+            r["variant"],
+            r["n"],
+            r["nonzero"],
+            r["density"],
+            *([r["block_density"]] if blocks else []),
+            r["wall_ms"],
+        ]
+        for r in rows
+    ]
+    write_table(
+        out,
+        "complexity",
+        header,
+        table,
+        f"Attention work vs sequence length N on the trained demo models ({hardware}, {rows[0]['device']}, "
+        f"torch {rows[0]['torch']}). Density = non-zero / causally visible (query, key) pairs, summed over "
+        "layers and heads; wall time is the median forward pass of the reference implementation.",
+        command,
+    )
+    fit_table = [
+        [
+            f["variant"],
+            f["quantity"],
+            f["estimate"],
+            f"[{f['low']}, {f['high']}]" if f["low"] else "",
+            f["r2_or_p"],
+            f["supports_1.5"],
+            f["supports_2"],
+        ]
+        for f in fits
+    ]
+    write_table(
+        out,
+        "complexity_fit",
+        (
+            "variant",
+            "quantity",
+            "estimate",
+            "95% interval",
+            "R² (fits) or p (Spearman)",
+            "k=1.5 inside",
+            "k=2 inside",
+        ),
+        fit_table,
+        f"Log-log fits of work ∝ N^k with 95% intervals, and the Spearman correlation of per-head varentropy "
+        f"with per-head density ({hardware}).",
+        fit_command,
+    )
+    by_variant: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_variant[r["variant"]].append(r)
+    fig, (ax_work, ax_time) = plt.subplots(1, 2, figsize=(9, 3.4))
+    for variant, vr in by_variant.items():
+        n = [int(r["n"]) for r in vr]
+        for ax, quantity in ((ax_work, "nonzero"), (ax_time, "wall_ms")):
+            y = [float(r[quantity]) for r in vr]
+            fit = power_law_fit(n, y)
+            (line,) = ax.loglog(
+                n, y, "o", label=f"{variant}: k = {fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]"
+            )
+            ax.loglog(n, [fit.c * x**fit.k for x in n], "-", color=line.get_color(), alpha=0.6)
+    n_all = sorted({int(r["n"]) for r in rows})
+    dense = [float(r["dense"]) for r in by_variant[rows[0]["variant"]]]
+    ax_work.loglog(n_all, [dense[0] * (x / n_all[0]) ** 1.5 for x in n_all], "k:", label="N^1.5 reference")
+    ax_work.set(xlabel="N", ylabel="non-zero attention weights")
+    ax_time.set(xlabel="N", ylabel="forward wall time (ms)")
+    for ax in (ax_work, ax_time):
+        ax.legend(fontsize=7)
+    fig.suptitle(
+        f"Complexity: points measured, lines fitted c·N^k with 95% interval of k ({hardware})", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(out / "complexity.png", dpi=110)
+    plt.close(fig)
+    sparse = next(f for f in fits if f["variant"] != "softmax" and f["quantity"].startswith("k of nonzero"))
+    rho = next(f for f in fits if f["variant"] == sparse["variant"] and f["quantity"].startswith("spearman"))
+    density = [float(r["density"]) for r in by_variant[sparse["variant"]]]
+    return {
+        "ComplexityVariant": _tex_escape(sparse["variant"]),
+        "ComplexityK": sparse["estimate"],
+        "ComplexityKLow": sparse["low"],
+        "ComplexityKHigh": sparse["high"],
+        "ComplexityNMin": str(n_all[0]),
+        "ComplexityNMax": str(n_all[-1]),
+        "ComplexityDensityMin": f"{min(density):.2f}",
+        "ComplexityDensityMax": f"{max(density):.2f}",
+        "ComplexityRho": rho["estimate"],
+        "ComplexityRhoP": rho["r2_or_p"],
+    }
+
+
+def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Table of results/sampling.csv aggregated over seeds, and validity vs distinct-2 per sampler."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    command, rows = read_results(results / "sampling.csv")
+    metrics = ("valid", "distinct_2", "repetition", "nll_bits")
+    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        model = Path(r["checkpoint"]).parent.parent.name  # <run>/checkpoints/last.pt
+        groups[(model, r["sampler"])].append(r)
+    stats = {
+        key: {
+            m: (float(np.mean([float(r[m]) for r in g])), float(np.std([float(r[m]) for r in g], ddof=1)))
+            for m in metrics
+        }
+        for key, g in groups.items()
+    }
+    n_seeds = "/".join(map(str, sorted({len(g) for g in groups.values()})))
+    table = [
+        [
+            model,
+            sampler,
+            str(len(groups[(model, sampler)])),
+            *(f"{s[m][0]:.4f} ± {s[m][1]:.4f}" for m in metrics),
+        ]
+        for (model, sampler), s in stats.items()
+    ]
+    write_table(
+        out,
+        "sampling",
+        ("model", "sampler", "seeds", "valid", "distinct-2", "repetition", "NLL bits/byte"),
+        table,
+        f"Sampling quality on held-out prompts, mean ± sample std over seeds ({hardware}). "
+        "Valid: the completed unit (prompt + completion up to its last newline) is accepted by "
+        "codeop.compile_command as complete or completable Python; repetition: fraction of a "
+        "completion's 4-grams seen earlier in it; NLL of the completion under the model itself.",
+        command,
+    )
+    models = sorted({model for model, _ in stats})
+    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), sharey=True, squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for (m, sampler), s in stats.items():
+            if m != model:
+                continue
+            ax.errorbar(
+                s["distinct_2"][0],
+                s["valid"][0],
+                xerr=s["distinct_2"][1],
+                yerr=s["valid"][1],
+                fmt="o",
+                capsize=2,
+            )
+            ax.annotate(
+                sampler,
+                (s["distinct_2"][0], s["valid"][0]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+        ax.set(title=model, xlabel="distinct-2 (diversity)")
+    axes[0][0].set_ylabel("fraction valid Python")
+    fig.suptitle(
+        f"Sampling: validity vs diversity, mean ± std over {n_seeds} seeds ({hardware})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(out / "sampling.png", dpi=110)
+    plt.close(fig)
+    return {
+        "SamplingPrompts": rows[0]["prompts"],
+        "SamplingSeeds": n_seeds,
+        "SamplingSamplers": str(len({s for _, s in stats})),
+    }
+
+
+def build_pdf() -> int:
+    """latexmk, else pdflatex twice, in paper/; says so and returns 0 when neither is on PATH."""
+    if shutil.which("latexmk"):
+        cmd = [["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]]
+    elif shutil.which("pdflatex"):
+        cmd = [["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]] * 2
+    else:
+        print("no latexmk or pdflatex on PATH: paper.pdf not built; the tables are in paper/generated/*.md")
+        return 0
+    for c in cmd:
+        result = subprocess.run(c, cwd=PAPER, check=False)
+        if result.returncode:
+            return result.returncode
+    print(f"wrote {PAPER / 'paper.pdf'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    parser = argparse.ArgumentParser(prog="python paper/build.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--results", type=Path, default=ROOT / "results")
+    parser.add_argument("--out", type=Path, default=PAPER / "generated")
+    parser.add_argument("--no-pdf", action="store_true", help="only the tables and figures")
+    args = parser.parse_args(argv)
+    _, complexity_rows = read_results(args.results / "complexity.csv")
+    hardware = f"CPU scale: shared 2-core CPU VM, torch {complexity_rows[0]['torch']}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    numbers = {"Hardware": _tex_escape(hardware)}
+    numbers |= ablation(args.results, args.out, hardware)
+    numbers |= complexity(args.results, args.out, hardware)
+    numbers |= sampling(args.results, args.out, hardware)
+    (args.out / "numbers.tex").write_text(
+        "".join(rf"\newcommand{{\{k}}}{{{v}}}" + "\n" for k, v in numbers.items())
+    )
+    print(f"wrote tables and figures to {args.out}")
+    if args.no_pdf or args.out.resolve() != (PAPER / "generated").resolve():
+        return 0
+    return build_pdf()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

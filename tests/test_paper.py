@@ -1,0 +1,95 @@
+"""paper/build.py: the tables and figures it writes from the committed results/*.csv carry their numbers."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+pytest.importorskip("scipy")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_build():
+    spec = importlib.util.spec_from_file_location("paper_build", ROOT / "paper" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def read_markdown_table(path: Path) -> list[dict[str, str]]:
+    lines = [line for line in path.read_text().splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[2:]
+    ]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("generated")
+    assert load_build().main(["--results", str(ROOT / "results"), "--out", str(out), "--no-pdf"]) == 0
+    return out
+
+
+def test_build_writes_every_table_figure_and_macro(generated):
+    for name in ("ablation", "complexity", "complexity_fit", "sampling"):
+        tex = (generated / f"{name}.tex").read_text()
+        assert r"\begin{tabular}" in tex and r"\label{tab:" + name + "}" in tex
+        assert "CPU scale" in (generated / f"{name}.md").read_text()
+    for name in ("ablation", "complexity", "sampling"):
+        png = (generated / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and 10_000 < len(png) < 200_000
+    numbers = (generated / "numbers.tex").read_text()
+    fit = next(
+        r
+        for r in read_csv(ROOT / "results" / "complexity_fit.csv")
+        if r["variant"] != "softmax" and r["quantity"].startswith("k of nonzero")
+    )
+    assert rf"\newcommand{{\ComplexityK}}{{{fit['estimate']}}}" in numbers
+    # every macro paper.tex uses is defined
+    tex = (ROOT / "paper" / "paper.tex").read_text()
+    for macro in ("ComplexityK", "ComplexityRho", "AblationSoftmaxBpb", "SamplingSeeds", "Hardware"):
+        assert "\\" + macro in tex and "{\\" + macro + "}" in numbers
+
+
+def test_ablation_table_equals_the_csv(generated):
+    from scipy import stats
+
+    table = {r["variant"]: r for r in read_markdown_table(generated / "ablation.md")}
+    rows = read_csv(ROOT / "results" / "ablation.csv")
+    assert set(table) == {r["variant"] for r in rows}
+    for r in rows:
+        t = table[r["variant"]]
+        mean, std = (float(x) for x in t["val bits/byte (mean ± std)"].split("±"))
+        assert (mean, std) == (float(r["val_bpb_mean"]), float(r["val_bpb_std"]))
+        low, high = (float(x) for x in t["95% interval"].strip("[]").split(","))
+        n = int(r["seeds"])
+        half = stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+        assert low == pytest.approx(mean - half, abs=6e-5) and high == pytest.approx(mean + half, abs=6e-5)
+        assert float(t["sparsity"].split("±")[0]) == float(r["attn_sparsity_mean"])
+
+
+def test_complexity_and_sampling_tables_equal_the_csv(generated):
+    table = read_markdown_table(generated / "complexity.md")
+    rows = read_csv(ROOT / "results" / "complexity.csv")
+    assert [(t["variant"], t["N"], t["non-zero weights"], t["density"]) for t in table] == [
+        (r["variant"], r["n"], r["nonzero"], r["density"]) for r in rows
+    ]
+    sampling = read_markdown_table(generated / "sampling.md")
+    rows = read_csv(ROOT / "results" / "sampling.csv")
+    greedy = [float(r["valid"]) for r in rows if r["sampler"] == "greedy" and "/softmax/" in r["checkpoint"]]
+    cell = next(t for t in sampling if t["model"] == "softmax" and t["sampler"] == "greedy")
+    mean = sum(greedy) / len(greedy)
+    std = math.sqrt(sum((v - mean) ** 2 for v in greedy) / (len(greedy) - 1))
+    assert cell["valid"] == f"{mean:.4f} ± {std:.4f}" and cell["seeds"] == str(len(greedy))
