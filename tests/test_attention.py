@@ -16,6 +16,7 @@ from entropic.attention import (
     SCHEDULES,
     EntropySchedule,
     alpha_from_entropy,
+    attention_tiles,
     entmax_attention,
     entropix_attention_metrics,
     softmax_attention,
@@ -257,6 +258,38 @@ def test_stats_equal_hand_computation():
     summary = stats.summary()
     live = stats.n_visible > 0
     assert summary["entropy"] == pytest.approx(stats.entropy[live].mean().item())
+
+
+@pytest.mark.parametrize(("nq", "nk", "d"), [(20, 150, 16), (5, 150, 16), (70, 70, 80)])
+def test_block_sparsity_counts_the_kernels_tiles(nq, nk, d):
+    """Fraction of tiles with a visible pair whose weights are all zero, tile by tile."""
+    q, k, v = qkv(b=2, h=2, hkv=1, nq=nq, nk=nk, d=d)
+    tq, tk = attention_tiles(nq, d)
+    # hidden keys, and a band of visible keys pushed far below the others: zero weight under sparsemax
+    bias = torch.zeros(2, 1, 1, nk, dtype=F64).masked_fill(torch.rand(2, 1, 1, nk) < 0.2, -math.inf)
+    bias[..., tk : 2 * tk] -= 30.0
+    _, stats = entmax_attention(q, k, v, 2.0, causal=True, attn_mask=bias, return_stats=True)
+    s = ref_attention(q, k, v, lambda s: s)[1] + bias
+    s = s.masked_fill(~causal_keep(nq, nk), -math.inf)
+    p = sparsemax(s.masked_fill(s == -math.inf, -1e30), -1).masked_fill(s == -math.inf, 0.0)
+    live = used = 0
+    for i in range(0, nq, tq):
+        for j in range(0, nk, tk):
+            visible = (s[..., i : i + tq, j : j + tk] > -math.inf).flatten(2).any(-1)  # (B, H)
+            live += int(visible.sum())
+            used += int((visible & (p[..., i : i + tq, j : j + tk] > 0).flatten(2).any(-1)).sum())
+    assert 0 < used < live
+    assert stats.block_sparsity.item() == pytest.approx(1 - used / live)
+
+
+def test_block_sparsity_of_clustered_keys():
+    """Two clusters of 64 keys, each query aligned with its own: of the 3 causal tiles one is all zeros."""
+    centres = 8.0 * torch.eye(2, 16, dtype=F64)
+    k = (centres.repeat_interleave(64, 0) + 0.01 * torch.randn(128, 16, dtype=F64)).view(1, 1, 128, 16)
+    _, soft = softmax_attention(k, k, k, causal=True, return_stats=True)
+    _, sparse = entmax_attention(k, k, k, 2.0, causal=True, return_stats=True)
+    assert soft.block_sparsity.item() == 0.0
+    assert sparse.block_sparsity.item() == pytest.approx(1 / 3)
 
 
 def test_causal_n_visible_is_bottom_right():

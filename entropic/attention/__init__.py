@@ -8,6 +8,7 @@ entropy-scheduled α; ``collect_attention_stats`` records per-layer `AttentionSt
 from entropic.attention.functional import (
     AttentionStats,
     EntropixAttentionMetrics,
+    attention_tiles,
     entmax_attention,
     entropix_attention_metrics,
     softmax_attention,
@@ -23,6 +24,7 @@ __all__ = [
     "EntropySchedule",
     "KVCache",
     "alpha_from_entropy",
+    "attention_tiles",
     "collect_attention_stats",
     "entmax_attention",
     "entropix_attention_metrics",

@@ -39,6 +39,7 @@ from entropic.metrics import _entropy_varentropy_torch
 __all__ = [
     "AttentionStats",
     "EntropixAttentionMetrics",
+    "attention_tiles",
     "entmax_attention",
     "entropix_attention_metrics",
     "softmax_attention",
@@ -73,9 +74,10 @@ class AttentionStats:
     alpha : Tensor
         The α applied to each query.
     block_sparsity : Tensor or None
-        0-dim: the fraction of (query block, key block) tiles holding a visible pair that the
-        block-sparse Triton kernel skipped because every weight in them is zero; None when that kernel
-        did not run (the reference, the dense softmax kernel).
+        0-dim: the fraction of (query block, key block) tiles holding a visible pair in which every
+        weight is zero, i.e. the tiles the block-sparse Triton kernel skips. Tiles are those of that
+        kernel (`attention_tiles`): the kernel reports the tiles it skipped, the reference the tiles it
+        would skip. None from the dense softmax kernel, which skips nothing.
     """
 
     entropy: Tensor
@@ -243,6 +245,35 @@ def _softmax_stats(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tens
         n_visible,
         dead,
     )
+
+
+def attention_tiles(n_q: int, head_dim: int) -> tuple[int, int]:
+    """``(queries, keys)`` per tile of the block-sparse α-entmax kernel, the unit of `block_sparsity`.
+
+    64 queries (16 when ``n_q <= 16``, decoding) by 64 keys (32 when ``head_dim > 64``).
+
+    Examples
+    --------
+    >>> attention_tiles(2048, 64), attention_tiles(1, 128)
+    ((64, 64), (16, 32))
+    """
+    return (16 if n_q <= 16 else 64), (64 if head_dim <= 64 else 32)
+
+
+def _block_sparsity(p: Tensor, visible: Tensor, head_dim: int) -> Tensor:
+    """0-dim float32: the fraction of tiles with a `visible` pair in which every weight of `p` is 0."""
+    b, h, nq, nk = p.shape
+    tq, tk = attention_tiles(nq, head_dim)
+    pad = (0, -nk % tk, 0, -nq % tq)
+    shape = (b, h, -1, tq, (nk + pad[1]) // tk, tk)
+
+    def tiles(mask: Tensor) -> Tensor:  # (B, H, QB, KB): some entry of the tile is True
+        return torch.nn.functional.pad(mask.to(torch.uint8), pad).view(shape).amax((3, 5)).bool()
+
+    live = tiles(visible)
+    used = tiles(p > 0) & live
+    n_live = live.sum()
+    return torch.where(n_live > 0, 1.0 - used.sum() / n_live.clamp(min=1), 0.0).float()
 
 
 def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tensor) -> float | Tensor:
@@ -416,6 +447,7 @@ def _attention(
         sparsity=torch.where(dead, 0.0, 1.0 - support / n_visible.clamp(min=1)).to(ent.dtype),
         n_visible=n_visible,
         alpha=alpha_used.expand(b, h, nq),
+        block_sparsity=_block_sparsity(p.detach(), s.detach() > -math.inf, q.shape[-1]),
     )
     return out, stats
 
