@@ -8,6 +8,9 @@ through `Batch.mask` (the positions the loss counts).
   every machine with no download. Files are split deterministically **by file** (a CRC32 of the path
   relative to the library root) into train/val/test, concatenated, and cached as uint8 memmaps.
 * `ByteCorpus.from_paths`: any local text files or folders, split the same way.
+* `ByteCorpus.from_hf`: a Hugging Face dataset (the ``datasets`` package, ``pip install
+  'entropic[data]'``): by name from the hub or its local cache, a folder written by ``save_to_disk``,
+  or a loaded ``Dataset``/``DatasetDict``; its own splits when it has them, else split by document.
 * `AssociativeRecall`, `Copying`: tasks generated in code whose answers need attention to a few exact
   positions, for controlled sparsity studies; only the answer positions count in the loss.
 """
@@ -21,7 +24,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -210,6 +213,53 @@ class ByteCorpus:
         splits = {s: np.memmap(paths[s], dtype=np.uint8, mode="r") for s in SPLITS}
         return cls(splits, seq_len)
 
+    @classmethod
+    def from_hf(
+        cls,
+        name: str | os.PathLike | Any,
+        config: str | None = None,
+        *,
+        text_field: str = "text",
+        seq_len: int = 128,
+        revision: str | None = None,
+        max_documents: int | None = None,
+        cache: str | os.PathLike | None = None,
+    ) -> ByteCorpus:
+        """A Hugging Face dataset as bytes: the UTF-8 `text_field` of every document.
+
+        Parameters
+        ----------
+        name : str, path or dataset
+            A dataset name for ``datasets.load_dataset`` (with `config` and `revision`), a folder
+            written by ``save_to_disk``, or an already loaded ``Dataset`` / ``DatasetDict``.
+        text_field : str
+            The string column to read.
+        max_documents : int, optional
+            Read at most this many documents per split (the first ones), for quick runs.
+        cache : path, optional
+            Cache folder (`cache_dir` by default); keyed by the dataset's fingerprint.
+
+        Splits: a dataset with a "train" split and held-out ones ("validation", "valid" or "val", and
+        "test") keeps them; when only one held-out split exists, its first half of documents validates
+        and its second half tests. A single split (or a ``Dataset``) is divided by document index with
+        `split_of`. Documents are joined by the same separator as files.
+        """
+        check_param(seq_len, "seq_len", 1, float("inf"), integer=True)
+        if max_documents is not None:
+            check_param(max_documents, "max_documents", 1, float("inf"), integer=True)
+        dataset = _load_hf(name, config, revision)
+        parts = _hf_splits(dataset, text_field, max_documents)
+        fingerprint = hashlib.sha256(
+            "\0".join(f"{s}:{_fingerprint(d)}:{n}" for s, (d, n) in sorted(parts.items())).encode()
+        )
+        fingerprint.update(f"\0{text_field}\0{max_documents}".encode())
+        folder = (Path(cache) if cache is not None else cache_dir()) / f"hf-{fingerprint.hexdigest()[:16]}"
+        paths = {s: folder / f"{s}.bin" for s in SPLITS}
+        if not all(p.exists() for p in paths.values()):
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_hf_splits(parts, text_field, paths)
+        return cls({s: np.memmap(paths[s], dtype=np.uint8, mode="r") for s in SPLITS}, seq_len)
+
     def n_bytes(self, split: Split) -> int:
         """Size of a split in bytes."""
         return len(self.splits[split])
@@ -221,6 +271,94 @@ class ByteCorpus:
         windows = np.stack([data[s : s + self.seq_len + 1] for s in starts]).astype(np.int64)
         tokens = torch.from_numpy(windows)  # (B, N + 1)
         return Batch(tokens[:, :-1], tokens[:, 1:])
+
+
+# Hub split names → ours.
+_HF_SPLIT_OF = {"train": "train", "validation": "val", "valid": "val", "val": "val", "test": "test"}
+
+
+def _load_hf(name: Any, config: str | None, revision: str | None) -> Any:
+    """A ``Dataset``/``DatasetDict`` from a name, a ``save_to_disk`` folder, or as given."""
+    if not isinstance(name, str | os.PathLike):
+        if not hasattr(name, "column_names"):
+            raise TypeError(
+                f"from_hf: name must be a dataset name, a folder or a datasets object, got {name!r}"
+            )
+        return name
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError(
+            "ByteCorpus.from_hf needs the Hugging Face 'datasets' package: pip install 'entropic[data]'"
+        ) from e
+    if Path(name).is_dir() and any(
+        (Path(name) / f).exists() for f in ("dataset_info.json", "dataset_dict.json")
+    ):
+        return datasets.load_from_disk(str(name))
+    return datasets.load_dataset(str(name), config, revision=revision)
+
+
+def _hf_splits(dataset: Any, text_field: str, max_documents: int | None) -> dict[str, tuple[Any, int]]:
+    """``{source split: (dataset, documents to read)}``; a single pooled split is named "all"."""
+    named = {s: dataset[s] for s in dataset} if isinstance(dataset, dict) else {"all": dataset}
+    held_out = [s for s in named if s in _HF_SPLIT_OF and s != "train"]
+    if len(named) == 1:
+        parts = {"all": next(iter(named.values()))}
+    elif "train" in named and held_out:
+        parts = {s: named[s] for s in ("train", *held_out)}
+    else:
+        raise ValueError(
+            f"from_hf: a dataset with splits {sorted(named)} needs 'train' and 'validation' (or 'valid', "
+            "'val') or 'test', or a single split to divide by document"
+        )
+    out = {}
+    for source, d in parts.items():
+        if text_field not in d.column_names:
+            raise ValueError(
+                f"from_hf: text_field {text_field!r} is not a column of split {source!r}: {d.column_names}"
+            )
+        out[source] = (d, len(d) if max_documents is None else min(max_documents, len(d)))
+    return out
+
+
+def _write_hf_splits(parts: dict[str, tuple[Any, int]], text_field: str, paths: dict[str, Path]) -> None:
+    """Stream the documents of `parts` into the three split files (atomically, each complete or absent)."""
+    held_out = {_HF_SPLIT_OF[s] for s in parts if s != "all"} - {"train"}
+    # one held-out split only: its first half validates, its second half tests
+    halve = next((s for s in parts if s != "all" and held_out == {_HF_SPLIT_OF[s]}), None)
+    tmp = {s: p.with_name(f".{p.name}.{os.getpid()}.tmp") for s, p in paths.items()}
+    files = {s: tmp[s].open("wb") for s in SPLITS}
+    first = dict.fromkeys(SPLITS, True)
+    try:
+        for source, (d, n) in parts.items():
+            index = 0
+            for chunk in d.select(range(n)).select_columns([text_field]).iter(batch_size=1024):
+                for text in chunk[text_field]:
+                    if not isinstance(text, str):
+                        raise ValueError(
+                            f"from_hf: text_field {text_field!r} must hold strings, got "
+                            f"{type(text).__name__} in document {index} of split {source!r}"
+                        )
+                    if source == "all":
+                        split = split_of(str(index))
+                    elif source == halve:
+                        split = "val" if index < n // 2 else "test"
+                    else:
+                        split = _HF_SPLIT_OF[source]
+                    files[split].write((b"" if first[split] else _FILE_SEPARATOR) + text.encode("utf-8"))
+                    first[split] = False
+                    index += 1
+        for s in SPLITS:
+            files[s].close()
+            os.replace(tmp[s], paths[s])
+    finally:
+        for s in SPLITS:
+            files[s].close()
+            tmp[s].unlink(missing_ok=True)
+
+
+def _fingerprint(dataset: Any) -> str:
+    return str(getattr(dataset, "_fingerprint", None) or hashlib.sha256(repr(dataset).encode()).hexdigest())
 
 
 def _check_split(split: str) -> None:

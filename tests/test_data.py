@@ -95,6 +95,74 @@ def test_text_errors(tmp_path):
         ByteCorpus.from_paths(tmp_path / "small.txt")
 
 
+def _docs(n: int, tag: str) -> list[str]:
+    return [f"{tag} {i}: " + "é ipsum " * (5 + i % 7) for i in range(n)]
+
+
+def _joined(docs: list[str]) -> bytes:
+    return _FILE_SEPARATOR.join(d.encode("utf-8") for d in docs)
+
+
+def test_hf_single_split_is_divided_by_document(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    docs = _docs(400, "doc")
+    corpus = ByteCorpus.from_hf(datasets.Dataset.from_dict({"text": docs}), seq_len=16, cache=tmp_path)
+    for s in SPLITS:
+        want = _joined([d for i, d in enumerate(docs) if split_of(str(i)) == s])
+        assert bytes(corpus.splits[s]) == want, s
+    # a save_to_disk folder, read by path, is the same corpus (and hits the same cache)
+    datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(tmp_path / "saved"))
+    again = ByteCorpus.from_hf(tmp_path / "saved", seq_len=16, cache=tmp_path / "other")
+    assert all(bytes(again.splits[s]) == bytes(corpus.splits[s]) for s in SPLITS)
+    batch = again.batch("val", 3, torch.Generator().manual_seed(0))
+    assert batch.inputs.shape == (3, 16) and torch.equal(batch.inputs[:, 1:], batch.targets[:, :-1])
+
+
+def test_hf_keeps_its_splits_and_halves_a_lone_held_out_one(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    train, val, test = _docs(30, "train"), _docs(10, "val"), _docs(8, "test")
+    full = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"body": train}),
+            "validation": datasets.Dataset.from_dict({"body": val}),
+            "test": datasets.Dataset.from_dict({"body": test}),
+            "unsupervised": datasets.Dataset.from_dict({"body": ["ignored"] * 5}),
+        }
+    )
+    corpus = ByteCorpus.from_hf(full, text_field="body", seq_len=8, cache=tmp_path)
+    assert [bytes(corpus.splits[s]) for s in SPLITS] == [_joined(train), _joined(val), _joined(test)]
+    no_test = datasets.DatasetDict({"train": full["train"], "validation": full["validation"]})
+    corpus = ByteCorpus.from_hf(no_test, text_field="body", seq_len=8, max_documents=20, cache=tmp_path)
+    assert bytes(corpus.splits["train"]) == _joined(train[:20])
+    assert bytes(corpus.splits["val"]) == _joined(val[:5]) and bytes(corpus.splits["test"]) == _joined(
+        val[5:]
+    )
+
+
+def test_hf_errors(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets")
+    ds = datasets.Dataset.from_dict({"text": _docs(50, "d"), "n": list(range(50))})
+    with pytest.raises(
+        ValueError, match=r"text_field 'body' is not a column of split 'all': \['text', 'n'\]"
+    ):
+        ByteCorpus.from_hf(ds, text_field="body", cache=tmp_path)
+    with pytest.raises(ValueError, match=r"text_field 'n' must hold strings, got int in document 0"):
+        ByteCorpus.from_hf(ds, text_field="n", seq_len=4, cache=tmp_path)
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.tmp"))  # nothing half-written
+    two = datasets.DatasetDict({"a": ds, "b": ds})
+    with pytest.raises(ValueError, match=r"splits \['a', 'b'\] needs 'train' and 'validation'"):
+        ByteCorpus.from_hf(two, cache=tmp_path)
+    with pytest.raises(ValueError, match=r"max_documents must be"):
+        ByteCorpus.from_hf(ds, max_documents=0, cache=tmp_path)
+    with pytest.raises(TypeError, match="name must be a dataset name, a folder or a datasets object"):
+        ByteCorpus.from_hf(42, cache=tmp_path)
+    monkeypatch.setitem(__import__("sys").modules, "datasets", None)
+    with pytest.raises(
+        ImportError, match=r"needs the Hugging Face 'datasets' package: pip install 'entropic\[data\]'"
+    ):
+        ByteCorpus.from_hf("some/dataset")
+
+
 def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c"
