@@ -31,8 +31,9 @@ $(VENV)/.stamp-%: pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[$*]"
 	@touch $@
 
-# The tests cover the Hugging Face integration, the benchmark plots and the experiments: they install those extras.
-TEST_STAMP := $(VENV)/.stamp-dev,hf,bench,exp
+# The tests cover the Hugging Face integration and datasets source, the benchmark plots, the experiments and
+# the SLURM launcher config: they install those extras.
+TEST_STAMP := $(VENV)/.stamp-dev,hf,bench,exp,data,slurm
 BENCH_ARGS ?=
 
 demo: $(VENV)/.stamp-exp,hf

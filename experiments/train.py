@@ -67,7 +67,7 @@ class TrainerConfig:
     device : str
         "auto" (CUDA when available), "cpu", "cuda", ...
     precision : {"auto", "bf16", "fp32"}
-        "auto" is bf16 autocast on CUDA and fp32 elsewhere.
+        "auto" is bf16 autocast on CUDA and fp32 elsewhere; "bf16" autocasts on any device (CPU included).
     compile : bool
         ``torch.compile`` the training forward.
     progress : bool
@@ -297,7 +297,7 @@ def train(cfg: DictConfig) -> RunSummary:
         generator.set_state(state["generators"][rank])
         step, tokens = state["step"], state["tokens"]
 
-    bf16 = device.type == "cuda" and tcfg.precision in ("auto", "bf16")
+    bf16 = tcfg.precision == "bf16" or (tcfg.precision == "auto" and device.type == "cuda")
 
     def autocast() -> Any:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)

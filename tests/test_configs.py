@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_groups_are_populated():
     assert {"softmax", "entmax", "sparsemax", "learned", "scheduled", "scheduled_gated"} <= set(
         options("attention")
     )
-    assert {"stdlib", "text", "recall", "copying"} <= set(options("data"))
+    assert {"stdlib", "text", "hf", "recall", "copying"} <= set(options("data"))
     assert options("model") and options("trainer") and options("experiment")
 
 
@@ -65,6 +66,11 @@ def test_data_configs(data, tmp_path):
         overrides.append(f"data.paths=[{tmp_path / 'a.txt'}]")
     if data == "stdlib":
         overrides.append(f"data.cache={tmp_path}")
+    if data == "hf":
+        datasets = pytest.importorskip("datasets")
+        docs = [f"document {i}: " + "lorem ipsum " * 30 for i in range(60)]
+        datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(tmp_path / "ds"))
+        overrides += [f"data.name={tmp_path / 'ds'}", f"data.cache={tmp_path / 'cache'}"]
     dataset = instantiate(compose_train(*overrides).data)
     batch = dataset.batch("train", 2)
     assert batch.inputs.shape == batch.targets.shape and batch.inputs.shape[0] == 2
@@ -86,3 +92,38 @@ def test_hydra_run_folders_and_launchers():
     cfg = compose_train("hydra/launcher=slurm", hydra=True)
     assert re.fullmatch(r"outputs/train/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d{6}", cfg.hydra.run.dir)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+
+
+def test_slurm_launcher_config_is_valid_for_submitit(tmp_path, monkeypatch):
+    """Every key of configs/hydra/launcher/slurm.yaml is one the plugin and submitit's executor accept."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    submitit = pytest.importorskip("submitit")
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+
+    cfg = compose_train("hydra/launcher=slurm", "experiment=ablation", hydra=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    # the plugin's schema: unknown keys or wrong types raise here
+    params = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(SlurmQueueConf), launcher))
+    params["submitit_folder"] = str(tmp_path / "submitit")
+    params["name"] = "ablation"
+    # submitit refuses to build a SLURM executor without srun on PATH: a stand-in that is never run
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(cluster="slurm", folder=params.pop("submitit_folder"))
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    # as the plugin's launch() does: shared keys as they are, the others prefixed with the cluster
+    executor.update_parameters(
+        **{
+            k if k in base else f"slurm_{k}": v
+            for k, v in params.items()
+            if k not in ("_target_", "max_num_timeout")
+        }
+    )
+    slurm = executor._executor.parameters
+    assert slurm["gpus_per_node"] == 1 and slurm["time"] == launcher["timeout_min"]
+    assert (
+        slurm["mem"] == f"{launcher['mem_gb']}GB"
+        and slurm["array_parallelism"] == launcher["array_parallelism"]
+    )

@@ -79,6 +79,47 @@ def test_tiny_run_learns_and_logs(tmp_path, corpus_cache):
         train(config(run, corpus_cache, "trainer.max_steps=2"))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "compiled"),
+    [
+        (("trainer.precision=bf16",), False),
+        pytest.param(("trainer.compile=true",), True, marks=pytest.mark.slow),  # inductor's C++ build: ~1 min
+    ],
+    ids=["bf16-autocast", "torch-compile"],
+)
+def test_bf16_autocast_and_compile_learn(tmp_path, corpus_cache, monkeypatch, overrides, compiled):
+    """bf16 autocast (on CPU here, as on CUDA) and torch.compile train the same model: finite, improving."""
+    seen = []
+    if compiled:
+        real = torch.compile
+
+        def spy(module, *args, **kwargs):
+            seen.append(module)
+            return real(module, *args, **kwargs)
+
+        monkeypatch.setattr(torch, "compile", spy)
+    else:
+        real_autocast = torch.autocast
+
+        def spy_autocast(device_type, dtype=None, enabled=True, **kwargs):
+            seen.append((device_type, dtype, enabled))
+            return real_autocast(device_type, dtype=dtype, enabled=enabled, **kwargs)
+
+        monkeypatch.setattr(torch, "autocast", spy_autocast)
+    run = tmp_path / "run"
+    train(
+        config(
+            run, corpus_cache, "trainer.max_steps=20", "trainer.eval_every=10", "trainer.lr=1e-2", *overrides
+        )
+    )
+    if compiled:
+        assert len(seen) == 1
+    else:
+        assert ("cpu", torch.bfloat16, True) in seen
+    first, last = (float(r["val_bpb"]) for r in read_metrics(run))
+    assert math.isfinite(first) and last < first < 8.0
+
+
 def test_resume_after_interruption_is_exact(tmp_path, corpus_cache, monkeypatch):
     """Kill right after the step-4 checkpoint; resuming gives the uninterrupted run's weights and log."""
     overrides = (
