@@ -6,13 +6,16 @@ For every length N, on `--batch` held-out windows of the standard-library corpus
 
 * ``nonzero``: attention weights that are not exactly zero, summed over layers, heads and queries
   (the work a sparsity-aware kernel has to do), next to ``dense = L·H·N(N+1)/2`` (causal softmax);
+* ``nonzero_blocks``: (query block, key block) tiles of the block-sparse kernel (64 × 64 for head
+  dimensions up to 64, `entropic.attention.attention_tiles`) that hold a non-zero weight, the work
+  that kernel actually does, next to ``dense_blocks``, the causally visible tiles;
 * ``wall_ms``: the median forward time (statistics off) and ``peak_mb``: peak CUDA memory (CUDA only;
   empty on CPU, where no allocator statistic exists);
 * per (layer, head): mean softmax varentropy of the scores and mean density ``support / n_visible``.
 
-Then it fits ``nonzero ∝ N^k`` and ``wall ∝ N^k`` by log-log regression with a 95% interval
-(`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N)) and k = 2 are inside the
-interval, and the Spearman correlation between per-head varentropy and density (the claim "work ∝
+Then it fits ``nonzero ∝ N^k``, ``nonzero_blocks ∝ N^k`` and ``wall ∝ N^k`` by log-log regression with a
+95% interval (`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N)) and k = 2 are inside
+the interval, and the Spearman correlation between per-head varentropy and density (the claim "work ∝
 1/varentropy" predicts a negative one). The per-N table goes to ``--out`` (a CSV), the fits and the
 correlation to the same name with ``_fit`` appended. The reference attention materialises N×N scores,
 so wall time and memory here measure that implementation, not what sparsity could save.
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 
 import entropic
-from entropic.attention import collect_attention_stats
+from entropic.attention import attention_tiles, collect_attention_stats
 from entropic.data import ByteCorpus
 from entropic.models import GPT
 from experiments.fit import power_law_fit
@@ -45,6 +48,9 @@ COLUMNS = (
     "nonzero",
     "dense",
     "density",
+    "nonzero_blocks",
+    "dense_blocks",
+    "block_density",
     "wall_ms",
     "peak_mb",
     "device",
@@ -61,6 +67,16 @@ def _device_name(device: torch.device) -> str:
         if device.type == "cuda"
         else f"cpu ({platform.processor() or 'cpu'})"
     )
+
+
+def causal_tiles(n: int, head_dim: int) -> int:
+    """Tiles of the block-sparse kernel holding a causally visible pair, for one head of length `n`.
+
+    >>> causal_tiles(256, 64)  # 4 query blocks see 1, 2, 3 and 4 key blocks
+    10
+    """
+    tq, tk = attention_tiles(n, head_dim)
+    return sum(-(-min(start + tq, n) // tk) for start in range(0, n, tq))
 
 
 def measure(model: GPT, inputs: torch.Tensor, repeats: int) -> dict[str, float | np.ndarray]:
@@ -83,12 +99,17 @@ def measure(model: GPT, inputs: torch.Tensor, repeats: int) -> dict[str, float |
     layers = [stats[f"blocks.{i}.attn"] for i in range(len(model.blocks))]
     nonzero = sum(float(s.support.sum()) for s in layers)
     dense = sum(float(s.n_visible.sum()) for s in layers)
+    b, h, n = layers[0].support.shape
+    tiles = b * h * causal_tiles(n, model.config.d_model // model.config.n_head)  # per layer
+    nonzero_blocks = sum(round((1.0 - float(s.block_sparsity)) * tiles) for s in layers)
     # per (layer, head): mean over batch and queries
     varentropy = torch.stack([s.varentropy.mean((0, 2)) for s in layers]).flatten().cpu().numpy()
     density = torch.stack([(s.support / s.n_visible.clamp(min=1)).mean((0, 2)) for s in layers])
     return {
         "nonzero": nonzero,
         "dense": dense,
+        "nonzero_blocks": nonzero_blocks,
+        "dense_blocks": tiles * len(layers),
         "wall_ms": 1e3 * float(np.median(times)),
         "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
         "varentropy": varentropy,
@@ -126,6 +147,9 @@ def run(
                 "nonzero": f"{m['nonzero']:.0f}",
                 "dense": f"{m['dense']:.0f}",
                 "density": f"{m['nonzero'] / m['dense']:.6f}",
+                "nonzero_blocks": str(m["nonzero_blocks"]),
+                "dense_blocks": str(m["dense_blocks"]),
+                "block_density": f"{m['nonzero_blocks'] / m['dense_blocks']:.6f}",
                 "wall_ms": f"{m['wall_ms']:.3f}",
                 "peak_mb": "" if np.isnan(m["peak_mb"]) else f"{m['peak_mb']:.1f}",
                 "device": _device_name(device),
@@ -136,7 +160,7 @@ def run(
         )
     ns = [int(r["n"]) for r in rows]
     fits = []
-    for quantity in ("nonzero", "wall_ms"):
+    for quantity in ("nonzero", "nonzero_blocks", "wall_ms"):
         fit = power_law_fit(ns, [float(r[quantity]) for r in rows])
         fits.append(
             {

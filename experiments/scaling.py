@@ -2,15 +2,18 @@
 
 ``python -m experiments.scaling outputs/scaling/multirun/<timestamp> [...] --out results/scaling.csv``
 
-Reads every ``experiments.train`` run below the given folders (``config.yaml`` + ``metrics.csv`` +
-``checkpoints/last.pt`` for the parameter count), takes the last validation bits per byte of each run,
-and fits `experiments.fit.scaling_law_fit` per variant (`experiments.ablation.variant_label`) over
-at least 4 sizes. Writes one row per run and one per fit (``kind`` = "run" or "fit").
+Reads every ``experiments.train`` run below the given folders (``config.yaml`` + ``metrics.csv``; the
+parameter count is that of the model the config builds), takes the last validation bits per byte of each
+finished run (unfinished ones, whose last evaluation is before ``trainer.max_steps``, are skipped), and
+fits `experiments.fit.scaling_law_fit` per variant (`experiments.ablation.variant_label`) over at least
+4 sizes, every seed a point. Writes one row per run (``kind`` = "run"), one per variant and size with
+the mean and sample std over seeds ("mean"), and one per fit ("fit").
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -21,17 +24,37 @@ from experiments.ablation import iter_runs, variant_label
 from experiments.fit import scaling_law_fit
 from experiments.results import write_csv
 
-COLUMNS = ("kind", "variant", "params", "val_bpb", "E", "A", "a", "se_E", "se_A", "se_a")
+COLUMNS = (
+    "kind",
+    "variant",
+    "params",
+    "seed",
+    "steps",
+    "runs",
+    "val_bpb",
+    "val_bpb_std",
+    "E",
+    "A",
+    "a",
+    "se_E",
+    "se_A",
+    "se_a",
+)
 
 
-def collect(folders: Sequence[Path]) -> dict[str, list[tuple[int, float]]]:
-    """``{variant: [(parameters, last val bits/byte), ...]}`` of the runs under `folders`."""
-    points: dict[str, list[tuple[int, float]]] = defaultdict(list)
+def collect(folders: Sequence[Path]) -> dict[str, list[tuple[int, str, float, int]]]:
+    """``{variant: [(parameters, seed, last val bits/byte, its step), ...]}`` of the runs under `folders`."""
+    points: dict[str, list[tuple[int, str, float, int]]] = defaultdict(list)
     for cfg, last in iter_runs(folders):
         model = {k: v for k, v in cfg["model"].items() if k != "_target_"}
         model["attention"] = {k: v for k, v in model["attention"].items() if k != "_target_"}
         params = GPT(GPTConfig.from_dict(model)).n_params
-        points[variant_label(model["attention"])].append((params, last["val_bpb"]))
+        max_steps = cfg.get("trainer", {}).get("max_steps")
+        if max_steps is not None and last["step"] < max_steps:
+            print(f"skipped an unfinished run ({params} parameters, step {last['step']:.0f} of {max_steps})")
+            continue
+        seed = str(cfg.get("seed", ""))
+        points[variant_label(model["attention"])].append((params, seed, last["val_bpb"], int(last["step"])))
     return dict(points)
 
 
@@ -44,14 +67,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for variant, runs in sorted(points.items()):
         runs.sort()
-        rows += [{"kind": "run", "variant": variant, "params": n, "val_bpb": f"{bpb:.4f}"} for n, bpb in runs]
-        if len({n for n, _ in runs}) < 4:
-            print(f"{variant}: {len(runs)} runs, fewer than 4 sizes; no fit", file=sys.stderr)
+        rows += [
+            {
+                "kind": "run",
+                "variant": variant,
+                "params": n,
+                "seed": seed,
+                "steps": step,
+                "val_bpb": f"{bpb:.4f}",
+            }
+            for n, seed, bpb, step in runs
+        ]
+        by_size = defaultdict(list)
+        for n, _, bpb, _ in runs:
+            by_size[n].append(bpb)
+        for n, values in sorted(by_size.items()):
+            std = statistics.stdev(values) if len(values) > 1 else float("nan")
+            rows.append(
+                {
+                    "kind": "mean",
+                    "variant": variant,
+                    "params": n,
+                    "runs": len(values),
+                    "val_bpb": f"{statistics.fmean(values):.4f}",
+                    "val_bpb_std": f"{std:.4f}",
+                }
+            )
+        if len(by_size) < 4:
+            print(f"{variant}: {len(by_size)} sizes, fewer than 4; no fit", file=sys.stderr)
             continue
-        fit = scaling_law_fit([n for n, _ in runs], [bpb for _, bpb in runs])
+        fit = scaling_law_fit([r[0] for r in runs], [r[2] for r in runs])
         se = dict(zip(("se_E", "se_A", "se_a"), (f"{s:.4g}" for s in fit.se), strict=True))
         rows.append(
-            {"kind": "fit", "variant": variant, "E": f"{fit.E:.4f}", "A": f"{fit.A:.4g}", "a": f"{fit.a:.4f}"}
+            {
+                "kind": "fit",
+                "variant": variant,
+                "runs": len(runs),
+                "E": f"{fit.E:.4f}",
+                "A": f"{fit.A:.4g}",
+                "a": f"{fit.a:.4f}",
+            }
             | se
         )
         print(f"{variant}: L(N) = {fit.E:.3f} + {fit.A:.3g} N^-{fit.a:.3f}  (se of a {fit.se[2]:.2g})")
