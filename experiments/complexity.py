@@ -9,16 +9,18 @@ For every length N, on `--batch` held-out windows of the standard-library corpus
 * ``nonzero_blocks``: (query block, key block) tiles of the block-sparse kernel (64 × 64 for head
   dimensions up to 64, `entropic.attention.attention_tiles`) that hold a non-zero weight, the work
   that kernel actually does, next to ``dense_blocks``, the causally visible tiles;
-* ``wall_ms``: the median forward time (statistics off) and ``peak_mb``: peak CUDA memory (CUDA only;
-  empty on CPU, where no allocator statistic exists);
+* ``wall_ms``: the median forward time (statistics off) and ``peak_mb``: the high-water mark of tensor
+  memory allocated during one forward, above what was allocated before it (`peak_forward_memory`: the
+  CUDA allocator's statistics, on CPU the memory events of the PyTorch profiler);
 * per (layer, head): mean softmax varentropy of the scores and mean density ``support / n_visible``.
 
-Then it fits ``nonzero ∝ N^k``, ``nonzero_blocks ∝ N^k`` and ``wall ∝ N^k`` by log-log regression with a
-95% interval (`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N)) and k = 2 are inside
-the interval, and the Spearman correlation between per-head varentropy and density (the claim "work ∝
-1/varentropy" predicts a negative one). The per-N table goes to ``--out`` (a CSV), the fits and the
-correlation to the same name with ``_fit`` appended. The reference attention materialises N×N scores,
-so wall time and memory here measure that implementation, not what sparsity could save.
+Then it fits ``nonzero``, ``nonzero_blocks``, ``wall_ms`` and ``peak_mb`` ``∝ N^k`` by log-log
+regression with a 95% interval (`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N))
+and k = 2 are inside the interval, and the Spearman correlation between per-head varentropy and density
+(the claim "work ∝ 1/varentropy" predicts a negative one). The per-N table goes to ``--out`` (a CSV),
+the fits and the correlation to the same name with ``_fit`` appended. The reference attention
+materialises N×N scores, so wall time and memory here measure that implementation, not what sparsity
+could save.
 """
 
 from __future__ import annotations
@@ -79,6 +81,34 @@ def causal_tiles(n: int, head_dim: int) -> int:
     return sum(-(-min(start + tq, n) // tk) for start in range(0, n, tq))
 
 
+def peak_forward_memory(model: GPT, inputs: torch.Tensor) -> int:
+    """Bytes: the most tensor memory held at once during one forward, beyond what was held before it.
+
+    On CUDA from the allocator (``max_memory_allocated`` after a reset, minus ``memory_allocated``
+    before). On CPU, which keeps no such statistic, from the PyTorch profiler's memory events: the
+    running sum of each operator's own allocations (positive) and frees (negative), in the order the
+    operators started, and its maximum.
+    """
+    device = inputs.device
+    with torch.no_grad():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            before = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            model(input_ids=inputs, output_attention_metrics=False)
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device) - before
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            model(input_ids=inputs, output_attention_metrics=False)
+    held = peak = 0
+    for event in sorted(prof.events(), key=lambda e: e.time_range.start):
+        held += event.self_cpu_memory_usage
+        peak = max(peak, held)
+    return peak
+
+
 def measure(model: GPT, inputs: torch.Tensor, repeats: int) -> dict[str, float | np.ndarray]:
     """Counts, timing and per-head (varentropy, density) of one batch ``(B, N)``."""
     device = inputs.device
@@ -86,8 +116,6 @@ def measure(model: GPT, inputs: torch.Tensor, repeats: int) -> dict[str, float |
         with collect_attention_stats(model) as stats:
             model(input_ids=inputs, output_attention_metrics=False)
         times = []
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         for _ in range(repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -111,7 +139,7 @@ def measure(model: GPT, inputs: torch.Tensor, repeats: int) -> dict[str, float |
         "nonzero_blocks": nonzero_blocks,
         "dense_blocks": tiles * len(layers),
         "wall_ms": 1e3 * float(np.median(times)),
-        "peak_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan"),
+        "peak_mb": peak_forward_memory(model, inputs) / 2**20,
         "varentropy": varentropy,
         "density": density.flatten().cpu().numpy(),
     }
@@ -151,7 +179,7 @@ def run(
                 "dense_blocks": str(m["dense_blocks"]),
                 "block_density": f"{m['nonzero_blocks'] / m['dense_blocks']:.6f}",
                 "wall_ms": f"{m['wall_ms']:.3f}",
-                "peak_mb": "" if np.isnan(m["peak_mb"]) else f"{m['peak_mb']:.1f}",
+                "peak_mb": f"{m['peak_mb']:.3f}",
                 "device": _device_name(device),
                 "torch": torch.__version__,
                 "entropic": entropic.__version__,
@@ -160,7 +188,7 @@ def run(
         )
     ns = [int(r["n"]) for r in rows]
     fits = []
-    for quantity in ("nonzero", "nonzero_blocks", "wall_ms"):
+    for quantity in ("nonzero", "nonzero_blocks", "wall_ms", "peak_mb"):
         fit = power_law_fit(ns, [float(r[quantity]) for r in rows])
         fits.append(
             {

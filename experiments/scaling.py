@@ -30,6 +30,7 @@ COLUMNS = (
     "params",
     "seed",
     "steps",
+    "tokens",
     "runs",
     "val_bpb",
     "val_bpb_std",
@@ -42,9 +43,9 @@ COLUMNS = (
 )
 
 
-def collect(folders: Sequence[Path]) -> dict[str, list[tuple[int, str, float, int]]]:
-    """``{variant: [(parameters, seed, last val bits/byte, its step), ...]}`` of the runs under `folders`."""
-    points: dict[str, list[tuple[int, str, float, int]]] = defaultdict(list)
+def collect(folders: Sequence[Path]) -> dict[str, list[tuple[int, str, float, int, int]]]:
+    """``{variant: [(parameters, seed, last val bits/byte, its step, tokens), ...]}`` under `folders`."""
+    points: dict[str, list[tuple[int, str, float, int, int]]] = defaultdict(list)
     for cfg, last in iter_runs(folders):
         model = {k: v for k, v in cfg["model"].items() if k != "_target_"}
         model["attention"] = {k: v for k, v in model["attention"].items() if k != "_target_"}
@@ -54,7 +55,9 @@ def collect(folders: Sequence[Path]) -> dict[str, list[tuple[int, str, float, in
             print(f"skipped an unfinished run ({params} parameters, step {last['step']:.0f} of {max_steps})")
             continue
         seed = str(cfg.get("seed", ""))
-        points[variant_label(model["attention"])].append((params, seed, last["val_bpb"], int(last["step"])))
+        points[variant_label(model["attention"])].append(
+            (params, seed, last["val_bpb"], int(last["step"]), int(last.get("tokens", 0)))
+        )
     return dict(points)
 
 
@@ -74,12 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "params": n,
                 "seed": seed,
                 "steps": step,
+                "tokens": tokens,
                 "val_bpb": f"{bpb:.4f}",
             }
-            for n, seed, bpb, step in runs
+            for n, seed, bpb, step, tokens in runs
         ]
         by_size = defaultdict(list)
-        for n, _, bpb, _ in runs:
+        for n, _, bpb, *_ in runs:
             by_size[n].append(bpb)
         for n, values in sorted(by_size.items()):
             std = statistics.stdev(values) if len(values) > 1 else float("nan")
