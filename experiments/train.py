@@ -403,7 +403,20 @@ def _last_row(path: Path) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns the final validation bits per byte (for sweepers)."""
+    """Hydra entry point; returns the final validation bits per byte (for sweepers).
+
+    Launchers that ship the task to another process (submitit/SLURM) pickle this function; run as
+    ``python -m experiments.train`` it lives in ``__main__`` and would be pickled by value with every
+    global it touches (torch's config modules among them, which do not pickle). Importing the module
+    by name here makes them references instead.
+    """
+    from experiments import train as module
+
+    return module.run(cfg)
+
+
+def run(cfg: DictConfig) -> float:
+    """`train` then leave the process group; the final validation bits per byte."""
     summary = train(cfg)
     if dist.is_initialized():
         dist.destroy_process_group()

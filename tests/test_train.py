@@ -185,3 +185,81 @@ def test_ddp_two_cpu_processes(tmp_path, corpus_cache):
     assert len(rows) == 1 and int(rows[0]["tokens"]) == 4 * 2 * 8 * 32
     assert math.isfinite(float(rows[0]["val_bpb"]))
     assert len(load_checkpoint(run / "checkpoints" / "last.pt")["generators"]) == 2
+
+
+FAKE_SBATCH = """#!{python}
+# A one-node SLURM stand-in: answers like sbatch at once, then runs every task of the array in the
+# background, one after the other (submitit moves the job pickles into place only after sbatch returns).
+import os, re, subprocess, sys
+
+script = sys.argv[-1]
+if "FAKE_SBATCH_WORKER" not in os.environ:
+    env = dict(os.environ, FAKE_SBATCH_WORKER="1")
+    null = subprocess.DEVNULL
+    subprocess.Popen([sys.executable, __file__, script], env=env, stdout=null, stderr=null,
+                     start_new_session=True)
+    print("Submitted batch job 4242")
+    sys.exit(0)
+text = open(script).read()
+array = re.search(r"^#SBATCH --array=(\\d+)-(\\d+)", text, re.M)
+tasks = range(int(array[1]), int(array[2]) + 1) if array else [None]
+for task in tasks:
+    env = dict(os.environ, SLURM_JOB_ID="4242", SLURM_NTASKS="1", SLURM_JOB_NUM_NODES="1",
+               SLURM_NODEID="0", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_JOB_NODELIST="localhost")
+    if task is not None:
+        env.update(SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID=str(task))
+    with open(script + f".{{task}}.log", "w") as log:
+        subprocess.run(["bash", script], env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+"""
+
+# srun --unbuffered --output PATH [--error PATH] command...: drop the options, run the command here.
+FAKE_SRUN = """#!/bin/sh
+while [ "${1#--}" != "$1" ]; do
+  case "$1" in --output|--error) shift 2 ;; *) shift ;; esac
+done
+exec "$@"
+"""
+
+
+@pytest.mark.slow
+def test_slurm_launcher_runs_a_sweep(tmp_path, corpus_cache):
+    """The SLURM launcher ships each job through submitit and collects its result (fake sbatch/srun)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": FAKE_SBATCH.format(python=sys.executable),
+        "srun": FAKE_SRUN,
+        "sacct": "#!/bin/sh\necho 'JobID|State'\n",  # no accounting: submitit falls back to the result files
+        "scancel": "#!/bin/sh\nexit 0\n",
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        "-m",
+        "hydra/launcher=slurm",
+        "attention=softmax,sparsemax",
+        *TINY,
+        "trainer.max_steps=2",
+        "trainer.eval_every=2",
+        "trainer.eval_batches=1",
+        f"data.cache={corpus_cache}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        command, cwd=root, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    logs = "\n".join(p.read_text() for p in sweep.rglob("*.log"))
+    assert result.returncode == 0, (result.stderr[-3000:], logs[-3000:])
+    for job, attention in enumerate(["softmax", "sparsemax"]):
+        run = sweep / str(job)
+        assert OmegaConf.load(run / "config.yaml").attention.kind == attention
+        assert math.isfinite(float(read_metrics(run)[-1]["val_bpb"]))
+    assert len(list(sweep.glob(".submitit/*/*_result.pkl"))) == 2
