@@ -34,6 +34,7 @@ COLUMNS = (
     "runs",
     "val_bpb",
     "val_bpb_std",
+    "attn_sparsity",
     "E",
     "A",
     "a",
@@ -43,9 +44,16 @@ COLUMNS = (
 )
 
 
-def collect(folders: Sequence[Path]) -> dict[str, list[tuple[int, str, float, int, int]]]:
-    """``{variant: [(parameters, seed, last val bits/byte, its step, tokens), ...]}`` under `folders`."""
-    points: dict[str, list[tuple[int, str, float, int, int]]] = defaultdict(list)
+Point = tuple[int, str, float, int, int, float]
+
+
+def collect(folders: Sequence[Path]) -> dict[str, list[Point]]:
+    """``{variant: [(parameters, seed, last val bits/byte, its step, tokens, attention sparsity), ...]}``.
+
+    Attention sparsity is the fraction of visible keys at exactly zero weight at the last evaluation,
+    averaged over layers (0 for softmax).
+    """
+    points: dict[str, list[Point]] = defaultdict(list)
     for cfg, last in iter_runs(folders):
         model = {k: v for k, v in cfg["model"].items() if k != "_target_"}
         model["attention"] = {k: v for k, v in model["attention"].items() if k != "_target_"}
@@ -56,7 +64,14 @@ def collect(folders: Sequence[Path]) -> dict[str, list[tuple[int, str, float, in
             continue
         seed = str(cfg.get("seed", ""))
         points[variant_label(model["attention"])].append(
-            (params, seed, last["val_bpb"], int(last["step"]), int(last.get("tokens", 0)))
+            (
+                params,
+                seed,
+                last["val_bpb"],
+                int(last["step"]),
+                int(last.get("tokens", 0)),
+                last.get("attn_sparsity", float("nan")),
+            )
         )
     return dict(points)
 
@@ -79,12 +94,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "steps": step,
                 "tokens": tokens,
                 "val_bpb": f"{bpb:.4f}",
+                "attn_sparsity": f"{sparsity:.4f}",
             }
-            for n, seed, bpb, step, tokens in runs
+            for n, seed, bpb, step, tokens, sparsity in runs
         ]
         by_size = defaultdict(list)
-        for n, _, bpb, *_ in runs:
+        sparsity_by_size = defaultdict(list)
+        for n, _, bpb, _, _, sparsity in runs:
             by_size[n].append(bpb)
+            sparsity_by_size[n].append(sparsity)
         for n, values in sorted(by_size.items()):
             std = statistics.stdev(values) if len(values) > 1 else float("nan")
             rows.append(
@@ -95,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "runs": len(values),
                     "val_bpb": f"{statistics.fmean(values):.4f}",
                     "val_bpb_std": f"{std:.4f}",
+                    "attn_sparsity": f"{statistics.fmean(sparsity_by_size[n]):.4f}",
                 }
             )
         if len(by_size) < 4:

@@ -187,7 +187,10 @@ def test_scaling_fit_over_runs(tmp_path, capsys):
                 run.mkdir(parents=True)
                 model = {"_target_": "x", "n_layer": layers, "d_model": width, "attention": {"kind": kind}}
                 (run / "config.yaml").write_text(f"seed: {seed}\nmodel: {model}\n")
-                (run / "metrics.csv").write_text(f"step,val_bpb\n10,9.0\n20,{bpb}\n")
+                sparsity = 0.0 if kind == "softmax" else 0.5 + 0.1 * seed
+                (run / "metrics.csv").write_text(
+                    f"step,val_bpb,attn_sparsity\n10,9.0,0.9\n20,{bpb},{sparsity}\n"
+                )
     unfinished = tmp_path / "multirun" / "killed"
     unfinished.mkdir()
     model = {"n_layer": 1, "d_model": 32, "attention": {"kind": "softmax"}}
@@ -207,3 +210,4 @@ def test_scaling_fit_over_runs(tmp_path, capsys):
     assert len(means) == 4 and all(r["runs"] == "2" for r in means)
     assert all(float(r["val_bpb_std"]) == pytest.approx(0.02 / math.sqrt(2), abs=1e-4) for r in means)
     assert all(r["val_bpb_std"] == "nan" for r in rows if r["kind"] == "mean" and r["variant"] == "softmax")
+    assert all(float(r["attn_sparsity"]) == pytest.approx(0.55) for r in means)  # last evaluation, seed mean
