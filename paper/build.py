@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -56,29 +57,54 @@ def _tex_escape(text: str) -> str:
     return text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
 
 
+def _tex_number(text: str) -> str:
+    """``8.37e-07`` as ``8.37\\times10^{-7}`` (math mode); other numbers unchanged."""
+    mantissa, e, exponent = text.partition("e")
+    return rf"{mantissa}\times10^{{{int(exponent)}}}" if e and exponent else text
+
+
+# Characters of the tables that pdflatex's utf8 input does not typeset, as math.
+_TEX_SYMBOLS = {  # "^" first: the replacements below write it
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "α": r"$\alpha$",
+    "√": r"$\surd$",
+    "∝": r"$\propto$",
+    "²": r"$^2$",
+    "×": r"$\times$",
+    "·": r"$\cdot$",
+    "−": r"$-$",
+    "≤": r"$\leq$",
+}
+
+
 def write_table(
     out: Path, name: str, header: Sequence[str], rows: Sequence[Sequence[str]], caption: str, command: str
 ) -> None:
     """``<name>.tex`` (a booktabs table) and ``<name>.md`` (a pipe table) of the same cells.
 
-    Cells are plain text; ``±`` and ``–`` are written as math in TeX.
+    Cells are plain text; the symbols of `_TEX_SYMBOLS` are written as TeX.
     """
 
     def tex(cell: str) -> str:
-        return _tex_escape(cell).replace("±", r"$\pm$").replace("α", r"$\alpha$").replace("√", r"$\surd$")
+        text = _tex_escape(cell)
+        for char, macro in _TEX_SYMBOLS.items():
+            text = text.replace(char, macro)
+        return text
 
     lines = [
         r"\begin{table}[t]",
         r"\centering\small",
         rf"\caption{{{tex(caption)} Command: \texttt{{{tex(command)}}}.}}",
         rf"\label{{tab:{name}}}",
-        r"\begin{tabular}{" + "l" * len(header) + "}",
+        r"\sbox0{\begin{tabular}{" + "l" * len(header) + "}",
         r"\toprule",
         " & ".join(tex(h) for h in header) + r" \\",
         r"\midrule",
         *(" & ".join(tex(c) for c in row) + r" \\" for row in rows),
         r"\bottomrule",
-        r"\end{tabular}",
+        r"\end{tabular}}",
+        r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi",  # wide: shrink to fit
         r"\end{table}",
     ]
     (out / f"{name}.tex").write_text("\n".join(lines) + "\n")
@@ -169,17 +195,19 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
 def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Tables of results/complexity{,_fit}.csv and the log-log figure with the fitted power laws."""
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     command, rows = read_results(results / "complexity.csv")
     fit_command, fits = read_results(results / "complexity_fit.csv")
-    blocks = "block_density" in rows[0]
     header = [
         "variant",
         "N",
         "non-zero weights",
         "density",
-        *(["block density"] if blocks else []),
+        "non-zero tiles",
+        "tile density",
         "wall ms",
+        "peak MB",
     ]
     table = [
         [
@@ -187,8 +215,10 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
             r["n"],
             r["nonzero"],
             r["density"],
-            *([r["block_density"]] if blocks else []),
+            r["nonzero_blocks"],
+            r["block_density"],
             r["wall_ms"],
+            r["peak_mb"],
         ]
         for r in rows
     ]
@@ -197,9 +227,12 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "complexity",
         header,
         table,
-        f"Attention work vs sequence length N on the trained demo models ({hardware}, {rows[0]['device']}, "
-        f"torch {rows[0]['torch']}). Density = non-zero / causally visible (query, key) pairs, summed over "
-        "layers and heads; wall time is the median forward pass of the reference implementation.",
+        f"Attention work vs sequence length N on trained models (the command names their checkpoints; "
+        f"{hardware}, device {rows[0]['device']}). Density = non-zero / causally visible (query, key) "
+        "pairs, summed over layers and heads; tiles are the 64 × 64 (query, key) blocks of the block-sparse "
+        "kernel, tile density = tiles holding a non-zero weight / causally visible tiles; wall time is the "
+        "median forward pass of the reference implementation; peak MB the high-water mark of tensor memory "
+        "one forward pass allocates above what was allocated before it.",
         command,
     )
     fit_table = [
@@ -234,22 +267,31 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     by_variant: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         by_variant[r["variant"]].append(r)
-    fig, (ax_work, ax_time) = plt.subplots(1, 2, figsize=(9, 3.4))
+    n_all = sorted({int(r["n"]) for r in rows})
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    panels = {
+        "nonzero": (axes[0, 0], "non-zero attention weights"),
+        "nonzero_blocks": (axes[0, 1], "64 × 64 tiles with a non-zero weight"),
+        "wall_ms": (axes[1, 0], "forward wall time (ms)"),
+        "peak_mb": (axes[1, 1], "peak forward memory (MB)"),
+    }
     for variant, vr in by_variant.items():
         n = [int(r["n"]) for r in vr]
-        for ax, quantity in ((ax_work, "nonzero"), (ax_time, "wall_ms")):
+        for quantity, (ax, _) in panels.items():
             y = [float(r[quantity]) for r in vr]
             fit = power_law_fit(n, y)
             (line,) = ax.loglog(
                 n, y, "o", label=f"{variant}: k = {fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]"
             )
             ax.loglog(n, [fit.c * x**fit.k for x in n], "-", color=line.get_color(), alpha=0.6)
-    n_all = sorted({int(r["n"]) for r in rows})
     dense = [float(r["dense"]) for r in by_variant[rows[0]["variant"]]]
-    ax_work.loglog(n_all, [dense[0] * (x / n_all[0]) ** 1.5 for x in n_all], "k:", label="N^1.5 reference")
-    ax_work.set(xlabel="N", ylabel="non-zero attention weights")
-    ax_time.set(xlabel="N", ylabel="forward wall time (ms)")
-    for ax in (ax_work, ax_time):
+    panels["nonzero"][0].loglog(
+        n_all, [dense[0] * (x / n_all[0]) ** 1.5 for x in n_all], "k:", label="N^1.5 reference"
+    )
+    for ax, ylabel in panels.values():
+        ax.set(xlabel="N", ylabel=ylabel)
+        ax.set_xticks(n_all, [str(n) for n in n_all])  # the measured lengths, not 3×10^2-style minors
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.legend(fontsize=7)
     fig.suptitle(
         f"Complexity: points measured, lines fitted c·N^k with 95% interval of k ({hardware})", fontsize=9
@@ -257,21 +299,67 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     fig.tight_layout()
     fig.savefig(out / "complexity.png", dpi=110)
     plt.close(fig)
-    sparse = next(f for f in fits if f["variant"] != "softmax" and f["quantity"].startswith("k of nonzero"))
-    rho = next(f for f in fits if f["variant"] == sparse["variant"] and f["quantity"].startswith("spearman"))
-    density = [float(r["density"]) for r in by_variant[sparse["variant"]]]
-    return {
-        "ComplexityVariant": _tex_escape(sparse["variant"]),
-        "ComplexityK": sparse["estimate"],
-        "ComplexityKLow": sparse["low"],
-        "ComplexityKHigh": sparse["high"],
-        "ComplexityNMin": str(n_all[0]),
-        "ComplexityNMax": str(n_all[-1]),
-        "ComplexityDensityMin": f"{min(density):.2f}",
-        "ComplexityDensityMax": f"{max(density):.2f}",
-        "ComplexityRho": rho["estimate"],
-        "ComplexityRhoP": rho["r2_or_p"],
+    numbers = {"ComplexityNMin": str(n_all[0]), "ComplexityNMax": str(n_all[-1])}
+    for variant in by_variant:
+        # \ComplexityScheduledGatedK, ...: one set of macros per variant (TeX names are letters only)
+        prefix = "Complexity" + "".join(w.capitalize() for w in re.split(r"[^A-Za-z]+", variant) if w)
+        numbers |= _complexity_numbers(prefix, variant, by_variant[variant], fits)
+    sparse = [v for v in by_variant if v != "softmax"]
+    # the first sparse variant (the demo's scheduled model) is also quoted without a variant in the name
+    first = _complexity_numbers("Complexity", sparse[0], by_variant[sparse[0]], fits)
+    return numbers | first | {"ComplexityVariant": _tex_escape(sparse[0])}
+
+
+def _complexity_numbers(
+    prefix: str, variant: str, rows: Sequence[dict[str, str]], fits: Sequence[dict[str, str]]
+) -> dict[str, str]:
+    """The fitted exponents, densities and varentropy correlation of one variant, as macros."""
+
+    def fit(quantity: str) -> dict[str, str]:
+        return next(f for f in fits if f["variant"] == variant and f["quantity"].startswith(quantity))
+
+    weights, tiles, memory, rho = (
+        fit("k of nonzero ∝"),
+        fit("k of nonzero_blocks"),
+        fit("k of peak_mb"),
+        fit("spearman"),
+    )
+    density = [float(r["density"]) for r in rows]
+    tile_density = [float(r["block_density"]) for r in rows]
+    numbers = {
+        "Verdict": "supported" if weights["supports_1.5"] == "True" else "not supported",
+        "Inside": "inside" if weights["supports_1.5"] == "True" else "outside",
+        "K": weights["estimate"],
+        "KLow": weights["low"],
+        "KHigh": weights["high"],
+        "DensityMin": f"{min(density):.2f}",
+        "DensityMax": f"{max(density):.2f}",
+        "TileVerdict": "supported" if tiles["supports_1.5"] == "True" else "not supported",
+        "TileK": tiles["estimate"],
+        "TileKLow": tiles["low"],
+        "TileKHigh": tiles["high"],
+        "TileDensityMin": f"{min(tile_density):.2f}",
+        "TileDensityMax": f"{max(tile_density):.2f}",
+        "TileDensityRange": (
+            f"{min(tile_density):.2f} at every N"
+            if f"{min(tile_density):.2f}" == f"{max(tile_density):.2f}"
+            else f"between {min(tile_density):.2f} and {max(tile_density):.2f}"
+        ),
+        "MemK": memory["estimate"],
+        "MemKLow": memory["low"],
+        "MemKHigh": memory["high"],
+        "Rho": rho["estimate"],
+        "RhoP": _tex_number(rho["r2_or_p"]),
+        # "work ∝ 1/varentropy" predicts denser heads where varentropy is low: a negative correlation
+        "RhoDirection": (
+            "says nothing about"  # constant density (softmax): no correlation
+            if math.isnan(float(rho["estimate"]))
+            else "agrees with"
+            if float(rho["estimate"]) < 0
+            else "is the opposite of"
+        ),
     }
+    return {prefix + k: v for k, v in numbers.items()}
 
 
 def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
@@ -350,6 +438,137 @@ def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     }
 
 
+def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Tables of results/scaling.csv (mean ± std per size, fitted laws) and loss vs parameters."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib import ticker
+
+    from experiments.fit import ScalingLawFit
+
+    command, rows = read_results(results / "scaling.csv")
+    runs = [r for r in rows if r["kind"] == "run"]
+    means = [r for r in rows if r["kind"] == "mean"]
+    fits = {r["variant"]: r for r in rows if r["kind"] == "fit"}
+    write_table(
+        out,
+        "scaling",
+        ("variant", "parameters", "seeds", "val bits/byte (mean ± std)", "sparsity"),
+        [
+            [r["variant"], r["params"], r["runs"], f"{r['val_bpb']} ± {r['val_bpb_std']}", r["attn_sparsity"]]
+            for r in means
+        ],
+        f"Scaling: last validation bits/byte per model size, mean ± sample std over seeds, and the mean "
+        f"fraction of visible keys at zero attention weight at that evaluation ({hardware}).",
+        command,
+    )
+    write_table(
+        out,
+        "scaling_fit",
+        ("variant", "runs", "E ± se", "A ± se", "a ± se"),
+        [
+            [v, f["runs"], *(f"{f[k]} ± {float(f['se_' + k]):.3g}" for k in ("E", "A", "a"))]
+            for v, f in fits.items()
+        ],
+        f"Fits of L(N) = E + A·N^(-a) by nonlinear least squares over every run, with the standard errors "
+        f"of the fit's covariance ({hardware}).",
+        command,
+    )
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    grid = np.geomspace(min(int(r["params"]) for r in runs), max(int(r["params"]) for r in runs), 100)
+    for variant in sorted({r["variant"] for r in means}):
+        vm = [r for r in means if r["variant"] == variant]
+        (line,) = ax.plot(
+            [int(r["params"]) for r in vm], [float(r["val_bpb"]) for r in vm], "o", label=f"{variant} (mean)"
+        )
+        ax.errorbar(
+            [int(r["params"]) for r in vm],
+            [float(r["val_bpb"]) for r in vm],
+            yerr=[float(r["val_bpb_std"]) for r in vm],
+            fmt="none",
+            ecolor=line.get_color(),
+            capsize=3,
+        )
+        vr = [r for r in runs if r["variant"] == variant]
+        ax.plot(
+            [int(r["params"]) for r in vr],
+            [float(r["val_bpb"]) for r in vr],
+            ".",
+            color=line.get_color(),
+            alpha=0.4,
+        )
+        if variant in fits:
+            f = fits[variant]
+            law = ScalingLawFit(float(f["E"]), float(f["A"]), float(f["a"]), (0.0, 0.0, 0.0))
+            ax.plot(
+                grid,
+                law(grid),
+                "-",
+                color=line.get_color(),
+                alpha=0.7,
+                label=f"E + A·N^-a, a = {float(f['a']):.2f}",
+            )
+    ax.set(xscale="log", xlabel="parameters N", ylabel="val bits/byte")
+    sizes = sorted({int(r["params"]) for r in runs})
+    ax.set_xticks(sizes, [f"{n / 1e3:.0f}k" for n in sizes])  # the measured sizes
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.legend(fontsize=7)
+    steps = sorted({r["steps"] for r in runs})
+    ax.set_title(f"Scaling, {'/'.join(steps)} steps per run ({hardware})", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "scaling.png", dpi=110)
+    plt.close(fig)
+    sizes = sorted({int(r["params"]) for r in means})
+    largest = {r["variant"]: r for r in means if int(r["params"]) == sizes[-1]}
+    seeds = sorted({r["runs"] for r in means})
+    numbers = {
+        "ScalingSizes": str(len(sizes)),
+        "ScalingParamsMin": f"{sizes[0]:,}".replace(",", "{,}"),
+        "ScalingParamsMax": f"{sizes[-1]:,}".replace(",", "{,}"),
+        "ScalingSeeds": "/".join(seeds),
+        "ScalingSteps": "/".join(steps),
+        "ScalingTokens": "/".join(sorted({f"{int(r['tokens']) / 1e6:.2f}M" for r in runs})),
+    }
+    missing = r"\text{not measured}"  # a variant or size absent from the CSV: said, not invented
+    for variant, key in (("softmax", "Softmax"), ("scheduled-linear-gated", "Gated")):
+        mean, fit = largest.get(variant), fits.get(variant)
+        numbers[f"Scaling{key}Largest"] = f"{mean['val_bpb']} \\pm {mean['val_bpb_std']}" if mean else missing
+        numbers[f"Scaling{key}Exponent"] = f"{fit['a']} \\pm {float(fit['se_a']):.2g}" if fit else missing
+        numbers[f"Scaling{key}E"] = f"{fit['E']} \\pm {float(fit['se_E']):.2g}" if fit else missing
+    if {"softmax", "scheduled-linear-gated"} <= set(largest):
+        numbers |= _largest_difference(largest["softmax"], largest["scheduled-linear-gated"])
+    gated = [float(r["attn_sparsity"]) for r in means if r["variant"] == "scheduled-linear-gated"]
+    numbers["ScalingGatedSparsityMin"] = f"{min(gated):.2f}" if gated else missing
+    numbers["ScalingGatedSparsityMax"] = f"{max(gated):.2f}" if gated else missing
+    return numbers
+
+
+def _largest_difference(softmax: dict[str, str], gated: dict[str, str]) -> dict[str, str]:
+    """Gated minus softmax bits/byte at the largest size, with a 95% Welch interval, as macros."""
+    from scipy import stats
+
+    (m1, s1, n1), (m2, s2, n2) = (
+        (float(r["val_bpb"]), float(r["val_bpb_std"]), int(r["runs"])) for r in (softmax, gated)
+    )
+    v1, v2 = s1**2 / n1, s2**2 / n2
+    df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
+    half = stats.t.ppf(0.975, df) * math.sqrt(v1 + v2)
+    diff = m2 - m1
+    verdict = (
+        "not distinguishable from"
+        if diff - half <= 0 <= diff + half
+        else "worse than"
+        if diff > 0
+        else "better than"
+    )
+    return {
+        "ScalingLargestDiff": f"{diff:+.4f}",
+        "ScalingLargestDiffLow": f"{diff - half:+.4f}",
+        "ScalingLargestDiffHigh": f"{diff + half:+.4f}",
+        "ScalingLargestVerdict": verdict,
+    }
+
+
 def build_pdf() -> int:
     """latexmk, else pdflatex twice, in paper/; says so and returns 0 when neither is on PATH."""
     if shutil.which("latexmk"):
@@ -383,6 +602,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     numbers |= ablation(args.results, args.out, hardware)
     numbers |= complexity(args.results, args.out, hardware)
     numbers |= sampling(args.results, args.out, hardware)
+    numbers |= scaling(args.results, args.out, hardware)
     (args.out / "numbers.tex").write_text(
         "".join(rf"\newcommand{{\{k}}}{{{v}}}" + "\n" for k, v in numbers.items())
     )
