@@ -26,11 +26,14 @@ could save.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import os
 import platform
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -81,6 +84,30 @@ def causal_tiles(n: int, head_dim: int) -> int:
     return sum(-(-min(start + tq, n) // tk) for start in range(0, n, tq))
 
 
+@contextlib.contextmanager
+def _without_profiler_chatter() -> Iterator[None]:
+    """Drop the ``USDT: ... profiler_start/stop`` lines the CPU profiler writes to the process's stderr.
+
+    They come from C++ (file descriptor 2, not `sys.stderr`): the descriptor is pointed at a temporary
+    file for the duration and every other line is written back to stderr afterwards.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(True) if not line.startswith(b"USDT:")]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode(errors="replace"))
+                sys.stderr.flush()
+
+
 def peak_forward_memory(model: GPT, inputs: torch.Tensor) -> int:
     """Bytes: the most tensor memory held at once during one forward, beyond what was held before it.
 
@@ -100,7 +127,10 @@ def peak_forward_memory(model: GPT, inputs: torch.Tensor) -> int:
             return torch.cuda.max_memory_allocated(device) - before
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with (
+            _without_profiler_chatter(),
+            profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+        ):
             model(input_ids=inputs, output_attention_metrics=False)
     held = peak = 0
     for event in sorted(prof.events(), key=lambda e: e.time_range.start):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 
 import numpy as np
 import pytest
@@ -105,6 +106,16 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch):
     assert math.isnan(
         float(next(f for f in fits if f["variant"] == "softmax" and "spearman" in f["quantity"])["estimate"])
     )
+
+
+def test_cpu_peak_memory_without_profiler_chatter(capfd):
+    """The profiler's C++ ``USDT:`` lines on file descriptor 2 are dropped; other stderr output is kept."""
+    with complexity._without_profiler_chatter():
+        os.write(2, b"USDT:2026 SyncActivityProfilerHandler.cpp:52] profiler_start\nkept\n")
+    assert capfd.readouterr().err == "kept\n"
+    model = GPT(GPTConfig(n_layer=1, d_model=32))
+    assert complexity.peak_forward_memory(model, torch.zeros(1, 64, dtype=torch.long)) > 0
+    assert "USDT" not in capfd.readouterr().err
 
 
 def test_ablation_table(tmp_path, capsys):
