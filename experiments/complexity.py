@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import entropic
 from entropic.attention import attention_tiles, collect_attention_stats
@@ -182,8 +183,12 @@ def run(
     batch: int,
     repeats: int,
     device: torch.device,
+    progress: tqdm | None = None,
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """The per-N rows and the fit rows for one checkpoint, on windows of `corpus`'s validation split."""
+    """The per-N rows and the fit rows for one checkpoint, on windows of `corpus`'s validation split.
+
+    `progress`, when given, is advanced by one per length and shows the variant and N being measured.
+    """
     from scipy.stats import spearmanr
 
     model = GPT.from_checkpoint(checkpoint).to(device).eval()
@@ -193,10 +198,14 @@ def run(
     rows, per_head = [], []
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for n in lengths:
+        if progress is not None:
+            progress.set_postfix_str(f"{variant} N={n}")
         windows = ByteCorpus(corpus.splits, seq_len=n)
         inputs = windows.batch("val", batch, torch.Generator().manual_seed(0)).inputs.to(device)
         m = measure(model, inputs, repeats)
         per_head.append((m["varentropy"], m["density"]))
+        if progress is not None:
+            progress.update(1)
         rows.append(
             {
                 "variant": variant,
@@ -281,10 +290,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = torch.device(auto if args.device == "auto" else args.device)
     corpus = ByteCorpus.from_stdlib(seq_len=max(args.lengths))
     rows, fits = [], []
-    for checkpoint in args.checkpoint:
-        r, f = run(checkpoint, corpus, args.lengths, args.batch, args.repeats, device)
-        rows += r
-        fits += f
+    # one step per (checkpoint, N); the α-entmax reference's time grows as N²: the last steps take longest
+    with tqdm(total=len(args.checkpoint) * len(args.lengths), desc="complexity", unit="length") as progress:
+        for checkpoint in args.checkpoint:
+            r, f = run(checkpoint, corpus, args.lengths, args.batch, args.repeats, device, progress)
+            rows += r
+            fits += f
     command = "python -m experiments.complexity " + " ".join(sys.argv[1:] if argv is None else argv)
     _write(args.out, COLUMNS, rows, command)
     _write(args.out.with_name(args.out.stem + "_fit.csv"), FIT_COLUMNS, fits, command)
