@@ -98,12 +98,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
             for n, seed, bpb, step, tokens, sparsity in runs
         ]
-        by_size = defaultdict(list)
-        sparsity_by_size = defaultdict(list)
+        by_size = defaultdict(list)  # parameters -> [(bits/byte, sparsity) of each seed]
         for n, _, bpb, _, _, sparsity in runs:
-            by_size[n].append(bpb)
-            sparsity_by_size[n].append(sparsity)
-        for n, values in sorted(by_size.items()):
+            by_size[n].append((bpb, sparsity))
+        for n, seeds in sorted(by_size.items()):
+            values, sparsities = zip(*seeds, strict=True)
             std = statistics.stdev(values) if len(values) > 1 else float("nan")
             rows.append(
                 {
@@ -113,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "runs": len(values),
                     "val_bpb": f"{statistics.fmean(values):.4f}",
                     "val_bpb_std": f"{std:.4f}",
-                    "attn_sparsity": f"{statistics.fmean(sparsity_by_size[n]):.4f}",
+                    "attn_sparsity": f"{statistics.fmean(sparsities):.4f}",
                 }
             )
         if len(by_size) < 4:

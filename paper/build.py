@@ -46,11 +46,16 @@ def read_results(path: Path) -> tuple[str, list[dict[str, str]]]:
         return command, list(csv.DictReader(f))
 
 
-def t_interval(std: float, n: int) -> float:
-    """Half-width of the 95% Student-t interval of a mean of `n` samples with sample std `std`."""
+def t_half_width(se: float, df: float) -> float:
+    """Half-width of the 95% Student-t interval of an estimate with standard error `se` and `df` degrees."""
     from scipy import stats
 
-    return float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
+    return float(stats.t.ppf(0.975, df)) * se
+
+
+def t_interval(std: float, n: int) -> float:
+    """Half-width of the 95% Student-t interval of a mean of `n` samples with sample std `std`."""
+    return t_half_width(std / math.sqrt(n), n - 1)
 
 
 def _tex_escape(text: str) -> str:
@@ -300,23 +305,27 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     fig.savefig(out / "complexity.png", dpi=110)
     plt.close(fig)
     numbers = {"ComplexityNMin": str(n_all[0]), "ComplexityNMax": str(n_all[-1])}
-    for variant in by_variant:
+    per_variant = {v: _complexity_numbers(v, vr, fits) for v, vr in by_variant.items()}
+    for variant, values in per_variant.items():
         # \ComplexityScheduledGatedK, ...: one set of macros per variant (TeX names are letters only)
         prefix = "Complexity" + "".join(w.capitalize() for w in re.split(r"[^A-Za-z]+", variant) if w)
-        numbers |= _complexity_numbers(prefix, variant, by_variant[variant], fits)
-    sparse = [v for v in by_variant if v != "softmax"]
+        numbers |= {prefix + k: v for k, v in values.items()}
     # the first sparse variant (the demo's scheduled model) is also quoted without a variant in the name
-    first = _complexity_numbers("Complexity", sparse[0], by_variant[sparse[0]], fits)
-    return numbers | first | {"ComplexityVariant": _tex_escape(sparse[0])}
+    first = next(v for v in by_variant if v != "softmax")
+    numbers |= {"Complexity" + k: v for k, v in per_variant[first].items()}
+    return numbers | {"ComplexityVariant": _tex_escape(first)}
 
 
 def _complexity_numbers(
-    prefix: str, variant: str, rows: Sequence[dict[str, str]], fits: Sequence[dict[str, str]]
+    variant: str, rows: Sequence[dict[str, str]], fits: Sequence[dict[str, str]]
 ) -> dict[str, str]:
-    """The fitted exponents, densities and varentropy correlation of one variant, as macros."""
+    """The fitted exponents, densities and varentropy correlation of one variant (macro name suffixes)."""
 
     def fit(quantity: str) -> dict[str, str]:
         return next(f for f in fits if f["variant"] == variant and f["quantity"].startswith(quantity))
+
+    def verdict(f: dict[str, str]) -> str:
+        return "supported" if f["supports_1.5"] == "True" else "not supported"
 
     weights, tiles, memory, rho = (
         fit("k of nonzero ∝"),
@@ -327,14 +336,14 @@ def _complexity_numbers(
     density = [float(r["density"]) for r in rows]
     tile_density = [float(r["block_density"]) for r in rows]
     numbers = {
-        "Verdict": "supported" if weights["supports_1.5"] == "True" else "not supported",
+        "Verdict": verdict(weights),
         "Inside": "inside" if weights["supports_1.5"] == "True" else "outside",
         "K": weights["estimate"],
         "KLow": weights["low"],
         "KHigh": weights["high"],
         "DensityMin": f"{min(density):.2f}",
         "DensityMax": f"{max(density):.2f}",
-        "TileVerdict": "supported" if tiles["supports_1.5"] == "True" else "not supported",
+        "TileVerdict": verdict(tiles),
         "TileK": tiles["estimate"],
         "TileKLow": tiles["low"],
         "TileKHigh": tiles["high"],
@@ -359,7 +368,7 @@ def _complexity_numbers(
             else "is the opposite of"
         ),
     }
-    return {prefix + k: v for k, v in numbers.items()}
+    return numbers
 
 
 def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
@@ -474,20 +483,18 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
         f"of the fit's covariance ({hardware}).",
         command,
     )
+    sizes = sorted({int(r["params"]) for r in runs})
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    grid = np.geomspace(min(int(r["params"]) for r in runs), max(int(r["params"]) for r in runs), 100)
+    grid = np.geomspace(sizes[0], sizes[-1], 100)
     for variant in sorted({r["variant"] for r in means}):
         vm = [r for r in means if r["variant"] == variant]
-        (line,) = ax.plot(
-            [int(r["params"]) for r in vm], [float(r["val_bpb"]) for r in vm], "o", label=f"{variant} (mean)"
-        )
-        ax.errorbar(
+        line, *_ = ax.errorbar(
             [int(r["params"]) for r in vm],
             [float(r["val_bpb"]) for r in vm],
             yerr=[float(r["val_bpb_std"]) for r in vm],
-            fmt="none",
-            ecolor=line.get_color(),
+            fmt="o",
             capsize=3,
+            label=f"{variant} (mean)",
         )
         vr = [r for r in runs if r["variant"] == variant]
         ax.plot(
@@ -509,7 +516,6 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 label=f"E + A·N^-a, a = {float(f['a']):.2f}",
             )
     ax.set(xscale="log", xlabel="parameters N", ylabel="val bits/byte")
-    sizes = sorted({int(r["params"]) for r in runs})
     ax.set_xticks(sizes, [f"{n / 1e3:.0f}k" for n in sizes])  # the measured sizes
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
     ax.legend(fontsize=7)
@@ -518,7 +524,6 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     fig.tight_layout()
     fig.savefig(out / "scaling.png", dpi=110)
     plt.close(fig)
-    sizes = sorted({int(r["params"]) for r in means})
     largest = {r["variant"]: r for r in means if int(r["params"]) == sizes[-1]}
     seeds = sorted({r["runs"] for r in means})
     numbers = {
@@ -545,14 +550,12 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
 
 def _largest_difference(softmax: dict[str, str], gated: dict[str, str]) -> dict[str, str]:
     """Gated minus softmax bits/byte at the largest size, with a 95% Welch interval, as macros."""
-    from scipy import stats
-
     (m1, s1, n1), (m2, s2, n2) = (
         (float(r["val_bpb"]), float(r["val_bpb_std"]), int(r["runs"])) for r in (softmax, gated)
     )
     v1, v2 = s1**2 / n1, s2**2 / n2
     df = (v1 + v2) ** 2 / (v1**2 / (n1 - 1) + v2**2 / (n2 - 1))
-    half = stats.t.ppf(0.975, df) * math.sqrt(v1 + v2)
+    half = t_half_width(math.sqrt(v1 + v2), df)
     diff = m2 - m1
     verdict = (
         "not distinguishable from"
