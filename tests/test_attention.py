@@ -216,6 +216,20 @@ def test_gradcheck_per_query_alpha():
     assert torch.autograd.gradcheck(fn, (q, k, v, alpha), atol=1e-6, rtol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [(4,), (2, 4, 5)])
+def test_alpha_gradient_at_one_is_zero_when_every_alpha_is_one(shape):
+    """∂L/∂α exists and is 0 at α = 1, whether every α is 1 (the softmax shortcut) or only some are."""
+    q, k, v = qkv()
+    for alpha in (torch.ones(shape, dtype=F64), 1.0 + torch.rand(shape, dtype=F64)):
+        alpha.view(-1)[::2] = 1.0  # the second pass mixes α = 1 with α in (1, 2)
+        alpha.requires_grad_(True)
+        out = entmax_attention(q, k, v, alpha, causal=True, impl="torch")
+        out.square().sum().backward()
+        assert alpha.grad is not None and alpha.grad.shape == alpha.shape
+        assert (alpha.grad[alpha == 1.0] == 0).all()
+        assert (alpha == 1.0).all() or (alpha.grad[alpha > 1.0] != 0).any()
+
+
 def test_gradcheck_softmax_and_scheduled():
     q, k, v = (x.requires_grad_(True) for x in qkv(b=1, h=2, hkv=1, nq=4, nk=4, d=3))
     assert torch.autograd.gradcheck(lambda q, k, v: softmax_attention(q, k, v, causal=True), (q, k, v))
