@@ -72,6 +72,112 @@ def test_matches_entmax_package(alpha, probs_fn, scale, causal):
     torch.testing.assert_close(out, ref, atol=1e-10, rtol=1e-9)
 
 
+def padding_keep(lengths: list[int], nk: int) -> torch.Tensor:
+    """``(B, 1, 1, Nk)`` key-padding mask: row b keeps its first ``lengths[b]`` keys."""
+    return (torch.arange(nk) < torch.tensor(lengths)[:, None])[:, None, None, :]
+
+
+def masks(kind: str, nq: int, nk: int) -> tuple[bool, torch.Tensor | None, torch.Tensor]:
+    """(causal, attn_mask, the combined keep mask for the oracle) of a causal / padding / both case."""
+    pad = padding_keep([nk, nk - 3], nk) if kind != "causal" else None
+    keep = torch.ones(1, 1, nq, nk, dtype=torch.bool)
+    keep = keep & causal_keep(nq, nk) if kind != "padding" else keep
+    return kind != "padding", pad, keep if pad is None else keep & pad
+
+
+def grads_against_oracle(q, k, v, alpha, ours, oracle, atol=1e-9):
+    """Equal outputs, and equal gradients for one random upstream gradient in q, k, v (and a grad α)."""
+    inputs = [x.detach().requires_grad_(True) for x in (q, k, v)]
+    tensor_alpha = isinstance(alpha, torch.Tensor) and alpha.requires_grad
+    if tensor_alpha:
+        inputs.append(alpha.detach().requires_grad_(True))
+    twins = [x.detach().requires_grad_(True) for x in inputs]
+    out, ref = ours(*inputs), oracle(*twins)
+    torch.testing.assert_close(out, ref, atol=atol, rtol=0)
+    upstream = torch.randn_like(ref)
+    got = torch.autograd.grad(out, inputs, upstream)
+    want = torch.autograd.grad(ref, twins, upstream)
+    for name, g, w in zip("qkva", got, want, strict=False):
+        torch.testing.assert_close(g, w, atol=atol * max(w.abs().max().item(), 1.0), rtol=0, msg=name)
+    return got
+
+
+ORACLES = {
+    1.0: lambda s: torch.softmax(s, -1),
+    1.25: lambda s: entmax_bisect(s, 1.25, -1),
+    1.5: lambda s: entmax15(s, -1),
+    2.0: lambda s: sparsemax(s, -1),
+}
+
+
+@pytest.mark.parametrize("alpha", list(ORACLES))
+@pytest.mark.parametrize("mask", ["causal", "padding", "both"])
+def test_fixed_alpha_values_and_gradients_match_entmax_package(alpha, mask):
+    q, k, v = qkv(nq=6, nk=9, scale=2.0)
+    causal, pad, keep = masks(mask, 6, 9)
+    grads_against_oracle(
+        q,
+        k,
+        v,
+        alpha,
+        lambda q, k, v: entmax_attention(q, k, v, alpha, causal=causal, attn_mask=pad, impl="torch"),
+        lambda q, k, v: ref_attention(q, k, v, ORACLES[alpha], keep)[0],
+    )
+
+
+@pytest.mark.parametrize("per", ["head", "query"])
+@pytest.mark.parametrize("mask", ["causal", "padding", "both"])
+def test_tensor_alpha_values_and_gradients_match_entmax_bisect(per, mask):
+    """Per-head (learned) and per-query α against ``entmax_bisect``, the α-gradient included."""
+    q, k, v = qkv(nq=6, nk=9, scale=2.0)
+    causal, pad, keep = masks(mask, 6, 9)
+    alpha = 1.1 + 0.9 * torch.rand((4,) if per == "head" else (2, 4, 6), dtype=F64)
+    alpha.view(-1)[::3] = 2.0  # sparsemax entries in the mix
+    alpha.requires_grad_(True)
+
+    def oracle(q, k, v, a):
+        a = a.view(1, 4, 1) if per == "head" else a
+        return ref_attention(q, k, v, lambda s: entmax_bisect(s, a.unsqueeze(-1), -1), keep)[0]
+
+    ours = lambda q, k, v, a: entmax_attention(q, k, v, a, causal=causal, attn_mask=pad, impl="torch")  # noqa: E731
+    *_, d_alpha = grads_against_oracle(q, k, v, alpha, ours, oracle)
+    assert (d_alpha != 0).any()
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        EntropySchedule("linear", alpha_min=1.2),
+        EntropySchedule(
+            "cosine", low=0.3, high=0.9, alpha_min=1.1, varentropy_threshold=0.3, fixed_alpha=1.6
+        ),
+    ],
+)
+@pytest.mark.parametrize("mask", ["causal", "both"])
+def test_scheduled_alpha_values_and_gradients_match_entmax_bisect(schedule, mask):
+    """The α the schedule picks from the softmax of the materialised scores, then ``entmax_bisect``."""
+    q, k, v = qkv(nq=8, nk=8, scale=2.0)
+    causal, pad, keep = masks(mask, 8, 8)
+    _, s, _ = ref_attention(q, k, v, lambda s: s, keep)
+    visible = keep.expand_as(s)
+    logp = torch.log_softmax(s.masked_fill(~visible, -math.inf), -1)
+    p = logp.exp()
+    h = -(p * logp.masked_fill(~visible, 0.0)).sum(-1)
+    var = (p * (logp.masked_fill(~visible, 0.0) + h.unsqueeze(-1)).square()).sum(-1)
+    alpha = schedule(h, visible.sum(-1), var)  # (B, H, Nq)
+    assert alpha.unique().numel() > 3  # the inputs exercise the schedule's range
+    _, stats = entmax_attention(q, k, v, schedule, causal=causal, attn_mask=pad, return_stats=True)
+    torch.testing.assert_close(stats.alpha, alpha, atol=1e-12, rtol=0)
+    grads_against_oracle(
+        q,
+        k,
+        v,
+        schedule,
+        lambda q, k, v: entmax_attention(q, k, v, schedule, causal=causal, attn_mask=pad, impl="torch"),
+        lambda q, k, v: ref_attention(q, k, v, lambda s: entmax_bisect(s, alpha.unsqueeze(-1), -1), keep)[0],
+    )
+
+
 def test_alpha_one_equals_sdpa_float32_with_mask_and_gqa():
     q, k, v = qkv(b=3, h=6, hkv=3, nq=11, nk=11, d=16, dtype=torch.float32)
     mask = torch.rand(3, 1, 11, 11) > 0.3
@@ -214,6 +320,20 @@ def test_gradcheck_per_query_alpha():
     alpha = (1.2 + 0.7 * torch.rand(1, 2, 3, dtype=F64)).requires_grad_(True)
     fn = lambda q, k, v, a: entmax_attention(q, k, v, a)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (q, k, v, alpha), atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 4, 5)])
+def test_alpha_gradient_at_one_is_zero_when_every_alpha_is_one(shape):
+    """∂L/∂α exists and is 0 at α = 1, whether every α is 1 (the softmax shortcut) or only some are."""
+    q, k, v = qkv()
+    for alpha in (torch.ones(shape, dtype=F64), 1.0 + torch.rand(shape, dtype=F64)):
+        alpha.view(-1)[::2] = 1.0  # the second pass mixes α = 1 with α in (1, 2)
+        alpha.requires_grad_(True)
+        out = entmax_attention(q, k, v, alpha, causal=True, impl="torch")
+        out.square().sum().backward()
+        assert alpha.grad is not None and alpha.grad.shape == alpha.shape
+        assert (alpha.grad[alpha == 1.0] == 0).all()
+        assert (alpha == 1.0).all() or (alpha.grad[alpha > 1.0] != 0).any()
 
 
 def test_gradcheck_softmax_and_scheduled():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from entmax import entmax_bisect
 from torch import nn
 
 from entropic.attention import (
@@ -71,6 +72,34 @@ def test_learned_alpha_is_one_plus_sigmoid_and_trains():
     assert ((attn.alpha >= 1) & (attn.alpha <= 2)).all()
 
 
+def test_learned_alpha_values_and_gradients_match_entmax_bisect():
+    """The learned-α module = projections + ``entmax_bisect`` at ``1 + sigmoid(z)``, causal and padded."""
+    attn = make("learned")
+    with torch.no_grad():
+        attn.alpha_logit.copy_(torch.tensor([-2.0, 0.0, 1.0, 3.0]))
+    x = torch.randn(2, 6, 32, dtype=F64) * 2.0
+    keep = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    keep[1, ..., 4:] = False  # row 1: two padded keys at the end
+    out = attn(x, attn_mask=keep)
+
+    q = attn.q_proj(x).view(2, 6, 4, 8).transpose(1, 2)  # (B, H, N, D)
+    k = attn.k_proj(x).view(2, 6, 2, 8).transpose(1, 2).repeat_interleave(2, 1)
+    v = attn.v_proj(x).view(2, 6, 2, 8).transpose(1, 2).repeat_interleave(2, 1)
+    s = (q @ k.transpose(-1, -2)) / 8**0.5
+    s = s.masked_fill(~(keep & torch.ones(6, 6, dtype=torch.bool).tril()), -1e9)
+    alpha = (1.0 + torch.sigmoid(attn.alpha_logit)).view(1, 4, 1, 1)
+    p = entmax_bisect(s, alpha, -1)
+    ref = attn.out_proj((p @ v).transpose(1, 2).reshape(2, 6, 32))
+    torch.testing.assert_close(out, ref, atol=1e-10, rtol=0)
+    upstream = torch.randn_like(out)
+    params = (attn.alpha_logit, attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)
+    got = torch.autograd.grad(out, params, upstream)
+    want = torch.autograd.grad(ref, params, upstream)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, atol=1e-9, rtol=1e-7)
+    assert (got[0] != 0).all()
+
+
 @pytest.mark.parametrize("logit", [-60.0, -8.0, 0.0, 8.0, 60.0])
 @pytest.mark.parametrize("score_scale", [1e-4, 1.0, 1e4])
 def test_learned_alpha_finite_for_extreme_scores_and_logits(logit, score_scale):
@@ -84,10 +113,9 @@ def test_learned_alpha_finite_for_extreme_scores_and_logits(logit, score_scale):
     out.square().sum().backward()
     assert torch.isfinite(out).all()
     for name, p in attn.named_parameters():
-        if name == "alpha_logit" and p.grad is None:
-            assert (attn.alpha == 1.0).all()  # sigmoid underflowed: exact softmax, α out of the graph
-            continue
-        assert torch.isfinite(p.grad).all(), name
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    if (attn.alpha == 1.0).all():  # sigmoid underflowed: exact softmax, whose α-gradient is 0
+        assert (attn.alpha_logit.grad == 0).all()
 
 
 def test_scheduled_alpha_follows_entropy_and_is_collected():

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from entmax import sparsemax
+from entmax import entmax15, entmax_bisect, sparsemax
 
 from entropic.attention import EntropicAttention, EntropySchedule, attention_tiles, entmax_attention
 
@@ -86,8 +86,8 @@ def test_forward_gradients_and_stats(device, dtype, atol, case):
     for got, want in ((q.grad, qd.grad), (k.grad, kd.grad), (v.grad, vd.grad)):
         assert got.dtype == dtype
         close(got, want, 4 * atol)
-    # ∂α: the formula of entmax_bisect's backward (0 where α = 1: the reference's softmax rows)
-    want = torch.zeros_like(a.grad, dtype=torch.float64) if ad.grad is None else ad.grad
+    # ∂α: the formula of entmax_bisect's backward (0 where α = 1, also when every α is 1)
+    want = ad.grad
     torch.testing.assert_close(
         a.grad.double(), want, atol=1e-3 * max(want.abs().max().item(), 1.0), rtol=1e-3
     )
@@ -129,6 +129,60 @@ def test_scheduled_alpha_in_the_kernel(device, schedule):
     ref_out.backward(torch.ones_like(ref_out))
     close(q.grad, qd.grad, 4e-4)
     close(k.grad, kd.grad, 4e-4)
+
+
+ORACLES = {  # the `entmax` package on float64 scores
+    1.0: lambda s: torch.softmax(s, -1),
+    1.25: lambda s: entmax_bisect(s, 1.25, -1),
+    1.5: lambda s: entmax15(s, -1),
+    2.0: lambda s: sparsemax(s, -1),
+}
+
+
+@pytest.mark.parametrize("alpha", [*ORACLES, "head", "query", "scheduled"])
+def test_against_entmax_package(device, alpha):
+    """Kernel (float32) = `entmax` on the materialised float64 scores: outputs and q, k, v, α gradients."""
+    b, h, nq, nk, d = 1, 2, 20, 20, 16  # GQA: two query heads read one key/value head
+    q, k, v = inputs(b, h, 1, nq, nk, d, torch.float32, device)
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    s = (qd @ kd.transpose(-1, -2)) / math.sqrt(d)  # (B, H, Nq, Nk), k broadcast over the heads
+    s = s.masked_fill(torch.ones(nq, nk, dtype=torch.bool, device=device).tril().logical_not(), -math.inf)
+    if alpha == "scheduled":
+        a = EntropySchedule("linear", low=0.2, high=0.8, alpha_min=1.2)
+        logp = torch.log_softmax(s.detach(), -1)
+        h_soft = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+        ad = a(h_soft, torch.arange(1, nq + 1, device=device))  # the α the schedule picks, (B, H, Nq)
+    elif alpha == "head":
+        a = torch.tensor([1.3, 1.8], device=device, requires_grad=True)
+        ad = a.detach().double().requires_grad_()
+    elif alpha == "query":
+        a = (1.1 + 0.9 * torch.rand(b, h, nq, device=device)).requires_grad_()
+        ad = a.detach().double().requires_grad_()
+    else:
+        a = torch.full((h,), alpha, device=device, requires_grad=True)  # a tensor, α = 1 included
+    if isinstance(alpha, float):
+        p = ORACLES[alpha](s)
+    else:
+        p = entmax_bisect(s, (ad.view(1, h, 1) if alpha == "head" else ad).unsqueeze(-1), -1)
+    ref = p @ vd
+    out, stats = entmax_flash_attention(q, k, v, a, causal=True, return_stats=True)
+    if alpha == "scheduled":
+        torch.testing.assert_close(stats.alpha.double(), ad, atol=1e-5, rtol=0)
+        assert ad.min() < 1.5 < ad.max()  # the inputs exercise the schedule's range
+    close(out, ref, 5e-5)
+    assert torch.equal(stats.support, (p > 0).sum(-1))
+    upstream = torch.randn_like(ref)
+    out.backward(upstream.float())
+    ref.backward(upstream)
+    for got, want in ((q.grad, qd.grad), (k.grad, kd.grad), (v.grad, vd.grad)):
+        close(got, want, 2e-4)
+    if isinstance(alpha, float):  # ∂α is 0 at α = 1, and not elsewhere
+        assert a.grad is not None and ((a.grad == 0) == (alpha == 1.0)).all()
+    if alpha in ("head", "query"):
+        want = ad.grad
+        torch.testing.assert_close(
+            a.grad.double(), want, atol=1e-3 * max(want.abs().max().item(), 1.0), rtol=1e-3
+        )
 
 
 def test_decode_split_k_matches_one_pass(device):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from functools import partial
+import inspect
+import warnings
+from functools import partial, wraps
 from types import SimpleNamespace
 
 import pytest
@@ -116,13 +118,13 @@ def test_attention_metrics_reach_the_sampler(model, prompts):
     """A model that returns `attention_metrics` (the entropic convention) feeds them to the sampler."""
     ids, mask = prompts
 
+    @wraps(model.forward)  # the wrapper takes the cache under the model's name for it
     def with_stats(**kwargs):
         out = model(**kwargs)
         b = out.logits.shape[0]
         stats = AttentionMetrics(torch.full((b,), 1.5), torch.full((b,), 0.2), torch.zeros(b), torch.ones(b))
-        return SimpleNamespace(
-            logits=out.logits, past_key_values=out.past_key_values, attention_metrics=stats
-        )
+        name = "cache" if "cache" in kwargs else "past_key_values"
+        return SimpleNamespace(logits=out.logits, attention_metrics=stats, **{name: getattr(out, name)})
 
     out = generate(with_stats, ids, EntropixSampler(), 3, attention_mask=mask, return_metrics=True)
     assert torch.equal(out.metrics["attn_entropy"], torch.full((3, 3), 1.5))
@@ -138,3 +140,44 @@ def test_generate_bad_input(model, prompts):
         generate(model, ids.float(), greedy, 2)
     with pytest.raises(ValueError, match=r"eos_token_id must be a token id >= 0"):
         generate(model, ids, greedy, 2, eos_token_id=-3)
+
+
+def test_cache_goes_under_the_models_name_for_it_without_deprecation_warnings(model, prompts):
+    """The cache goes in as ``cache`` when forward takes it (transformers 5), else as ``past_key_values``."""
+    ids, mask = prompts
+    hf_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    seen = []
+
+    def legacy(*, past_key_values=None, **kwargs):  # the entropic GPT's (and transformers 4's) name
+        seen.append(past_key_values)
+        out = model(**{hf_name: past_key_values}, **kwargs)
+        return SimpleNamespace(logits=out.logits, past_key_values=getattr(out, hf_name))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = generate(model, ids, greedy, 4, attention_mask=mask)
+        via_legacy = generate(legacy, ids, greedy, 4, attention_mask=mask)
+    assert not [w for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))], [
+        str(w.message) for w in caught
+    ]
+    assert torch.equal(out.new_tokens, via_legacy.new_tokens)
+    assert seen[0] is None and all(c is not None for c in seen[1:]) and len(seen) == 4
+
+
+@pytest.mark.parametrize(
+    ("module", "category", "message"),
+    [
+        ("entropic.sampling.generate", FutureWarning, "anything"),
+        ("entropic.kernels.entmax_attention", UserWarning, "anything"),
+        ("experiments.train", DeprecationWarning, "anything"),
+        # what transformers 5 says when a model is called with `past_key_values` (attributed to torch)
+        ("torch.nn.modules.module", FutureWarning, "`past_key_values` is deprecated and will be removed"),
+    ],
+)
+def test_the_suite_fails_on_warnings_from_the_project(module, category, message):
+    """pyproject's pytest filterwarnings turn these warnings into errors (a guard on the config)."""
+    with pytest.raises(category, match=message):
+        warnings.warn_explicit(message, category, "source.py", 1, module=module)
+    with warnings.catch_warnings(record=True) as caught:  # other code's warnings are only recorded
+        warnings.warn_explicit("unrelated", FutureWarning, "source.py", 1, module="somebody_else")
+    assert [str(w.message) for w in caught] == ["unrelated"]

@@ -302,7 +302,9 @@ def _entmax(scores: Tensor, alpha: float | Tensor) -> Tensor:
     is_softmax = alpha == 1.0
     n_softmax = int(is_softmax.sum())
     if n_softmax == alpha.numel():
-        return torch.softmax(scores, -1)
+        p = torch.softmax(scores, -1)
+        # The α-gradient at α = 1 is 0 (as in mixed tensors and the kernel): keep α in the graph.
+        return p + 0.0 * alpha.unsqueeze(-1) if alpha.requires_grad else p
     # Rows at α = 1 go through softmax; their α in the bisection is a placeholder whose output is dropped.
     p = entmax_bisect(scores, torch.where(is_softmax, 2.0, alpha).unsqueeze(-1), -1)
     if n_softmax == 0:
@@ -481,7 +483,9 @@ def entmax_attention(
         α in [1, 2]: a number, a ``(H,)`` tensor (per head), a ``(B, H, Nq)`` tensor (per query), or an
         `EntropySchedule`, which sets α per query from the entropy (and varentropy) of that query's
         softmax scores in this same call, as a detached function of the scores. α = 1 is exact softmax,
-        α = 2 sparsemax. Differentiable in a tensor α (the gradient at rows with α exactly 1 is 0).
+        α = 2 sparsemax. Differentiable in a tensor α; the gradient at rows with α exactly 1 is 0
+        (on every impl, also when every α is 1), so an α trained directly from exactly 1 never moves:
+        start learned α above 1 (the module's ``1 + sigmoid(z)`` starts at 1.5).
         α > 1 runs 50 bisection steps (``entmax_bisect``), exact to float64 rounding; in float32, α
         within about 1e-3 of 1 loses accuracy and its α-gradient (which divides by (α - 1)²) is noisy.
     causal : bool

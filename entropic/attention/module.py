@@ -4,7 +4,9 @@ Three ways to set α:
 
 - a number in [1, 2]: every head and query uses it (1 = softmax, 1.5 = entmax15, 2 = sparsemax);
 - ``"learned"``: one α per head, ``α_h = 1 + sigmoid(z_h)`` with ``z_h`` a parameter (Correia et al.,
-  2019), so α stays in [1, 2] and is never NaN whatever ``z``; ``z = 0`` starts at α = 1.5;
+  2019), so α stays in [1, 2] and is never NaN whatever ``z``; ``z = 0`` starts at α = 1.5. The
+  α-gradient at α exactly 1 is 0 (`entmax_attention`), so a head whose α reaches 1 (``z`` below about
+  -17 in float32, where the sigmoid underflows) stays there;
 - ``"scheduled"``: α per query from the normalised entropy of that query's softmax scores, computed in
   the same forward (`EntropySchedule`). α is a *detached* function of the scores: the schedule is a
   rule, not a path for gradients, so the scores are trained only through the attention they produce

@@ -7,6 +7,12 @@ Calling convention (the one of Hugging Face causal LMs, which entropic's own mod
     out.past_key_values   # the cache to pass back at the next step
     out.attention_metrics # optional: AttentionMetrics of the last position, given to an EntropixSampler
 
+Hugging Face renamed the cache argument and output field ``past_key_values`` to ``cache`` in transformers
+5 (the old name warns, and goes in 5.40): when the model's ``forward`` has a parameter named ``cache``,
+the cache goes in and comes back under that name instead. The cache is whatever the model returns (a
+``transformers.Cache`` for Hugging Face models, a list of `KVCache` for entropic's GPT); the first step
+passes None and the model creates it.
+
 ``attention_mask`` covers the cached and the new positions, ``(B, past + n)``, 1 for real tokens; prompts
 of different lengths are left-padded, and ``position_ids`` count real tokens only, so a padded row sees
 the positions it would see alone.
@@ -14,6 +20,7 @@ the positions it would see alone.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +59,15 @@ class GenerateOutput:
     generated: Tensor
     decisions: Tensor | None = None
     metrics: dict[str, Tensor] | None = None
+
+
+def _cache_name(model: Callable[..., object]) -> str:
+    """``"cache"`` when the model's forward takes a parameter of that name, else ``"past_key_values"``."""
+    try:
+        params = inspect.signature(getattr(model, "forward", model)).parameters
+    except (TypeError, ValueError):  # a callable without an introspectable signature
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _eos_ids(eos_token_id: int | Sequence[int] | None, device: torch.device) -> Tensor | None:
@@ -140,6 +156,7 @@ def generate(
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     sequences = input_ids
     step_ids, step_pos, cache = input_ids, positions, None
+    cache_name = _cache_name(model)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     tokens_out: list[Tensor] = []
     generated: list[Tensor] = []
@@ -150,11 +167,11 @@ def generate(
             input_ids=step_ids if use_cache else sequences,
             attention_mask=mask,
             position_ids=step_pos if use_cache else positions,
-            past_key_values=cache,
             use_cache=use_cache,
+            **{cache_name: cache},
         )
         logits = out.logits[:, -1, :]
-        cache = out.past_key_values if use_cache else None
+        cache = getattr(out, cache_name) if use_cache else None
         if isinstance(sampler, EntropixSampler):
             result = sampler(
                 logits,
