@@ -164,6 +164,10 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (corrupt / name).write_bytes((Path(model_dir) / name).read_bytes())
     (corrupt / "model.safetensors").write_text("not safetensors")
+    no_weights = root / "no-weights"
+    no_weights.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (no_weights / name).write_bytes((Path(model_dir) / name).read_bytes())
     return {name: str(root / name) for name in [p.name for p in root.iterdir()] + ["missing"]}
 
 
@@ -177,7 +181,8 @@ BAD_MODELS = [
     ("no-weights.pt", "is an entropic GPT checkpoint without a dict under ['model']"),
     ("broken-config", "cannot load the model in '{}'"),
     ("no-tokenizer", "the Hugging Face model directory '{}' has no tokenizer files"),
-    ("corrupt-weights", "cannot load the model in '{}': Error while deserializing header"),
+    ("corrupt-weights", "cannot load the model in '{}': "),  # safetensors' own error, on one line
+    ("no-weights", "cannot load the model in '{}': "),
 ]
 BAD_FLAGS = [
     (["--device", "foo"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'foo'"),
