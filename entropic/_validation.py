@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 from torch import Tensor
 
 
+def check_dim(x: Tensor, dim: int, fn: str, name: str = "dim", tensor: str = "logits") -> int:
+    """Return `dim` as an index in ``[0, x.ndim)``; raise if it is not an integer in ``[-ndim, ndim - 1]``."""
+    if isinstance(dim, bool) or not isinstance(dim, Integral):
+        raise TypeError(f"{fn}: {name} must be an int, got {type(dim).__name__}")
+    ndim = x.dim()
+    if not -ndim <= dim < ndim:
+        raise ValueError(
+            f"{fn}: {name} must be in [{-ndim}, {ndim - 1}] for the {ndim}-dimensional {tensor} "
+            f"(shape {tuple(x.shape)}), got {dim}"
+        )
+    return int(dim) % ndim
+
+
 def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -> None:
     """Raise if `logits` is not a floating tensor with finite-or-masked rows along `dim`.
 
-    NaN anywhere, +inf anywhere, and rows whose every entry is -inf are errors; -inf entries in a row that
-    keeps at least one finite entry are masks. One host sync for all the checks.
+    `dim` must be an int in ``[-ndim, ndim - 1]``. NaN anywhere, +inf anywhere, and rows whose every entry
+    is -inf are errors; -inf entries in a row that keeps at least one finite entry are masks. One host sync
+    for all the checks.
     """
     if not isinstance(logits, Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(logits).__name__}")
@@ -21,6 +35,7 @@ def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -
         raise TypeError(f"{fn}: {name} must be a floating-point tensor, got dtype {logits.dtype}")
     if logits.dim() == 0:
         raise ValueError(f"{fn}: {name} must have at least one dimension, got a scalar")
+    dim = check_dim(logits, dim, fn, tensor=name)
     if logits.shape[dim] == 0:
         raise ValueError(f"{fn}: {name} has an empty dimension {dim} (shape {tuple(logits.shape)})")
     nan_rows = torch.isnan(logits).any(dim)

@@ -2,24 +2,30 @@
 
 ``entropic compare --model M --prompt "..."``
     One row per strategy (greedy, a temperature grid, top-k, top-p, min-p, typical, entropix): what the
-    strategy does to the first next-token distribution (entropy before and after, effective vocabulary,
-    top-token probability) and the continuation it generates. Every strategy draws from the same seed
-    (common random numbers), so differences between rows come from the strategies, not from the noise.
+    strategy does to the first next-token distribution (its entropy, the change from the unfiltered
+    entropy, the tokens it keeps, the top-token probability) and the continuation it generates. Every
+    strategy draws from the same seed (common random numbers), so differences between rows come from the
+    strategies, not from the noise.
 
 ``entropic generate --model M --prompt "..." --sampler entropix --show-steps``
     Generate, and with ``--show-steps`` print every new token with its entropy, varentropy and the
     sampler's decision, coloured by decision.
 
-``--model`` is a local Hugging Face model directory (``config.json`` and tokenizer files) or an entropic
-GPT checkpoint file (``checkpoints/last.pt`` of an ``experiments.train`` run; byte-level, no tokenizer
-needed). Errors in the model path or its files are reported in one line, with exit status 2.
+``--model`` is a local Hugging Face model directory (``config.json``, the weights and tokenizer files) or
+an entropic GPT checkpoint file (``checkpoints/last.pt`` of an ``experiments.train`` run; byte-level, no
+tokenizer needed). Tables fit ``--width`` columns (default: the terminal's width); the cell that does not
+fit is cut with "…". Every error (a bad flag or number, a model path that is not a model, a device that is
+not there) is one line on stderr, ``entropic: error: ...``, with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
+import textwrap
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,10 +56,65 @@ STRATEGIES: dict[str, dict[str, float]] = {
     "min_p=0.1": {"min_p": 0.1},
     "typical=0.9": {"typical": 0.9},
 }
+# generate's sampling flags (argparse dests) and the samplers that use them. EntropixConfig's base
+# temperature, top-k, top-p and min-p are the flags of the same name; a flag the sampler does not use is an
+# error, never silently dropped.
+SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "typical", "thinking_token_id")
+SAMPLER_FLAGS: dict[str, tuple[str, ...]] = {
+    "entropix": ("temperature", "top_k", "top_p", "min_p", "thinking_token_id"),
+    "greedy": (),
+    "sample": ("temperature", "top_k", "top_p", "min_p", "typical"),
+}
+MIN_WIDTH = 60  # the narrowest table compare can draw with a readable continuation column
+# Files of which a Hugging Face folder needs at least one to have a tokenizer.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 class CLIError(Exception):
     """An error reported to the user in one line (no traceback)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors reach `main` (one line, no usage block, no SystemExit)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _seed(text: str) -> int:
+    """A seed that ``torch.Generator.manual_seed`` accepts."""
+    low, high = -(2**63), 2**64 - 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be an integer in [{low}, {high}], got {value}")
+    return value
 
 
 @dataclass
@@ -61,6 +122,7 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     device: torch.device
+    vocab_size: int
 
     def encode(self, prompt: str) -> Tensor:
         ids = self.tokenizer(prompt, return_tensors="pt")["input_ids"]
@@ -72,11 +134,35 @@ class LoadedModel:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
 
-def _device(device: str) -> torch.device:
-    return torch.device(device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+def resolve_device(name: str) -> torch.device:
+    """The torch device `--device` names ("auto": CUDA when available); `CLIError` when it is not usable."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    expected = f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}"
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch.device's error for a string it cannot parse
+        raise CLIError(expected) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch is built without CUDA"
+                if torch.version.cuda is None
+                else "no CUDA device is visible"
+            )
+            raise CLIError(f"--device {name}: CUDA is not available ({why}); use --device cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CLIError(f"--device {name}: there are {count} CUDA devices (cuda:0 to cuda:{count - 1})")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CLIError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    elif device.type != "cpu":
+        raise CLIError(expected)
+    return device
 
 
-def load_model(path: str, device: str) -> LoadedModel:
+def load_model(path: str, device: torch.device) -> LoadedModel:
     """Load a local Hugging Face causal LM and its tokenizer, or an entropic GPT checkpoint file.
 
     Raises `CLIError` saying why when `path` is neither.
@@ -89,28 +175,33 @@ def load_model(path: str, device: str) -> LoadedModel:
 
         try:
             model = GPT.from_checkpoint(location)
-        except ValueError as err:
+        except (ValueError, TypeError) as err:
             raise CLIError(
                 f"'{path}' is not a Hugging Face model directory (no config.json) nor one of the entropic "
                 f"checkpoints written by experiments.train: {err}"
             ) from err
-        dev = _device(device)
-        return LoadedModel(model.to(dev).eval(), ByteTokenizer(), dev)
+        return LoadedModel(model.to(device).eval(), ByteTokenizer(), device, model.config.vocab_size)
     if not (location / "config.json").is_file():
         raise CLIError(f"'{path}' is not a Hugging Face model directory (no config.json)")
+    if not any((location / name).is_file() for name in TOKENIZER_FILES):
+        raise CLIError(
+            f"the Hugging Face model directory '{path}' has no tokenizer files (none of "
+            f"{', '.join(TOKENIZER_FILES)}); save the tokenizer there with tokenizer.save_pretrained"
+        )
     try:
+        from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
     except ImportError as err:
         raise CLIError("loading a Hugging Face model needs transformers: pip install 'entropic[hf]'") from err
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # a failed load is reported once, below, not also as warnings
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise CLIError(f"cannot load the model in '{path}': {err}") from err
-    dev = _device(device)
-    return LoadedModel(model.to(dev).eval(), tokenizer, dev)
+    return LoadedModel(model.to(device).eval(), tokenizer, device, model.config.get_text_config().vocab_size)
 
 
 def _filtered(logits: Tensor, params: dict[str, float]) -> Tensor:
@@ -121,10 +212,96 @@ def _filtered(logits: Tensor, params: dict[str, float]) -> Tensor:
     return apply_filters(logits, **params)
 
 
-def _console():
-    from rich.console import Console
+# ------------------------------------------------------------------------------------------ output
 
-    return Console(highlight=False)
+
+def _printable(text: str) -> str:
+    """`text` on one line: a newline shows as ↵, a tab as ⇥, any other control character as �."""
+    marks = {"\n": "↵", "\t": "⇥"}
+    return "".join(marks.get(c, "�" if unicodedata.category(c) == "Cc" else c) for c in text)
+
+
+def _cells(text: str) -> int:
+    """Terminal columns `text` takes (wide East Asian characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _cut(text: str, width: int) -> str:
+    """`text` cut to `width` terminal columns, ending in "…" when something was cut."""
+    if _cells(text) <= width:
+        return text
+    out, used = [], 0
+    for c in text:
+        if used + _cells(c) > width - 1:
+            break
+        out.append(c)
+        used += _cells(c)
+    return "".join(out) + "…"
+
+
+def _width(requested: int | None) -> int:
+    """`requested`, else the terminal width (``COLUMNS``, the tty, else 80), at least MIN_WIDTH."""
+    return requested if requested is not None else max(shutil.get_terminal_size().columns, MIN_WIDTH)
+
+
+def print_table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    width: int,
+    flex: int,
+    notes: Sequence[str] = (),
+    styles: Sequence[str] | None = None,
+) -> None:
+    """Print one line per row in at most `width` columns; the cells of column `flex` are cut to fit.
+
+    With rich installed: a boxed table, rows coloured by `styles`; without it, the same layout in plain text.
+    """
+    rows = [[_printable(cell) for cell in row] for row in rows]
+    widths = [max([_cells(name), *(_cells(row[i]) for row in rows)]) for i, name in enumerate(columns)]
+    frame = 3 * len(columns) + 1  # "│ " before each cell, " " after it, the closing "│"
+    widths[flex] = max(1, min(widths[flex], width - frame - (sum(widths) - widths[flex])))
+    rows = [[_cut(cell, widths[flex]) if i == flex else cell for i, cell in enumerate(row)] for row in rows]
+    header = [_cut(name, w) for name, w in zip(columns, widths, strict=True)]
+    table_width = sum(widths) + frame
+    title, notes = _printable(title), [_printable(note) for note in notes]
+    try:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+    except ImportError:
+        rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
+        lines = [*textwrap.wrap(title, table_width), rule]
+        for row in [header, *rows]:
+            pad = [cell + " " * (w - _cells(cell)) for cell, w in zip(row, widths, strict=True)]
+            lines.append("| " + " | ".join(pad) + " |")
+        lines.insert(len(lines) - len(rows), rule)  # under the header
+        lines.append(rule)
+        for note in notes:
+            lines.extend(textwrap.wrap(note, table_width))
+        print("\n".join(lines))
+        return
+    table = Table(
+        title=Text(title), caption=Text("\n".join(notes)) if notes else None, caption_justify="left"
+    )
+    for name, w in zip(header, widths, strict=True):
+        table.add_column(Text(name), width=w, no_wrap=True, overflow="ellipsis")
+    for i, row in enumerate(rows):
+        table.add_row(*(Text(cell) for cell in row), style=styles[i] if styles else None)
+    Console(width=width, highlight=False).print(table)
+
+
+def print_text(prompt: str, full: str, width: int) -> None:
+    """The decoded text, the prompt in bold when rich is installed."""
+    try:
+        from rich.console import Console
+        from rich.text import Text
+    except ImportError:
+        print(full)
+        return
+    text = Text(prompt, style="bold") + Text(full[len(prompt) :]) if full.startswith(prompt) else Text(full)
+    Console(width=width, highlight=False).print(text)
 
 
 def _decision_summary(decisions: Tensor) -> str:
@@ -132,21 +309,19 @@ def _decision_summary(decisions: Tensor) -> str:
     return ", ".join(f"{name}×{n}" for name, n in counts.most_common())
 
 
-def run_compare(args: argparse.Namespace) -> None:
-    from rich.table import Table
+# ----------------------------------------------------------------------------------------- commands
 
+
+def run_compare(args: argparse.Namespace) -> None:
     lm = load_model(args.model, args.device)
     ids = lm.encode(args.prompt)
     with torch.no_grad():
         logits = lm.model(input_ids=ids).logits[:, -1].float()
     h0 = entropy(logits)[0].item()
     eos = lm.tokenizer.eos_token_id
-    table = Table(title=f"Sampling strategies on {args.prompt!r} (entropy in nats)")
-    columns = ("strategy", "H before", "H after", "ΔH", "eff. vocab", "top p", "decisions", "continuation")
-    for column in columns:
-        table.add_column(column, overflow="fold")
     samplers: list[tuple[str, Callable]] = [(n, partial(sample, **p)) for n, p in STRATEGIES.items()]
     samplers.append(("entropix", EntropixSampler(EntropixConfig())))
+    rows, notes = [], []
     for name, sampler in samplers:
         out = generate(
             lm.model,
@@ -160,52 +335,67 @@ def run_compare(args: argparse.Namespace) -> None:
         text = lm.decode(out.new_tokens[0, out.generated[0]].tolist())
         if out.decisions is None:  # a filter strategy: what it does to the first distribution
             q = _filtered(logits, STRATEGIES[name])
-            h1 = max(entropy(q)[0].item(), 0.0)  # no "-0.000" for a one-token distribution
+            h1 = max(0.0, entropy(q)[0].item())  # 0.0, not "-0.000", for a one-token distribution
             vocab, top = int(torch.isfinite(q).sum()), q.softmax(-1).max().item()
-            row = [f"{h1:.3f}", f"{h1 - h0:+.3f}", str(vocab), f"{top:.3f}", "-"]
-        else:  # entropix changes its parameters at every step: report its decisions instead
-            row = ["-", "-", "-", "-", _decision_summary(out.decisions[0, out.generated[0]])]
-        table.add_row(name, f"{h0:.3f}", *row, text)
-    _console().print(table)
+            rows.append([name, f"{h1:.3f}", f"{h1 - h0:+.3f}", str(vocab), f"{top:.3f}", text])
+        else:  # entropix changes its parameters at every step: its decisions go under the table
+            rows.append([name, "-", "-", "-", "-", text])
+            notes.append(f"{name} decisions: {_decision_summary(out.decisions[0, out.generated[0]]) or '-'}")
+    notes.insert(0, f"H before filtering: {h0:.3f} nats; H, ΔH, vocab (tokens kept), top p: first step.")
+    print_table(
+        f"Sampling strategies on {args.prompt!r} (nats, seed {args.seed})",
+        ("strategy", "H", "ΔH", "vocab", "top p", "continuation"),
+        rows,
+        width=_width(args.width),
+        flex=5,
+        notes=notes,
+    )
 
 
-def _build_sampler(args: argparse.Namespace) -> EntropixSampler | Callable[..., Tensor]:
+def _sampler_kwargs(args: argparse.Namespace) -> dict[str, float | int]:
+    """The sampling flags given on the command line; `CLIError` for one the chosen sampler does not use."""
+    given = {dest: getattr(args, dest) for dest in SAMPLING_FLAGS if getattr(args, dest) is not None}
+    unused = [_flag(dest) for dest in given if dest not in SAMPLER_FLAGS[args.sampler]]
+    if unused:
+        uses = ", ".join(_flag(dest) for dest in SAMPLER_FLAGS[args.sampler]) or "no sampling flag"
+        raise CLIError(f"--sampler {args.sampler} does not use {', '.join(unused)} (it uses {uses})")
+    return given
+
+
+def build_sampler(args: argparse.Namespace) -> EntropixSampler | Callable[..., Tensor]:
+    """The sampler `generate` asked for, its parameters checked before any model is loaded."""
+    kwargs = _sampler_kwargs(args)
     if args.sampler == "entropix":
-        return EntropixSampler(EntropixConfig(thinking_token_id=args.thinking_token_id))
+        return EntropixSampler(EntropixConfig(**kwargs))  # EntropixConfig checks its fields
     if args.sampler == "greedy":
         return partial(sample, temperature=0.0)
-    params = {"top_k": args.top_k, "top_p": args.top_p, "min_p": args.min_p, "typical": args.typical}
-    return partial(sample, temperature=args.temperature, **{k: v for k, v in params.items() if v is not None})
+    sampler = partial(sample, **{"temperature": 1.0, **kwargs})
+    sampler(torch.zeros(1, 2))  # sample checks its parameters when called: a bad flag fails here, not later
+    return sampler
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    try:
-        sampler = _build_sampler(args)
-    except ValueError as err:
-        raise CLIError(str(err)) from err
+    sampler = build_sampler(args)
     lm = load_model(args.model, args.device)
-    ids = lm.encode(args.prompt)
-    try:
-        out = generate(
-            lm.model,
-            ids,
-            sampler,
-            args.max_new_tokens,
-            eos_token_id=lm.tokenizer.eos_token_id,
-            generator=torch.Generator(lm.device).manual_seed(args.seed),
-            return_metrics=True,
+    if args.thinking_token_id is not None and args.thinking_token_id >= lm.vocab_size:
+        raise CLIError(
+            f"--thinking-token-id must be a token of the model, in [0, {lm.vocab_size - 1}], "
+            f"got {args.thinking_token_id}"
         )
-    except ValueError as err:
-        raise CLIError(str(err)) from err
-    console = _console()
+    ids = lm.encode(args.prompt)
+    out = generate(
+        lm.model,
+        ids,
+        sampler,
+        args.max_new_tokens,
+        eos_token_id=lm.tokenizer.eos_token_id,
+        generator=torch.Generator(lm.device).manual_seed(args.seed),
+        return_metrics=True,
+    )
+    width = _width(args.width)
     new = out.new_tokens[0, out.generated[0]].tolist()
     if args.show_steps:
-        table = Table(title=f"{args.sampler} decoding, step by step (nats)")
-        for column in ("step", "token", "entropy", "varentropy", "decision"):
-            table.add_column(column)
+        rows, styles = [], []
         for step, token in enumerate(new):
             h = out.metrics["entropy"][0, step].item()
             v = out.metrics["varentropy"][0, step].item()
@@ -214,47 +404,59 @@ def run_generate(args: argparse.Namespace) -> None:
             else:
                 d = Decision(int(out.decisions[0, step]))
                 decision, style = d.name, DECISION_STYLE[d]
-            table.add_row(str(step), repr(lm.decode([token])), f"{h:.3f}", f"{v:.3f}", decision, style=style)
-        console.print(table)
-    prompt, full = lm.decode(ids[0].tolist()), lm.decode(ids[0].tolist() + new)
-    text = Text(prompt, style="bold") + Text(full[len(prompt) :]) if full.startswith(prompt) else Text(full)
-    console.print(text)
+            rows.append([str(step), repr(lm.decode([token])), f"{h:.3f}", f"{v:.3f}", decision])
+            styles.append(style)
+        columns = ("step", "token", "entropy", "varentropy", "decision")
+        title = f"{args.sampler} decoding, step by step (nats)"
+        print_table(title, columns, rows, width=width, flex=1, styles=styles)
+    print_text(lm.decode(ids[0].tolist()), lm.decode(ids[0].tolist() + new), width)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="entropic", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="entropic", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--model", required=True, help="local Hugging Face model directory or entropic checkpoint file"
     )
     common.add_argument("--prompt", required=True)
-    common.add_argument("--max-new-tokens", type=int, default=20)
-    common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--device", default="auto", help="cpu, cuda, ... (auto: cuda when available)")
+    common.add_argument("--max-new-tokens", type=_int_at_least(0), default=20)
+    common.add_argument("--seed", type=_seed, default=0)
+    common.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (auto: cuda if any)")
+    common.add_argument(
+        "--width",
+        type=_int_at_least(MIN_WIDTH),
+        default=None,
+        help=f"output width in columns, >= {MIN_WIDTH} (default: the terminal's width)",
+    )
     sub.add_parser("compare", parents=[common], help="compare sampling strategies on one prompt")
     gen = sub.add_parser("generate", parents=[common], help="generate, optionally showing every step")
-    gen.add_argument("--sampler", choices=["entropix", "greedy", "sample"], default="entropix")
+    gen.add_argument("--sampler", choices=list(SAMPLER_FLAGS), default="entropix")
     gen.add_argument("--show-steps", action="store_true", help="entropy, varentropy and decision per token")
-    gen.add_argument("--temperature", type=float, default=1.0, help="--sampler sample: temperature")
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--min-p", type=float, default=None)
-    gen.add_argument("--typical", type=float, default=None)
-    gen.add_argument("--thinking-token-id", type=int, default=None, help="--sampler entropix: THINK token")
+    # default None: a flag the user did not give is not checked against the sampler.
+    gen.add_argument(
+        "--temperature", type=float, help="entropix: base temperature; sample: temperature (1.0)"
+    )
+    gen.add_argument("--top-k", type=int, help="entropix: base top-k; sample: top-k filter")
+    gen.add_argument("--top-p", type=float, help="entropix: base top-p; sample: top-p filter")
+    gen.add_argument("--min-p", type=float, help="entropix: base min-p; sample: min-p filter")
+    gen.add_argument("--typical", type=float, help="sample: locally typical filter")
+    gen.add_argument("--thinking-token-id", type=int, help="entropix: the token its THINK branch inserts")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``entropic`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if args.max_new_tokens < 0:
-        print(f"error: --max-new-tokens must be >= 0, got {args.max_new_tokens}", file=sys.stderr)
-        return 2
+    """Entry point of the ``entropic`` console script; returns the exit status (2 on any error).
+
+    Errors are the `CLIError`s raised here and the ValueError/TypeError with which the package rejects an
+    argument; each is printed on one line.
+    """
     try:
+        args = _parser().parse_args(argv)
+        args.device = resolve_device(args.device)
         {"compare": run_compare, "generate": run_generate}[args.command](args)
-    except CLIError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError) as err:
+        print(f"entropic: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     return 0
 

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from entropic._validation import check_base, check_logits, check_param, compute_dtype, in_base
+from entropic._validation import check_base, check_dim, check_logits, check_param, compute_dtype, in_base
 
 __all__ = [
     "SamplingInfo",
@@ -77,6 +77,10 @@ def _check_probs(probs: Tensor, fn: str, name: str, dims: tuple[int, ...], norma
     """Check a probability tensor (finite, >= 0, summing to 1 over `dims`); normalise it when asked."""
     if not isinstance(probs, Tensor) or not probs.is_floating_point():
         raise TypeError(f"{fn}: {name} must be a floating-point torch.Tensor")
+    if probs.dim() == 0:
+        raise ValueError(f"{fn}: {name} must have at least one dimension, got a scalar")
+    for d in dims:
+        check_dim(probs, d, fn, tensor=name)
     if probs.numel() == 0:
         raise ValueError(f"{fn}: {name} is empty (shape {tuple(probs.shape)})")
     bad = ~torch.isfinite(probs) | (probs < 0)
@@ -281,7 +285,11 @@ def log_partition(logits: Tensor, temperature: float | Tensor = 1.0, dim: int = 
     >>> log_partition(torch.zeros(4))  # log 4
     tensor(1.3863)
     """
-    check_logits(logits, "log_partition", dim)
+    return _log_partition(logits, temperature, dim, "log_partition")
+
+
+def _log_partition(logits: Tensor, temperature: float | Tensor, dim: int, fn: str) -> Tensor:
+    check_logits(logits, fn, dim)
     check_param(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     x = _upcast(logits)
     if isinstance(temperature, Tensor):
@@ -301,8 +309,7 @@ def free_energy(logits: Tensor, temperature: float | Tensor = 1.0, dim: int = -1
     >>> free_energy(torch.zeros(4), temperature=2.0)  # -2 log 4
     tensor(-2.7726)
     """
-    check_param(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
-    log_z = log_partition(logits, temperature, dim)
+    log_z = _log_partition(logits, temperature, dim, "free_energy")
     t = temperature.to(log_z) if isinstance(temperature, Tensor) else temperature
     return -t * log_z
 
@@ -414,7 +421,22 @@ def cross_entropy(
     >>> cross_entropy(logits_from_probs(torch.tensor([[0.7, 0.2, 0.1]])), torch.tensor([0]))
     tensor(0.3567)
     """
-    fn = "cross_entropy"
+    return _cross_entropy(
+        logits, target, dim, label_smoothing, ignore_index, reduction, base, "cross_entropy"
+    )
+
+
+def _cross_entropy(
+    logits: Tensor,
+    target: Tensor,
+    dim: int,
+    label_smoothing: float,
+    ignore_index: int,
+    reduction: str,
+    base: float | None,
+    fn: str,
+) -> Tensor:
+    """`cross_entropy`, its errors naming the public function `fn` that was called."""
     check_logits(logits, fn, dim)
     check_param(label_smoothing, "label_smoothing", 0.0, 1.0, high_open=True)
     if reduction not in ("mean", "sum", "none"):
@@ -492,7 +514,7 @@ def perplexity(
     tensor(1.4286)
     """
     fn = "perplexity"
-    ce = cross_entropy(logits, target, dim=dim, ignore_index=ignore_index, reduction="none")
+    ce = _cross_entropy(logits, target, dim, 0.0, ignore_index, "none", None, fn)
     counted = torch.ones_like(ce) if target.is_floating_point() else (target != ignore_index).to(ce.dtype)
     if not per_sequence:
         return torch.exp(_reduce(ce, counted, "mean", fn))

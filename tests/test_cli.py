@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from entropic.cli import STRATEGIES, main
+from entropic.cli import STRATEGIES, build_sampler, main, print_table
+from entropic.sampling import EntropixConfig
 
 WORDS = ["[PAD]", "[UNK]", "[EOS]"] + [f"w{i}" for i in range(61)] + ["the", "cat", "sat", "on", "a", "mat"]
 
@@ -43,19 +47,65 @@ def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "250")  # rich tables: no wrapping of the asserted cells
 
 
-def test_compare_prints_every_strategy(model_dir, capsys):
-    assert main(["compare", "--model", model_dir, "--prompt", "the cat sat on", "--max-new-tokens", "4"]) == 0
+def _table_rows(out: str) -> list[list[str]]:
+    """The cells of every body row of a rich table."""
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if line.startswith("│")]
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_compare_fits_the_width_one_row_per_strategy(model_dir, capsys, width):
+    argv = ["compare", "--model", model_dir, "--prompt", "the cat sat on", "--max-new-tokens", "12"]
+    assert main([*argv, "--width", str(width)]) == 0
     out = capsys.readouterr().out
-    assert "Sampling strategies on 'the cat sat on'" in out
-    for name in [*STRATEGIES, "entropix"]:
-        assert name in out
-    greedy = next(line for line in out.splitlines() if "│ greedy" in line)
-    cells = [c.strip() for c in greedy.split("│")[1:-1]]
-    h_before, h_after, delta, vocab, top = cells[1:6]
-    assert float(h_after) == 0.0 and float(delta) == -float(h_before) and vocab == "1" and float(top) == 1.0
-    words = set(cells[7].split())
-    assert words and words <= set(WORDS)  # the continuation is decoded words of the vocabulary
-    assert re.search(r"(ARGMAX|THINK|EXPLORE|RESAMPLE|ADAPTIVE)×\d", out)
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= width
+    assert "\\n" not in out and "Sampling strategies on 'the cat sat on'" in out
+    rows = _table_rows(out)
+    assert [row[0] for row in rows] == [*STRATEGIES, "entropix"]  # one line per strategy, none wrapped
+    h_after, delta, vocab, top, continuation = rows[0][1:]  # greedy
+    h_before = float(re.search(r"H before filtering: (\d+\.\d+) nats", out).group(1))
+    assert h_after == "0.000" and float(delta) == pytest.approx(-h_before, abs=1e-3)
+    assert vocab == "1" and float(top) == 1.0
+    words = continuation.removesuffix("…").split()
+    assert words and set(words[:-1]) <= set(WORDS)  # decoded words of the vocabulary (the last may be cut)
+    assert re.search(r"entropix decisions: (ARGMAX|THINK|EXPLORE|RESAMPLE|ADAPTIVE)×\d", out)
+    cut = [row[5].endswith("…") for row in rows]
+    if width == 80:  # 12 words do not fit: the continuation column takes what is left, cut with "…"
+        assert any(cut) and max(len(line) for line in lines) == 80
+    else:
+        assert not any(cut)
+
+
+def test_compare_width_follows_the_terminal(model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "96")
+    assert main(["compare", "--model", model_dir, "--prompt", "the cat", "--max-new-tokens", "12"]) == 0
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) == 96
+
+
+def test_table_cells_stay_on_one_line(capsys):
+    rows = [["a", "line one\nline two\tend"], ["b", "x" * 200]]
+    print_table("t\nitle", ("name", "text"), rows, width=60, flex=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 60 and "\\n" not in "".join(lines)
+    body = _table_rows("\n".join(lines))
+    assert body == [["a", "line one↵line two⇥end"], ["b", "x" * 48 + "…"]]  # 60 - "│ b │ " - " │"
+    assert lines[0].strip() == "t↵itle"
+
+
+def test_table_without_rich_is_plain_text_of_the_same_width(capsys, monkeypatch):
+    for module in ("rich.console", "rich.table", "rich.text"):
+        monkeypatch.setitem(sys.modules, module, None)  # import fails as if rich were not installed
+    print_table("title", ("name", "text"), [["a", "x" * 200]], width=60, flex=1, notes=["a note"])
+    rule = "+" + "-" * 6 + "+" + "-" * 51 + "+"  # 4 + 49 columns of cells: 60 in all
+    assert capsys.readouterr().out.splitlines() == [
+        "title",
+        rule,
+        f"| name | {'text':<49} |",
+        rule,
+        f"| a    | {'x' * 48}… |",
+        rule,
+        "a note",
+    ]
 
 
 def test_generate_show_steps(model_dir, capsys):
@@ -91,26 +141,163 @@ def test_generate_greedy_is_deterministic(model_dir, capsys):
     assert capsys.readouterr().out == first
 
 
-def test_missing_or_unreadable_model(tmp_path, capsys):
-    assert main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "x"]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    checkpoint = tmp_path / "model.pt"
-    checkpoint.write_bytes(b"not a model")
-    assert main(["compare", "--model", str(checkpoint), "--prompt", "x"]) == 2
-    err = capsys.readouterr().err
-    assert "not a Hugging Face model directory" in err and "entropic checkpoints" in err
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "config.json").write_text("{not json")
-    assert main(["generate", "--model", str(broken), "--prompt", "x"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: cannot load the model in") and "Traceback" not in err
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict[str, str]:
+    """Paths that are not models, each in its own way."""
+    from entropic.models import GPT, GPTConfig
+
+    root = tmp_path_factory.mktemp("bad-models")
+    (root / "notes.txt").write_text("a text file, not a checkpoint\n")
+    (root / "cut.pt").write_bytes(b"\x80\x02}q")  # a pickle cut short
+    payload = GPT(GPTConfig(n_layer=1, d_model=32)).checkpoint()
+    torch.save({k: v for k, v in payload.items() if k != "model"}, root / "no-weights.pt")
+    (root / "empty-dir").mkdir()
+    (root / "broken-config").mkdir()
+    (root / "broken-config" / "config.json").write_text("{not json")
+    (root / "broken-config" / "tokenizer.json").write_bytes((Path(model_dir) / "tokenizer.json").read_bytes())
+    no_tokenizer = root / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (no_tokenizer / name).write_bytes((Path(model_dir) / name).read_bytes())
+    corrupt = root / "corrupt-weights"
+    corrupt.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (corrupt / name).write_bytes((Path(model_dir) / name).read_bytes())
+    (corrupt / "model.safetensors").write_text("not safetensors")
+    no_weights = root / "no-weights"
+    no_weights.mkdir()
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
+        (no_weights / name).write_bytes((Path(model_dir) / name).read_bytes())
+    return {name: str(root / name) for name in [p.name for p in root.iterdir()] + ["missing"]}
 
 
-def test_bad_sampler_parameters(model_dir, capsys):
-    argv = ["generate", "--model", model_dir, "--prompt", "the", "--sampler", "sample", "--top-p", "1.5"]
-    assert main(argv) == 2
-    assert "top_p must be in (0.0, 1.0], got 1.5" in capsys.readouterr().err
+# (argv after the model path, expected part of the message). A flag error uses a model path that does not
+# exist: the flag is rejected before any model is looked at.
+BAD_MODELS = [
+    ("missing", "model path '{}' does not exist"),
+    ("empty-dir", "'{}' is not a Hugging Face model directory (no config.json)"),
+    ("notes.txt", "'{}' is not a torch checkpoint file ("),
+    ("cut.pt", "'{}' is not a torch checkpoint file (IndexError)"),
+    ("no-weights.pt", "is an entropic GPT checkpoint without a dict under ['model']"),
+    ("broken-config", "cannot load the model in '{}'"),
+    ("no-tokenizer", "the Hugging Face model directory '{}' has no tokenizer files"),
+    ("corrupt-weights", "cannot load the model in '{}': "),  # safetensors' own error, on one line
+    ("no-weights", "cannot load the model in '{}': "),
+]
+BAD_FLAGS = [
+    (["--device", "foo"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'foo'"),
+    (["--device", "cuda"], "--device cuda: CUDA is not available"),
+    (["--max-new-tokens", "-1"], "argument --max-new-tokens: must be an integer >= 0, got -1"),
+    (["--max-new-tokens", "ten"], "argument --max-new-tokens: must be an integer >= 0, got 'ten'"),
+    (["--seed", str(2**64)], f"argument --seed: must be an integer in [{-(2**63)}, {2**64 - 1}]"),
+    (["--width", "30"], "argument --width: must be an integer >= 60, got 30"),
+    (["--sampler", "nucleus"], "argument --sampler: invalid choice: 'nucleus'"),
+    (["--sampler", "sample", "--top-p", "1.5"], "top_p must be in (0.0, 1.0], got 1.5"),
+    (["--sampler", "sample", "--top-k", "0"], "top_k must be an integer >= 1, got 0"),
+    (["--sampler", "sample", "--temperature", "-1"], "temperature must be >= 0.0, got -1.0"),
+    (["--temperature", "0"], "temperature must be > 0.0, got 0.0"),  # entropix's base temperature
+    (["--thinking-token-id", "-3"], "thinking_token_id must be an integer >= 0, got -3"),
+    (["--typical", "0.9"], "--sampler entropix does not use --typical (it uses --temperature, --top-k,"),
+    (
+        ["--sampler", "greedy", "--temperature", "0.7", "--top-k", "5"],
+        "--sampler greedy does not use --temperature, --top-k (it uses no sampling flag)",
+    ),
+    (
+        ["--sampler", "sample", "--thinking-token-id", "3"],
+        "--sampler sample does not use --thinking-token-id",
+    ),
+]
+
+
+def _assert_one_line_error(capsys: pytest.CaptureFixture, status: int, expected: str) -> None:
+    captured = capsys.readouterr()
+    assert status == 2 and captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("entropic: error: ")
+    assert expected in captured.err and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize(("name", "expected"), BAD_MODELS, ids=[name for name, _ in BAD_MODELS])
+@pytest.mark.parametrize("command", ["compare", "generate"])
+def test_a_bad_model_path_is_one_line(bad_models, capsys, name, expected, command):
+    status = main([command, "--model", bad_models[name], "--prompt", "x"])
+    _assert_one_line_error(capsys, status, expected.format(bad_models[name]))
+
+
+@pytest.mark.parametrize(("flags", "expected"), BAD_FLAGS, ids=[" ".join(f) for f, _ in BAD_FLAGS])
+def test_a_bad_flag_is_one_line_before_any_model_is_loaded(capsys, monkeypatch, flags, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same error on a GPU machine
+    status = main(["generate", "--model", "no/such/model", "--prompt", "x", *flags])
+    _assert_one_line_error(capsys, status, expected)
+
+
+def test_a_cuda_index_past_the_devices_is_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    status = main(["compare", "--model", "no/such/model", "--prompt", "x", "--device", "cuda:3"])
+    _assert_one_line_error(capsys, status, "--device cuda:3: there are 1 CUDA devices (cuda:0 to cuda:0)")
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], "the following arguments are required: command"),
+        (["sample"], "argument command: invalid choice: 'sample'"),
+        (["generate", "--model", "m"], "the following arguments are required: --prompt"),
+        (["compare", "--model", "m", "--prompt", "x", "--sampler", "greedy"], "unrecognized arguments"),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, expected):
+    _assert_one_line_error(capsys, main(argv), expected)
+
+
+def test_model_dependent_errors_are_one_line(model_dir, capsys, tmp_path):
+    from entropic.models import GPT, GPTConfig
+
+    argv = ["generate", "--model", model_dir, "--prompt", "the", "--thinking-token-id", "70"]
+    _assert_one_line_error(capsys, main(argv), "--thinking-token-id must be a token of the model, in [0, 69]")
+    GPT(GPTConfig(n_layer=1, d_model=32)).save(tmp_path / "last.pt")
+    status = main(["compare", "--model", str(tmp_path / "last.pt"), "--prompt", ""])
+    _assert_one_line_error(capsys, status, "the prompt '' encodes to no tokens")
+
+
+def test_the_console_script_prints_no_traceback(bad_models):
+    argv = ["generate", "--model", bad_models["notes.txt"], "--prompt", "x", "--device", "cpu"]
+    done = subprocess.run([sys.executable, "-m", "entropic.cli", *argv], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    path = bad_models["notes.txt"]
+    assert done.stderr.splitlines() == [
+        f"entropic: error: '{path}' is not a Hugging Face model directory (no config.json) nor one of the "
+        f"entropic checkpoints written by experiments.train: '{path}' is not a torch checkpoint file "
+        + re.search(r"\(\w+Error\)$", done.stderr.strip()).group(0)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], {}),
+        (
+            ["--temperature", "0.5", "--top-k", "8", "--top-p", "0.8", "--min-p", "0.05"],
+            {"temperature": 0.5, "top_k": 8, "top_p": 0.8, "min_p": 0.05},
+        ),
+        (["--thinking-token-id", "7"], {"thinking_token_id": 7}),
+    ],
+)
+def test_entropix_takes_its_base_parameters_from_the_flags(flags, expected):
+    from entropic.cli import _parser
+
+    sampler = build_sampler(_parser().parse_args(["generate", "--model", "m", "--prompt", "x", *flags]))
+    assert sampler.config == EntropixConfig(**expected)
+
+
+def test_sample_at_temperature_zero_is_greedy(model_dir, capsys):
+    argv = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "6"]
+    assert main([*argv, "--sampler", "greedy"]) == 0
+    greedy = capsys.readouterr().out
+    assert main([*argv, "--sampler", "sample", "--temperature", "0", "--top-k", "3", "--seed", "4"]) == 0
+    assert capsys.readouterr().out == greedy
+    assert main([*argv, "--sampler", "sample", "--temperature", "3", "--seed", "4"]) == 0
+    assert capsys.readouterr().out != greedy  # the flag is applied: at T = 3 the draw is not the argmax
 
 
 def test_generate_on_an_entropic_checkpoint(tmp_path, capsys):

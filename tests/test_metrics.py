@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -382,6 +383,8 @@ def test_logits_from_probs():
         logits_from_probs(torch.tensor([0.2, 0.3]))
     with pytest.raises(ValueError, match=">= 0"):
         logits_from_probs(torch.tensor([1.2, -0.2]))
+    with pytest.raises(ValueError, match="logits_from_probs: probs must have at least one dimension"):
+        logits_from_probs(torch.tensor(1.0))  # a 0-d tensor has no distribution dimension
 
 
 # -------------------------------------------------------------------------------- gradients
@@ -487,6 +490,49 @@ def test_rows_without_finite_logit_and_plus_inf_raise():
         entropy(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
         entropy(torch.zeros(3, 0))
+
+
+# Every public function with a `dim` argument, called on a (2, 5) tensor x along dim; the losses get hard
+# targets of the batch shape (x.shape without dim).
+def _target(x: torch.Tensor, dim: object) -> torch.Tensor:
+    return torch.zeros(x.shape[1] if dim in (0, -2) else x.shape[0], dtype=torch.long)
+
+
+DIM_CALLS = {
+    "entropy": lambda x, dim: entropy(x, dim=dim),
+    "varentropy": lambda x, dim: varentropy(x, dim=dim),
+    "entropy_varentropy": lambda x, dim: entropy_varentropy(x, dim=dim),
+    "log_partition": lambda x, dim: log_partition(x, dim=dim),
+    "free_energy": lambda x, dim: free_energy(x, dim=dim),
+    "kl_divergence": lambda x, dim: kl_divergence(x, x.flip(-1), dim=dim),
+    "js_divergence": lambda x, dim: js_divergence(x, x.flip(-1), dim=dim),
+    "cross_entropy": lambda x, dim: cross_entropy(x, _target(x, dim), dim=dim),
+    "perplexity": lambda x, dim: perplexity(x, _target(x, dim), dim=dim),
+    "logits_from_probs": lambda x, dim: logits_from_probs(x.softmax(dim if dim in (0, -2) else -1), dim=dim),
+}
+
+
+def test_dim_calls_cover_every_public_function_with_dim():
+    with_dim = {
+        name
+        for name in entropic.__all__
+        if callable(f := getattr(entropic, name)) and not inspect.isclass(f)
+        if "dim" in inspect.signature(f).parameters
+    }
+    assert with_dim == set(DIM_CALLS)
+
+
+@pytest.mark.parametrize("name", sorted(DIM_CALLS))
+def test_dim_out_of_range_names_function_and_range(name):
+    call, x = DIM_CALLS[name], torch.randn(2, 5)
+    for dim in (-2, -1, 0, 1):  # the whole valid range works
+        call(x, dim)
+    for dim in (2, 5, -3):
+        with pytest.raises(ValueError, match=rf"^{name}: dim must be in \[-2, 1\] .*got {dim}$"):
+            call(x, dim)
+    for dim in (1.0, True, "1"):
+        with pytest.raises(TypeError, match=rf"^{name}: dim must be an int, got {type(dim).__name__}$"):
+            call(x, dim)
 
 
 @pytest.mark.parametrize("base", [0, -2, 1, 1.0, math.nan, math.inf, "2", True])

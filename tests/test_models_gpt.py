@@ -194,6 +194,31 @@ def test_not_a_checkpoint(tmp_path):
         GPTConfig.from_dict({"width": 3})
 
 
+@pytest.mark.parametrize("content", [b"hello, a text file\n", b"\x80\x02}q", b""])
+def test_a_file_that_is_not_a_pickle_is_not_a_checkpoint(tmp_path, content):
+    path = tmp_path / "notes.txt"
+    path.write_bytes(content)  # text ends the unpickler in KeyError, a cut pickle in IndexError
+    with pytest.raises(ValueError, match=r"notes.txt' is not a torch checkpoint file"):
+        GPT.from_checkpoint(path)
+
+
+def test_a_checkpoint_with_missing_or_wrong_entries(tmp_path):
+    model = tiny(ATTENTIONS["softmax"])
+    payload, path = model.checkpoint(), tmp_path / "model.pt"
+    torch.save({k: v for k, v in payload.items() if k != "model"}, path)
+    with pytest.raises(ValueError, match=r"without a dict under \['model'\]"):
+        GPT.from_checkpoint(path)
+    torch.save({**payload, "config": 3}, path)
+    with pytest.raises(ValueError, match=r"without a dict under \['config'\]"):
+        GPT.from_checkpoint(path)
+    torch.save({**payload, "config": {**payload["config"], "d_model": 2 * model.config.d_model}}, path)
+    with pytest.raises(ValueError, match=r"config: size mismatch for embed.weight: .* more\)$"):
+        GPT.from_checkpoint(path)
+    torch.save({**payload, "model": {}}, path)
+    with pytest.raises(ValueError, match=r"config: Missing key\(s\) in state_dict: \"embed.weight\""):
+        GPT.from_checkpoint(path)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -468,7 +468,14 @@ class GPT(nn.Module):
         """Rebuild a model from a checkpoint written by `save` (or by ``experiments.train``)."""
         payload = load_checkpoint(path, map_location)
         model = cls(GPTConfig.from_dict(payload["config"]))
-        model.load_state_dict(payload["model"])
+        try:
+            model.load_state_dict(payload["model"])
+        except RuntimeError as err:  # missing, unexpected or mis-shaped weights, one per line after a header
+            problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()] or [str(err)]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ValueError(
+                f"'{path}': the weights do not match the checkpoint's config: {problems[0]}{more}"
+            ) from err
         return model
 
 
@@ -490,11 +497,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as err:
         raise ValueError(f"cannot read '{path}': {err}") from err
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+    # What the unpickler raises on bytes that are not a pickle: a text file ends in KeyError, a cut one in
+    # IndexError or EOFError.
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, IndexError) as err:
         raise ValueError(f"'{path}' is not a torch checkpoint file ({type(err).__name__})") from err
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(
             f"'{path}' is not an entropic GPT checkpoint (format {CHECKPOINT_FORMAT!r}), got {found!r}"
         )
+    missing = [key for key in ("config", "model") if not isinstance(payload.get(key), dict)]
+    if missing:
+        raise ValueError(f"'{path}' is an entropic GPT checkpoint without a dict under {missing}")
     return payload
