@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from entropic import sampling_info
 from entropic.sampling import FILTERS, apply_filters, epsilon, eta, min_p, temperature, top_k, top_p, typical
 
 
@@ -26,6 +27,34 @@ def ref_top_p(row: torch.Tensor, p: float) -> torch.Tensor:
         if total >= p:
             break
     return mask
+
+
+def keep_mass64(row: torch.Tensor, key: torch.Tensor, p: float) -> torch.Tensor:
+    """The float64 mass cut of one row: softmax of the upcast logits and its running sum in float64.
+
+    Tokens in descending `key` order until their mass first reaches p (the shortest prefix with mass >= p),
+    plus every token whose key ties the last one, plus the most probable token; p >= 1 keeps every
+    finite token. With ``key = row`` this is the float64 nucleus (top-p).
+    """
+    x = row.double()
+    sorted_key, order = key.sort(descending=True)
+    mass = torch.softmax(x, -1)[order].cumsum(-1)
+    n_keep = min(int((mass < p).sum()) + 1, x.numel())
+    keep = (key >= sorted_key[n_keep - 1]) | (x == x.max()) | (p >= 1)
+    return keep & torch.isfinite(x)
+
+
+def nucleus64(row: torch.Tensor, p: float) -> torch.Tensor:
+    return keep_mass64(row, row.float() if row.dtype != torch.float64 else row, p)
+
+
+def typical_key(row: torch.Tensor) -> torch.Tensor:
+    """-|surprisal - H| in the filter's compute dtype: the typical filter's ranking (higher = kept first)."""
+    x = row.float() if row.dtype != torch.float64 else row
+    logp = torch.log_softmax(x, -1)
+    live = torch.isfinite(logp)
+    h = -torch.where(live, logp.exp() * logp, torch.zeros_like(logp)).sum()
+    return -torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
 
 
 def test_temperature():
@@ -67,6 +96,51 @@ def test_top_p_stops_when_mass_is_reached_exactly():
     x = torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]], dtype=torch.float64).log()
     assert kept(top_p(x, 0.5)).sum(-1).tolist() == [1, 1]
     assert kept(top_p(x, 0.75)).sum(-1).tolist() == [3, 3]  # the two 0.25 tokens tie: both kept
+
+
+def test_top_p_on_transformers_hand_written_cases():
+    """Hugging Face's own TopPLogitsWarper expectations (p = 0.8 on float32 log-probabilities), which the
+    float64 nucleus meets. A float32 running mass put 0.5 + 0.3 just below 0.8 and kept row 0 whole."""
+    x = torch.tensor([[0.3, 0.1, 0.1, 0.5], [0.15, 0.3, 0.3, 0.25]]).log()
+    expected = torch.tensor([[True, False, False, True], [False, True, True, True]])
+    assert torch.equal(kept(top_p(x, 0.8)), expected)
+    assert torch.equal(kept(apply_filters(x, top_p=0.8)), expected)
+    assert torch.equal(kept(apply_filters(x, top_p=torch.tensor([0.8, 0.8], dtype=torch.float64))), expected)
+    assert sampling_info(x, top_p=0.8).effective_vocab_size.tolist() == [2, 3]
+    for row in range(2):
+        assert torch.equal(nucleus64(x[row], 0.8), expected[row])
+
+
+V_LARGE = 262_144
+
+
+@pytest.mark.parametrize("p", [0.9, 0.99, 0.999, 0.9999])
+def test_top_p_is_the_float64_nucleus_at_large_vocabularies(p):
+    """Exactly the float64 nucleus at V = 256k, p up to 0.9999, in every entry point that applies top-p:
+    near-uniform rows put the cut where a float32 running sum over ~V tokens has drifted by many tokens'
+    probability (the float32 cumulative sum dropped up to ~2000 tokens here, or kept one too many)."""
+    scales = torch.tensor([[0.01], [0.1], [1.0], [3.0]])
+    x = torch.randn(5, V_LARGE) * torch.cat([scales, torch.ones(1, 1)])
+    x[4, V_LARGE // 2 :] = -math.inf  # a masked half
+    expected = torch.stack([nucleus64(row, p) for row in x])
+    assert torch.equal(kept(top_p(x, p)), expected)
+    assert torch.equal(kept(apply_filters(x, top_p=p)), expected)
+    assert torch.equal(sampling_info(x, top_p=p).effective_vocab_size, expected.sum(-1))
+    per_row = torch.tensor([p, 1.0, p, 0.5, p], dtype=torch.float64)
+    out = kept(top_p(x, per_row))
+    for row, value in enumerate(per_row.tolist()):
+        assert torch.equal(out[row], nucleus64(x[row], value)), (row, value)
+    xb = x[:2].bfloat16()  # bf16 logits: the nucleus of their float32 upcast
+    assert torch.equal(kept(top_p(xb, p)), torch.stack([nucleus64(row, p) for row in xb]))
+
+
+@pytest.mark.parametrize("mass", [0.9, 0.9999])
+def test_typical_mass_is_summed_in_float64(mass):
+    """The typical set's mass cut is the float64 one too (same flaw, same fix as top-p)."""
+    x = torch.randn(3, V_LARGE) * torch.tensor([[0.01], [0.3], [1.0]])
+    out = kept(typical(x, mass))
+    for row in range(3):
+        assert torch.equal(out[row], keep_mass64(x[row], typical_key(x[row]), mass)), row
 
 
 def test_top_p_per_row_and_top1_always_kept():
@@ -122,6 +196,61 @@ def test_bad_parameters():
         ValueError, match=r"top_p must be a number or a tensor of the logits' batch shape \(2,\)"
     ):
         top_p(x, torch.tensor([0.5, 0.5, 0.5]))
+
+
+def bad_logits(kind: str) -> torch.Tensor:
+    """(2, 10) logits with one defect in row 1: NaN, +inf, or no finite entry."""
+    x = torch.randn(2, 10)
+    x[1, 3:] = -math.inf  # a legal mask in both rows' company
+    if kind == "nan":
+        x[1, 1] = math.nan
+    elif kind == "+inf":
+        x[1, 1] = math.inf
+    else:
+        x[1] = -math.inf
+    return x
+
+
+BAD_LOGITS = {"nan": "contain NaN", "+inf": "contain \\+inf", "dead": "have no finite entry"}
+FILTER_CALLS = {
+    "temperature": lambda x: temperature(x, 0.7),
+    "top_k": lambda x: top_k(x, 3),
+    "top_p": lambda x: top_p(x, 0.9),
+    "min_p": lambda x: min_p(x, 0.1),
+    "typical": lambda x: typical(x, 0.9),
+    "epsilon": lambda x: epsilon(x, 0.01),
+    "eta": lambda x: eta(x, 0.01),
+    "apply_filters": lambda x: apply_filters(x, top_k=3, top_p=0.9, min_p=0.1),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_LOGITS))
+@pytest.mark.parametrize("name", list(FILTER_CALLS))
+def test_filters_reject_bad_logits(name, kind):
+    """NaN, +inf and rows with no finite entry raise a ValueError naming the filter (README, "Errors"),
+    instead of NaN outputs or a removed top token."""
+    with pytest.raises(ValueError, match=rf"^{name}: .*{BAD_LOGITS[kind]}"):
+        FILTER_CALLS[name](bad_logits(kind))
+    if name in FILTERS:  # the registry holds the checked filters
+        with pytest.raises(ValueError, match=rf"^{name}: "):
+            FILTERS[name](bad_logits(kind), 0.5 if name != "top_k" else 3)
+
+
+def test_apply_filters_checks_the_logits_once(monkeypatch):
+    """One logits check (one host sync) for the whole chain, not one per filter."""
+    import entropic.sampling.filters as filters_module
+
+    calls = []
+    real = filters_module.check_logits
+    monkeypatch.setattr(filters_module, "check_logits", lambda x, fn: calls.append(fn) or real(x, fn))
+    x = torch.randn(2, 30)
+    expected = eta(typical(min_p(top_p(top_k(temperature(x, 0.8), 20), 0.9), 0.05), 0.99), 1e-4)
+    calls.clear()
+    out = apply_filters(x, temperature=0.8, top_k=20, top_p=0.9, min_p=0.05, typical=0.99, eta=1e-4)
+    assert calls == ["apply_filters"]
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match=r"apply_filters: unknown filters \['top_q'\]"):
+        filters_module._apply_filters(x, 1.0, {"top_q": 0.5})
 
 
 # ------------------------------------------------------------------ typical, epsilon, eta (Meister; Hewitt)

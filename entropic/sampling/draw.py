@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param
-from entropic.sampling.filters import _per_row, apply_filters
+from entropic.sampling.filters import _apply_filters, _per_row
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -186,7 +186,7 @@ def sample(
         return logits.argmax(dim=-1)
     else:
         greedy_rows = None
-    filtered = apply_filters(logits, temperature=temperature, **filters)
+    filtered = _apply_filters(logits, temperature, filters)  # logits checked above
     tokens = race(filtered, generator)
     if greedy_rows is not None:
         tokens = torch.where(greedy_rows.to(tokens.device), logits.argmax(dim=-1), tokens)
