@@ -491,10 +491,10 @@ def _fused_candidates(
     The kernel returns the cut on ``logits / T`` that its filters chose; ``log q(y) = y/T - logsumexp`` of
     the tempered logits at or above the cut, one masked reduction in PyTorch.
     """
-    from entropic.kernels.sampling import fused_sample
+    from entropic.kernels.sampling import _fused_sample
 
     seeds = seeds.to(logits.device)
-    draws = [fused_sample(logits, seeds=seeds, step=step * n + i, **params) for i in range(n)]
+    draws = [_fused_sample(logits, seeds=seeds, step=step * n + i, **params) for i in range(n)]
     candidates = torch.stack([d.tokens for d in draws], -1)  # (B, n)
     scaled = logits.float() / params["temperature"].float().unsqueeze(-1)
     kept = scaled >= draws[0].threshold.unsqueeze(-1)
