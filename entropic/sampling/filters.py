@@ -261,6 +261,12 @@ def apply_filters(
     Tensor
         ``(..., V)`` float32 (float64 for float64 input) logits, removed tokens at -inf.
 
+    Raises
+    ------
+    ValueError
+        NaN or +inf in `logits`, or a row with no finite entry (checked once for the whole chain), or a
+        parameter out of its filter's range.
+
     Examples
     --------
     >>> apply_filters(torch.tensor([2.0, 1.0, 0.0, -3.0]), temperature=0.5, top_k=2)
