@@ -251,6 +251,8 @@ def test_apply_filters_checks_the_logits_once(monkeypatch):
     torch.testing.assert_close(out, expected)
     with pytest.raises(ValueError, match=r"apply_filters: unknown filters \['top_q'\]"):
         filters_module._apply_filters(x, 1.0, {"top_q": 0.5})
+    with pytest.raises(ValueError, match=r"apply_filters: unknown filters \['temperature'\]"):
+        filters_module._apply_filters(x, 1.0, {"temperature": 0.5})  # the temperature is its own argument
 
 
 # ------------------------------------------------------------------ typical, epsilon, eta (Meister; Hewitt)

@@ -286,11 +286,12 @@ def apply_filters(
 
 def _apply_filters(logits: Tensor, temperature: float | Tensor, filters: Mapping[str, object]) -> Tensor:
     """`apply_filters` for callers that checked the logits already; `filters` maps names to values or None."""
-    unknown = sorted(set(filters) - set(_UNCHECKED))
+    truncations = list(_UNCHECKED)[1:]  # after the temperature, in the registry's order
+    unknown = sorted(set(filters) - set(truncations))
     if unknown:
-        raise ValueError(f"apply_filters: unknown filters {unknown}; known: {list(_UNCHECKED)}")
+        raise ValueError(f"apply_filters: unknown filters {unknown}; known: {truncations}")
     x = _temperature(logits, temperature)
-    for name, fn in list(_UNCHECKED.items())[1:]:  # after the temperature, in the registry's order
+    for name in truncations:
         if filters.get(name) is not None:
-            x = fn(x, filters[name])
+            x = _UNCHECKED[name](x, filters[name])
     return x
