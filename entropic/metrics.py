@@ -646,10 +646,10 @@ def sampling_info(
     >>> info = sampling_info(torch.randn(4, 1000), temperature=0.7, top_p=0.9)
     >>> info.entropy_change  # negative: both filters remove uncertainty  # doctest: +SKIP
     """
-    from entropic.sampling.filters import apply_filters  # the sampling package imports this module
+    from entropic.sampling.filters import _apply_filters  # the sampling package imports this module
 
     check_logits(logits, "sampling_info")
-    filtered = apply_filters(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    filtered = _apply_filters(logits, temperature, {"top_k": top_k, "top_p": top_p, "min_p": min_p})
     h0 = entropy(logits, base=base)
     h1 = entropy(filtered, base=base)
     return SamplingInfo(

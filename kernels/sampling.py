@@ -8,11 +8,11 @@ One program per row reads the row a few times and never sorts it nor writes a pr
 2. top-k, then top-p, as threshold searches. Both cut at ``τ = max{v ∈ y : W(v) ≥ target}`` with
    ``W(v) = Σ_{y_i ≥ v} w_i``: ``w_i = 1`` and target k (top-k); ``w_i = e^{y_i - m_T}`` over the top-k
    survivors and target ``p · Σ_{y_i ≥ τ_k} e^{y_i - m_T}`` (top-p: the most probable tokens until their
-   mass first reaches p). The search bisects on the value of y between a lower end ``lo`` (a value of y
-   with ``W(lo) ≥ target``) and an upper end ``ub ≥ τ`` (a value of y). Each pass at a pivot also returns
-   the nearest values of y on each side with their weights: the ends snap to them, and the search stops
-   as soon as W is known just above and at a value of y (usually well before the ends meet). One pass
-   per step, no sort, no histogram;
+   mass first reaches p; weights, masses and p in float64, as the reference's). The search bisects on
+   the value of y between a lower end ``lo`` (a value of y with ``W(lo) ≥ target``) and an upper end
+   ``ub ≥ τ`` (a value of y). Each pass at a pivot also returns the nearest values of y on each side with
+   their weights: the ends snap to them, and the search stops as soon as W is known just above and at a
+   value of y (usually well before the ends meet). One pass per step, no sort, no histogram;
 3. min-p is a threshold on the tempered logits, ``m_T + log p_min``. The row keeps
    ``y ≥ max(τ_k, τ_p, m_T + log p_min)``: the top token always, ties at every cut too, as in
    `entropic.sampling.filters` (same order: temperature, top-k, top-p, min-p);
@@ -36,6 +36,8 @@ import torch
 import triton
 import triton.language as tl
 
+from entropic._validation import check_logits
+
 from ._utils import check_device, check_dtype, is_interpreter
 from .entropy import _chunk_state, _merge_state
 
@@ -50,20 +52,27 @@ def _load_tempered(x_row, cols, n_cols, stride_xc, t):
 
 @triton.jit
 def _weights(y, m_t, USE_MASS: tl.constexpr):
-    """Per-token weight of the threshold search: e^{y - m_T} (top-p) or 1 (top-k); 0 for masked tokens."""
+    """Per-token weight of the threshold search, float64: e^{y - m_T} (top-p) or 1 (top-k); 0 if masked.
+
+    The mass is float64, as the reference's: float32 block sums drift by more than a token's probability
+    when many tokens share the mass, and move the cut of p close to 1.
+    """
     if USE_MASS:
-        return tl.exp(y - m_t)  # y <= m_T; exp(-inf) = 0
-    return tl.where(y > float("-inf"), 1.0, 0.0)
+        return tl.exp(y.to(tl.float64) - m_t.to(tl.float64))  # y <= m_T; exp(-inf) = 0
+    return tl.where(y > float("-inf"), 1.0, 0.0).to(tl.float64)
 
 
 @triton.jit
 def _mass_around(x_row, n_cols, stride_xc, t, m_t, pivot, USE_MASS: tl.constexpr, BLOCK: tl.constexpr):
-    """One pass: W(pivot) = Σ_{y ≥ pivot} w and the nearest y on each side of the pivot with weights."""
-    w_above = tl.full((), 0.0, tl.float32)
+    """One pass: W(pivot) = Σ_{y ≥ pivot} w and the nearest y on each side of the pivot with weights.
+
+    Weights and their sums are float64; the values of y (pivot, a, b) are float32.
+    """
+    w_above = tl.full((), 0.0, tl.float64)
     a = tl.full((), float("inf"), tl.float32)  # smallest y >= pivot
-    w_a = tl.full((), 0.0, tl.float32)
+    w_a = tl.full((), 0.0, tl.float64)
     b = tl.full((), float("-inf"), tl.float32)  # largest y < pivot
-    w_b = tl.full((), 0.0, tl.float32)
+    w_b = tl.full((), 0.0, tl.float64)
     for start in range(0, n_cols, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         _, y = _load_tempered(x_row, cols, n_cols, stride_xc, t)
@@ -114,7 +123,7 @@ def _sampling_fwd_kernel(
     X,
     TEMPERATURE,  # (B,) float32, 0 = greedy
     TOP_K,  # (B,) int32; k >= V keeps every token
-    TOP_P,  # (B,) float32; p >= 1 keeps every token
+    TOP_P,  # (B,) float64; p >= 1 keeps every token
     LOG_MIN_P,  # (B,) float32 log of min-p; -inf keeps every token
     SEEDS,  # (B,) int64
     TOKENS,  # (B,) int64
@@ -140,7 +149,7 @@ def _sampling_fwd_kernel(
     mu = tl.full((), 0.0, tl.float32)
     m2 = tl.full((), 0.0, tl.float32)
     m_t = tl.full((), float("-inf"), tl.float32)
-    z_t = tl.full((), 0.0, tl.float32)  # Σ e^{y - m_T}
+    z_t = tl.full((), 0.0, tl.float64)  # Σ e^{y - m_T}, float64 as the searches' masses
     y_min = tl.full((), float("inf"), tl.float32)
     n_live = tl.full((), 0.0, tl.float32)
     for start in range(0, n_cols, BLOCK):
@@ -152,7 +161,8 @@ def _sampling_fwd_kernel(
         m_t_new = tl.maximum(m_t, tl.max(y, 0))
         if HAS_TOP_P:  # the partition of y is top-p's only
             ref = tl.where(m_t_new > float("-inf"), m_t_new, 0.0)
-            z_t = z_t * tl.exp(m_t - ref) + tl.sum(tl.where(live, tl.exp(y - ref), 0.0), 0)
+            rescale = tl.exp(m_t.to(tl.float64) - ref.to(tl.float64))
+            z_t = z_t * rescale + tl.sum(tl.where(live, _weights(y, ref, True), 0.0), 0)
         m_t = m_t_new
         if HAS_TOP_K or HAS_TOP_P:  # the searches start from the smallest y
             y_min = tl.minimum(y_min, tl.min(tl.where(live, y, float("inf")), 0))
@@ -163,7 +173,7 @@ def _sampling_fwd_kernel(
     lo = y_min  # where top-p's search starts: a value of y, with the mass of y >= lo
     w_lo = z_t
     if HAS_TOP_K:
-        k = tl.load(TOP_K + row).to(tl.float32)
+        k = tl.load(TOP_K + row).to(tl.float64)
         if (k < n_live) & (t_row > 0.0):
             tau = _threshold_search(x_row, n_cols, stride_xc, t, m_t, y_min, m_t, k, False, BLOCK)
             if HAS_TOP_P:
@@ -219,7 +229,7 @@ def sampling_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the kernel on (B, V) ``logits`` with (B,) parameter tensors on its device.
 
-    ``temperature`` float32, ``top_k`` int32 (None: no top-k), ``top_p`` float32 (None: no top-p),
+    ``temperature`` float32, ``top_k`` int32 (None: no top-k), ``top_p`` float64 (None: no top-p),
     ``log_min_p`` float32, ``seeds`` int64. Returns int64 tokens (B,) and float32 stats (3, B) =
     (H, V, threshold on ``logits / T``).
     """
@@ -228,7 +238,7 @@ def sampling_forward(
     assert logits.dim() == 2 and logits.shape[1] > 0, f"need (B, V) logits, got {tuple(logits.shape)}"
     n_rows, n_cols = logits.shape
     params = {"temperature": (temperature, torch.float32), "log_min_p": (log_min_p, torch.float32)}
-    params |= {"seeds": (seeds, torch.int64), "top_k": (top_k, torch.int32), "top_p": (top_p, torch.float32)}
+    params |= {"seeds": (seeds, torch.int64), "top_k": (top_k, torch.int32), "top_p": (top_p, torch.float64)}
     for name, (value, dtype) in params.items():
         assert value is None or (
             value.shape == (n_rows,) and value.dtype == dtype and value.device == logits.device
@@ -264,7 +274,12 @@ class FusedSample(NamedTuple):
 def _per_row(
     value: float | torch.Tensor, n_rows: int, dtype: torch.dtype, device: torch.device
 ) -> torch.Tensor:
-    return torch.as_tensor(value, device=device).to(dtype).expand(n_rows).contiguous()
+    """(n_rows,) `dtype` values; a Python number is converted once, straight to `dtype`."""
+    if isinstance(value, torch.Tensor):
+        value = value.to(device, dtype)
+    else:
+        value = torch.tensor(value, dtype=dtype, device=device)
+    return value.expand(n_rows).contiguous()
 
 
 def fused_sample(
@@ -291,8 +306,9 @@ def fused_sample(
         ``(B, V)`` float32/float16/bfloat16 logits on CUDA (or CPU under ``TRITON_INTERPRET=1``), any
         strides; ``-inf`` entries are never drawn.
     temperature, top_k, top_p, min_p : number or (B,) tensor
-        Per-row parameters (None: filter off). Validation of their ranges and of the logits is
-        `entropic.sampling.sample`'s; this entry point trusts its inputs.
+        Per-row parameters (None: filter off). Validation of their ranges is `entropic.sampling.sample`'s;
+        this entry point trusts them. NaN, +inf or a row with no finite entry in `logits` raise
+        ValueError.
     seeds : Tensor
         ``(B,)`` integer seeds, one per row.
     step : int
@@ -303,10 +319,28 @@ def fused_sample(
     FusedSample
         ``tokens`` (int64), ``entropy``, ``varentropy`` and ``threshold`` (float32), each ``(B,)``.
     """
+    check_logits(logits, "fused_sample")
+    return _fused_sample(
+        logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seeds=seeds, step=step
+    )
+
+
+def _fused_sample(
+    logits: torch.Tensor,
+    *,
+    temperature: float | torch.Tensor,
+    top_k: int | torch.Tensor | None,
+    top_p: float | torch.Tensor | None,
+    min_p: float | torch.Tensor | None,
+    seeds: torch.Tensor,
+    step: int,
+) -> FusedSample:
+    """`fused_sample` for callers that checked the logits already (`sample`, `EntropixSampler`)."""
     n_rows, device = logits.shape[0], logits.device
     temperature_t = _per_row(temperature, n_rows, torch.float32, device)
     top_k_t = None if top_k is None else _per_row(top_k, n_rows, torch.int64, device).clamp(max=2**31 - 1)
-    top_p_t = None if top_p is None else _per_row(top_p, n_rows, torch.float32, device)
+    # p in float64, as the reference compares its float64 mass with it (a float32 p moves the cut)
+    top_p_t = None if top_p is None else _per_row(top_p, n_rows, torch.float64, device)
     if isinstance(min_p, torch.Tensor):
         log_min_p = torch.log(min_p.to(device, torch.float32))  # as the reference: log in float32
     else:  # as the reference: the log of the number, rounded to float32

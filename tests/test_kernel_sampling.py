@@ -128,6 +128,57 @@ def test_kept_set_and_draw_match_the_reference(device, params):
         assert out.tokens[row].item() == score.argmax().item()
 
 
+def nucleus64(row: torch.Tensor, p: float) -> torch.Tensor:
+    """The float64 nucleus of one row: the shortest prefix of the descending order whose float64 mass
+    (softmax of the upcast logits, summed in float64) reaches p, plus ties with its last logit."""
+    x = row.double()
+    mass = torch.softmax(x, -1).sort(descending=True).values.cumsum(-1)
+    n_keep = min(int((mass < p).sum()) + 1, x.numel())
+    return (x >= x.sort(descending=True).values[n_keep - 1]) & torch.isfinite(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_top_p_is_the_float64_nucleus_on_hard_rows(device, dtype):
+    """Near-uniform rows (many near-equal probabilities) and p within 1e-11 (relative) of a float64
+    cumulative mass: a float32 p or float32 block sums of the mass move the cut, float64 ones do not (the
+    float64 sums' own error is below 4096 · 2^-53 < 1e-12). The same p rounded to float32 lands within
+    3e-8 of the cut, where float32 block sums alone already err. bf16 rows add exact ties at the cut."""
+    n_rows, vocab = 12, 4096
+    scales = torch.tensor([0.01, 0.1, 1.0, 3.0]).repeat_interleave(3).unsqueeze(-1)
+    logits = (torch.randn(n_rows, vocab) * scales).to(dtype)
+    logits[2, vocab // 2 :] = -math.inf  # a masked half
+    mass = torch.softmax(logits.double(), -1).sort(descending=True).values.cumsum(-1)
+    sorted_x = logits.double().sort(-1, descending=True).values
+    group_ends = sorted_x[:, :-1] > sorted_x[:, 1:]  # a cut can only fall after the last of a tie group
+    group_ends[:, : vocab // 8] = group_ends[:, vocab // 3 :] = False  # among many small, similar masses
+    at = torch.multinomial(group_ends.double(), 1)
+    side = torch.tensor([1.0, -1.0], dtype=torch.float64).repeat(n_rows // 2).unsqueeze(-1)
+    hard_p = (mass.gather(-1, at) * (1 + side * 1e-11)).squeeze(-1).clamp(max=1.0)
+    assert (hard_p != mass.gather(-1, at).squeeze(-1)).all()  # near a boundary, never on it
+    seeds = torch.arange(n_rows, device=device)
+    for p in [hard_p, hard_p.float(), 0.9, 0.9999]:  # float32 p: within 3e-8 of the cut, exact in float32
+        out = fused_sample(logits.to(device), top_p=p if isinstance(p, float) else p.to(device), seeds=seeds)
+        got = kept_by_kernel(logits.to(device), {}, out.threshold).cpu()
+        values = p.tolist() if isinstance(p, torch.Tensor) else [p] * n_rows
+        expected = torch.stack([nucleus64(row, value) for row, value in zip(logits, values, strict=True)])
+        assert torch.equal(got, expected), [r for r in range(n_rows) if not torch.equal(got[r], expected[r])]
+        assert torch.equal(got, kept_by_reference(logits, {"top_p": p}))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"), [("nan", "contain NaN"), ("+inf", r"contain \+inf"), ("dead", "no finite entry")]
+)
+def test_bad_logits_raise_naming_fused_sample(device, kind, message):
+    """README "Errors" holds for the public kernel entry too (it returned a token for such rows)."""
+    logits = torch.randn(2, 40, device=device)
+    if kind == "dead":
+        logits[1] = -math.inf
+    else:
+        logits[1, 5] = math.nan if kind == "nan" else math.inf
+    with pytest.raises(ValueError, match=rf"^fused_sample: .*{message}"):
+        fused_sample(logits, top_p=0.9, seeds=torch.arange(2, device=device))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_per_row_parameters_dtypes_and_strides(device, dtype):
     """Per-row tensors of every parameter; half-precision and strided logits; H and V against float64."""
@@ -215,7 +266,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from entropic.kernels.sampling import _sampling_fwd_kernel
 
-signature = {"X": "*bf16", "TEMPERATURE": "*fp32", "TOP_K": "*i32", "TOP_P": "*fp32", "LOG_MIN_P": "*fp32"}
+signature = {"X": "*bf16", "TEMPERATURE": "*fp32", "TOP_K": "*i32", "TOP_P": "*fp64", "LOG_MIN_P": "*fp32"}
 signature |= {"SEEDS": "*i64", "TOKENS": "*i64", "STATS": "*fp32"}
 signature |= {name: "i32" for name in ("n_rows", "n_cols", "stride_xr", "stride_xc", "step")}
 constexprs = {"HAS_TOP_K": True, "HAS_TOP_P": True, "BLOCK": 4096}

@@ -103,6 +103,36 @@ def test_sample_bad_input():
         sample(torch.zeros(2, 3), top_p=2.0)
 
 
+DEFECTS = {
+    "nan": (math.nan, "contain NaN"),
+    "+inf": (math.inf, r"contain \+inf"),
+    "dead": (None, "no finite entry"),
+}
+
+
+def defective(kind: str) -> torch.Tensor:
+    """(2, 6) logits whose row 1 holds a NaN, a +inf, or no finite entry (row 0 is valid)."""
+    x = torch.randn(2, 6)
+    value = DEFECTS[kind][0]
+    x[1] = -math.inf if value is None else x[1].index_fill(0, torch.tensor([2]), value)
+    return x
+
+
+@pytest.mark.parametrize("kind", list(DEFECTS))
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_sample_rejects_bad_logits_on_every_path(kind, impl):
+    """README "Errors": the check comes first, whatever the path (torch filters or the fused kernel)."""
+    seeds = torch.arange(2) if impl == "triton" else None
+    with pytest.raises(ValueError, match=rf"^sample: .*{DEFECTS[kind][1]}"):
+        sample(defective(kind), top_p=0.9, seeds=seeds, impl=impl)
+
+
+@pytest.mark.parametrize("kind", list(DEFECTS))
+def test_temperature_for_entropy_rejects_bad_logits(kind):
+    with pytest.raises(ValueError, match=rf"^temperature_for_entropy: .*{DEFECTS[kind][1]}"):
+        temperature_for_entropy(defective(kind), 1.0)
+
+
 # ------------------------------------------------------------------------------- entropy targeting
 
 

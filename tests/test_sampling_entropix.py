@@ -275,3 +275,19 @@ def test_seeds_errors():
         sampler(logits, impl="triton")
     with pytest.raises(ValueError, match="impl must be"):
         sampler(logits, impl="cuda")
+
+
+@pytest.mark.parametrize("kind", ["nan", "+inf", "dead"])
+@pytest.mark.parametrize("entry", ["EntropixSampler", "EntropixSampler.parameters"])
+def test_bad_logits_raise_naming_the_entry_point(entry, kind):
+    """README "Errors": NaN, +inf or a row with no finite entry raise a ValueError naming the entry point."""
+    x = torch.randn(2, 6)
+    if kind == "dead":
+        x[1] = -math.inf
+    else:
+        x[1, 2] = math.nan if kind == "nan" else math.inf
+    message = {"nan": "contain NaN", "+inf": r"contain \+inf", "dead": "no finite entry"}[kind]
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=THINK_ID))
+    call = sampler if entry == "EntropixSampler" else sampler.parameters
+    with pytest.raises(ValueError, match=rf"^{entry}: .*{message}"):
+        call(x)

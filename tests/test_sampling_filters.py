@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from entropic import sampling_info
 from entropic.sampling import FILTERS, apply_filters, epsilon, eta, min_p, temperature, top_k, top_p, typical
 
 
@@ -26,6 +27,34 @@ def ref_top_p(row: torch.Tensor, p: float) -> torch.Tensor:
         if total >= p:
             break
     return mask
+
+
+def keep_mass64(row: torch.Tensor, key: torch.Tensor, p: float) -> torch.Tensor:
+    """The float64 mass cut of one row: softmax of the upcast logits and its running sum in float64.
+
+    Tokens in descending `key` order until their mass first reaches p (the shortest prefix with mass >= p),
+    plus every token whose key ties the last one, plus the most probable token; p >= 1 keeps every
+    finite token. With ``key = row`` this is the float64 nucleus (top-p).
+    """
+    x = row.double()
+    sorted_key, order = key.sort(descending=True)
+    mass = torch.softmax(x, -1)[order].cumsum(-1)
+    n_keep = min(int((mass < p).sum()) + 1, x.numel())
+    keep = (key >= sorted_key[n_keep - 1]) | (x == x.max()) | (p >= 1)
+    return keep & torch.isfinite(x)
+
+
+def nucleus64(row: torch.Tensor, p: float) -> torch.Tensor:
+    return keep_mass64(row, row.float() if row.dtype != torch.float64 else row, p)
+
+
+def typical_key(row: torch.Tensor) -> torch.Tensor:
+    """-|surprisal - H| in the filter's compute dtype: the typical filter's ranking (higher = kept first)."""
+    x = row.float() if row.dtype != torch.float64 else row
+    logp = torch.log_softmax(x, -1)
+    live = torch.isfinite(logp)
+    h = -torch.where(live, logp.exp() * logp, torch.zeros_like(logp)).sum()
+    return -torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
 
 
 def test_temperature():
@@ -67,6 +96,51 @@ def test_top_p_stops_when_mass_is_reached_exactly():
     x = torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25]], dtype=torch.float64).log()
     assert kept(top_p(x, 0.5)).sum(-1).tolist() == [1, 1]
     assert kept(top_p(x, 0.75)).sum(-1).tolist() == [3, 3]  # the two 0.25 tokens tie: both kept
+
+
+def test_top_p_on_transformers_hand_written_cases():
+    """Hugging Face's own TopPLogitsWarper expectations (p = 0.8 on float32 log-probabilities), which the
+    float64 nucleus meets. A float32 running mass put 0.5 + 0.3 just below 0.8 and kept row 0 whole."""
+    x = torch.tensor([[0.3, 0.1, 0.1, 0.5], [0.15, 0.3, 0.3, 0.25]]).log()
+    expected = torch.tensor([[True, False, False, True], [False, True, True, True]])
+    assert torch.equal(kept(top_p(x, 0.8)), expected)
+    assert torch.equal(kept(apply_filters(x, top_p=0.8)), expected)
+    assert torch.equal(kept(apply_filters(x, top_p=torch.tensor([0.8, 0.8], dtype=torch.float64))), expected)
+    assert sampling_info(x, top_p=0.8).effective_vocab_size.tolist() == [2, 3]
+    for row in range(2):
+        assert torch.equal(nucleus64(x[row], 0.8), expected[row])
+
+
+V_LARGE = 262_144
+
+
+@pytest.mark.parametrize("p", [0.9, 0.99, 0.999, 0.9999])
+def test_top_p_is_the_float64_nucleus_at_large_vocabularies(p):
+    """Exactly the float64 nucleus at V = 256k, p up to 0.9999, in every entry point that applies top-p:
+    near-uniform rows put the cut where a float32 running sum over ~V tokens has drifted by many tokens'
+    probability (the float32 cumulative sum dropped up to ~2000 tokens here, or kept one too many)."""
+    scales = torch.tensor([[0.01], [0.1], [1.0], [3.0]])
+    x = torch.randn(5, V_LARGE) * torch.cat([scales, torch.ones(1, 1)])
+    x[4, V_LARGE // 2 :] = -math.inf  # a masked half
+    expected = torch.stack([nucleus64(row, p) for row in x])
+    assert torch.equal(kept(top_p(x, p)), expected)
+    assert torch.equal(kept(apply_filters(x, top_p=p)), expected)
+    assert torch.equal(sampling_info(x, top_p=p).effective_vocab_size, expected.sum(-1))
+    per_row = torch.tensor([p, 1.0, p, 0.5, p], dtype=torch.float64)
+    out = kept(top_p(x, per_row))
+    for row, value in enumerate(per_row.tolist()):
+        assert torch.equal(out[row], nucleus64(x[row], value)), (row, value)
+    xb = x[:2].bfloat16()  # bf16 logits: the nucleus of their float32 upcast
+    assert torch.equal(kept(top_p(xb, p)), torch.stack([nucleus64(row, p) for row in xb]))
+
+
+@pytest.mark.parametrize("mass", [0.9, 0.9999])
+def test_typical_mass_is_summed_in_float64(mass):
+    """The typical set's mass cut is the float64 one too (same flaw, same fix as top-p)."""
+    x = torch.randn(3, V_LARGE) * torch.tensor([[0.01], [0.3], [1.0]])
+    out = kept(typical(x, mass))
+    for row in range(3):
+        assert torch.equal(out[row], keep_mass64(x[row], typical_key(x[row]), mass)), row
 
 
 def test_top_p_per_row_and_top1_always_kept():
@@ -124,6 +198,63 @@ def test_bad_parameters():
         top_p(x, torch.tensor([0.5, 0.5, 0.5]))
 
 
+def bad_logits(kind: str) -> torch.Tensor:
+    """(2, 10) logits with one defect in row 1: NaN, +inf, or no finite entry."""
+    x = torch.randn(2, 10)
+    x[1, 3:] = -math.inf  # a legal mask in both rows' company
+    if kind == "nan":
+        x[1, 1] = math.nan
+    elif kind == "+inf":
+        x[1, 1] = math.inf
+    else:
+        x[1] = -math.inf
+    return x
+
+
+BAD_LOGITS = {"nan": "contain NaN", "+inf": "contain \\+inf", "dead": "have no finite entry"}
+FILTER_CALLS = {
+    "temperature": lambda x: temperature(x, 0.7),
+    "top_k": lambda x: top_k(x, 3),
+    "top_p": lambda x: top_p(x, 0.9),
+    "min_p": lambda x: min_p(x, 0.1),
+    "typical": lambda x: typical(x, 0.9),
+    "epsilon": lambda x: epsilon(x, 0.01),
+    "eta": lambda x: eta(x, 0.01),
+    "apply_filters": lambda x: apply_filters(x, top_k=3, top_p=0.9, min_p=0.1),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_LOGITS))
+@pytest.mark.parametrize("name", list(FILTER_CALLS))
+def test_filters_reject_bad_logits(name, kind):
+    """NaN, +inf and rows with no finite entry raise a ValueError naming the filter (README, "Errors"),
+    instead of NaN outputs or a removed top token."""
+    with pytest.raises(ValueError, match=rf"^{name}: .*{BAD_LOGITS[kind]}"):
+        FILTER_CALLS[name](bad_logits(kind))
+    if name in FILTERS:  # the registry holds the checked filters
+        with pytest.raises(ValueError, match=rf"^{name}: "):
+            FILTERS[name](bad_logits(kind), 0.5 if name != "top_k" else 3)
+
+
+def test_apply_filters_checks_the_logits_once(monkeypatch):
+    """One logits check (one host sync) for the whole chain, not one per filter."""
+    import entropic.sampling.filters as filters_module
+
+    calls = []
+    real = filters_module.check_logits
+    monkeypatch.setattr(filters_module, "check_logits", lambda x, fn: calls.append(fn) or real(x, fn))
+    x = torch.randn(2, 30)
+    expected = eta(typical(min_p(top_p(top_k(temperature(x, 0.8), 20), 0.9), 0.05), 0.99), 1e-4)
+    calls.clear()
+    out = apply_filters(x, temperature=0.8, top_k=20, top_p=0.9, min_p=0.05, typical=0.99, eta=1e-4)
+    assert calls == ["apply_filters"]
+    torch.testing.assert_close(out, expected)
+    with pytest.raises(ValueError, match=r"apply_filters: unknown filters \['top_q'\]"):
+        filters_module._apply_filters(x, 1.0, {"top_q": 0.5})
+    with pytest.raises(ValueError, match=r"apply_filters: unknown filters \['temperature'\]"):
+        filters_module._apply_filters(x, 1.0, {"temperature": 0.5})  # the temperature is its own argument
+
+
 # ------------------------------------------------------------------ typical, epsilon, eta (Meister; Hewitt)
 
 
@@ -151,29 +282,6 @@ def test_epsilon_and_eta_hand_computed():
     assert kept(eta(x, 0.1)).tolist() == [[True, True, True, False]]
     assert kept(eta(x, 0.2)).tolist() == [[True, True, True, False]]  # threshold 0.1428 < 0.15
     assert kept(eta(x, 0.3)).tolist() == [[True, True, False, False]]  # threshold 0.1749 > 0.15
-
-
-@pytest.mark.parametrize("name", ["typical", "epsilon", "eta"])
-def test_new_filters_match_transformers(name):
-    """Hugging Face's warpers (min_tokens_to_keep=1) give the same sets, plus our guaranteed top token."""
-    from transformers import EpsilonLogitsWarper, EtaLogitsWarper, TypicalLogitsWarper
-
-    warper, fn, values = {
-        "typical": (TypicalLogitsWarper, typical, [0.2, 0.5, 0.9, 0.99]),
-        "epsilon": (EpsilonLogitsWarper, epsilon, [1e-4, 3e-3, 0.02, 0.2]),
-        "eta": (EtaLogitsWarper, eta, [1e-4, 3e-3, 0.02, 0.2]),
-    }[name]
-    x = torch.randn(8, 300, dtype=torch.float64) * 2.5
-    top = x == x.amax(-1, keepdim=True)
-    for value in values:
-        if name == "typical":
-            hf = warper(mass=value)
-        elif name == "epsilon":
-            hf = warper(epsilon=value)
-        else:
-            hf = warper(epsilon=value, device="cpu")
-        expected = kept(hf(None, x.clone())) | top
-        assert torch.equal(kept(fn(x, value)), expected), (name, value)
 
 
 @pytest.mark.parametrize(
@@ -212,3 +320,156 @@ def test_new_filters_bad_parameters():
         epsilon(x, 1.0)
     with pytest.raises(ValueError, match=r"eta must be in \[0.0, 1.0\), got -0.5 \(in 1 of 2 rows\)"):
         eta(x, torch.tensor([0.1, -0.5]))
+
+
+# ------------------------------------------------------------------ against Hugging Face's warpers
+
+
+@pytest.fixture(scope="module")
+def hf():
+    return pytest.importorskip("transformers")
+
+
+SCALES = (0.1, 1.0, 10.0, 100.0)
+
+
+def hf_rows(dtype: torch.dtype) -> torch.Tensor:
+    """(15, 300) logits: three rows per logit scale (std 0.1, 1, 10, 100), the first of each with its last
+    third masked, then three rows of small integers (ties everywhere), cast to `dtype`."""
+    x = torch.randn(12, 300) * torch.tensor(SCALES).repeat_interleave(3).unsqueeze(-1)
+    x[::3, 200:] = -math.inf
+    ties = torch.randint(-4, 5, (3, 300)).float()
+    return torch.cat([x, ties]).to(dtype)
+
+
+def per_row(values: list[float], n_rows: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.tensor([values[row % len(values)] for row in range(n_rows)], dtype=dtype)
+
+
+def hf_kept(warper, row: torch.Tensor) -> torch.Tensor:
+    """Hugging Face's kept set of one row, on the float64 upcast of the row (its exact values)."""
+    return kept(warper(None, row.double().unsqueeze(0).clone())[0])
+
+
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_temperature_and_top_k_match_transformers(hf, dtype):
+    """Same definitions: x / T; top-k removes x < (k-th largest), so ties with the k-th are kept by both."""
+    x = hf_rows(dtype)
+    ts = per_row([0.3, 0.7, 1.0, 1.9], x.shape[0], torch.float32)
+    ks = per_row([1, 2, 5, 50, 299, 1000], x.shape[0], torch.long)
+    out_t, out_k = temperature(x, ts), top_k(x, ks)
+    for row in range(x.shape[0]):
+        t, k = float(ts[row]), int(ks[row])
+        torch.testing.assert_close(
+            out_t[row], hf.TemperatureLogitsWarper(t)(None, x[row : row + 1].float())[0]
+        )
+        assert torch.equal(kept(out_k[row]), hf_kept(hf.TopKLogitsWarper(k), x[row])), (row, k)
+    assert torch.equal(kept(out_t), kept(x))
+    assert (kept(out_k).sum(-1) > ks.clamp(max=300))[-3:].all()  # the tie rows keep more than k
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_top_p_matches_transformers(hf, dtype):
+    """TopPLogitsWarper removes the tokens whose ascending cumulative probability is <= 1 - p, i.e. keeps
+    the tokens whose strictly-more-probable predecessors (in its sort order) hold < p: in exact
+    arithmetic, the same smallest prefix of mass >= p as `top_p`, the same exact-boundary rule (a prefix
+    that reaches p exactly stops there) and the top token always. Where they differ by definition:
+
+    * ties at the cut: Hugging Face cuts through a group of equal logits by sort position, `top_p` keeps
+      the whole group, so ``top_p`` keeps exactly ``x >= min(x kept by Hugging Face)``;
+    * rounding: Hugging Face sums in the input dtype (float32 drifts, bf16 far more), so it runs on the
+      float64 upcast here, and rows whose float64 running mass passes within 1e-12 of p are not compared
+      (its ``1 - p`` and ascending sum differ from ours in the last bits there);
+    * p = 1: `top_p` keeps every token; Hugging Face removes tokens of probability exactly 0.
+
+    Against the float64 nucleus the comparison is exact with no exception (see the tests above).
+    """
+    x = hf_rows(dtype)
+    ps = per_row([0.05, 0.3, 0.5, 0.8, 0.9, 0.99, 0.999], x.shape[0])
+    out = kept(top_p(x, ps))
+    compared = 0
+    for row in range(x.shape[0]):
+        p = float(ps[row])
+        assert torch.equal(out[row], nucleus64(x[row], p)), row
+        mass = torch.softmax(x[row].double(), -1).sort(descending=True).values.cumsum(-1)
+        if ((mass - p).abs() < 1e-12).any():
+            continue
+        theirs = hf_kept(hf.TopPLogitsWarper(p), x[row])
+        assert torch.equal(out[row], x[row] >= x[row][theirs].min()), (row, p)
+        compared += 1
+    assert compared >= x.shape[0] - 1
+
+
+def log_cut_margin(stat: torch.Tensor, log_threshold: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Tokens whose float64 log-statistic is within float32 rounding (scaled by the logits' magnitude) of
+    the cut, but not on it: the float32 filter and the float64 warper may legitimately decide them
+    differently (both keep a token exactly on the cut, such as the top token's ties at min_p = 1)."""
+    scale = 1.0 + x.double().abs().masked_fill(~torch.isfinite(x), 0).amax(-1, keepdim=True)
+    gap = (stat - log_threshold).abs()
+    return (gap < 1e-5 * scale) & (gap > 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["min_p", "epsilon", "eta"])
+def test_threshold_filters_match_transformers(hf, dtype, name):
+    """min-p (p_i < min_p · p_max removed), epsilon (p_i < ε) and eta (p_i < min(η, √η e^{-H})) are
+    thresholds in both libraries, with ties at the cut kept by both and the top token kept by both
+    (min_tokens_to_keep = 1). Hugging Face compares probabilities in the input dtype (run here on the
+    float64 upcast), `entropic` compares float32 log-probabilities: tokens within float32 rounding of the
+    cut are not compared (fewer than 1% of the tokens)."""
+    x = hf_rows(dtype)
+    values = {
+        "min_p": [0.0, 0.01, 0.1, 0.5, 1.0],
+        "epsilon": [1e-4, 3e-3, 0.02, 0.2],
+        "eta": [1e-4, 3e-3, 0.02, 0.2],
+    }
+    params = per_row(values[name], x.shape[0])
+    out = kept(FILTERS[name](x, params))
+    x64 = x.double()
+    logp = torch.log_softmax(x64, -1)
+    undecided = torch.zeros_like(out)
+    for row in range(x.shape[0]):
+        v = float(params[row])
+        if name == "min_p":
+            warper = hf.MinPLogitsWarper(v)
+            stat, cut = x64[row] - x64[row].max(), math.log(v) if v > 0 else -math.inf
+        elif name == "epsilon":
+            warper = hf.EpsilonLogitsWarper(v)
+            stat, cut = logp[row], math.log(v)
+        else:
+            warper = hf.EtaLogitsWarper(v, device="cpu")
+            h = -(logp[row].exp() * logp[row]).nan_to_num().sum().item()
+            stat, cut = logp[row], min(math.log(v), 0.5 * math.log(v) - h)
+        undecided[row] = log_cut_margin(stat, torch.tensor(cut, dtype=torch.float64), x[row])
+        theirs = hf_kept(warper, x[row])
+        assert torch.equal(out[row][~undecided[row]], theirs[~undecided[row]]), (row, v)
+    assert undecided.double().mean() < 0.01
+    live = kept(x).sum(-1)
+    assert ((out.sum(-1) > 1) & (out.sum(-1) < live)).sum() >= 3  # the cuts fall inside the rows
+
+
+def test_typical_matches_transformers(hf):
+    """TypicalLogitsWarper ranks tokens by |-log p_i - H| and keeps them until the mass reaches `mass`,
+    keeping ties of the last deviation: the same set as `typical`, except that `typical` also keeps the
+    most probable token when it is not typical (Hugging Face keeps only the most typical one). Compared on
+    float64 logits (both rank and sum in float64 then), rows whose float64 running mass passes within
+    1e-12 of `mass` excluded; float32 logits are checked against the float64 mass cut above."""
+    x = hf_rows(torch.float32).double()
+    masses = per_row([0.2, 0.5, 0.9, 0.99], x.shape[0])
+    out = kept(typical(x, masses))
+    compared = 0
+    for row in range(x.shape[0]):
+        mass = float(masses[row])
+        key = typical_key(x[row])
+        assert torch.equal(out[row], keep_mass64(x[row], key, mass)), row
+        order = key.argsort(descending=True)
+        running = torch.softmax(x[row], -1)[order].cumsum(-1)
+        if ((running - mass).abs() < 1e-12).any():
+            continue
+        theirs = hf_kept(hf.TypicalLogitsWarper(mass), x[row])
+        assert torch.equal(out[row], theirs | (x[row] == x[row].max())), (row, mass)
+        compared += 1
+    assert compared >= x.shape[0] - 1

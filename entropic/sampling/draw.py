@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param
-from entropic.sampling.filters import _per_row, apply_filters
+from entropic.sampling.filters import _apply_filters, _per_row
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -186,7 +186,7 @@ def sample(
         return logits.argmax(dim=-1)
     else:
         greedy_rows = None
-    filtered = apply_filters(logits, temperature=temperature, **filters)
+    filtered = _apply_filters(logits, temperature, filters)  # logits checked above
     tokens = race(filtered, generator)
     if greedy_rows is not None:
         tokens = torch.where(greedy_rows.to(tokens.device), logits.argmax(dim=-1), tokens)
@@ -203,7 +203,7 @@ def _fused(
     step: int,
 ) -> Tensor:
     """The Triton path of `sample`, with the parameters checked as the filters check them."""
-    from entropic.kernels.sampling import fused_sample
+    from entropic.kernels.sampling import _fused_sample
 
     params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
     ranges = {"top_k": (1, math.inf), "top_p": (0.0, 1.0), "min_p": (0.0, 1.0)}
@@ -213,4 +213,4 @@ def _fused(
     for name, value in params.items():
         if isinstance(value, Tensor):  # (B,) on the logits' device, shape checked as the filters check it
             params[name] = _per_row(value, logits, name).squeeze(-1)
-    return fused_sample(logits, seeds=seeds.to(logits.device), step=step, **params).tokens
+    return _fused_sample(logits, seeds=seeds.to(logits.device), step=step, **params).tokens  # logits checked

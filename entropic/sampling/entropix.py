@@ -51,7 +51,7 @@ from entropic._validation import check_base, check_logits, check_param
 from entropic.attention.functional import EntropixAttentionMetrics
 from entropic.metrics import entropy_varentropy
 from entropic.sampling.draw import Generators, check_seeds, fused_blocker, race, seeded_generators
-from entropic.sampling.filters import apply_filters
+from entropic.sampling.filters import _apply_filters
 
 _LN2 = math.log(2.0)
 
@@ -313,6 +313,12 @@ class EntropixSampler:
             min_p to ``(B,)`` tensors; ``metrics`` holds entropy, varentropy (config units) and the
             attention signals when given, as in `SamplerOutput`.
         """
+        check_logits(logits, "EntropixSampler.parameters")
+        return self._parameters(logits, attn_stats)
+
+    def _parameters(
+        self, logits: Tensor, attn_stats: AttentionMetrics | Mapping[str, Tensor] | None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
         c = self.config
         batch, device = logits.shape[0], logits.device
         log_base = check_base(c.base) or 1.0
@@ -442,7 +448,7 @@ class EntropixSampler:
             check_seeds(seeds, step * n + n - 1, logits, generator, "EntropixSampler")
         elif impl == "triton":
             raise ValueError("EntropixSampler: impl='triton' draws from per-row seeds; pass seeds=")
-        decisions, params, metrics = self.parameters(logits, attn_stats)
+        decisions, params, metrics = self._parameters(logits, attn_stats)  # logits checked above
         h_nats = metrics["entropy"] * (check_base(c.base) or 1.0)
         temperature = params["temperature"]
         greedy = temperature == 0
@@ -456,13 +462,8 @@ class EntropixSampler:
         else:
             if seeds is not None:
                 generator = seeded_generators(seeds, step, logits.device)
-            filtered = apply_filters(
-                logits,
-                temperature=safe_t,
-                top_k=params["top_k"],
-                top_p=params["top_p"],
-                min_p=params["min_p"],
-            )  # (B, V)
+            filters = {name: params[name] for name in ("top_k", "top_p", "min_p")}
+            filtered = _apply_filters(logits, safe_t, filters)  # (B, V); logits checked above
             candidates = race(filtered.unsqueeze(1).expand(-1, n, -1), generator)  # (B, n)
             log_q = torch.log_softmax(filtered, -1).gather(-1, candidates)
         log_p = torch.log_softmax(logits.to(log_q.dtype), -1).gather(-1, candidates)
@@ -490,10 +491,10 @@ def _fused_candidates(
     The kernel returns the cut on ``logits / T`` that its filters chose; ``log q(y) = y/T - logsumexp`` of
     the tempered logits at or above the cut, one masked reduction in PyTorch.
     """
-    from entropic.kernels.sampling import fused_sample
+    from entropic.kernels.sampling import _fused_sample
 
     seeds = seeds.to(logits.device)
-    draws = [fused_sample(logits, seeds=seeds, step=step * n + i, **params) for i in range(n)]
+    draws = [_fused_sample(logits, seeds=seeds, step=step * n + i, **params) for i in range(n)]
     candidates = torch.stack([d.tokens for d in draws], -1)  # (B, n)
     scaled = logits.float() / params["temperature"].float().unsqueeze(-1)
     kept = scaled >= draws[0].threshold.unsqueeze(-1)

@@ -9,6 +9,11 @@ Order of application (`apply_filters`), as in Hugging Face ``generate`` (``_get_
 temperature, top-k, top-p, min-p, typical, epsilon, eta. Every truncation after the temperature sees the
 tempered distribution, already truncated by the filters before it. The most probable token is never
 removed. Ties at a cut-off are kept: top-k keeps every token whose logit equals the k-th largest.
+Mass-based cuts (top-p, typical) add probabilities computed in float64: a float32 running sum drifts
+by more than a token's probability at large vocabularies.
+
+Every public filter, and `apply_filters` once for the whole chain, rejects NaN, +inf and rows with no
+finite entry (`entropic._validation.check_logits`) with a ValueError naming the function.
 
 References: nucleus (top-p) Holtzman et al. 2020; min-p Nguyen et al. 2024; locally typical sampling
 Meister et al. 2023; epsilon and eta sampling Hewitt et al. 2022.
@@ -17,11 +22,12 @@ Meister et al. 2023; epsilon and eta sampling Hewitt et al. 2022.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-from entropic._validation import check_param, compute_dtype
+from entropic._validation import check_logits, check_param, compute_dtype
 
 
 def _upcast(logits: Tensor) -> Tensor:
@@ -45,16 +51,20 @@ def _per_row(value: float | Tensor, logits: Tensor, name: str) -> float | Tensor
     return value.to(logits.device).unsqueeze(-1)
 
 
-def temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
-    """Divide logits by the temperature T > 0: ``softmax(x / T)``; T < 1 sharpens, T > 1 flattens."""
+def _temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
     check_param(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     x = _upcast(logits)
     t = _per_row(temperature, x, "temperature")
     return x / (t.to(x.dtype) if isinstance(t, Tensor) else t)
 
 
-def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
-    """Keep the k largest logits of each row (k >= 1; k >= V keeps everything)."""
+def temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
+    """Divide logits by the temperature T > 0: ``softmax(x / T)``; T < 1 sharpens, T > 1 flattens."""
+    check_logits(logits, "temperature")
+    return _temperature(logits, temperature)
+
+
+def _top_k(logits: Tensor, k: int | Tensor) -> Tensor:
     check_param(k, "top_k", 1, math.inf, integer=True)
     x = _upcast(logits)
     vocab = x.shape[-1]
@@ -68,17 +78,25 @@ def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
     return x.masked_fill(x < kth, -math.inf)
 
 
+def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
+    """Keep the k largest logits of each row (k >= 1; k >= V keeps everything)."""
+    check_logits(logits, "top_k")
+    return _top_k(logits, k)
+
+
 def _keep_mass(x: Tensor, key: Tensor, pp: float | Tensor) -> Tensor:
     """Keep the tokens of highest `key` until their probability ``softmax(x)`` first reaches `pp`.
 
-    `pp` is a number or a per-row ``(..., 1)`` tensor (from `_per_row`). Tokens whose key ties the last
-    kept one are kept too; pp >= 1 keeps every token. The token of largest logit is always kept (it may
-    be missing from the prefix when `key` is not the logit).
+    `pp` is a number or a per-row ``(..., 1)`` tensor (from `_per_row`). The probabilities and their
+    running sum are float64 (the sort stays in the key's dtype): the kept prefix is the shortest whose
+    float64 mass is >= pp. Tokens whose key ties the last kept one are kept too; pp >= 1 keeps every
+    token. The token of largest logit is always kept (it may be missing from the prefix when `key` is not
+    the logit).
     """
     sorted_key, order = torch.sort(key, dim=-1, descending=True)
-    sorted_p = torch.softmax(x, dim=-1).gather(-1, order)
-    mass_before = torch.cumsum(sorted_p, dim=-1) - sorted_p  # probability of the strictly better tokens
-    n_keep = (mass_before < pp).sum(-1, keepdim=True).clamp(min=1)
+    sorted_p = torch.softmax(x.double(), dim=-1).gather(-1, order)
+    mass = torch.cumsum(sorted_p, dim=-1)  # (..., V) mass of the first i + 1 tokens
+    n_keep = ((mass < pp).sum(-1, keepdim=True) + 1).clamp(max=x.shape[-1])
     threshold = sorted_key.gather(-1, n_keep - 1)
     keep = (key >= threshold) | (torch.as_tensor(pp, device=x.device) >= 1.0) | _is_top1(x)
     return x.masked_fill(~keep, -math.inf)
@@ -88,22 +106,24 @@ def _is_top1(x: Tensor) -> Tensor:
     return x == x.amax(dim=-1, keepdim=True)
 
 
-def top_p(logits: Tensor, p: float | Tensor) -> Tensor:
-    """Nucleus filter: keep the smallest set of most probable tokens whose probability sums to >= p.
-
-    p in (0, 1]; p = 1 keeps everything. The cut is applied as a threshold on the logits, so tokens tied
-    with the last kept one are kept too.
-    """
+def _top_p(logits: Tensor, p: float | Tensor) -> Tensor:
     check_param(p, "top_p", 0.0, 1.0, low_open=True)
     x = _upcast(logits)
     return _keep_mass(x, x, _per_row(p, x, "top_p"))
 
 
-def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
-    """Keep tokens with probability >= p * (probability of the top token), i.e. x >= max(x) + log p.
+def top_p(logits: Tensor, p: float | Tensor) -> Tensor:
+    """Nucleus filter: keep the smallest set of most probable tokens whose probability sums to >= p.
 
-    p in [0, 1]; p = 0 keeps everything, p = 1 keeps only the top token (and its ties).
+    p in (0, 1]; p = 1 keeps everything. The probabilities are ``softmax`` of the logits in float64 and are
+    summed in float64 from the most probable down. The cut is applied as a threshold on the logits, so
+    tokens tied with the last kept one are kept too.
     """
+    check_logits(logits, "top_p")
+    return _top_p(logits, p)
+
+
+def _min_p(logits: Tensor, p: float | Tensor) -> Tensor:
     check_param(p, "min_p", 0.0, 1.0)
     x = _upcast(logits)
     pp = _per_row(p, x, "min_p")
@@ -112,13 +132,16 @@ def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
     return x.masked_fill(x < threshold, -math.inf)
 
 
-def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
-    """Locally typical filter (Meister et al. 2023): keep the tokens whose surprisal is closest to H.
+def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
+    """Keep tokens with probability >= p * (probability of the top token), i.e. x >= max(x) + log p.
 
-    Tokens are ranked by ``|-log p_i - H(p)|`` (ascending) and kept until their probability reaches
-    `mass` in (0, 1]; mass = 1 keeps everything. The most probable token is kept even when it is not
-    typical (a peaked distribution puts its top token far below the mean surprisal of the rest).
+    p in [0, 1]; p = 0 keeps everything, p = 1 keeps only the top token (and its ties).
     """
+    check_logits(logits, "min_p")
+    return _min_p(logits, p)
+
+
+def _typical(logits: Tensor, mass: float | Tensor) -> Tensor:
     check_param(mass, "typical", 0.0, 1.0, low_open=True)
     x = _upcast(logits)
     logp = torch.log_softmax(x, dim=-1)
@@ -127,6 +150,18 @@ def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
     h = -plogp.sum(-1, keepdim=True)
     deviation = torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
     return _keep_mass(x, -deviation, _per_row(mass, x, "typical"))
+
+
+def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
+    """Locally typical filter (Meister et al. 2023): keep the tokens whose surprisal is closest to H.
+
+    Tokens are ranked by ``|-log p_i - H(p)|`` (ascending) and kept until their probability (float64,
+    summed in float64) reaches `mass` in (0, 1]; mass = 1 keeps everything. The most probable token is
+    kept even when it is not typical (a peaked distribution puts its top token far below the mean
+    surprisal of the rest).
+    """
+    check_logits(logits, "typical")
+    return _typical(logits, mass)
 
 
 def _keep_above(x: Tensor, log_threshold: Tensor | float) -> Tensor:
@@ -142,22 +177,22 @@ def _log_param(value: float | Tensor, x: Tensor, name: str) -> float | Tensor:
     return math.log(v) if v > 0 else -math.inf
 
 
-def epsilon(logits: Tensor, eps: float | Tensor) -> Tensor:
-    """Epsilon truncation (Hewitt et al. 2022): keep tokens with ``p_i >= ε``; ε in [0, 1).
-
-    ε = 0 keeps everything; the most probable token is always kept.
-    """
+def _epsilon(logits: Tensor, eps: float | Tensor) -> Tensor:
     check_param(eps, "epsilon", 0.0, 1.0, high_open=True)
     x = _upcast(logits)
     return _keep_above(x, _log_param(eps, x, "epsilon"))
 
 
-def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
-    """Eta truncation (Hewitt et al. 2022): keep tokens with ``p_i >= min(η, √η · exp(-H(p)))``; η in [0, 1).
+def epsilon(logits: Tensor, eps: float | Tensor) -> Tensor:
+    """Epsilon truncation (Hewitt et al. 2022): keep tokens with ``p_i >= ε``; ε in [0, 1).
 
-    The threshold falls as the entropy rises, so flat distributions keep more of their tail than peaked
-    ones. η = 0 keeps everything; the most probable token is always kept.
+    ε = 0 keeps everything; the most probable token is always kept.
     """
+    check_logits(logits, "epsilon")
+    return _epsilon(logits, eps)
+
+
+def _eta(logits: Tensor, eta: float | Tensor) -> Tensor:
     check_param(eta, "eta", 0.0, 1.0, high_open=True)
     x = _upcast(logits)
     log_eta = _log_param(eta, x, "eta")
@@ -166,6 +201,16 @@ def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
     h = -plogp.sum(-1, keepdim=True)
     log_eta = torch.as_tensor(log_eta, dtype=x.dtype, device=x.device)
     return _keep_above(x, torch.minimum(log_eta, 0.5 * log_eta - h))
+
+
+def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
+    """Eta truncation (Hewitt et al. 2022): keep tokens with ``p_i >= min(η, √η · exp(-H(p)))``; η in [0, 1).
+
+    The threshold falls as the entropy rises, so flat distributions keep more of their tail than peaked
+    ones. η = 0 keeps everything; the most probable token is always kept.
+    """
+    check_logits(logits, "eta")
+    return _eta(logits, eta)
 
 
 # String-keyed registry, so that a config can name a filter. Insertion order is the order of application.
@@ -177,6 +222,16 @@ FILTERS = {
     "typical": typical,
     "epsilon": epsilon,
     "eta": eta,
+}
+# The same filters without the logits check, for `apply_filters` (one check for the chain) and the samplers.
+_UNCHECKED = {
+    "temperature": _temperature,
+    "top_k": _top_k,
+    "top_p": _top_p,
+    "min_p": _min_p,
+    "typical": _typical,
+    "epsilon": _epsilon,
+    "eta": _eta,
 }
 
 
@@ -206,12 +261,19 @@ def apply_filters(
     Tensor
         ``(..., V)`` float32 (float64 for float64 input) logits, removed tokens at -inf.
 
+    Raises
+    ------
+    ValueError
+        NaN or +inf in `logits`, or a row with no finite entry (checked once for the whole chain), or a
+        parameter out of its filter's range.
+
     Examples
     --------
     >>> apply_filters(torch.tensor([2.0, 1.0, 0.0, -3.0]), temperature=0.5, top_k=2)
     tensor([4., 2., -inf, -inf])
     """
-    values = {
+    check_logits(logits, "apply_filters")
+    filters = {
         "top_k": top_k,
         "top_p": top_p,
         "min_p": min_p,
@@ -219,8 +281,17 @@ def apply_filters(
         "epsilon": epsilon,
         "eta": eta,
     }
-    x = FILTERS["temperature"](logits, temperature)
-    for name, value in values.items():
-        if value is not None:
-            x = FILTERS[name](x, value)
+    return _apply_filters(logits, temperature, filters)
+
+
+def _apply_filters(logits: Tensor, temperature: float | Tensor, filters: Mapping[str, object]) -> Tensor:
+    """`apply_filters` for callers that checked the logits already; `filters` maps names to values or None."""
+    truncations = list(_UNCHECKED)[1:]  # after the temperature, in the registry's order
+    unknown = sorted(set(filters) - set(truncations))
+    if unknown:
+        raise ValueError(f"apply_filters: unknown filters {unknown}; known: {truncations}")
+    x = _temperature(logits, temperature)
+    for name in truncations:
+        if filters.get(name) is not None:
+            x = _UNCHECKED[name](x, filters[name])
     return x
