@@ -649,7 +649,9 @@ def sampling_info(
     from entropic.sampling.filters import _apply_filters  # the sampling package imports this module
 
     check_logits(logits, "sampling_info")
-    filtered = _apply_filters(logits, temperature, {"top_k": top_k, "top_p": top_p, "min_p": min_p})
+    filtered = _apply_filters(
+        logits, temperature, {"top_k": top_k, "top_p": top_p, "min_p": min_p}, "sampling_info"
+    )
     h0 = entropy(logits, base=base)
     h1 = entropy(filtered, base=base)
     return SamplingInfo(

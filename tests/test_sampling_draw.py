@@ -127,6 +127,18 @@ def test_sample_rejects_bad_logits_on_every_path(kind, impl):
         sample(defective(kind), top_p=0.9, seeds=seeds, impl=impl)
 
 
+@pytest.mark.parametrize("impl", ["torch", "triton"])
+def test_sample_rejects_a_temperature_that_overflows_the_logits(impl):
+    """A tiny non-zero T overflows logits / T on both paths: an error, not a token drawn from ±inf logits;
+    rows at T = 0 stay greedy."""
+    logits = torch.tensor([[3.0, -2.0, 1.0, 0.0], [0.5, 0.25, -1.0, 2.0]])
+    seeds = torch.arange(2) if impl == "triton" else None
+    with pytest.raises(ValueError, match=r"^sample: temperature is too small .* in 1 of 2 rows"):
+        sample(logits, temperature=torch.tensor([1e-39, 1.0]), seeds=seeds, impl=impl)
+    greedy = sample(logits, temperature=torch.tensor([0.0, 0.0]), seeds=seeds, impl=impl)
+    assert torch.equal(greedy, logits.argmax(-1))
+
+
 @pytest.mark.parametrize("kind", list(DEFECTS))
 def test_temperature_for_entropy_rejects_bad_logits(kind):
     with pytest.raises(ValueError, match=rf"^temperature_for_entropy: .*{DEFECTS[kind][1]}"):

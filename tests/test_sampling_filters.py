@@ -236,6 +236,29 @@ def test_filters_reject_bad_logits(name, kind):
             FILTERS[name](bad_logits(kind), 0.5 if name != "top_k" else 3)
 
 
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("temperature", lambda x, t: temperature(x, t)),
+        ("apply_filters", lambda x, t: apply_filters(x, temperature=t, top_p=0.9)),
+        ("sampling_info", lambda x, t: sampling_info(x, temperature=t, top_p=0.9).final_entropy),
+    ],
+)
+def test_a_temperature_that_overflows_the_logits_is_an_error(name, call):
+    """logits / T past float32's range would turn every logit into ±inf (and the cuts into NaN): an error
+    naming the entry point. Greedy rows (T = 0 in a tensor) are not checked; a T inside the range works."""
+    x = torch.tensor([[3.0, -2.0, 1.0, -math.inf], [0.5, 0.25, -1.0, 2.0]])
+    with pytest.raises(ValueError, match=rf"^{name}: temperature is too small .* in 2 of 2 rows"):
+        call(x, 1e-39)
+    with pytest.raises(ValueError, match=rf"^{name}: .* in 1 of 2 rows"):
+        call(x, torch.tensor([1.0, 1e-39]))
+    fits = 2.0 / torch.finfo(torch.float32).max * 1.01  # the largest |logit| is 3 in row 0, 2 in row 1
+    assert torch.isfinite(temperature(x[1:], fits)).all()
+    if name == "temperature":
+        return
+    torch.testing.assert_close(call(x[1:], torch.tensor([1.0])), call(x[1:], 1.0))
+
+
 def test_apply_filters_checks_the_logits_once(monkeypatch):
     """One logits check (one host sync) for the whole chain, not one per filter."""
     import entropic.sampling.filters as filters_module

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param
-from entropic.sampling.filters import _apply_filters, _per_row
+from entropic.sampling.filters import _apply_filters, _per_row, check_temperature_range
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -176,6 +176,7 @@ def sample(
         if impl == "triton" and blocker is not None:
             raise ValueError(f"sample: impl='triton' {blocker}")
         if blocker is None and (impl == "triton" or logits.is_cuda):
+            check_temperature_range(logits, temperature, "sample")  # the kernel divides in float32 too
             return _fused(logits, temperature, top_k, top_p, min_p, seeds, step)
     if seeds is not None:
         generator = seeded_generators(seeds, step, logits.device)
@@ -186,7 +187,7 @@ def sample(
         return logits.argmax(dim=-1)
     else:
         greedy_rows = None
-    filtered = _apply_filters(logits, temperature, filters)  # logits checked above
+    filtered = _apply_filters(logits, temperature, filters, "sample")  # logits checked above
     tokens = race(filtered, generator)
     if greedy_rows is not None:
         tokens = torch.where(greedy_rows.to(tokens.device), logits.argmax(dim=-1), tokens)

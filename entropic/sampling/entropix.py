@@ -51,7 +51,7 @@ from entropic._validation import check_base, check_logits, check_param
 from entropic.attention.functional import EntropixAttentionMetrics
 from entropic.metrics import entropy_varentropy
 from entropic.sampling.draw import Generators, check_seeds, fused_blocker, race, seeded_generators
-from entropic.sampling.filters import _apply_filters
+from entropic.sampling.filters import _apply_filters, check_temperature_range
 
 _LN2 = math.log(2.0)
 
@@ -458,12 +458,15 @@ class EntropixSampler:
             or (impl == "auto" and logits.is_cuda and fused_blocker(logits, seeds, {}) is None)
         )
         if use_kernel:
+            check_temperature_range(logits, safe_t, "EntropixSampler")  # the kernel divides in float32 too
             candidates, log_q = _fused_candidates(logits, {**params, "temperature": safe_t}, seeds, step, n)
         else:
             if seeds is not None:
                 generator = seeded_generators(seeds, step, logits.device)
             filters = {name: params[name] for name in ("top_k", "top_p", "min_p")}
-            filtered = _apply_filters(logits, safe_t, filters)  # (B, V); logits checked above
+            filtered = _apply_filters(
+                logits, safe_t, filters, "EntropixSampler"
+            )  # (B, V); logits checked above
             candidates = race(filtered.unsqueeze(1).expand(-1, n, -1), generator)  # (B, n)
             log_q = torch.log_softmax(filtered, -1).gather(-1, candidates)
         log_p = torch.log_softmax(logits.to(log_q.dtype), -1).gather(-1, candidates)

@@ -51,10 +51,36 @@ def _per_row(value: float | Tensor, logits: Tensor, name: str) -> float | Tensor
     return value.to(logits.device).unsqueeze(-1)
 
 
-def _temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
+def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str) -> None:
+    """Raise if ``logits / T`` overflows for a finite logit: so small a T is greedy decoding in effect.
+
+    Rows with T = 0 (greedy, handled by the caller) are not checked. The quotient is computed in float32
+    (float64 for float64 logits), as every filter computes it. A Python number T >= 1 (or 0) cannot
+    overflow and costs nothing; otherwise one host sync.
+    """
+    if not isinstance(temperature, Tensor) and (temperature >= 1.0 or temperature == 0):
+        return
+    dtype = compute_dtype(logits.dtype)
+    largest = logits.abs().masked_fill(~torch.isfinite(logits), 0.0).amax(dim=-1).to(dtype)  # (...,)
+    t = temperature.to(logits.device, dtype) if isinstance(temperature, Tensor) else temperature
+    limit = torch.finfo(dtype).max * t
+    if isinstance(limit, Tensor):
+        limit = limit.masked_fill(limit == 0, math.inf)
+    overflow = largest > limit
+    n_bad = int(overflow.sum())
+    if n_bad:
+        raise ValueError(
+            f"{fn}: temperature is too small for these logits: logits / temperature overflows {dtype} in "
+            f"{n_bad} of {overflow.numel()} rows (largest |logit| {float(largest[overflow].max()):.3g}); "
+            "use temperature=0 for greedy decoding"
+        )
+
+
+def _temperature(logits: Tensor, temperature: float | Tensor, fn: str = "temperature") -> Tensor:
     check_param(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     x = _upcast(logits)
     t = _per_row(temperature, x, "temperature")
+    check_temperature_range(x, t.squeeze(-1) if isinstance(t, Tensor) else t, fn)
     return x / (t.to(x.dtype) if isinstance(t, Tensor) else t)
 
 
@@ -284,13 +310,17 @@ def apply_filters(
     return _apply_filters(logits, temperature, filters)
 
 
-def _apply_filters(logits: Tensor, temperature: float | Tensor, filters: Mapping[str, object]) -> Tensor:
-    """`apply_filters` for callers that checked the logits already; `filters` maps names to values or None."""
+def _apply_filters(
+    logits: Tensor, temperature: float | Tensor, filters: Mapping[str, object], fn: str = "apply_filters"
+) -> Tensor:
+    """`apply_filters` for callers that checked the logits already; `filters` maps names to values or None.
+
+    `fn` names the public caller in errors."""
     truncations = list(_UNCHECKED)[1:]  # after the temperature, in the registry's order
     unknown = sorted(set(filters) - set(truncations))
     if unknown:
-        raise ValueError(f"apply_filters: unknown filters {unknown}; known: {truncations}")
-    x = _temperature(logits, temperature)
+        raise ValueError(f"{fn}: unknown filters {unknown}; known: {truncations}")
+    x = _temperature(logits, temperature, fn)
     for name in truncations:
         if filters.get(name) is not None:
             x = _UNCHECKED[name](x, filters[name])
