@@ -22,12 +22,14 @@ def check_dim(x: Tensor, dim: int, fn: str, name: str = "dim", tensor: str = "lo
     return int(dim) % ndim
 
 
-def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -> None:
-    """Raise if `logits` is not a floating tensor with finite-or-masked rows along `dim`.
+def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -> Tensor:
+    """Raise unless `logits` is a floating tensor with finite-or-masked rows along `dim`; return row maxima.
 
     `dim` must be an int in ``[-ndim, ndim - 1]``. NaN anywhere, +inf anywhere, and rows whose every entry
-    is -inf are errors; -inf entries in a row that keeps at least one finite entry are masks. One host sync
-    for all the checks.
+    is -inf are errors; -inf entries in a row that keeps at least one finite entry are masks. One read of the
+    tensor and one host sync for all the checks: a row's max is NaN when the row holds a NaN (max propagates
+    it), +inf when it holds +inf and no NaN, and -inf when every entry is -inf. The maxima (detached, shape
+    ``logits.shape`` without `dim`) are returned for callers that shift by them.
     """
     if not isinstance(logits, Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(logits).__name__}")
@@ -38,11 +40,10 @@ def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -
     dim = check_dim(logits, dim, fn, tensor=name)
     if logits.shape[dim] == 0:
         raise ValueError(f"{fn}: {name} has an empty dimension {dim} (shape {tuple(logits.shape)})")
-    nan_rows = torch.isnan(logits).any(dim)
-    pos_rows = (logits == math.inf).any(dim)
-    dead_rows = ~torch.isfinite(logits).any(dim) & ~nan_rows & ~pos_rows
-    n_rows = nan_rows.numel()
-    n_nan, n_pos, n_dead = torch.stack([nan_rows.sum(), pos_rows.sum(), dead_rows.sum()]).tolist()
+    row_max = logits.detach().amax(dim)
+    n_rows = row_max.numel()
+    counts = [torch.isnan(row_max).sum(), (row_max == math.inf).sum(), (row_max == -math.inf).sum()]
+    n_nan, n_pos, n_dead = torch.stack(counts).tolist()
     if n_nan:
         raise ValueError(f"{fn}: {name} contain NaN in {n_nan} of {n_rows} rows")
     if n_pos:
@@ -53,6 +54,7 @@ def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -
         raise ValueError(
             f"{fn}: {n_dead} of {n_rows} rows of {name} have no finite entry (every entry is -inf)"
         )
+    return row_max
 
 
 def check_base(base: float | None) -> float | None:

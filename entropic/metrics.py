@@ -46,8 +46,11 @@ __all__ = [
 ]
 
 _LN2 = math.log(2.0)
-# Width of the vocabulary chunks of the one-pass recurrence (the Triton kernel's block plays this role).
-_CHUNK = 4096
+# Entries per row block of the PyTorch entropy/varentropy path: a block's float32 temporaries (256 KiB each)
+# stay in a core's L2 cache.
+_BLOCK = 1 << 16
+# Shifted logits below this have exp() = 0 exactly in float32 and float64; its square is still finite.
+_FLOOR = -1e18
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -164,55 +167,47 @@ def varentropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tens
     return v if log_base is None else v / log_base**2
 
 
-def _chunk_stats(y: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Statistics of each row of ``y`` (..., C): (max m, Σe, mean μ, centred M2), e = exp(y - m).
+def _entropy_varentropy_rows(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(H, V, log Z) in nats of each row of ``x`` (R, V) with maxima `row_max` (R,): two passes over the row.
 
-    μ = Σ e·(y - m) / Σe is the e-weighted mean of the shifted values and M2 = Σ e·(y - m - μ)² the
-    e-weighted sum of squared deviations. All-masked rows give (-inf, 0, 0, 0).
+    With ``z = x - max`` and ``e = exp(z)``: ``S = Σe``, ``μ = Σe·z / S``, ``H = log S - μ``, ``log Z = max +
+    log S`` and ``V = Σe·(z - μ)² / S``; the second pass is centred on μ, so no raw second moment is formed
+    and nothing cancels. Without autograd the temporaries are updated in place.
     """
-    m = y.amax(-1)
-    live = m > -math.inf
-    shift = torch.where(live, m, torch.zeros_like(m)).unsqueeze(-1)
-    finite = y > -math.inf
-    z = torch.where(finite, y - shift, torch.zeros_like(y))  # shifted, masked entries parked at 0
-    e = torch.exp(z).masked_fill(~finite, 0.0)
-    s0 = e.sum(-1)
-    mu = (e * z).sum(-1) / torch.where(live, s0, torch.ones_like(s0))
-    m2 = (e * (z - mu.unsqueeze(-1)).square()).sum(-1)
-    return m, s0, mu, m2
+    inplace = not (torch.is_grad_enabled() and x.requires_grad)
+    m = row_max.detach().to(compute_dtype(x.dtype)).unsqueeze(-1)  # every result is shift-invariant
+    # Entries below the floor have e = 0 in float32 and float64 alike, so parking them there (the -inf masks
+    # included) changes no result while keeping 0·z and 0·(z - μ)² finite.
+    z = torch.sub(x, m)
+    z = z.clamp_min_(_FLOOR) if inplace else z.clamp_min(_FLOOR)
+    e = torch.exp(z)
+    s0 = e.sum(-1, keepdim=True)
+    mu = (e * z).sum(-1, keepdim=True) / s0
+    d = z.sub_(mu) if inplace else z - mu
+    m2 = (d.square_().mul_(e) if inplace else e * d.square()).sum(-1)
+    log_s0 = torch.log(s0.squeeze(-1))
+    return log_s0 - mu.squeeze(-1), m2 / s0.squeeze(-1), m.squeeze(-1) + log_s0
 
 
-def _merge_stats(m: Tensor, s0: Tensor, mu: Tensor, m2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Merge the chunk statistics along the last dimension (Chan et al.'s parallel variance, weighted).
+def _entropy_varentropy_torch(
+    logits: Tensor, dim: int, row_max: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(H, V, log Z) in nats; `row_max` is ``logits.amax(dim)`` when the caller has it already.
 
-    Rescaling a chunk to the common max multiplies its weight by ``exp(m_c - m)`` and moves its mean by
-    ``m_c - m``; the between-chunk spread enters M2 as ``w_c (μ_c' - μ)²``. No raw second moment is ever
-    formed, so nothing cancels.
+    Row blocks of about `_BLOCK` entries are processed at a time so that the temporaries of a block stay in
+    cache; under torch.compile, whose fused loops need no blocking, the whole tensor is one block.
     """
-    m_all = m.amax(-1, keepdim=True)
-    scale = torch.exp(m - m_all)  # 0 for all-masked chunks
-    w = s0 * scale
-    s0_all = w.sum(-1)
-    live = m > -math.inf
-    mu_shifted = torch.where(live, mu + (m - m_all), torch.zeros_like(mu))
-    mu_all = (w * mu_shifted).sum(-1) / s0_all
-    m2_all = (m2 * scale + w * (mu_shifted - mu_all.unsqueeze(-1)).square()).sum(-1)
-    return m_all.squeeze(-1), s0_all, mu_all, m2_all
-
-
-def _entropy_varentropy_torch(logits: Tensor, dim: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(H, V, log Z) in nats from the chunked one-pass recurrence."""
-    x = _upcast(logits).movedim(dim, -1)
-    vocab = x.shape[-1]
-    n_chunks = -(-vocab // _CHUNK)
-    if n_chunks > 1:
-        pad = n_chunks * _CHUNK - vocab
-        x = torch.nn.functional.pad(x, (0, pad), value=-math.inf)
-    chunks = x.reshape(*x.shape[:-1], n_chunks, min(vocab, _CHUNK))
-    m, s0, mu, m2 = _merge_stats(*_chunk_stats(chunks))
-    # p_i = e_i / S with e_i = exp(x_i - m):  H = log S - E[x - m],  V = Var[x] = M2 / S,  log Z = m + log S.
-    log_s0 = torch.log(s0)
-    return log_s0 - mu, m2 / s0, m + log_s0
+    x = logits.movedim(dim, -1)
+    batch, vocab = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, vocab)
+    maxima = (x.detach().amax(-1) if row_max is None else row_max).reshape(-1)
+    per_block = rows.shape[0] if torch.compiler.is_compiling() else max(1, _BLOCK // vocab)
+    if per_block >= rows.shape[0]:
+        h, v, log_z = _entropy_varentropy_rows(rows, maxima)
+    else:
+        blocks = map(_entropy_varentropy_rows, rows.split(per_block), maxima.split(per_block))
+        h, v, log_z = (torch.cat(parts) for parts in zip(*blocks, strict=True))
+    return h.reshape(batch), v.reshape(batch), log_z.reshape(batch)
 
 
 def _triton_available() -> bool:
@@ -226,12 +221,13 @@ def entropy_varentropy(
     *,
     impl: Literal["auto", "torch", "triton"] = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """Entropy and varentropy together, from one read of the logits.
+    """Entropy and varentropy together: ``H = log S - μ`` and ``V = Σe·(z - μ)² / S``.
 
-    The vocabulary is consumed in chunks, each summarised by ``(max, Σe, Σe·x, Σe·x²)`` held in the
-    shifted, centred form ``(m, Σe^{x-m}, mean, M2)``, and chunks are merged by the online recurrence
-    (rescale to the running max, Chan's update of the centred second moment). This is the algorithm of
-    the Triton kernel, which runs with ``impl="triton"`` and, for CUDA tensors, with ``impl="auto"``.
+    Here ``z = x - max``, ``e = exp(z)``, ``S = Σe`` and ``μ = Σe·z / S`` (so ``p = e / S``). The PyTorch
+    path reads each row twice, once for ``(S, Σe·z)`` and once centred on μ, a block of rows at a time so
+    that the float32 temporaries stay in cache; no raw second moment is formed, so nothing cancels. The
+    Triton kernel (``impl="triton"``, and ``impl="auto"`` for CUDA tensors) reads the logits once, merging
+    vocabulary chunks by the online (max, Σe, mean, M2) recurrence.
 
     Parameters
     ----------
@@ -258,7 +254,7 @@ def entropy_varentropy(
     """
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {impl!r}")
-    check_logits(logits, "entropy_varentropy", dim)
+    row_max = check_logits(logits, "entropy_varentropy", dim)
     log_base = check_base(base)
     use_triton = impl == "triton" or (
         impl == "auto" and logits.is_cuda and logits.dtype != torch.float64 and _triton_available()
@@ -268,7 +264,7 @@ def entropy_varentropy(
 
         h, v, _ = entropy_stats(logits.movedim(dim, -1))
     else:
-        h, v, _ = _entropy_varentropy_torch(logits, dim)
+        h, v, _ = _entropy_varentropy_torch(logits, dim, row_max)
     if log_base is None:
         return h, v
     return h / log_base, v / log_base**2
