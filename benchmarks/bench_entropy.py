@@ -1,15 +1,20 @@
 """Entropy + varentropy of (B, V) logits: the PyTorch reference, torch.compile of it, and the Triton kernel.
 
 Providers
+    logsumexp       torch.logsumexp(x.float(), -1), returned twice: the baseline of "vs_logsumexp"
     torch           entropic.entropy and entropic.varentropy (log-softmax, then Σ p·s and Σ p·(s - H)²)
-    torch-chunked   entropic.entropy_varentropy(impl="torch"): the kernel's one-pass recurrence in PyTorch
+    torch-chunked   entropic.entropy_varentropy(impl="torch"): two passes per row, blocks of rows in cache
+    torch-chunked.compile  torch.compile of the "torch-chunked" provider (inductor; the CPU path compiled)
     torch.compile   torch.compile of the "torch" provider
     triton          entropic.kernels.entropy_stats (one read of the logits; split-V for small batches)
 Modes: fwd (H and V), fwd+bwd (backward of H + V, the entropy-regulariser use). Metrics: time_ms, GB/s of
 the minimal traffic (fwd reads the logits once; fwd+bwd reads them twice and writes the gradient) and
-copy_fraction, that rate over the copy bandwidth measured at the start of the run.
+copy_fraction, that rate over the copy bandwidth measured at the start of the run, and vs_logsumexp, the
+time over the logsumexp provider's at the same shape and mode (when it runs). On the CPU the shapes are
+(B, V) = (8, 131072) and (64, 32000).
 
-Run: ``python benchmarks/bench_entropy.py [--quick] [--dtype bfloat16]`` (appends to benchmarks/results.csv).
+Run: ``python benchmarks/bench_entropy.py [--quick] [--dtype bfloat16] [--device cpu]`` (appends to
+benchmarks/results.csv).
 """
 
 from __future__ import annotations
@@ -29,10 +34,21 @@ def reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return entropy(x), varentropy(x)
 
 
+def logsumexp(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    log_z = torch.logsumexp(x.float(), -1)
+    return log_z, log_z
+
+
+def chunked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return entropy_varentropy(x, impl="torch")
+
+
 def providers(device: torch.device) -> dict[str, Provider]:
     available: dict[str, Provider] = {
+        "logsumexp": logsumexp,
         "torch": reference,
-        "torch-chunked": lambda x: entropy_varentropy(x, impl="torch"),
+        "torch-chunked": chunked,
+        "torch-chunked.compile": torch.compile(chunked, dynamic=False),
         "torch.compile": torch.compile(reference, dynamic=False),
     }
     if triton_runs(device):
@@ -62,12 +78,15 @@ def main() -> None:
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if args.quick:
         batches, vocabs, modes = [1, 8], [1000, 5003], ["fwd", "fwd+bwd"]
+    elif device.type == "cpu":
+        batches, vocabs, modes = [8, 64], [32000, 131072], ["fwd", "fwd+bwd"]
     else:
         batches, vocabs, modes = [1, 64, 256], [32768, 131072, 262144], ["fwd", "fwd+bwd"]
     writer = ResultWriter(args.output, device)
     roofline = measure_roofline(writer, device, dtype, args.quick)
     chosen = select(providers(device), args.providers)
     configs = list(itertools.product(batches, vocabs, modes, chosen.items()))
+    baseline = {}  # (batch, vocab, mode) -> the logsumexp provider's time, measured first at each shape
     for batch, vocab, mode, (name, fn) in progress(configs, "entropy"):
         x = (torch.randn(batch, vocab, device=device) * 3).to(dtype)
         t = measure(step(fn, x, mode), device, args.quick)
@@ -85,6 +104,11 @@ def main() -> None:
             "copy_fraction",
             bandwidth.scaled(1 / roofline.copy_gbs.median),
         )
+        if name == "logsumexp":
+            baseline[batch, vocab, mode] = t.median
+        if (batch, vocab, mode) in baseline:
+            ratio = t.scaled(1 / baseline[batch, vocab, mode])
+            writer.add("entropy", name, mode, dtype, shape, "vs_logsumexp", ratio)
     print(f"appended to {writer.path}")
 
 

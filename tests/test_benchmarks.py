@@ -36,7 +36,15 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         triton = ["triton"] if common.triton_runs(torch.device("cpu")) else []
         run_script(
-            "bench_entropy", mp, "--output", str(path), "--providers", "torch", "torch-chunked", *triton
+            "bench_entropy",
+            mp,
+            "--output",
+            str(path),
+            "--providers",
+            "logsumexp",
+            "torch",
+            "torch-chunked",
+            *triton,
         )
         run_script("bench_sampling", mp, "--output", str(path), "--providers", "torch", *triton)
         run_script("bench_attention", mp, "--output", str(path), "--providers", "torch")
@@ -58,7 +66,7 @@ def test_csv_schema_and_values(results):
         assert r["torch_version"] == torch.__version__ and r["git_commit"] and r["timestamp"]
         assert r["device"].startswith(common.device_name(torch.device("cpu")).split(" (")[0])
     entropy_rows = [r for r in rows if r["op"] == "entropy"]
-    assert {r["metric"] for r in entropy_rows} == {"time_ms", "GB/s", "copy_fraction"}
+    assert {r["metric"] for r in entropy_rows} == {"time_ms", "GB/s", "copy_fraction", "vs_logsumexp"}
     assert {(r["batch"], r["vocab"]) for r in entropy_rows} == {
         ("1", "1000"),
         ("1", "5003"),
@@ -84,6 +92,18 @@ def test_rates_follow_from_times(results):
     assert float(rate["median"]) == pytest.approx(n_bytes / float(t["median"]) / 1e6, rel=1e-4)
     assert float(rate["p20"]) == pytest.approx(n_bytes / float(t["p80"]) / 1e6, rel=1e-4)
     assert float(fraction["median"]) == pytest.approx(float(rate["median"]) / copy, rel=1e-4)
+
+
+def test_entropy_times_over_logsumexp(results):
+    """vs_logsumexp = a provider's time / the logsumexp provider's time at the same shape and mode."""
+    _, rows = read_rows(results)
+    by_key = {(r["op"], r["provider"], r["mode"], r["batch"], r["vocab"], r["metric"]): r for r in rows}
+    for mode in ("fwd", "fwd+bwd"):
+        base = float(by_key[("entropy", "logsumexp", mode, "8", "5003", "time_ms")]["median"])
+        for provider in ("logsumexp", "torch-chunked"):
+            t = float(by_key[("entropy", provider, mode, "8", "5003", "time_ms")]["median"])
+            ratio = float(by_key[("entropy", provider, mode, "8", "5003", "vs_logsumexp")]["median"])
+            assert ratio == pytest.approx(t / base, rel=1e-4)
 
 
 def test_writer_appends_and_refuses_other_schemas(tmp_path):
