@@ -1,8 +1,8 @@
 """Accuracy of entropy / varentropy in float32 against float64, on half-precision logits.
 
 Prints a Markdown table of the largest absolute error over the rows of each case, for
-  one-pass   entropic.entropy_varentropy (chunked recurrence, centred second moment)
-  two-pass   entropic.entropy / entropic.varentropy (log-softmax, then Σ p (log p + H)²)
+  joint        entropic.entropy_varentropy (max-shifted sums, then a pass centred on the mean)
+  log-softmax  entropic.entropy / entropic.varentropy (log-softmax, then Σ p (log p + H)²)
   moments    the textbook one-pass formula V = E[y²] - E[y]² with y = x - max(x), in float32
 The reference is float64 on the same (rounded) input values. Run: `python benchmarks/entropy_accuracy.py`.
 """
@@ -48,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
     print(f"V = {args.vocab}, {args.rows} rows, {args.dtype} logits; max |error| vs float64 (nats, nats²)\n")
-    print("| case | H one-pass | H two-pass | V one-pass | V two-pass | V moments |")
+    print("| case | H joint | H log-softmax | V joint | V log-softmax | V moments |")
     print("|---|---|---|---|---|---|")
     for name, x in cases(args.vocab, args.rows, dtype).items():
         ref_h, ref_v = entropy(x.double()), varentropy(x.double())
