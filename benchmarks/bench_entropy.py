@@ -10,8 +10,8 @@ Providers
 Modes: fwd (H and V), fwd+bwd (backward of H + V, the entropy-regulariser use). Metrics: time_ms, GB/s of
 the minimal traffic (fwd reads the logits once; fwd+bwd reads them twice and writes the gradient) and
 copy_fraction, that rate over the copy bandwidth measured at the start of the run, and vs_logsumexp, the
-time over the logsumexp provider's at the same shape and mode (when it runs). On the CPU the shapes are
-(B, V) = (8, 131072) and (64, 32000).
+time over the logsumexp provider's at the same shape and mode (when it runs). On the CPU, B is 8 or 64 and
+V is 32000 or 131072 (the sizes of the CPU targets, (8, 131072) and (64, 32000), and their crossings).
 
 Run: ``python benchmarks/bench_entropy.py [--quick] [--dtype bfloat16] [--device cpu]`` (appends to
 benchmarks/results.csv).
