@@ -2,7 +2,7 @@
 
 Providers
     logsumexp       torch.logsumexp(x.float(), -1), returned twice: the baseline of "vs_logsumexp"
-    torch           entropic.entropy and entropic.varentropy (log-softmax, then Σ p·s and Σ p·(s - H)²)
+    torch           entropic.entropy and entropic.varentropy, called separately (each runs the PyTorch path)
     torch-chunked   entropic.entropy_varentropy(impl="torch"): two passes per row, blocks of rows in cache
     torch-chunked.compile  torch.compile of the "torch-chunked" provider (inductor; the CPU path compiled)
     torch.compile   torch.compile of the "torch" provider

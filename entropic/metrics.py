@@ -120,53 +120,6 @@ def _reduce(loss: Tensor, count: Tensor, reduction: str, fn: str) -> Tensor:
 # ---------------------------------------------------------------------------------- entropy family
 
 
-def entropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
-    """Shannon entropy of ``p = softmax(logits)``: ``H = -Σ p log p`` (nats unless `base`).
-
-    Parameters
-    ----------
-    logits : Tensor
-        ``(..., V, ...)`` unnormalised log-probabilities; ``-inf`` entries are masked out.
-    dim : int
-        The dimension holding the distribution.
-    base : float, optional
-        Logarithm base of the result: None for nats, 2 for bits.
-
-    Returns
-    -------
-    Tensor
-        ``logits.shape`` without `dim`; ``0 <= H <= log V``.
-
-    Examples
-    --------
-    >>> entropy(torch.zeros(2), base=2)  # a fair coin
-    tensor(1.)
-    """
-    check_logits(logits, "entropy", dim)
-    log_base = check_base(base)
-    logp, p, _ = _log_probs(logits, dim)
-    return in_base(-(p * logp).sum(dim), log_base)
-
-
-def varentropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
-    """Varentropy ``V = Var_p[-log p] = Σ p (log p + H)^2`` (nats² unless `base`, then base-units²).
-
-    The variance of the surprisal: how much the information content differs between likely and unlikely
-    tokens (Entropix's "varentropy"). Computed in the two-pass form, so it is never negative.
-
-    Examples
-    --------
-    >>> varentropy(logits_from_probs(torch.tensor([0.9, 0.1])), base=2)  # 0.09 (log2 9)^2
-    tensor(0.9044)
-    """
-    check_logits(logits, "varentropy", dim)
-    log_base = check_base(base)
-    logp, p, _ = _log_probs(logits, dim)
-    h = -(p * logp).sum(dim, keepdim=True)
-    v = (p * (logp + h).square()).sum(dim)
-    return v if log_base is None else v / log_base**2
-
-
 def _entropy_varentropy_rows(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(H, V, log Z) in nats of each row of ``x`` (R, V) with maxima `row_max` (R,): two passes over the row.
 
@@ -208,6 +161,52 @@ def _entropy_varentropy_torch(
         blocks = map(_entropy_varentropy_rows, rows.split(per_block), maxima.split(per_block))
         h, v, log_z = (torch.cat(parts) for parts in zip(*blocks, strict=True))
     return h.reshape(batch), v.reshape(batch), log_z.reshape(batch)
+
+
+def entropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
+    """Shannon entropy of ``p = softmax(logits)``: ``H = -Σ p log p`` (nats unless `base`).
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``(..., V, ...)`` unnormalised log-probabilities; ``-inf`` entries are masked out.
+    dim : int
+        The dimension holding the distribution.
+    base : float, optional
+        Logarithm base of the result: None for nats, 2 for bits.
+
+    Returns
+    -------
+    Tensor
+        ``logits.shape`` without `dim`; ``0 <= H <= log V``.
+
+    Examples
+    --------
+    >>> entropy(torch.zeros(2), base=2)  # a fair coin
+    tensor(1.)
+    """
+    row_max = check_logits(logits, "entropy", dim)
+    log_base = check_base(base)
+    h, _, _ = _entropy_varentropy_torch(logits, dim, row_max)
+    return in_base(h, log_base)
+
+
+def varentropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
+    """Varentropy ``V = Var_p[-log p] = Σ p (log p + H)^2`` (nats² unless `base`, then base-units²).
+
+    The variance of the surprisal: how much the information content differs between likely and unlikely
+    tokens (Entropix's "varentropy"). Computed centred on the mean (see `entropy_varentropy`), so it is never
+    negative.
+
+    Examples
+    --------
+    >>> varentropy(logits_from_probs(torch.tensor([0.9, 0.1])), base=2)  # 0.09 (log2 9)^2
+    tensor(0.9044)
+    """
+    row_max = check_logits(logits, "varentropy", dim)
+    log_base = check_base(base)
+    _, v, _ = _entropy_varentropy_torch(logits, dim, row_max)
+    return v if log_base is None else v / log_base**2
 
 
 def _triton_available() -> bool:
