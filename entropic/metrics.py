@@ -46,8 +46,8 @@ __all__ = [
 ]
 
 _LN2 = math.log(2.0)
-# Entries per row block of the PyTorch entropy/varentropy path: a block's float32 temporaries (256 KiB each)
-# stay in a core's L2 cache.
+# Entries per thread in a row block of the PyTorch entropy/varentropy path on the CPU: a thread's share of a
+# block's float32 temporaries (256 KiB each) stays in a core's L2 cache.
 _BLOCK = 1 << 16
 # Shifted logits below this have exp() = 0 exactly in float32 and float64; its square is still finite.
 _FLOOR = -1e18
@@ -147,14 +147,18 @@ def _entropy_varentropy_torch(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(H, V, log Z) in nats; `row_max` is ``logits.amax(dim)`` when the caller has it already.
 
-    Row blocks of about `_BLOCK` entries are processed at a time so that the temporaries of a block stay in
-    cache; under torch.compile, whose fused loops need no blocking, the whole tensor is one block.
+    On the CPU, row blocks of about `_BLOCK` entries per thread are processed at a time so that each thread's
+    share of a block's temporaries stays in its cache. Elsewhere, and under torch.compile (whose fused loops
+    need no blocking), the whole tensor is one block.
     """
     x = logits.movedim(dim, -1)
     batch, vocab = x.shape[:-1], x.shape[-1]
     rows = x.reshape(-1, vocab)
     maxima = (x.detach().amax(-1) if row_max is None else row_max).reshape(-1)
-    per_block = rows.shape[0] if torch.compiler.is_compiling() else max(1, _BLOCK // vocab)
+    if rows.is_cpu and not torch.compiler.is_compiling():
+        per_block = max(1, _BLOCK * torch.get_num_threads() // vocab)
+    else:
+        per_block = rows.shape[0]
     if per_block >= rows.shape[0]:
         h, v, log_z = _entropy_varentropy_rows(rows, maxima)
     else:

@@ -252,12 +252,13 @@ def test_finite_logits_far_below_the_max_have_no_weight(dtype):
 
 
 def test_row_blocks_agree_with_one_block_and_leave_input_alone(monkeypatch):
-    """Ragged row blocks (3 + 3 + 1 rows), any dim, masks: the same numbers as one block; logits untouched."""
+    """Ragged row blocks (35 rows, 3 per block), dim 1, masks: the numbers of one block; logits untouched."""
     x = torch.randn(7, 3, 5) * 4
     x[2, 1] = -math.inf  # a masked entry in each of the rows (2, ·)
     before = x.clone()
     whole = [entropy_varentropy(x, dim=1), entropy_varentropy(x.to(torch.bfloat16), dim=1)]
-    monkeypatch.setattr(entropic.metrics, "_BLOCK", 3 * 3)  # 3 rows of 3 per block
+    monkeypatch.setattr(entropic.metrics, "_BLOCK", 3 * 3)  # 3 rows of 3 per block and thread
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     blocked = [entropy_varentropy(x, dim=1), entropy_varentropy(x.to(torch.bfloat16), dim=1)]
     torch.testing.assert_close(blocked, whole, rtol=0, atol=0)
     assert torch.equal(x, before)
@@ -266,7 +267,8 @@ def test_row_blocks_agree_with_one_block_and_leave_input_alone(monkeypatch):
 def test_torch_path_gradients_match_float64(monkeypatch):
     """Autograd through the row blocks: float32 gradients of H + V match the float64 closed form
     dH/dx = -p d, dV/dx = p (d² + 2d - V) with d = x - E_p[x]."""
-    monkeypatch.setattr(entropic.metrics, "_BLOCK", 1000)  # 2 rows per block, 3 blocks
+    monkeypatch.setattr(entropic.metrics, "_BLOCK", 1000)  # 2 rows per block and thread, 3 blocks
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     x = torch.randn(5, 500, dtype=torch.float64) * 3
     x[:, ::7] = -math.inf
     leaf = x.float().requires_grad_()
