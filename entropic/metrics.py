@@ -121,11 +121,11 @@ def _reduce(loss: Tensor, count: Tensor, reduction: str, fn: str) -> Tensor:
 
 
 def _entropy_varentropy_rows(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """(H, V, log Z) in nats of each row of ``x`` (R, V) with maxima `row_max` (R,): two passes over the row.
+    """``(S, μ, M2)`` of each row of ``x`` (R, V) with maxima `row_max` (R,), from two passes over the row.
 
-    With ``z = x - max`` and ``e = exp(z)``: ``S = Σe``, ``μ = Σe·z / S``, ``H = log S - μ``, ``log Z = max +
-    log S`` and ``V = Σe·(z - μ)² / S``; the second pass is centred on μ, so no raw second moment is formed
-    and nothing cancels. Without autograd the temporaries are updated in place.
+    With ``z = x - max`` and ``e = exp(z)``: ``S = Σe``, ``μ = Σe·z / S`` and ``M2 = Σe·(z - μ)²``, the second
+    pass centred on μ, so no raw second moment is formed and nothing cancels. Without autograd the
+    temporaries are updated in place.
     """
     inplace = not (torch.is_grad_enabled() and x.requires_grad)
     m = row_max.detach().to(compute_dtype(x.dtype)).unsqueeze(-1)  # every result is shift-invariant
@@ -134,22 +134,22 @@ def _entropy_varentropy_rows(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor
     z = torch.sub(x, m)
     z = z.clamp_min_(_FLOOR) if inplace else z.clamp_min(_FLOOR)
     e = torch.exp(z)
-    s0 = e.sum(-1, keepdim=True)
-    mu = (e * z).sum(-1, keepdim=True) / s0
-    d = z.sub_(mu) if inplace else z - mu
+    s0 = e.sum(-1)
+    mu = (e * z).sum(-1) / s0
+    d = z.sub_(mu.unsqueeze(-1)) if inplace else z - mu.unsqueeze(-1)
     m2 = (d.square_().mul_(e) if inplace else e * d.square()).sum(-1)
-    log_s0 = torch.log(s0.squeeze(-1))
-    return log_s0 - mu.squeeze(-1), m2 / s0.squeeze(-1), m.squeeze(-1) + log_s0
+    return s0, mu, m2
 
 
 def _entropy_varentropy_torch(
     logits: Tensor, dim: int, row_max: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(H, V, log Z) in nats; `row_max` is ``logits.amax(dim)`` when the caller has it already.
+    """(H, V, log Z) in nats: ``H = log S - μ``, ``V = M2 / S``, ``log Z = max + log S`` (S, μ, M2 per row).
 
-    On the CPU, row blocks of about `_BLOCK` entries per thread are processed at a time so that each thread's
-    share of a block's temporaries stays in its cache. Elsewhere, and under torch.compile (whose fused loops
-    need no blocking), the whole tensor is one block.
+    `row_max` is ``logits.amax(dim)`` when the caller has it already. On the CPU, row blocks of about `_BLOCK`
+    entries per thread are processed at a time so that each thread's share of a block's temporaries stays in
+    its cache. Elsewhere, and under torch.compile (whose fused loops need no blocking), the whole tensor is
+    one block.
     """
     x = logits.movedim(dim, -1)
     batch, vocab = x.shape[:-1], x.shape[-1]
@@ -160,10 +160,12 @@ def _entropy_varentropy_torch(
     else:
         per_block = rows.shape[0]
     if per_block >= rows.shape[0]:
-        h, v, log_z = _entropy_varentropy_rows(rows, maxima)
+        s0, mu, m2 = _entropy_varentropy_rows(rows, maxima)
     else:
         blocks = map(_entropy_varentropy_rows, rows.split(per_block), maxima.split(per_block))
-        h, v, log_z = (torch.cat(parts) for parts in zip(*blocks, strict=True))
+        s0, mu, m2 = (torch.cat(parts) for parts in zip(*blocks, strict=True))
+    log_s0 = torch.log(s0)
+    h, v, log_z = log_s0 - mu, m2 / s0, maxima.to(log_s0.dtype) + log_s0
     return h.reshape(batch), v.reshape(batch), log_z.reshape(batch)
 
 
