@@ -56,6 +56,7 @@ MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
 LOG_TAIL_BYTES = 512 * 2**10  # of each section's output in log.txt
 GRACE_S = 30.0  # a section may finish the configuration it started this long after its budget
+FIGURES_S = 30.0  # kept at the end of the budget for plot.py
 OPTIONAL = (
     "entmax",
     "einops",
@@ -373,32 +374,23 @@ def run(args: argparse.Namespace) -> int:
     for section in sections:
         if section.argv[0] != "-m":
             section.argv += ["--device", "cuda" if cuda else "cpu", "--output", str(out / "results.csv")]
-    deadline = started + args.budget
+    end = started + args.budget - FIGURES_S  # every section is over by then; the figures take the rest
     outcomes: list[Outcome] = []
     for i, section in enumerate(sections):
-        left = deadline - time.monotonic()
-        budget = left * section.share / sum(s.share for s in sections[i:])
+        left = end - GRACE_S - time.monotonic()  # time in which configurations may start
         if left < 10:
             outcomes.append(Outcome(section.name, "", 0.0, 0.0, "not run (no time left)"))
             continue
+        budget = left * section.share / sum(s.share for s in sections[i:])
         print(f"[{time.monotonic() - started:5.0f} s] {section.name}: budget {budget:.0f} s", flush=True)
-        hard = min(time.monotonic() + budget + GRACE_S, deadline + GRACE_S)
+        hard = min(time.monotonic() + budget + GRACE_S, end)
         outcomes.append(run_section(section, budget, hard, env))
         print(f"[{time.monotonic() - started:5.0f} s] {section.name}: {outcomes[-1].status}", flush=True)
     figures = []
     if "matplotlib" in present and (out / "results.csv").exists():
-        plotted = run_section(
-            Section(
-                "figures",
-                ["plot.py", "--input", str(out / "results.csv"), "--output-dir", str(out)],
-                1.0,
-                budget_flag=False,
-            ),
-            60.0,
-            time.monotonic() + 60.0,
-            env,
-        )
-        outcomes.append(plotted)
+        plot = ["plot.py", "--input", str(out / "results.csv"), "--output-dir", str(out)]
+        figures_end = max(started + args.budget, time.monotonic() + 10)
+        outcomes.append(run_section(Section("figures", plot, 0.0, False), FIGURES_S, figures_end, env))
         figures = sorted(p.name for p in out.glob("*.png"))
     write_log(out, outcomes)
     write_report(out, header, outcomes, figures, time.monotonic() - started)

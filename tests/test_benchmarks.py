@@ -356,3 +356,27 @@ def test_ingest_files_a_run_once_and_writes_tables(dry_run, tmp_path):
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="gpu-results"):
         gpu_report.main(argv)
+
+
+def test_a_section_past_its_time_limit_is_killed_and_keeps_its_output(tmp_path):
+    (tmp_path / "entropic_probe_sleeper.py").write_text(
+        "import sys, time\nprint('not measured: N=8 triton', flush=True)\ntime.sleep(60)\n"
+    )
+    (tmp_path / "entropic_probe_fails.py").write_text("raise SystemExit(3)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    sleeper = gpu_report.Section("sleeper", ["-m", "entropic_probe_sleeper"], 1.0, budget_flag=False)
+    start = time.monotonic()
+    outcome = gpu_report.run_section(sleeper, 1.0, time.monotonic() + 3.0, env)
+    assert outcome.status == "killed at the time limit" and time.monotonic() - start < 30
+    assert outcome.not_measured == ["N=8 triton"]
+    fails = gpu_report.Section("fails", ["-m", "entropic_probe_fails"], 1.0, budget_flag=False)
+    assert gpu_report.run_section(fails, 1.0, time.monotonic() + 60, env).status == "exit code 3"
+
+
+def test_sections_without_time_left_are_reported_not_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", os.environ.get("TRITON_INTERPRET", "0"))  # restored afterwards
+    out = tmp_path / "out"
+    assert gpu_report.main(["run", "--dry-run", "--budget", "60", "--out", str(out)]) == 1
+    report = (out / "report.md").read_text()
+    assert report.count("not run (no time left)") == 5
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "report.md"]  # no rows, no figure
