@@ -1,4 +1,4 @@
-# entropic — every target bootstraps its own environment.
+# entropic — every target bootstraps its own environment (gpu-report excepted: it runs on a GPU image's Python).
 #
 #   make demo       the main job: tiny softmax vs entropy-scheduled GPT on the stdlib corpus (CPU, ~10 min),
 #                   a comparison table and figure, then `entropic generate --show-steps` on the checkpoint

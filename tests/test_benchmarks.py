@@ -380,3 +380,9 @@ def test_sections_without_time_left_are_reported_not_run(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert report.count("not run (no time left)") == 5
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "report.md"]  # no rows, no figure
+
+
+def test_the_readme_holds_the_region_ingest_fills():
+    readme = (BENCHMARKS.parent / "README.md").read_text()
+    assert readme.count(gpu_report.BEGIN) == 1 and readme.count(gpu_report.END) == 1
+    assert readme.index(gpu_report.BEGIN) < readme.index(gpu_report.END)
