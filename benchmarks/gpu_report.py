@@ -478,6 +478,11 @@ def _ratio(a: float | None, b: float | None, fmt: str) -> str:
     return "not measured" if a is None or b is None else fmt.format(a / b)
 
 
+def _tex(text: str) -> str:
+    """`text` with LaTeX's special characters escaped (device names hold underscores)."""
+    return re.sub(r"([_%&#$])", r"\\\1", text)
+
+
 def numbers_tex(rows: list[dict[str, str]]) -> str:
     """LaTeX macros of the headline numbers of the most recent device (``not measured`` where absent)."""
     if not rows:
@@ -522,14 +527,14 @@ def numbers_tex(rows: list[dict[str, str]]) -> str:
     macros = {
         "gpuDevice": device,
         "gpuCopyGBs": "not measured" if copy is None else f"{copy:.0f}",
-        "gpuMatmulTFLOPs": "not measured" if matmul is None else f"{matmul:.0f}",
+        "gpuMatmulTFLOPs": "not measured" if matmul is None else f"{matmul:.3g}",
         "gpuEntropyCopyFraction": "not measured" if entropy is None else f"{entropy:.2f}",
         "gpuSamplingSpeedup": _ratio(sample["torch"], sample["triton"], "{:.1f}"),
         "gpuStatsOverhead": _ratio(attention["triton"], attention["triton-nostats"], "{:.2f}"),
         "gpuEntmaxOverSdpa": _ratio(entmax["triton(alpha=1.5)"], entmax["sdpa-flash"], "{:.2f}"),
     }
     lines = ["% Written by `python benchmarks/gpu_report.py ingest DIR` from benchmarks/results.csv."]
-    lines += [f"\\newcommand{{\\{name}}}{{{value.replace('_', ' ')}}}" for name, value in macros.items()]
+    lines += [f"\\newcommand{{\\{name}}}{{{_tex(value)}}}" for name, value in macros.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -253,7 +253,8 @@ def checkout_module():
     return __import__("checkout")
 
 
-def test_dry_run_writes_the_report_folder(dry_run):
+def test_dry_run_writes_the_report_folder_that_ingest_files(dry_run, tmp_path):
+    """One test, so that the minute-long dry run runs once even when the tests are spread over processes."""
     out, done = dry_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
@@ -282,6 +283,7 @@ def test_dry_run_writes_the_report_folder(dry_run):
         "===== entropy: python benchmarks/checkout.py benchmarks/bench_entropy.py"
         in (out / "log.txt").read_text()
     )
+    check_ingest(out, tmp_path)
 
 
 def p20_median_p80_ordered(row: dict[str, str]) -> bool:
@@ -322,9 +324,8 @@ def test_wheels_are_unpacked_only_where_missing(tmp_path):
     assert not (site / "einops").exists()
 
 
-def test_ingest_files_a_run_once_and_writes_tables(dry_run, tmp_path):
-    out, done = dry_run
-    assert done.returncode == 0, done.stderr[-3000:]
+def check_ingest(out: Path, tmp_path: Path) -> None:
+    """`ingest` appends the run's rows once, writes tables and numbers, fills the README region."""
     readme = tmp_path / "README.md"
     readme.write_text(f"# Title\n\nbefore\n{gpu_report.BEGIN}\nold tables\n{gpu_report.END}\nafter\n")
     paths = {
@@ -386,3 +387,12 @@ def test_the_readme_holds_the_region_ingest_fills():
     readme = (BENCHMARKS.parent / "README.md").read_text()
     assert readme.count(gpu_report.BEGIN) == 1 and readme.count(gpu_report.END) == 1
     assert readme.index(gpu_report.BEGIN) < readme.index(gpu_report.END)
+
+
+def test_numbers_escape_latex_and_say_what_was_not_measured():
+    assert gpu_report._tex("NVIDIA_H200 5% #1 & $") == r"NVIDIA\_H200 5\% \#1 \& \$"
+    row = dict.fromkeys(common.FIELDS, "")
+    row |= {"op": "device", "provider": "copy", "metric": "GB/s", "median": "4012.4", "device": "GPU_X"}
+    numbers = gpu_report.numbers_tex([{**row, "timestamp": "2026-12-02T10:00:00+00:00"}])
+    assert "\\newcommand{\\gpuDevice}{GPU\\_X}" in numbers and "\\newcommand{\\gpuCopyGBs}{4012}" in numbers
+    assert "\\newcommand{\\gpuMatmulTFLOPs}{not measured}" in numbers
