@@ -36,6 +36,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -95,7 +96,7 @@ class Outcome:
 
 
 def plan(cuda: bool, dry_run: bool, present: set[str], gpu_tests: list[str]) -> list[Section]:
-    """The sections of a run. GPU sizes are those the compass of each kernel names; a dry run uses tiny ones.
+    """The sections of a run: on a GPU, the sizes each kernel is built for; a dry run uses tiny ones.
 
     entropy / varentropy: B in {1, 64, 256} x V in {32k, 128k, 256k}, fwd and fwd+bwd, torch and triton;
     sampling: B = 128, V = 131072, torch and triton (FlashInfer is not a provider yet: reported if present);
@@ -392,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
         figures_end = max(started + args.budget, time.monotonic() + 10)
         outcomes.append(run_section(Section("figures", plot, 0.0, False), FIGURES_S, figures_end, env))
         figures = sorted(p.name for p in out.glob("*.png"))
+    shutil.rmtree(site, ignore_errors=True)
     write_log(out, outcomes)
     write_report(out, header, outcomes, figures, time.monotonic() - started)
     check_output(out)
