@@ -22,6 +22,7 @@ sys.path.insert(0, str(BENCHMARKS))  # the scripts import their sibling `common`
 
 common = pytest.importorskip("common")
 pytest.importorskip("rich")
+import gpu_report  # noqa: E402 (a sibling of common, found through the path set above)
 
 
 def run_script(name: str, monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
@@ -175,8 +176,6 @@ def test_size_options_choose_the_measured_shapes(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------- gpu_report
-
-gpu_report = pytest.importorskip("gpu_report")
 
 
 def test_plan_measures_the_sizes_the_issue_names():
