@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_device, check_dtype, is_interpreter
+from ._utils import LaunchConfig, check_device, check_dtype, is_interpreter
 
 
 @triton.jit
@@ -274,17 +274,7 @@ class AttentionStatistics(NamedTuple):
     varentropy: torch.Tensor
 
 
-class _Launch(NamedTuple):
-    """Tile sizes and launch options shared by an attention op's kernels."""
-
-    block_m: int
-    block_n: int
-    block_d: int
-    num_warps: int
-    num_stages: int
-
-
-def _launch_config(dtype: torch.dtype, head_dim: int, backward: bool = False) -> _Launch:
+def _launch_config(dtype: torch.dtype, head_dim: int, backward: bool = False) -> LaunchConfig:
     """Tiles per dtype and head dim, sized so that the kernels do not spill registers on sm_90.
 
     Half precision multiplies on the tensor cores: 64-query tiles; the backward holds two more
@@ -295,13 +285,13 @@ def _launch_config(dtype: torch.dtype, head_dim: int, backward: bool = False) ->
     """
     block_d = max(16, triton.next_power_of_2(head_dim))
     if is_interpreter():
-        return _Launch(16, 16, block_d, 4, 3)
+        return LaunchConfig(16, 16, block_d, 4, 3)
     if dtype == torch.float32:
         tile = 32 if block_d <= 64 else 16
-        return _Launch(tile, tile, block_d, 8, 1 if block_d > 128 else 3)
+        return LaunchConfig(tile, tile, block_d, 8, 1 if block_d > 128 else 3)
     if block_d <= 64:
-        return _Launch(64, 64, block_d, 4, 3)
-    return _Launch(64, 32 if block_d > 128 else 64, block_d, 8, 2 if backward and block_d == 128 else 3)
+        return LaunchConfig(64, 64, block_d, 4, 3)
+    return LaunchConfig(64, 32 if block_d > 128 else 64, block_d, 8, 2 if backward and block_d == 128 else 3)
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:

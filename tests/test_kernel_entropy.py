@@ -167,7 +167,8 @@ def test_every_launch_compiles_for_hopper():
         "_entropy_bwd_kernel",
     }
     assert any(r.constexprs.get("SPLIT") for r in reports)  # the split-V path, launched with one row
-    assert not problems(reports), "\n".join(problems(reports))
+    found = problems(reports)
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.gpu

@@ -142,11 +142,10 @@ def test_every_launch_compiles_for_hopper():
     kernels = {"fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq"}
     assert {r.kernel for r in reports} == {f"_flash_attention_{name}_kernel" for name in kernels}
 
-    def allowance(r):  # float32 at head dim 256 (16 x 16 tiles, one stage): ptxas keeps a few bytes on the
-        # stack whatever the tiles and warps (measured 8-24); float32 is not the fast path
-        return 32 if r.pointers == ["*fp32"] and r.constexprs.get("BLOCK_D") == 256 else 0
-
-    assert not problems(reports, allowance), "\n".join(problems(reports, allowance))
+    # float32 at head dim 256 (16 x 16 tiles, one stage): ptxas keeps 8-24 bytes of the dK/dV kernel on
+    # the stack at every tile size and warp count tried; float32 is not the fast path
+    found = problems(reports, float32_spill=32)
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.gpu
