@@ -724,7 +724,9 @@ def _launch_config(dtype: torch.dtype, head_dim: int, n_q: int) -> LaunchConfig:
 
     Half precision: 64 x 64 tiles (64 x 32 above head dim 64). Float32, whose IEEE ``tl.dot`` has no
     tensor-core form on sm_90 and keeps its operands in registers: 32 x 32 (16 x 16 above head dim 64)
-    on 8 warps, so that nothing spills (the tests compile every variant for sm_90). Decoding shapes
+    on 8 warps. The tests compile every variant for sm_90 at head dims 64 and 128: no spill but 8 bytes
+    per thread in the float32 dK/dV kernel (at 256, 0.2-0.3 KB spill in the τ search in float32 and in
+    the half-precision backward). Decoding shapes
     (Nq <= 16) take 16-query blocks (the smallest tl.dot). `entropic.attention.attention_tiles` mirrors
     this choice off the interpreter, which takes 16 x 16 tiles.
     """

@@ -281,7 +281,9 @@ def _launch_config(dtype: torch.dtype, head_dim: int, backward: bool = False) ->
     (BLOCK_N, D) float32 accumulators (dK, dV) and pipelines one stage fewer at head dim 128. A float32
     ``tl.dot`` in IEEE precision has no tensor-core form there: it is unrolled into FMAs whose operands
     sit in registers, so float32 takes 32 x 32 tiles (16 x 16 above head dim 64) on 8 warps, one stage
-    at head dim 256. The tests compile every variant and check it. Small tiles under the interpreter.
+    at head dim 256. The tests compile every variant for sm_90 (head dims 64 and 128, and 256 in float32):
+    no spill but 8-24 bytes per thread in the float32 dK/dV kernel at 256 (the half-precision one spills
+    0.1 KB there). Small tiles under the interpreter.
     """
     block_d = max(16, triton.next_power_of_2(head_dim))
     if is_interpreter():
