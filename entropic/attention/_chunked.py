@@ -1,0 +1,369 @@
+"""The PyTorch path of `entmax_attention`: exact α-entmax, chunked over queries, analytic backward.
+
+Root finding. For one query row with visible scores s, row max m, ``e = 1/(α-1)`` and
+``x_j = (α-1)(s_j - m) <= 0``, α-entmax is ``p_j = [x_j - δ]_+^e`` with δ in ``[-1, -n^{1-α}]`` the root
+of ``h(δ) = ||[x - δ]_+||_e - 1``. h is convex (a monotone norm of functions convex in δ) and
+decreasing, so Newton's method started at the left end δ = -1 rises monotonically to the root, with no
+safeguard: its tangent never crosses the root. On a fixed support h is the e-norm of an affine map, close
+to linear (exactly linear at α = 2, where Newton is Michelot's algorithm and ends exactly, and whenever
+the support's terms are equal), so a handful of steps reach rounding. With ``t = -δ`` (the largest term,
+since max x = 0) and ``r = [1 + x / t]_+ <= 1``, nothing overflows even near α = 1::
+
+    h = t R0^{1/e} - 1,    dh/dδ = -R0^{1/e - 1} R1,    R0 = Σ r^e,    R1 = Σ_{r > 0} r^{e-1},
+
+and ``p = r^e / R0`` sums to one. A row stops once its Newton step is below ``eps^{3/4} t`` (the next
+would change nothing at this precision); rows never wait for or depend on each other, so the same row
+gives bitwise the same weights whatever else is in the batch, and the same inputs the same outputs.
+Rows with α = 1 are softmax, ``p = exp(s - m) / Σ exp(s - m)``.
+
+Memory. Queries are processed in chunks of at most `_CHUNK_ELEMENTS` scores (whole multiples of 64
+queries, so that chunks never split a tile of `block_sparsity`), so no more than one chunk of scores is
+alive at a time. The forward saves per query only ``(m, t, log L, α)``; the backward recomputes the
+weights of each chunk from them (as the flash kernels do): saved memory O(B·H·Nq), not O(Nq·Nk).
+
+Backward. On the support the entmax Jacobian is ``diag(g) - g gᵀ / Σg`` with ``g = p^{2-α}``, so with
+``dp_j = dO·v_j``: ``ds_j = g_j (dp_j - r)``, ``r = Σ g dp / Σ g``, and (Correia et al., 2019)
+``∂L/∂α = (Σ dp p - r) / (α-1)² - (Σ dp p log p - r Σ p log p) / (α-1)``, 0 at α = 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from entropic.attention.schedules import EntropySchedule
+from entropic.metrics import _entropy_varentropy_torch
+
+# Scores per chunk (the (B, H, queries, Nk) block one step holds): 4 MiB in float32.
+_CHUNK_ELEMENTS = 1 << 20
+# Newton steps per row at most (rows stop on their own after a handful).
+_MAX_STEPS = 40
+
+
+class Chunk(NamedTuple):
+    """Batch rows, queries and the keys they can see (all, or the causal prefix) of one step."""
+
+    b: slice
+    q: slice
+    k: slice
+
+
+def chunks(b: int, h: int, nq: int, nk: int, causal: bool) -> list[Chunk]:
+    """Chunks covering ``(B, Nq)``, a function of the shapes only: 64 queries (all of them for decoding)
+    and as many batch rows as keep a chunk within `_CHUNK_ELEMENTS` scores (at least one). Causal chunks
+    stop at the last key their last query sees, so causal attention computes about half the scores."""
+    c = max(1, min(nq, 64))
+    bb = max(1, min(b, _CHUNK_ELEMENTS // max(h * c * nk, 1)))
+    out = []
+    for j in range(0, nq, c):
+        end = min(nk, max(1, j + c + nk - nq)) if causal else nk
+        out += [Chunk(slice(i, i + bb), slice(j, j + c), slice(0, end)) for i in range(0, b, bb)]
+    return out
+
+
+def scores(
+    q: Tensor,
+    k: Tensor,
+    bias: Tensor | None,
+    *,
+    scale: float,
+    causal: bool,
+    q_start: int,
+    n_q: int,
+    n_k: int,
+) -> Tensor:
+    """Scaled, masked scores ``(B, H, c, n)`` of the queries ``q_start .. q_start + c`` of `n_q` against
+    the first n of `n_k` keys.
+
+    q is ``(B, H, c, D)`` and k ``(B, Hkv, n, D)`` in the compute dtype; `bias` is the chunk of a
+    boolean keep mask or of a float bias with -inf at hidden keys; hidden keys get -inf.
+    """
+    b, h, c, d = q.shape
+    hkv, n = k.shape[1], k.shape[2]
+    qg = (q * scale).reshape(b, hkv, h // hkv, c, d)  # (B, Hkv, G, c, D): head h reads kv head h // G
+    s = torch.einsum("bkgqd,bknd->bkgqn", qg, k).reshape(b, h, c, n)
+    if bias is not None:
+        s = s.masked_fill_(~bias, -math.inf) if bias.dtype == torch.bool else s.add_(bias)
+    if causal:
+        rows = torch.arange(q_start, q_start + c, device=s.device).unsqueeze(-1) + (n_k - n_q)
+        s = s.masked_fill_(torch.arange(n, device=s.device) > rows, -math.inf)
+    return s
+
+
+def softmax_stats(s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Detached (entropy, varentropy, log Z, n_visible, dead) of softmax over the finite scores."""
+    s = s.detach()
+    n_visible = (s > -math.inf).sum(-1)
+    dead = n_visible == 0
+    h, var, log_z = _entropy_varentropy_torch(s.masked_fill(dead.unsqueeze(-1), 0.0), -1)
+    zero = torch.zeros((), dtype=h.dtype, device=h.device)
+    return (
+        torch.where(dead, zero, h),
+        torch.where(dead, zero, var),
+        torch.where(dead, zero, log_z),
+        n_visible,
+        dead,
+    )
+
+
+# ------------------------------------------------------------------------------------ root finding
+
+
+def _floor(dtype: torch.dtype) -> tuple[float, float]:
+    """(smallest r fed to log, smallest exponent fed to exp): both keep every value a normal number
+    (subnormals and exp underflow are slow on CPU) and change sums only far below rounding."""
+    return (1e-30, -80.0) if dtype != torch.float64 else (1e-300, -690.0)
+
+
+def _weights(x: Tensor, t: Tensor, e: float | Tensor, full: bool) -> tuple[Tensor | None, ...]:
+    """``(w, w1, S, S1)`` for rows of x ``(..., Nk)`` at t ``(...)``: ``w = u^e``, ``w1 = u^{e-1}`` (0 off
+    the support), ``S = Σ w``, ``S1 = Σ w1``, with ``u = [x + t]_+`` when e is 1 or 2 (no powers, no
+    overflow) and ``u = [1 + x / t]_+`` otherwise (``u <= 1``, nothing overflows near α = 1). w and w1
+    are None unless `full`. e is a number or ``(..., 1)``."""
+    if isinstance(e, float) and e in (1.0, 2.0):
+        u = (x + t.unsqueeze(-1)).clamp_(min=0.0)
+        if e == 1.0:
+            w1 = u.sign()  # u >= 0: the support indicator
+            return (u if full else None, w1 if full else None, u.sum(-1), w1.sum(-1))
+        return (u * u if full else None, u if full else None, torch.linalg.vecdot(u, u), u.sum(-1))
+    tiny, low = _floor(x.dtype)
+    r = (x * t.reciprocal().unsqueeze(-1)).add_(1.0).clamp_(min=0.0)
+    w1 = r.clamp(min=tiny).log_().mul_(e - 1.0).clamp_(min=low).exp_().mul_(r > 0)  # r^{e-1}
+    total = torch.linalg.vecdot(w1, r)
+    return (w1 * r if full else None, w1 if full else None, total, w1.sum(-1))
+
+
+def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
+    """t = -δ of α-entmax on the `live` rows of ``x = (α-1)(s - m)`` (1 on the others); `e` = 1/(α-1),
+    a number or a tensor of ``x.shape[:-1]``. See the module docstring."""
+    eps = torch.finfo(x.dtype).eps
+    t = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
+    t_min = torch.as_tensor(x.shape[-1], dtype=x.dtype).pow(torch.as_tensor(-1.0 / e, dtype=x.dtype))
+    u_form = isinstance(e, float) and e in (1.0, 2.0)
+    ee = e if isinstance(e, float) else e.unsqueeze(-1)
+    active = live.clone()
+    for _ in range(_MAX_STEPS if bool(active.any()) else 0):
+        _, _, total, total1 = _weights(x, t, ee, full=False)
+        total, total1 = torch.where(active, total, 1.0), torch.where(active, total1, 1.0)
+        norm = total.pow(1.0 / e)
+        step = ((norm if u_form else t * norm) - 1.0) * total / (norm * total1)
+        step = torch.where(active, step, 0.0)
+        t = torch.maximum(t - step, t_min)
+        active &= step.abs() > eps**0.75 * t
+        if not bool(active.any()):
+            break
+    return t
+
+
+# -------------------------------------------------------------------------------------- one chunk
+
+
+def _chunk_alpha(
+    alpha: float | Tensor | EntropySchedule, stats: tuple[Tensor, ...] | None, ch: Chunk
+) -> float | Tensor:
+    if isinstance(alpha, EntropySchedule):
+        ent, var, _, n_visible, _ = stats
+        return alpha(ent, n_visible, var)
+    if isinstance(alpha, Tensor):
+        return alpha[ch.b, :, ch.q]
+    return alpha
+
+
+def _probs(
+    s: Tensor, a: float | Tensor, state: tuple[Tensor, Tensor, Tensor] | None, grad: bool = False
+) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor]]:
+    """``(p, g, (m, t, L))`` of scores s ``(..., Nk)`` at α `a` (a number or per row), consuming s.
+
+    The row state ``(m, t, L)`` is solved when `state` is None, else read from it: the weights are then
+    bitwise those of the forward. ``g = p^{2-α}`` when `grad`, else None.
+    """
+    if state is None:
+        m = s.amax(-1)
+        live = m > -math.inf
+        m = torch.where(live, m, 0.0)  # rows that see nothing: any finite shift, their weights are all 0
+    else:
+        m, t, total = state
+    if isinstance(a, float):
+        soft = None if a > 1.0 else torch.ones_like(m, dtype=torch.bool)
+        am1, e = (a - 1.0, 1.0 / (a - 1.0)) if a > 1.0 else (1.0, 1.0)
+    else:
+        soft = a <= 1.0
+        am1 = torch.where(soft, 1.0, a - 1.0)
+        e = 1.0 / am1
+    x = s.sub_(m.unsqueeze(-1))
+    if not (isinstance(am1, float) and am1 == 1.0):
+        x.mul_(am1 if isinstance(am1, float) else am1.unsqueeze(-1))  # x = (α - 1)(s - m); soft rows: s - m
+    w = g = None
+    if soft is None or not bool(soft.all()):
+        if state is None:
+            t = _newton(x, e, live if soft is None else live & ~soft)
+        w, w1, total_e, _ = _weights(x, t, e if isinstance(e, float) else e.unsqueeze(-1), full=True)
+        if state is None:
+            total = total_e
+        if grad:  # p^{2-α} = w1 / L^{2-α}: the weights' own power, no pow on the (.., Nk) block
+            g = w1 * torch.where(total > 0, total, 1.0).pow(a - 2.0).unsqueeze(-1)
+    if soft is not None and bool(soft.any()):
+        w_soft = torch.exp(x)
+        total_soft = w_soft.sum(-1) if state is None else total
+        if w is None:
+            w, total = w_soft, total_soft
+            t = torch.ones_like(m) if state is None else t
+        else:
+            w = torch.where(soft.unsqueeze(-1), w_soft, w)
+            total = torch.where(soft, total_soft, total)
+    p = w.div_(torch.where(total > 0, total, 1.0).unsqueeze(-1)) if w is not None else None
+    if grad and soft is not None and bool(soft.any()):
+        g = p if g is None else torch.where(soft.unsqueeze(-1), p, g)
+    return p, g, (m, t, total)
+
+
+def _dropout_keep(shape: torch.Size, p: float, seed: int, like: Tensor) -> Tensor:
+    """The scaled keep mask ``1[u >= p] / (1 - p)`` of one chunk, from its own seeded generator."""
+    gen = torch.Generator(device=like.device).manual_seed(seed)
+    u = torch.rand(shape, generator=gen, dtype=like.dtype, device=like.device)
+    return (u >= p).to(like.dtype) / (1.0 - p)
+
+
+def _tile_counts(p: Tensor, visible: Tensor, tiles: tuple[int, int]) -> Tensor:
+    """``[tiles holding a visible pair, of which with a non-zero weight]`` (float64) of one chunk."""
+    b, h, nq, nk = p.shape
+    tq, tk = tiles
+    pad = (0, -nk % tk, 0, -nq % tq)
+    shape = (b, h, -1, tq, (nk + pad[1]) // tk, tk)
+
+    def any_in_tile(mask: Tensor) -> Tensor:
+        return torch.nn.functional.pad(mask.to(torch.uint8), pad).view(shape).amax((3, 5)).bool()
+
+    live = any_in_tile(visible)
+    used = any_in_tile(p > 0) & live
+    return torch.stack([live.sum(), used.sum()]).double()
+
+
+# ----------------------------------------------------------------------------------- the function
+
+
+class ChunkedEntmaxAttention(torch.autograd.Function):
+    """o = α-entmax(scale·q kᵀ + bias) v chunk by chunk; differentiable in q, k, v, a tensor α, a bias.
+
+    ``forward(q, k, v, alpha_tensor, bias, spec)`` with q, k, v in the compute dtype, `alpha_tensor`
+    ``(B, H, Nq)`` or None, `bias` 4-D or None and `spec` a `Spec`. Returns ``(out, alpha, stats,
+    tiles)``: the α applied ``(B, H, Nq)``, and when ``spec.stats`` the ``(5, B, H, Nq)`` entropy,
+    varentropy, log Z, visible keys and support, and the ``(2,)`` live and used tile counts.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, alpha_tensor, bias, spec):
+        b, h, nq, _ = q.shape
+        hkv, nk, dv = v.shape[1:]
+        g = h // hkv
+        alpha = alpha_tensor if alpha_tensor is not None else spec.alpha
+        need_stats = spec.stats or isinstance(alpha, EntropySchedule)
+        out = q.new_empty(b, h, nq, dv)
+        row = q.new_empty(4, b, h, nq)  # m, t, L, α
+        stats = q.new_zeros(5, b, h, nq) if spec.stats else q.new_empty(0)
+        tiles = torch.zeros(2, dtype=torch.float64)
+        for ch in chunks(b, h, nq, nk, spec.causal):
+            s = _chunk_scores(q, k, bias, ch, spec)
+            st = softmax_stats(s) if need_stats else None
+            a = _chunk_alpha(alpha, st, ch)
+            p, _, (m, t, total) = _probs(s, a if isinstance(a, float) else a.detach(), None)
+            row[:, ch.b, :, ch.q] = torch.stack([m, t, total, torch.as_tensor(a, dtype=q.dtype).expand_as(m)])
+            if spec.dropout > 0:
+                p = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
+            bb, c = p.shape[0], p.shape[2]
+            pg = p.reshape(bb, hkv, g, c, -1)
+            out[ch.b, :, ch.q] = torch.einsum("bkgqn,bknd->bkgqd", pg, v[ch.b, :, ch.k]).reshape(bb, h, c, dv)
+            if spec.stats:
+                ent, var, log_z, n_visible, _ = st
+                fields = (ent, var, log_z, n_visible, (p > 0).sum(-1))
+                stats[:, ch.b, :, ch.q] = torch.stack([f.to(q.dtype) for f in fields])
+                tiles += _tile_counts(p, s > -math.inf, spec.tiles)
+        ctx.spec = spec
+        ctx.save_for_backward(q, k, v, bias, row)
+        alpha_used = row[3].clone()
+        ctx.mark_non_differentiable(alpha_used, stats, tiles)
+        return out, alpha_used, stats, tiles
+
+    @staticmethod
+    def backward(ctx, d_out, _d_alpha, _d_stats, _d_tiles):
+        q, k, v, bias, row = ctx.saved_tensors
+        spec = ctx.spec
+        b, h, nq, _ = q.shape
+        hkv, nk, dv = v.shape[1:]
+        g = h // hkv
+        want_alpha, want_bias = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        dq, dk, dv_ = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        d_alpha = torch.zeros_like(row[3]) if want_alpha else None
+        d_bias = torch.zeros_like(bias) if want_bias else None
+        d_out = d_out.to(q.dtype)
+        for ch in chunks(b, h, nq, nk, spec.causal):
+            qc, kc, vc, doc = q[ch.b, :, ch.q], k[ch.b, :, ch.k], v[ch.b, :, ch.k], d_out[ch.b, :, ch.q]
+            bb, c = qc.shape[0], qc.shape[2]
+            s = _chunk_scores(q, k, bias, ch, spec)
+            m, t, total, a = row[:, ch.b, :, ch.q]
+            a_rows = spec.alpha if isinstance(spec.alpha, float) else a
+            p, gp, _ = _probs(s, a_rows, (m, t, total), grad=True)
+            dog = doc.reshape(bb, hkv, g, c, dv)
+            dp = torch.einsum("bkgqd,bknd->bkgqn", dog, vc).reshape(bb, h, c, -1)
+            pw = p
+            if spec.dropout > 0:
+                keep = _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
+                pw, dp = p * keep, dp * keep
+            dv_[ch.b, :, ch.k] += torch.einsum("bkgqn,bkgqd->bknd", pw.reshape(bb, hkv, g, c, -1), dog)
+            sum_g = gp.sum(-1)
+            r = torch.linalg.vecdot(gp, dp) / torch.where(sum_g > 0, sum_g, 1.0)
+            ds = dp.sub_(r.unsqueeze(-1)).mul_(gp) if not want_alpha else gp * (dp - r.unsqueeze(-1))
+            if want_alpha:
+                pos = p > 0
+                plogp = torch.where(pos, p * torch.log(torch.where(pos, p, 1.0)), 0.0)
+                soft = a <= 1.0
+                am1 = torch.where(soft, 1.0, a - 1.0)
+                da = ((p * dp).sum(-1) - r) / am1.square() - ((plogp * dp).sum(-1) - r * plogp.sum(-1)) / am1
+                d_alpha[ch.b, :, ch.q] = torch.where(soft, 0.0, da)
+            if want_bias:
+                target = _bias_chunk(d_bias, ch, nq, nk)
+                target.add_(ds.sum_to_size(target.shape))
+            dsg = ds.reshape(bb, hkv, g, c, -1)
+            dq[ch.b, :, ch.q] = torch.einsum("bkgqn,bknd->bkgqd", dsg, kc).reshape(bb, h, c, -1) * spec.scale
+            qs = qc.reshape(bb, hkv, g, c, -1) * spec.scale
+            dk[ch.b, :, ch.k] += torch.einsum("bkgqn,bkgqd->bknd", dsg, qs)
+        return dq, dk, dv_, d_alpha, d_bias, None
+
+
+def _bias_chunk(bias: Tensor | None, ch: Chunk, n_q: int, n_k: int) -> Tensor | None:
+    """The part of a 4-D (broadcastable) bias that a chunk reads (a view)."""
+    if bias is None:
+        return None
+    rows = ch.q if bias.shape[2] == n_q and n_q > 1 else slice(None)
+    keys = ch.k if bias.shape[3] == n_k and n_k > 1 else slice(None)
+    return bias[ch.b if bias.shape[0] > 1 else slice(None), :, rows, keys]
+
+
+def _chunk_scores(q: Tensor, k: Tensor, bias: Tensor | None, ch: Chunk, spec: Spec) -> Tensor:
+    nq, nk = q.shape[2], k.shape[2]
+    return scores(
+        q[ch.b, :, ch.q], k[ch.b, :, ch.k], _bias_chunk(bias, ch, nq, nk), scale=spec.scale,
+        causal=spec.causal, q_start=ch.q.start, n_q=nq, n_k=nk,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What `ChunkedEntmaxAttention` needs besides tensors: a number α or a schedule (None for a
+    tensor α), the masking and scale, the dropout rate and the seed its chunks derive theirs from, and
+    whether to return statistics (with the tile shape of `block_sparsity`)."""
+
+    alpha: float | EntropySchedule | None
+    causal: bool
+    scale: float
+    dropout: float
+    stats: bool
+    tiles: tuple[int, int]
+    seed: int = 0
+
+    def chunk_seed(self, ch: Chunk, n_q: int) -> int:
+        return self.seed + ch.b.start * n_q + ch.q.start
