@@ -36,7 +36,6 @@ import torch
 from torch import Tensor
 
 from entropic.attention.schedules import EntropySchedule
-from entropic.metrics import _entropy_varentropy_torch
 
 # Scores per chunk (the (B, H, queries, Nk) block one step holds): 4 MiB in float32.
 _CHUNK_ELEMENTS = 1 << 20
@@ -97,14 +96,29 @@ def scores(
 def softmax_stats(s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Detached (entropy, varentropy, log Z, n_visible, dead) of softmax over the finite scores."""
     s = s.detach()
-    n_visible = (s > -math.inf).sum(-1)
+    m = s.amax(-1)
+    m = torch.where(m > -math.inf, m, 0.0)
+    return _centred_stats(s - m.unsqueeze(-1), m)
+
+
+def _centred_stats(z: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """`softmax_stats` of ``s = z + m`` from the centred scores (row max 0, -inf at hidden keys).
+
+    With ``p = softmax(z)``: ``log Σ e^z = -log max p``, ``H = log Σ e^z - E[z]``, ``V = E[z²] - E[z]²``
+    (z is centred at the top score, so the difference loses nothing that matters to a schedule).
+    """
+    n_visible = (z > -math.inf).sum(-1)
     dead = n_visible == 0
-    h, var, log_z = _entropy_varentropy_torch(s.masked_fill(dead.unsqueeze(-1), 0.0), -1)
-    zero = torch.zeros((), dtype=h.dtype, device=h.device)
+    p = torch.softmax(z, -1)
+    zf = torch.nan_to_num(z, neginf=0.0)  # p = 0 there
+    pz = p * zf
+    mean, second = pz.sum(-1), pz.mul_(zf).sum(-1)
+    log_s = -torch.log(p.amax(-1))
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
     return (
-        torch.where(dead, zero, h),
-        torch.where(dead, zero, var),
-        torch.where(dead, zero, log_z),
+        torch.where(dead, zero, log_s - mean),
+        torch.where(dead, zero, (second - mean * mean).clamp(min=0.0)),
+        torch.where(dead, zero, m + log_s),
         n_visible,
         dead,
     )
@@ -129,12 +143,13 @@ def _weights(x: Tensor, t: Tensor, e: float | Tensor, full: bool) -> tuple[Tenso
         if e == 1.0:
             w1 = u.sign()  # u >= 0: the support indicator
             return (u if full else None, w1 if full else None, u.sum(-1), w1.sum(-1))
-        return (u * u if full else None, u if full else None, torch.linalg.vecdot(u, u), u.sum(-1))
+        norm = torch.linalg.vector_norm(u, 2, -1)  # one pass, no (.., Nk) temporary
+        return (u * u if full else None, u if full else None, norm * norm, u.sum(-1))
     tiny, low = _floor(x.dtype)
     r = (x * t.reciprocal().unsqueeze(-1)).add_(1.0).clamp_(min=0.0)
     w1 = r.clamp(min=tiny).log_().mul_(e - 1.0).clamp_(min=low).exp_().mul_(r > 0)  # r^{e-1}
-    total = torch.linalg.vecdot(w1, r)
-    return (w1 * r if full else None, w1 if full else None, total, w1.sum(-1))
+    w = w1 * r
+    return (w if full else None, w1 if full else None, w.sum(-1), w1.sum(-1))
 
 
 def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
@@ -174,51 +189,52 @@ def _chunk_alpha(
 
 
 def _probs(
-    s: Tensor, a: float | Tensor, state: tuple[Tensor, Tensor, Tensor] | None, grad: bool = False
-) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor]]:
-    """``(p, g, (m, t, L))`` of scores s ``(..., Nk)`` at α `a` (a number or per row), consuming s.
+    z: Tensor, live: Tensor, a: float | Tensor, state: tuple[Tensor, Tensor] | None, grad: bool = False
+) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+    """``(p, g, (t, L))`` of centred scores ``z = s - m`` ``(..., Nk)`` at α `a` (a number or per row).
 
-    The row state ``(m, t, L)`` is solved when `state` is None, else read from it: the weights are then
-    bitwise those of the forward. ``g = p^{2-α}`` when `grad`, else None.
+    `live` marks the rows that see a key. The row state ``(t, L)`` (L = 0 on rows that see nothing) is
+    solved when `state` is None, else read from it: the weights are then bitwise those of the forward.
+    ``g = p^{2-α}`` when `grad`, else None. z is overwritten.
     """
-    if state is None:
-        m = s.amax(-1)
-        live = m > -math.inf
-        m = torch.where(live, m, 0.0)  # rows that see nothing: any finite shift, their weights are all 0
-    else:
-        m, t, total = state
     if isinstance(a, float):
-        soft = None if a > 1.0 else torch.ones_like(m, dtype=torch.bool)
+        soft = None if a > 1.0 else torch.ones_like(live)
         am1, e = (a - 1.0, 1.0 / (a - 1.0)) if a > 1.0 else (1.0, 1.0)
     else:
         soft = a <= 1.0
         am1 = torch.where(soft, 1.0, a - 1.0)
         e = 1.0 / am1
-    x = s.sub_(m.unsqueeze(-1))
+    if state is not None:
+        t, total = state
+    x = z
     if not (isinstance(am1, float) and am1 == 1.0):
         x.mul_(am1 if isinstance(am1, float) else am1.unsqueeze(-1))  # x = (α - 1)(s - m); soft rows: s - m
-    w = g = None
+    p = g = None
     if soft is None or not bool(soft.all()):
         if state is None:
             t = _newton(x, e, live if soft is None else live & ~soft)
         w, w1, total_e, _ = _weights(x, t, e if isinstance(e, float) else e.unsqueeze(-1), full=True)
         if state is None:
             total = total_e
+        safe = torch.where(total > 0, total, 1.0)
+        p = w.div_(safe.unsqueeze(-1))
         if grad:  # p^{2-α} = w1 / L^{2-α}: the weights' own power, no pow on the (.., Nk) block
-            g = w1 * torch.where(total > 0, total, 1.0).pow(a - 2.0).unsqueeze(-1)
+            g = w1.mul_(safe.pow(a - 2.0).unsqueeze(-1))
     if soft is not None and bool(soft.any()):
-        w_soft = torch.exp(x)
-        total_soft = w_soft.sum(-1) if state is None else total
-        if w is None:
-            w, total = w_soft, total_soft
-            t = torch.ones_like(m) if state is None else t
+        p_soft = torch.softmax(x, -1)
+        if not bool(live.all()):
+            p_soft = torch.where(live.unsqueeze(-1), p_soft, 0.0)  # softmax of a row with no key is NaN
+        if p is None:
+            p, g = p_soft, p_soft if grad else None
+            if state is None:
+                t, total = torch.ones_like(x[..., 0]), live.to(x.dtype)
         else:
-            w = torch.where(soft.unsqueeze(-1), w_soft, w)
-            total = torch.where(soft, total_soft, total)
-    p = w.div_(torch.where(total > 0, total, 1.0).unsqueeze(-1)) if w is not None else None
-    if grad and soft is not None and bool(soft.any()):
-        g = p if g is None else torch.where(soft.unsqueeze(-1), p, g)
-    return p, g, (m, t, total)
+            rows = soft.unsqueeze(-1)
+            p = torch.where(rows, p_soft, p)
+            g = torch.where(rows, p_soft, g) if grad else None
+            if state is None:
+                total = torch.where(soft, live.to(x.dtype), total)
+    return p, g, (t, total)
 
 
 def _dropout_keep(shape: torch.Size, p: float, seed: int, like: Tensor) -> Tensor:
@@ -268,9 +284,13 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
         tiles = torch.zeros(2, dtype=torch.float64)
         for ch in chunks(b, h, nq, nk, spec.causal):
             s = _chunk_scores(q, k, bias, ch, spec)
-            st = softmax_stats(s) if need_stats else None
+            m = s.amax(-1)
+            live = m > -math.inf
+            m = torch.where(live, m, 0.0)  # rows that see nothing: any finite shift, their weights are 0
+            z = s.sub_(m.unsqueeze(-1))
+            st = _centred_stats(z, m) if need_stats else None
             a = _chunk_alpha(alpha, st, ch)
-            p, _, (m, t, total) = _probs(s, a if isinstance(a, float) else a.detach(), None)
+            p, _, (t, total) = _probs(z, live, a if isinstance(a, float) else a.detach(), None)
             row[:, ch.b, :, ch.q] = torch.stack([m, t, total, torch.as_tensor(a, dtype=q.dtype).expand_as(m)])
             if spec.dropout > 0:
                 p = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
@@ -281,7 +301,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
                 ent, var, log_z, n_visible, _ = st
                 fields = (ent, var, log_z, n_visible, (p > 0).sum(-1))
                 stats[:, ch.b, :, ch.q] = torch.stack([f.to(q.dtype) for f in fields])
-                tiles += _tile_counts(p, s > -math.inf, spec.tiles)
+                tiles += _tile_counts(p, z > -math.inf, spec.tiles)
         ctx.spec = spec
         ctx.save_for_backward(q, k, v, bias, row)
         alpha_used = row[3].clone()
@@ -306,7 +326,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             s = _chunk_scores(q, k, bias, ch, spec)
             m, t, total, a = row[:, ch.b, :, ch.q]
             a_rows = spec.alpha if isinstance(spec.alpha, float) else a
-            p, gp, _ = _probs(s, a_rows, (m, t, total), grad=True)
+            p, gp, _ = _probs(s.sub_(m.unsqueeze(-1)), total > 0, a_rows, (t, total), grad=True)
             dog = doc.reshape(bb, hkv, g, c, dv)
             dp = torch.einsum("bkgqd,bknd->bkgqn", dog, vc).reshape(bb, h, c, -1)
             pw = p
@@ -315,7 +335,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
                 pw, dp = p * keep, dp * keep
             dv_[ch.b, :, ch.k] += torch.einsum("bkgqn,bkgqd->bknd", pw.reshape(bb, hkv, g, c, -1), dog)
             sum_g = gp.sum(-1)
-            r = torch.linalg.vecdot(gp, dp) / torch.where(sum_g > 0, sum_g, 1.0)
+            r = (gp * dp).sum(-1) / torch.where(sum_g > 0, sum_g, 1.0)
             ds = dp.sub_(r.unsqueeze(-1)).mul_(gp) if not want_alpha else gp * (dp - r.unsqueeze(-1))
             if want_alpha:
                 pos = p > 0
