@@ -147,31 +147,42 @@ def _weights(x: Tensor, t: Tensor, e: float | Tensor, full: bool) -> tuple[Tenso
         return (u * u if full else None, u if full else None, norm * norm, u.sum(-1))
     tiny, low = _floor(x.dtype)
     r = (x * t.reciprocal().unsqueeze(-1)).add_(1.0).clamp_(min=0.0)
-    w1 = r.clamp(min=tiny).log_().mul_(e - 1.0).clamp_(min=low).exp_().mul_(r > 0)  # r^{e-1}
+    w1 = r.clamp(min=tiny).log_().mul_(e - 1.0).clamp_(min=low).exp_().mul_(r.sign())  # r^{e-1}
     w = w1 * r
     return (w if full else None, w1 if full else None, w.sum(-1), w1.sum(-1))
 
 
 def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
     """t = -δ of α-entmax on the `live` rows of ``x = (α-1)(s - m)`` (1 on the others); `e` = 1/(α-1),
-    a number or a tensor of ``x.shape[:-1]``. See the module docstring."""
+    a number or a tensor of ``x.shape[:-1]``. See the module docstring.
+
+    Rows that have converged leave the iteration (the others are gathered into a smaller block), so the
+    cost follows the average number of steps, not the slowest row, and a row's result never depends on
+    the other rows.
+    """
     eps = torch.finfo(x.dtype).eps
-    t = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device)
-    t_min = torch.as_tensor(x.shape[-1], dtype=x.dtype).pow(torch.as_tensor(-1.0 / e, dtype=x.dtype))
+    n = x.shape[-1]
+    t = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device).view(-1)
     u_form = isinstance(e, float) and e in (1.0, 2.0)
-    ee = e if isinstance(e, float) else e.unsqueeze(-1)
-    active = live.clone()
-    for _ in range(_MAX_STEPS if bool(active.any()) else 0):
-        _, _, total, total1 = _weights(x, t, ee, full=False)
-        total, total1 = torch.where(active, total, 1.0), torch.where(active, total1, 1.0)
-        norm = total.pow(1.0 / e)
-        step = ((norm if u_form else t * norm) - 1.0) * total / (norm * total1)
-        step = torch.where(active, step, 0.0)
-        t = torch.maximum(t - step, t_min)
-        active &= step.abs() > eps**0.75 * t
-        if not bool(active.any()):
+    rows = live.reshape(-1).nonzero().squeeze(1)  # the rows still iterating
+    xa, ea, ta = x.reshape(-1, n), e if isinstance(e, float) else e.reshape(-1), t
+    if rows.numel() < t.numel():
+        xa, ta = xa.index_select(0, rows), ta.index_select(0, rows)
+        ea = ea if isinstance(ea, float) else ea.index_select(0, rows)
+    for _ in range(_MAX_STEPS):
+        if rows.numel() == 0:
             break
-    return t
+        _, _, total, total1 = _weights(xa, ta, ea if isinstance(ea, float) else ea.unsqueeze(-1), full=False)
+        norm = total.pow(1.0 / ea)
+        step = ((norm if u_form else ta * norm) - 1.0) * total / (norm * total1)
+        t_min = n ** (-1.0 / ea) if isinstance(ea, float) else torch.pow(float(n), -1.0 / ea)
+        ta = torch.maximum(ta - step, torch.as_tensor(t_min, dtype=ta.dtype, device=ta.device))
+        t.index_copy_(0, rows, ta)
+        going = step.abs() > eps**0.75 * ta
+        if not bool(going.all()):
+            rows, xa, ta = rows[going], xa[going], ta[going]
+            ea = ea if isinstance(ea, float) else ea[going]
+    return t.view(x.shape[:-1])
 
 
 # -------------------------------------------------------------------------------------- one chunk
