@@ -1,4 +1,4 @@
-"""α-entmax attention in plain PyTorch: the reference (and test oracle) for the attention kernels.
+"""α-entmax attention in plain PyTorch (the CPU path and the reference of the kernels) and its dispatch.
 
 For a query ``q_i`` and keys ``k_j`` the scores are ``s_ij = scale · q_i·k_j`` (plus an additive mask),
 and the attention weights are ``p_i = α-entmax(s_i)``, the solution of
@@ -6,9 +6,13 @@ and the attention weights are ``p_i = α-entmax(s_i)``, the solution of
 (dense), α = 2 is sparsemax; in between, keys whose score is more than a threshold ``τ_i`` below the top
 get exactly zero weight: ``p_ij = [(α - 1) s_ij - τ_i]_+^{1/(α-1)}``. The output is ``o_i = Σ_j p_ij v_j``.
 
-α > 1 is computed by bisection on τ with ``entmax.entmax_bisect`` (differentiable in the scores and in
-α); α = 1 rows take an exact softmax path, so a per-query α may mix both. This reference materialises
-the ``(B, H, Nq, Nk)`` scores: O(Nq·Nk) memory per head; the Triton kernels will not.
+The PyTorch path (``entropic.attention._chunked``) finds τ exactly, by Newton's method on a convex
+residual (finite at α = 2, a handful of steps elsewhere), over chunks of queries: it never holds more
+than one chunk of scores, saves O(Nq) numbers per head for the backward (which recomputes the weights
+chunk by chunk) and differentiates analytically in q, k, v, a tensor α and a float mask. α = 1 rows
+take an exact softmax path, so a per-query α may mix both. The same inputs give bitwise the same
+outputs. The tests check it against the `entmax` package (``entmax_bisect``, ``entmax15``,
+``sparsemax``) on materialised scores.
 
 Conventions, as in ``torch.nn.functional.scaled_dot_product_attention`` and flash-attn:
 
@@ -454,8 +458,8 @@ def entmax_attention(
         α = 2 sparsemax. Differentiable in a tensor α; the gradient at rows with α exactly 1 is 0
         (on every impl, also when every α is 1), so an α trained directly from exactly 1 never moves:
         start learned α above 1 (the module's ``1 + sigmoid(z)`` starts at 1.5).
-        α > 1 runs 50 bisection steps (``entmax_bisect``), exact to float64 rounding; in float32, α
-        within about 1e-3 of 1 loses accuracy and its α-gradient (which divides by (α - 1)²) is noisy.
+        α > 1 is exact to the rounding of the compute dtype; in float32, α within about 1e-3 of 1 loses
+        accuracy and its α-gradient (which divides by (α - 1)²) is noisy.
     causal : bool
         Bottom-right aligned causal mask: query i sees keys ``j <= i + Nk - Nq``.
     attn_mask : Tensor, optional
@@ -469,13 +473,14 @@ def entmax_attention(
     return_stats : bool
         Also return the `AttentionStats` of the call.
     impl : {"auto", "torch", "triton"}
-        "torch" is this reference. "triton" runs the Triton kernels (no n×n buffer, statistics
-        computed online): ``entropic.kernels.flash_attention`` for a number α = 1, the block-sparse
+        "torch" is the PyTorch path (chunked over queries, exact; see the module docstring).
+        "triton" runs the Triton kernels (no n×n buffer, statistics computed online):
+        ``entropic.kernels.flash_attention`` for a number α = 1, the block-sparse
         ``entropic.kernels.entmax_attention`` for every other α (number, per head, per query, learned
         with ∂α, or an `EntropySchedule` evaluated inside the kernel; its stats carry the block
         sparsity); both take float32/float16/bfloat16, equal head dims in [16, 256], no `attn_mask`
         (`causal` is supported) and no dropout. "auto" takes them for CUDA tensors when they apply,
-        the reference otherwise.
+        the PyTorch path otherwise (always on the CPU).
 
     Returns
     -------
