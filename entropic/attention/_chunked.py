@@ -398,3 +398,15 @@ class Spec:
 
     def chunk_seed(self, ch: Chunk, n_q: int) -> int:
         return self.seed + ch.b.start * n_q + ch.q.start
+
+
+@torch.compiler.disable
+def chunked_entmax_attention(
+    q: Tensor, k: Tensor, v: Tensor, alpha_tensor: Tensor | None, bias: Tensor | None, spec: Spec
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`ChunkedEntmaxAttention` (see there), run eagerly inside a ``torch.compile``-d model.
+
+    Its Newton loop gathers the rows still iterating: data-dependent shapes that would break the graph
+    at every step and recompile per shape, for no gain over these already one-pass chunk operations.
+    """
+    return ChunkedEntmaxAttention.apply(q, k, v, alpha_tensor, bias, spec)

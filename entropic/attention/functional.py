@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_param, compute_dtype
-from entropic.attention._chunked import ChunkedEntmaxAttention, Spec, softmax_stats
+from entropic.attention._chunked import Spec, chunked_entmax_attention, softmax_stats
 from entropic.attention._chunked import scores as _chunk_scores
 from entropic.attention.schedules import EntropySchedule
 
@@ -404,7 +404,7 @@ def _attention(
         # chunks draw their dropout masks from generators seeded off the global one, in forward and backward
         seed=int(torch.randint(2**62, ())) if dropout_p > 0 else 0,
     )
-    out, alpha_used, st, tiles = ChunkedEntmaxAttention.apply(
+    out, alpha_used, st, tiles = chunked_entmax_attention(
         q.to(dtype), k.to(dtype), v.to(dtype), alpha_tensor, bias, spec
     )
     out = out.to(q.dtype)
