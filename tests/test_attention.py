@@ -729,3 +729,17 @@ def test_bitwise_deterministic_across_processes(tmp_path):
         for _ in range(2)
     ]
     assert runs[0] == runs[1] and len(runs[0].strip()) == 64
+
+
+@pytest.mark.parametrize("alpha", [1.2, 1.5, 2.0])
+def test_float32_error_is_that_of_float32_bisection(alpha):
+    """err(float32 path, float64 oracle) <= 2 err(entmax_bisect in float32, float64 oracle) + 1e-6."""
+    q, k, v = qkv(b=2, h=4, hkv=4, nq=150, nk=150, d=16, dtype=torch.float32)
+    keep = causal_keep(150, 150)
+    want = ref_attention(q, k, v, lambda s: entmax_bisect(s, alpha, -1, n_iter=100), keep)[0]
+    bisect32 = ref_attention(q, k, v, lambda s: entmax_bisect(s.float(), alpha, -1).double(), keep)[0]
+    ours = entmax_attention(q, k, v, alpha, causal=True)
+    assert ours.dtype == torch.float32
+    err = (ours.double() - want).abs().max().item()
+    err_bisect = (bisect32 - want).abs().max().item()
+    assert err <= 2 * err_bisect + 1e-6, (err, err_bisect)
