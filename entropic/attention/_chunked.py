@@ -206,45 +206,69 @@ def _probs(
 
     `live` marks the rows that see a key. The row state ``(t, L)`` (L = 0 on rows that see nothing) is
     solved when `state` is None, else read from it: the weights are then bitwise those of the forward.
-    ``g = p^{2-α}`` when `grad`, else None. z is overwritten.
+    ``g = p^{2-α}`` when `grad`, else None. z is overwritten. A per-row α is split into the rows at
+    α = 1 (softmax), 1.5 and 2 (no powers) and the others, each computed on its own rows only.
     """
     if isinstance(a, float):
-        soft = None if a > 1.0 else torch.ones_like(live)
-        am1, e = (a - 1.0, 1.0 / (a - 1.0)) if a > 1.0 else (1.0, 1.0)
-    else:
-        soft = a <= 1.0
-        am1 = torch.where(soft, 1.0, a - 1.0)
-        e = 1.0 / am1
+        return _probs_rows(z, live, a, state, grad)
+    n = z.shape[-1]
+    rows_shape = z.shape[:-1]
+    x, a, live = z.reshape(-1, n), a.reshape(-1), live.reshape(-1)
     if state is not None:
-        t, total = state
-    x = z
-    if not (isinstance(am1, float) and am1 == 1.0):
-        x.mul_(am1 if isinstance(am1, float) else am1.unsqueeze(-1))  # x = (α - 1)(s - m); soft rows: s - m
-    p = g = None
-    if soft is None or not bool(soft.all()):
-        if state is None:
-            t = _newton(x, e, live if soft is None else live & ~soft)
-        w, w1, total_e, _ = _weights(x, t, e if isinstance(e, float) else e.unsqueeze(-1), full=True)
-        if state is None:
-            total = total_e
-        safe = torch.where(total > 0, total, 1.0)
-        p = w.div_(safe.unsqueeze(-1))
-        if grad:  # p^{2-α} = w1 / L^{2-α}: the weights' own power, no pow on the (.., Nk) block
-            g = w1.mul_(safe.pow(a - 2.0).unsqueeze(-1))
-    if soft is not None and bool(soft.any()):
-        p_soft = torch.softmax(x, -1)
+        state = (state[0].reshape(-1), state[1].reshape(-1))
+    p = torch.empty_like(x)
+    g = torch.empty_like(x) if grad else None
+    t, total = torch.ones_like(a), torch.zeros_like(a)
+    special = (a <= 1.0) | (a == 1.5) | (a == 2.0)
+    for rows, alpha in ((a <= 1.0, 1.0), (a == 1.5, 1.5), (a == 2.0, 2.0), (~special, None)):
+        idx = rows.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        whole = idx.numel() == a.numel()
+
+        def pick(y: Tensor, idx: Tensor = idx, whole: bool = whole) -> Tensor:
+            return y if whole else y.index_select(0, idx)
+
+        sub_state = None if state is None else (pick(state[0]), pick(state[1]))
+        ps, gs, (ts, totals) = _probs_rows(
+            pick(x), pick(live), pick(a) if alpha is None else alpha, sub_state, grad
+        )
+        if whole:
+            p, g, t, total = ps, gs, ts, totals
+            break
+        p.index_copy_(0, idx, ps)
+        if grad:
+            g.index_copy_(0, idx, gs)
+        t.index_copy_(0, idx, ts)
+        total.index_copy_(0, idx, totals)
+    return (
+        p.view(*rows_shape, n),
+        g.view(*rows_shape, n) if grad else None,
+        (t.view(rows_shape), total.view(rows_shape)),
+    )
+
+
+def _probs_rows(
+    x: Tensor, live: Tensor, a: float | Tensor, state: tuple[Tensor, Tensor] | None, grad: bool
+) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+    """`_probs` of rows that are all softmax (α a number <= 1) or all entmax (α > 1, number or per row)."""
+    if isinstance(a, float) and a <= 1.0:
+        p = torch.softmax(x, -1)
         if not bool(live.all()):
-            p_soft = torch.where(live.unsqueeze(-1), p_soft, 0.0)  # softmax of a row with no key is NaN
-        if p is None:
-            p, g = p_soft, p_soft if grad else None
-            if state is None:
-                t, total = torch.ones_like(x[..., 0]), live.to(x.dtype)
-        else:
-            rows = soft.unsqueeze(-1)
-            p = torch.where(rows, p_soft, p)
-            g = torch.where(rows, p_soft, g) if grad else None
-            if state is None:
-                total = torch.where(soft, live.to(x.dtype), total)
+            p = torch.where(live.unsqueeze(-1), p, 0.0)  # softmax of a row with no key is NaN
+        t, total = (torch.ones_like(x[..., 0]), live.to(x.dtype)) if state is None else state
+        return p, p if grad else None, (t, total)
+    am1 = a - 1.0
+    e = 1.0 / am1
+    x = x.mul_(am1 if isinstance(am1, float) else am1.unsqueeze(-1))  # x = (α - 1)(s - m)
+    t = _newton(x, e, live) if state is None else state[0]
+    w, w1, total, _ = _weights(x, t, e if isinstance(e, float) else e.unsqueeze(-1), full=True)
+    if state is not None:
+        total = state[1]
+    safe = torch.where(total > 0, total, 1.0)
+    p = w.div_(safe.unsqueeze(-1))
+    # p^{2-α} = w1 / L^{2-α}: the weights' own power, no pow on the (.., Nk) block
+    g = w1.mul_(safe.pow(a - 2.0).unsqueeze(-1)) if grad else None
     return p, g, (t, total)
 
 
