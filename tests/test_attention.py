@@ -631,6 +631,34 @@ def test_chunks_change_nothing(monkeypatch):
         torch.testing.assert_close(one, many, atol=1e-12, rtol=1e-12)
 
 
+@pytest.mark.parametrize("alpha", [1.5, 2.0, "per-query"])
+def test_kept_and_recomputed_weights_give_the_same_gradients(alpha, monkeypatch):
+    """The backward from weights kept by the forward and from weights recomputed from the row state."""
+    q, k, v = qkv(b=2, h=4, hkv=2, nq=70, nk=70, d=8, scale=1.5)
+    if alpha == "per-query":
+        alpha = 1.0 + torch.rand(2, 4, 70, dtype=F64)
+        alpha.view(-1)[::4], alpha.view(-1)[1::4] = 1.0, 2.0
+        alpha.requires_grad_(True)
+    results = []
+    for budget in (10**9, 0):
+        monkeypatch.setattr("entropic.attention._chunked._SAVED_ELEMENTS", budget)
+        inputs = [x.detach().requires_grad_(True) for x in (q, k, v)]
+        inputs += [alpha.detach().requires_grad_(True)] if isinstance(alpha, torch.Tensor) else []
+        out = entmax_attention(*inputs[:3], inputs[3] if len(inputs) > 3 else alpha, causal=True)
+        results.append(torch.autograd.grad(out.square().sum(), inputs))
+    for kept, recomputed in zip(*results, strict=True):
+        assert torch.equal(kept, recomputed)
+
+
+def test_statistics_describe_the_weights_before_dropout():
+    q, k, v = qkv(nq=70, nk=70, scale=3.0)
+    _, plain = entmax_attention(q, k, v, 1.5, causal=True, return_stats=True)
+    _, dropped = entmax_attention(q, k, v, 1.5, causal=True, dropout_p=0.5, return_stats=True)
+    for name in ("support", "sparsity", "entropy"):
+        assert torch.equal(getattr(plain, name), getattr(dropped, name)), name
+    assert dropped.block_sparsity == plain.block_sparsity
+
+
 def test_float_bias_gradient_matches_autograd_through_the_oracle():
     q, k, v = qkv(nq=6, nk=9)
     bias = torch.randn(2, 1, 6, 9, dtype=F64)
@@ -659,8 +687,10 @@ def test_dropout_backward_replays_the_forward_masks():
     assert not torch.allclose(dropped, entmax_attention(q, k, v, 1.5, causal=True))
 
 
-def test_training_saves_linear_memory():
-    """What autograd keeps for the backward grows like N, not N² (the weights are recomputed per chunk)."""
+def test_training_saves_linear_memory(monkeypatch):
+    """Past the budget for kept weights, what autograd keeps for the backward grows like N, not N² (the
+    weights are recomputed per chunk)."""
+    monkeypatch.setattr("entropic.attention._chunked._SAVED_ELEMENTS", 0)
     saved = {}
     for n in (256, 512):
         q, k, v = (

@@ -18,8 +18,10 @@ Rows with α = 1 are softmax, ``p = exp(s - m) / Σ exp(s - m)``.
 
 Memory. Queries are processed in chunks of at most `_CHUNK_ELEMENTS` scores (whole multiples of 64
 queries, so that chunks never split a tile of `block_sparsity`), so no more than one chunk of scores is
-alive at a time. The forward saves per query only ``(m, t, log L, α)``; the backward recomputes the
-weights of each chunk from them (as the flash kernels do): saved memory O(B·H·Nq), not O(Nq·Nk).
+alive at a time. For the backward the forward saves per query ``(m, t, L, α)``, and the weights
+themselves only while all of them fit in `_SAVED_ELEMENTS`; otherwise the backward recomputes the
+weights of each chunk from the row state (as the flash kernels do, bitwise the forward's): saved memory
+O(B·H·Nq), not O(Nq·Nk).
 
 Backward. On the support the entmax Jacobian is ``diag(g) - g gᵀ / Σg`` with ``g = p^{2-α}``, so with
 ``dp_j = dO·v_j``: ``ds_j = g_j (dp_j - r)``, ``r = Σ g dp / Σ g``, and (Correia et al., 2019)
@@ -38,7 +40,10 @@ from torch import Tensor
 from entropic.attention.schedules import EntropySchedule
 
 # Scores per chunk (the (B, H, queries, Nk) block one step holds): 4 MiB in float32.
-_CHUNK_ELEMENTS = 1 << 20
+_CHUNK_ELEMENTS = 1 << 19
+# Weights a training forward keeps for its backward (p and p^{2-α}, counted together) when they fit in
+# this many elements (64 MiB in float32); above it the backward recomputes them chunk by chunk.
+_SAVED_ELEMENTS = 1 << 24
 # Newton steps per row at most (rows stop on their own after a handful).
 _MAX_STEPS = 40
 
@@ -317,7 +322,14 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
         row = q.new_empty(4, b, h, nq)  # m, t, L, α
         stats = q.new_zeros(5, b, h, nq) if spec.stats else q.new_empty(0)
         tiles = torch.zeros(2, dtype=torch.float64)
-        for ch in chunks(b, h, nq, nk, spec.causal):
+        plan = chunks(b, h, nq, nk, spec.causal)
+        kept = []  # (p, p^{2-α}) per chunk, when they fit
+        keep = (
+            any(ctx.needs_input_grad[:5])
+            and 2 * sum(len(range(b)[ch.b]) * h * len(range(nq)[ch.q]) * len(range(nk)[ch.k]) for ch in plan)
+            <= _SAVED_ELEMENTS
+        )
+        for ch in plan:
             s = _chunk_scores(q, k, bias, ch, spec)
             m = s.amax(-1)
             live = m > -math.inf
@@ -325,12 +337,15 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             z = s.sub_(m.unsqueeze(-1))
             st = _centred_stats(z, m) if need_stats else None
             a = _chunk_alpha(alpha, st, ch)
-            p, _, (t, total) = _probs(z, live, a if isinstance(a, float) else a.detach(), None)
+            p, g_p, (t, total) = _probs(z, live, a if isinstance(a, float) else a.detach(), None, grad=keep)
+            if keep:
+                kept += [p, g_p]
             row[:, ch.b, :, ch.q] = torch.stack([m, t, total, torch.as_tensor(a, dtype=q.dtype).expand_as(m)])
+            pw = p  # the weights applied: p, or p with dropout (the statistics describe p)
             if spec.dropout > 0:
-                p = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
+                pw = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
             bb, c = p.shape[0], p.shape[2]
-            pg = p.reshape(bb, hkv, g, c, -1)
+            pg = pw.reshape(bb, hkv, g, c, -1)
             out[ch.b, :, ch.q] = torch.einsum("bkgqn,bknd->bkgqd", pg, v[ch.b, :, ch.k]).reshape(bb, h, c, dv)
             if spec.stats:
                 ent, var, log_z, n_visible, _ = st
@@ -338,14 +353,14 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
                 stats[:, ch.b, :, ch.q] = torch.stack([f.to(q.dtype) for f in fields])
                 tiles += _tile_counts(p, z > -math.inf, spec.tiles)
         ctx.spec = spec
-        ctx.save_for_backward(q, k, v, bias, row)
+        ctx.save_for_backward(q, k, v, bias, row, *kept)
         alpha_used = row[3].clone()
         ctx.mark_non_differentiable(alpha_used, stats, tiles)
         return out, alpha_used, stats, tiles
 
     @staticmethod
     def backward(ctx, d_out, _d_alpha, _d_stats, _d_tiles):
-        q, k, v, bias, row = ctx.saved_tensors
+        q, k, v, bias, row, *kept = ctx.saved_tensors
         spec = ctx.spec
         b, h, nq, _ = q.shape
         hkv, nk, dv = v.shape[1:]
@@ -355,13 +370,16 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
         d_alpha = torch.zeros_like(row[3]) if want_alpha else None
         d_bias = torch.zeros_like(bias) if want_bias else None
         d_out = d_out.to(q.dtype)
-        for ch in chunks(b, h, nq, nk, spec.causal):
+        for i, ch in enumerate(chunks(b, h, nq, nk, spec.causal)):
             qc, kc, vc, doc = q[ch.b, :, ch.q], k[ch.b, :, ch.k], v[ch.b, :, ch.k], d_out[ch.b, :, ch.q]
             bb, c = qc.shape[0], qc.shape[2]
-            s = _chunk_scores(q, k, bias, ch, spec)
             m, t, total, a = row[:, ch.b, :, ch.q]
-            a_rows = spec.alpha if isinstance(spec.alpha, float) else a
-            p, gp, _ = _probs(s.sub_(m.unsqueeze(-1)), total > 0, a_rows, (t, total), grad=True)
+            if kept:
+                p, gp = kept[2 * i], kept[2 * i + 1]
+            else:
+                s = _chunk_scores(q, k, bias, ch, spec)
+                a_rows = spec.alpha if isinstance(spec.alpha, float) else a
+                p, gp, _ = _probs(s.sub_(m.unsqueeze(-1)), total > 0, a_rows, (t, total), grad=True)
             dog = doc.reshape(bb, hkv, g, c, dv)
             dp = torch.einsum("bkgqd,bknd->bkgqn", dog, vc).reshape(bb, h, c, -1)
             pw = p
