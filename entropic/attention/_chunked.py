@@ -86,10 +86,9 @@ def scores(
     q is ``(B, H, c, D)`` and k ``(B, Hkv, n, D)`` in the compute dtype; `bias` is the chunk of a
     boolean keep mask or of a float bias with -inf at hidden keys; hidden keys get -inf.
     """
-    b, h, c, d = q.shape
+    b, h, c, _ = q.shape
     hkv, n = k.shape[1], k.shape[2]
-    qg = (q * scale).reshape(b, hkv, h // hkv, c, d)  # (B, Hkv, G, c, D): head h reads kv head h // G
-    s = torch.einsum("bkgqd,bknd->bkgqn", qg, k).reshape(b, h, c, n)
+    s = (_grouped(q * scale, hkv) @ k.transpose(-1, -2)).view(b, h, c, n)
     if bias is not None:
         s = s.masked_fill_(~bias, -math.inf) if bias.dtype == torch.bool else s.add_(bias)
     if causal:
@@ -315,7 +314,6 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, alpha_tensor, bias, spec):
         b, h, nq, _ = q.shape
         hkv, nk, dv = v.shape[1:]
-        g = h // hkv
         alpha = alpha_tensor if alpha_tensor is not None else spec.alpha
         need_stats = spec.stats or isinstance(alpha, EntropySchedule)
         out = q.new_empty(b, h, nq, dv)
@@ -345,8 +343,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             if spec.dropout > 0:
                 pw = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
             bb, c = p.shape[0], p.shape[2]
-            pg = pw.reshape(bb, hkv, g, c, -1)
-            out[ch.b, :, ch.q] = torch.einsum("bkgqn,bknd->bkgqd", pg, v[ch.b, :, ch.k]).reshape(bb, h, c, dv)
+            out[ch.b, :, ch.q] = (_grouped(pw, hkv) @ v[ch.b, :, ch.k]).view(bb, h, c, dv)
             if spec.stats:
                 ent, var, log_z, n_visible, _ = st
                 fields = (ent, var, log_z, n_visible, (p > 0).sum(-1))
@@ -363,8 +360,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
         q, k, v, bias, row, *kept = ctx.saved_tensors
         spec = ctx.spec
         b, h, nq, _ = q.shape
-        hkv, nk, dv = v.shape[1:]
-        g = h // hkv
+        hkv, nk = k.shape[1:3]
         want_alpha, want_bias = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         dq, dk, dv_ = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         d_alpha = torch.zeros_like(row[3]) if want_alpha else None
@@ -380,13 +376,13 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
                 s = _chunk_scores(q, k, bias, ch, spec)
                 a_rows = spec.alpha if isinstance(spec.alpha, float) else a
                 p, gp, _ = _probs(s.sub_(m.unsqueeze(-1)), total > 0, a_rows, (t, total), grad=True)
-            dog = doc.reshape(bb, hkv, g, c, dv)
-            dp = torch.einsum("bkgqd,bknd->bkgqn", dog, vc).reshape(bb, h, c, -1)
+            dog = _grouped(doc, hkv)
+            dp = (dog @ vc.transpose(-1, -2)).view(bb, h, c, -1)
             pw = p
             if spec.dropout > 0:
                 keep = _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
                 pw, dp = p * keep, dp * keep
-            dv_[ch.b, :, ch.k] += torch.einsum("bkgqn,bkgqd->bknd", pw.reshape(bb, hkv, g, c, -1), dog)
+            dv_[ch.b, :, ch.k] += _grouped(pw, hkv).transpose(-1, -2) @ dog
             sum_g = gp.sum(-1)
             r = (gp * dp).sum(-1) / torch.where(sum_g > 0, sum_g, 1.0)
             ds = dp.sub_(r.unsqueeze(-1)).mul_(gp) if not want_alpha else gp * (dp - r.unsqueeze(-1))
@@ -400,11 +396,16 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             if want_bias:
                 target = _bias_chunk(d_bias, ch, nq, nk)
                 target.add_(ds.sum_to_size(target.shape))
-            dsg = ds.reshape(bb, hkv, g, c, -1)
-            dq[ch.b, :, ch.q] = torch.einsum("bkgqn,bknd->bkgqd", dsg, kc).reshape(bb, h, c, -1) * spec.scale
-            qs = qc.reshape(bb, hkv, g, c, -1) * spec.scale
-            dk[ch.b, :, ch.k] += torch.einsum("bkgqn,bkgqd->bknd", dsg, qs)
+            dsg = _grouped(ds, hkv)
+            dq[ch.b, :, ch.q] = (dsg @ kc).view(bb, h, c, -1) * spec.scale
+            dk[ch.b, :, ch.k] += dsg.transpose(-1, -2) @ _grouped(qc * spec.scale, hkv)
         return dq, dk, dv_, d_alpha, d_bias, None
+
+
+def _grouped(x: Tensor, hkv: int) -> Tensor:
+    """``(B, H, c, ·)`` as ``(B, Hkv, G·c, ·)``: query head h = kv·G + g reads key/value head kv."""
+    b, h, c, n = x.shape
+    return x.reshape(b, hkv, h // hkv * c, n)
 
 
 def _bias_chunk(bias: Tensor | None, ch: Chunk, n_q: int, n_k: int) -> Tensor | None:
