@@ -184,8 +184,9 @@ def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
         t.index_copy_(0, rows, ta)
         going = step.abs() > eps**0.75 * ta
         if not bool(going.all()):
-            rows, xa, ta = rows[going], xa[going], ta[going]
-            ea = ea if isinstance(ea, float) else ea[going]
+            keep = going.nonzero().squeeze(1)
+            rows, xa, ta = rows[keep], xa.index_select(0, keep), ta[keep]
+            ea = ea if isinstance(ea, float) else ea[keep]
     return t.view(x.shape[:-1])
 
 
