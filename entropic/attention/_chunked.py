@@ -12,8 +12,9 @@ since max x = 0) and ``r = [1 + x / t]_+ <= 1``, nothing overflows even near α 
     h = t R0^{1/e} - 1,    dh/dδ = -R0^{1/e - 1} R1,    R0 = Σ r^e,    R1 = Σ_{r > 0} r^{e-1},
 
 and ``p = r^e / R0`` sums to one. A row stops once its Newton step is below ``eps^{3/4} t`` (the next
-would change nothing at this precision); rows never wait for or depend on each other, so the same row
-gives bitwise the same weights whatever else is in the batch, and the same inputs the same outputs.
+would change nothing at this precision); rows never wait for one another (converged rows leave the
+iteration), so a row's weights depend on its own scores only, and the same inputs give bitwise the same
+outputs.
 Rows with α = 1 are softmax, ``p = exp(s - m) / Σ exp(s - m)``.
 
 Memory. Queries are processed in chunks of at most `_CHUNK_ELEMENTS` scores (whole multiples of 64
@@ -39,7 +40,7 @@ from torch import Tensor
 
 from entropic.attention.schedules import EntropySchedule
 
-# Scores per chunk (the (B, H, queries, Nk) block one step holds): 4 MiB in float32.
+# Scores per chunk (the (B, H, queries, Nk) block one step holds): 2 MiB in float32.
 _CHUNK_ELEMENTS = 1 << 19
 # Weights a training forward keeps for its backward (p and p^{2-α}, counted together) when they fit in
 # this many elements (64 MiB in float32); above it the backward recomputes them chunk by chunk.
@@ -109,7 +110,7 @@ def _centred_stats(z: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor
     """`softmax_stats` of ``s = z + m`` from the centred scores (row max 0, -inf at hidden keys).
 
     With ``p = softmax(z)``: ``log Σ e^z = -log max p``, ``H = log Σ e^z - E[z]``, ``V = E[z²] - E[z]²``
-    (z is centred at the top score, so the difference loses nothing that matters to a schedule).
+    (z is centred at the top score, which keeps the cancellation in V to about eps · E[z²]).
     """
     n_visible = (z > -math.inf).sum(-1)
     dead = n_visible == 0
