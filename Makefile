@@ -1,13 +1,18 @@
-# entropic — every target bootstraps its own environment.
+# entropic — every target bootstraps its own environment (gpu-report excepted: it runs on a GPU image's Python).
 #
 #   make demo       the main job: tiny softmax vs entropy-scheduled GPT on the stdlib corpus (CPU, ~10 min),
 #                   a comparison table and figure, then `entropic generate --show-steps` on the checkpoint
-#   make test       the whole test suite (CPU; Triton kernels run under TRITON_INTERPRET=1 without a GPU)
+#   make test       the whole test suite (CPU; Triton kernels run under TRITON_INTERPRET=1 without a GPU), then
+#                   the kernel tests again under the oldest supported Triton (make test-oldest-triton)
+#   make test-oldest-triton  the kernel tests in OLDEST_VENV, with triton OLDEST_TRITON (a GPU image's Triton)
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
 #   make paper      the paper's tables and figures from results/*.csv (and paper.pdf where TeX is installed)
 #   make bench      the benchmark suite on a CUDA device (appends to benchmarks/results.csv), then the figures
+#   make gpu-report one prepared run for a lent GPU machine (< 8 min): gpu tests, benchmarks, figures, report,
+#                   into $OUT (else gpu-report/); uses that machine's own python3, torch and Triton, no venv
+#   make gpu-results DIR=<folder of a gpu-report run>   files it: benchmarks/results.csv, figures, tables
 #
 # VENV picks the environment (default .venv, created if missing). A torch already importable there is kept
 # (bring your own CUDA build: `make test VENV=/path/to/env`); otherwise the CPU wheel TORCH_VERSION is installed
@@ -17,10 +22,25 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?= -n auto
+# The oldest Triton the kernels are tested with (what a lent GPU image has). Its interpreter converts
+# one-element arrays with int(), which NumPy 2.4 refuses (and NumPy 2.3 warns about, once per call: those
+# warnings are silenced): that environment keeps NumPy below 2.4.
+OLDEST_TRITON ?= 3.6.0
+OLDEST_VENV ?= .venv-triton36
+OLDEST_PINS := "torch==$(TORCH_VERSION)" "triton==$(OLDEST_TRITON)" "numpy<2.4"
+OLDEST_PYTEST := $(OLDEST_VENV)/bin/python -m pytest -W "ignore:Conversion of an array with ndim > 0:DeprecationWarning"
+# The tests that run Triton kernels (the kernel files and the entry points that dispatch to them).
+KERNEL_TESTS := tests/test_kernel_entropy.py tests/test_kernel_sampling.py tests/test_kernel_flash_attention.py \
+	tests/test_kernel_entmax_attention.py tests/test_attention.py tests/test_sampling_draw.py \
+	tests/test_sampling_entropix.py
+# gpu-report runs on the machine's own Python (a GPU image brings torch and Triton); missing pure-Python
+# packages come from the wheels in .whl/ (see README, "Running on a GPU").
+GPU_PYTHON ?= python3
+GPU_REPORT_ARGS ?=
 
 PY := $(VENV)/bin/python
 
-.PHONY: demo paper test test-fast test-gpu lint format bench clean
+.PHONY: demo paper test test-oldest-triton test-fast test-gpu lint format bench gpu-report gpu-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +62,21 @@ demo: $(VENV)/.stamp-exp,hf
 paper: $(VENV)/.stamp-exp,hf
 	$(PY) paper/build.py
 
-test: $(TEST_STAMP)
+test: $(TEST_STAMP) $(OLDEST_VENV)/.stamp
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)
+
+# The pins go on both pip lines, so that resolving the package's own requirements never moves them.
+$(OLDEST_VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install $(OLDEST_PINS)
+	$(OLDEST_VENV)/bin/python -m pip install -e ".[dev]" $(OLDEST_PINS)
+	@$(OLDEST_VENV)/bin/python -c "import triton, sys; v = triton.__version__; \
+		sys.exit(0 if v == '$(OLDEST_TRITON)' else f'$(OLDEST_VENV) has triton {v}, expected $(OLDEST_TRITON)')"
+	@touch $@
+
+test-oldest-triton: $(OLDEST_VENV)/.stamp
+	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)
 
 test-fast: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
@@ -63,9 +96,16 @@ bench: $(VENV)/.stamp-bench
 	TRITON_INTERPRET=0 $(PY) benchmarks/bench_entmax_attention.py $(BENCH_ARGS)
 	$(PY) benchmarks/plot.py
 
+gpu-report:
+	$(GPU_PYTHON) benchmarks/gpu_report.py run --out "$${OUT:-gpu-report}" $(GPU_REPORT_ARGS)
+
+gpu-results: $(VENV)/.stamp-bench
+	@test -n "$(DIR)" || { echo "usage: make gpu-results DIR=<folder written by make gpu-report>"; exit 2; }
+	$(PY) benchmarks/gpu_report.py ingest "$(DIR)"
+
 format: $(VENV)/.stamp-dev
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

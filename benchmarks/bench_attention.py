@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from common import (
     ResultWriter,
+    attention_sizes,
     fits_in_memory,
     measure,
     measure_roofline,
@@ -34,6 +35,7 @@ from common import (
 
 from entropic.attention import softmax_attention
 
+MODES = ("fwd", "fwd+bwd")
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], object]
 
 
@@ -87,17 +89,26 @@ def step(fn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causa
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    attention_sizes(p, MODES)
     args = p.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if args.quick:
         tokens, heads, head_dims, lengths = 128, 2, [32], [64, 128]
     else:
         tokens, heads, head_dims, lengths = 16384, 16, [64, 128], [1024, 2048, 4096, 8192, 16384]
+    tokens, heads = args.tokens or tokens, args.heads or heads
+    head_dims, lengths = args.head_dims or head_dims, args.lengths or lengths
+    causals = [c == "true" for c in args.causal]
     writer = ResultWriter(args.output, device)
     roofline = measure_roofline(writer, device, dtype, args.quick)
     chosen = select(providers(device, dtype), args.providers)
-    configs = list(itertools.product(head_dims, lengths, [False, True], ["fwd", "fwd+bwd"], chosen.items()))
-    for head_dim, n, causal, mode, (name, fn) in progress(configs, "attention"):
+    configs = list(itertools.product(head_dims, lengths, causals, args.modes, chosen.items()))
+
+    def describe(config: tuple) -> str:
+        head_dim, n, causal, mode, (name, _) = config
+        return f"D={head_dim} N={n} causal={causal} {mode} {name}"
+
+    for head_dim, n, causal, mode, (name, fn) in progress(configs, "attention", args.time_budget, describe):
         batch = max(1, tokens // n)
         scores_bytes = batch * heads * n * n * 4 * (3 if mode == "fwd+bwd" else 2)
         if name.startswith("torch") and not fits_in_memory(scores_bytes, device):

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from common import (
     Quantiles,
     ResultWriter,
+    attention_sizes,
     fits_in_memory,
     measure,
     measure_roofline,
@@ -50,6 +51,7 @@ from common import (
 from entropic.attention import EntropySchedule, entmax_attention
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
+MODES = ("fwd", "bwd", "fwd+bwd")
 ALPHAS: tuple[float | str, ...] = (1.25, 1.5, 2.0, "scheduled")
 
 
@@ -173,6 +175,7 @@ def main() -> None:
         "--dtype", choices=["bfloat16", "float16", "float32"], help="bfloat16 (CUDA), float32 (CPU)"
     )
     p.add_argument("--inputs", nargs="+", default=["random", "local"], choices=["random", "local"])
+    attention_sizes(p, MODES)
     args = p.parse_args()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
@@ -184,12 +187,21 @@ def main() -> None:
         batch_size, tokens, heads, head_dims, lengths = 16, 0, 4, [16], [128, 512, 2048]
     else:
         tokens, heads, head_dims, lengths = 32768, 16, [64, 128], [1024, 2048, 4096, 8192, 16384, 32768]
+    tokens, heads = args.tokens or tokens, args.heads or heads
+    head_dims, lengths = args.head_dims or head_dims, args.lengths or lengths
+    causals = [c == "true" for c in args.causal]
     writer = ResultWriter(args.output, device)
     measure_roofline(writer, device, dtype, args.quick)  # the device's copy and matmul rates, this run
     chosen = select(providers(device), args.providers)
-    modes = ["fwd", "bwd", "fwd+bwd"]
-    configs = itertools.product(args.inputs, head_dims, lengths, [False, True], modes, chosen.items())
-    for kind, head_dim, n, causal, mode, (name, fn) in progress(configs, "entmax attention"):
+    configs = itertools.product(args.inputs, head_dims, lengths, causals, args.modes, chosen.items())
+
+    def describe(config: tuple) -> str:
+        kind, head_dim, n, causal, mode, (name, _) = config
+        return f"{kind} D={head_dim} N={n} causal={causal} {mode} {name}"
+
+    for kind, head_dim, n, causal, mode, (name, fn) in progress(
+        configs, "entmax attention", args.time_budget, describe
+    ):
         op = "entmax_attention" if kind == "random" else "entmax_attention_local"
         batch = batch_size or max(1, tokens // n)
         scores_bytes = batch * heads * n * n * 4 * (4 if mode == "fwd" else 8)

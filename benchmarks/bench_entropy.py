@@ -18,10 +18,11 @@ import itertools
 from collections.abc import Callable
 
 import torch
-from common import ResultWriter, measure, measure_roofline, parser, progress, select, triton_runs
+from common import ResultWriter, measure, measure_roofline, parser, progress, select, sizes, triton_runs
 
 from entropic import entropy, entropy_varentropy, varentropy
 
+MODES = ("fwd", "fwd+bwd")
 Provider = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -58,17 +59,23 @@ def step(fn: Provider, x: torch.Tensor, mode: str) -> Callable[[], object]:
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--batches", type=sizes, help="B values, e.g. 1,64,256 (default: by --quick)")
+    p.add_argument("--vocabs", type=sizes, help="V values, e.g. 32768,131072 (default: by --quick)")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = p.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    if args.quick:
-        batches, vocabs, modes = [1, 8], [1000, 5003], ["fwd", "fwd+bwd"]
-    else:
-        batches, vocabs, modes = [1, 64, 256], [32768, 131072, 262144], ["fwd", "fwd+bwd"]
+    batches, vocabs = ([1, 8], [1000, 5003]) if args.quick else ([1, 64, 256], [32768, 131072, 262144])
+    batches, vocabs, modes = args.batches or batches, args.vocabs or vocabs, args.modes
     writer = ResultWriter(args.output, device)
     roofline = measure_roofline(writer, device, dtype, args.quick)
     chosen = select(providers(device), args.providers)
     configs = list(itertools.product(batches, vocabs, modes, chosen.items()))
-    for batch, vocab, mode, (name, fn) in progress(configs, "entropy"):
+
+    def describe(config: tuple) -> str:
+        batch, vocab, mode, (name, _) = config
+        return f"B={batch} V={vocab} {mode} {name}"
+
+    for batch, vocab, mode, (name, fn) in progress(configs, "entropy", args.time_budget, describe):
         x = (torch.randn(batch, vocab, device=device) * 3).to(dtype)
         t = measure(step(fn, x, mode), device, args.quick)
         traffic = x.numel() * x.element_size() * (1 if mode == "fwd" else 3)

@@ -18,7 +18,7 @@ import itertools
 from collections.abc import Callable
 
 import torch
-from common import ResultWriter, measure, measure_roofline, parser, progress, select, triton_runs
+from common import ResultWriter, measure, measure_roofline, parser, progress, select, sizes, triton_runs
 
 from entropic import entropy, varentropy
 from entropic.sampling import apply_filters
@@ -53,14 +53,22 @@ def providers(device: torch.device) -> dict[str, Step]:
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument("--batches", type=sizes, help="B values, e.g. 1,32,128 (default: by --quick)")
+    p.add_argument("--vocabs", type=sizes, help="V values, e.g. 131072 (default: by --quick)")
     args = p.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     batches, vocabs = ([2], [1000]) if args.quick else ([1, 32, 128], [32768, 131072])
+    batches, vocabs = args.batches or batches, args.vocabs or vocabs
     writer = ResultWriter(args.output, device)
     roofline = measure_roofline(writer, device, dtype, args.quick)
     chosen = select(providers(device), args.providers)
     configs = list(itertools.product(batches, vocabs, FILTER_SETS.items(), chosen.items()))
-    for batch, vocab, (mode, params), (name, fn) in progress(configs, "sampling"):
+
+    def describe(config: tuple) -> str:
+        batch, vocab, (mode, _), (name, _) = config
+        return f"B={batch} V={vocab} {mode} {name}"
+
+    for batch, vocab, (mode, params), (name, fn) in progress(configs, "sampling", args.time_budget, describe):
         x = (torch.randn(batch, vocab, device=device) * 3).to(dtype)
         seeds = torch.arange(batch, device=device)
         t = measure(lambda fn=fn, x=x, seeds=seeds, params=params: fn(x, seeds, params), device, args.quick)

@@ -18,6 +18,7 @@ import datetime
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,13 +200,50 @@ def measure_roofline(writer: ResultWriter, device: torch.device, dtype: torch.dt
 
 
 def parser(description: str) -> argparse.ArgumentParser:
-    """The options every script shares: --quick, --device, --output, --providers."""
+    """The options every script shares: --quick, --device, --output, --providers, --time-budget."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="a few small shapes and short timings (a smoke run)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--output", default=str(DEFAULT_CSV), help="CSV to append to (default: %(default)s)")
     p.add_argument("--providers", nargs="+", help="only these providers (default: all that run here)")
+    p.add_argument(
+        "--time-budget",
+        type=positive_seconds,
+        help="seconds after which no new configuration starts; the rest are listed as not measured",
+    )
     return p
+
+
+def attention_sizes(p: argparse.ArgumentParser, modes: tuple[str, ...]) -> None:
+    """The shape options of the attention scripts (each defaults to the script's own, by --quick)."""
+    p.add_argument("--tokens", type=int, help="B·N, tokens per batch (B = max(1, tokens // N))")
+    p.add_argument("--heads", type=int, help="H, query and key/value heads")
+    p.add_argument("--head-dims", type=sizes, help="D values, e.g. 64,128")
+    p.add_argument("--lengths", type=sizes, help="N = Nq = Nk values, e.g. 1024,2048,4096")
+    p.add_argument("--modes", nargs="+", choices=modes, default=list(modes))
+    p.add_argument("--causal", nargs="+", choices=["false", "true"], default=["false", "true"])
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--time-budget must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"--time-budget must be > 0 seconds, got {text}")
+    return value
+
+
+def sizes(text: str) -> list[int]:
+    """An argparse type: comma-separated positive integers, e.g. ``1,64,256``."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
 
 
 def triton_runs(device: torch.device) -> bool:
@@ -218,12 +256,27 @@ def triton_runs(device: torch.device) -> bool:
     return device.type == "cuda" or os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def progress(items: Iterable[T], description: str) -> Iterator[T]:
-    """A progress bar over `items` (rich)."""
+def progress(
+    items: Iterable[T],
+    description: str,
+    time_budget: float | None = None,
+    describe: Callable[[T], str] = str,
+) -> Iterator[T]:
+    """A progress bar over `items` (rich) that starts no item once `time_budget` seconds have passed.
+
+    Items left when the budget is spent are printed one a line as ``not measured: <describe(item)>``.
+    """
     from rich.progress import track
 
     items = list(items)
-    yield from track(items, description=description, total=len(items))
+    deadline = None if time_budget is None else time.monotonic() + time_budget
+    for i, item in enumerate(track(items, description=description, total=len(items))):
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"time budget of {time_budget:g} s spent: {len(items) - i} of {len(items)} not measured")
+            for rest in items[i:]:
+                print(f"not measured: {description} {describe(rest)}")
+            return
+        yield item
 
 
 def fits_in_memory(n_bytes: float, device: torch.device, fraction: float = 0.5) -> bool:

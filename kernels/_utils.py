@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 
@@ -28,3 +29,13 @@ def check_dtype(x: torch.Tensor, op: str) -> None:
     if x.dtype not in SUPPORTED_DTYPES:
         names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES)
         raise TypeError(f"{op}: the Triton kernel takes {names}, got {x.dtype}; use impl='torch'")
+
+
+class LaunchConfig(NamedTuple):
+    """Tile sizes and launch options shared by the kernels of an attention op."""
+
+    block_m: int
+    block_n: int
+    block_d: int
+    num_warps: int
+    num_stages: int

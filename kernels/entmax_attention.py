@@ -62,7 +62,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import is_interpreter
+from ._utils import LaunchConfig, is_interpreter
 from .entropy import _chunk_state, _merge_state
 from .flash_attention import _check_inputs, _dot, _precision, _visible
 
@@ -719,16 +719,25 @@ class _RowState(NamedTuple):
     mask: torch.Tensor
 
 
-def _blocks(head_dim: int, n_q: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps), shared by every kernel: the tile mask has one granularity.
+def _launch_config(dtype: torch.dtype, head_dim: int, n_q: int) -> LaunchConfig:
+    """Tiles and launch options shared by every kernel: the tile mask has one granularity.
 
-    Decoding shapes (Nq <= 16) take 16-row query blocks (the smallest tl.dot) instead of 64.
+    Half precision: 64 x 64 tiles (64 x 32 above head dim 64). Float32, whose IEEE ``tl.dot`` has no
+    tensor-core form on sm_90 and keeps its operands in registers: 32 x 32 (16 x 16 above head dim 64)
+    on 8 warps. The tests compile every variant for sm_90 at head dims 64 and 128: no spill but 8 bytes
+    per thread in the float32 dK/dV kernel (at 256, 0.2-0.3 KB spill in the τ search in float32 and in
+    the half-precision backward). Decoding shapes
+    (Nq <= 16) take 16-query blocks (the smallest tl.dot). `entropic.attention.attention_tiles` mirrors
+    this choice off the interpreter, which takes 16 x 16 tiles.
     """
     block_d = max(16, triton.next_power_of_2(head_dim))
     if is_interpreter():
-        return 16, 16, block_d, 4
+        return LaunchConfig(16, 16, block_d, 4, 3)
+    if dtype == torch.float32:
+        tile = 32 if block_d <= 64 else 16
+        return LaunchConfig(16 if n_q <= 16 else tile, tile, block_d, 8, 3)
     block_m = 16 if n_q <= 16 else 64
-    return block_m, 64 if block_d <= 64 else 32, block_d, 4 if block_d <= 64 else 8
+    return LaunchConfig(block_m, 64 if block_d <= 64 else 32, block_d, 4 if block_d <= 64 else 8, 3)
 
 
 def _visible_tiles(n_q: int, n_k: int, causal: bool, block_m: int, block_n: int, device) -> torch.Tensor:
@@ -769,7 +778,8 @@ def entmax_attention_forward(
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
     dev = q.device
-    block_m, block_n, block_d, num_warps = _blocks(d, n_q)
+    cfg = _launch_config(q.dtype, d, n_q)
+    block_m, block_n, block_d = cfg.block_m, cfg.block_n, cfg.block_d
     n_qblocks, n_kblocks = triton.cdiv(n_q, block_m), max(triton.cdiv(n_k, block_n), 1)
     if num_splits is None:
         num_splits = _num_splits(n_qblocks * b * h, n_q, n_kblocks)
@@ -799,7 +809,8 @@ def entmax_attention_forward(
             q, k, scores, *q.stride(), *k.stride(),
             h, n_q, n_k, d, group, scale,
             IS_CAUSAL=causal, PRECISION=precision,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
     if scheduled:
         k_sig = _SIGMOID_STEEPNESS
@@ -822,7 +833,8 @@ def entmax_attention_forward(
         GATED=scheduled and alpha.varentropy_threshold is not None,
         SIGMOID_K=_SIGMOID_STEEPNESS, STORE_STATS=store_stats, PRECISION=precision,
         MAX_ITERS=MAX_ITERS, TOL=TOL, STEP_TOL=STEP_TOL,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     o = torch.empty_like(q)
     part = torch.empty(
@@ -833,7 +845,8 @@ def entmax_attention_forward(
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         h, n_q, n_k, d, group, scale, n_kblocks, split_len,
         IS_CAUSAL=causal, FROM_BUFFER=is_split, IS_SPLIT=is_split, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     if is_split:
         total = part.sum(0)  # (B·H·Nq, BLOCK_D + 1): the splits share τ, so their partial sums add
@@ -878,15 +891,15 @@ def entmax_attention_backward(
     hk, n_k = k.shape[1], k.shape[2]
     group = h // hk
     q, do = q.contiguous(), do.contiguous()
-    block_m, block_n, block_d, num_warps = _blocks(d, n_q)
+    cfg = _launch_config(q.dtype, d, n_q)
     n_qblocks, n_kblocks = state.mask.shape[2:]
     precision = _precision(q)
     rows = (state.m, state.delta, state.alpha, state.log_norm, state.mask)
     r = torch.empty_like(state.m)
     d_alpha = torch.empty_like(state.m) if alpha_grad else r
     common = (*q.stride(), *k.stride(), *v.stride())
-    meta = {"IS_CAUSAL": causal, "PRECISION": precision, "BLOCK_M": block_m, "BLOCK_N": block_n}
-    meta |= {"BLOCK_D": block_d, "num_warps": num_warps}
+    meta = {"IS_CAUSAL": causal, "PRECISION": precision, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
+    meta |= {"BLOCK_D": cfg.block_d, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
     _entmax_attention_bwd_preprocess_kernel[(n_qblocks, b * h)](
         q, k, v, do, *rows, r, d_alpha, *common,
         h, n_q, n_k, d, group, scale, n_kblocks, ALPHA_GRAD=alpha_grad, **meta,

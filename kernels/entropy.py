@@ -73,7 +73,8 @@ def _store_stats(STATS, rows, n_rows, row_ok, m, s0, mu, m2):
     tl.store(STATS + 2 * n_rows + rows, m + log_s0, mask=row_ok)
 
 
-@triton.jit
+# n_rows is 1 at decode; Triton would make an integer argument equal to 1 a constant, without `.to`.
+@triton.jit(do_not_specialize=["n_rows"])
 def _entropy_fwd_kernel(
     X,
     OUT,  # SPLIT: (4, R, n_splits) partial states (m, Σe, μ, M2); else (3, R) stats H, V, log Z
@@ -116,7 +117,7 @@ def _entropy_fwd_kernel(
         _store_stats(OUT, rows, n_rows, row_ok, m, s0, mu, m2)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_rows"])
 def _entropy_combine_kernel(
     PARTIAL,  # (4, R, n_splits) from the split forward
     STATS,  # (3, R)

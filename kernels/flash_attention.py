@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._utils import check_device, check_dtype, is_interpreter
+from ._utils import LaunchConfig, check_device, check_dtype, is_interpreter
 
 
 @triton.jit
@@ -274,14 +274,27 @@ class AttentionStatistics(NamedTuple):
     varentropy: torch.Tensor
 
 
-def _blocks(head_dim: int) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps); small tiles under the interpreter, where each op costs."""
+def _launch_config(dtype: torch.dtype, head_dim: int, backward: bool = False) -> LaunchConfig:
+    """Tiles per dtype and head dim, sized so that the kernels do not spill registers on sm_90.
+
+    Half precision multiplies on the tensor cores: 64-query tiles; the backward holds two more
+    (BLOCK_N, D) float32 accumulators (dK, dV) and takes 32-key tiles above head dim 64 (64 spilled
+    12-60 bytes per thread at head dim 128 when compiled by Triton 3.6, the GPU image's). A float32
+    ``tl.dot`` in IEEE precision has no tensor-core form there: it is unrolled into FMAs whose operands
+    sit in registers, so float32 takes 32 x 32 tiles (16 x 16 above head dim 64) on 8 warps, one stage
+    at head dim 256. The tests compile every variant for sm_90 (head dims 64 and 128, and 256 in float32):
+    no spill but 8-24 bytes per thread in the float32 dK/dV kernel at 256 (the half-precision one spills
+    0.1 KB there). Small tiles under the interpreter.
+    """
     block_d = max(16, triton.next_power_of_2(head_dim))
     if is_interpreter():
-        return 16, 16, block_d, 4
+        return LaunchConfig(16, 16, block_d, 4, 3)
+    if dtype == torch.float32:
+        tile = 32 if block_d <= 64 else 16
+        return LaunchConfig(tile, tile, block_d, 8, 1 if block_d > 128 else 3)
     if block_d <= 64:
-        return 64, 64, block_d, 4
-    return 64, 32 if block_d > 128 else 64, block_d, 8
+        return LaunchConfig(64, 64, block_d, 4, 3)
+    return LaunchConfig(64, 32 if block_d > 128 or backward else 64, block_d, 8, 3)
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> int:
@@ -320,14 +333,15 @@ def flash_attention_forward(
     lse = torch.empty((b, h, n_q), device=q.device, dtype=torch.float32)
     ent = torch.empty_like(lse) if store_stats else lse
     varent = torch.empty_like(lse) if store_stats else lse
-    block_m, block_n, block_d, num_warps = _blocks(d)
-    grid = (triton.cdiv(n_q, block_m), b * h)
+    cfg = _launch_config(q.dtype, d)
+    grid = (triton.cdiv(n_q, cfg.block_m), b * h)
     _flash_attention_fwd_kernel[grid](
         q, k, v, o, lse, ent, varent,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         h, n_q, n_k, d, group, scale,
         IS_CAUSAL=causal, STORE_STATS=store_stats, PRECISION=_precision(q),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
+        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_D=cfg.block_d,
+        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
     return o, lse, (ent if store_stats else None), (varent if store_stats else None)
 
@@ -355,28 +369,26 @@ def flash_attention_backward(
     group = h // hk
     q, do, o = q.contiguous(), do.contiguous(), o.contiguous()
     delta = torch.empty_like(lse)
-    block_m, block_n, block_d, num_warps = _blocks(d)
+    cfg = _launch_config(q.dtype, d, backward=True)
     n_rows = b * h * n_q
     _flash_attention_bwd_preprocess_kernel[(triton.cdiv(n_rows, 64),)](
-        o, do, delta, n_rows, d, BLOCK_R=64, BLOCK_D=block_d
+        o, do, delta, n_rows, d, BLOCK_R=64, BLOCK_D=cfg.block_d
     )
     dq = torch.empty_like(q)
     dk = torch.empty((b, hk, n_k, d), device=k.device, dtype=k.dtype)
     dv = torch.empty_like(dk)
     precision = _precision(q)
-    _flash_attention_bwd_dkdv_kernel[(triton.cdiv(n_k, block_n), b * hk)](
+    meta = {"IS_CAUSAL": causal, "PRECISION": precision, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
+    meta |= {"BLOCK_D": cfg.block_d, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    _flash_attention_bwd_dkdv_kernel[(triton.cdiv(n_k, cfg.block_n), b * hk)](
         q, k, v, do, lse, delta, dk, dv,
         *q.stride(), *k.stride(), *v.stride(),
-        h, hk, n_q, n_k, d, group, scale,
-        IS_CAUSAL=causal, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
+        h, hk, n_q, n_k, d, group, scale, **meta,
     )  # fmt: skip
-    _flash_attention_bwd_dq_kernel[(triton.cdiv(n_q, block_m), b * h)](
+    _flash_attention_bwd_dq_kernel[(triton.cdiv(n_q, cfg.block_m), b * h)](
         q, k, v, do, lse, delta, dq,
         *q.stride(), *k.stride(), *v.stride(),
-        h, n_q, n_k, d, group, scale,
-        IS_CAUSAL=causal, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d, num_warps=num_warps,
+        h, n_q, n_k, d, group, scale, **meta,
     )  # fmt: skip
     return dq, dk, dv
 

@@ -11,7 +11,14 @@ from entmax import entmax15, entmax_bisect, sparsemax
 from entropic.attention import EntropicAttention, EntropySchedule, attention_tiles, entmax_attention
 
 pytest.importorskip("triton")
-from entropic.kernels.entmax_attention import entmax_flash_attention
+from _compile_sm90 import compile_launches, problems
+
+from entropic.kernels._utils import is_interpreter
+from entropic.kernels.entmax_attention import (
+    entmax_attention_backward,
+    entmax_attention_forward,
+    entmax_flash_attention,
+)
 
 # (dtype, atol on outputs and gradients relative to their largest reference magnitude)
 FP32 = (torch.float32, 5e-5)
@@ -273,9 +280,11 @@ def test_reference_counts_the_kernels_gpu_tiles(monkeypatch):
     import entropic.kernels.entmax_attention as kernel
 
     monkeypatch.setattr(kernel, "is_interpreter", lambda: False)
-    for n_q in (1, 16, 17, 4096):
-        for head_dim in (16, 48, 64, 80, 128):
-            assert kernel._blocks(head_dim, n_q)[:2] == attention_tiles(n_q, head_dim), (n_q, head_dim)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for n_q in (1, 16, 17, 4096):
+            for head_dim in (16, 48, 64, 80, 128, 256):
+                tiles = kernel._launch_config(dtype, head_dim, n_q)[:2]
+                assert tiles == attention_tiles(n_q, head_dim, dtype), (dtype, n_q, head_dim)
 
 
 def _reference_tiles(q: torch.Tensor, k: torch.Tensor, block: int) -> torch.Tensor:
@@ -347,6 +356,39 @@ def test_bad_input(device):
     small = torch.randn(1, 1, 8, 8, device=device)
     with pytest.raises(ValueError, match="head_dim must be in"):
         entmax_flash_attention(small, small, small, 1.5)
+
+
+def launch_for_sm90() -> None:
+    """The launches of `entmax_flash_attention` on a GPU, head dims 64 and 128, GQA: float32 and bfloat16
+    causal or not, with statistics, with α scheduled in the kernel, split-K decode of one query, backward
+    with and without ∂α; float16 (bfloat16's code with another element type) causal, forward and backward."""
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        for d in (64, 128):
+            q, k = torch.randn(1, 4, 256, d).to(dtype), torch.randn(1, 2, 256, d).to(dtype)
+            alpha = torch.tensor([1.5, 1.2, 2.0, 1.0]).view(1, 4, 1).expand(1, 4, 256)
+            for causal in (True,) if dtype == torch.float16 else (False, True):
+                o, state, _ = entmax_attention_forward(q, k, k, alpha, causal, 0.1, False)
+                entmax_attention_backward(q, k, k, state, o, causal, 0.1, alpha_grad=True)
+            if dtype == torch.float16:
+                continue
+            entmax_attention_forward(q, k, k, alpha, True, 0.1, True)
+            schedule = EntropySchedule("sigmoid", varentropy_threshold=0.5)
+            entmax_attention_forward(q, k, k, schedule, True, 0.1, False)
+            entmax_attention_backward(q, k, k, state, o, True, 0.1, alpha_grad=False)
+            entmax_attention_forward(q[:, :, :1], k, k, alpha[..., :1], True, 0.1, False, num_splits=4)
+
+
+@pytest.mark.skipif(not is_interpreter(), reason="without a GPU only: the GPU tests run the compiled code")
+def test_every_launch_compiles_for_hopper():
+    """Compiled for sm_90 as launched: no error, shared memory within an H100/H200 block's limit, no spill
+    (but a few bytes in float32)."""
+    reports = compile_launches(launch_for_sm90)
+    kernels = {"scores", "search", "fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq"}
+    assert {r.kernel for r in reports} == {f"_entmax_attention_{name}_kernel" for name in kernels}
+    # float32 at head dim 128 (16 x 16 tiles): ptxas gives the dK/dV kernel 64 registers on 8 warps and
+    # keeps 8 bytes on the stack (4 warps spill in the τ search instead); float32 is not the fast path
+    found = problems(reports, float32_spill=32)
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.gpu

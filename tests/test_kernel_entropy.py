@@ -10,8 +10,10 @@ import torch
 from entropic import entropy, entropy_varentropy, varentropy
 
 triton = pytest.importorskip("triton")
+from _compile_sm90 import compile_launches, problems  # noqa: E402
+
 from entropic.kernels._utils import is_interpreter  # noqa: E402
-from entropic.kernels.entropy import _split_count, entropy_forward, entropy_stats  # noqa: E402
+from entropic.kernels.entropy import _split_count, entropy_backward, entropy_forward, entropy_stats  # noqa: E402
 
 # (dtype, atol, rtol) for H and V against float64 on the same (rounded) input values.
 DTYPES = [
@@ -142,6 +144,31 @@ def test_dispatch_from_entropy_varentropy(device):
 def test_rejects_what_it_does_not_run(device):
     with pytest.raises(TypeError, match="float64"):
         entropy_stats(torch.randn(2, 8, dtype=torch.float64, device=device))
+
+
+def launch_for_sm90() -> None:
+    """The launches of `entropy_stats` on a GPU: decode (B = 1, V = 128k, split-V with the 32 splits a
+    132-SM H100 takes), a batch of long rows, short rows packed several to a program; forward and backward."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for (batch, vocab), n_splits in (((1, 131072), 32), ((64, 128256), 1), ((64, 1000), 1)):
+            x = torch.randn(batch, vocab).to(dtype)
+            stats = entropy_forward(x, n_splits)
+            entropy_backward(x, stats, torch.ones(batch), torch.ones(batch))
+
+
+@pytest.mark.skipif(not is_interpreter(), reason="without a GPU only: the GPU tests run the compiled code")
+def test_every_launch_compiles_for_hopper():
+    """Compiled for sm_90 as launched (an integer argument equal to 1 is a constant there): no error,
+    shared memory within an H100/H200 block's limit, no register spill."""
+    reports = compile_launches(launch_for_sm90)
+    assert {r.kernel for r in reports} == {
+        "_entropy_fwd_kernel",
+        "_entropy_combine_kernel",
+        "_entropy_bwd_kernel",
+    }
+    assert any(r.constexprs.get("SPLIT") for r in reports)  # the split-V path, launched with one row
+    found = problems(reports)
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.gpu

@@ -10,7 +10,14 @@ import torch
 from entropic.attention import softmax_attention
 
 pytest.importorskip("triton")
-from entropic.kernels.flash_attention import flash_attention
+from _compile_sm90 import compile_launches, problems
+
+from entropic.kernels._utils import is_interpreter
+from entropic.kernels.flash_attention import (
+    flash_attention,
+    flash_attention_backward,
+    flash_attention_forward,
+)
 
 # (dtype, atol on outputs and gradients relative to their largest reference magnitude)
 DTYPES = [(torch.float32, 1e-5), (torch.float16, 4e-3), (torch.bfloat16, 3e-2)]
@@ -112,6 +119,33 @@ def test_bad_input(device):
     qd = q.double()
     with pytest.raises(TypeError, match="float64"):
         flash_attention(qd, qd, qd)
+
+
+def launch_for_sm90() -> None:
+    """The launches of `flash_attention` on a GPU: each dtype, head dims 64 and 128 (and 256 in float32, the
+    largest backward), causal or not, with or without statistics, GQA; a one-query decode step."""
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        for d in (64, 128, 256) if dtype == torch.float32 else (64, 128):
+            for causal in (False, True):
+                q, k = torch.randn(2, 4, 256, d).to(dtype), torch.randn(2, 2, 256, d).to(dtype)
+                for stats in (False, True):
+                    o, lse, _, _ = flash_attention_forward(q, k, k, causal, 0.1, stats)
+                flash_attention_backward(q, k, k, o, lse, o, causal, 0.1)
+        flash_attention_forward(q[:, :, :1], k, k, True, 0.1, True)
+
+
+@pytest.mark.skipif(not is_interpreter(), reason="without a GPU only: the GPU tests run the compiled code")
+def test_every_launch_compiles_for_hopper():
+    """Compiled for sm_90 as launched: no error, shared memory within an H100/H200 block's limit, no spill
+    (but a few bytes in float32 at head dim 256)."""
+    reports = compile_launches(launch_for_sm90)
+    kernels = {"fwd", "bwd_preprocess", "bwd_dkdv", "bwd_dq"}
+    assert {r.kernel for r in reports} == {f"_flash_attention_{name}_kernel" for name in kernels}
+
+    # float32 at head dim 256 (16 x 16 tiles, one stage): ptxas keeps 8-24 bytes of the dK/dV kernel on
+    # the stack at every tile size and warp count tried; float32 is not the fast path
+    found = problems(reports, float32_spill=32)
+    assert not found, "\n".join(found)
 
 
 @pytest.mark.gpu

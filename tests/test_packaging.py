@@ -66,3 +66,21 @@ def test_wheel_layout_and_normal_install(tmp_path):
     assert Path(entropic_file).is_relative_to(target)
     assert Path(kernels_file).is_relative_to(target)
     assert top_level == "None"
+
+
+def test_the_oldest_triton_leg_runs_every_kernel_test_file():
+    """`make test` runs the kernel tests again under the oldest supported Triton: a new kernel test file
+    (or a test file that calls a kernel) must be in the Makefile's KERNEL_TESTS."""
+    makefile = (ROOT / "Makefile").read_text()
+    listed = makefile.split("KERNEL_TESTS :=", 1)[1].split("\n\n", 1)[0].split("#", 1)[0]
+    listed_files = {part for part in listed.replace("\\", " ").split() if part.startswith("tests/")}
+    assert all((ROOT / name).is_file() for name in listed_files)
+    calls_kernels = {
+        f"tests/{path.name}"
+        for path in (ROOT / "tests").glob("test_*.py")
+        if path.name.startswith("test_kernel_")
+        or (path.name != "test_packaging.py" and 'impl="triton"' in path.read_text())
+    }
+    assert calls_kernels <= listed_files, calls_kernels - listed_files
+    test_recipe = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "$(OLDEST_VENV)/.stamp" in test_recipe and "$(KERNEL_TESTS)" in test_recipe

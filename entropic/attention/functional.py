@@ -80,8 +80,9 @@ class AttentionStats:
     block_sparsity : Tensor or None
         0-dim: the fraction of (query block, key block) tiles holding a visible pair in which every
         weight is zero, i.e. the tiles the block-sparse Triton kernel skips. Tiles are those of that
-        kernel (`attention_tiles`): the kernel reports the tiles it skipped, the reference the tiles it
-        would skip. None from the dense softmax kernel, which skips nothing.
+        kernel (`attention_tiles`): the kernel reports the tiles it skipped (smaller ones on float32
+        inputs), the reference the tiles the half-precision kernel would skip. None from the dense
+        softmax kernel, which skips nothing.
     """
 
     entropy: Tensor
@@ -244,16 +245,22 @@ def _scores(
     )
 
 
-def attention_tiles(n_q: int, head_dim: int) -> tuple[int, int]:
-    """``(queries, keys)`` per tile of the block-sparse α-entmax kernel, the unit of `block_sparsity`.
+def attention_tiles(n_q: int, head_dim: int, dtype: torch.dtype = torch.bfloat16) -> tuple[int, int]:
+    """``(queries, keys)`` per tile of the block-sparse α-entmax kernel on ``dtype`` inputs, the unit of
+    `block_sparsity` (the reference counts the tiles of the half-precision kernel).
 
-    64 queries (16 when ``n_q <= 16``, decoding) by 64 keys (32 when ``head_dim > 64``).
+    Half precision: 64 queries (16 when ``n_q <= 16``, decoding) by 64 keys (32 when ``head_dim > 64``).
+    float32, whose dot product runs without tensor cores: 32 by 32 (16 by 16 when ``head_dim > 64``),
+    16 queries when decoding.
 
     Examples
     --------
-    >>> attention_tiles(2048, 64), attention_tiles(1, 128)
-    ((64, 64), (16, 32))
+    >>> attention_tiles(2048, 64), attention_tiles(1, 128), attention_tiles(2048, 128, torch.float32)
+    ((64, 64), (16, 32), (16, 16))
     """
+    if dtype == torch.float32:
+        tile = 32 if head_dim <= 64 else 16
+        return (16 if n_q <= 16 else tile), tile
     return (16 if n_q <= 16 else 64), (64 if head_dim <= 64 else 32)
 
 
