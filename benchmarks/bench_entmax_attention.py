@@ -187,6 +187,7 @@ def main() -> None:
         batch_size, tokens, heads, head_dims, lengths = 16, 0, 4, [16], [128, 512, 2048]
     else:
         tokens, heads, head_dims, lengths = 32768, 16, [64, 128], [1024, 2048, 4096, 8192, 16384, 32768]
+    batch_size = None if args.tokens else batch_size
     tokens, heads = args.tokens or tokens, args.heads or heads
     head_dims, lengths = args.head_dims or head_dims, args.lengths or lengths
     causals = [c == "true" for c in args.causal]
