@@ -321,7 +321,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
         out = q.new_empty(b, h, nq, dv)
         row = q.new_empty(4, b, h, nq)  # m, t, L, α
         stats = q.new_zeros(5, b, h, nq) if spec.stats else q.new_empty(0)
-        tiles = torch.zeros(2, dtype=torch.float64)
+        tiles = torch.zeros(2, dtype=torch.float64, device=q.device)
         plan = chunks(b, h, nq, nk, spec.causal)
         kept = []  # (p, p^{2-α}) per chunk, when they fit
         keep = (
