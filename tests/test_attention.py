@@ -585,6 +585,14 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("entropic.attention._chunked._CHUNK_ELEMENTS", 1)
 
 
+def mixed_oracle(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Softmax where α = 1, ``entmax_bisect`` elsewhere; α of ``s.shape[:-1]``."""
+    soft = (alpha == 1.0).unsqueeze(-1)
+    return torch.where(
+        soft, torch.softmax(s, -1), entmax_bisect(s, alpha.masked_fill(alpha == 1.0, 2.0).unsqueeze(-1), -1)
+    )
+
+
 ALPHAS_AND_ORACLES = [
     (1.5, lambda s, a: entmax15(s, -1)),
     (2.0, lambda s, a: sparsemax(s, -1)),
@@ -631,7 +639,7 @@ def test_chunks_change_nothing(monkeypatch):
         torch.testing.assert_close(one, many, atol=1e-12, rtol=1e-12)
 
 
-@pytest.mark.parametrize("alpha", [1.5, 2.0, "per-query"])
+@pytest.mark.parametrize("alpha", [1.5, 2.0, "per-query", "mostly-softmax"])
 def test_kept_and_recomputed_weights_give_the_same_gradients(alpha, monkeypatch):
     """The backward from weights kept by the forward and from weights recomputed from the row state."""
     q, k, v = qkv(b=2, h=4, hkv=2, nq=70, nk=70, d=8, scale=1.5)
@@ -639,6 +647,19 @@ def test_kept_and_recomputed_weights_give_the_same_gradients(alpha, monkeypatch)
         alpha = 1.0 + torch.rand(2, 4, 70, dtype=F64)
         alpha.view(-1)[::4], alpha.view(-1)[1::4] = 1.0, 2.0
         alpha.requires_grad_(True)
+    elif alpha == "mostly-softmax":  # softmax of every row, the entmax rows written on top
+        alpha = torch.ones(2, 4, 70, dtype=F64)
+        alpha.view(-1)[::5], alpha.view(-1)[1::5] = 1.2 + 0.7 * torch.rand(112, dtype=F64), 1.5
+        alpha.requires_grad_(True)
+        keep = causal_keep(70, 70)
+        grads_against_oracle(
+            q,
+            k,
+            v,
+            alpha,
+            lambda q, k, v, a: entmax_attention(q, k, v, a, causal=True),
+            lambda q, k, v, a: ref_attention(q, k, v, lambda s: mixed_oracle(s, a), keep)[0],
+        )
     results = []
     for budget in (10**9, 0):
         monkeypatch.setattr("entropic.attention._chunked._SAVED_ELEMENTS", budget)

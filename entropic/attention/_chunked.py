@@ -213,7 +213,8 @@ def _probs(
     `live` marks the rows that see a key. The row state ``(t, L)`` (L = 0 on rows that see nothing) is
     solved when `state` is None, else read from it: the weights are then bitwise those of the forward.
     ``g = p^{2-α}`` when `grad`, else None. z is overwritten. A per-row α is split into the rows at
-    α = 1 (softmax), 1.5 and 2 (no powers) and the others, each computed on its own rows only.
+    α = 1 (softmax), 1.5 and 2 (no powers) and the others, each computed on its own rows only (when
+    most rows are softmax, on all rows, and the others on top).
     """
     if isinstance(a, float):
         return _probs_rows(z, live, a, state, grad)
@@ -222,11 +223,20 @@ def _probs(
     x, a, live = z.reshape(-1, n), a.reshape(-1), live.reshape(-1)
     if state is not None:
         state = (state[0].reshape(-1), state[1].reshape(-1))
-    p = torch.empty_like(x)
-    g = torch.empty_like(x) if grad else None
-    t, total = torch.ones_like(a), torch.zeros_like(a)
-    special = (a <= 1.0) | (a == 1.5) | (a == 2.0)
-    for rows, alpha in ((a <= 1.0, 1.0), (a == 1.5, 1.5), (a == 2.0, 2.0), (~special, None)):
+    soft = a <= 1.0
+    groups = [(a == 1.5, 1.5), (a == 2.0, 2.0), (~(soft | (a == 1.5) | (a == 2.0)), None)]
+    if 2 * int(soft.sum()) >= a.numel():
+        # mostly softmax rows (a schedule on diffuse scores): softmax of every row, the others on top
+        p, g, (t, total) = _probs_rows(x, live, 1.0, state, grad)
+        if state is not None:  # the saved state itself: written below
+            t, total = t.clone(), total.clone()
+        p = p.clone() if grad else p  # g is p: the entmax rows below must not write into it
+    else:
+        groups.insert(0, (soft, 1.0))
+        p = torch.empty_like(x)
+        g = torch.empty_like(x) if grad else None
+        t, total = torch.ones_like(a), torch.zeros_like(a)
+    for rows, alpha in groups:
         idx = rows.nonzero().squeeze(1)
         if idx.numel() == 0:
             continue
