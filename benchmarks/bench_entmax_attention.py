@@ -2,14 +2,19 @@
 
 Providers (α is part of the provider name, e.g. ``triton(alpha=1.5)``; "scheduled" is the default
 `EntropySchedule`, which only our kernel runs)
-    entmax-bisect   entropic.attention.entmax_attention(impl="torch"): ``entmax_bisect`` on the
-                    materialised (N, N) scores (skipped where they do not fit in memory)
+    entmax-torch    entropic.attention.entmax_attention(impl="torch"): the PyTorch path (exact Newton
+                    root finding, chunked over queries, analytic backward); the default on the CPU
+    entmax-bisect   (CPU) ``entmax.entmax_bisect`` on the materialised (N, N) scores: the test oracle
+                    and the PyTorch path before it (fixed α; skipped where the scores do not fit)
+    sdpa            (CPU) torch.nn.functional.scaled_dot_product_attention: dense softmax, the speed
+                    to compare with on the CPU
     sdpa-flash      torch.nn.functional.scaled_dot_product_attention, flash backend: dense softmax, the
                     speed to beat (α = 1)
     adasplash       ``adasplash.adasplash`` (deep-spin, when installed): its own block-masked kernel,
                     α = 1.5 style fixed α, 10 Halley/bisection iterations as in its README
     triton          entropic.kernels.entmax_attention.entmax_flash_attention
-Shapes: B·N = 32k tokens, H = 16, D in {64, 128}, N = Nq = Nk in {1k, ..., 32k}, causal and not;
+Shapes: B·N = 32k tokens, H = 16, D in {64, 128}, N = Nq = Nk in {1k, ..., 32k}, causal and not (on the
+CPU, one thread, float32: B = 16, H = 4, D = 16, N in {128, 512, 2048});
 modes fwd, bwd (the backward alone, after one forward) and fwd+bwd. Metrics: time_ms, peak_memory_MB
 (CUDA) and, for "triton", block_sparsity (fraction of visible tiles skipped) and search_tile_fraction
 (tiles read by the τ iterations over the tiles dense passes would read), measured on the same inputs.
@@ -18,7 +23,8 @@ scattered over every key block (little block sparsity); op "entmax_attention_loc
 sinusoidal position features plus noise, so that scores peak near the diagonal as in local heads and
 the support concentrates in few key blocks (the regime block sparsity is built for).
 
-Run: ``python benchmarks/bench_entmax_attention.py [--quick]`` (appends to benchmarks/results.csv).
+Run: ``python benchmarks/bench_entmax_attention.py [--quick] [--device cpu]`` (appends to
+benchmarks/results.csv).
 """
 
 from __future__ import annotations
@@ -65,6 +71,18 @@ def _reference(alpha: float | str) -> Attention:
     return lambda q, k, v, causal: entmax_attention(q, k, v, a, causal=causal, impl="torch")
 
 
+def _bisect(alpha: float) -> Attention:
+    from entmax import entmax_bisect
+
+    def attention(q, k, v, causal):
+        s = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
+        if causal:
+            s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -torch.inf)
+        return entmax_bisect(s, alpha, -1) @ v
+
+    return attention
+
+
 def _ours(alpha: float | str) -> Attention:
     from entropic.kernels.entmax_attention import entmax_flash_attention
 
@@ -80,7 +98,10 @@ def _adasplash(alpha: float) -> Attention:
 
 def providers(device: torch.device) -> dict[str, Attention]:
     """Every (provider, α) pair that runs here, keyed by the provider name written to the CSV."""
-    available = {f"entmax-bisect(alpha={alpha})": _reference(alpha) for alpha in ALPHAS}
+    available = {f"entmax-torch(alpha={alpha})": _reference(alpha) for alpha in ALPHAS}
+    if device.type == "cpu":
+        available["sdpa"] = lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        available |= {f"entmax-bisect(alpha={a})": _bisect(a) for a in ALPHAS if a != "scheduled"}
     if device.type == "cuda":
         available["sdpa-flash"] = sdpa_flash
         if importlib.util.find_spec("adasplash") is not None:
@@ -150,15 +171,23 @@ def make_inputs(kind: str, batch: int, heads: int, n: int, head_dim: int, device
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    p.add_argument(
+        "--dtype", choices=["bfloat16", "float16", "float32"], help="bfloat16 (CUDA), float32 (CPU)"
+    )
     p.add_argument("--inputs", nargs="+", default=["random", "local"], choices=["random", "local"])
     attention_sizes(p, MODES)
     args = p.parse_args()
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
+    batch_size = None  # B = tokens // N
     if args.quick:
         tokens, heads, head_dims, lengths = 64, 2, [32], [32, 64]
+    elif device.type == "cpu":  # the shapes of a small model on one core
+        torch.set_num_threads(1)
+        batch_size, tokens, heads, head_dims, lengths = 16, 0, 4, [16], [128, 512, 2048]
     else:
         tokens, heads, head_dims, lengths = 32768, 16, [64, 128], [1024, 2048, 4096, 8192, 16384, 32768]
+    batch_size = None if args.tokens else batch_size
     tokens, heads = args.tokens or tokens, args.heads or heads
     head_dims, lengths = args.head_dims or head_dims, args.lengths or lengths
     causals = [c == "true" for c in args.causal]
@@ -175,7 +204,7 @@ def main() -> None:
         configs, "entmax attention", args.time_budget, describe
     ):
         op = "entmax_attention" if kind == "random" else "entmax_attention_local"
-        batch = max(1, tokens // n)
+        batch = batch_size or max(1, tokens // n)
         scores_bytes = batch * heads * n * n * 4 * (4 if mode == "fwd" else 8)
         if name.startswith("entmax-bisect") and not fits_in_memory(scores_bytes, device):
             continue  # the reference materialises the scores: no row rather than an estimate

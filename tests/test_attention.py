@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -573,3 +575,222 @@ def test_entropix_identical_heads_agree_and_metrics_are_a_mapping():
     q2[0, 0, 0, 0] = q2[0, 1, 0, 1] = 1e3
     k2 = torch.eye(2, dtype=F64).view(1, 1, 2, 2)
     assert entropix_attention_metrics(q2, k2).agreement.item() == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------ the PyTorch path: chunks, memory, runs
+
+
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of one batch row and 64 queries whatever the shapes (the budget is below one chunk)."""
+    monkeypatch.setattr("entropic.attention._chunked._CHUNK_ELEMENTS", 1)
+
+
+def mixed_oracle(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Softmax where α = 1, ``entmax_bisect`` elsewhere; α of ``s.shape[:-1]``."""
+    soft = (alpha == 1.0).unsqueeze(-1)
+    return torch.where(
+        soft, torch.softmax(s, -1), entmax_bisect(s, alpha.masked_fill(alpha == 1.0, 2.0).unsqueeze(-1), -1)
+    )
+
+
+ALPHAS_AND_ORACLES = [
+    (1.5, lambda s, a: entmax15(s, -1)),
+    (2.0, lambda s, a: sparsemax(s, -1)),
+    (1.25, lambda s, a: entmax_bisect(s, 1.25, -1)),
+    ("query", lambda s, a: entmax_bisect(s, a.unsqueeze(-1), -1)),
+]
+
+
+@pytest.mark.parametrize(("alpha", "oracle"), ALPHAS_AND_ORACLES)
+@pytest.mark.parametrize("scale", [1e-3, 0.1, 10.0, 1e3])
+def test_chunked_values_and_gradients_match_entmax_across_scales(alpha, oracle, scale, monkeypatch):
+    """Several query chunks and batch chunks, causal key trimming, padding: values and gradients (α too)
+    against the `entmax` package in float64, for score scales from 1e-3 to 1e3."""
+    small_chunks(monkeypatch)
+    q, k, v = qkv(b=2, h=2, hkv=1, nq=150, nk=150, d=4, scale=math.sqrt(scale))
+    causal, pad, keep = masks("both", 150, 150)
+    if alpha == "query":
+        alpha = (1.05 + 0.95 * torch.rand(2, 2, 150, dtype=F64)).requires_grad_(True)
+
+    def ours(q, k, v, a=alpha):
+        return entmax_attention(q, k, v, a, causal=causal, attn_mask=pad)
+
+    def theirs(q, k, v, a=alpha):
+        return ref_attention(q, k, v, lambda s: oracle(s, a), keep)[0]
+
+    *_, d_alpha = grads_against_oracle(q, k, v, alpha, ours, theirs)
+    assert not isinstance(alpha, torch.Tensor) or (d_alpha != 0).any()
+
+
+def test_chunks_change_nothing(monkeypatch):
+    """Chunk boundaries are invisible: one chunk and 3 × 2 chunks give the same outputs, stats, gradients."""
+    q, k, v = qkv(b=2, h=4, hkv=2, nq=130, nk=140, d=8, scale=1.5)
+    alpha = (1.0 + torch.rand(2, 4, 130, dtype=F64)).requires_grad_(True)
+    bias = torch.randn(2, 1, 130, 140, dtype=F64).masked_fill(torch.rand(2, 1, 130, 140) < 0.2, -math.inf)
+    bias.requires_grad_(True)
+    results = []
+    for budget in (10**9, 1):
+        monkeypatch.setattr("entropic.attention._chunked._CHUNK_ELEMENTS", budget)
+        inputs = [x.detach().requires_grad_(True) for x in (q, k, v, alpha, bias)]
+        out, stats = entmax_attention(*inputs[:4], causal=True, attn_mask=inputs[4], return_stats=True)
+        grads = torch.autograd.grad(out.square().sum(), inputs)
+        results.append((out, *grads, *(getattr(stats, f) for f in ("entropy", "support", "block_sparsity"))))
+    for one, many in zip(*results, strict=True):
+        torch.testing.assert_close(one, many, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0, "per-query", "mostly-softmax"])
+def test_kept_and_recomputed_weights_give_the_same_gradients(alpha, monkeypatch):
+    """The backward from weights kept by the forward and from weights recomputed from the row state."""
+    q, k, v = qkv(b=2, h=4, hkv=2, nq=70, nk=70, d=8, scale=1.5)
+    if alpha == "per-query":
+        alpha = 1.0 + torch.rand(2, 4, 70, dtype=F64)
+        alpha.view(-1)[::4], alpha.view(-1)[1::4] = 1.0, 2.0
+        alpha.requires_grad_(True)
+    elif alpha == "mostly-softmax":  # softmax of every row, the entmax rows written on top
+        alpha = torch.ones(2, 4, 70, dtype=F64)
+        alpha.view(-1)[::5], alpha.view(-1)[1::5] = 1.2 + 0.7 * torch.rand(112, dtype=F64), 1.5
+        alpha.requires_grad_(True)
+        keep = causal_keep(70, 70)
+        grads_against_oracle(
+            q,
+            k,
+            v,
+            alpha,
+            lambda q, k, v, a: entmax_attention(q, k, v, a, causal=True),
+            lambda q, k, v, a: ref_attention(q, k, v, lambda s: mixed_oracle(s, a), keep)[0],
+        )
+    results = []
+    for budget in (10**9, 0):
+        monkeypatch.setattr("entropic.attention._chunked._SAVED_ELEMENTS", budget)
+        inputs = [x.detach().requires_grad_(True) for x in (q, k, v)]
+        inputs += [alpha.detach().requires_grad_(True)] if isinstance(alpha, torch.Tensor) else []
+        out = entmax_attention(*inputs[:3], inputs[3] if len(inputs) > 3 else alpha, causal=True)
+        results.append(torch.autograd.grad(out.square().sum(), inputs))
+    for kept, recomputed in zip(*results, strict=True):
+        assert torch.equal(kept, recomputed)
+
+
+def test_statistics_describe_the_weights_before_dropout():
+    q, k, v = qkv(nq=70, nk=70, scale=3.0)
+    _, plain = entmax_attention(q, k, v, 1.5, causal=True, return_stats=True)
+    _, dropped = entmax_attention(q, k, v, 1.5, causal=True, dropout_p=0.5, return_stats=True)
+    for name in ("support", "sparsity", "entropy"):
+        assert torch.equal(getattr(plain, name), getattr(dropped, name)), name
+    assert dropped.block_sparsity == plain.block_sparsity
+
+
+def test_float_bias_gradient_matches_autograd_through_the_oracle():
+    q, k, v = qkv(nq=6, nk=9)
+    bias = torch.randn(2, 1, 6, 9, dtype=F64)
+    bias[..., 3] = -math.inf
+    grads_against_oracle(
+        q,
+        k,
+        v,
+        bias.requires_grad_(True),
+        lambda q, k, v, b: entmax_attention(q, k, v, 1.5, attn_mask=b),
+        lambda q, k, v, b: ref_attention(q, k, v, lambda s: entmax15(s + b.expand_as(s), -1))[0],
+    )
+
+
+def test_dropout_backward_replays_the_forward_masks():
+    """The backward regenerates each chunk's dropout mask: gradcheck holds when every call is reseeded."""
+    q, k, v = (x.requires_grad_(True) for x in qkv(b=1, h=2, hkv=1, nq=5, nk=6, d=3))
+
+    def fn(q, k, v):
+        torch.manual_seed(0)
+        return entmax_attention(q, k, v, 1.5, causal=True, dropout_p=0.4)
+
+    assert torch.autograd.gradcheck(fn, (q, k, v), atol=1e-6, rtol=1e-4)
+    torch.manual_seed(0)
+    dropped = fn(q, k, v)
+    assert not torch.allclose(dropped, entmax_attention(q, k, v, 1.5, causal=True))
+
+
+def test_training_saves_linear_memory(monkeypatch):
+    """Past the budget for kept weights, what autograd keeps for the backward grows like N, not N² (the
+    weights are recomputed per chunk)."""
+    monkeypatch.setattr("entropic.attention._chunked._SAVED_ELEMENTS", 0)
+    saved = {}
+    for n in (256, 512):
+        q, k, v = (
+            x.requires_grad_(True) for x in qkv(b=1, h=2, hkv=2, nq=n, nk=n, d=16, dtype=torch.float32)
+        )
+        alpha = torch.full((2,), 1.5, requires_grad=True)
+        sizes = []
+
+        def pack(x, sizes=sizes):
+            sizes.append(x.numel())
+            return x
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            entmax_attention(q, k, v, alpha, causal=True)
+            entmax_attention(q, k, v, EntropySchedule("cosine"), causal=True)
+        saved[n] = sum(sizes)
+    assert saved[512] <= 2 * saved[256] < 512 * 512
+
+
+MEMORY_SCRIPT = """
+import resource, sys, torch
+from entropic.attention import EntropySchedule, entmax_attention
+torch.set_num_threads(1)
+n = int(sys.argv[1])
+q, k, v = (torch.randn(1, 4, n, 16) for _ in range(3))
+with torch.no_grad():
+    entmax_attention(q[:, :, :64], k, v, 1.5)  # warm up at the full key length
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    out = entmax_attention(q, k, v, EntropySchedule("cosine"), causal=True)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print((after - before) / 1024, float(out.abs().sum()))
+"""
+
+
+def test_inference_memory_is_one_chunk_of_scores(tmp_path):
+    """Causal N = 4096, 4 heads: the score tensor alone would be 256 MiB; the peak stays within 64 MiB."""
+    script = tmp_path / "memory.py"
+    script.write_text(MEMORY_SCRIPT)
+    run = subprocess.run([sys.executable, str(script), "4096"], capture_output=True, text=True, check=True)
+    grown_mib, total = map(float, run.stdout.split())
+    assert math.isfinite(total)
+    assert grown_mib < 64, grown_mib
+
+
+DETERMINISM_SCRIPT = """
+import hashlib, sys, torch
+from entropic.attention import EntropySchedule, entmax_attention
+torch.set_num_threads(int(sys.argv[1]))
+torch.manual_seed(0)
+q, k, v = (torch.randn(2, 4, 200, 16, requires_grad=True) for _ in range(3))
+alpha = (1 + torch.rand(4)).requires_grad_(True)
+digest = hashlib.sha256()
+for a in (EntropySchedule("cosine"), alpha, 2.0):
+    out = entmax_attention(q, k, v, a, causal=True, dropout_p=0.1)
+    for t in (out, *torch.autograd.grad(out.square().sum(), [q, k, v] + [alpha] * (a is alpha))):
+        digest.update(t.detach().numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_bitwise_deterministic_across_processes(tmp_path):
+    script = tmp_path / "determinism.py"
+    script.write_text(DETERMINISM_SCRIPT)
+    runs = [
+        subprocess.run([sys.executable, str(script), "1"], capture_output=True, text=True, check=True).stdout
+        for _ in range(2)
+    ]
+    assert runs[0] == runs[1] and len(runs[0].strip()) == 64
+
+
+@pytest.mark.parametrize("alpha", [1.2, 1.5, 2.0])
+def test_float32_error_is_that_of_float32_bisection(alpha):
+    """err(float32 path, float64 oracle) <= 2 err(entmax_bisect in float32, float64 oracle) + 1e-6."""
+    q, k, v = qkv(b=2, h=4, hkv=4, nq=150, nk=150, d=16, dtype=torch.float32)
+    keep = causal_keep(150, 150)
+    want = ref_attention(q, k, v, lambda s: entmax_bisect(s, alpha, -1, n_iter=100), keep)[0]
+    bisect32 = ref_attention(q, k, v, lambda s: entmax_bisect(s.float(), alpha, -1).double(), keep)[0]
+    ours = entmax_attention(q, k, v, alpha, causal=True)
+    assert ours.dtype == torch.float32
+    err = (ours.double() - want).abs().max().item()
+    err_bisect = (bisect32 - want).abs().max().item()
+    assert err <= 2 * err_bisect + 1e-6, (err, err_bisect)

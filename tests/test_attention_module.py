@@ -161,6 +161,19 @@ def test_dropout_only_in_training():
     assert not torch.allclose(attn(x), attn(x))
 
 
+@pytest.mark.parametrize("alpha", ["scheduled", "learned"])
+def test_torch_compile_of_the_module_matches_eager(alpha):
+    """torch.compile (inductor on the CPU) compiles the projections and runs the attention eagerly."""
+    attn = EntropicAttention(32, n_heads=4, n_kv_heads=2, alpha=alpha)
+    x = torch.randn(2, 70, 32, requires_grad=True)
+    results = []
+    for module in (torch.compile(attn), attn):
+        out = module(x)
+        results.append((out, *torch.autograd.grad(out.square().sum(), [x, *attn.parameters()])))
+    for compiled, eager in zip(*results, strict=True):
+        torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
+
+
 def test_extra_repr():
     text = repr(make("scheduled", schedule="cosine"))
     assert "n_heads=4, n_kv_heads=2, head_dim=8, alpha='scheduled'" in text

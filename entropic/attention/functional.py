@@ -1,4 +1,4 @@
-"""α-entmax attention in plain PyTorch: the reference (and test oracle) for the attention kernels.
+"""α-entmax attention in plain PyTorch (the CPU path and the reference of the kernels) and its dispatch.
 
 For a query ``q_i`` and keys ``k_j`` the scores are ``s_ij = scale · q_i·k_j`` (plus an additive mask),
 and the attention weights are ``p_i = α-entmax(s_i)``, the solution of
@@ -6,9 +6,13 @@ and the attention weights are ``p_i = α-entmax(s_i)``, the solution of
 (dense), α = 2 is sparsemax; in between, keys whose score is more than a threshold ``τ_i`` below the top
 get exactly zero weight: ``p_ij = [(α - 1) s_ij - τ_i]_+^{1/(α-1)}``. The output is ``o_i = Σ_j p_ij v_j``.
 
-α > 1 is computed by bisection on τ with ``entmax.entmax_bisect`` (differentiable in the scores and in
-α); α = 1 rows take an exact softmax path, so a per-query α may mix both. This reference materialises
-the ``(B, H, Nq, Nk)`` scores: O(Nq·Nk) memory per head; the Triton kernels will not.
+The PyTorch path (``entropic.attention._chunked``) finds τ exactly, by Newton's method on a convex
+residual (finite at α = 2, a handful of steps elsewhere), over chunks of queries: it never holds more
+than one chunk of scores, saves O(Nq) numbers per head for the backward (which recomputes the weights
+chunk by chunk) and differentiates analytically in q, k, v, a tensor α and a float mask. α = 1 rows
+take an exact softmax path, so a per-query α may mix both. The same inputs give bitwise the same
+outputs. The tests check it against the `entmax` package (``entmax_bisect``, ``entmax15``,
+``sparsemax``) on materialised scores.
 
 Conventions, as in ``torch.nn.functional.scaled_dot_product_attention`` and flash-attn:
 
@@ -29,12 +33,12 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
-from entmax import entmax_bisect
 from torch import Tensor
 
 from entropic._validation import check_param, compute_dtype
+from entropic.attention._chunked import Spec, chunked_entmax_attention, softmax_stats
+from entropic.attention._chunked import scores as _chunk_scores
 from entropic.attention.schedules import EntropySchedule
-from entropic.metrics import _entropy_varentropy_torch
 
 __all__ = [
     "AttentionStats",
@@ -204,47 +208,40 @@ def _check_mask(attn_mask: Tensor, target: tuple[int, int, int, int], fn: str) -
             raise ValueError(f"{fn}: a float attn_mask must not contain NaN or +inf")
 
 
+def _scale(scale: float | None, head_dim: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
+    return float(scale)
+
+
+def _mask_bias(attn_mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """A checked mask as 4-D: boolean as it is, a float bias in `dtype` with -inf at every hidden key."""
+    if attn_mask.dtype != torch.bool:
+        hidden = attn_mask <= torch.finfo(attn_mask.dtype).min
+        attn_mask = attn_mask.to(dtype).masked_fill(hidden, -math.inf)
+    return attn_mask.view((1,) * (4 - attn_mask.dim()) + tuple(attn_mask.shape))
+
+
 def _scores(
     q: Tensor, k: Tensor, *, causal: bool, attn_mask: Tensor | None, scale: float | None, fn: str
 ) -> Tensor:
     """Scaled, masked scores ``(B, H, Nq, Nk)`` in the compute dtype; hidden keys are -inf."""
     b, h, nq, d = q.shape
-    hkv, nk = k.shape[1], k.shape[2]
-    if attn_mask is not None:
-        _check_mask(attn_mask, (b, h, nq, nk), fn)
-    if scale is None:
-        scale = 1.0 / math.sqrt(d)
-    else:
-        check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
     dtype = compute_dtype(q.dtype)
-    qg = q.to(dtype).reshape(b, hkv, h // hkv, nq, d)  # (B, Hkv, G, Nq, D): head h reads kv head h // G
-    s = torch.einsum("bkgqd,bknd->bkgqn", qg, k.to(dtype)).reshape(b, h, nq, nk) * scale
+    bias = None
     if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            s = s.masked_fill(~attn_mask, -math.inf)
-        else:
-            bias = attn_mask.to(dtype).masked_fill(attn_mask <= torch.finfo(attn_mask.dtype).min, -math.inf)
-            s = s + bias
-    if causal:
-        rows = torch.arange(nq, device=s.device).unsqueeze(-1) + (nk - nq)
-        s = s.masked_fill(torch.arange(nk, device=s.device) > rows, -math.inf)
-    return s
-
-
-def _softmax_stats(scores: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Detached (entropy, varentropy, log Z, n_visible, dead) of softmax over the finite scores."""
-    s = scores.detach()
-    visible = s > -math.inf
-    n_visible = visible.sum(-1)
-    dead = n_visible == 0
-    h, var, log_z = _entropy_varentropy_torch(s.masked_fill(dead.unsqueeze(-1), 0.0), -1)
-    zero = torch.zeros((), dtype=h.dtype, device=h.device)
-    return (
-        torch.where(dead, zero, h),
-        torch.where(dead, zero, var),
-        torch.where(dead, zero, log_z),
-        n_visible,
-        dead,
+        _check_mask(attn_mask, (b, h, nq, k.shape[2]), fn)
+        bias = _mask_bias(attn_mask, dtype)
+    return _chunk_scores(
+        q.to(dtype),
+        k.to(dtype),
+        bias,
+        scale=_scale(scale, d),
+        causal=causal,
+        q_start=0,
+        n_q=nq,
+        n_k=k.shape[2],
     )
 
 
@@ -267,22 +264,6 @@ def attention_tiles(n_q: int, head_dim: int, dtype: torch.dtype = torch.bfloat16
     return (16 if n_q <= 16 else 64), (64 if head_dim <= 64 else 32)
 
 
-def _block_sparsity(p: Tensor, visible: Tensor, head_dim: int) -> Tensor:
-    """0-dim float32: the fraction of tiles with a `visible` pair in which every weight of `p` is 0."""
-    b, h, nq, nk = p.shape
-    tq, tk = attention_tiles(nq, head_dim)
-    pad = (0, -nk % tk, 0, -nq % tq)
-    shape = (b, h, -1, tq, (nk + pad[1]) // tk, tk)
-
-    def tiles(mask: Tensor) -> Tensor:  # (B, H, QB, KB): some entry of the tile is True
-        return torch.nn.functional.pad(mask.to(torch.uint8), pad).view(shape).amax((3, 5)).bool()
-
-    live = tiles(visible)
-    used = tiles(p > 0) & live
-    n_live = live.sum()
-    return torch.where(n_live > 0, 1.0 - used.sum() / n_live.clamp(min=1), 0.0).float()
-
-
 def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tensor) -> float | Tensor:
     """A number stays a number; a (H,) or (B, H, Nq) tensor becomes (B, H, Nq) like `like` (dtype, device)."""
     if not isinstance(alpha, Tensor):
@@ -300,23 +281,6 @@ def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tens
         )
     check_param(alpha.detach(), "alpha", 1.0, 2.0)
     return alpha.to(like).expand(b, h, nq)
-
-
-def _entmax(scores: Tensor, alpha: float | Tensor) -> Tensor:
-    """α-entmax over the last dim; α a number or a tensor of ``scores.shape[:-1]``. α = 1 is softmax."""
-    if not isinstance(alpha, Tensor):
-        return torch.softmax(scores, -1) if alpha == 1.0 else entmax_bisect(scores, alpha, -1)
-    is_softmax = alpha == 1.0
-    n_softmax = int(is_softmax.sum())
-    if n_softmax == alpha.numel():
-        p = torch.softmax(scores, -1)
-        # The α-gradient at α = 1 is 0 (as in mixed tensors and the kernel): keep α in the graph.
-        return p + 0.0 * alpha.unsqueeze(-1) if alpha.requires_grad else p
-    # Rows at α = 1 go through softmax; their α in the bisection is a placeholder whose output is dropped.
-    p = entmax_bisect(scores, torch.where(is_softmax, 2.0, alpha).unsqueeze(-1), -1)
-    if n_softmax == 0:
-        return p
-    return torch.where(is_softmax.unsqueeze(-1), torch.softmax(scores, -1), p)
 
 
 def _flash_unsupported(
@@ -425,38 +389,46 @@ def _attention(
             return _flash_entmax(q, k, v, alpha, causal=causal, scale=scale, return_stats=return_stats)
         if impl == "triton":
             raise ValueError(f"{fn}: impl='triton' runs the attention kernels only without {why_not}")
-    b, h, nq, _ = q.shape
-    hkv, nk, dv = v.shape[1:]
-    s = _scores(q, k, causal=causal, attn_mask=attn_mask, scale=scale, fn=fn)  # (B, H, Nq, Nk)
-
-    need_stats = return_stats or isinstance(alpha, EntropySchedule)
-    if need_stats:
-        ent, var, log_z, n_visible, dead = _softmax_stats(s)
-    else:
-        dead = ~(s > -math.inf).any(-1)
-    if isinstance(alpha, EntropySchedule):
-        a = alpha(ent, n_visible, var)  # (B, H, Nq), a detached function of the scores
-    else:
-        a = _alpha_tensor(alpha, (b, h, nq), s)
-
-    p = _entmax(s.masked_fill(dead.unsqueeze(-1), 0.0), a)
-    p = p.masked_fill(dead.unsqueeze(-1), 0.0)  # (B, H, Nq, Nk); rows that see nothing attend to nothing
-    weights = torch.nn.functional.dropout(p, dropout_p) if dropout_p > 0 else p
-    pg = weights.reshape(b, hkv, h // hkv, nq, nk)
-    out = torch.einsum("bkgqn,bknd->bkgqd", pg, v.to(s.dtype)).reshape(b, h, nq, dv).to(q.dtype)
+    b, h, nq, d = q.shape
+    nk = k.shape[2]
+    dtype = compute_dtype(q.dtype)
+    bias = None
+    if attn_mask is not None:
+        _check_mask(attn_mask, (b, h, nq, nk), fn)
+        bias = _mask_bias(attn_mask, dtype)
+    alpha_tensor = None
+    if isinstance(alpha, Tensor):
+        alpha_tensor = _alpha_tensor(alpha, (b, h, nq), torch.empty((), dtype=dtype, device=q.device))
+    elif not isinstance(alpha, EntropySchedule):
+        alpha = _alpha_tensor(alpha, (b, h, nq), q)
+    spec = Spec(
+        alpha=None if alpha_tensor is not None else alpha,
+        causal=causal,
+        scale=_scale(scale, d),
+        dropout=float(dropout_p),
+        stats=return_stats,
+        tiles=attention_tiles(nq, d),
+        # chunks draw their dropout masks from generators seeded off the global one, in forward and backward
+        seed=int(torch.randint(2**62, ())) if dropout_p > 0 else 0,
+    )
+    out, alpha_used, st, tiles = chunked_entmax_attention(
+        q.to(dtype), k.to(dtype), v.to(dtype), alpha_tensor, bias, spec
+    )
+    out = out.to(q.dtype)
     if not return_stats:
         return out
-    support = (p.detach() > 0).sum(-1)
-    alpha_used = a.detach() if isinstance(a, Tensor) else torch.full_like(ent, a)
+    ent, var, log_z, n_visible, support = st
+    n_visible, support = n_visible.long(), support.long()
+    live_tiles, used_tiles = tiles
     stats = AttentionStats(
         entropy=ent,
         varentropy=var,
         log_partition=log_z,
         support=support,
-        sparsity=torch.where(dead, 0.0, 1.0 - support / n_visible.clamp(min=1)).to(ent.dtype),
+        sparsity=torch.where(n_visible == 0, 0.0, 1.0 - support / n_visible.clamp(min=1)).to(ent.dtype),
         n_visible=n_visible,
-        alpha=alpha_used.expand(b, h, nq),
-        block_sparsity=_block_sparsity(p.detach(), s.detach() > -math.inf, q.shape[-1]),
+        alpha=alpha_used,
+        block_sparsity=torch.where(live_tiles > 0, 1.0 - used_tiles / live_tiles.clamp(min=1), 0.0).float(),
     )
     return out, stats
 
@@ -493,8 +465,8 @@ def entmax_attention(
         α = 2 sparsemax. Differentiable in a tensor α; the gradient at rows with α exactly 1 is 0
         (on every impl, also when every α is 1), so an α trained directly from exactly 1 never moves:
         start learned α above 1 (the module's ``1 + sigmoid(z)`` starts at 1.5).
-        α > 1 runs 50 bisection steps (``entmax_bisect``), exact to float64 rounding; in float32, α
-        within about 1e-3 of 1 loses accuracy and its α-gradient (which divides by (α - 1)²) is noisy.
+        α > 1 is exact to the rounding of the compute dtype; in float32, α within about 1e-3 of 1 loses
+        accuracy and its α-gradient (which divides by (α - 1)²) is noisy.
     causal : bool
         Bottom-right aligned causal mask: query i sees keys ``j <= i + Nk - Nq``.
     attn_mask : Tensor, optional
@@ -508,13 +480,14 @@ def entmax_attention(
     return_stats : bool
         Also return the `AttentionStats` of the call.
     impl : {"auto", "torch", "triton"}
-        "torch" is this reference. "triton" runs the Triton kernels (no n×n buffer, statistics
-        computed online): ``entropic.kernels.flash_attention`` for a number α = 1, the block-sparse
+        "torch" is the PyTorch path (chunked over queries, exact; see the module docstring).
+        "triton" runs the Triton kernels (no n×n buffer, statistics computed online):
+        ``entropic.kernels.flash_attention`` for a number α = 1, the block-sparse
         ``entropic.kernels.entmax_attention`` for every other α (number, per head, per query, learned
         with ∂α, or an `EntropySchedule` evaluated inside the kernel; its stats carry the block
         sparsity); both take float32/float16/bfloat16, equal head dims in [16, 256], no `attn_mask`
         (`causal` is supported) and no dropout. "auto" takes them for CUDA tensors when they apply,
-        the reference otherwise.
+        the PyTorch path otherwise (always on the CPU).
 
     Returns
     -------
@@ -623,7 +596,7 @@ def entropix_attention_metrics(
         attn_mask = attn_mask[..., -1:, :]
     s = _scores(q[:, :, -1:], k, causal=False, attn_mask=attn_mask, scale=scale, fn=fn)[:, :, 0]  # (B, H, Nk)
     s = s.detach()
-    ent, _, _, n_visible, dead = _softmax_stats(s)  # (B, H)
+    ent, _, _, n_visible, dead = softmax_stats(s)  # (B, H)
     visible = s > -math.inf
     a = torch.softmax(s.masked_fill(dead.unsqueeze(-1), 0.0), -1).masked_fill(~visible, 0.0)
     n_cells = n_visible.sum(1).clamp(min=1)  # (B,): visible (head, key) pairs

@@ -82,7 +82,7 @@ class EntropicAttention(nn.Module):
     impl : {"auto", "torch", "triton"}
         The attention implementation (see `entmax_attention`): "auto" runs the Triton kernels on CUDA
         when they apply (no `attn_mask`, no dropout; the schedule is then evaluated inside the
-        kernel) and the PyTorch reference otherwise; "triton" requires the kernels.
+        kernel) and the PyTorch path otherwise; "triton" requires the kernels.
 
     Examples
     --------

@@ -1,0 +1,467 @@
+"""The PyTorch path of `entmax_attention`: exact α-entmax, chunked over queries, analytic backward.
+
+Root finding. For one query row with visible scores s, row max m, ``e = 1/(α-1)`` and
+``x_j = (α-1)(s_j - m) <= 0``, α-entmax is ``p_j = [x_j - δ]_+^e`` with δ in ``[-1, -n^{1-α}]`` the root
+of ``h(δ) = ||[x - δ]_+||_e - 1``. h is convex (a monotone norm of functions convex in δ) and
+decreasing, so Newton's method started at the left end δ = -1 rises monotonically to the root, with no
+safeguard: its tangent never crosses the root. On a fixed support h is the e-norm of an affine map, close
+to linear (exactly linear at α = 2, where Newton is Michelot's algorithm and ends exactly, and whenever
+the support's terms are equal), so a handful of steps reach rounding. With ``t = -δ`` (the largest term,
+since max x = 0) and ``r = [1 + x / t]_+ <= 1``, nothing overflows even near α = 1::
+
+    h = t R0^{1/e} - 1,    dh/dδ = -R0^{1/e - 1} R1,    R0 = Σ r^e,    R1 = Σ_{r > 0} r^{e-1},
+
+and ``p = r^e / R0`` sums to one. A row stops once its Newton step is below ``eps^{3/4} t`` (the next
+would change nothing at this precision); rows never wait for one another (converged rows leave the
+iteration), so a row's weights depend on its own scores only, and the same inputs give bitwise the same
+outputs.
+Rows with α = 1 are softmax, ``p = exp(s - m) / Σ exp(s - m)``.
+
+Memory. Queries are processed in chunks of at most `_CHUNK_ELEMENTS` scores (whole multiples of 64
+queries, so that chunks never split a tile of `block_sparsity`), so no more than one chunk of scores is
+alive at a time. For the backward the forward saves per query ``(m, t, L, α)``, and the weights
+themselves only while all of them fit in `_SAVED_ELEMENTS`; otherwise the backward recomputes the
+weights of each chunk from the row state (as the flash kernels do, bitwise the forward's): saved memory
+O(B·H·Nq), not O(Nq·Nk).
+
+Backward. On the support the entmax Jacobian is ``diag(g) - g gᵀ / Σg`` with ``g = p^{2-α}``, so with
+``dp_j = dO·v_j``: ``ds_j = g_j (dp_j - r)``, ``r = Σ g dp / Σ g``, and (Correia et al., 2019)
+``∂L/∂α = (Σ dp p - r) / (α-1)² - (Σ dp p log p - r Σ p log p) / (α-1)``, 0 at α = 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from entropic.attention.schedules import EntropySchedule
+
+# Scores per chunk (the (B, H, queries, Nk) block one step holds): 2 MiB in float32.
+_CHUNK_ELEMENTS = 1 << 19
+# Weights a training forward keeps for its backward (p and p^{2-α}, counted together) when they fit in
+# this many elements (64 MiB in float32); above it the backward recomputes them chunk by chunk.
+_SAVED_ELEMENTS = 1 << 24
+# Newton steps per row at most (rows stop on their own after a handful).
+_MAX_STEPS = 40
+
+
+class Chunk(NamedTuple):
+    """Batch rows, queries and the keys they can see (all, or the causal prefix) of one step."""
+
+    b: slice
+    q: slice
+    k: slice
+
+
+def chunks(b: int, h: int, nq: int, nk: int, causal: bool) -> list[Chunk]:
+    """Chunks covering ``(B, Nq)``, a function of the shapes only: 64 queries (all of them for decoding)
+    and as many batch rows as keep a chunk within `_CHUNK_ELEMENTS` scores (at least one). Causal chunks
+    stop at the last key their last query sees, so causal attention computes about half the scores."""
+    c = max(1, min(nq, 64))
+    bb = max(1, min(b, _CHUNK_ELEMENTS // max(h * c * nk, 1)))
+    out = []
+    for j in range(0, nq, c):
+        end = min(nk, max(1, j + c + nk - nq)) if causal else nk
+        out += [Chunk(slice(i, i + bb), slice(j, j + c), slice(0, end)) for i in range(0, b, bb)]
+    return out
+
+
+def scores(
+    q: Tensor,
+    k: Tensor,
+    bias: Tensor | None,
+    *,
+    scale: float,
+    causal: bool,
+    q_start: int,
+    n_q: int,
+    n_k: int,
+) -> Tensor:
+    """Scaled, masked scores ``(B, H, c, n)`` of the queries ``q_start .. q_start + c`` of `n_q` against
+    the first n of `n_k` keys.
+
+    q is ``(B, H, c, D)`` and k ``(B, Hkv, n, D)`` in the compute dtype; `bias` is the chunk of a
+    boolean keep mask or of a float bias with -inf at hidden keys; hidden keys get -inf.
+    """
+    b, h, c, _ = q.shape
+    hkv, n = k.shape[1], k.shape[2]
+    s = (_grouped(q * scale, hkv) @ k.transpose(-1, -2)).view(b, h, c, n)
+    if bias is not None:
+        s = s.masked_fill_(~bias, -math.inf) if bias.dtype == torch.bool else s.add_(bias)
+    if causal:
+        rows = torch.arange(q_start, q_start + c, device=s.device).unsqueeze(-1) + (n_k - n_q)
+        s = s.masked_fill_(torch.arange(n, device=s.device) > rows, -math.inf)
+    return s
+
+
+def softmax_stats(s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Detached (entropy, varentropy, log Z, n_visible, dead) of softmax over the finite scores."""
+    s = s.detach()
+    m = s.amax(-1)
+    m = torch.where(m > -math.inf, m, 0.0)
+    return _centred_stats(s - m.unsqueeze(-1), m)
+
+
+def _centred_stats(z: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """`softmax_stats` of ``s = z + m`` from the centred scores (row max 0, -inf at hidden keys).
+
+    With ``p = softmax(z)``: ``log Σ e^z = -log max p``, ``H = log Σ e^z - E[z]``, ``V = E[z²] - E[z]²``
+    (z is centred at the top score, which keeps the cancellation in V to about eps · E[z²]).
+    """
+    n_visible = (z > -math.inf).sum(-1)
+    dead = n_visible == 0
+    p = torch.softmax(z, -1)
+    zf = torch.nan_to_num(z, neginf=0.0)  # p = 0 there
+    pz = p * zf
+    mean, second = pz.sum(-1), pz.mul_(zf).sum(-1)
+    log_s = -torch.log(p.amax(-1))
+    zero = torch.zeros((), dtype=z.dtype, device=z.device)
+    return (
+        torch.where(dead, zero, log_s - mean),
+        torch.where(dead, zero, (second - mean * mean).clamp(min=0.0)),
+        torch.where(dead, zero, m + log_s),
+        n_visible,
+        dead,
+    )
+
+
+# ------------------------------------------------------------------------------------ root finding
+
+
+def _floor(dtype: torch.dtype) -> tuple[float, float]:
+    """(smallest r fed to log, smallest exponent fed to exp): both keep every value a normal number
+    (subnormals and exp underflow are slow on CPU) and change sums only far below rounding."""
+    return (1e-30, -80.0) if dtype != torch.float64 else (1e-300, -690.0)
+
+
+def _weights(x: Tensor, t: Tensor, e: float | Tensor, full: bool) -> tuple[Tensor | None, ...]:
+    """``(w, w1, S, S1)`` for rows of x ``(..., Nk)`` at t ``(...)``: ``w = u^e``, ``w1 = u^{e-1}`` (0 off
+    the support), ``S = Σ w``, ``S1 = Σ w1``, with ``u = [x + t]_+`` when e is 1 or 2 (no powers, no
+    overflow) and ``u = [1 + x / t]_+`` otherwise (``u <= 1``, nothing overflows near α = 1). w and w1
+    are None unless `full`. e is a number or ``(..., 1)``."""
+    if isinstance(e, float) and e in (1.0, 2.0):
+        u = (x + t.unsqueeze(-1)).clamp_(min=0.0)
+        if e == 1.0:
+            w1 = u.sign()  # u >= 0: the support indicator
+            return (u if full else None, w1 if full else None, u.sum(-1), w1.sum(-1))
+        norm = torch.linalg.vector_norm(u, 2, -1)  # one pass, no (.., Nk) temporary
+        return (u * u if full else None, u if full else None, norm * norm, u.sum(-1))
+    tiny, low = _floor(x.dtype)
+    r = (x * t.reciprocal().unsqueeze(-1)).add_(1.0).clamp_(min=0.0)
+    w1 = r.clamp(min=tiny).log_().mul_(e - 1.0).clamp_(min=low).exp_().mul_(r.sign())  # r^{e-1}
+    w = w1 * r
+    return (w if full else None, w1 if full else None, w.sum(-1), w1.sum(-1))
+
+
+def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
+    """t = -δ of α-entmax on the `live` rows of ``x = (α-1)(s - m)`` (1 on the others); `e` = 1/(α-1),
+    a number or a tensor of ``x.shape[:-1]``. See the module docstring.
+
+    Rows that have converged leave the iteration (the others are gathered into a smaller block), so the
+    cost follows the average number of steps, not the slowest row, and a row's result never depends on
+    the other rows.
+    """
+    eps = torch.finfo(x.dtype).eps
+    n = x.shape[-1]
+    t = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device).view(-1)
+    u_form = isinstance(e, float) and e in (1.0, 2.0)
+    rows = live.reshape(-1).nonzero().squeeze(1)  # the rows still iterating
+    xa, ea, ta = x.reshape(-1, n), e if isinstance(e, float) else e.reshape(-1), t
+    if rows.numel() < t.numel():
+        xa, ta = xa.index_select(0, rows), ta.index_select(0, rows)
+        ea = ea if isinstance(ea, float) else ea.index_select(0, rows)
+    for _ in range(_MAX_STEPS):
+        if rows.numel() == 0:
+            break
+        _, _, total, total1 = _weights(xa, ta, ea if isinstance(ea, float) else ea.unsqueeze(-1), full=False)
+        norm = total.pow(1.0 / ea)
+        step = ((norm if u_form else ta * norm) - 1.0) * total / (norm * total1)
+        t_min = n ** (-1.0 / ea) if isinstance(ea, float) else torch.pow(float(n), -1.0 / ea)
+        ta = torch.maximum(ta - step, torch.as_tensor(t_min, dtype=ta.dtype, device=ta.device))
+        t.index_copy_(0, rows, ta)
+        going = step.abs() > eps**0.75 * ta
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)
+            rows, xa, ta = rows[keep], xa.index_select(0, keep), ta[keep]
+            ea = ea if isinstance(ea, float) else ea[keep]
+    return t.view(x.shape[:-1])
+
+
+# -------------------------------------------------------------------------------------- one chunk
+
+
+def _chunk_alpha(
+    alpha: float | Tensor | EntropySchedule, stats: tuple[Tensor, ...] | None, ch: Chunk
+) -> float | Tensor:
+    if isinstance(alpha, EntropySchedule):
+        ent, var, _, n_visible, _ = stats
+        return alpha(ent, n_visible, var)
+    if isinstance(alpha, Tensor):
+        return alpha[ch.b, :, ch.q]
+    return alpha
+
+
+def _probs(
+    z: Tensor, live: Tensor, a: float | Tensor, state: tuple[Tensor, Tensor] | None, grad: bool = False
+) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+    """``(p, g, (t, L))`` of centred scores ``z = s - m`` ``(..., Nk)`` at α `a` (a number or per row).
+
+    `live` marks the rows that see a key. The row state ``(t, L)`` (L = 0 on rows that see nothing) is
+    solved when `state` is None, else read from it: the weights are then bitwise those of the forward.
+    ``g = p^{2-α}`` when `grad`, else None. z is overwritten. A per-row α is split into the rows at
+    α = 1 (softmax), 1.5 and 2 (no powers) and the others, each computed on its own rows only (when
+    most rows are softmax, on all rows, and the others on top).
+    """
+    if isinstance(a, float):
+        return _probs_rows(z, live, a, state, grad)
+    n = z.shape[-1]
+    rows_shape = z.shape[:-1]
+    x, a, live = z.reshape(-1, n), a.reshape(-1), live.reshape(-1)
+    if state is not None:
+        state = (state[0].reshape(-1), state[1].reshape(-1))
+    soft = a <= 1.0
+    groups = [(a == 1.5, 1.5), (a == 2.0, 2.0), (~(soft | (a == 1.5) | (a == 2.0)), None)]
+    if 2 * int(soft.sum()) >= a.numel():
+        # mostly softmax rows (a schedule on diffuse scores): softmax of every row, the others on top
+        p, g, (t, total) = _probs_rows(x, live, 1.0, state, grad)
+        if state is not None:  # the saved state itself: written below
+            t, total = t.clone(), total.clone()
+        p = p.clone() if grad else p  # g is p: the entmax rows below must not write into it
+    else:
+        groups.insert(0, (soft, 1.0))
+        p = torch.empty_like(x)
+        g = torch.empty_like(x) if grad else None
+        t, total = torch.ones_like(a), torch.zeros_like(a)
+    for rows, alpha in groups:
+        idx = rows.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            continue
+        whole = idx.numel() == a.numel()
+
+        def pick(y: Tensor, idx: Tensor = idx, whole: bool = whole) -> Tensor:
+            return y if whole else y.index_select(0, idx)
+
+        sub_state = None if state is None else (pick(state[0]), pick(state[1]))
+        ps, gs, (ts, totals) = _probs_rows(
+            pick(x), pick(live), pick(a) if alpha is None else alpha, sub_state, grad
+        )
+        if whole:
+            p, g, t, total = ps, gs, ts, totals
+            break
+        p.index_copy_(0, idx, ps)
+        if grad:
+            g.index_copy_(0, idx, gs)
+        t.index_copy_(0, idx, ts)
+        total.index_copy_(0, idx, totals)
+    return (
+        p.view(*rows_shape, n),
+        g.view(*rows_shape, n) if grad else None,
+        (t.view(rows_shape), total.view(rows_shape)),
+    )
+
+
+def _probs_rows(
+    x: Tensor, live: Tensor, a: float | Tensor, state: tuple[Tensor, Tensor] | None, grad: bool
+) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
+    """`_probs` of rows that are all softmax (α a number <= 1) or all entmax (α > 1, number or per row)."""
+    if isinstance(a, float) and a <= 1.0:
+        p = torch.softmax(x, -1)
+        if not bool(live.all()):
+            p = torch.where(live.unsqueeze(-1), p, 0.0)  # softmax of a row with no key is NaN
+        t, total = (torch.ones_like(x[..., 0]), live.to(x.dtype)) if state is None else state
+        return p, p if grad else None, (t, total)
+    am1 = a - 1.0
+    e = 1.0 / am1
+    x = x.mul_(am1 if isinstance(am1, float) else am1.unsqueeze(-1))  # x = (α - 1)(s - m)
+    t = _newton(x, e, live) if state is None else state[0]
+    w, w1, total, _ = _weights(x, t, e if isinstance(e, float) else e.unsqueeze(-1), full=True)
+    if state is not None:
+        total = state[1]
+    safe = torch.where(total > 0, total, 1.0)
+    p = w.div_(safe.unsqueeze(-1))
+    # p^{2-α} = w1 / L^{2-α}: the weights' own power, no pow on the (.., Nk) block
+    g = w1.mul_(safe.pow(a - 2.0).unsqueeze(-1)) if grad else None
+    return p, g, (t, total)
+
+
+def _dropout_keep(shape: torch.Size, p: float, seed: int, like: Tensor) -> Tensor:
+    """The scaled keep mask ``1[u >= p] / (1 - p)`` of one chunk, from its own seeded generator."""
+    gen = torch.Generator(device=like.device).manual_seed(seed)
+    u = torch.rand(shape, generator=gen, dtype=like.dtype, device=like.device)
+    return (u >= p).to(like.dtype) / (1.0 - p)
+
+
+def _tile_counts(p: Tensor, visible: Tensor, tiles: tuple[int, int]) -> Tensor:
+    """``[tiles holding a visible pair, of which with a non-zero weight]`` (float64) of one chunk."""
+    b, h, nq, nk = p.shape
+    tq, tk = tiles
+    pad = (0, -nk % tk, 0, -nq % tq)
+    shape = (b, h, -1, tq, (nk + pad[1]) // tk, tk)
+
+    def any_in_tile(mask: Tensor) -> Tensor:
+        return torch.nn.functional.pad(mask.to(torch.uint8), pad).view(shape).amax((3, 5)).bool()
+
+    live = any_in_tile(visible)
+    used = any_in_tile(p > 0) & live
+    return torch.stack([live.sum(), used.sum()]).double()
+
+
+# ----------------------------------------------------------------------------------- the function
+
+
+class ChunkedEntmaxAttention(torch.autograd.Function):
+    """o = α-entmax(scale·q kᵀ + bias) v chunk by chunk; differentiable in q, k, v, a tensor α, a bias.
+
+    ``forward(q, k, v, alpha_tensor, bias, spec)`` with q, k, v in the compute dtype, `alpha_tensor`
+    ``(B, H, Nq)`` or None, `bias` 4-D or None and `spec` a `Spec`. Returns ``(out, alpha, stats,
+    tiles)``: the α applied ``(B, H, Nq)``, and when ``spec.stats`` the ``(5, B, H, Nq)`` entropy,
+    varentropy, log Z, visible keys and support, and the ``(2,)`` live and used tile counts.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, alpha_tensor, bias, spec):
+        b, h, nq, _ = q.shape
+        hkv, nk, dv = v.shape[1:]
+        alpha = alpha_tensor if alpha_tensor is not None else spec.alpha
+        need_stats = spec.stats or isinstance(alpha, EntropySchedule)
+        out = q.new_empty(b, h, nq, dv)
+        row = q.new_empty(4, b, h, nq)  # m, t, L, α
+        stats = q.new_zeros(5, b, h, nq) if spec.stats else q.new_empty(0)
+        tiles = torch.zeros(2, dtype=torch.float64, device=q.device)
+        plan = chunks(b, h, nq, nk, spec.causal)
+        kept = []  # (p, p^{2-α}) per chunk, when they fit
+        keep = (
+            any(ctx.needs_input_grad[:5])
+            and 2 * sum(len(range(b)[ch.b]) * h * len(range(nq)[ch.q]) * len(range(nk)[ch.k]) for ch in plan)
+            <= _SAVED_ELEMENTS
+        )
+        for ch in plan:
+            s = _chunk_scores(q, k, bias, ch, spec)
+            m = s.amax(-1)
+            live = m > -math.inf
+            m = torch.where(live, m, 0.0)  # rows that see nothing: any finite shift, their weights are 0
+            z = s.sub_(m.unsqueeze(-1))
+            st = _centred_stats(z, m) if need_stats else None
+            a = _chunk_alpha(alpha, st, ch)
+            p, g_p, (t, total) = _probs(z, live, a if isinstance(a, float) else a.detach(), None, grad=keep)
+            if keep:
+                kept += [p, g_p]
+            row[:, ch.b, :, ch.q] = torch.stack([m, t, total, torch.as_tensor(a, dtype=q.dtype).expand_as(m)])
+            pw = p  # the weights applied: p, or p with dropout (the statistics describe p)
+            if spec.dropout > 0:
+                pw = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
+            bb, c = p.shape[0], p.shape[2]
+            out[ch.b, :, ch.q] = (_grouped(pw, hkv) @ v[ch.b, :, ch.k]).view(bb, h, c, dv)
+            if spec.stats:
+                ent, var, log_z, n_visible, _ = st
+                fields = (ent, var, log_z, n_visible, (p > 0).sum(-1))
+                stats[:, ch.b, :, ch.q] = torch.stack([f.to(q.dtype) for f in fields])
+                tiles += _tile_counts(p, z > -math.inf, spec.tiles)
+        ctx.spec = spec
+        ctx.save_for_backward(q, k, v, bias, row, *kept)
+        alpha_used = row[3].clone()
+        ctx.mark_non_differentiable(alpha_used, stats, tiles)
+        return out, alpha_used, stats, tiles
+
+    @staticmethod
+    def backward(ctx, d_out, _d_alpha, _d_stats, _d_tiles):
+        q, k, v, bias, row, *kept = ctx.saved_tensors
+        spec = ctx.spec
+        b, h, nq, _ = q.shape
+        hkv, nk = k.shape[1:3]
+        want_alpha, want_bias = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        dq, dk, dv_ = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        d_alpha = torch.zeros_like(row[3]) if want_alpha else None
+        d_bias = torch.zeros_like(bias) if want_bias else None
+        d_out = d_out.to(q.dtype)
+        for i, ch in enumerate(chunks(b, h, nq, nk, spec.causal)):
+            qc, kc, vc, doc = q[ch.b, :, ch.q], k[ch.b, :, ch.k], v[ch.b, :, ch.k], d_out[ch.b, :, ch.q]
+            bb, c = qc.shape[0], qc.shape[2]
+            m, t, total, a = row[:, ch.b, :, ch.q]
+            if kept:
+                p, gp = kept[2 * i], kept[2 * i + 1]
+            else:
+                s = _chunk_scores(q, k, bias, ch, spec)
+                a_rows = spec.alpha if isinstance(spec.alpha, float) else a
+                p, gp, _ = _probs(s.sub_(m.unsqueeze(-1)), total > 0, a_rows, (t, total), grad=True)
+            dog = _grouped(doc, hkv)
+            dp = (dog @ vc.transpose(-1, -2)).view(bb, h, c, -1)
+            pw = p
+            if spec.dropout > 0:
+                keep = _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
+                pw, dp = p * keep, dp * keep
+            dv_[ch.b, :, ch.k] += _grouped(pw, hkv).transpose(-1, -2) @ dog
+            sum_g = gp.sum(-1)
+            r = (gp * dp).sum(-1) / torch.where(sum_g > 0, sum_g, 1.0)
+            ds = dp.sub_(r.unsqueeze(-1)).mul_(gp) if not want_alpha else gp * (dp - r.unsqueeze(-1))
+            if want_alpha:
+                pos = p > 0
+                plogp = torch.where(pos, p * torch.log(torch.where(pos, p, 1.0)), 0.0)
+                soft = a <= 1.0
+                am1 = torch.where(soft, 1.0, a - 1.0)
+                da = ((p * dp).sum(-1) - r) / am1.square() - ((plogp * dp).sum(-1) - r * plogp.sum(-1)) / am1
+                d_alpha[ch.b, :, ch.q] = torch.where(soft, 0.0, da)
+            if want_bias:
+                target = _bias_chunk(d_bias, ch, nq, nk)
+                target.add_(ds.sum_to_size(target.shape))
+            dsg = _grouped(ds, hkv)
+            dq[ch.b, :, ch.q] = (dsg @ kc).view(bb, h, c, -1) * spec.scale
+            dk[ch.b, :, ch.k] += dsg.transpose(-1, -2) @ _grouped(qc * spec.scale, hkv)
+        return dq, dk, dv_, d_alpha, d_bias, None
+
+
+def _grouped(x: Tensor, hkv: int) -> Tensor:
+    """``(B, H, c, ·)`` as ``(B, Hkv, G·c, ·)``: query head h = kv·G + g reads key/value head kv."""
+    b, h, c, n = x.shape
+    return x.reshape(b, hkv, h // hkv * c, n)
+
+
+def _bias_chunk(bias: Tensor | None, ch: Chunk, n_q: int, n_k: int) -> Tensor | None:
+    """The part of a 4-D (broadcastable) bias that a chunk reads (a view)."""
+    if bias is None:
+        return None
+    rows = ch.q if bias.shape[2] == n_q and n_q > 1 else slice(None)
+    keys = ch.k if bias.shape[3] == n_k and n_k > 1 else slice(None)
+    return bias[ch.b if bias.shape[0] > 1 else slice(None), :, rows, keys]
+
+
+def _chunk_scores(q: Tensor, k: Tensor, bias: Tensor | None, ch: Chunk, spec: Spec) -> Tensor:
+    nq, nk = q.shape[2], k.shape[2]
+    return scores(
+        q[ch.b, :, ch.q], k[ch.b, :, ch.k], _bias_chunk(bias, ch, nq, nk), scale=spec.scale,
+        causal=spec.causal, q_start=ch.q.start, n_q=nq, n_k=nk,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What `ChunkedEntmaxAttention` needs besides tensors: a number α or a schedule (None for a
+    tensor α), the masking and scale, the dropout rate and the seed its chunks derive theirs from, and
+    whether to return statistics (with the tile shape of `block_sparsity`)."""
+
+    alpha: float | EntropySchedule | None
+    causal: bool
+    scale: float
+    dropout: float
+    stats: bool
+    tiles: tuple[int, int]
+    seed: int = 0
+
+    def chunk_seed(self, ch: Chunk, n_q: int) -> int:
+        return self.seed + ch.b.start * n_q + ch.q.start
+
+
+@torch.compiler.disable
+def chunked_entmax_attention(
+    q: Tensor, k: Tensor, v: Tensor, alpha_tensor: Tensor | None, bias: Tensor | None, spec: Spec
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`ChunkedEntmaxAttention` (see there), run eagerly inside a ``torch.compile``-d model.
+
+    Its Newton loop gathers the rows still iterating: data-dependent shapes that would break the graph
+    at every step and recompile per shape, for no gain over these already one-pass chunk operations.
+    """
+    return ChunkedEntmaxAttention.apply(q, k, v, alpha_tensor, bias, spec)
