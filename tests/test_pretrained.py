@@ -23,10 +23,17 @@ real_model = pytest.mark.xdist_group("pretrained")  # with slow: one worker load
 
 @pytest.fixture(scope="module")
 def smollm2(pretrained_cache):
-    """The model (eager attention, float32) and its tokenizer, left padding."""
+    """The model (eager attention, float32) and its tokenizer, left padding; torch on one thread meanwhile.
+
+    One thread: with two per process, a 32-token generation that takes 1.2 s alone took 17-28 s while
+    another process held one of the two cores (pytest-xdist's other worker).
+    """
     model, tokenizer = load_pretrained(NAME, attn_implementation="eager", cache_dir=pretrained_cache)
     tokenizer.padding_side = "left"
-    return model, tokenizer
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield model, tokenizer
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
