@@ -1,6 +1,6 @@
 # entropic — every target bootstraps its own environment (gpu-report excepted: it runs on a GPU image's Python).
 #
-#   make demo       the main job: tiny softmax vs entropy-scheduled GPT on the stdlib corpus (CPU, ~10 min),
+#   make demo       the main job: tiny softmax vs entropy-scheduled GPT on the stdlib corpus (CPU, about 1 min),
 #                   a comparison table and figure, then `entropic generate --show-steps` on the checkpoint
 #   make test       the whole test suite (CPU; Triton kernels run under TRITON_INTERPRET=1 without a GPU), then
 #                   the kernel tests again under the oldest supported Triton (make test-oldest-triton)

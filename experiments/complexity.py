@@ -18,9 +18,9 @@ Then it fits ``nonzero``, ``nonzero_blocks``, ``wall_ms`` and ``peak_mb`` ``∝ 
 regression with a 95% interval (`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N))
 and k = 2 are inside the interval, and the Spearman correlation between per-head varentropy and density
 (the claim "work ∝ 1/varentropy" predicts a negative one). The per-N table goes to ``--out`` (a CSV),
-the fits and the correlation to the same name with ``_fit`` appended. The reference attention
-materialises N×N scores, so wall time and memory here measure that implementation, not what sparsity
-could save.
+the fits and the correlation to the same name with ``_fit`` appended. On the CPU, attention runs the
+exact chunked PyTorch path (one chunk of scores at a time, every weight computed), so wall time and
+memory here measure that implementation, not what a block-sparse kernel could skip.
 """
 
 from __future__ import annotations
