@@ -120,12 +120,14 @@ def _reduce(loss: Tensor, count: Tensor, reduction: str, fn: str) -> Tensor:
 # ---------------------------------------------------------------------------------- entropy family
 
 
-def _entropy_varentropy_rows(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _entropy_varentropy_rows(
+    x: Tensor, row_max: Tensor, variance: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
     """``(S, μ, M2)`` of each row of ``x`` (R, V) with maxima `row_max` (R,), from two passes over the row.
 
     With ``z = x - max`` and ``e = exp(z)``: ``S = Σe``, ``μ = Σe·z / S`` and ``M2 = Σe·(z - μ)²``, the second
-    pass centred on μ, so no raw second moment is formed and nothing cancels. Without autograd the
-    temporaries are updated in place.
+    pass centred on μ, so no raw second moment is formed and nothing cancels. Without `variance` the second
+    pass is skipped (M2 = 0). Without autograd the temporaries are updated in place.
     """
     inplace = not (torch.is_grad_enabled() and x.requires_grad)
     m = row_max.detach().to(compute_dtype(x.dtype)).unsqueeze(-1)  # every result is shift-invariant
@@ -136,15 +138,19 @@ def _entropy_varentropy_rows(x: Tensor, row_max: Tensor) -> tuple[Tensor, Tensor
     e = torch.exp(z)
     s0 = e.sum(-1)
     mu = (e * z).sum(-1) / s0
+    if not variance:
+        return s0, mu, torch.zeros_like(mu)
     d = z.sub_(mu.unsqueeze(-1)) if inplace else z - mu.unsqueeze(-1)
     m2 = (d.square_().mul_(e) if inplace else e * d.square()).sum(-1)
     return s0, mu, m2
 
 
 def _entropy_varentropy_torch(
-    logits: Tensor, dim: int, row_max: Tensor | None = None
+    logits: Tensor, dim: int, row_max: Tensor | None = None, variance: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(H, V, log Z) in nats: ``H = log S - μ``, ``V = M2 / S``, ``log Z = max + log S`` (S, μ, M2 per row).
+
+    Without `variance` the second pass is skipped and V is 0 (for `entropy`, which needs H only).
 
     `row_max` is ``logits.amax(dim)`` when the caller has it already. On the CPU, row blocks of about `_BLOCK`
     entries per thread are processed at a time so that each thread's share of a block's temporaries stays in
@@ -160,9 +166,12 @@ def _entropy_varentropy_torch(
     else:
         per_block = rows.shape[0]
     if per_block >= rows.shape[0]:
-        s0, mu, m2 = _entropy_varentropy_rows(rows, maxima)
+        s0, mu, m2 = _entropy_varentropy_rows(rows, maxima, variance)
     else:
-        blocks = map(_entropy_varentropy_rows, rows.split(per_block), maxima.split(per_block))
+        blocks = (
+            _entropy_varentropy_rows(r, m, variance)
+            for r, m in zip(rows.split(per_block), maxima.split(per_block), strict=True)
+        )
         s0, mu, m2 = (torch.cat(parts) for parts in zip(*blocks, strict=True))
     log_s0 = torch.log(s0)
     h, v, log_z = log_s0 - mu, m2 / s0, maxima.to(log_s0.dtype) + log_s0
@@ -193,7 +202,7 @@ def entropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
     """
     row_max = check_logits(logits, "entropy", dim)
     log_base = check_base(base)
-    h, _, _ = _entropy_varentropy_torch(logits, dim, row_max)
+    h, _, _ = _entropy_varentropy_torch(logits, dim, row_max, variance=False)
     return in_base(h, log_base)
 
 
