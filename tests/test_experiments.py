@@ -222,3 +222,57 @@ def test_scaling_fit_over_runs(tmp_path, capsys):
     assert all(float(r["val_bpb_std"]) == pytest.approx(0.02 / math.sqrt(2), abs=1e-4) for r in means)
     assert all(r["val_bpb_std"] == "nan" for r in rows if r["kind"] == "mean" and r["variant"] == "softmax")
     assert all(float(r["attn_sparsity"]) == pytest.approx(0.55) for r in means)  # last evaluation, seed mean
+
+
+def test_attention_swap_on_a_tiny_llama(tmp_path, make_llama):
+    pytest.importorskip("transformers")
+    from experiments import attention_swap
+
+    model = make_llama(vocab_size=61, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    with (
+        torch.no_grad()
+    ):  # peaked scores, so that α > 1 zeroes weights (a random tiny model's are near uniform)
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(30)
+    g = torch.Generator().manual_seed(0)
+    windows = {n: torch.randint(0, 61, (2, n), generator=g) for n in (12, 20)}
+    calibration = torch.randint(0, 61, (1, 16), generator=g)
+    rows, heads = attention_swap.swap(model, windows, calibration)
+    out = tmp_path / "swap.csv"
+    attention_swap.write_csv(out, attention_swap.COLUMNS, rows, "python -m experiments.attention_swap")
+    assert out.read_text().splitlines()[0] == "# python -m experiments.attention_swap"
+    table = read_csv(out)
+    assert [(r["variant"], int(r["n"])) for r in table] == [
+        (v, n)
+        for v in ("softmax", "alpha=1.25", "alpha=1.5", "alpha=2", "scheduled", "scheduled-gated", "per-head")
+        for n in (12, 20)
+    ]
+    by = {(r["variant"], r["n"]): r for r in rows}
+    model.set_attn_implementation("eager")
+    for n, w in windows.items():
+        soft = by["softmax", n]
+        # α = 1 is the model's own attention: the eager NLL, no zero weight, ΔNLL exactly 0
+        assert soft["nll"] == pytest.approx(attention_swap.mean_nll(model, w)[0], abs=1e-5)
+        assert soft["zero_fraction"] == 0 and soft["delta_nll"] == 0 and soft["mean_alpha"] == 1
+        assert soft["tokens"] == 2 * (n - 1) and soft["ppl"] == pytest.approx(math.exp(soft["nll"]))
+        assert by["alpha=2", n]["mean_alpha"] == pytest.approx(2) and by["alpha=2", n]["delta_nll"] != 0
+        assert by["alpha=2", n]["zero_fraction"] > 0
+        assert 0 <= by["alpha=2", n]["skippable_tiles"] <= 1
+    # per-head α: each head's mean normalised softmax entropy on the calibration window, from eager weights
+    with torch.no_grad():
+        probs = model(calibration, output_attentions=True).attentions  # L × (1, H, N, N)
+    n_vis = torch.arange(1, 17, dtype=torch.float64)
+    expected = []
+    for layer, p in enumerate(probs):
+        h = -(p.double() * p.double().clamp_min(1e-300).log()).sum(-1)[0, :, 1:]  # queries with n > 1
+        s = (h / n_vis[1:].log()).mean(-1)
+        for head in range(4):
+            expected.append((layer, head, float(s[head]), float(1 + ((0.75 - s[head]) / 0.5).clamp(0, 1))))
+    got = [(r["layer"], r["head"], r["norm_entropy"], r["per_head_alpha"]) for r in heads]
+    assert [g[:2] for g in got] == [e[:2] for e in expected]
+    assert np.allclose([g[2:] for g in got], [e[2:] for e in expected], atol=1e-5)
+    alphas = np.array([r["per_head_alpha"] for r in heads])
+    assert by["per-head", 20]["mean_alpha"] == pytest.approx(alphas.mean(), abs=1e-5)
+    assert all(0 <= r["zero_fraction_alpha_1.5"] < 1 and r["n"] == 20 for r in heads)
+    with pytest.raises(ValueError, match=r"LayerwiseAttention: alpha must be .* \(2, 4\) tensor"):
+        attention_swap.LayerwiseAttention(torch.ones(4), 2, 4)
