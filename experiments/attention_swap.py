@@ -71,6 +71,7 @@ COLUMNS = (
     "entropic",
     "timestamp",
 )
+LAYER_COLUMNS = ("layer", "alpha", "n", "delta_nll", "zero_fraction", "norm_entropy")
 HEAD_COLUMNS = ("layer", "head", "norm_entropy", "per_head_alpha", "n", "zero_fraction_alpha_1.5")
 GATE = 1.0  # varentropy threshold of configs/attention/scheduled_gated.yaml
 NAME = "entropic-swap"
@@ -241,6 +242,36 @@ def swap(
     return rows, heads
 
 
+def layer_ablation(
+    model: nn.Module, windows: Tensor, alpha: float = 1.5, progress: bool = False
+) -> list[dict[str, Any]]:
+    """ΔNLL of `alpha` in one layer at a time (softmax in every other), with that layer's zero fraction."""
+    config = model.config
+    n_layers, n_heads = config.num_hidden_layers, config.num_attention_heads
+    softmax = LayerwiseAttention(1.0, n_layers, n_heads)
+    use(model, softmax)
+    base, _ = mean_nll(model, windows)
+    rows = []
+    for layer in tqdm(range(n_layers), desc="layer ablation", disable=not progress):
+        alphas = torch.ones(n_layers, n_heads)
+        alphas[layer] = alpha
+        attention = LayerwiseAttention(alphas, n_layers, n_heads)
+        use(model, attention)
+        nll, _ = mean_nll(model, windows)
+        t = attention.tally
+        rows.append(
+            {
+                "layer": layer,
+                "alpha": alpha,
+                "n": windows.shape[1],
+                "delta_nll": nll - base,
+                "zero_fraction": float(1 - t.support[layer].sum() / t.visible[layer].sum()),
+                "norm_entropy": float(t.entropy[layer].sum() / t.queries[layer].sum()),
+            }
+        )
+    return rows
+
+
 def stdlib_tokens(tokenizer: Any, split: str, limit: int) -> Tensor:
     """The first `limit` tokens of the concatenated standard-library files of `split` (sorted by path)."""
     root, files = stdlib_files()
@@ -291,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--calibration", type=int, default=512, help="tokens of the calibration window")
     parser.add_argument("--out", type=Path, default=Path("results/attention_swap.csv"))
+    parser.add_argument(
+        "--layer-ablation", type=int, default=0, help="also α = 1.5 in one layer at a time at this length"
+    )
     parser.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
     if min(args.lengths) < 2 or args.windows < 1 or args.calibration < 2:
@@ -302,6 +336,17 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     test = stdlib_tokens(tokenizer, "test", args.windows * max(args.lengths))
     windows = {n: test[: args.windows * n].view(args.windows, n) for n in args.lengths}
     calibration = stdlib_tokens(tokenizer, "val", args.calibration)[None]
+    if args.layer_ablation:
+        if args.layer_ablation not in windows:
+            parser.error("--layer-ablation must be one of --lengths")
+        layers = layer_ablation(model, windows[args.layer_ablation], progress=True)
+        command = "python -m experiments.attention_swap " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        write_csv(args.out.with_name(args.out.stem + "_layers.csv"), LAYER_COLUMNS, layers, command)
+        for r in sorted(layers, key=lambda r: r["delta_nll"]):
+            print(f"layer {r['layer']:>2}: dNLL={r['delta_nll']:+.4f} zero={r['zero_fraction']:.3f}")
+        return layers
     rows, heads = swap(model, windows, calibration, progress=True)
     stamp = {
         "device": f"cpu ({platform.processor() or 'cpu'}, {torch.get_num_threads()} threads)",

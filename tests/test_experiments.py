@@ -276,3 +276,13 @@ def test_attention_swap_on_a_tiny_llama(tmp_path, make_llama):
     assert all(0 <= r["zero_fraction_alpha_1.5"] < 1 and r["n"] == 20 for r in heads)
     with pytest.raises(ValueError, match=r"LayerwiseAttention: alpha must be .* \(2, 4\) tensor"):
         attention_swap.LayerwiseAttention(torch.ones(4), 2, 4)
+
+    layers = attention_swap.layer_ablation(model, windows[20], alpha=2.0)
+    assert [r["layer"] for r in layers] == [0, 1] and all(r["n"] == 20 for r in layers)
+    only = torch.ones(2, 4)
+    only[1] = 2.0
+    attention_swap.use(model, attention_swap.LayerwiseAttention(only, 2, 4))
+    nll_layer1 = attention_swap.mean_nll(model, windows[20])[0]
+    attention_swap.use(model, attention_swap.LayerwiseAttention(1.0, 2, 4))
+    assert layers[1]["delta_nll"] == pytest.approx(nll_layer1 - by["softmax", 20]["nll"], abs=1e-9)
+    assert layers[1]["delta_nll"] != 0 and 0 < layers[1]["zero_fraction"] < 1
