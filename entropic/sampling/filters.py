@@ -21,8 +21,9 @@ Meister et al. 2023; epsilon and eta sampling Hewitt et al. 2022.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -49,6 +50,20 @@ def _per_row(value: float | Tensor, logits: Tensor, name: str) -> float | Tensor
             f"got shape {tuple(value.shape)}"
         )
     return value.to(logits.device).unsqueeze(-1)
+
+
+def _checks_logits(filter_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """The public filter: checks its logits (`check_logits`, naming the filter), then filters. The
+    unchecked body stays reachable as ``.unchecked`` for callers that checked already (`apply_filters`
+    once for the chain, the samplers)."""
+
+    @functools.wraps(filter_fn)
+    def checked(logits: Tensor, *args: object, **kwargs: object) -> Tensor:
+        check_logits(logits, filter_fn.__name__)
+        return filter_fn(logits, *args, **kwargs)
+
+    checked.unchecked = filter_fn
+    return checked
 
 
 def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str) -> None:
@@ -84,13 +99,15 @@ def _temperature(logits: Tensor, temperature: float | Tensor, fn: str = "tempera
     return x / (t.to(x.dtype) if isinstance(t, Tensor) else t)
 
 
+@_checks_logits
 def temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
     """Divide logits by the temperature T > 0: ``softmax(x / T)``; T < 1 sharpens, T > 1 flattens."""
-    check_logits(logits, "temperature")
     return _temperature(logits, temperature)
 
 
-def _top_k(logits: Tensor, k: int | Tensor) -> Tensor:
+@_checks_logits
+def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
+    """Keep the k largest logits of each row (k >= 1; k >= V keeps everything)."""
     check_param(k, "top_k", 1, math.inf, integer=True)
     x = _upcast(logits)
     vocab = x.shape[-1]
@@ -102,12 +119,6 @@ def _top_k(logits: Tensor, k: int | Tensor) -> Tensor:
     else:
         kth = largest[..., k_max - 1 : k_max]
     return x.masked_fill(x < kth, -math.inf)
-
-
-def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
-    """Keep the k largest logits of each row (k >= 1; k >= V keeps everything)."""
-    check_logits(logits, "top_k")
-    return _top_k(logits, k)
 
 
 def _keep_mass(x: Tensor, key: Tensor, pp: float | Tensor) -> Tensor:
@@ -132,12 +143,7 @@ def _is_top1(x: Tensor) -> Tensor:
     return x == x.amax(dim=-1, keepdim=True)
 
 
-def _top_p(logits: Tensor, p: float | Tensor) -> Tensor:
-    check_param(p, "top_p", 0.0, 1.0, low_open=True)
-    x = _upcast(logits)
-    return _keep_mass(x, x, _per_row(p, x, "top_p"))
-
-
+@_checks_logits
 def top_p(logits: Tensor, p: float | Tensor) -> Tensor:
     """Nucleus filter: keep the smallest set of most probable tokens whose probability sums to >= p.
 
@@ -145,11 +151,17 @@ def top_p(logits: Tensor, p: float | Tensor) -> Tensor:
     summed in float64 from the most probable down. The cut is applied as a threshold on the logits, so
     tokens tied with the last kept one are kept too.
     """
-    check_logits(logits, "top_p")
-    return _top_p(logits, p)
+    check_param(p, "top_p", 0.0, 1.0, low_open=True)
+    x = _upcast(logits)
+    return _keep_mass(x, x, _per_row(p, x, "top_p"))
 
 
-def _min_p(logits: Tensor, p: float | Tensor) -> Tensor:
+@_checks_logits
+def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
+    """Keep tokens with probability >= p * (probability of the top token), i.e. x >= max(x) + log p.
+
+    p in [0, 1]; p = 0 keeps everything, p = 1 keeps only the top token (and its ties).
+    """
     check_param(p, "min_p", 0.0, 1.0)
     x = _upcast(logits)
     pp = _per_row(p, x, "min_p")
@@ -158,26 +170,7 @@ def _min_p(logits: Tensor, p: float | Tensor) -> Tensor:
     return x.masked_fill(x < threshold, -math.inf)
 
 
-def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
-    """Keep tokens with probability >= p * (probability of the top token), i.e. x >= max(x) + log p.
-
-    p in [0, 1]; p = 0 keeps everything, p = 1 keeps only the top token (and its ties).
-    """
-    check_logits(logits, "min_p")
-    return _min_p(logits, p)
-
-
-def _typical(logits: Tensor, mass: float | Tensor) -> Tensor:
-    check_param(mass, "typical", 0.0, 1.0, low_open=True)
-    x = _upcast(logits)
-    logp = torch.log_softmax(x, dim=-1)
-    live = torch.isfinite(logp)
-    plogp = torch.where(live, logp.exp() * logp, torch.zeros_like(logp))
-    h = -plogp.sum(-1, keepdim=True)
-    deviation = torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
-    return _keep_mass(x, -deviation, _per_row(mass, x, "typical"))
-
-
+@_checks_logits
 def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
     """Locally typical filter (Meister et al. 2023): keep the tokens whose surprisal is closest to H.
 
@@ -186,8 +179,14 @@ def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
     kept even when it is not typical (a peaked distribution puts its top token far below the mean
     surprisal of the rest).
     """
-    check_logits(logits, "typical")
-    return _typical(logits, mass)
+    check_param(mass, "typical", 0.0, 1.0, low_open=True)
+    x = _upcast(logits)
+    logp = torch.log_softmax(x, dim=-1)
+    live = torch.isfinite(logp)
+    plogp = torch.where(live, logp.exp() * logp, torch.zeros_like(logp))
+    h = -plogp.sum(-1, keepdim=True)
+    deviation = torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
+    return _keep_mass(x, -deviation, _per_row(mass, x, "typical"))
 
 
 def _keep_above(x: Tensor, log_threshold: Tensor | float) -> Tensor:
@@ -203,22 +202,24 @@ def _log_param(value: float | Tensor, x: Tensor, name: str) -> float | Tensor:
     return math.log(v) if v > 0 else -math.inf
 
 
-def _epsilon(logits: Tensor, eps: float | Tensor) -> Tensor:
-    check_param(eps, "epsilon", 0.0, 1.0, high_open=True)
-    x = _upcast(logits)
-    return _keep_above(x, _log_param(eps, x, "epsilon"))
-
-
+@_checks_logits
 def epsilon(logits: Tensor, eps: float | Tensor) -> Tensor:
     """Epsilon truncation (Hewitt et al. 2022): keep tokens with ``p_i >= ε``; ε in [0, 1).
 
     ε = 0 keeps everything; the most probable token is always kept.
     """
-    check_logits(logits, "epsilon")
-    return _epsilon(logits, eps)
+    check_param(eps, "epsilon", 0.0, 1.0, high_open=True)
+    x = _upcast(logits)
+    return _keep_above(x, _log_param(eps, x, "epsilon"))
 
 
-def _eta(logits: Tensor, eta: float | Tensor) -> Tensor:
+@_checks_logits
+def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
+    """Eta truncation (Hewitt et al. 2022): keep tokens with ``p_i >= min(η, √η · exp(-H(p)))``; η in [0, 1).
+
+    The threshold falls as the entropy rises, so flat distributions keep more of their tail than peaked
+    ones. η = 0 keeps everything; the most probable token is always kept.
+    """
     check_param(eta, "eta", 0.0, 1.0, high_open=True)
     x = _upcast(logits)
     log_eta = _log_param(eta, x, "eta")
@@ -227,16 +228,6 @@ def _eta(logits: Tensor, eta: float | Tensor) -> Tensor:
     h = -plogp.sum(-1, keepdim=True)
     log_eta = torch.as_tensor(log_eta, dtype=x.dtype, device=x.device)
     return _keep_above(x, torch.minimum(log_eta, 0.5 * log_eta - h))
-
-
-def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
-    """Eta truncation (Hewitt et al. 2022): keep tokens with ``p_i >= min(η, √η · exp(-H(p)))``; η in [0, 1).
-
-    The threshold falls as the entropy rises, so flat distributions keep more of their tail than peaked
-    ones. η = 0 keeps everything; the most probable token is always kept.
-    """
-    check_logits(logits, "eta")
-    return _eta(logits, eta)
 
 
 # String-keyed registry, so that a config can name a filter. Insertion order is the order of application.
@@ -250,15 +241,7 @@ FILTERS = {
     "eta": eta,
 }
 # The same filters without the logits check, for `apply_filters` (one check for the chain) and the samplers.
-_UNCHECKED = {
-    "temperature": _temperature,
-    "top_k": _top_k,
-    "top_p": _top_p,
-    "min_p": _min_p,
-    "typical": _typical,
-    "epsilon": _epsilon,
-    "eta": _eta,
-}
+_UNCHECKED = {name: f.unchecked for name, f in FILTERS.items()}
 
 
 def apply_filters(
