@@ -1,4 +1,8 @@
-"""The distribution installs `kernels/` as `entropic.kernels`, never as a top-level `kernels` module."""
+"""The kernels install as `entropic.kernels`: nothing of entropic is a top-level `kernels` module.
+
+A PyPI package `kernels` exists and transformers imports it; a `kernels` folder at the repository root
+would shadow it for every command run from there (and break transformers' import).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = (
     "import importlib.util, entropic, entropic.kernels, entropic.kernels.entropy;"
     "print(entropic.__file__); print(entropic.kernels.__file__);"
-    "print(importlib.util.find_spec('kernels'))"
+    "spec = importlib.util.find_spec('kernels'); print(spec and spec.origin)"
 )
 
 
@@ -23,12 +27,23 @@ def probe(cwd: Path, env_path: str | None = None) -> list[str]:
     return out.stdout.split()
 
 
+def _not_ours(top_level: str) -> bool:
+    """A top-level `kernels` module, if any, is an installed package (the PyPI one), not entropic's files."""
+    return top_level == "None" or "site-packages" in Path(top_level).parts
+
+
 def test_installed_environment_imports_entropic_kernels(tmp_path):
-    """In the test environment (an editable install), entropic.kernels resolves to the kernels/ folder."""
+    """In the test environment (an editable install), entropic.kernels resolves to entropic/kernels/."""
     entropic_file, kernels_file, top_level = probe(tmp_path)
-    assert Path(kernels_file).parent.name == "kernels"
-    assert Path(entropic_file).parent.parent == Path(kernels_file).parent.parent
-    assert top_level == "None"
+    assert Path(kernels_file).parent == Path(entropic_file).parent / "kernels"
+    assert _not_ours(top_level)
+
+
+def test_the_repository_root_does_not_shadow_a_kernels_package():
+    """Run from the repository root (as `make` does), `import kernels` must not find entropic's folder."""
+    _, _, top_level = probe(ROOT)
+    assert _not_ours(top_level)
+    assert not (ROOT / "kernels").exists()
 
 
 def test_wheel_layout_and_normal_install(tmp_path):
@@ -65,7 +80,7 @@ def test_wheel_layout_and_normal_install(tmp_path):
     entropic_file, kernels_file, top_level = probe(tmp_path, env_path=str(target))
     assert Path(entropic_file).is_relative_to(target)
     assert Path(kernels_file).is_relative_to(target)
-    assert top_level == "None"
+    assert _not_ours(top_level)
 
 
 def test_the_oldest_triton_leg_runs_every_kernel_test_file():

@@ -19,13 +19,11 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_param
+from entropic.kernels._schedule import SCHEDULES, SIGMOID_STEEPNESS, sigmoid_bounds
 
 __all__ = ["SCHEDULES", "EntropySchedule", "alpha_from_entropy"]
 
 ScheduleShape = Literal["linear", "cosine", "sigmoid"]
-SCHEDULES: tuple[str, ...] = ("linear", "cosine", "sigmoid")
-# Steepness k of the logistic shape, rescaled so that it runs exactly from 0 to 1 on [0, 1].
-_SIGMOID_STEEPNESS = 10.0
 
 
 def _ramp(t: Tensor, schedule: str) -> Tensor:
@@ -34,9 +32,8 @@ def _ramp(t: Tensor, schedule: str) -> Tensor:
         return t
     if schedule == "cosine":
         return 0.5 - 0.5 * torch.cos(math.pi * t)
-    k = _SIGMOID_STEEPNESS
-    lo, hi = 1.0 / (1.0 + math.exp(k / 2)), 1.0 / (1.0 + math.exp(-k / 2))
-    return (torch.sigmoid(k * (t - 0.5)) - lo) / (hi - lo)
+    lo, hi = sigmoid_bounds()
+    return (torch.sigmoid(SIGMOID_STEEPNESS * (t - 0.5)) - lo) / (hi - lo)
 
 
 def _check_schedule(

@@ -3,7 +3,7 @@
 One program per row reads the row a few times and never sorts it nor writes a probability tensor:
 
 1. statistics pass: the entropy state (m, Σe, μ, M2) of the raw logits x (the recurrence of
-   `kernels/entropy.py`, shared), and of the tempered logits y = x / T their max m_T, Σ e^{y - m_T}, the
+   `entropy.py`, shared), and of the tempered logits y = x / T their max m_T, Σ e^{y - m_T}, the
    smallest finite y and the number of finite entries;
 2. top-k, then top-p, as threshold searches. Both cut at ``τ = max{v ∈ y : W(v) ≥ target}`` with
    ``W(v) = Σ_{y_i ≥ v} w_i``: ``w_i = 1`` and target k (top-k); ``w_i = e^{y_i - m_T}`` over the top-k

@@ -10,7 +10,7 @@ Forward, per (batch, head, block of queries), in two kernels (no n×n buffer):
 
 1. ``_entmax_attention_search_kernel``: one dense pass over the visible key blocks computes the row max
    (and, when statistics are stored or α is scheduled, the online softmax entropy and varentropy of
-   ``kernels/entropy.py``), and writes two bounds per (query block, key block) tile: the largest gap
+   ``entropy.py``), and writes two bounds per (query block, key block) tile: the largest gap
    ``max_i (max_j s_ij - m_i^{running})`` and the largest raw score ``max_ij s_ij``. α is read (a number,
    per head, per query) or computed from the statistics (`alpha_from_entropy`, same formula, in the
    kernel). Then Halley's method on F with a bisection safeguard: each iteration is one pass over
@@ -44,9 +44,9 @@ entmax Jacobian is ``diag(g) - g gᵀ/Σg`` with ``g = p^{2-α}`` (g = p at α =
 
 (Correia et al., 2019, the formula of ``entmax.entmax_bisect``; 0 at α = 1). A pre-pass per query
 block computes r (and ∂α), then one kernel per key block accumulates dK, dV over the query heads of its
-group and one kernel per query block accumulates dQ, as in ``kernels/flash_attention.py``.
+group and one kernel per query block accumulates dQ, as in ``flash_attention.py``.
 
-Conventions as in ``kernels/flash_attention.py``: bottom-right causal masking, grouped-query attention,
+Conventions as in ``flash_attention.py``: bottom-right causal masking, grouped-query attention,
 head dims padded to a power of two, any length; a query that sees no key gets output 0.
 
 Reference: ``entropic.attention.entmax_attention(..., impl="torch")`` (``entmax.entmax_bisect`` on the
@@ -62,6 +62,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._schedule import SCHEDULE_CODES, SIGMOID_STEEPNESS, sigmoid_bounds
 from ._utils import LaunchConfig, is_interpreter
 from .entropy import _chunk_state, _merge_state
 from .flash_attention import _check_inputs, _dot, _precision, _visible
@@ -71,9 +72,6 @@ from .flash_attention import _check_inputs, _dot, _precision, _visible
 MAX_ITERS = 32
 TOL = 2.0**-17
 STEP_TOL = 2.0**-21
-# The schedule shapes of `entropic.attention.schedules`, by kernel code; the logistic's steepness.
-_SCHEDULE_CODES = {"linear": 1, "cosine": 2, "sigmoid": 3}
-_SIGMOID_STEEPNESS = 10.0
 
 
 @triton.jit
@@ -813,11 +811,9 @@ def entmax_attention_forward(
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
     if scheduled:
-        k_sig = _SIGMOID_STEEPNESS
         sched = (
             alpha.alpha_min, alpha.alpha_max, alpha.low, alpha.high,
-            alpha.varentropy_threshold or 0.0, alpha.fixed_alpha,
-            1.0 / (1.0 + math.exp(k_sig / 2)), 1.0 / (1.0 + math.exp(-k_sig / 2)),
+            alpha.varentropy_threshold or 0.0, alpha.fixed_alpha, *sigmoid_bounds(),
         )  # fmt: skip
         alpha_in, a_strides = alpha_out, (0, 0, 0)
     else:
@@ -829,9 +825,9 @@ def entmax_attention_forward(
         *q.stride(), *k.stride(), *a_strides,
         h, n_q, n_k, d, group, scale, n_kblocks, *sched,
         IS_CAUSAL=causal, FROM_BUFFER=is_split,
-        SCHEDULE=_SCHEDULE_CODES[alpha.schedule] if scheduled else 0,
+        SCHEDULE=SCHEDULE_CODES[alpha.schedule] if scheduled else 0,
         GATED=scheduled and alpha.varentropy_threshold is not None,
-        SIGMOID_K=_SIGMOID_STEEPNESS, STORE_STATS=store_stats, PRECISION=precision,
+        SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats, PRECISION=precision,
         MAX_ITERS=MAX_ITERS, TOL=TOL, STEP_TOL=STEP_TOL,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
@@ -986,8 +982,8 @@ def entmax_flash_attention(
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     schedule = alpha if isinstance(alpha, AlphaSchedule) else None
     if schedule is not None:
-        if schedule.schedule not in _SCHEDULE_CODES:
-            raise ValueError(f"schedule must be one of {tuple(_SCHEDULE_CODES)}, got {schedule.schedule!r}")
+        if schedule.schedule not in SCHEDULE_CODES:
+            raise ValueError(f"schedule must be one of {tuple(SCHEDULE_CODES)}, got {schedule.schedule!r}")
         a = q.new_ones((), dtype=torch.float32)
     elif isinstance(alpha, torch.Tensor):
         if alpha.shape not in ((h,), (b, h, n_q)):
