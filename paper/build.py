@@ -197,6 +197,127 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
     }
 
 
+SWAP_ORDER = ("softmax", "alpha=1.25", "alpha=1.5", "alpha=2", "scheduled", "scheduled-gated", "per-head")
+
+
+def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Tables and figure of results/attention_swap*.csv: SmolLM2-135M with entropic's attention.
+
+    Rows of every ``attention_swap*.csv`` (one command each) are pooled by (variant, N); ΔNLL is the held-out
+    mean NLL minus softmax's on the same windows. The per-layer ablation (α = 1.5 in one layer) gives the
+    Spearman correlation between a layer's normalised attention entropy and its ΔNLL.
+    """
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    commands, rows = [], []
+    for path in sorted(results.glob("attention_swap*.csv")):
+        if path.stem.endswith(("_heads", "_layers")):
+            continue
+        command, part = read_results(path)
+        commands.append(command)
+        rows += part
+    order = {v: i for i, v in enumerate(SWAP_ORDER)}
+    rows.sort(key=lambda r: (order.get(r["variant"], 99), int(r["n"])))
+    table = [
+        [
+            r["variant"],
+            r["n"],
+            r["windows"],
+            f"{float(r['nll']):.3f}",
+            f"{float(r['delta_nll']):+.3f}",
+            f"{float(r['zero_fraction']):.3f}",
+            f"{float(r['skippable_tiles']):.3f}",
+            f"{float(r['mean_alpha']):.3f}",
+        ]
+        for r in rows
+    ]
+    write_table(
+        out,
+        "attention_swap",
+        (
+            "variant",
+            "N",
+            "windows",
+            "NLL (nats/token)",
+            "ΔNLL vs softmax",
+            "zero weights",
+            "skippable tiles",
+            "mean α",
+        ),
+        table,
+        f"SmolLM2-135M-Instruct, its attention replaced by entropic's, no training ({hardware}). Held-out "
+        "NLL per token on windows of N tokens; zero weights: fraction of causally visible weights that are "
+        "exactly 0; skippable tiles: fraction of visible 64×64 (query, key) tiles whose weights are all 0.",
+        " ; ".join(commands),
+    )
+    layer_command, layers = read_results(results / "attention_swap_layers.csv")
+    write_table(
+        out,
+        "attention_swap_layers",
+        ("layer", "α", "N", "ΔNLL", "zero weights", "normalised entropy"),
+        [
+            [
+                r["layer"],
+                r["alpha"],
+                r["n"],
+                f"{float(r['delta_nll']):+.4f}",
+                f"{float(r['zero_fraction']):.3f}",
+                f"{float(r['norm_entropy']):.3f}",
+            ]
+            for r in layers
+        ],
+        f"One layer at a time with α-entmax, softmax elsewhere ({hardware}); normalised entropy "
+        "H / log n of that layer's softmax attention, averaged over heads and queries.",
+        layer_command,
+    )
+    fig, (ax_n, ax_layer) = plt.subplots(1, 2, figsize=(9, 3.4))
+    by_variant: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        if r["variant"] != "softmax":
+            by_variant[r["variant"]].append(r)
+    for variant, vr in by_variant.items():
+        ax_n.plot(
+            [float(r["zero_fraction"]) for r in vr], [float(r["delta_nll"]) for r in vr], "o-", label=variant
+        )
+    ax_n.set(xlabel="fraction of zero attention weights", ylabel="ΔNLL vs softmax (nats/token)")
+    ax_n.legend(fontsize=7)
+    entropy = [float(r["norm_entropy"]) for r in layers]
+    delta = [float(r["delta_nll"]) for r in layers]
+    ax_layer.scatter(entropy, delta)
+    for r in layers:
+        ax_layer.annotate(r["layer"], (float(r["norm_entropy"]), float(r["delta_nll"])), fontsize=6)
+    ax_layer.set(
+        xlabel="layer's normalised softmax entropy", ylabel=f"ΔNLL, α = {layers[0]['alpha']} in that layer"
+    )
+    fig.suptitle(f"Attention swap on SmolLM2-135M ({hardware})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "attention_swap.png", dpi=110)
+    plt.close(fig)
+    rho, p_value = stats.spearmanr(entropy, delta)
+    n_max = max(int(r["n"]) for r in rows if int(r["windows"]) > 1)  # the longest N with several windows
+    at_max = [r for r in rows if int(r["n"]) == n_max and r["variant"] != "softmax"]
+    best = min(at_max, key=lambda r: float(r["delta_nll"]))
+    gated = next(r for r in at_max if r["variant"] == "scheduled-gated")
+    return {
+        "SwapNs": ", ".join(sorted({r["n"] for r in rows}, key=int)),
+        "SwapNMax": str(n_max),
+        "SwapWindows": next(r["windows"] for r in at_max),
+        "SwapBestVariant": _tex_escape(best["variant"]),
+        "SwapBestDelta": f"{float(best['delta_nll']):+.3f}",
+        "SwapBestZeros": f"{float(best['zero_fraction']):.2f}",
+        "SwapGatedDelta": f"{float(gated['delta_nll']):+.3f}",
+        "SwapGatedZeros": f"{float(gated['zero_fraction']):.2f}",
+        "SwapLayers": str(len(layers)),
+        "SwapLayerAlpha": layers[0]["alpha"],
+        "SwapLayerDeltaMin": f"{min(delta):+.3f}",
+        "SwapLayerDeltaMax": f"{max(delta):+.3f}",
+        "SwapLayerCheap": str(sum(d < 0.02 for d in delta)),
+        "SwapLayerRho": f"{rho:.2f}",
+        "SwapLayerRhoP": _tex_number(f"{p_value:.2g}"),
+    }
+
+
 def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Tables of results/complexity{,_fit}.csv and the log-log figure with the fitted power laws."""
     import matplotlib.pyplot as plt
@@ -602,6 +723,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hardware = f"CPU scale: shared 2-core CPU VM, torch {complexity_rows[0]['torch']}"
     args.out.mkdir(parents=True, exist_ok=True)
     numbers = {"Hardware": _tex_escape(hardware)}
+    numbers |= attention_swap(args.results, args.out, hardware)
     numbers |= ablation(args.results, args.out, hardware)
     numbers |= complexity(args.results, args.out, hardware)
     numbers |= sampling(args.results, args.out, hardware)

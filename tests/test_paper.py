@@ -44,11 +44,20 @@ def generated(tmp_path_factory):
 
 
 def test_build_writes_every_table_figure_and_macro(generated):
-    for name in ("ablation", "complexity", "complexity_fit", "sampling", "scaling", "scaling_fit"):
+    for name in (
+        "attention_swap",
+        "attention_swap_layers",
+        "ablation",
+        "complexity",
+        "complexity_fit",
+        "sampling",
+        "scaling",
+        "scaling_fit",
+    ):
         tex = (generated / f"{name}.tex").read_text()
         assert r"\begin{tabular}" in tex and r"\label{tab:" + name + "}" in tex
         assert "CPU scale" in (generated / f"{name}.md").read_text()
-    for name in ("ablation", "complexity", "sampling", "scaling"):
+    for name in ("attention_swap", "ablation", "complexity", "sampling", "scaling"):
         png = (generated / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and 10_000 < len(png) < 200_000
     numbers = (generated / "numbers.tex").read_text()
@@ -106,6 +115,35 @@ def test_complexity_and_sampling_tables_equal_the_csv(generated):
     mean = sum(greedy) / len(greedy)
     std = math.sqrt(sum((v - mean) ** 2 for v in greedy) / (len(greedy) - 1))
     assert cell["valid"] == f"{mean:.4f} ± {std:.4f}" and cell["seeds"] == str(len(greedy))
+
+
+def test_attention_swap_tables_equal_the_csv(generated):
+    """The real-model tables pool every attention_swap*.csv; ΔNLL and the layer correlation are the CSVs'."""
+    from scipy import stats
+
+    rows = [
+        r
+        for path in sorted((ROOT / "results").glob("attention_swap*.csv"))
+        if not path.stem.endswith(("_heads", "_layers"))
+        for r in read_csv(path)
+    ]
+    table = {(t["variant"], t["N"]): t for t in read_markdown_table(generated / "attention_swap.md")}
+    assert set(table) == {(r["variant"], r["n"]) for r in rows}
+    for r in rows:
+        t = table[r["variant"], r["n"]]
+        assert float(t["ΔNLL vs softmax"]) == pytest.approx(float(r["delta_nll"]), abs=5e-4)
+        assert float(t["zero weights"]) == pytest.approx(float(r["zero_fraction"]), abs=5e-4)
+    layers = read_csv(ROOT / "results" / "attention_swap_layers.csv")
+    rho = stats.spearmanr(
+        [float(r["norm_entropy"]) for r in layers], [float(r["delta_nll"]) for r in layers]
+    )[0]
+    numbers = (generated / "numbers.tex").read_text()
+    assert rf"\newcommand{{\SwapLayerRho}}{{{rho:.2f}}}" in numbers
+    best = min(
+        (r for r in rows if r["variant"] != "softmax" and r["n"] == "1024"),
+        key=lambda r: float(r["delta_nll"]),
+    )
+    assert rf"\newcommand{{\SwapBestDelta}}{{{float(best['delta_nll']):+.3f}}}" in numbers
 
 
 def test_scaling_tables_equal_the_csv(generated):
