@@ -15,23 +15,27 @@ import csv
 import statistics
 import sys
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from entropic.models import AttentionConfig
 from experiments.results import write_csv
 
 
-def variant_label(attention: dict) -> str:
-    """A short name of an attention config: ``softmax``, ``entmax1.5``, ``scheduled-cosine-gated``..."""
-    kind = attention["kind"]
-    if kind == "entmax":
-        return f"entmax{attention['alpha']:g}"
-    if kind == "scheduled":
-        gate = "-gated" if attention.get("varentropy_threshold") is not None else ""
-        return f"scheduled-{attention['schedule']}{gate}"
-    return kind
+def variant_label(attention: Mapping) -> str:
+    """A short name of an attention config: ``softmax``, ``entmax1.5``, ``scheduled-cosine-gated``...
+
+    `attention` is a run's resolved ``model.attention`` (`AttentionConfig.from_dict` reads every format).
+    """
+    config = AttentionConfig.from_dict(attention)
+    if config.kind == "entmax":
+        return f"entmax{config.alpha:g}"
+    if config.kind == "scheduled":
+        gate = "-gated" if config.alpha.varentropy_threshold is not None else ""
+        return f"scheduled-{config.alpha.shape}{gate}"
+    return config.kind
 
 
 def iter_runs(folders: Sequence[Path]) -> Iterator[tuple[dict, dict[str, float]]]:

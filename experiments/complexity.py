@@ -193,7 +193,7 @@ def run(
 
     model = GPT.from_checkpoint(checkpoint).to(device).eval()
     variant = model.config.attention.kind
-    if variant == "scheduled" and model.config.attention.varentropy_threshold is not None:
+    if variant == "scheduled" and model.config.attention.alpha.varentropy_threshold is not None:
         variant = "scheduled_gated"
     rows, per_head = [], []
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -56,7 +56,6 @@ def collect(folders: Sequence[Path]) -> dict[str, list[Point]]:
     points: dict[str, list[Point]] = defaultdict(list)
     for cfg, last in iter_runs(folders):
         model = {k: v for k, v in cfg["model"].items() if k != "_target_"}
-        model["attention"] = {k: v for k, v in model["attention"].items() if k != "_target_"}
         params = GPT(GPTConfig.from_dict(model)).n_params
         max_steps = cfg.get("trainer", {}).get("max_steps")
         if max_steps is not None and last["step"] < max_steps:

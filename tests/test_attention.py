@@ -461,11 +461,11 @@ def test_bad_tensors_raise():
 # ------------------------------------------------------------------------------------------ schedules
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES)
-def test_schedule_endpoints_monotone_continuous(schedule):
+@pytest.mark.parametrize("shape", SCHEDULES)
+def test_schedule_endpoints_monotone_continuous(shape):
     n = torch.tensor(50)
     s = torch.linspace(0, 1, 2001, dtype=F64)
-    alpha = alpha_from_entropy(s * math.log(50), n, schedule=schedule, low=0.2, high=0.7, alpha_max=1.9)
+    alpha = alpha_from_entropy(s * math.log(50), n, shape=shape, low=0.2, high=0.7, alpha_max=1.9)
     assert (alpha[s <= 0.2] == 1.9).all()
     assert (alpha[s >= 0.7] == 1.0).all()
     assert (alpha.diff() <= 1e-15).all()  # non-increasing in entropy
@@ -477,20 +477,20 @@ def test_schedule_endpoints_monotone_continuous(schedule):
 @given(
     h=st.floats(0, 1),
     n=st.integers(1, 10_000),
-    schedule=st.sampled_from(SCHEDULES),
+    shape=st.sampled_from(SCHEDULES),
     lo=st.floats(0, 0.49),
     width=st.floats(0.01, 0.5),
 )
-def test_schedule_range_and_normalisation(h, n, schedule, lo, width):
+def test_schedule_range_and_normalisation(h, n, shape, lo, width):
     ent = torch.tensor(h * math.log(n), dtype=F64)
-    a = alpha_from_entropy(ent, n, schedule=schedule, low=lo, high=lo + width, alpha_min=1.1, alpha_max=1.8)
+    a = alpha_from_entropy(ent, n, shape=shape, low=lo, high=lo + width, alpha_min=1.1, alpha_max=1.8)
     assert 1.1 - 1e-12 <= a.item() <= 1.8 + 1e-12
     if n == 1:
         assert a.item() == pytest.approx(1.1)  # one visible key: s = 1
     else:  # the same normalised entropy over twice the keys gives the same α
         ent2 = torch.tensor(h * math.log(2 * n), dtype=F64)
         a2 = alpha_from_entropy(
-            ent2, 2 * n, schedule=schedule, low=lo, high=lo + width, alpha_min=1.1, alpha_max=1.8
+            ent2, 2 * n, shape=shape, low=lo, high=lo + width, alpha_min=1.1, alpha_max=1.8
         )
         assert a2.item() == pytest.approx(a.item(), abs=1e-9)
 
@@ -514,7 +514,7 @@ def test_varentropy_gate_keeps_fixed_alpha():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"schedule": "step"}, "schedule must be one of"),
+        ({"shape": "step"}, "shape must be one of"),
         ({"low": 0.8, "high": 0.5}, "low must be < high"),
         ({"alpha_min": 1.8, "alpha_max": 1.2}, "alpha_min must be <= alpha_max"),
         ({"alpha_max": 2.5}, r"alpha_max must be in \[1.0, 2.0\]"),

@@ -33,10 +33,12 @@ def test_fixed_alpha_equals_functional_with_the_projections():
     torch.testing.assert_close(attn(x), attn.out_proj(o))
 
 
-@pytest.mark.parametrize("alpha", [1.0, 1.5, "learned", "scheduled"])
+@pytest.mark.parametrize(
+    "alpha", [1.0, 1.5, "learned", EntropySchedule(), torch.tensor([1.0, 1.2, 1.5, 2.0])]
+)
 def test_kv_cache_decoding_equals_full_forward(alpha):
     attn = make(alpha).eval()
-    if alpha == "learned":
+    if isinstance(alpha, str):
         with torch.no_grad():
             attn.alpha_logit.copy_(torch.tensor([-2.0, 0.0, 1.0, 3.0]))
     x = torch.randn(2, 7, 32, dtype=F64)
@@ -120,7 +122,7 @@ def test_learned_alpha_finite_for_extreme_scores_and_logits(logit, score_scale):
 
 def test_scheduled_alpha_follows_entropy_and_is_collected():
     sched = EntropySchedule("sigmoid", low=0.2, high=0.8)
-    model = nn.Sequential(make("scheduled", schedule=sched), make(1.2))
+    model = nn.Sequential(make(sched), make(1.2))
     x = torch.randn(2, 8, 32, dtype=F64) * 3.0
     with collect_attention_stats(model) as stats:
         model(x)
@@ -161,7 +163,7 @@ def test_dropout_only_in_training():
     assert not torch.allclose(attn(x), attn(x))
 
 
-@pytest.mark.parametrize("alpha", ["scheduled", "learned"])
+@pytest.mark.parametrize("alpha", [EntropySchedule(), "learned"])
 def test_torch_compile_of_the_module_matches_eager(alpha):
     """torch.compile (inductor on the CPU) compiles the projections and runs the attention eagerly."""
     attn = EntropicAttention(32, n_heads=4, n_kv_heads=2, alpha=alpha)
@@ -175,10 +177,11 @@ def test_torch_compile_of_the_module_matches_eager(alpha):
 
 
 def test_extra_repr():
-    text = repr(make("scheduled", schedule="cosine"))
-    assert "n_heads=4, n_kv_heads=2, head_dim=8, alpha='scheduled'" in text
-    assert "schedule=EntropySchedule(schedule='cosine'" in text
+    text = repr(make(EntropySchedule("cosine")))
+    assert "n_heads=4, n_kv_heads=2, head_dim=8, alpha=EntropySchedule(shape='cosine'" in text
     assert "alpha=1.5" in repr(make(1.5))
+    assert "alpha='learned'" in repr(make("learned"))
+    assert "alpha=[1.0, 2.0, 1.5, 1.5]" in repr(make(torch.tensor([1.0, 2.0, 1.5, 1.5])))
 
 
 @pytest.mark.parametrize(
@@ -187,9 +190,13 @@ def test_extra_repr():
         ((30, 4), {}, "dim must be a multiple of n_heads, got dim=30, n_heads=4"),
         ((32, 4, 3), {}, "n_heads must be a multiple of n_kv_heads, got n_heads=4, n_kv_heads=3"),
         ((32, 4), {"alpha": 2.5}, r"alpha must be in \[1.0, 2.0\], got 2.5"),
-        ((32, 4), {"alpha": "sparse"}, "alpha must be a number in \\[1, 2\\], 'learned' or 'scheduled'"),
-        ((32, 4), {"alpha": 1.5, "schedule": "linear"}, "schedule is only used with alpha='scheduled'"),
-        ((32, 4), {"alpha": "scheduled", "schedule": "step"}, "schedule must be one of"),
+        (
+            (32, 4),
+            {"alpha": "scheduled"},
+            r"alpha must be a number in \[1, 2\], a tensor, an EntropySchedule or 'learned', got 'scheduled'",
+        ),
+        ((32, 4), {"alpha": torch.full((3,), 1.5)}, r"alpha must be a number, a \(H,\) = \(4,\) tensor"),
+        ((32, 4), {"alpha": torch.tensor([1.5, 2.5, 1.5, 1.5])}, r"alpha must be in \[1.0, 2.0\], got 2.5"),
         ((32, 4), {"dropout": 1.0}, r"dropout must be in \[0.0, 1.0\)"),
     ],
 )

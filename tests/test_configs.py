@@ -42,7 +42,8 @@ def test_attention_configs_build_models(attention):
     assert isinstance(config, GPTConfig) and isinstance(config.attention, AttentionConfig)
     expected_kind = "scheduled" if attention.startswith("scheduled") else attention
     assert config.attention.kind == expected_kind
-    assert (config.attention.varentropy_threshold is not None) == attention.endswith("gated")
+    gate = getattr(config.attention.alpha, "varentropy_threshold", None)
+    assert (gate is not None) == attention.endswith("gated")
     GPT(config)
 
 

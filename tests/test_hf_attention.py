@@ -62,7 +62,7 @@ def test_masks_are_applied_padding_and_causality(model, batch, alpha):
     if alpha == "per-head":
         register("entropic-test", alpha=torch.tensor([1.0, 1.3, 1.6, 2.0]))
     else:
-        register("entropic-test", alpha=alpha)
+        register("entropic-test", alpha=EntropySchedule() if alpha == "scheduled" else alpha)
     ids, mask = batch
     padded = logits(model, "entropic-test", ids, mask).logits
     alone = logits(model, "entropic-test", ids[1:, 3:]).logits
@@ -78,7 +78,7 @@ def test_masks_are_applied_padding_and_causality(model, batch, alpha):
 
 @pytest.mark.parametrize("alpha", [1.0, 1.5, "scheduled"])
 def test_greedy_generation_with_cache_equals_without(model, batch, alpha):
-    register("entropic-test", alpha=alpha)
+    register("entropic-test", alpha=EntropySchedule() if alpha == "scheduled" else alpha)
     ids, mask = batch
     model.set_attn_implementation("entropic-test")
     kwargs = {"attention_mask": mask, "max_new_tokens": 6, "do_sample": False, "pad_token_id": 0}
@@ -140,11 +140,12 @@ def test_register_validates_arguments():
     with pytest.raises(ValueError, match=r"alpha must be in \[1.0, 2.0\], got 2.5"):
         register("entropic-test", alpha=2.5)
     with pytest.raises(
-        ValueError, match="alpha must be a number in \\[1, 2\\], a \\(H,\\) tensor or 'scheduled'"
+        ValueError,
+        match="alpha must be a number in \\[1, 2\\], a tensor or an EntropySchedule, got 'learned'",
     ):
         register("entropic-test", alpha="learned")
-    with pytest.raises(ValueError, match="schedule is only used with alpha='scheduled'"):
-        register("entropic-test", alpha=1.5, schedule="cosine")
-    fn = register("entropic-test", alpha="scheduled", schedule="cosine")
+    with pytest.raises(ValueError, match=r"alpha must be a number, a \(H,\) tensor or an EntropySchedule"):
+        register("entropic-test", alpha=torch.full((2, 4), 1.5))
+    fn = register("entropic-test", alpha=EntropySchedule("cosine"))
     assert isinstance(fn, EntropicHFAttention)
     assert fn.alpha == EntropySchedule("cosine")

@@ -325,6 +325,7 @@ def test_module_on_the_kernel_path(device, alpha):
     """EntropicAttention(impl="triton") equals its reference twin, α-gradient and statistics included."""
     from entropic.attention import collect_attention_stats
 
+    alpha = EntropySchedule() if alpha == "scheduled" else alpha
     kernel = EntropicAttention(64, n_heads=4, n_kv_heads=2, alpha=alpha, impl="triton").to(device)
     twin = EntropicAttention(64, n_heads=4, n_kv_heads=2, alpha=alpha, impl="torch").to(device)
     twin.load_state_dict(kernel.state_dict())
@@ -414,7 +415,7 @@ def test_decode_long_cache_on_gpu():
 
 @pytest.mark.gpu
 def test_scheduled_module_on_the_kernel_path():
-    attn = EntropicAttention(128, n_heads=4, n_kv_heads=2, alpha="scheduled").cuda()
+    attn = EntropicAttention(128, n_heads=4, n_kv_heads=2, alpha=EntropySchedule()).cuda()
     x = torch.randn(2, 300, 128, device="cuda")
     out = attn(x)  # impl="auto": the Triton kernel on CUDA
     q = attn.q_proj(x).view(2, 300, 4, 32).transpose(1, 2)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from functools import partial
 
 import pytest
 import torch
 
-from entropic.attention import collect_attention_stats
+from entropic.attention import EntropySchedule, collect_attention_stats
 from entropic.models import GPT, AttentionConfig, ByteTokenizer, GPTConfig, load_checkpoint
 from entropic.models.gpt import apply_rope, rope_cos_sin
 from entropic.sampling import EntropixConfig, EntropixSampler, generate, sample
@@ -18,8 +19,8 @@ ATTENTIONS = {
     "entmax": AttentionConfig(kind="entmax", alpha=1.5),
     "sparsemax": AttentionConfig(kind="sparsemax"),
     "learned": AttentionConfig(kind="learned"),
-    "scheduled": AttentionConfig(kind="scheduled", schedule="cosine"),
-    "scheduled_gated": AttentionConfig(kind="scheduled", varentropy_threshold=0.5),
+    "scheduled": AttentionConfig(kind="scheduled", alpha=EntropySchedule("cosine")),
+    "scheduled_gated": AttentionConfig(kind="scheduled", alpha=EntropySchedule(varentropy_threshold=0.5)),
 }
 
 
@@ -178,6 +179,106 @@ def test_checkpoint_round_trip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temporary file left
     loaded = GPT.from_checkpoint(path).eval()
     assert loaded.config == model.config and load_checkpoint(path)["step"] == 12
+    ids = torch.randint(0, 256, (2, 8))
+    torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=0, rtol=0)
+
+
+def test_attention_config_kind_and_alpha_follow_from_each_other():
+    """`kind` and `alpha` name one attention: either one gives the other (softmax without either)."""
+    sched = EntropySchedule("cosine", varentropy_threshold=0.5)
+    cases = [
+        ({}, "softmax", 1.0),
+        ({"kind": "entmax"}, "entmax", 1.5),
+        ({"kind": "sparsemax"}, "sparsemax", 2.0),
+        ({"kind": "learned"}, "learned", "learned"),
+        ({"kind": "scheduled"}, "scheduled", EntropySchedule()),
+        ({"alpha": 1}, "softmax", 1.0),
+        ({"alpha": 1.25}, "entmax", 1.25),
+        ({"alpha": 2.0}, "sparsemax", 2.0),
+        ({"alpha": "learned"}, "learned", "learned"),
+        ({"alpha": sched}, "scheduled", sched),
+        ({"kind": "scheduled", "alpha": sched}, "scheduled", sched),
+    ]
+    for kwargs, kind, alpha in cases:
+        config = AttentionConfig(**kwargs)
+        assert (config.kind, config.alpha) == (kind, alpha), kwargs
+        assert type(config.alpha) is type(alpha)
+    for kwargs, message in [
+        ({"kind": "softmax", "alpha": 1.5}, "attention kind 'softmax' does not run alpha=1.5"),
+        ({"kind": "scheduled", "alpha": 1.5}, "attention kind 'scheduled' does not run alpha=1.5"),
+        ({"kind": "learned", "alpha": sched}, "attention kind 'learned' does not run alpha=EntropySchedule"),
+        ({"alpha": 2.5}, r"alpha must be in \[1.0, 2.0\], got 2.5"),
+        ({"alpha": "scheduled"}, "alpha must be a number in \\[1, 2\\], an EntropySchedule or 'learned'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            AttentionConfig(**kwargs)
+    with pytest.raises(TypeError, match="alpha must be a number in"):
+        AttentionConfig(alpha=torch.full((4,), 1.5))
+
+
+# What `dataclasses.asdict(GPTConfig)["attention"]` held before `AttentionConfig.alpha` held the schedule.
+FLAT = {
+    "kind": "softmax",
+    "alpha": 1.5,
+    "schedule": "linear",
+    "low": 0.25,
+    "high": 0.75,
+    "alpha_min": 1.0,
+    "alpha_max": 2.0,
+    "varentropy_threshold": None,
+    "fixed_alpha": 1.5,
+}
+
+
+@pytest.mark.parametrize(
+    ("flat", "expected"),
+    [
+        (FLAT, AttentionConfig(kind="softmax")),
+        ({**FLAT, "kind": "entmax", "alpha": 1.25}, AttentionConfig(kind="entmax", alpha=1.25)),
+        ({**FLAT, "kind": "learned"}, AttentionConfig(kind="learned")),
+        (
+            {
+                **FLAT,
+                "kind": "scheduled",
+                "schedule": "cosine",
+                "varentropy_threshold": 1.0,
+                "fixed_alpha": 1.2,
+            },
+            AttentionConfig(alpha=EntropySchedule("cosine", varentropy_threshold=1.0, fixed_alpha=1.2)),
+        ),
+        # a resolved hydra run config of that time: only the keys its file set
+        (
+            {"_target_": "entropic.models.AttentionConfig", "kind": "scheduled", "schedule": "sigmoid"},
+            AttentionConfig(alpha=EntropySchedule("sigmoid")),
+        ),
+        # today's: the schedule is built by its own _target_
+        (
+            {
+                "_target_": "entropic.models.AttentionConfig",
+                "kind": "scheduled",
+                "alpha": {"_target_": "entropic.attention.EntropySchedule", "shape": "cosine", "low": 0.1},
+            },
+            AttentionConfig(alpha=EntropySchedule("cosine", low=0.1)),
+        ),
+    ],
+)
+def test_attention_config_from_every_stored_format(flat, expected):
+    assert AttentionConfig.from_dict(flat) == expected
+    assert GPTConfig(attention=flat).attention == expected
+
+
+def test_checkpoint_with_the_flat_attention_config_of_older_versions_loads(tmp_path):
+    """A checkpoint whose config holds the schedule's fields flat rebuilds the same model and logits."""
+    model = tiny(ATTENTIONS["scheduled_gated"])
+    payload = model.checkpoint()
+    assert payload["config"]["attention"] == {
+        "kind": "scheduled",
+        "alpha": asdict(EntropySchedule(varentropy_threshold=0.5)),
+    }
+    flat = {**FLAT, "kind": "scheduled", "varentropy_threshold": 0.5}
+    torch.save({**payload, "config": {**payload["config"], "attention": flat}}, tmp_path / "old.pt")
+    loaded = GPT.from_checkpoint(tmp_path / "old.pt").eval()
+    assert loaded.config == model.config
     ids = torch.randint(0, 256, (2, 8))
     torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=0, rtol=0)
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from entropic._validation import check_param, compute_dtype
 from entropic.attention._chunked import Spec, chunked_entmax_attention, softmax_stats
 from entropic.attention._chunked import scores as _chunk_scores
-from entropic.attention.schedules import EntropySchedule
+from entropic.attention.schedules import EntropySchedule, check_alpha
 
 __all__ = [
     "AttentionStats",
@@ -265,13 +265,12 @@ def attention_tiles(n_q: int, head_dim: int, dtype: torch.dtype = torch.bfloat16
 
 
 def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tensor) -> float | Tensor:
-    """A number stays a number; a (H,) or (B, H, Nq) tensor becomes (B, H, Nq) like `like` (dtype, device)."""
+    """α checked (`check_alpha`): a number stays a number; a (H,) or (B, H, Nq) tensor becomes (B, H, Nq)
+    like `like` (dtype, device)."""
+    alpha = check_alpha(alpha)  # a schedule never comes here: its callers branch on it first
     if not isinstance(alpha, Tensor):
-        check_param(alpha, "alpha", 1.0, 2.0)
-        return float(alpha)
+        return alpha
     b, h, nq = shape
-    if not alpha.is_floating_point():
-        raise TypeError(f"alpha must be a floating-point tensor, got dtype {alpha.dtype}")
     if alpha.shape == (h,):
         alpha = alpha.view(1, h, 1)
     elif alpha.shape != (b, h, nq):
@@ -279,7 +278,6 @@ def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tens
             f"alpha must be a number, a (H,) = ({h},) tensor or a (B, H, Nq) = {shape} tensor, "
             f"got shape {tuple(alpha.shape)}"
         )
-    check_param(alpha.detach(), "alpha", 1.0, 2.0)
     return alpha.to(like).expand(b, h, nq)
 
 

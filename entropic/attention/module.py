@@ -1,17 +1,18 @@
 """`EntropicAttention`: multi-head self-attention with fixed, learned or entropy-scheduled α-entmax.
 
-Three ways to set α:
+Four ways to set ``alpha``:
 
 - a number in [1, 2]: every head and query uses it (1 = softmax, 1.5 = entmax15, 2 = sparsemax);
+- a ``(H,)`` tensor: one fixed α per head (a buffer, not trained);
 - ``"learned"``: one α per head, ``α_h = 1 + sigmoid(z_h)`` with ``z_h`` a parameter (Correia et al.,
   2019), so α stays in [1, 2] and is never NaN whatever ``z``; ``z = 0`` starts at α = 1.5. The
   α-gradient at α exactly 1 is 0 (`entmax_attention`), so a head whose α reaches 1 (``z`` below about
   -17 in float32, where the sigmoid underflows) stays there;
-- ``"scheduled"``: α per query from the normalised entropy of that query's softmax scores, computed in
-  the same forward (`EntropySchedule`). α is a *detached* function of the scores: the schedule is a
-  rule, not a path for gradients, so the scores are trained only through the attention they produce
-  (the schedule's thresholds are piecewise and would otherwise feed gradients that push entropies
-  across them).
+- an `EntropySchedule`: α per query from the normalised entropy of that query's softmax scores,
+  computed in the same forward. α is a *detached* function of the scores: the schedule is a rule, not
+  a path for gradients, so the scores are trained only through the attention they produce (the
+  schedule's thresholds are piecewise and would otherwise feed gradients that push entropies across
+  them).
 
 `collect_attention_stats` turns on per-layer `AttentionStats` recording for every `EntropicAttention`
 inside a model; when it is off nothing is computed.
@@ -29,7 +30,7 @@ from torch import Tensor, nn
 
 from entropic._validation import check_param
 from entropic.attention.functional import AttentionStats, entmax_attention
-from entropic.attention.schedules import EntropySchedule
+from entropic.attention.schedules import EntropySchedule, check_alpha
 
 __all__ = ["EntropicAttention", "KVCache", "collect_attention_stats"]
 
@@ -68,11 +69,9 @@ class EntropicAttention(nn.Module):
         Query heads H.
     n_kv_heads : int, optional
         Key/value heads (grouped-query attention); a divisor of `n_heads`; `n_heads` by default.
-    alpha : float, "learned" or "scheduled"
-        See the module docstring.
-    schedule : EntropySchedule or {"linear", "cosine", "sigmoid"}, optional
-        The entropy schedule of ``alpha="scheduled"`` (a shape name uses the default thresholds); only
-        valid with that mode. Defaults to ``EntropySchedule()``.
+    alpha : float, Tensor, EntropySchedule or "learned"
+        A number in [1, 2], a ``(H,)`` tensor of per-head α, an `EntropySchedule` or ``"learned"``
+        (see the module docstring).
     causal : bool
         Causal self-attention (bottom-right aligned when a KV cache makes keys outnumber queries).
     dropout : float
@@ -98,8 +97,7 @@ class EntropicAttention(nn.Module):
         dim: int,
         n_heads: int,
         n_kv_heads: int | None = None,
-        alpha: float | Literal["learned", "scheduled"] = 1.5,
-        schedule: EntropySchedule | str | None = None,
+        alpha: float | Tensor | EntropySchedule | Literal["learned"] = 1.5,
         causal: bool = True,
         dropout: float = 0.0,
         bias: bool = False,
@@ -119,39 +117,37 @@ class EntropicAttention(nn.Module):
         check_param(dropout, "dropout", 0.0, 1.0, high_open=True)
         if impl not in ("auto", "torch", "triton"):
             raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {impl!r}")
-        if isinstance(alpha, str):
-            if alpha not in ("learned", "scheduled"):
-                raise ValueError(f"alpha must be a number in [1, 2], 'learned' or 'scheduled', got {alpha!r}")
-        else:
-            check_param(alpha, "alpha", 1.0, 2.0)
-        if schedule is not None and alpha != "scheduled":
-            raise ValueError(f"schedule is only used with alpha='scheduled', got alpha={alpha!r}")
-        if alpha == "scheduled":
-            schedule = EntropySchedule(schedule) if isinstance(schedule, str) else schedule
-            schedule = EntropySchedule() if schedule is None else schedule
-            if not isinstance(schedule, EntropySchedule):
-                raise TypeError(f"schedule must be an EntropySchedule or a shape name, got {schedule!r}")
+        alpha = check_alpha(alpha, allow_learned=True)
+        if isinstance(alpha, Tensor) and alpha.shape != (n_heads,):
+            raise ValueError(
+                f"alpha must be a number, a (H,) = ({n_heads},) tensor, an EntropySchedule or 'learned', "
+                f"got a tensor of shape {tuple(alpha.shape)}"
+            )
 
         self.dim, self.n_heads, self.n_kv_heads = dim, n_heads, n_kv_heads
         self.head_dim = dim // n_heads
-        self.mode = alpha if isinstance(alpha, str) else "fixed"
-        self.fixed_alpha = None if isinstance(alpha, str) else float(alpha)
-        self.schedule = schedule
         self.causal, self.dropout, self.impl = causal, dropout, impl
         self.q_proj = nn.Linear(dim, n_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(dim, n_kv_heads * self.head_dim, bias=bias)
         self.out_proj = nn.Linear(n_heads * self.head_dim, dim, bias=bias)
-        self.alpha_logit = nn.Parameter(torch.zeros(n_heads)) if alpha == "learned" else None
+        # α as configured: a number, an EntropySchedule or "learned" (then the parameter `alpha_logit`
+        # holds it); a per-head tensor is a buffer, so that it follows the module's device and dtype.
+        if isinstance(alpha, Tensor):
+            self.register_buffer("_alpha", alpha.detach().clone(), persistent=False)
+        else:
+            self._alpha = alpha
+        learned = isinstance(alpha, str)
+        self.alpha_logit = nn.Parameter(torch.zeros(n_heads)) if learned else None
         # Set by `collect_attention_stats`; None means no statistics are computed.
         self.stats_callback: Callable[[AttentionStats], None] | None = None
 
     @property
     def alpha(self) -> float | Tensor | EntropySchedule:
-        """What the forward passes as α: a number, the ``(H,)`` learned α, or the schedule."""
+        """What the forward passes as α: a number, the ``(H,)`` fixed or learned α, or the schedule."""
         if self.alpha_logit is not None:
             return 1.0 + torch.sigmoid(self.alpha_logit)
-        return self.schedule if self.schedule is not None else self.fixed_alpha
+        return self._alpha
 
     def forward(
         self, x: Tensor, *, attn_mask: Tensor | None = None, kv_cache: KVCache | None = None
@@ -199,18 +195,12 @@ class EntropicAttention(nn.Module):
         return self.out_proj(result.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim))
 
     def extra_repr(self) -> str:
-        alpha = self.fixed_alpha if self.mode == "fixed" else repr(self.mode)
-        parts = [
-            f"dim={self.dim}",
-            f"n_heads={self.n_heads}",
-            f"n_kv_heads={self.n_kv_heads}",
-            f"head_dim={self.head_dim}",
-            f"alpha={alpha}",
-        ]
-        if self.schedule is not None:
-            parts.append(f"schedule={self.schedule}")
-        parts += [f"causal={self.causal}", f"dropout={self.dropout}", f"impl={self.impl!r}"]
-        return ", ".join(parts)
+        alpha = self._alpha.tolist() if isinstance(self._alpha, Tensor) else self._alpha
+        return (
+            f"dim={self.dim}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
+            f"head_dim={self.head_dim}, alpha={alpha!r}, causal={self.causal}, dropout={self.dropout}, "
+            f"impl={self.impl!r}"
+        )
 
 
 @contextmanager
@@ -223,7 +213,7 @@ def collect_attention_stats(model: nn.Module) -> Iterator[dict[str, AttentionSta
 
     Examples
     --------
-    >>> model = nn.Sequential(EntropicAttention(32, 4), EntropicAttention(32, 4, alpha="scheduled"))
+    >>> model = nn.Sequential(EntropicAttention(32, 4), EntropicAttention(32, 4, alpha=EntropySchedule()))
     >>> with collect_attention_stats(model) as stats:
     ...     _ = model(torch.randn(1, 6, 32))
     >>> sorted(stats), stats["1"].alpha.shape

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Literal
 
 import torch
@@ -21,28 +22,28 @@ from torch import Tensor
 from entropic._validation import check_param
 from entropic.kernels._schedule import SCHEDULES, SIGMOID_STEEPNESS, sigmoid_bounds
 
-__all__ = ["SCHEDULES", "EntropySchedule", "alpha_from_entropy"]
+__all__ = ["SCHEDULES", "EntropySchedule", "alpha_from_entropy", "check_alpha"]
 
 ScheduleShape = Literal["linear", "cosine", "sigmoid"]
 
 
-def _ramp(t: Tensor, schedule: str) -> Tensor:
+def _ramp(t: Tensor, shape: str) -> Tensor:
     """Monotone g: [0, 1] → [0, 1] with g(0) = 0 and g(1) = 1."""
-    if schedule == "linear":
+    if shape == "linear":
         return t
-    if schedule == "cosine":
+    if shape == "cosine":
         return 0.5 - 0.5 * torch.cos(math.pi * t)
     lo, hi = sigmoid_bounds()
     return (torch.sigmoid(SIGMOID_STEEPNESS * (t - 0.5)) - lo) / (hi - lo)
 
 
 def _check_schedule(
-    schedule: str, alpha_min: float, alpha_max: float, low: float, high: float, threshold: float | None
+    shape: str, alpha_min: float, alpha_max: float, low: float, high: float, threshold: float | None
 ) -> None:
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    check_param(alpha_min, "alpha_min", 1.0, 2.0)
-    check_param(alpha_max, "alpha_max", 1.0, 2.0)
+    if shape not in SCHEDULES:
+        raise ValueError(f"shape must be one of {SCHEDULES}, got {shape!r}")
+    for value, name in ((alpha_min, "alpha_min"), (alpha_max, "alpha_max")):
+        check_alpha(value, name=name, allow_tensor=False, allow_schedule=False)
     if alpha_min > alpha_max:
         raise ValueError(f"alpha_min must be <= alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}")
     check_param(low, "low", 0.0, 1.0)
@@ -53,11 +54,43 @@ def _check_schedule(
         check_param(threshold, "varentropy_threshold", 0.0, math.inf, high_open=True)
 
 
+def _scheduled_alpha(
+    entropy: Tensor,
+    n_visible: Tensor | int,
+    varentropy: Tensor | None,
+    shape: str,
+    alpha_min: float,
+    alpha_max: float,
+    low: float,
+    high: float,
+    varentropy_threshold: float | None,
+    fixed_alpha: float | Tensor,
+) -> Tensor:
+    """The formula of `alpha_from_entropy` on validated arguments (the kernel's ``_scheduled_alpha``)."""
+    if not isinstance(entropy, Tensor) or not entropy.is_floating_point():
+        raise TypeError(f"entropy must be a floating-point tensor, got {type(entropy).__name__}")
+    dtype = torch.float64 if entropy.dtype == torch.float64 else torch.float32
+    h = entropy.to(dtype)
+    n = torch.as_tensor(n_visible, device=h.device).to(dtype)
+    log_n = torch.log(n.clamp(min=1.0))
+    s = torch.where(log_n > 0, h / torch.where(log_n > 0, log_n, 1.0), 1.0).clamp(0.0, 1.0)
+    t = ((high - s) / (high - low)).clamp(0.0, 1.0)
+    alpha = alpha_min + (alpha_max - alpha_min) * _ramp(t, shape)
+    if varentropy_threshold is None:
+        return alpha
+    if varentropy is None:
+        raise ValueError("varentropy_threshold needs the per-query varentropy; got varentropy=None")
+    if isinstance(fixed_alpha, Tensor):
+        fixed_alpha = fixed_alpha.to(alpha)
+    settled = varentropy.to(dtype) < varentropy_threshold
+    return torch.where(settled, fixed_alpha, alpha)
+
+
 def alpha_from_entropy(
     entropy: Tensor,
     n_visible: Tensor | int,
     *,
-    schedule: ScheduleShape = "linear",
+    shape: ScheduleShape = "linear",
     alpha_min: float = 1.0,
     alpha_max: float = 2.0,
     low: float = 0.25,
@@ -79,7 +112,7 @@ def alpha_from_entropy(
     rescaled to pass exactly through (0, 0) and (1, 1). α is therefore non-increasing in the entropy.
 
     Rows with ``n <= 1`` (one visible key, where every α gives the same distribution, or none) take
-    ``s = 1``.
+    ``s = 1``. `EntropySchedule` holds the same arguments, validated once, for the attention functions.
 
     Parameters
     ----------
@@ -87,7 +120,7 @@ def alpha_from_entropy(
         ``(...)`` softmax attention entropy per query, in nats (e.g. ``AttentionStats.entropy``).
     n_visible : Tensor or int
         Number of keys each query sees, broadcastable to `entropy` (``AttentionStats.n_visible``).
-    schedule : {"linear", "cosine", "sigmoid"}
+    shape : {"linear", "cosine", "sigmoid"}
         The shape g between the thresholds.
     alpha_min, alpha_max : float
         α at high and at low entropy; ``1 <= alpha_min <= alpha_max <= 2``.
@@ -114,27 +147,21 @@ def alpha_from_entropy(
     >>> alpha_from_entropy(torch.tensor([0.0, 0.5, 1.0]) * math.log(8), n)  # s = 0, 0.5, 1
     tensor([2.0000, 1.5000, 1.0000])
     """
-    _check_schedule(schedule, alpha_min, alpha_max, low, high, varentropy_threshold)
-    if not isinstance(entropy, Tensor) or not entropy.is_floating_point():
-        raise TypeError(f"entropy must be a floating-point tensor, got {type(entropy).__name__}")
-    dtype = torch.float64 if entropy.dtype == torch.float64 else torch.float32
-    h = entropy.to(dtype)
-    n = torch.as_tensor(n_visible, device=h.device).to(dtype)
-    log_n = torch.log(n.clamp(min=1.0))
-    s = torch.where(log_n > 0, h / torch.where(log_n > 0, log_n, 1.0), 1.0).clamp(0.0, 1.0)
-    t = ((high - s) / (high - low)).clamp(0.0, 1.0)
-    alpha = alpha_min + (alpha_max - alpha_min) * _ramp(t, schedule)
-    if varentropy_threshold is None:
-        return alpha
-    if varentropy is None:
-        raise ValueError("varentropy_threshold needs the per-query varentropy; got varentropy=None")
-    if isinstance(fixed_alpha, Tensor):
-        check_param(fixed_alpha.detach(), "fixed_alpha", 1.0, 2.0)
-        fixed_alpha = fixed_alpha.to(alpha)
-    else:
-        check_param(fixed_alpha, "fixed_alpha", 1.0, 2.0)
-    settled = varentropy.to(dtype) < varentropy_threshold
-    return torch.where(settled, fixed_alpha, alpha)
+    _check_schedule(shape, alpha_min, alpha_max, low, high, varentropy_threshold)
+    if varentropy_threshold is not None:
+        check_alpha(fixed_alpha, name="fixed_alpha", allow_schedule=False)
+    return _scheduled_alpha(
+        entropy,
+        n_visible,
+        varentropy,
+        shape,
+        alpha_min,
+        alpha_max,
+        low,
+        high,
+        varentropy_threshold,
+        fixed_alpha,
+    )
 
 
 @dataclass(frozen=True)
@@ -143,7 +170,23 @@ class EntropySchedule:
 
     Validated at construction. Called with the statistics of the current forward pass, it returns α per
     query; the attention functions feed it detached statistics, so α is a function of the scores that
-    gradients do not flow through.
+    gradients do not flow through. In a hydra config it is built with
+    ``_target_: entropic.attention.EntropySchedule`` (``configs/attention/scheduled.yaml``).
+
+    Attributes
+    ----------
+    shape : {"linear", "cosine", "sigmoid"}
+        The shape g of α between the entropy thresholds.
+    low, high : float
+        Normalised-entropy thresholds, ``0 <= low < high <= 1``: α = `alpha_max` below `low`,
+        `alpha_min` above `high`.
+    alpha_min, alpha_max : float
+        The range of α, ``1 <= alpha_min <= alpha_max <= 2``.
+    varentropy_threshold : float, optional
+        The gate: queries whose softmax varentropy (nats²) is below it keep `fixed_alpha`; None turns
+        the gate off.
+    fixed_alpha : float
+        α of the gated (settled) queries, in [1, 2].
 
     Examples
     --------
@@ -152,7 +195,7 @@ class EntropySchedule:
     tensor([2.])
     """
 
-    schedule: ScheduleShape = "linear"
+    shape: ScheduleShape = "linear"
     low: float = 0.25
     high: float = 0.75
     alpha_min: float = 1.0
@@ -162,20 +205,62 @@ class EntropySchedule:
 
     def __post_init__(self) -> None:
         _check_schedule(
-            self.schedule, self.alpha_min, self.alpha_max, self.low, self.high, self.varentropy_threshold
+            self.shape, self.alpha_min, self.alpha_max, self.low, self.high, self.varentropy_threshold
         )
-        check_param(self.fixed_alpha, "fixed_alpha", 1.0, 2.0)
+        check_alpha(self.fixed_alpha, name="fixed_alpha", allow_tensor=False, allow_schedule=False)
+
+    @property
+    def schedule(self) -> str:
+        """`shape` under the name the Triton kernel's ``AlphaSchedule`` protocol still reads."""
+        return self.shape
 
     def __call__(self, entropy: Tensor, n_visible: Tensor | int, varentropy: Tensor | None = None) -> Tensor:
-        return alpha_from_entropy(
+        """α per query, `alpha_from_entropy` with this schedule's arguments (validated at construction)."""
+        return _scheduled_alpha(
             entropy,
             n_visible,
-            schedule=self.schedule,
-            alpha_min=self.alpha_min,
-            alpha_max=self.alpha_max,
-            low=self.low,
-            high=self.high,
-            varentropy=varentropy,
-            varentropy_threshold=self.varentropy_threshold,
-            fixed_alpha=self.fixed_alpha,
+            varentropy,
+            self.shape,
+            self.alpha_min,
+            self.alpha_max,
+            self.low,
+            self.high,
+            self.varentropy_threshold,
+            self.fixed_alpha,
         )
+
+
+def check_alpha(
+    alpha: float | Tensor | EntropySchedule | str,
+    *,
+    name: str = "alpha",
+    allow_tensor: bool = True,
+    allow_schedule: bool = True,
+    allow_learned: bool = False,
+    open_ends: bool = False,
+) -> float | Tensor | EntropySchedule | str:
+    """The one check of an α at a public entry; returns it, a number as a Python float.
+
+    Accepts a number in [1, 2] (in (1, 2) with `open_ends`) and, where the caller allows them, a
+    floating-point tensor whose every value is in [1, 2] (`allow_tensor`), an `EntropySchedule`
+    (validated when it was built; `allow_schedule`) or the string ``"learned"`` (`allow_learned`).
+    Shapes are the caller's to check; `name` is the argument named in the error.
+    """
+    forms = ["a number in [1, 2]"] + ["a tensor"] * allow_tensor + ["an EntropySchedule"] * allow_schedule
+    forms += ["'learned'"] * allow_learned
+    expected = ", ".join(forms[:-1]) + f" or {forms[-1]}" if len(forms) > 1 else forms[0]
+    if isinstance(alpha, EntropySchedule) and allow_schedule:
+        return alpha
+    if isinstance(alpha, str) and allow_learned and alpha == "learned":
+        return alpha
+    if isinstance(alpha, Tensor) and allow_tensor:
+        if not alpha.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor, got dtype {alpha.dtype}")
+        check_param(alpha.detach(), name, 1.0, 2.0)
+        return alpha
+    if isinstance(alpha, str):
+        raise ValueError(f"{name} must be {expected}, got {alpha!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, Real):
+        raise TypeError(f"{name} must be {expected}, got {type(alpha).__name__}")
+    check_param(alpha, name, 1.0, 2.0, low_open=open_ends, high_open=open_ends)
+    return float(alpha)

@@ -29,14 +29,13 @@ from torch import Tensor, nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from entropic._validation import check_param
 from entropic.attention.functional import (
     AttentionStats,
     EntropixAttentionMetrics,
     entmax_attention,
     entropix_attention_metrics,
 )
-from entropic.attention.schedules import EntropySchedule
+from entropic.attention.schedules import EntropySchedule, check_alpha
 
 __all__ = ["EntropicHFAttention", "entropic_attention_mask", "register"]
 
@@ -83,15 +82,12 @@ class EntropicHFAttention:
     """
 
     def __init__(self, alpha: float | Tensor | EntropySchedule, record_stats: bool = True) -> None:
-        if isinstance(alpha, Tensor):
-            if alpha.dim() != 1:
-                raise ValueError(
-                    "alpha must be a number, a (H,) tensor or an EntropySchedule, "
-                    f"got a tensor of shape {tuple(alpha.shape)}"
-                )
-            check_param(alpha.detach(), "alpha", 1.0, 2.0)
-        elif not isinstance(alpha, EntropySchedule):
-            check_param(alpha, "alpha", 1.0, 2.0)
+        alpha = check_alpha(alpha)
+        if isinstance(alpha, Tensor) and alpha.dim() != 1:
+            raise ValueError(
+                "alpha must be a number, a (H,) tensor or an EntropySchedule, "
+                f"got a tensor of shape {tuple(alpha.shape)}"
+            )
         self.alpha = alpha
         self.record_stats = record_stats
         self.last_stats: AttentionStats | None = None
@@ -147,8 +143,7 @@ def _is_last_layer(module: nn.Module) -> bool:
 
 def register(
     name: str = "entropic",
-    alpha: float | Tensor | str = 1.5,
-    schedule: EntropySchedule | str | None = None,
+    alpha: float | Tensor | EntropySchedule = 1.5,
     *,
     record_stats: bool = True,
 ) -> EntropicHFAttention:
@@ -163,11 +158,9 @@ def register(
     ----------
     name : str
         The ``attn_implementation`` name; not one of transformers' own backends.
-    alpha : float, Tensor or "scheduled"
+    alpha : float, Tensor or EntropySchedule
         A number in [1, 2] (1 = the model's own softmax attention), a ``(H,)`` tensor of per-head α, or
-        "scheduled" for α per query from its attention entropy.
-    schedule : EntropySchedule or {"linear", "cosine", "sigmoid"}, optional
-        The schedule of ``alpha="scheduled"`` (default ``EntropySchedule()``); only valid with that mode.
+        an `EntropySchedule` for α per query from its attention entropy.
     record_stats : bool
         Keep the last layer's statistics on the returned object (see `EntropicHFAttention`).
 
@@ -184,15 +177,6 @@ def register(
     """
     if not isinstance(name, str) or not name or name in _RESERVED:
         raise ValueError(f"name must be a non-empty string other than {_RESERVED}, got {name!r}")
-    if isinstance(alpha, str):
-        if alpha != "scheduled":
-            raise ValueError(f"alpha must be a number in [1, 2], a (H,) tensor or 'scheduled', got {alpha!r}")
-        schedule = EntropySchedule(schedule) if isinstance(schedule, str) else schedule
-        alpha = EntropySchedule() if schedule is None else schedule
-        if not isinstance(alpha, EntropySchedule):
-            raise TypeError(f"schedule must be an EntropySchedule or a shape name, got {schedule!r}")
-    elif schedule is not None:
-        raise ValueError(f"schedule is only used with alpha='scheduled', got alpha={alpha!r}")
     function = EntropicHFAttention(alpha, record_stats=record_stats)
     AttentionInterface.register(name, function)
     AttentionMaskInterface.register(name, entropic_attention_mask)

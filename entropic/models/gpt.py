@@ -3,16 +3,20 @@
 Byte-level by default (vocabulary 256: one token per UTF-8 byte, no tokenizer to download). Every block
 is ``x + Attn(Norm(x))`` then ``x + MLP(Norm(x))``; queries and keys are rotated by RoPE from explicit
 ``position_ids``, so left-padded rows see the positions they would see alone. The attention of every
-layer is chosen by `AttentionConfig.kind`:
+layer is chosen by `AttentionConfig`: a `kind` and the ``alpha`` that kind runs (each can be inferred
+from the other):
 
-========== ==============================================================================================
-softmax    α = 1; runs ``scaled_dot_product_attention`` unless statistics are being collected
-entmax     fixed α in (1, 2) (1.5 = entmax15), exact zeros below a per-query threshold
-sparsemax  α = 2
-learned    one α per head, ``α_h = 1 + sigmoid(z_h)``, trained with the model
-scheduled  α per query from the normalised entropy of its softmax scores (`EntropySchedule`), with an
-           optional varentropy gate that keeps settled queries at a fixed α
-========== ==============================================================================================
+========== ================ ==========================================================================
+kind       alpha            attention
+========== ================ ==========================================================================
+softmax    1                runs ``scaled_dot_product_attention`` unless statistics are being collected
+entmax     a number in      fixed α (1.5 = entmax15, the default), exact zeros below a per-query
+           (1, 2)           threshold
+sparsemax  2
+learned    "learned"        one α per head, ``α_h = 1 + sigmoid(z_h)``, trained with the model
+scheduled  EntropySchedule  α per query from the normalised entropy of its softmax scores, with an
+                            optional varentropy gate that keeps settled queries at a fixed α
+========== ================ ==========================================================================
 
 The forward pass follows the calling convention of `entropic.sampling.generate` (that of Hugging Face
 causal LMs), so `generate` decodes with a KV cache on it. Checkpoints hold the resolved `GPTConfig` next
@@ -24,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +47,7 @@ from entropic.attention import (
     entmax_attention,
     entropix_attention_metrics,
 )
+from entropic.attention.schedules import check_alpha
 
 __all__ = [
     "ATTENTION_KINDS",
@@ -58,62 +64,96 @@ ATTENTION_KINDS: tuple[str, ...] = ("softmax", "entmax", "sparsemax", "learned",
 CHECKPOINT_FORMAT = "entropic.gpt/1"
 
 
+# The flat format of checkpoints written before `AttentionConfig.alpha` held the schedule: its fields
+# sat next to `kind`, the shape under the name "schedule".
+_FLAT_SCHEDULE_KEYS = (
+    "schedule",
+    "low",
+    "high",
+    "alpha_min",
+    "alpha_max",
+    "varentropy_threshold",
+    "fixed_alpha",
+)
+_DEFAULT_ALPHA: dict[str, float | str] = {
+    "softmax": 1.0,
+    "entmax": 1.5,
+    "sparsemax": 2.0,
+    "learned": "learned",
+}
+
+
+def _kind_of(alpha: float | EntropySchedule | str) -> str:
+    if isinstance(alpha, EntropySchedule):
+        return "scheduled"
+    if isinstance(alpha, str):
+        return alpha
+    return {1.0: "softmax", 2.0: "sparsemax"}.get(alpha, "entmax")
+
+
 @dataclass
 class AttentionConfig:
-    """Which attention every layer uses (see the module docstring).
+    """Which attention every layer uses (see the module docstring): a kind and the α it runs.
+
+    Give either or both; the one left out follows from the other (softmax when neither is given).
 
     Attributes
     ----------
     kind : {"softmax", "entmax", "sparsemax", "learned", "scheduled"}
-    alpha : float
-        The fixed α of ``kind="entmax"``, in (1, 2).
-    schedule : {"linear", "cosine", "sigmoid"}
-        ``kind="scheduled"``: the shape of α between the entropy thresholds.
-    low, high : float
-        ``kind="scheduled"``: normalised-entropy thresholds (α = `alpha_max` below `low`, `alpha_min`
-        above `high`).
-    alpha_min, alpha_max : float
-        ``kind="scheduled"``: the range of α.
-    varentropy_threshold : float, optional
-        ``kind="scheduled"``: the gate; queries whose softmax varentropy (nats²) is below it keep
-        `fixed_alpha`. None turns the gate off.
-    fixed_alpha : float
-        ``kind="scheduled"``: α of the gated (settled) queries.
+    alpha : float, EntropySchedule or "learned"
+        What every layer passes as ``alpha`` to `EntropicAttention`: 1 for softmax, a number in (1, 2)
+        for entmax (1.5 by default), 2 for sparsemax, "learned", or the `EntropySchedule` of
+        ``kind="scheduled"`` (``EntropySchedule()`` by default). Hydra configs build the schedule with
+        ``_target_: entropic.attention.EntropySchedule`` (``configs/attention/scheduled.yaml``).
+
+    Examples
+    --------
+    >>> AttentionConfig(alpha=EntropySchedule("cosine")).kind
+    'scheduled'
+    >>> AttentionConfig(kind="entmax").alpha
+    1.5
     """
 
-    kind: Literal["softmax", "entmax", "sparsemax", "learned", "scheduled"] = "softmax"
-    alpha: float = 1.5
-    schedule: Literal["linear", "cosine", "sigmoid"] = "linear"
-    low: float = 0.25
-    high: float = 0.75
-    alpha_min: float = 1.0
-    alpha_max: float = 2.0
-    varentropy_threshold: float | None = None
-    fixed_alpha: float = 1.5
+    kind: Literal["softmax", "entmax", "sparsemax", "learned", "scheduled"] | None = None
+    alpha: float | EntropySchedule | Literal["learned"] | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ATTENTION_KINDS:
+        if self.kind is not None and self.kind not in ATTENTION_KINDS:
             raise ValueError(f"attention kind must be one of {ATTENTION_KINDS}, got {self.kind!r}")
-        if self.kind == "entmax":
-            check_param(self.alpha, "alpha", 1.0, 2.0, low_open=True, high_open=True)
-        self.entropy_schedule()  # validates the schedule fields whatever the kind
-
-    def entropy_schedule(self) -> EntropySchedule:
-        """The `EntropySchedule` of ``kind="scheduled"``."""
-        return EntropySchedule(
-            schedule=self.schedule,
-            low=self.low,
-            high=self.high,
-            alpha_min=self.alpha_min,
-            alpha_max=self.alpha_max,
-            varentropy_threshold=self.varentropy_threshold,
-            fixed_alpha=self.fixed_alpha,
+        if self.alpha is None:
+            self.kind = self.kind or "softmax"
+            self.alpha = EntropySchedule() if self.kind == "scheduled" else _DEFAULT_ALPHA[self.kind]
+            return
+        alpha = check_alpha(
+            self.alpha, allow_tensor=False, allow_learned=True, open_ends=self.kind == "entmax"
         )
+        self.kind = self.kind or _kind_of(alpha)
+        if _kind_of(alpha) != self.kind:
+            raise ValueError(
+                f"attention kind {self.kind!r} does not run alpha={alpha!r} (a {_kind_of(alpha)} α)"
+            )
+        self.alpha = alpha
 
-    def module_alpha(self) -> float | Literal["learned", "scheduled"]:
-        """The ``alpha`` argument of `EntropicAttention` for this kind."""
-        fixed = {"softmax": 1.0, "sparsemax": 2.0, "entmax": self.alpha}
-        return fixed.get(self.kind, self.kind)
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AttentionConfig:
+        """Rebuild from a mapping: `dataclasses.asdict` output (a checkpoint's ``config["attention"]``,
+        the schedule as a dict), a resolved hydra config (``_target_`` keys are dropped), or the flat
+        format of older checkpoints and run configs (the schedule's fields next to `kind`, the shape under
+        ``schedule``).
+        """
+        values = {k: v for k, v in values.items() if k != "_target_"}
+        alpha = values.get("alpha")
+        if isinstance(alpha, Mapping):
+            values["alpha"] = EntropySchedule(**{k: v for k, v in alpha.items() if k != "_target_"})
+        flat = {k: values.pop(k) for k in _FLAT_SCHEDULE_KEYS if k in values}
+        if flat:
+            flat["shape"] = flat.pop("schedule", "linear")
+            schedule = EntropySchedule(**flat)  # validated whatever the kind, as the flat format was
+            if values.get("kind") == "scheduled":
+                values["alpha"] = schedule
+            elif values.get("kind") != "entmax":
+                values.pop("alpha", None)  # the flat format stored an unused alpha for every kind
+        return cls(**values)
 
 
 @dataclass
@@ -141,7 +181,7 @@ class GPTConfig:
     tie_embeddings : bool
         Share the input embedding with the output projection.
     attention : AttentionConfig
-        The attention of every layer (a mapping is converted).
+        The attention of every layer (a mapping is converted by `AttentionConfig.from_dict`).
     """
 
     vocab_size: int = 256
@@ -158,7 +198,7 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.attention, AttentionConfig):
-            self.attention = AttentionConfig(**dict(self.attention))
+            self.attention = AttentionConfig.from_dict(self.attention)
         for name in ("vocab_size", "n_layer", "n_head", "d_model"):
             check_param(getattr(self, name), name, 1, math.inf, integer=True)
         if self.n_kv_head is not None:
@@ -242,13 +282,11 @@ class GPTAttention(EntropicAttention):
     """
 
     def __init__(self, config: GPTConfig) -> None:
-        attn = config.attention
         super().__init__(
             config.d_model,
             config.n_head,
             config.n_kv_head,
-            alpha=attn.module_alpha(),
-            schedule=attn.entropy_schedule() if attn.kind == "scheduled" else None,
+            alpha=config.attention.alpha,
             causal=True,
             dropout=config.dropout,
         )
@@ -279,7 +317,7 @@ class GPTAttention(EntropicAttention):
         dropout = self.dropout if self.training else 0.0
         key_bias = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
         record = self.stats_callback is not None
-        if self.fixed_alpha == 1.0 and not record:
+        if isinstance(self.alpha, float) and self.alpha == 1.0 and not record:
             mask = _sdpa_mask(key_mask, n, nk, x.device)
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, enable_gqa=True
@@ -349,7 +387,7 @@ class GPT(nn.Module):
 
     Examples
     --------
-    >>> model = GPT(GPTConfig(n_layer=2, d_model=32, attention=AttentionConfig(kind="scheduled")))
+    >>> model = GPT(GPTConfig(n_layer=2, d_model=32, attention=AttentionConfig(alpha=EntropySchedule())))
     >>> out = model(input_ids=torch.randint(0, 256, (2, 7)), use_cache=True)
     >>> out.logits.shape, len(out.past_key_values), len(out.past_key_values[0])
     (torch.Size([2, 7, 256]), 2, 7)
