@@ -138,11 +138,11 @@ def _attention(
     upcast: bool,
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     s = _scores(q, k, causal=causal, attn_mask=attn_mask, scale=scale, upcast=upcast)
-    visible = s > -math.inf
-    n_visible = visible.sum(-1)  # (B, H, Nq)
+    n_visible = (s > -math.inf).sum(-1)  # (B, H, Nq)
     live = (n_visible > 0).unsqueeze(-1)
     s = s.masked_fill(~live, 0.0)  # a row that sees no key: any finite scores, weights zeroed below
-    entropy, varentropy, log_z = (t.detach() for t in entropy_stats_reference(s))
+    if return_stats or isinstance(alpha, EntropySchedule):
+        entropy, varentropy, log_z = (t.detach() for t in entropy_stats_reference(s))
     if isinstance(alpha, EntropySchedule):
         alpha = alpha(entropy, n_visible, varentropy)
     a = _alpha(alpha, s)
@@ -289,7 +289,11 @@ class SampleReference(NamedTuple):
 
 def _rows(value: float | Tensor, x: Tensor) -> Tensor:
     """A number or a ``(B,)`` tensor as a ``(B, 1)`` column of `x`'s dtype and device."""
-    return torch.as_tensor(value, device=x.device).to(x.dtype).expand(x.shape[0]).unsqueeze(-1)
+    return torch.as_tensor(value, dtype=x.dtype, device=x.device).expand(x.shape[0]).unsqueeze(-1)
+
+
+def _log(p: float) -> float:
+    return math.log(p) if p > 0 else -math.inf
 
 
 def fused_sample_reference(
@@ -354,9 +358,9 @@ def fused_sample_reference(
         n_keep = ((mass < p_top).sum(-1, keepdim=True) + 1).clamp(max=y.shape[-1])
         cut = survivors.gather(-1, order).gather(-1, n_keep - 1)
         kept &= (y >= cut) | (p_top >= 1.0)
-    if min_p is not None:
-        log_min_p = torch.log(_rows(min_p, y))  # float32, as torch and the kernel compute it
-        kept &= y >= y.amax(-1, keepdim=True) + log_min_p
+    if min_p is not None:  # log p_min rounded to float32 (a number's log taken in float64 first)
+        log_min_p = torch.log(min_p.float()) if isinstance(min_p, Tensor) else _log(min_p)
+        kept &= y >= y.amax(-1, keepdim=True) + _rows(log_min_p, y)
     kept = torch.where(greedy, x == x.amax(-1, keepdim=True), kept)
     tokens = None
     if noise is not None:
