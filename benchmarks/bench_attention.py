@@ -39,7 +39,7 @@ MODES = ("fwd", "fwd+bwd")
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], object]
 
 
-def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> object:
+def torch_path(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> object:
     return softmax_attention(q, k, v, causal=causal, return_stats=True, impl="torch")
 
 
@@ -52,8 +52,8 @@ def sdpa_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) 
 
 def providers(device: torch.device, dtype: torch.dtype) -> dict[str, Attention]:
     available: dict[str, Attention] = {
-        "torch": reference,
-        "torch.compile": torch.compile(reference, dynamic=False),
+        "torch": torch_path,
+        "torch.compile": torch.compile(torch_path, dynamic=False),
     }
     if device.type == "cuda" and dtype != torch.float32:  # the flash backend takes half precision only
         available["sdpa-flash"] = sdpa_flash
@@ -112,7 +112,7 @@ def main() -> None:
         batch = max(1, tokens // n)
         scores_bytes = batch * heads * n * n * 4 * (3 if mode == "fwd+bwd" else 2)
         if name.startswith("torch") and not fits_in_memory(scores_bytes, device):
-            continue  # the reference materialises the scores: no row rather than an estimate
+            continue  # the torch providers materialise the scores: no row rather than an estimate
         q, k, v = (torch.randn(batch, heads, n, head_dim, device=device).to(dtype) for _ in range(3))
         t = measure(step(fn, q, k, v, causal, mode), device, args.quick)
         flops = (

@@ -4,8 +4,9 @@ Providers (α is part of the provider name, e.g. ``triton(alpha=1.5)``; "schedul
 `EntropySchedule`, which only our kernel runs)
     entmax-torch    entropic.attention.entmax_attention(impl="torch"): the PyTorch path (exact Newton
                     root finding, chunked over queries, analytic backward); the default on the CPU
-    entmax-bisect   (CPU) ``entmax.entmax_bisect`` on the materialised (N, N) scores: the test oracle
-                    and the PyTorch path before it (fixed α; skipped where the scores do not fit)
+    entmax-bisect   (CPU) ``entropic.reference.entmax_attention_reference``: ``entmax.entmax_bisect`` on
+                    the materialised (N, N) scores, the test oracle and the PyTorch path before it
+                    (fixed α; skipped where the scores do not fit)
     sdpa            (CPU) torch.nn.functional.scaled_dot_product_attention: dense softmax, the speed
                     to compare with on the CPU
     sdpa-flash      torch.nn.functional.scaled_dot_product_attention, flash backend: dense softmax, the
@@ -49,6 +50,7 @@ from common import (
 )
 
 from entropic.attention import EntropySchedule, entmax_attention
+from entropic.reference import entmax_attention_reference
 
 Attention = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, bool], torch.Tensor]
 MODES = ("fwd", "bwd", "fwd+bwd")
@@ -66,21 +68,13 @@ def sdpa_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) 
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
-def _reference(alpha: float | str) -> Attention:
+def _torch_path(alpha: float | str) -> Attention:
     a = _alpha(alpha)
     return lambda q, k, v, causal: entmax_attention(q, k, v, a, causal=causal, impl="torch")
 
 
 def _bisect(alpha: float) -> Attention:
-    from entmax import entmax_bisect
-
-    def attention(q, k, v, causal):
-        s = q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5
-        if causal:
-            s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool).triu(1), -torch.inf)
-        return entmax_bisect(s, alpha, -1) @ v
-
-    return attention
+    return lambda q, k, v, causal: entmax_attention_reference(q, k, v, alpha, causal=causal)
 
 
 def _ours(alpha: float | str) -> Attention:
@@ -98,7 +92,7 @@ def _adasplash(alpha: float) -> Attention:
 
 def providers(device: torch.device) -> dict[str, Attention]:
     """Every (provider, α) pair that runs here, keyed by the provider name written to the CSV."""
-    available = {f"entmax-torch(alpha={alpha})": _reference(alpha) for alpha in ALPHAS}
+    available = {f"entmax-torch(alpha={alpha})": _torch_path(alpha) for alpha in ALPHAS}
     if device.type == "cpu":
         available["sdpa"] = lambda q, k, v, causal: F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         available |= {f"entmax-bisect(alpha={a})": _bisect(a) for a in ALPHAS if a != "scheduled"}

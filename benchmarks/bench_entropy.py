@@ -1,4 +1,4 @@
-"""Entropy + varentropy of (B, V) logits: the PyTorch reference, torch.compile of it, and the Triton kernel.
+"""Entropy + varentropy of (B, V) logits: the PyTorch path, torch.compile of it, and the Triton kernel.
 
 Providers
     logsumexp       torch.logsumexp(x.float(), -1), returned twice: the baseline of "vs_logsumexp"
@@ -31,7 +31,7 @@ MODES = ("fwd", "fwd+bwd")
 Provider = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def separate_calls(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return entropy(x), varentropy(x)
 
 
@@ -47,10 +47,10 @@ def chunked(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def providers(device: torch.device) -> dict[str, Provider]:
     available: dict[str, Provider] = {
         "logsumexp": logsumexp,
-        "torch": reference,
+        "torch": separate_calls,
         "torch-chunked": chunked,
         "torch-chunked.compile": torch.compile(chunked, dynamic=False),
-        "torch.compile": torch.compile(reference, dynamic=False),
+        "torch.compile": torch.compile(separate_calls, dynamic=False),
     }
     if triton_runs(device):
         from entropic.kernels import entropy_stats

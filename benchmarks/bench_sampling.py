@@ -2,7 +2,7 @@
 
 Providers
     torch           entropic.sampling.apply_filters + the exponential race (draw.race) + entropic.entropy and
-                    entropic.varentropy: the PyTorch reference, which sorts for top-p
+                    entropic.varentropy: the PyTorch path, which sorts for top-p
     torch.compile   torch.compile of the "torch" provider
     triton          entropic.kernels.fused_sample (threshold searches, no sort; returns H and V too)
 Modes name the filters: plain (T = 1), top_p (p = 0.9), all (T = 0.7, top-k 50, top-p 0.9, min-p 0.05).
@@ -33,15 +33,15 @@ FILTER_SETS: dict[str, dict[str, float]] = {
 Step = Callable[[torch.Tensor, torch.Tensor, dict[str, float]], object]
 
 
-def reference(x: torch.Tensor, seeds: torch.Tensor, params: dict[str, float]) -> tuple[torch.Tensor, ...]:
+def torch_step(x: torch.Tensor, seeds: torch.Tensor, params: dict[str, float]) -> tuple[torch.Tensor, ...]:
     """Tokens (torch's global generator: the seeds are the kernel's business), H and V."""
     return race(apply_filters(x, **params)), entropy(x), varentropy(x)
 
 
 def providers(device: torch.device) -> dict[str, Step]:
     available: dict[str, Step] = {
-        "torch": reference,
-        "torch.compile": torch.compile(reference, dynamic=False),
+        "torch": torch_step,
+        "torch.compile": torch.compile(torch_step, dynamic=False),
     }
     if triton_runs(device):
         from entropic.kernels import fused_sample

@@ -2,7 +2,8 @@
 
 The functional API is re-exported here: the information-theory core (``entropic.metrics``), the main
 sampling entry points (``entropic.sampling``) and attention (``entropic.attention``). The Triton kernels
-live in ``entropic.kernels``, the Hugging Face integration in ``entropic.integrations.hf``.
+live in ``entropic.kernels``, their plain-PyTorch oracles in ``entropic.reference``, the Hugging Face
+integration in ``entropic.integrations.hf``.
 """
 
 from entropic.attention import EntropicAttention, alpha_from_entropy, entmax_attention, softmax_attention

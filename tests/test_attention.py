@@ -23,6 +23,7 @@ from entropic.attention import (
     entropix_attention_metrics,
     softmax_attention,
 )
+from entropic.reference import entmax_attention_reference
 
 F64 = torch.float64
 
@@ -137,9 +138,8 @@ def test_tensor_alpha_values_and_gradients_match_entmax_bisect(per, mask):
     alpha.view(-1)[::3] = 2.0  # sparsemax entries in the mix
     alpha.requires_grad_(True)
 
-    def oracle(q, k, v, a):
-        a = a.view(1, 4, 1) if per == "head" else a
-        return ref_attention(q, k, v, lambda s: entmax_bisect(s, a.unsqueeze(-1), -1), keep)[0]
+    def oracle(q, k, v, a):  # entmax_bisect on the materialised scores, α per head or per query
+        return entmax_attention_reference(q, k, v, a, attn_mask=keep)
 
     ours = lambda q, k, v, a: entmax_attention(q, k, v, a, causal=causal, attn_mask=pad, impl="torch")  # noqa: E731
     *_, d_alpha = grads_against_oracle(q, k, v, alpha, ours, oracle)
@@ -176,7 +176,7 @@ def test_scheduled_alpha_values_and_gradients_match_entmax_bisect(schedule, mask
         v,
         schedule,
         lambda q, k, v: entmax_attention(q, k, v, schedule, causal=causal, attn_mask=pad, impl="torch"),
-        lambda q, k, v: ref_attention(q, k, v, lambda s: entmax_bisect(s, alpha.unsqueeze(-1), -1), keep)[0],
+        lambda q, k, v: entmax_attention_reference(q, k, v, alpha, attn_mask=keep),
     )
 
 

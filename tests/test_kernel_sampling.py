@@ -1,8 +1,9 @@
 """The fused sampling kernel against `entropic.sampling` (CPU under TRITON_INTERPRET=1, or CUDA).
 
 Exactness of the draw is checked in three parts that together imply it: the kept set equals the
-reference filters' (exactly, on the threshold the kernel returns), the kernel's token is the race
-``argmax_kept (y - log E)`` on its own noise (recomputed in torch), and that noise is Exp(1), independent
+reference's (`entropic.reference.fused_sample_reference`, exactly, on the threshold the kernel returns),
+the kernel's token is the reference's race ``argmax_kept (y - log E)`` on the kernel's own noise, and
+that noise is Exp(1), independent
 across columns, steps and seeds (goodness of fit on many values from one program). An end-to-end χ² test
 of the draws runs on the GPU, where many draws are cheap.
 """
@@ -15,7 +16,7 @@ import pytest
 import scipy.stats
 import torch
 
-from entropic import entropy, varentropy
+from entropic.reference import fused_sample_reference
 from entropic.sampling import apply_filters
 
 triton = pytest.importorskip("triton")
@@ -58,10 +59,6 @@ def kernel_noise(seed: int, offsets: torch.Tensor) -> torch.Tensor:
 
 def counters(step: int, n_cols: int, device: torch.device) -> torch.Tensor:
     return (step << 32) + torch.arange(n_cols, device=device)
-
-
-def kept_by_reference(logits: torch.Tensor, params: dict) -> torch.Tensor:
-    return torch.isfinite(apply_filters(logits, **params))
 
 
 def tempered(logits: torch.Tensor, params: dict) -> torch.Tensor:
@@ -117,22 +114,10 @@ def test_kept_set_and_draw_match_the_reference(device, params):
     logits[4] = 0.5  # a flat row
     seeds = torch.tensor([3, 1, 4, 1, 5], device=device)
     out = fused_sample(logits, seeds=seeds, step=9, **params)
-    kept = kept_by_kernel(logits, params, out.threshold)
-    assert torch.equal(kept, kept_by_reference(logits, params))
-    y = tempered(logits, params)
-    for row in range(logits.shape[0]):
-        e = kernel_noise(int(seeds[row]), counters(9, logits.shape[1], device))
-        score = torch.where(kept[row], y[row] - e.log(), -math.inf)
-        assert out.tokens[row].item() == score.argmax().item()
-
-
-def nucleus64(row: torch.Tensor, p: float) -> torch.Tensor:
-    """The float64 nucleus of one row: the shortest prefix of the descending order whose float64 mass
-    (softmax of the upcast logits, summed in float64) reaches p, plus ties with its last logit."""
-    x = row.double()
-    mass = torch.softmax(x, -1).sort(descending=True).values.cumsum(-1)
-    n_keep = min(int((mass < p).sum()) + 1, x.numel())
-    return (x >= x.sort(descending=True).values[n_keep - 1]) & torch.isfinite(x)
+    noise = torch.stack([kernel_noise(int(seed), counters(9, logits.shape[1], device)) for seed in seeds])
+    ref = fused_sample_reference(logits, noise=noise, upcast=True, **params)
+    assert torch.equal(kept_by_kernel(logits, params, out.threshold), ref.kept)
+    assert torch.equal(out.tokens, ref.tokens)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -157,10 +142,9 @@ def test_top_p_is_the_float64_nucleus_on_hard_rows(device, dtype):
     for p in [hard_p, hard_p.float(), 0.9, 0.9999]:  # float32 p: within 3e-8 of the cut, exact in float32
         out = fused_sample(logits.to(device), top_p=p if isinstance(p, float) else p.to(device), seeds=seeds)
         got = kept_by_kernel(logits.to(device), {}, out.threshold).cpu()
-        values = p.tolist() if isinstance(p, torch.Tensor) else [p] * n_rows
-        expected = torch.stack([nucleus64(row, value) for row, value in zip(logits, values, strict=True)])
+        expected = fused_sample_reference(logits, top_p=p, upcast=True).kept  # the float64 nucleus
         assert torch.equal(got, expected), [r for r in range(n_rows) if not torch.equal(got[r], expected[r])]
-        assert torch.equal(got, kept_by_reference(logits, {"top_p": p}))
+        assert torch.equal(got, torch.isfinite(apply_filters(logits, top_p=p)))
 
 
 @pytest.mark.parametrize(
@@ -189,10 +173,11 @@ def test_per_row_parameters_dtypes_and_strides(device, dtype):
         "min_p": torch.tensor([0.0, 0.05, 0.2, 0.0], device=device),
     }
     out = fused_sample(logits, seeds=torch.arange(4, device=device), step=0, **params)
-    assert torch.equal(kept_by_kernel(logits, params, out.threshold), kept_by_reference(logits, params))
-    assert kept_by_reference(logits, params).gather(1, out.tokens.unsqueeze(1)).all()
-    torch.testing.assert_close(out.entropy.double(), entropy(logits.double()), atol=2e-5, rtol=2e-5)
-    torch.testing.assert_close(out.varentropy.double(), varentropy(logits.double()), atol=2e-5, rtol=2e-5)
+    ref = fused_sample_reference(logits, upcast=True, **params)
+    assert torch.equal(kept_by_kernel(logits, params, out.threshold), ref.kept)
+    assert ref.kept.gather(1, out.tokens.unsqueeze(1)).all()
+    torch.testing.assert_close(out.entropy.double(), ref.entropy, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out.varentropy.double(), ref.varentropy, atol=2e-5, rtol=2e-5)
 
 
 def test_random_per_row_parameters(device):
@@ -211,7 +196,7 @@ def test_random_per_row_parameters(device):
     }
     params["top_p"] = params["top_p"].clamp(min=1e-3)
     out = fused_sample(logits, seeds=torch.arange(n_rows, device=device), step=1, **params)
-    kept = kept_by_reference(logits, params)
+    kept = fused_sample_reference(logits, upcast=True, **params).kept
     assert torch.equal(kept_by_kernel(logits, params, out.threshold), kept)
     assert kept.gather(1, out.tokens.unsqueeze(1)).all()
 
@@ -224,8 +209,9 @@ def test_entropy_of_extreme_and_masked_rows(device):
     logits[3] = -math.inf
     logits[3, 100] = 1e4  # one live token: H = V = 0 and it is always drawn
     out = fused_sample(logits, seeds=torch.zeros(4, dtype=torch.long, device=device), top_p=0.9)
-    torch.testing.assert_close(out.entropy.double(), entropy(logits.double()), atol=2e-5, rtol=2e-5)
-    torch.testing.assert_close(out.varentropy.double(), varentropy(logits.double()), atol=2e-5, rtol=2e-5)
+    ref = fused_sample_reference(logits, top_p=0.9, upcast=True)
+    torch.testing.assert_close(out.entropy.double(), ref.entropy, atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out.varentropy.double(), ref.varentropy, atol=2e-5, rtol=2e-5)
     assert out.entropy[2].item() == pytest.approx(math.log(257), abs=1e-5)
     assert out.tokens[3].item() == 100 and out.tokens[1].item() == 256
     assert torch.isfinite(logits.gather(1, out.tokens.unsqueeze(1))).all()
@@ -314,5 +300,6 @@ def test_large_vocabulary_on_gpu(dtype):
     logits = (torch.randn(128, 131072, device="cuda") * 3).to(dtype)
     params = {"temperature": torch.full((128,), 0.8, device="cuda"), "top_k": 50, "top_p": 0.9, "min_p": 0.01}
     out = fused_sample(logits, seeds=torch.arange(128, device="cuda"), step=0, **params)
-    assert torch.equal(kept_by_kernel(logits, params, out.threshold), kept_by_reference(logits, params))
-    torch.testing.assert_close(out.entropy.double(), entropy(logits.double()), atol=5e-5, rtol=5e-5)
+    ref = fused_sample_reference(logits, upcast=True, **params)
+    assert torch.equal(kept_by_kernel(logits, params, out.threshold), ref.kept)
+    torch.testing.assert_close(out.entropy.double(), ref.entropy, atol=5e-5, rtol=5e-5)
