@@ -272,7 +272,7 @@ def test_candidates_of_one_launch_are_draws_at_their_own_counters(device):
     }
     seeds = torch.tensor([9, 8, 7, 6, 5], device=device)
     n = 3
-    tokens, log_q = fused_candidates(logits, **params, seeds=seeds, step=4, n_candidates=n, log_q=True)
+    tokens, log_q, _ = fused_candidates(logits, **params, seeds=seeds, step=4, n_candidates=n, log_q=True)
     assert tokens.shape == log_q.shape == (5, n)
     for c in range(n):
         assert torch.equal(tokens[:, c], fused_sample(logits, **params, seeds=seeds, step=4 * n + c).tokens)

@@ -260,7 +260,7 @@ def test_seeded_kernel_scores_equal_the_torch_scores():
     t = torch.where(params["temperature"] == 0, torch.ones_like(params["temperature"]), params["temperature"])
     params = {**params, "temperature": t}
     seeds = torch.arange(logits.shape[0])
-    candidates, log_q = fused_candidates(logits, **params, seeds=seeds, step=0, n_candidates=2, log_q=True)
+    candidates, log_q, _ = fused_candidates(logits, **params, seeds=seeds, step=0, n_candidates=2, log_q=True)
     filtered = apply_filters(logits, **params)
     torch.testing.assert_close(
         log_q, torch.log_softmax(filtered, -1).gather(-1, candidates), atol=1e-5, rtol=1e-5

@@ -19,7 +19,9 @@ One program per row reads the row a few times and never sorts it nor writes a pr
 4. draw pass: the exponential race ``argmax_i (y_i - log E_i)`` over the kept tokens, ``E_i ~ Exp(1)``,
    distributed exactly as ``softmax`` of the filtered logits. ``E_i = -log(1 - U_i)`` with ``U_i``
    uniform from Philox (``tl.rand``) keyed by the row's own 64-bit seed, with counter (step, column): a
-   row's draw depends only on its logits, parameters, seed and step, never on the other rows.
+   row's draw depends only on its logits, parameters, seed and step, never on the other rows. The samplers
+   (`fused_candidates`) race n candidates on the same read of the row, candidate c at counter
+   (step · n + c, column), and may ask for each candidate's log q; H and V are then skipped.
 
 Temperature 0 is greedy: the first index of the row's largest logit. H and V are those of the unfiltered,
 untempered logits (nats), as `entropic.entropy_varentropy` returns them.
@@ -353,21 +355,34 @@ def fused_sample(
         ``tokens`` (int64), ``entropy``, ``varentropy`` and ``threshold`` (float32), each ``(B,)``.
     """
     check_logits(logits, "fused_sample")
-    tokens, _, stats = _launch(logits, temperature, top_k, top_p, min_p, seeds, step)
+    params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+    tokens, _, stats = fused_candidates(logits, **params, seeds=seeds, step=step, stats=True)
     return FusedSample(tokens[:, 0], stats[0], stats[1], stats[2])
 
 
-def _launch(
+def fused_candidates(
     logits: torch.Tensor,
+    *,
     temperature: float | torch.Tensor,
     top_k: int | torch.Tensor | None,
     top_p: float | torch.Tensor | None,
     min_p: float | torch.Tensor | None,
     seeds: torch.Tensor,
     step: int,
-    **options: object,
+    n_candidates: int = 1,
+    log_q: bool = False,
+    stats: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """`sampling_forward` on numbers or per-row tensors, converted as the reference converts them."""
+    """`n_candidates` independent draws per row from one launch, for callers that checked the logits and
+    the parameters (`fused_sample`, `entropic.sampling`): the statistics pass and the threshold searches
+    run once per row, then one read of the row races every candidate. Candidate c takes the Philox counter
+    ``(step · n_candidates + c, column)``, so candidate 0 of a single draw is `fused_sample`'s token.
+    Numbers and per-row tensors are converted as the reference converts them.
+
+    Returns int64 tokens ``(B, n_candidates)``; with `log_q`, their float32 log-probabilities under the
+    filtered distribution, ``y - log Σ_kept e^y`` with ``y = logits / T`` (else None); and float32 stats
+    ``(3, B)``: H and V of the logits (written only with `stats`) and the threshold on ``y``.
+    """
     n_rows, device = logits.shape[0], logits.device
     temperature_t = _per_row(temperature, n_rows, torch.float32, device)
     top_k_t = None if top_k is None else _per_row(top_k, n_rows, torch.int64, device).clamp(max=2**31 - 1)
@@ -385,33 +400,7 @@ def _launch(
         _per_row(log_min_p, n_rows, torch.float32, device),
         _per_row(seeds, n_rows, torch.int64, device),
         step,
-        **options,
+        n_candidates=n_candidates,
+        store_stats=stats,
+        store_log_q=log_q,
     )
-
-
-def fused_candidates(
-    logits: torch.Tensor,
-    *,
-    temperature: float | torch.Tensor,
-    top_k: int | torch.Tensor | None,
-    top_p: float | torch.Tensor | None,
-    min_p: float | torch.Tensor | None,
-    seeds: torch.Tensor,
-    step: int,
-    n_candidates: int = 1,
-    log_q: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """`n_candidates` independent draws per row from one launch, for callers that checked the logits and
-    the parameters (`entropic.sampling`): the statistics pass and the threshold searches run once per row,
-    then one read of the row races every candidate. Candidate c takes the Philox counter
-    ``(step · n_candidates + c, column)``, so candidate 0 of a single draw is `fused_sample`'s token.
-
-    Returns int64 tokens ``(B, n_candidates)`` and, with `log_q`, their float32 log-probabilities under
-    the filtered distribution, ``y - log Σ_kept e^y`` with ``y = logits / T`` (else None). H and V of the
-    logits are not computed.
-    """
-    tokens, log_probs, _ = _launch(
-        logits, temperature, top_k, top_p, min_p, seeds, step,
-        n_candidates=n_candidates, store_stats=False, store_log_q=log_q,
-    )  # fmt: skip
-    return tokens, log_probs

@@ -162,7 +162,7 @@ def _draw_fused(
             value = _per_row(value, logits, name).squeeze(-1)
         kwargs[name] = value
     seeds = seeds.to(logits.device)
-    tokens, log_probs = fused_candidates(
+    tokens, log_probs, _ = fused_candidates(
         logits, seeds=seeds, step=step, n_candidates=n, log_q=log_q, **kwargs
     )
     if log_probs is not None:  # greedy rows: q is a point mass

@@ -246,7 +246,7 @@ class EntropixSampler:
     Every branch's sampling parameters are computed for every row as ``(B,)`` tensors and the row's
     decision selects among them (``torch.where``/``gather``, no Python branch over rows, no host sync).
     All rows then share one filtered distribution ``q`` (temperature, top-k, top-p, min-p with per-row
-    parameters, `entropic.sampling.apply_filters`) and one exponential-race draw of
+    parameters in a `SamplingParams`, `entropic.sampling.apply_filters`) and one draw (`draw`) of
     ``n_adaptive_samples`` candidates per row; ARGMAX rows take the argmax of the logits, THINK,
     EXPLORE and RESAMPLE rows their first candidate, and ADAPTIVE rows the candidate of best score
 
@@ -435,9 +435,10 @@ class EntropixSampler:
             Per-row integer seeds and the decoding position, instead of `generator`: each row's draws are a
             function of its own ``(seed, step)`` (candidate i of a row uses counter ``step · n + i``).
         impl : {"auto", "torch", "triton"}
-            With `seeds`, "triton" draws the candidates with the fused sampling kernel
-            (`entropic.kernels.sampling`), and "auto" does so for CUDA logits; the scores of ADAPTIVE
-            candidates come from the kernel's cut. Without seeds the draw is PyTorch's.
+            With `seeds`, "triton" draws every candidate of every row in one launch of the fused sampling
+            kernel (`entropic.kernels.sampling.fused_candidates`, which also returns their log q), and
+            "auto" does so for CUDA logits. Without seeds the draw is PyTorch's. Either way the draw is
+            `entropic.sampling.draw.draw`, the one draw path of the samplers.
         """
         row_max = check_logits(logits, "EntropixSampler")
         if logits.dim() != 2:
