@@ -8,7 +8,6 @@ integration in ``entropic.integrations.hf``.
 
 from entropic.attention import EntropicAttention, alpha_from_entropy, entmax_attention, softmax_attention
 from entropic.metrics import (
-    SamplingInfo,
     bits_per_byte,
     bits_to_nats,
     cross_entropy,
@@ -22,10 +21,18 @@ from entropic.metrics import (
     mutual_information,
     nats_to_bits,
     perplexity,
-    sampling_info,
     varentropy,
 )
-from entropic.sampling import EntropixConfig, EntropixSampler, generate, sample, temperature_for_entropy
+from entropic.sampling import (
+    EntropixConfig,
+    EntropixSampler,
+    SamplingInfo,
+    SamplingParams,
+    generate,
+    sample,
+    sampling_info,
+    temperature_for_entropy,
+)
 
 __version__ = "0.1.0"
 
@@ -34,6 +41,7 @@ __all__ = [
     "EntropixConfig",
     "EntropixSampler",
     "SamplingInfo",
+    "SamplingParams",
     "__version__",
     "alpha_from_entropy",
     "bits_per_byte",

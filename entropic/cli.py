@@ -404,14 +404,20 @@ def run_generate(args: argparse.Namespace) -> None:
             f"got {args.thinking_token_id}"
         )
     ids = lm.encode(args.prompt)
+    if args.counter_based:  # the seed as a per-row seed (int64), the step as the counter
+        randomness = {
+            "seeds": torch.tensor([args.seed - 2**64 if args.seed >= 2**63 else args.seed], device=lm.device)
+        }
+    else:
+        randomness = {"generator": torch.Generator(lm.device).manual_seed(args.seed)}
     out = generate(
         lm.model,
         ids,
         sampler,
         args.max_new_tokens,
         eos_token_id=lm.tokenizer.eos_token_id,
-        generator=torch.Generator(lm.device).manual_seed(args.seed),
         return_metrics=True,
+        **randomness,
     )
     width = _width(args.width)
     new = out.new_tokens[0, out.generated[0]].tolist()
@@ -457,6 +463,12 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", parents=[common], help="generate, optionally showing every step")
     gen.add_argument("--sampler", choices=list(SAMPLER_FLAGS), default="entropix")
     gen.add_argument("--show-steps", action="store_true", help="entropy, varentropy and decision per token")
+    gen.add_argument(
+        "--counter-based",
+        action="store_true",
+        help="draw step t from (--seed, t) instead of a torch.Generator: counter-based, and on CUDA "
+        "the fused sampling kernel",
+    )
     # default None: a flag the user did not give is not checked against the sampler.
     gen.add_argument(
         "--temperature", type=float, help="entropix: base temperature; sample: temperature (1.0)"

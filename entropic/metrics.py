@@ -16,18 +16,16 @@ guessing what a tensor holds.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from entropic._validation import check_base, check_dim, check_logits, check_param, compute_dtype, in_base
+from entropic.kernels._utils import kernel_blocker, use_kernel  # Triton-free: the one dispatch rule
 
 __all__ = [
-    "SamplingInfo",
     "bits_per_byte",
     "bits_to_nats",
     "cross_entropy",
@@ -41,7 +39,6 @@ __all__ = [
     "mutual_information",
     "nats_to_bits",
     "perplexity",
-    "sampling_info",
     "varentropy",
 ]
 
@@ -224,8 +221,15 @@ def varentropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tens
     return v if log_base is None else v / log_base**2
 
 
-def _triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+def _entropy_stats(
+    logits: Tensor, dim: int, row_max: Tensor, impl: str, fn: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(H, V, log Z)`` in nats for checked logits, on the entropy kernel when `use_kernel` says so."""
+    if use_kernel(impl, fn, kernel_blocker("entropy_stats", logits), logits):
+        from entropic.kernels.entropy import entropy_stats
+
+        return entropy_stats(logits.movedim(dim, -1))
+    return _entropy_varentropy_torch(logits, dim, row_max)
 
 
 def entropy_varentropy(
@@ -266,19 +270,9 @@ def entropy_varentropy(
     >>> h  # the second row is uniform: log 3
     tensor([0.8467, 1.0986])
     """
-    if impl not in ("auto", "torch", "triton"):
-        raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     row_max = check_logits(logits, "entropy_varentropy", dim)
     log_base = check_base(base)
-    use_triton = impl == "triton" or (
-        impl == "auto" and logits.is_cuda and logits.dtype != torch.float64 and _triton_available()
-    )
-    if use_triton:
-        from entropic.kernels.entropy import entropy_stats
-
-        h, v, _ = entropy_stats(logits.movedim(dim, -1))
-    else:
-        h, v, _ = _entropy_varentropy_torch(logits, dim, row_max)
+    h, v, _ = _entropy_stats(logits, dim, row_max, impl, "entropy_varentropy")
     if log_base is None:
         return h, v
     return h / log_base, v / log_base**2
@@ -612,67 +606,3 @@ def mutual_information(joint_probs: Tensor, *, base: float | None = None, normal
     one = torch.ones_like(pxy)
     ratio = torch.where(live, pxy, one) / torch.where(live, px * py, one)
     return in_base((pxy * torch.log(ratio)).sum((-2, -1)), log_base)
-
-
-# ------------------------------------------------------------------------------- sampling report
-
-
-@dataclass(frozen=True)
-class SamplingInfo:
-    """Per-row report of what a sampling configuration does to the next-token distribution.
-
-    Tensors have the logits' batch shape; entropies are in nats unless `base` was given.
-    ``effective_vocab_size`` counts the tokens left with non-zero probability (not masked by a filter).
-    """
-
-    original_entropy: Tensor
-    final_entropy: Tensor
-    entropy_change: Tensor
-    effective_vocab_size: Tensor
-    original_vocab_size: int
-    top_token_prob: Tensor
-    temperature: float | Tensor
-    top_k: int | Tensor | None
-    top_p: float | Tensor | None
-    min_p: float | Tensor | None
-
-
-def sampling_info(
-    logits: Tensor,
-    temperature: float | Tensor = 1.0,
-    top_k: int | Tensor | None = None,
-    top_p: float | Tensor | None = None,
-    min_p: float | Tensor | None = None,
-    *,
-    base: float | None = None,
-) -> SamplingInfo:
-    """Entropy before and after temperature / top-k / top-p / min-p, per row (vocabulary last).
-
-    Filters are applied as `entropic.sampling.apply_filters` applies them (temperature, top-k, top-p,
-    min-p); every parameter is a number or a tensor with one value per row.
-
-    Examples
-    --------
-    >>> info = sampling_info(torch.randn(4, 1000), temperature=0.7, top_p=0.9)
-    >>> info.entropy_change  # negative: both filters remove uncertainty  # doctest: +SKIP
-    """
-    from entropic.sampling.filters import _apply_filters  # the sampling package imports this module
-
-    check_logits(logits, "sampling_info")
-    filtered = _apply_filters(
-        logits, temperature, {"top_k": top_k, "top_p": top_p, "min_p": min_p}, "sampling_info"
-    )
-    h0 = entropy(logits, base=base)
-    h1 = entropy(filtered, base=base)
-    return SamplingInfo(
-        original_entropy=h0,
-        final_entropy=h1,
-        entropy_change=h1 - h0,
-        effective_vocab_size=torch.isfinite(filtered).sum(-1),
-        original_vocab_size=logits.shape[-1],
-        top_token_prob=torch.softmax(filtered, -1).amax(-1),
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-    )

@@ -327,3 +327,23 @@ def test_generate_on_a_pretrained_model_by_name(pretrained_cache, monkeypatch, c
     assert [cell.strip() for cell in rows[0][:2]] == ["0", "' Paris'"]
     assert len(rows) == 4
     assert "The capital of France is Paris." in out
+
+
+def test_generate_counter_based_passes_the_seed_as_per_row_seeds(model_dir, capsys, monkeypatch):
+    """--counter-based: generate gets seeds=[seed] (so the step counter reaches the sampler, and the fused
+    kernel on CUDA) instead of a generator; the same seed gives the same text."""
+    import entropic.cli as cli
+
+    calls = []
+    real = cli.generate
+    monkeypatch.setattr(cli, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    argv = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "6", "--seed", "4"]
+    argv += ["--sampler", "sample", "--temperature", "3", "--counter-based"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert main(argv) == 0
+    assert capsys.readouterr().out == first
+    assert "generator" not in calls[0] and calls[0]["seeds"].tolist() == [4]
+    entropix = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "3"]
+    assert main([*entropix, "--sampler", "entropix", "--counter-based", "--seed", str(2**64 - 1)]) == 0
+    assert calls[-1]["seeds"].tolist() == [-1]  # a seed past int64 wraps to its two's complement

@@ -24,7 +24,7 @@ import triton.language as tl  # noqa: E402
 from _compile_sm90 import compile_launches, problems  # noqa: E402
 
 from entropic.kernels._utils import is_interpreter  # noqa: E402
-from entropic.kernels.sampling import _exponential, fused_sample  # noqa: E402
+from entropic.kernels.sampling import _exponential, fused_candidates, fused_sample  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
@@ -245,9 +245,34 @@ def test_temperature_zero_is_greedy(device):
     assert torch.equal(all_greedy.tokens, greedy)
 
 
+def test_candidates_of_one_launch_are_draws_at_their_own_counters(device):
+    """Candidate c of a draw of n at `step` is `fused_sample`'s token at step ``step · n + c`` (same kept
+    set, its own Philox counter); its log q is log-softmax of the reference filters' logits."""
+    logits = torch.randn(5, 300, device=device) * 0.3
+    logits[1, ::3] = -math.inf
+    params = {
+        "temperature": torch.tensor([0.0, 0.7, 1.0, 1.4, 1.0], device=device),
+        "top_k": 40,
+        "top_p": torch.tensor([0.9, 0.8, 1.0, 0.95, 0.5], device=device),
+        "min_p": 0.01,
+    }
+    seeds = torch.tensor([9, 8, 7, 6, 5], device=device)
+    n = 3
+    tokens, log_q, _ = fused_candidates(logits, **params, seeds=seeds, step=4, n_candidates=n, log_q=True)
+    assert tokens.shape == log_q.shape == (5, n)
+    for c in range(n):
+        assert torch.equal(tokens[:, c], fused_sample(logits, **params, seeds=seeds, step=4 * n + c).tokens)
+    assert (tokens[0] == logits[0].argmax()).all()  # T = 0: greedy, every candidate
+    assert len(set(tokens[1:].flatten().tolist())) > 4  # candidates differ
+    t = torch.where(params["temperature"] > 0, params["temperature"], 1.0)  # row 0 (greedy) is not compared
+    reference = torch.log_softmax(apply_filters(logits, **{**params, "temperature": t}), -1)
+    torch.testing.assert_close(log_q[1:], reference.gather(-1, tokens)[1:], atol=1e-5, rtol=1e-5)
+
+
 def launch_for_sm90() -> None:
-    """The launches of `fused_sample` on a GPU: fp32 / fp16 / bf16 logits at the decode size the kernel
-    exists for (B = 128, V = 131072) and a short vocabulary, with no filter, top-k + top-p, and all four."""
+    """The launches of `fused_sample` and of the samplers' `fused_candidates` (five candidates with log q)
+    on a GPU: fp32 / fp16 / bf16 logits at the decode size the kernel exists for (B = 128, V = 131072) and a
+    short vocabulary, with no filter, top-k + top-p, and all four."""
     filters = (
         {},
         {"top_k": 50, "top_p": 0.9},
@@ -258,6 +283,15 @@ def launch_for_sm90() -> None:
             logits = torch.randn(batch, vocab).to(dtype)
             for params in filters:
                 fused_sample(logits, seeds=torch.arange(batch), step=0, **params)
+                # the samplers' launch: no H and V; five candidates with their log q (Entropix's step)
+                fused_candidates(
+                    logits,
+                    **{"temperature": 1.0, "top_k": None, "top_p": None, "min_p": None, **params},
+                    seeds=torch.arange(batch),
+                    step=0,
+                    n_candidates=5,
+                    log_q=True,
+                )
 
 
 @pytest.mark.skipif(not is_interpreter(), reason="without a GPU only: the GPU tests run the compiled code")

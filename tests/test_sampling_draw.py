@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import scipy.stats
 import torch
 
 from entropic import entropy
-from entropic.sampling import apply_filters, sample, temperature_for_entropy
+from entropic.sampling import apply_filters, generate, sample, temperature_for_entropy
 
 N_DRAWS = 40_000
 P_VALUE = 1e-4  # a correct sampler fails with this probability; the seeds are fixed, so never in CI
@@ -251,3 +253,24 @@ def test_seeds_and_impl_errors():
         sample(logits, seeds=seeds, typical=0.9, impl="triton")
     with pytest.raises(ValueError, match="impl='triton' takes float32, float16 or bfloat16 logits"):
         sample(logits.double(), seeds=seeds, impl="triton")
+
+
+def test_generate_with_seeds_reaches_the_fused_kernel(device):
+    """generate passes the row seeds and the step to the sampler: a seeded `sample` with impl="triton"
+    draws every step with the fused kernel, token t of row b being `fused_sample` at (seeds[b], t)."""
+    pytest.importorskip("triton")
+    from entropic.kernels.sampling import fused_sample
+
+    table = torch.randn(50, 50, device=device) * 2  # a bigram model: next-token logits of the last token
+
+    def bigram(*, input_ids, past_key_values=None, **_):
+        return SimpleNamespace(logits=table[input_ids], past_key_values=None)
+
+    ids = torch.tensor([[3], [7], [7]], device=device)
+    seeds = torch.tensor([11, 12, 13], device=device)
+    out = generate(bigram, ids, partial(sample, top_p=0.9, impl="triton"), 5, seeds=seeds)
+    previous = ids[:, 0]
+    for step in range(5):
+        expected = fused_sample(table[previous], top_p=0.9, seeds=seeds, step=step).tokens
+        assert torch.equal(out.new_tokens[:, step], expected)
+        previous = expected

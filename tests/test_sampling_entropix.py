@@ -251,19 +251,46 @@ def test_seeded_draws_are_per_row_and_inside_each_rows_filtered_support(impl):
 def test_seeded_kernel_scores_equal_the_torch_scores():
     """The ADAPTIVE log q computed from the kernel's cut equals log-softmax of the reference filters."""
     pytest.importorskip("triton")
+    from entropic.kernels.sampling import fused_candidates
     from entropic.sampling import apply_filters
-    from entropic.sampling.entropix import _fused_candidates
 
     logits, _ = mixed_batch()
     sampler = EntropixSampler(EntropixConfig(n_adaptive_samples=2))
     _, params, _ = sampler.parameters(logits)
     t = torch.where(params["temperature"] == 0, torch.ones_like(params["temperature"]), params["temperature"])
     params = {**params, "temperature": t}
-    candidates, log_q = _fused_candidates(logits, params, torch.arange(logits.shape[0]), 0, 2)
+    seeds = torch.arange(logits.shape[0])
+    candidates, log_q, _ = fused_candidates(logits, **params, seeds=seeds, step=0, n_candidates=2, log_q=True)
     filtered = apply_filters(logits, **params)
     torch.testing.assert_close(
         log_q, torch.log_softmax(filtered, -1).gather(-1, candidates), atol=1e-5, rtol=1e-5
     )
+
+
+def test_seeded_kernel_step_launches_once_and_computes_entropy_once(monkeypatch):
+    """The seeded kernel path: one launch draws every candidate of every row (without recomputing H and V),
+    and the logits' entropy is computed once, for the decisions."""
+    pytest.importorskip("triton")
+    import entropic.kernels.sampling as kernel_module
+    import entropic.metrics as metrics_module
+
+    launches, entropies = [], []
+    launch, torch_stats = kernel_module.sampling_forward, metrics_module._entropy_varentropy_torch
+    monkeypatch.setattr(
+        kernel_module, "sampling_forward", lambda *a, **k: launches.append(k) or launch(*a, **k)
+    )
+    monkeypatch.setattr(
+        metrics_module,
+        "_entropy_varentropy_torch",
+        lambda *a, **k: entropies.append(1) or torch_stats(*a, **k),
+    )
+    logits, _ = mixed_batch()
+    out = EntropixSampler(EntropixConfig(n_adaptive_samples=4))(
+        logits, seeds=torch.arange(logits.shape[0]), step=2, impl="triton"
+    )
+    assert len(launches) == 1 and len(entropies) == 1
+    assert launches[0]["n_candidates"] == 4 and not launches[0]["store_stats"]
+    assert out.tokens.shape == (logits.shape[0],)
 
 
 def test_seeds_errors():

@@ -181,3 +181,46 @@ def test_the_suite_fails_on_warnings_from_the_project(module, category, message)
     with warnings.catch_warnings(record=True) as caught:  # other code's warnings are only recorded
         warnings.warn_explicit("unrelated", FutureWarning, "source.py", 1, module="somebody_else")
     assert [str(w.message) for w in caught] == ["unrelated"]
+
+
+def test_seeds_and_the_step_reach_the_sampler(model, prompts):
+    """With seeds, every step calls the sampler with the row seeds and its position (0 for the first new
+    token), so a row's draws are a function of its own (seed, step): the same seeds repeat the tokens."""
+    ids, mask = prompts
+    seeds = torch.tensor([5, 6, 7])
+    calls = []
+
+    def recording(logits, *, seeds, step):
+        calls.append((seeds.tolist(), step))
+        return sample(logits, top_k=20, seeds=seeds, step=step)
+
+    a = generate(model, ids, recording, 4, attention_mask=mask, seeds=seeds)
+    assert calls == [([5, 6, 7], step) for step in range(4)]
+    b = generate(model, ids, partial(sample, top_k=20), 4, attention_mask=mask, seeds=seeds)
+    assert torch.equal(a.new_tokens, b.new_tokens)
+    other = generate(model, ids, partial(sample, top_k=20), 4, attention_mask=mask, seeds=seeds + 100)
+    assert not torch.equal(other.new_tokens, a.new_tokens)
+
+
+def test_entropix_with_seeds_is_reproducible(model, prompts):
+    ids, mask = prompts
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=5))
+    seeds = torch.tensor([1, 2, 3])
+    a = generate(model, ids, sampler, 6, attention_mask=mask, seeds=seeds, return_metrics=True)
+    b = generate(model, ids, sampler, 6, attention_mask=mask, seeds=seeds)
+    assert torch.equal(a.new_tokens, b.new_tokens)
+    unseeded = generate(
+        model, ids, sampler, 1, attention_mask=mask, generator=torch.Generator(), return_metrics=True
+    )
+    assert torch.equal(a.decisions[:, 0], unseeded.decisions[:, 0])  # the same first logits
+    assert a.metrics["entropy"].shape == (3, 6)
+
+
+def test_seeds_errors(model, prompts):
+    ids, _ = prompts
+    with pytest.raises(ValueError, match="generate: pass either generator or seeds, not both"):
+        generate(model, ids, greedy, 2, seeds=torch.arange(3), generator=torch.Generator())
+    with pytest.raises(
+        ValueError, match=r"generate: seeds must be a tensor of shape \(3,\), one per row, got \(2,\)"
+    ):
+        generate(model, ids, greedy, 2, seeds=torch.arange(2))

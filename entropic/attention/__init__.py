@@ -7,7 +7,6 @@ entropy-scheduled α; ``collect_attention_stats`` records per-layer `AttentionSt
 
 from entropic.attention.functional import (
     AttentionStats,
-    EntropixAttentionMetrics,
     attention_tiles,
     entmax_attention,
     entropix_attention_metrics,
@@ -15,6 +14,7 @@ from entropic.attention.functional import (
 )
 from entropic.attention.module import EntropicAttention, KVCache, collect_attention_stats
 from entropic.attention.schedules import SCHEDULES, EntropySchedule, alpha_from_entropy
+from entropic.signals import EntropixAttentionMetrics
 
 __all__ = [
     "SCHEDULES",

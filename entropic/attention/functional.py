@@ -28,7 +28,6 @@ Conventions, as in ``torch.nn.functional.scaled_dot_product_attention`` and flas
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -39,6 +38,7 @@ from entropic._validation import check_param, compute_dtype
 from entropic.attention._chunked import Spec, chunked_entmax_attention, softmax_stats
 from entropic.attention._chunked import scores as _chunk_scores
 from entropic.attention.schedules import EntropySchedule, check_alpha
+from entropic.signals import EntropixAttentionMetrics
 
 __all__ = [
     "AttentionStats",
@@ -106,54 +106,6 @@ class AttentionStats:
             elif value is not None:
                 out[f.name] = float(value)
         return out
-
-
-@dataclass(frozen=True)
-class EntropixAttentionMetrics(Mapping):
-    """The four Entropix attention signals at the last query of each row; every field has shape ``(B,)``.
-
-    With ``a_h`` the softmax attention of head h over the n visible keys and ``s_h`` its scores. The
-    field names and definitions are those the Entropix sampler reads (`entropic.sampling`), and the
-    object is a read-only mapping of them, so it can be passed as ``attn_stats`` as it is.
-
-    Attributes
-    ----------
-    entropy : Tensor
-        Mean over heads of the entropy ``H(a_h) = -Σ_k a_hk log a_hk`` (nats).
-    varentropy : Tensor
-        Variance **across heads** of ``H(a_h)`` (population variance, nats²). This is what Entropix calls
-        attention varentropy; it is not the varentropy of any one distribution (that is
-        ``AttentionStats.varentropy``).
-    agreement : Tensor
-        Entropix's ``mean_{h,k} |a_hk - ā_k|`` with ``ā`` the head-mean attention, the mean running over
-        heads and visible keys only: 0 when every head attends alike (despite the name, it grows with
-        disagreement), at most ``2 / n``.
-    interaction_strength : Tensor
-        Mean of ``|s_hk|`` over heads and visible keys (score units): how strongly the query couples to
-        the context.
-    """
-
-    entropy: Tensor
-    varentropy: Tensor
-    agreement: Tensor
-    interaction_strength: Tensor
-
-    @classmethod
-    def zeros(cls, batch: int, device: torch.device | str | None = None) -> EntropixAttentionMetrics:
-        """Neutral signals: every attention term of the Entropix sampler's formulas drops out."""
-        z = torch.zeros(batch, device=device)
-        return cls(z, z, z, z)
-
-    def __getitem__(self, name: str) -> Tensor:
-        if name not in self.__dataclass_fields__:
-            raise KeyError(name)
-        return getattr(self, name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.__dataclass_fields__)
-
-    def __len__(self) -> int:
-        return len(self.__dataclass_fields__)
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -19,7 +19,9 @@ One program per row reads the row a few times and never sorts it nor writes a pr
 4. draw pass: the exponential race ``argmax_i (y_i - log E_i)`` over the kept tokens, ``E_i ~ Exp(1)``,
    distributed exactly as ``softmax`` of the filtered logits. ``E_i = -log(1 - U_i)`` with ``U_i``
    uniform from Philox (``tl.rand``) keyed by the row's own 64-bit seed, with counter (step, column): a
-   row's draw depends only on its logits, parameters, seed and step, never on the other rows.
+   row's draw depends only on its logits, parameters, seed and step, never on the other rows. The samplers
+   (`fused_candidates`) race n candidates on the same read of the row, candidate c at counter
+   (step · n + c, column), and may ask for each candidate's log q; H and V are then skipped.
 
 Temperature 0 is greedy: the first index of the row's largest logit. H and V are those of the unfiltered,
 untempered logits (nats), as `entropic.entropy_varentropy` returns them.
@@ -126,15 +128,20 @@ def _sampling_fwd_kernel(
     TOP_P,  # (B,) float64; p >= 1 keeps every token
     LOG_MIN_P,  # (B,) float32 log of min-p; -inf keeps every token
     SEEDS,  # (B,) int64
-    TOKENS,  # (B,) int64
+    TOKENS,  # (B, n_candidates) int64
+    LOG_Q,  # (B, n_candidates) float32 log-probability of each candidate under the filtered distribution
     STATS,  # (3, B) float32: H, V (raw logits) and the kept set's threshold on x / T
     n_rows,
     n_cols,
     stride_xr,
     stride_xc,
     step,
+    n_candidates,
     HAS_TOP_K: tl.constexpr,
     HAS_TOP_P: tl.constexpr,
+    STORE_STATS: tl.constexpr,
+    STORE_LOG_Q: tl.constexpr,
+    CANDIDATES: tl.constexpr,  # power of two >= n_candidates
     BLOCK: tl.constexpr,
 ):
     row = tl.program_id(0)
@@ -155,8 +162,9 @@ def _sampling_fwd_kernel(
     for start in range(0, n_cols, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         x, y = _load_tempered(x_row, cols, n_cols, stride_xc, t)  # (BLOCK,)
-        m_c, s0_c, mu_c, m2_c = _chunk_state(x, 0)
-        m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
+        if STORE_STATS:  # H and V of the raw logits, for callers that have not computed them
+            m_c, s0_c, mu_c, m2_c = _chunk_state(x, 0)
+            m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
         live = y > float("-inf")
         m_t_new = tl.maximum(m_t, tl.max(y, 0))
         if HAS_TOP_P:  # the partition of y is top-p's only
@@ -188,26 +196,40 @@ def _sampling_fwd_kernel(
     tau = tl.maximum(tau, m_t + tl.load(LOG_MIN_P + row))
     tau = tl.where(greedy, float("-inf"), tau)
 
-    # 4. the race over y >= tau (greedy rows: the first largest logit)
+    # 4. one race per candidate over y >= tau, on one read of the row (greedy rows: the first largest
+    # logit); candidate c of the draw at `step` takes the Philox counter (step · n_candidates + c, column)
     seed = tl.load(SEEDS + row)
-    counter = step.to(tl.int64) << 32  # Philox counter (column, step)
-    best = tl.full((), float("-inf"), tl.float32)
-    best_idx = tl.full((), 0, tl.int64)
+    slot = tl.arange(0, CANDIDATES)
+    best = tl.full((CANDIDATES,), float("-inf"), tl.float32)  # per candidate: best score, its index, its y
+    best_idx = tl.zeros((CANDIDATES,), tl.int64)
+    best_y = tl.zeros((CANDIDATES,), tl.float32)
+    z_kept = tl.full((), 0.0, tl.float32)  # Σ e^{y - m_T} over the kept tokens
     for start in range(0, n_cols, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         _, y = _load_tempered(x_row, cols, n_cols, stride_xc, t)
-        noise = tl.log(_exponential(seed, counter + cols.to(tl.int64)))
-        score = tl.where(y >= tau, y - tl.where(greedy, 0.0, noise), float("-inf"))
-        c_best = tl.max(score, 0)
-        c_idx = tl.argmax(score, 0)  # first of ties
-        take = c_best > best  # earlier blocks win ties
-        best_idx = tl.where(take, start + c_idx.to(tl.int64), best_idx)
-        best = tl.maximum(best, c_best)
+        kept = y >= tau
+        if STORE_LOG_Q:
+            z_kept += tl.sum(tl.where(kept, tl.exp(y - m_t), 0.0), 0)
+        for c in range(n_candidates):
+            counter = (step.to(tl.int64) * n_candidates + c) << 32  # Philox counter (column, draw)
+            noise = tl.log(_exponential(seed, counter + cols.to(tl.int64)))
+            score = tl.where(kept, y - tl.where(greedy, 0.0, noise), float("-inf"))
+            c_best = tl.max(score, 0)
+            c_idx = tl.argmax(score, 0)  # first of ties
+            take = (slot == c) & (c_best > best)  # earlier blocks win ties
+            best_idx = tl.where(take, start + c_idx.to(tl.int64), best_idx)
+            if STORE_LOG_Q:
+                best_y = tl.where(take, tl.sum(tl.where(cols == start + c_idx, y, 0.0), 0), best_y)
+            best = tl.where(slot == c, tl.maximum(best, c_best), best)
 
-    tl.store(TOKENS + row, best_idx)
-    log_s0 = tl.log(s0)
-    tl.store(STATS + row, log_s0 - mu)
-    tl.store(STATS + n_rows + row, m2 / s0)
+    out = row.to(tl.int64) * n_candidates + slot
+    tl.store(TOKENS + out, best_idx, mask=slot < n_candidates)
+    if STORE_LOG_Q:  # log q(y) = y - m_T - log Σ_kept e^{y - m_T}
+        tl.store(LOG_Q + out, best_y - m_t - tl.log(z_kept), mask=slot < n_candidates)
+    if STORE_STATS:
+        log_s0 = tl.log(s0)
+        tl.store(STATS + row, log_s0 - mu)
+        tl.store(STATS + n_rows + row, m2 / s0)
     tl.store(STATS + 2 * n_rows + row, tau)
 
 
@@ -227,12 +249,17 @@ def sampling_forward(
     log_min_p: torch.Tensor,
     seeds: torch.Tensor,
     step: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    *,
+    n_candidates: int = 1,
+    store_stats: bool = True,
+    store_log_q: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """Launch the kernel on (B, V) ``logits`` with (B,) parameter tensors on its device.
 
     ``temperature`` float32, ``top_k`` int32 (None: no top-k), ``top_p`` float64 (None: no top-p),
-    ``log_min_p`` float32, ``seeds`` int64. Returns int64 tokens (B,) and float32 stats (3, B) =
-    (H, V, threshold on ``logits / T``).
+    ``log_min_p`` float32, ``seeds`` int64. Returns int64 tokens (B, n_candidates), their float32 log q
+    (B, n_candidates) when `store_log_q` (else None), and float32 stats (3, B) = (H, V, threshold on
+    ``logits / T``); H and V are left unwritten without `store_stats`.
     """
     check_device(logits, "fused_sample")
     check_dtype(logits, "fused_sample")
@@ -244,17 +271,24 @@ def sampling_forward(
         assert value is None or (
             value.shape == (n_rows,) and value.dtype == dtype and value.device == logits.device
         ), f"{name}: need a ({n_rows},) {dtype} tensor on {logits.device}"
-    assert 0 <= step < 2**31, f"step must be in [0, 2**31), got {step}"
-    tokens = torch.empty(n_rows, dtype=torch.int64, device=logits.device)
+    assert n_candidates >= 1, f"n_candidates must be >= 1, got {n_candidates}"
+    assert step >= 0 and (step + 1) * n_candidates <= 2**31, (
+        f"step · n_candidates + n_candidates - 1 must be in [0, 2**31), got step {step}, n {n_candidates}"
+    )
+    tokens = torch.empty((n_rows, n_candidates), dtype=torch.int64, device=logits.device)
+    log_q = torch.empty_like(tokens, dtype=torch.float32) if store_log_q else None
     stats = torch.empty((3, n_rows), dtype=torch.float32, device=logits.device)
     block, num_warps = _block(n_cols)
     _sampling_fwd_kernel[(n_rows,)](
         logits, temperature, top_k if top_k is not None else temperature,
-        top_p if top_p is not None else temperature, log_min_p, seeds, tokens, stats,
-        n_rows, n_cols, logits.stride(0), logits.stride(1), step,
-        HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, BLOCK=block, num_warps=num_warps,
+        top_p if top_p is not None else temperature, log_min_p, seeds, tokens,
+        log_q if log_q is not None else stats, stats,
+        n_rows, n_cols, logits.stride(0), logits.stride(1), step, n_candidates,
+        HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, STORE_STATS=store_stats,
+        STORE_LOG_Q=store_log_q, CANDIDATES=triton.next_power_of_2(n_candidates), BLOCK=block,
+        num_warps=num_warps,
     )  # fmt: skip
-    return tokens, stats
+    return tokens, log_q, stats
 
 
 class FusedSample(NamedTuple):
@@ -321,12 +355,12 @@ def fused_sample(
         ``tokens`` (int64), ``entropy``, ``varentropy`` and ``threshold`` (float32), each ``(B,)``.
     """
     check_logits(logits, "fused_sample")
-    return _fused_sample(
-        logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, seeds=seeds, step=step
-    )
+    params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
+    tokens, _, stats = fused_candidates(logits, **params, seeds=seeds, step=step, stats=True)
+    return FusedSample(tokens[:, 0], stats[0], stats[1], stats[2])
 
 
-def _fused_sample(
+def fused_candidates(
     logits: torch.Tensor,
     *,
     temperature: float | torch.Tensor,
@@ -335,8 +369,20 @@ def _fused_sample(
     min_p: float | torch.Tensor | None,
     seeds: torch.Tensor,
     step: int,
-) -> FusedSample:
-    """`fused_sample` for callers that checked the logits already (`sample`, `EntropixSampler`)."""
+    n_candidates: int = 1,
+    log_q: bool = False,
+    stats: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """`n_candidates` independent draws per row from one launch, for callers that checked the logits and
+    the parameters (`fused_sample`, `entropic.sampling`): the statistics pass and the threshold searches
+    run once per row, then one read of the row races every candidate. Candidate c takes the Philox counter
+    ``(step · n_candidates + c, column)``, so candidate 0 of a single draw is `fused_sample`'s token.
+    Numbers and per-row tensors are converted as the reference converts them.
+
+    Returns int64 tokens ``(B, n_candidates)``; with `log_q`, their float32 log-probabilities under the
+    filtered distribution, ``y - log Σ_kept e^y`` with ``y = logits / T`` (else None); and float32 stats
+    ``(3, B)``: H and V of the logits (written only with `stats`) and the threshold on ``y``.
+    """
     n_rows, device = logits.shape[0], logits.device
     temperature_t = _per_row(temperature, n_rows, torch.float32, device)
     top_k_t = None if top_k is None else _per_row(top_k, n_rows, torch.int64, device).clamp(max=2**31 - 1)
@@ -346,7 +392,7 @@ def _fused_sample(
         log_min_p = torch.log(min_p.to(device, torch.float32))  # as the reference: log in float32
     else:  # as the reference: the log of the number, rounded to float32
         log_min_p = math.log(min_p) if min_p else -math.inf
-    tokens, stats = sampling_forward(
+    return sampling_forward(
         logits,
         temperature_t,
         None if top_k_t is None else top_k_t.to(torch.int32),
@@ -354,5 +400,7 @@ def _fused_sample(
         _per_row(log_min_p, n_rows, torch.float32, device),
         _per_row(seeds, n_rows, torch.int64, device),
         step,
+        n_candidates=n_candidates,
+        store_stats=stats,
+        store_log_q=log_q,
     )
-    return FusedSample(tokens, stats[0], stats[1], stats[2])

@@ -12,8 +12,6 @@ probabilities.
 
 from __future__ import annotations
 
-import importlib.util
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -21,7 +19,8 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param
-from entropic.sampling.filters import _apply_filters, _per_row, check_temperature_range
+from entropic.kernels._utils import SUPPORTED_DTYPES, kernel_blocker, use_kernel
+from entropic.sampling.filters import SamplingParams, _apply_filters, _per_row, check_temperature_range
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -79,20 +78,97 @@ def check_seeds(seeds: Tensor, step: int, logits: Tensor, generator: Generators,
     check_param(step, "step", 0, 2**31 - 1, integer=True)
 
 
-def fused_blocker(logits: Tensor, seeds: Tensor | None, filters: dict[str, object]) -> str | None:
-    """Why the fused Triton kernel cannot serve this call, or None when it can."""
+def _fused_blocker(logits: Tensor, params: SamplingParams, seeds: Tensor | None) -> str | None:
+    """Why the fused sampling kernel cannot serve this draw, or None: what it implements (seeds, four
+    filters, the logits dtypes), then what every kernel needs (`kernel_blocker`)."""
     if seeds is None:
-        return "needs per-row seeds (the generator path runs on PyTorch)"
-    unsupported = [
-        name for name, value in filters.items() if value is not None and name not in _FUSED_FILTERS
-    ]
+        return "needs per-row seeds (the generator path runs on PyTorch); pass seeds="
+    unsupported = [name for name in params.truncations() if name not in _FUSED_FILTERS]
     if unsupported:
         return f"applies temperature, top_k, top_p and min_p only, got {', '.join(unsupported)}"
-    if logits.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"takes float32, float16 or bfloat16 logits, got {logits.dtype}"
-    if importlib.util.find_spec("triton") is None:
-        return "needs Triton, which is not installed"
-    return None
+    if logits.dtype not in SUPPORTED_DTYPES:
+        names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES[:-1])
+        last = str(SUPPORTED_DTYPES[-1]).removeprefix("torch.")
+        return f"takes {names} or {last} logits, got {logits.dtype}"
+    return kernel_blocker("fused_sample", logits)
+
+
+def draw(
+    logits: Tensor,
+    params: SamplingParams,
+    *,
+    n: int = 1,
+    generator: Generators = None,
+    seeds: Tensor | None = None,
+    step: int = 0,
+    impl: Literal["auto", "torch", "triton"] = "auto",
+    log_q: bool = False,
+    fn: str = "sample",
+) -> tuple[Tensor, Tensor | None]:
+    """`n` independent draws per row from ``softmax(filter(logits / T))``: the one draw path of the samplers.
+
+    Decides, in one place, greedy rows (``T = 0``: every candidate is the first largest logit, of
+    log-probability 0), the randomness (`generator`, or per-row `seeds` with counter `step`; candidate c
+    of a seeded draw uses counter ``step · n + c``) and the implementation: the fused kernel
+    (`entropic.kernels.sampling.fused_candidates`, one launch for every candidate) when `use_kernel` says
+    so, else the filters of `params` and the exponential race in PyTorch. The caller has checked the
+    logits (`check_logits`, naming `fn`); `params` validated itself.
+
+    Returns
+    -------
+    (Tensor, Tensor or None)
+        ``(..., n)`` int64 candidates and, with `log_q`, their log-probabilities under the filtered
+        distribution (float32, float64 for float64 logits on PyTorch), else None.
+    """
+    if seeds is not None:
+        check_seeds(seeds, step * n + n - 1, logits, generator, fn)
+    if use_kernel(impl, fn, _fused_blocker(logits, params, seeds), logits):
+        return _draw_fused(logits, params, n, seeds, step, log_q, fn)
+    if seeds is not None:
+        generator = seeded_generators(seeds, step, logits.device)
+    temperature = params.temperature
+    greedy_rows = None
+    if isinstance(temperature, Tensor):
+        greedy_rows = temperature == 0
+        temperature = torch.where(greedy_rows, torch.ones_like(temperature), temperature)
+    elif temperature == 0:
+        tokens = logits.argmax(dim=-1, keepdim=True).expand(*logits.shape[:-1], n)
+        return tokens, torch.zeros(tokens.shape, device=logits.device) if log_q else None
+    filtered = _apply_filters(logits, temperature, params.truncations(), fn)
+    if n == 1:
+        tokens = race(filtered, generator).unsqueeze(-1)
+    else:
+        tokens = race(filtered.unsqueeze(-2).expand(*filtered.shape[:-1], n, -1), generator)
+    log_probs = torch.log_softmax(filtered, -1).gather(-1, tokens) if log_q else None
+    if greedy_rows is not None:
+        greedy_rows = greedy_rows.to(tokens.device).unsqueeze(-1)
+        tokens = torch.where(greedy_rows, logits.argmax(dim=-1, keepdim=True), tokens)
+        if log_probs is not None:
+            log_probs = log_probs.masked_fill(greedy_rows, 0.0)
+    return tokens, log_probs
+
+
+def _draw_fused(
+    logits: Tensor, params: SamplingParams, n: int, seeds: Tensor, step: int, log_q: bool, fn: str
+) -> tuple[Tensor, Tensor | None]:
+    """The kernel path of `draw`: per-row parameters shaped as the filters shape them, one launch."""
+    from entropic.kernels.sampling import fused_candidates
+
+    check_temperature_range(logits, params.temperature, fn)  # the kernel divides in float32 too
+    kwargs = {}
+    for name in ("temperature", *_FUSED_FILTERS):
+        value = getattr(params, name)
+        if isinstance(value, Tensor):  # (B,) on the logits' device, shape checked as the filters check it
+            value = _per_row(value, logits, name).squeeze(-1)
+        kwargs[name] = value
+    seeds = seeds.to(logits.device)
+    tokens, log_probs, _ = fused_candidates(
+        logits, seeds=seeds, step=step, n_candidates=n, log_q=log_q, **kwargs
+    )
+    if log_probs is not None:  # greedy rows: q is a point mass
+        greedy = torch.as_tensor(params.temperature, device=logits.device) == 0
+        log_probs = log_probs.masked_fill(greedy.unsqueeze(-1), 0.0)
+    return tokens, log_probs
 
 
 def sample(
@@ -152,66 +228,12 @@ def sample(
     >>> g = torch.Generator().manual_seed(0)
     >>> sample(torch.tensor([[0.0, 5.0, 1.0]]), temperature=0.0)
     tensor([1])
-    >>> sample(torch.tensor([[0.0, 5.0, -math.inf]]), top_k=1, generator=g)
+    >>> sample(torch.tensor([[0.0, 5.0, -float("inf")]]), top_k=1, generator=g)
     tensor([1])
-    >>> sample(torch.tensor([[0.0, 5.0, -math.inf]]), top_k=1, seeds=torch.tensor([7]), step=3)
+    >>> sample(torch.tensor([[0.0, 5.0, -float("inf")]]), top_k=1, seeds=torch.tensor([7]), step=3)
     tensor([1])
     """
-    if impl not in ("auto", "torch", "triton"):
-        raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     check_logits(logits, "sample")
-    check_param(temperature, "temperature", 0.0, math.inf, high_open=True)
-    if seeds is not None:
-        check_seeds(seeds, step, logits, generator)
-    filters = {
-        "top_k": top_k,
-        "top_p": top_p,
-        "min_p": min_p,
-        "typical": typical,
-        "epsilon": epsilon,
-        "eta": eta,
-    }
-    if impl != "torch":
-        blocker = fused_blocker(logits, seeds, filters)
-        if impl == "triton" and blocker is not None:
-            raise ValueError(f"sample: impl='triton' {blocker}")
-        if blocker is None and (impl == "triton" or logits.is_cuda):
-            check_temperature_range(logits, temperature, "sample")  # the kernel divides in float32 too
-            return _fused(logits, temperature, top_k, top_p, min_p, seeds, step)
-    if seeds is not None:
-        generator = seeded_generators(seeds, step, logits.device)
-    if isinstance(temperature, Tensor):
-        greedy_rows = temperature == 0
-        temperature = torch.where(greedy_rows, torch.ones_like(temperature), temperature)
-    elif temperature == 0:
-        return logits.argmax(dim=-1)
-    else:
-        greedy_rows = None
-    filtered = _apply_filters(logits, temperature, filters, "sample")  # logits checked above
-    tokens = race(filtered, generator)
-    if greedy_rows is not None:
-        tokens = torch.where(greedy_rows.to(tokens.device), logits.argmax(dim=-1), tokens)
-    return tokens
-
-
-def _fused(
-    logits: Tensor,
-    temperature: float | Tensor,
-    top_k: int | Tensor | None,
-    top_p: float | Tensor | None,
-    min_p: float | Tensor | None,
-    seeds: Tensor,
-    step: int,
-) -> Tensor:
-    """The Triton path of `sample`, with the parameters checked as the filters check them."""
-    from entropic.kernels.sampling import _fused_sample
-
-    params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
-    ranges = {"top_k": (1, math.inf), "top_p": (0.0, 1.0), "min_p": (0.0, 1.0)}
-    for name, (low, high) in ranges.items():
-        if params[name] is not None:
-            check_param(params[name], name, low, high, low_open=name == "top_p", integer=name == "top_k")
-    for name, value in params.items():
-        if isinstance(value, Tensor):  # (B,) on the logits' device, shape checked as the filters check it
-            params[name] = _per_row(value, logits, name).squeeze(-1)
-    return _fused_sample(logits, seeds=seeds.to(logits.device), step=step, **params).tokens  # logits checked
+    params = SamplingParams(temperature, top_k, top_p, min_p, typical, epsilon, eta)
+    tokens, _ = draw(logits, params, generator=generator, seeds=seeds, step=step, impl=impl)
+    return tokens.squeeze(-1)

@@ -48,10 +48,10 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_base, check_logits, check_param
-from entropic.attention.functional import EntropixAttentionMetrics
-from entropic.metrics import entropy_varentropy
-from entropic.sampling.draw import Generators, check_seeds, fused_blocker, race, seeded_generators
-from entropic.sampling.filters import _apply_filters, check_temperature_range
+from entropic.metrics import _entropy_stats
+from entropic.sampling.draw import Generators, draw
+from entropic.sampling.filters import SamplingParams
+from entropic.signals import EntropixAttentionMetrics
 
 _LN2 = math.log(2.0)
 
@@ -246,7 +246,7 @@ class EntropixSampler:
     Every branch's sampling parameters are computed for every row as ``(B,)`` tensors and the row's
     decision selects among them (``torch.where``/``gather``, no Python branch over rows, no host sync).
     All rows then share one filtered distribution ``q`` (temperature, top-k, top-p, min-p with per-row
-    parameters, `entropic.sampling.apply_filters`) and one exponential-race draw of
+    parameters in a `SamplingParams`, `entropic.sampling.apply_filters`) and one draw (`draw`) of
     ``n_adaptive_samples`` candidates per row; ARGMAX rows take the argmax of the logits, THINK,
     EXPLORE and RESAMPLE rows their first candidate, and ADAPTIVE rows the candidate of best score
 
@@ -313,16 +313,18 @@ class EntropixSampler:
             min_p to ``(B,)`` tensors; ``metrics`` holds entropy, varentropy (config units) and the
             attention signals when given, as in `SamplerOutput`.
         """
-        check_logits(logits, "EntropixSampler.parameters")
-        return self._parameters(logits, attn_stats)
+        row_max = check_logits(logits, "EntropixSampler.parameters")
+        decisions, params, metrics, _ = self._parameters(logits, row_max, attn_stats)
+        return decisions, params, metrics
 
     def _parameters(
-        self, logits: Tensor, attn_stats: AttentionMetrics | Mapping[str, Tensor] | None
-    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        self, logits: Tensor, row_max: Tensor, attn_stats: AttentionMetrics | Mapping[str, Tensor] | None
+    ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """`parameters` for checked logits, plus the log-partition of the logits (nats), (B,)."""
         c = self.config
         batch, device = logits.shape[0], logits.device
         log_base = check_base(c.base) or 1.0
-        h_nats, v_nats = entropy_varentropy(logits)
+        h_nats, v_nats, log_z = _entropy_stats(logits, -1, row_max, "auto", "EntropixSampler")
         h, v = h_nats / log_base, v_nats / log_base**2
         given = attn_stats is not None
         attn = as_attention_metrics(attn_stats, batch) if given else AttentionMetrics.zeros(batch, device)
@@ -402,7 +404,7 @@ class EntropixSampler:
                 "interaction_strength": inter,
             }
         params = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "min_p": min_p}
-        return decisions, params, metrics
+        return decisions, params, metrics, log_z
 
     def __call__(
         self,
@@ -433,47 +435,33 @@ class EntropixSampler:
             Per-row integer seeds and the decoding position, instead of `generator`: each row's draws are a
             function of its own ``(seed, step)`` (candidate i of a row uses counter ``step · n + i``).
         impl : {"auto", "torch", "triton"}
-            With `seeds`, "triton" draws the candidates with the fused sampling kernel
-            (`entropic.kernels.sampling`), and "auto" does so for CUDA logits; the scores of ADAPTIVE
-            candidates come from the kernel's cut. Without seeds the draw is PyTorch's.
+            With `seeds`, "triton" draws every candidate of every row in one launch of the fused sampling
+            kernel (`entropic.kernels.sampling.fused_candidates`, which also returns their log q), and
+            "auto" does so for CUDA logits. Without seeds the draw is PyTorch's. Either way the draw is
+            `entropic.sampling.draw.draw`, the one draw path of the samplers.
         """
-        check_logits(logits, "EntropixSampler")
+        row_max = check_logits(logits, "EntropixSampler")
         if logits.dim() != 2:
             raise ValueError(f"EntropixSampler: logits must have shape (B, V), got {tuple(logits.shape)}")
-        if impl not in ("auto", "torch", "triton"):
-            raise ValueError(f"EntropixSampler: impl must be 'auto', 'torch' or 'triton', got {impl!r}")
         c = self.config
-        n = c.n_adaptive_samples
-        if seeds is not None:
-            check_seeds(seeds, step * n + n - 1, logits, generator, "EntropixSampler")
-        elif impl == "triton":
-            raise ValueError("EntropixSampler: impl='triton' draws from per-row seeds; pass seeds=")
-        decisions, params, metrics = self._parameters(logits, attn_stats)  # logits checked above
+        decisions, params, metrics, log_z = self._parameters(logits, row_max, attn_stats)
+        candidates, log_q = draw(
+            logits,
+            SamplingParams(**params),
+            n=c.n_adaptive_samples,
+            generator=generator,
+            seeds=seeds,
+            step=step,
+            impl=impl,
+            log_q=True,
+            fn="EntropixSampler",
+        )  # (B, n) each; greedy (ARGMAX) rows: the argmax n times
         h_nats = metrics["entropy"] * (check_base(c.base) or 1.0)
-        temperature = params["temperature"]
-        greedy = temperature == 0
-        safe_t = torch.where(greedy, torch.ones_like(temperature), temperature)
-        use_kernel = seeds is not None and (
-            impl == "triton"
-            or (impl == "auto" and logits.is_cuda and fused_blocker(logits, seeds, {}) is None)
-        )
-        if use_kernel:
-            check_temperature_range(logits, safe_t, "EntropixSampler")  # the kernel divides in float32 too
-            candidates, log_q = _fused_candidates(logits, {**params, "temperature": safe_t}, seeds, step, n)
-        else:
-            if seeds is not None:
-                generator = seeded_generators(seeds, step, logits.device)
-            filters = {name: params[name] for name in ("top_k", "top_p", "min_p")}
-            filtered = _apply_filters(
-                logits, safe_t, filters, "EntropixSampler"
-            )  # (B, V); logits checked above
-            candidates = race(filtered.unsqueeze(1).expand(-1, n, -1), generator)  # (B, n)
-            log_q = torch.log_softmax(filtered, -1).gather(-1, candidates)
-        log_p = torch.log_softmax(logits.to(log_q.dtype), -1).gather(-1, candidates)
+        log_p = logits.gather(-1, candidates).to(log_q.dtype) - log_z.to(log_q.dtype).unsqueeze(-1)
         score = log_q - c.ada_score_typicality * (-log_p - h_nats.to(log_p).unsqueeze(-1)).abs()
         best = candidates.gather(-1, score.argmax(-1, keepdim=True)).squeeze(-1)
         tokens = torch.where(decisions == Decision.ADAPTIVE, best, candidates[:, 0])
-        tokens = torch.where(greedy, logits.argmax(-1), tokens)
+        temperature = params["temperature"]
 
         if c.thinking_token_id is not None:
             insert = decisions == Decision.THINK
@@ -484,22 +472,3 @@ class EntropixSampler:
 
         metrics["temperature"] = temperature
         return SamplerOutput(tokens=tokens, decisions=decisions, metrics=metrics)
-
-
-def _fused_candidates(
-    logits: Tensor, params: dict[str, Tensor], seeds: Tensor, step: int, n: int
-) -> tuple[Tensor, Tensor]:
-    """n candidates per row from the fused kernel and their log q under the filtered distribution.
-
-    The kernel returns the cut on ``logits / T`` that its filters chose; ``log q(y) = y/T - logsumexp`` of
-    the tempered logits at or above the cut, one masked reduction in PyTorch.
-    """
-    from entropic.kernels.sampling import _fused_sample
-
-    seeds = seeds.to(logits.device)
-    draws = [_fused_sample(logits, seeds=seeds, step=step * n + i, **params) for i in range(n)]
-    candidates = torch.stack([d.tokens for d in draws], -1)  # (B, n)
-    scaled = logits.float() / params["temperature"].float().unsqueeze(-1)
-    kept = scaled >= draws[0].threshold.unsqueeze(-1)
-    log_z = torch.logsumexp(scaled.masked_fill(~kept, -math.inf), -1, keepdim=True)
-    return candidates, scaled.gather(-1, candidates) - log_z

@@ -22,8 +22,10 @@ Meister et al. 2023; epsilon and eta sampling Hewitt et al. 2022.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import InitVar, dataclass, fields
 
 import torch
 from torch import Tensor
@@ -52,14 +54,34 @@ def _per_row(value: float | Tensor, logits: Tensor, name: str) -> float | Tensor
     return value.to(logits.device).unsqueeze(-1)
 
 
+# The range of every filter parameter, keyed by the filter's name: (low, high, check_param options).
+RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
+    "temperature": (0.0, math.inf, {"low_open": True, "high_open": True}),
+    "top_k": (1, math.inf, {"integer": True}),
+    "top_p": (0.0, 1.0, {"low_open": True}),
+    "min_p": (0.0, 1.0, {}),
+    "typical": (0.0, 1.0, {"low_open": True}),
+    "epsilon": (0.0, 1.0, {"high_open": True}),
+    "eta": (0.0, 1.0, {"high_open": True}),
+}
+
+
+def _check_range(name: str, value: float | Tensor) -> None:
+    low, high, options = RANGES[name]
+    check_param(value, name, low, high, **options)
+
+
 def _checks_logits(filter_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """The public filter: checks its logits (`check_logits`, naming the filter), then filters. The
-    unchecked body stays reachable as ``.unchecked`` for callers that checked already (`apply_filters`
-    once for the chain, the samplers)."""
+    """The public filter: checks its logits (`check_logits`, naming the filter) and its parameter (`RANGES`
+    under the filter's name), then filters. The unchecked body stays reachable as ``.unchecked`` for
+    callers that checked already (`apply_filters` once for the chain, the samplers)."""
+    name = filter_fn.__name__
+    param = list(inspect.signature(filter_fn).parameters)[1]
 
     @functools.wraps(filter_fn)
     def checked(logits: Tensor, *args: object, **kwargs: object) -> Tensor:
-        check_logits(logits, filter_fn.__name__)
+        check_logits(logits, name)
+        _check_range(name, args[0] if args else kwargs[param])
         return filter_fn(logits, *args, **kwargs)
 
     checked.unchecked = filter_fn
@@ -92,7 +114,6 @@ def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str
 
 
 def _temperature(logits: Tensor, temperature: float | Tensor, fn: str = "temperature") -> Tensor:
-    check_param(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     x = _upcast(logits)
     t = _per_row(temperature, x, "temperature")
     check_temperature_range(x, t.squeeze(-1) if isinstance(t, Tensor) else t, fn)
@@ -108,7 +129,6 @@ def temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
 @_checks_logits
 def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
     """Keep the k largest logits of each row (k >= 1; k >= V keeps everything)."""
-    check_param(k, "top_k", 1, math.inf, integer=True)
     x = _upcast(logits)
     vocab = x.shape[-1]
     k_max = min(int(k.max()) if isinstance(k, Tensor) else int(k), vocab)
@@ -151,7 +171,6 @@ def top_p(logits: Tensor, p: float | Tensor) -> Tensor:
     summed in float64 from the most probable down. The cut is applied as a threshold on the logits, so
     tokens tied with the last kept one are kept too.
     """
-    check_param(p, "top_p", 0.0, 1.0, low_open=True)
     x = _upcast(logits)
     return _keep_mass(x, x, _per_row(p, x, "top_p"))
 
@@ -162,7 +181,6 @@ def min_p(logits: Tensor, p: float | Tensor) -> Tensor:
 
     p in [0, 1]; p = 0 keeps everything, p = 1 keeps only the top token (and its ties).
     """
-    check_param(p, "min_p", 0.0, 1.0)
     x = _upcast(logits)
     pp = _per_row(p, x, "min_p")
     log_p = torch.log(pp.to(x.dtype)) if isinstance(pp, Tensor) else (math.log(pp) if pp > 0 else -math.inf)
@@ -179,7 +197,6 @@ def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
     kept even when it is not typical (a peaked distribution puts its top token far below the mean
     surprisal of the rest).
     """
-    check_param(mass, "typical", 0.0, 1.0, low_open=True)
     x = _upcast(logits)
     logp = torch.log_softmax(x, dim=-1)
     live = torch.isfinite(logp)
@@ -208,7 +225,6 @@ def epsilon(logits: Tensor, eps: float | Tensor) -> Tensor:
 
     ε = 0 keeps everything; the most probable token is always kept.
     """
-    check_param(eps, "epsilon", 0.0, 1.0, high_open=True)
     x = _upcast(logits)
     return _keep_above(x, _log_param(eps, x, "epsilon"))
 
@@ -220,7 +236,6 @@ def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
     The threshold falls as the entropy rises, so flat distributions keep more of their tail than peaked
     ones. η = 0 keeps everything; the most probable token is always kept.
     """
-    check_param(eta, "eta", 0.0, 1.0, high_open=True)
     x = _upcast(logits)
     log_eta = _log_param(eta, x, "eta")
     logp = torch.log_softmax(x, dim=-1)
@@ -244,6 +259,52 @@ FILTERS = {
 _UNCHECKED = {name: f.unchecked for name, f in FILTERS.items()}
 
 
+@dataclass(frozen=True)
+class SamplingParams:
+    """The sampling parameters of one draw, validated once at construction.
+
+    Every field is a Python number or a tensor with one value per row (the logits' batch shape, checked
+    when the filters meet the logits); None switches a filter off. Ranges are the filters' (`RANGES`),
+    except that the temperature may be 0 (greedy decoding) unless ``greedy=False``.
+
+    Attributes
+    ----------
+    temperature : float or Tensor
+        ``T >= 0`` (``T > 0`` with ``greedy=False``).
+    top_k, top_p, min_p, typical, epsilon, eta : optional
+        Truncations applied after the temperature, in this order (`apply_filters`).
+    """
+
+    temperature: float | Tensor = 1.0
+    top_k: int | Tensor | None = None
+    top_p: float | Tensor | None = None
+    min_p: float | Tensor | None = None
+    typical: float | Tensor | None = None
+    epsilon: float | Tensor | None = None
+    eta: float | Tensor | None = None
+    greedy: InitVar[bool] = True
+
+    def __post_init__(self, greedy: bool) -> None:
+        if greedy:
+            check_param(self.temperature, "temperature", 0.0, math.inf, high_open=True)
+        else:
+            _check_range("temperature", self.temperature)
+        for name, value in self.truncations().items():
+            _check_range(name, value)
+
+    def truncations(self) -> dict[str, float | Tensor]:
+        """The truncation filters in effect (not None), in the order of application."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name != "temperature" and getattr(self, f.name) is not None
+        }
+
+    def apply(self, logits: Tensor, fn: str = "apply_filters") -> Tensor:
+        """``filter(logits / T)`` for checked logits and ``T > 0``; `fn` names the caller in errors."""
+        return _apply_filters(logits, self.temperature, self.truncations(), fn)
+
+
 def apply_filters(
     logits: Tensor,
     *,
@@ -263,7 +324,7 @@ def apply_filters(
         ``(..., V)`` logits.
     temperature, top_k, top_p, min_p, typical, epsilon, eta
         A number, or a tensor of the batch shape ``logits.shape[:-1]`` with one value per row; see the
-        filter of the same name.
+        filter of the same name (`SamplingParams` holds them, validated).
 
     Returns
     -------
@@ -282,21 +343,15 @@ def apply_filters(
     tensor([4., 2., -inf, -inf])
     """
     check_logits(logits, "apply_filters")
-    filters = {
-        "top_k": top_k,
-        "top_p": top_p,
-        "min_p": min_p,
-        "typical": typical,
-        "epsilon": epsilon,
-        "eta": eta,
-    }
-    return _apply_filters(logits, temperature, filters)
+    params = SamplingParams(temperature, top_k, top_p, min_p, typical, epsilon, eta, greedy=False)
+    return params.apply(logits)
 
 
 def _apply_filters(
     logits: Tensor, temperature: float | Tensor, filters: Mapping[str, object], fn: str = "apply_filters"
 ) -> Tensor:
-    """`apply_filters` for callers that checked the logits already; `filters` maps names to values or None.
+    """`apply_filters` for callers that checked the logits and the parameters already; `filters` maps
+    names to values or None.
 
     `fn` names the public caller in errors."""
     truncations = list(_UNCHECKED)[1:]  # after the temperature, in the registry's order

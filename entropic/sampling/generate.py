@@ -91,6 +91,7 @@ def generate(
     attention_mask: Tensor | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     generator: Generators = None,
+    seeds: Tensor | None = None,
     return_metrics: bool = False,
     use_cache: bool = True,
 ) -> GenerateOutput:
@@ -104,9 +105,10 @@ def generate(
     input_ids : Tensor
         ``(B, L)`` int64 prompts, left-padded when their lengths differ.
     sampler : EntropixSampler or callable
-        An `EntropixSampler` (called with the attention metrics, the generator and each row's previous
+        An `EntropixSampler` (called with the attention metrics, the randomness and each row's previous
         token), or any callable ``logits (B, V) -> tokens (B,)``, e.g.
-        ``functools.partial(sample, top_p=0.9)``; a callable receives ``generator=`` when one is given.
+        ``functools.partial(sample, top_p=0.9)``; a callable receives ``generator=`` when one is given,
+        ``seeds=`` and ``step=`` when seeds are.
     max_new_tokens : int
         Number of decoding steps at most (fewer when every row has emitted an EOS).
     attention_mask : Tensor, optional
@@ -115,6 +117,10 @@ def generate(
         A row stops at the first of these it emits.
     generator : torch.Generator or sequence of B generators, optional
         Randomness for the sampler; it advances at each step.
+    seeds : Tensor, optional
+        ``(B,)`` integer seeds, one per row, instead of `generator`: the sampler draws step ``t`` (0 for the
+        first new token) from ``(seeds[b], t)``, counter-based (`entropic.sampling.sample`), so a row's
+        tokens depend on its own prompt and seed only, and CUDA logits take the fused sampling kernel.
     return_metrics : bool
         Also return per-step metrics and decisions.
     use_cache : bool
@@ -151,6 +157,12 @@ def generate(
             "attention_mask: prompts must be left-padded (every row's last position a real token)"
         )
     eos = _eos_ids(eos_token_id, device)
+    if seeds is not None and generator is not None:
+        raise ValueError("generate: pass either generator or seeds, not both")
+    if seeds is not None and (not isinstance(seeds, Tensor) or seeds.shape != (batch,)):
+        shape = tuple(seeds.shape) if isinstance(seeds, Tensor) else type(seeds).__name__
+        raise ValueError(f"generate: seeds must be a tensor of shape ({batch},), one per row, got {shape}")
+    randomness = {"generator": generator} if generator is not None else {}
 
     mask = attention_mask
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -162,7 +174,7 @@ def generate(
     generated: list[Tensor] = []
     decisions: list[Tensor] = []
     metrics: list[dict[str, Tensor]] = []
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         out = model(
             input_ids=step_ids if use_cache else sequences,
             attention_mask=mask,
@@ -172,19 +184,21 @@ def generate(
         )
         logits = out.logits[:, -1, :]
         cache = getattr(out, cache_name) if use_cache else None
+        if seeds is not None:
+            randomness = {"seeds": seeds, "step": step}
         if isinstance(sampler, EntropixSampler):
             result = sampler(
                 logits,
                 getattr(out, "attention_metrics", None),
-                generator=generator,
                 prev_tokens=sequences[:, -1],
+                **randomness,
             )
             tokens = result.tokens
             if return_metrics:
                 decisions.append(result.decisions)
                 metrics.append(result.metrics)
         else:
-            tokens = sampler(logits) if generator is None else sampler(logits, generator=generator)
+            tokens = sampler(logits, **randomness)
             if return_metrics:
                 h, v = entropy_varentropy(logits)
                 metrics.append({"entropy": h, "varentropy": v})
