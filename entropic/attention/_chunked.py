@@ -11,8 +11,13 @@ since max x = 0) and ``r = [1 + x / t]_+ <= 1``, nothing overflows even near α 
 
     h = t R0^{1/e} - 1,    dh/dδ = -R0^{1/e - 1} R1,    R0 = Σ r^e,    R1 = Σ_{r > 0} r^{e-1},
 
-and ``p = r^e / R0`` sums to one. A row stops once its Newton step is below ``eps^{3/4} t`` (the next
-would change nothing at this precision); rows never wait for one another (converged rows leave the
+and ``p = r^e / R0`` sums to one. At α = 2 (e = 1) h is piecewise linear in t, Newton is Michelot's
+algorithm (``t ← (1 - Σ_S x) / |S|`` on the support S at t), and it starts at t = 1/2 instead: from any
+t in (0, 1] one step lands in ``[t*, 1]`` (a convex function lies above its tangents, and the top key
+alone gives h(1) >= 0), so the start costs at most one step, and it saves about one on attention rows
+whose top weight t* is at most 1/2 (their support at 1/2 is smaller than at 1).
+A row stops once its Newton step is below ``eps^{3/4} t`` (the next would change nothing at this
+precision); rows never wait for one another (converged rows leave the
 iteration), so a row's weights depend on its own scores only, and the same inputs give bitwise the same
 outputs.
 Rows with α = 1 are softmax, ``p = exp(s - m) / Σ exp(s - m)``.
@@ -47,6 +52,8 @@ _CHUNK_ELEMENTS = 1 << 19
 _SAVED_ELEMENTS = 1 << 24
 # Newton steps per row at most (rows stop on their own after a handful).
 _MAX_STEPS = 40
+# Where Newton starts at α = 2 (t, the top weight; see the module docstring).
+_SPARSEMAX_START = 0.5
 
 
 class Chunk(NamedTuple):
@@ -176,6 +183,8 @@ def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
     if rows.numel() < t.numel():
         xa, ta = xa.index_select(0, rows), ta.index_select(0, rows)
         ea = ea if isinstance(ea, float) else ea.index_select(0, rows)
+    if isinstance(ea, float) and ea == 1.0:
+        ta = torch.full_like(ta, _SPARSEMAX_START)
     going = None  # the rows of the block still iterating (None: all of them)
     for _ in range(_MAX_STEPS):
         if rows.numel() == 0:
