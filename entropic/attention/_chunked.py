@@ -18,8 +18,9 @@ alone gives h(1) >= 0), so the start costs at most one step, and it saves about 
 whose top weight t* is at most 1/2 (their support at 1/2 is smaller than at 1).
 A row stops once its Newton step is below ``eps^{3/4} t`` (the next would change nothing at this
 precision); rows never wait for one another (converged rows leave the
-iteration), so a row's weights depend on its own scores only, and the same inputs give bitwise the same
-outputs.
+iteration), so a row's weights depend on its own scores only (bitwise at α = 1.5 and 2; at other α CPU
+exp and log may round an element differently in their vector loop and in its scalar tail), and the same
+inputs give bitwise the same outputs.
 Rows with α = 1 are softmax, ``p = exp(s - m) / Σ exp(s - m)``.
 
 Memory. Queries are processed in chunks of at most `_CHUNK_ELEMENTS` scores (whole multiples of 64
