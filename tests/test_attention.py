@@ -794,3 +794,45 @@ def test_float32_error_is_that_of_float32_bisection(alpha):
     err = (ours.double() - want).abs().max().item()
     err_bisect = (bisect32 - want).abs().max().item()
     assert err <= 2 * err_bisect + 1e-6, (err, err_bisect)
+
+
+def test_sparsemax_rows_around_the_newton_start():
+    """α = 2 starts Newton at t = 1/2, below the root on some rows: rows whose top weight is 1 (one key),
+    above, at and below 1/2, ties and equal scores all match `entmax.sparsemax` in float64 and float32."""
+    n = 12
+    rows = torch.tensor(
+        [
+            [5.0] + [0.0] * (n - 1),  # one key: t* = 1
+            [0.5, 0.0] + [-3.0] * (n - 2),  # (0.75, 0.25): t* > 1/2
+            [0.0, 0.0] + [-5.0] * (n - 2),  # (1/2, 1/2): t* is the start
+            [0.0, 0.0, 0.0] + [-0.9] * (n - 3),  # three-way tie at the top, the rest just outside
+            [0.0] * n,  # uniform: t* = 1/n, the bracket's end
+            [0.3, 0.2, 0.1, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5, -0.6, -0.7, -0.8],
+        ],
+        dtype=F64,
+    )
+    rows = torch.cat([rows, torch.randn(10, n, dtype=F64) * torch.logspace(-2, 1, 10, dtype=F64)[:, None]])
+    expected = sparsemax(rows, -1)
+    # scores = q kᵀ · scale with one-hot keys and scale 1: q's rows are the scores
+    k, v = torch.eye(n, dtype=F64)[None, None], torch.eye(n, dtype=F64)[None, None]
+    for dtype, tol in ((F64, 1e-12), (torch.float32, 1e-6)):
+        q = rows[None, None].to(dtype)
+        p = entmax_attention(q, k.to(dtype), v.to(dtype), 2.0, scale=1.0)[0, 0]
+        torch.testing.assert_close(p.double(), expected, atol=tol, rtol=0)
+        if dtype == F64:
+            assert torch.equal(p > 0, expected > 0)  # the support exactly
+
+
+@pytest.mark.parametrize("alpha", [1.5, 2.0])
+def test_newton_rows_do_not_depend_on_the_block(alpha):
+    """Rows leave the Newton iteration at different steps (frozen, then gathered): each row's t is
+    bitwise what it is when the row is solved alone. (Only at α = 1.5 and 2, which use no exp or log:
+    CPU exp and log round a value differently in the vector loop and in its scalar tail.)"""
+    from entropic.attention._chunked import _newton
+
+    s = torch.randn(40, 33) * torch.logspace(-2, 1.5, 40)[:, None]
+    x = (alpha - 1.0) * (s - s.amax(-1, keepdim=True))
+    live = torch.ones(40, dtype=torch.bool)
+    together = _newton(x, 1.0 / (alpha - 1.0), live)
+    alone = torch.cat([_newton(x[i : i + 1], 1.0 / (alpha - 1.0), live[:1]) for i in range(40)])
+    assert torch.equal(together, alone)

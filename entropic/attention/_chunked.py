@@ -11,10 +11,16 @@ since max x = 0) and ``r = [1 + x / t]_+ <= 1``, nothing overflows even near α 
 
     h = t R0^{1/e} - 1,    dh/dδ = -R0^{1/e - 1} R1,    R0 = Σ r^e,    R1 = Σ_{r > 0} r^{e-1},
 
-and ``p = r^e / R0`` sums to one. A row stops once its Newton step is below ``eps^{3/4} t`` (the next
-would change nothing at this precision); rows never wait for one another (converged rows leave the
-iteration), so a row's weights depend on its own scores only, and the same inputs give bitwise the same
-outputs.
+and ``p = r^e / R0`` sums to one. At α = 2 (e = 1) h is piecewise linear in t, Newton is Michelot's
+algorithm (``t ← (1 - Σ_S x) / |S|`` on the support S at t), and it starts at t = 1/2 instead: from any
+t in (0, 1] one step lands in ``[t*, 1]`` (a convex function lies above its tangents, and the top key
+alone gives h(1) >= 0), so the start costs at most one step, and it saves about one on attention rows
+whose top weight t* is at most 1/2 (their support at 1/2 is smaller than at 1).
+A row stops once its Newton step is below ``eps^{3/4} t`` (the next would change nothing at this
+precision); rows never wait for one another (converged rows leave the
+iteration), so a row's weights depend on its own scores only (bitwise at α = 1.5 and 2; at other α CPU
+exp and log may round an element differently in their vector loop and in its scalar tail), and the same
+inputs give bitwise the same outputs.
 Rows with α = 1 are softmax, ``p = exp(s - m) / Σ exp(s - m)``.
 
 Memory. Queries are processed in chunks of at most `_CHUNK_ELEMENTS` scores (whole multiples of 64
@@ -47,6 +53,8 @@ _CHUNK_ELEMENTS = 1 << 19
 _SAVED_ELEMENTS = 1 << 24
 # Newton steps per row at most (rows stop on their own after a handful).
 _MAX_STEPS = 40
+# Where Newton starts at α = 2 (t, the top weight; see the module docstring).
+_SPARSEMAX_START = 0.5
 
 
 class Chunk(NamedTuple):
@@ -146,8 +154,9 @@ def _weights(x: Tensor, t: Tensor, e: float | Tensor, full: bool) -> tuple[Tenso
     if isinstance(e, float) and e in (1.0, 2.0):
         u = (x + t.unsqueeze(-1)).clamp_(min=0.0)
         if e == 1.0:
-            w1 = u.sign()  # u >= 0: the support indicator
-            return (u if full else None, w1 if full else None, u.sum(-1), w1.sum(-1))
+            total = u.sum(-1)
+            w1 = u.sign() if full else u.sign_()  # u >= 0: the support indicator
+            return (u if full else None, w1 if full else None, total, w1.sum(-1))
         norm = torch.linalg.vector_norm(u, 2, -1)  # one pass, no (.., Nk) temporary
         return (u * u if full else None, u if full else None, norm * norm, u.sum(-1))
     tiny, low = _floor(x.dtype)
@@ -161,33 +170,48 @@ def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
     """t = -δ of α-entmax on the `live` rows of ``x = (α-1)(s - m)`` (1 on the others); `e` = 1/(α-1),
     a number or a tensor of ``x.shape[:-1]``. See the module docstring.
 
-    Rows that have converged leave the iteration (the others are gathered into a smaller block), so the
-    cost follows the average number of steps, not the slowest row, and a row's result never depends on
-    the other rows.
+    Rows that have converged leave the iteration: their t is frozen, and once at most half of the
+    block still iterates, those rows are gathered into a smaller block (gathering whenever a row
+    stops would copy the block at almost every step). The cost follows the average number of steps,
+    not the slowest row, and a row's result never depends on the other rows.
     """
-    eps = torch.finfo(x.dtype).eps
+    tol = torch.finfo(x.dtype).eps ** 0.75
     n = x.shape[-1]
     t = torch.ones(x.shape[:-1], dtype=x.dtype, device=x.device).view(-1)
     u_form = isinstance(e, float) and e in (1.0, 2.0)
-    rows = live.reshape(-1).nonzero().squeeze(1)  # the rows still iterating
+    rows = live.reshape(-1).nonzero().squeeze(1)  # the rows of the block
     xa, ea, ta = x.reshape(-1, n), e if isinstance(e, float) else e.reshape(-1), t
     if rows.numel() < t.numel():
         xa, ta = xa.index_select(0, rows), ta.index_select(0, rows)
         ea = ea if isinstance(ea, float) else ea.index_select(0, rows)
+    if isinstance(ea, float) and ea == 1.0:
+        ta = torch.full_like(ta, _SPARSEMAX_START)
+    going = None  # the rows of the block still iterating (None: all of them)
     for _ in range(_MAX_STEPS):
         if rows.numel() == 0:
             break
         _, _, total, total1 = _weights(xa, ta, ea if isinstance(ea, float) else ea.unsqueeze(-1), full=False)
-        norm = total.pow(1.0 / ea)
-        step = ((norm if u_form else ta * norm) - 1.0) * total / (norm * total1)
-        t_min = n ** (-1.0 / ea) if isinstance(ea, float) else torch.pow(float(n), -1.0 / ea)
-        ta = torch.maximum(ta - step, torch.as_tensor(t_min, dtype=ta.dtype, device=ta.device))
-        t.index_copy_(0, rows, ta)
-        going = step.abs() > eps**0.75 * ta
-        if not bool(going.all()):
-            keep = going.nonzero().squeeze(1)
+        if isinstance(ea, float) and ea == 1.0:  # α = 2: the norm is the sum (Michelot's step)
+            step = (total - 1.0) / total1
+        else:
+            norm = total.pow(1.0 / ea)
+            step = ((norm if u_form else ta * norm) - 1.0) * total / (norm * total1)
+        if isinstance(ea, float):
+            t_new = (ta - step).clamp_(min=n ** (-1.0 / ea))
+        else:
+            t_new = torch.maximum(ta - step, torch.pow(float(n), -1.0 / ea))
+        still = step.abs() > tol * t_new
+        if going is not None:  # converged rows keep their t
+            t_new = torch.where(going, t_new, ta)
+            still &= going
+        ta, going = t_new, still
+        if 2 * int(still.sum()) <= rows.numel():
+            t.index_copy_(0, rows, ta)
+            keep = still.nonzero().squeeze(1)
             rows, xa, ta = rows[keep], xa.index_select(0, keep), ta[keep]
             ea = ea if isinstance(ea, float) else ea[keep]
+            going = None
+    t.index_copy_(0, rows, ta)  # the rows still iterating after _MAX_STEPS (none as a rule)
     return t.view(x.shape[:-1])
 
 
@@ -276,15 +300,18 @@ def _probs_rows(
         return p, p if grad else None, (t, total)
     am1 = a - 1.0
     e = 1.0 / am1
-    x = x.mul_(am1 if isinstance(am1, float) else am1.unsqueeze(-1))  # x = (α - 1)(s - m)
+    if not (isinstance(am1, float) and am1 == 1.0):
+        x = x.mul_(am1 if isinstance(am1, float) else am1.unsqueeze(-1))  # x = (α - 1)(s - m)
     t = _newton(x, e, live) if state is None else state[0]
     w, w1, total, _ = _weights(x, t, e if isinstance(e, float) else e.unsqueeze(-1), full=True)
     if state is not None:
         total = state[1]
     safe = torch.where(total > 0, total, 1.0)
     p = w.div_(safe.unsqueeze(-1))
-    # p^{2-α} = w1 / L^{2-α}: the weights' own power, no pow on the (.., Nk) block
-    g = w1.mul_(safe.pow(a - 2.0).unsqueeze(-1)) if grad else None
+    # p^{2-α} = w1 / L^{2-α}: the weights' own power, no pow on the (.., Nk) block (at α = 2, the support)
+    if grad and not (isinstance(a, float) and a == 2.0):
+        w1 = w1.mul_(safe.pow(a - 2.0).unsqueeze(-1))
+    g = w1 if grad else None
     return p, g, (t, total)
 
 
