@@ -139,18 +139,18 @@ def first_pass(
 
 @triton.jit
 def residual_pass(
-    q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, offs_m, offs_d,
+    q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, visits, offs_m, offs_d,
     n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL: tl.constexpr,
     FROM_BUFFER: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One pass over the tiles that can still be non-zero: ``Σ_j u^e = F(δ) + 1``, ``Σ_j u^{e-1}`` and
-    ``Σ_j u^{e-2}`` over u > 0 of the active rows (e = 1/(α - 1)), and the number of tiles read."""
+    ``Σ_j u^{e-2}`` over u > 0 of the active rows (e = 1/(α - 1)), and `visits` plus the tiles read
+    (the counter passes through: a count returned from here and added in the kernel costs the
+    split-K decode search 4 bytes of spill at head dim 64 on sm_90)."""
     e = 1.0 / am1
-    m_ref = tl.where(m_i > float("-inf"), m_i, 0.0)
     f0 = tl.zeros((BLOCK_M,), tl.float32)
     f1 = tl.zeros((BLOCK_M,), tl.float32)
     f2 = tl.zeros((BLOCK_M,), tl.float32)
-    visits = 0
     for start_n in range(0, end_n, BLOCK_N):
         if may_be_nonzero(GAP, TMAX, tiles + start_n // BLOCK_N, gap_min, raw_min):
             offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -158,7 +158,7 @@ def residual_pass(
                 q, k_ptr, s_ptr, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
                 IS_CAUSAL, FROM_BUFFER, PRECISION,
             )  # fmt: skip
-            u = am1[:, None] * (s - m_ref[:, None]) - delta[:, None]
+            u = am1[:, None] * (s - tl.where(m_i > float("-inf"), m_i, 0.0)[:, None]) - delta[:, None]
             pos = (u > 0) & active[:, None]
             log_u = tl.log(tl.where(pos, u, 1.0))
             f0 += tl.sum(tl.where(pos, tl.exp(e[:, None] * log_u), 0.0), 1)

@@ -14,10 +14,10 @@ Forward, per (batch, head, block of queries), in two kernels (no n×n buffer):
    (2⁻¹⁷) or a step below float32 resolution (2⁻²¹|δ|), at most MAX_ITERS (32, enough for bisection
    alone to resolve the bracket of width < 1) iterations.
 2. ``_entmax_attention_fwd_kernel``: visits the tiles that can be non-zero at the final δ, accumulates
-   ``Σ_j w_j v_j`` and ``L = Σ_j w_j`` (w = u^e, or ``exp(s - m)`` for rows with α = 1, which take the
-   exact softmax path in the same launch) and writes ``o = Σ w v / L`` (renormalised: rows sum to one
-   to rounding whatever the residual of the root), ``log L``, the support size and a one-byte
-   block mask of the tiles holding a non-zero weight.
+   ``Σ_j w_j v_j`` and ``L = Σ_j w_j`` (w = u^e with ``u = (α - 1)(s - m) - δ``, δ = τ - (α - 1) m,
+   or ``exp(s - m)`` for rows with α = 1, which take the exact softmax path in the same launch) and
+   writes ``o = Σ w v / L`` (renormalised: rows sum to one to rounding whatever the residual of the
+   root), ``log L``, the support size and a one-byte block mask of the tiles holding a non-zero weight.
 
 Decode (few queries, long cache; ``num_splits > 1``): the (Nq, Nk) float32 scores are written once
 by a kernel parallel over key blocks, the search kernel reads those scores instead of K (each τ
@@ -38,7 +38,8 @@ block computes r (and ∂α), then one kernel per key block accumulates dK, dV o
 group and one kernel per query block accumulates dQ, as in ``flash_attention.py``.
 
 Conventions as in ``flash_attention.py``: bottom-right causal masking, grouped-query attention,
-head dims padded to a power of two, any length; a query that sees no key gets output 0.
+head dims padded to a power of two, any length; a query that sees no key gets output 0 and statistics
+0 (`AttentionStats`, the reference's type and conventions).
 
 Reference: ``entropic.attention.entmax_attention(..., impl="torch")`` (``entmax.entmax_bisect`` on the
 materialised scores).
@@ -165,14 +166,13 @@ def _entmax_attention_search_kernel(
     visits = 0
     while (n_active > 0) & (it < MAX_ITERS):
         gap_min, raw_min = tau.skip_bounds(m_i, lo / am1, active)
-        f0, f1, f2, n_read = tau.residual_pass(
-            q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, offs_m, offs_d,
-            n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, FROM_BUFFER, PRECISION,
-            BLOCK_M, BLOCK_N,
+        f0, f1, f2, visits = tau.residual_pass(
+            q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, visits,
+            offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, FROM_BUFFER,
+            PRECISION, BLOCK_M, BLOCK_N,
         )  # fmt: skip
         delta, lo, hi, active = tau.halley_step(f0, f1, f2, delta, lo, hi, am1, active, TOL, STEP_TOL)
         n_active = tl.sum(active.to(tl.int32), 0)
-        visits += n_read
         it += 1
     tl.store(M + row, m_i, mask=m_ok)
     tl.store(DELTA + row, delta, mask=m_ok)
