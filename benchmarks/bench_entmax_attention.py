@@ -138,8 +138,10 @@ def sparsity_metrics(q, k, v, alpha: float | str, causal: bool) -> dict[str, Qua
     """Block sparsity and τ-search tile fraction of our kernel on these inputs (exact counts, no spread)."""
     from entropic.kernels.entmax_attention import entmax_flash_attention
 
-    _, stats = entmax_flash_attention(q, k, v, _alpha(alpha), causal=causal, return_stats=True)
-    fraction = stats.search_tiles.item() / max(stats.search_tiles_dense.item(), 1)
+    _, stats, search = entmax_flash_attention(
+        q, k, v, _alpha(alpha), causal=causal, return_stats=True, return_diagnostics=True
+    )
+    fraction = search.search_tiles.item() / max(search.search_tiles_dense.item(), 1)
     sparsity = stats.block_sparsity.item()
     return {
         "block_sparsity": Quantiles(sparsity, sparsity, sparsity),

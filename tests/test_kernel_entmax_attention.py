@@ -68,7 +68,9 @@ def test_forward_gradients_and_stats(device, dtype, atol, rtol, case):
     b, h, hkv, nq, nk, d, causal, alpha = case
     q, k, v = attention_inputs(b, h, hkv, nq, nk, d, dtype, device, spread=2.0)
     a = make_alpha(alpha, b, h, nq, device).requires_grad_()
-    out, stats = entmax_flash_attention(q, k, v, a, causal=causal, return_stats=True)
+    out, stats, diagnostics = entmax_flash_attention(
+        q, k, v, a, causal=causal, return_stats=True, return_diagnostics=True
+    )
     qd, kd, vd, ad = float64_leaves(q, k, v, a)
     ref_out, ref = entmax_attention_reference(qd, kd, vd, ad, causal=causal, return_stats=True, upcast=True)
     assert out.dtype == dtype and out.shape == (b, h, nq, d)
@@ -84,7 +86,7 @@ def test_forward_gradients_and_stats(device, dtype, atol, rtol, case):
         stats.log_partition[live].double(), ref.log_partition[live], atol=1e-5, rtol=1e-5
     )
     assert (out[~live] == 0).all()
-    assert (stats.search_iterations <= 32).all()
+    assert (diagnostics.search_iterations <= 32).all()
 
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -201,13 +203,17 @@ def test_decode_split_k_matches_one_pass(device):
     """Two queries against a 70-key cache cut into 3 ranges: τ is global, the partial sums add up."""
     q, k, v = attention_inputs(1, 4, 2, 2, 70, 16, torch.float32, device, spread=3.0)
     a = torch.tensor([1.0, 1.3, 1.7, 2.0], device=device, requires_grad=True)
-    whole, s1 = entmax_flash_attention(q, k, v, a, causal=True, return_stats=True, num_splits=1)
-    split, s3 = entmax_flash_attention(q, k, v, a, causal=True, return_stats=True, num_splits=3)
+    whole, _, d1 = entmax_flash_attention(
+        q, k, v, a, causal=True, return_stats=True, return_diagnostics=True, num_splits=1
+    )
+    split, s3, d3 = entmax_flash_attention(
+        q, k, v, a, causal=True, return_stats=True, return_diagnostics=True, num_splits=3
+    )
     qd, kd, vd, ad = float64_leaves(q, k, v, a)
     ref_out, ref = entmax_attention_reference(qd, kd, vd, ad, causal=True, return_stats=True, upcast=True)
     close(split, ref_out, 5e-5)
     close(whole, ref_out, 5e-5)
-    assert torch.equal(s3.support, ref.support) and torch.equal(s3.block_mask, s1.block_mask)
+    assert torch.equal(s3.support, ref.support) and torch.equal(d3.block_mask, d1.block_mask)
     grad = torch.randn_like(split)
     split.backward(grad)
     ref_out.backward(grad.double())
@@ -231,11 +237,11 @@ def test_rows_sum_to_one(device, spread):
 def test_alpha_near_one_as_accurate_as_float32_reference(device, alpha):
     """Near α = 1 the root is steep: the kernel stops at float32 resolution, within 2× the float32 error."""
     q, k, v = attention_inputs(1, 1, 1, 16, 40, 16, torch.float32, device, spread=2.0)
-    out, stats = entmax_flash_attention(q, k, v, alpha, return_stats=True)
+    out, diagnostics = entmax_flash_attention(q, k, v, alpha, return_diagnostics=True)
     ref = entmax_attention_reference(q, k, v, alpha, upcast=True)
     ref32 = entmax_attention_reference(*low_precision_leaves(q, k, v), alpha)
     assert_within_twice_torch(out, ref, ref32, 1e-6)
-    assert (stats.search_iterations < 16).all()
+    assert (diagnostics.search_iterations < 16).all()
 
 
 def test_alpha_two_is_sparsemax(device):
@@ -263,20 +269,21 @@ def test_block_sparsity_and_cheaper_search(device):
     q = centres[torch.arange(n, device=device) // 16] + 0.1 * torch.randn(n, d, device=device)
     q, k = q.view(1, 1, n, d), k.view(1, 1, n, d)
     v = torch.randn(1, 1, n, d, device=device)
-    out, stats = entmax_flash_attention(q, k, v, 2.0, return_stats=True)
+    out, stats, diagnostics = entmax_flash_attention(q, k, v, 2.0, return_stats=True, return_diagnostics=True)
     ref_out, ref = entmax_attention_reference(q, k, v, 2.0, causal=False, return_stats=True, upcast=True)
     close(out, ref_out, 5e-5)
     assert torch.equal(stats.support, ref.support)
     assert (stats.support <= 16).all()
     # the tiles holding a non-zero weight: exactly those of the reference's distribution
     tiles = _reference_tiles(q.double(), k.double(), 16)
-    assert torch.equal(stats.block_mask, tiles)
+    assert torch.equal(diagnostics.block_mask, tiles)
     assert ref.support.sum() == stats.support.sum()
     assert stats.block_sparsity.item() == pytest.approx(1 - tiles.sum().item() / tiles.numel())
-    if stats.block_mask.shape[-1] == 4:  # 16 × 16 tiles (interpreter): one diagonal tile per query block
+    block_mask = diagnostics.block_mask
+    if block_mask.shape[-1] == 4:  # 16 × 16 tiles (interpreter): one diagonal tile per query block
         assert stats.block_sparsity.item() == pytest.approx(0.75)
     # τ iterations after the first read only the tiles still above the lower bracket
-    assert stats.search_tiles < stats.search_tiles_dense
+    assert diagnostics.search_tiles < diagnostics.search_tiles_dense
 
 
 def test_reference_counts_the_kernels_gpu_tiles(monkeypatch):
@@ -373,7 +380,7 @@ def launch_for_sm90() -> None:
             q, k = torch.randn(1, 4, 256, d).to(dtype), torch.randn(1, 2, 256, d).to(dtype)
             alpha = torch.tensor([1.5, 1.2, 2.0, 1.0]).view(1, 4, 1).expand(1, 4, 256)
             for causal in (True,) if dtype == torch.float16 else (False, True):
-                o, state, _ = entmax_attention_forward(q, k, k, alpha, causal, 0.1, False)
+                o, state, *_ = entmax_attention_forward(q, k, k, alpha, causal, 0.1, False)
                 entmax_attention_backward(q, k, k, state, o, causal, 0.1, alpha_grad=True)
             if dtype == torch.float16:
                 continue

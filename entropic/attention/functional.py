@@ -28,7 +28,6 @@ Conventions, as in ``torch.nn.functional.scaled_dot_product_attention`` and flas
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -38,6 +37,8 @@ from entropic._validation import check_param, compute_dtype
 from entropic.attention._chunked import Spec, chunked_entmax_attention, softmax_stats
 from entropic.attention._chunked import scores as _chunk_scores
 from entropic.attention.schedules import EntropySchedule, check_alpha
+from entropic.kernels._attention_host import AttentionStats, entmax_tiles
+from entropic.kernels._utils import kernel_blocker, use_kernel
 from entropic.signals import EntropixAttentionMetrics
 
 __all__ = [
@@ -50,62 +51,6 @@ __all__ = [
 ]
 
 Alpha = float | Tensor | EntropySchedule
-
-
-@dataclass(frozen=True)
-class AttentionStats:
-    """Per-query statistics of one attention call; every field has shape ``(B, H, Nq)``.
-
-    Entropy, varentropy and log-partition describe the **softmax** of the scores over the keys the query
-    can see (masked and future keys never count), whatever α the attention used: they are the signals
-    a schedule reads. Support and sparsity describe the attention distribution actually applied. Rows
-    that see no key hold 0 in every field but `alpha`. Statistics are detached from the autograd graph.
-
-    Attributes
-    ----------
-    entropy : Tensor
-        ``H = -Σ_j p_j log p_j`` of ``p = softmax(s)`` over visible keys (nats), in ``[0, log n_visible]``.
-    varentropy : Tensor
-        ``Σ_j p_j (log p_j + H)²`` (nats²).
-    log_partition : Tensor
-        ``log Σ_j exp(s_j)`` over visible keys (nats).
-    support : Tensor
-        int64, number of keys with non-zero weight in the applied attention (α-entmax) distribution.
-    sparsity : Tensor
-        ``1 - support / n_visible``: the fraction of visible keys the attention ignores.
-    n_visible : Tensor
-        int64, number of keys the query sees.
-    alpha : Tensor
-        The α applied to each query.
-    block_sparsity : Tensor or None
-        0-dim: the fraction of (query block, key block) tiles holding a visible pair in which every
-        weight is zero, i.e. the tiles the block-sparse Triton kernel skips. Tiles are those of that
-        kernel (`attention_tiles`): the kernel reports the tiles it skipped (smaller ones on float32
-        inputs), the reference the tiles the half-precision kernel would skip. None from the dense
-        softmax kernel, which skips nothing.
-    """
-
-    entropy: Tensor
-    varentropy: Tensor
-    log_partition: Tensor
-    support: Tensor
-    sparsity: Tensor
-    n_visible: Tensor
-    alpha: Tensor
-    block_sparsity: Tensor | None = None
-
-    def summary(self) -> dict[str, float]:
-        """Means of the per-query fields over the queries that see a key; the block sparsity if known."""
-        live = self.n_visible > 0
-        n = max(int(live.sum()), 1)
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "block_sparsity":
-                out[f.name] = float(value.double()[live].sum() / n)
-            elif value is not None:
-                out[f.name] = float(value)
-        return out
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -210,10 +155,8 @@ def attention_tiles(n_q: int, head_dim: int, dtype: torch.dtype = torch.bfloat16
     >>> attention_tiles(2048, 64), attention_tiles(1, 128), attention_tiles(2048, 128, torch.float32)
     ((64, 64), (16, 32), (16, 16))
     """
-    if dtype == torch.float32:
-        tile = 32 if head_dim <= 64 else 16
-        return (16 if n_q <= 16 else tile), tile
-    return (16 if n_q <= 16 else 64), (64 if head_dim <= 64 else 32)
+    cfg = entmax_tiles(dtype, head_dim, n_q, interpreter=False)  # the kernel's own table
+    return cfg.block_m, cfg.block_n
 
 
 def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tensor) -> float | Tensor:
@@ -233,56 +176,35 @@ def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tens
     return alpha.to(like).expand(b, h, nq)
 
 
-def _flash_unsupported(
-    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float
+def _kernel_blocker(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float, fn: str
 ) -> str | None:
-    """Why the flash kernel cannot run this call (None when it can)."""
-    if attn_mask is not None:
-        return "attn_mask (pass causal=True or no mask)"
-    if dropout_p > 0:
-        return "dropout"
-    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return f"dtypes {q.dtype}, {k.dtype}, {v.dtype} (needs one of float32, float16, bfloat16 for all)"
-    if v.shape[-1] != q.shape[-1] or not 16 <= q.shape[-1] <= 256:
-        return f"head dims q {q.shape[-1]}, v {v.shape[-1]} (needs equal head dims in [16, 256])"
-    return None
+    """Why the attention kernels cannot run this call (None when they can): `kernel_blocker`'s checks of
+    the tensors, then the options the kernels do not implement."""
+    d, dv = q.shape[-1], v.shape[-1]
+    reasons = (
+        "runs only without attn_mask (pass causal=True or no mask)" if attn_mask is not None else None,
+        "runs only without dropout" if dropout_p > 0 else None,
+        f"needs equal head dims for q and v, got {d} and {dv}" if dv != d else None,
+    )
+    return kernel_blocker(fn, q, k, v, head_dim=d, reasons=reasons)
 
 
 def _flash_softmax(
     q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float | None, return_stats: bool
 ) -> Tensor | tuple[Tensor, AttentionStats]:
-    """Softmax attention on the Triton flash kernel; statistics in the reference's conventions."""
+    """Softmax attention on the Triton flash kernel, which returns the reference's `AttentionStats`."""
     from entropic.kernels.flash_attention import flash_attention
 
     if scale is not None:
         check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
-    if not return_stats:
-        return flash_attention(q, k, v, causal=causal, scale=scale)
-    out, st = flash_attention(q, k, v, causal=causal, scale=scale, return_stats=True)
-    b, h, nq, _ = q.shape
-    nk = k.shape[2]
-    n_visible = torch.full((nq,), nk, device=q.device, dtype=torch.long)
-    if causal:
-        n_visible = (torch.arange(nq, device=q.device) + (nk - nq + 1)).clamp(0, nk)
-    n_visible = n_visible.expand(b, h, nq)
-    dead = n_visible == 0
-    zero = torch.zeros((), device=q.device)
-    stats = AttentionStats(
-        entropy=st.entropy,
-        varentropy=st.varentropy,
-        log_partition=torch.where(dead, zero, st.log_partition),
-        support=n_visible,
-        sparsity=torch.zeros_like(st.entropy),
-        n_visible=n_visible,
-        alpha=torch.ones_like(st.entropy),
-    )
-    return out, stats
+    return flash_attention(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
 
 
 def _flash_entmax(
     q: Tensor, k: Tensor, v: Tensor, alpha: Alpha, *, causal: bool, scale: float | None, return_stats: bool
 ) -> Tensor | tuple[Tensor, AttentionStats]:
-    """α-entmax attention on the block-sparse Triton kernel; statistics in the reference's conventions.
+    """α-entmax attention on the block-sparse Triton kernel, which returns the reference's `AttentionStats`.
 
     A schedule is evaluated inside the kernel (from its online softmax statistics); a number or a
     tensor α is validated as in the reference and stays differentiable.
@@ -294,22 +216,7 @@ def _flash_entmax(
     if not isinstance(alpha, EntropySchedule):
         b, h, nq, _ = q.shape
         alpha = _alpha_tensor(alpha, (b, h, nq), torch.empty((), dtype=torch.float32, device=q.device))
-    if not return_stats:
-        return entmax_flash_attention(q, k, v, alpha, causal=causal, scale=scale)
-    out, st = entmax_flash_attention(q, k, v, alpha, causal=causal, scale=scale, return_stats=True)
-    dead = st.n_visible == 0
-    zero = torch.zeros((), device=q.device)
-    stats = AttentionStats(
-        entropy=st.entropy,
-        varentropy=st.varentropy,
-        log_partition=torch.where(dead, zero, st.log_partition),
-        support=st.support,
-        sparsity=torch.where(dead, zero, 1.0 - st.support / st.n_visible.clamp(min=1)),
-        n_visible=st.n_visible,
-        alpha=st.alpha,
-        block_sparsity=st.block_sparsity,
-    )
-    return out, stats
+    return entmax_flash_attention(q, k, v, alpha, causal=causal, scale=scale, return_stats=return_stats)
 
 
 def _attention(
@@ -330,15 +237,10 @@ def _attention(
         raise ValueError(f"{fn}: impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     check_param(dropout_p, "dropout_p", 0.0, 1.0, high_open=True)
     _check_qkv(q, k, v, fn)
-    is_softmax = not isinstance(alpha, (Tensor, EntropySchedule)) and alpha == 1.0
-    if impl == "triton" or (impl == "auto" and q.is_cuda):
-        why_not = _flash_unsupported(q, k, v, attn_mask, dropout_p)
-        if why_not is None:
-            if is_softmax:
-                return _flash_softmax(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
-            return _flash_entmax(q, k, v, alpha, causal=causal, scale=scale, return_stats=return_stats)
-        if impl == "triton":
-            raise ValueError(f"{fn}: impl='triton' runs the attention kernels only without {why_not}")
+    if impl != "torch" and use_kernel(impl, fn, _kernel_blocker(q, k, v, attn_mask, dropout_p, fn), q):
+        if not isinstance(alpha, (Tensor, EntropySchedule)) and alpha == 1.0:
+            return _flash_softmax(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
+        return _flash_entmax(q, k, v, alpha, causal=causal, scale=scale, return_stats=return_stats)
     b, h, nq, d = q.shape
     nk = k.shape[2]
     dtype = compute_dtype(q.dtype)

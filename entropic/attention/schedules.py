@@ -209,11 +209,6 @@ class EntropySchedule:
         )
         check_alpha(self.fixed_alpha, name="fixed_alpha", allow_tensor=False, allow_schedule=False)
 
-    @property
-    def schedule(self) -> str:
-        """`shape` under the name the Triton kernel's ``AlphaSchedule`` protocol still reads."""
-        return self.shape
-
     def __call__(self, entropy: Tensor, n_visible: Tensor | int, varentropy: Tensor | None = None) -> Tensor:
         """α per query, `alpha_from_entropy` with this schedule's arguments (validated at construction)."""
         return _scheduled_alpha(

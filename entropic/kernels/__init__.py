@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 # Entry point -> its module. Loaded on first use, so that the Triton-free helpers (the schedule
-# constants in `_schedule`) import without Triton.
+# constants in `_schedule`, `AttentionStats` and the tile tables in `_attention_host`) import without Triton.
 _ENTRY_POINTS = {
     "entmax_flash_attention": "entmax_attention",
     "entropy_stats": "entropy",

@@ -1,32 +1,23 @@
 """Block-sparse α-entmax flash attention: forward, backward (q, k, v and α), split-K decode, scheduled α.
 
-For the scaled scores ``s_ij = scale · q_i·k_j`` of a query row i over its n_i visible keys,
-α-entmax is ``p_ij = [(α_i - 1) s_ij - τ_i]_+^{1/(α_i - 1)}`` with τ_i the root of
-``Σ_j p_ij = 1``. With the row max m_i, ``e = 1/(α - 1)`` and the threshold relative to the top,
-``δ = τ - (α - 1) m``, each key contributes ``u_j^e`` with ``u_j = (α - 1)(s_j - m) - δ``, and
-``F(δ) = Σ_j [u_j]_+^e - 1`` is convex and decreasing with ``F(-1) >= 0 >= F(-n^{1-α})``.
+For the scaled scores ``s_ij = scale · q_i·k_j`` of a query row i over its visible keys, α-entmax is
+``p_ij = [(α_i - 1) s_ij - τ_i]_+^{1/(α_i - 1)}`` with τ_i the root of ``Σ_j p_ij = 1``.
 
 Forward, per (batch, head, block of queries), in two kernels (no n×n buffer):
 
-1. ``_entmax_attention_search_kernel``: one dense pass over the visible key blocks computes the row max
-   (and, when statistics are stored or α is scheduled, the online softmax entropy and varentropy of
-   ``entropy.py``), and writes two bounds per (query block, key block) tile: the largest gap
-   ``max_i (max_j s_ij - m_i^{running})`` and the largest raw score ``max_ij s_ij``. α is read (a number,
-   per head, per query) or computed from the statistics (`alpha_from_entropy`, same formula, in the
-   kernel). Then Halley's method on F with a bisection safeguard: each iteration is one pass over
-   the key blocks that can still be non-zero: a tile whose bounds show ``(α - 1)(s_ij - m_i) <= δ_lo,i``
-   for every unconverged row (``δ_lo`` the running lower bracket, which only grows) has u <= 0 at
-   every later candidate and is skipped without loading K. Because F is convex (α <= 2), the Newton
-   point of every evaluated δ is a lower bound of the root whichever side δ is on, so δ_lo rises at
-   every iteration even when Halley's iterates approach from above. A row has converged when
-   ``|F(δ)| <= TOL`` (2⁻¹⁷ of the unit mass) or when its next step is below float32 resolution
-   (``|Δδ| <= 2⁻²¹|δ|``, which ends the search near α = 1, where F is too steep for TOL); at most
-   MAX_ITERS (32, enough for bisection alone to resolve the bracket of width < 1) iterations.
+1. ``_entmax_attention_search_kernel``: one dense pass over the visible key blocks gives the row max,
+   the online softmax entropy and varentropy (when statistics are stored or α is scheduled) and the
+   bounds per tile that later passes skip tiles by; α is read (a number, per head, per query) or
+   computed from the statistics (`alpha_from_entropy`, same formula, in the kernel). Then Halley's
+   method with a bisection safeguard on the threshold, each iteration one pass over the key blocks
+   that can still be non-zero (`_entmax_search.py`), until the residual ``|Σ_j p_ij - 1| <= TOL``
+   (2⁻¹⁷) or a step below float32 resolution (2⁻²¹|δ|), at most MAX_ITERS (32, enough for bisection
+   alone to resolve the bracket of width < 1) iterations.
 2. ``_entmax_attention_fwd_kernel``: visits the tiles that can be non-zero at the final δ, accumulates
-   ``Σ_j w_j v_j`` and ``L = Σ_j w_j`` (w = u^e, or ``exp(s - m)`` for rows with α = 1, which take the
-   exact softmax path in the same launch) and writes ``o = Σ w v / L`` (renormalised: rows sum to one
-   to rounding whatever the residual of the root), ``log L``, the support size and a one-byte
-   block mask of the tiles holding a non-zero weight.
+   ``Σ_j w_j v_j`` and ``L = Σ_j w_j`` (w = u^e with ``u = (α - 1)(s - m) - δ``, δ = τ - (α - 1) m,
+   or ``exp(s - m)`` for rows with α = 1, which take the exact softmax path in the same launch) and
+   writes ``o = Σ w v / L`` (renormalised: rows sum to one to rounding whatever the residual of the
+   root), ``log L``, the support size and a one-byte block mask of the tiles holding a non-zero weight.
 
 Decode (few queries, long cache; ``num_splits > 1``): the (Nq, Nk) float32 scores are written once
 by a kernel parallel over key blocks, the search kernel reads those scores instead of K (each τ
@@ -47,7 +38,8 @@ block computes r (and ∂α), then one kernel per key block accumulates dK, dV o
 group and one kernel per query block accumulates dQ, as in ``flash_attention.py``.
 
 Conventions as in ``flash_attention.py``: bottom-right causal masking, grouped-query attention,
-head dims padded to a power of two, any length; a query that sees no key gets output 0.
+head dims padded to a power of two, any length; a query that sees no key gets output 0 and statistics
+0 (`AttentionStats`, the reference's type and conventions).
 
 Reference: ``entropic.attention.entmax_attention(..., impl="torch")`` (``entmax.entmax_bisect`` on the
 materialised scores).
@@ -62,10 +54,20 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _attention as core
+from . import _entmax_search as tau
+from ._attention_host import (
+    AttentionStats,
+    check_attention_inputs,
+    entmax_tiles,
+    launch_options,
+    precision,
+    visible_keys,
+    visible_tiles,
+)
+from ._online import finalize_state
 from ._schedule import SCHEDULE_CODES, SIGMOID_STEEPNESS, sigmoid_bounds
 from ._utils import LaunchConfig, is_interpreter
-from .entropy import _chunk_state, _merge_state
-from .flash_attention import _check_inputs, _dot, _precision, _visible
 
 # Halley iterations per query block at most; a row stops at the residual |Σ_j p_ij - 1| <= TOL, or
 # when its next step |Δδ| <= STEP_TOL·|δ| is below float32 resolution (α within ~1e-3 of 1).
@@ -75,119 +77,26 @@ STEP_TOL = 2.0**-21
 
 
 @triton.jit
-def _scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr):
-    """Scaled scores of a (BLOCK_M, BLOCK_N) tile, -inf where a key is hidden."""
-    s = _dot(q, tl.trans(k), PRECISION) * scale
-    return tl.where(_visible(offs_m, offs_n, n_q, n_k, IS_CAUSAL), s, float("-inf"))
-
-
-@triton.jit
-def _tile(
-    q, k_ptr, s_ptr, offs_m, offs_n, offs_d, d_ok, n_q, n_k, stride_kn, stride_kd, scale,
-    IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, PRECISION: tl.constexpr,
-):  # fmt: skip
-    """Scores of a tile: from q and K, or read from the (Nq, Nk) float32 score rows at s_ptr."""
-    if FROM_BUFFER:
-        visible = _visible(offs_m, offs_n, n_q, n_k, IS_CAUSAL)
-        s = tl.load(s_ptr + offs_m[:, None] * n_k + offs_n[None, :], mask=visible, other=float("-inf"))
-    else:
-        kv_ok = (offs_n[:, None] < n_k) & d_ok[None, :]
-        k = tl.load(k_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_ok, other=0.0)
-        s = _scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)
-    return s
-
-
-@triton.jit
-def _weights(s, m, delta, alpha, live):
-    """Unnormalised weights w = [(α - 1)(s - m) - δ]_+^{1/(α-1)}, or exp(s - m) where α = 1."""
-    soft = alpha <= 1.0
-    e = 1.0 / tl.where(soft, 1.0, alpha - 1.0)
-    ok = (s > float("-inf")) & live[:, None]
-    z = tl.where(ok, s - tl.where(live, m, 0.0)[:, None], 0.0)  # s - m <= 0 on visible keys
-    u = (alpha - 1.0)[:, None] * z - delta[:, None]
-    pos = ok & (u > 0)
-    w_ent = tl.where(pos, tl.exp(e[:, None] * tl.log(tl.where(pos, u, 1.0))), 0.0)
-    return tl.where(ok, tl.where(soft[:, None], tl.exp(z), w_ent), 0.0)
-
-
-@triton.jit
-def _end_n(start_m, n_q, n_k, BLOCK_M: tl.constexpr, IS_CAUSAL: tl.constexpr):
-    """End of the key range a query block sees (bottom-right causal)."""
-    end_n = n_k
-    if IS_CAUSAL:
-        end_n = tl.minimum(n_k, tl.maximum((start_m + 1) * BLOCK_M + n_k - n_q, 0))
-    return end_n
-
-
-@triton.jit
-def _skip_bounds(m, thr, rows_used):
-    """Scalars (gap, raw) such that a tile with gap bound <= gap or raw bound <= raw is zero in every row.
-
-    Row i needs max_j s_ij - m_i <= thr_i; rows outside `rows_used` do not constrain.
-    """
-    gap = tl.min(tl.where(rows_used, thr, float("inf")), 0)
-    raw = tl.min(tl.where(rows_used, m + thr, float("inf")), 0)
-    return gap, raw
-
-
-@triton.jit
-def _scheduled_alpha(
-    ent, var, n_vis, alpha_min, alpha_max, low, high, var_threshold, fixed_alpha, sig_lo, sig_hi,
-    SCHEDULE: tl.constexpr, GATED: tl.constexpr, SIGMOID_K: tl.constexpr,
-):  # fmt: skip
-    """`entropic.attention.alpha_from_entropy`, operation for operation, in float32."""
-    log_n = tl.log(tl.maximum(n_vis, 1.0))
-    s = tl.where(log_n > 0, ent / tl.where(log_n > 0, log_n, 1.0), 1.0)
-    s = tl.minimum(tl.maximum(s, 0.0), 1.0)
-    t = tl.minimum(tl.maximum((high - s) / (high - low), 0.0), 1.0)
-    if SCHEDULE == 2:
-        g = 0.5 - 0.5 * tl.cos(3.141592653589793 * t)
-    elif SCHEDULE == 3:
-        g = (tl.sigmoid(SIGMOID_K * (t - 0.5)) - sig_lo) / (sig_hi - sig_lo)
-    else:
-        g = t
-    alpha = alpha_min + (alpha_max - alpha_min) * g
-    if GATED:
-        alpha = tl.where(var < var_threshold, fixed_alpha, alpha)
-    return alpha
-
-
-@triton.jit
 def _entmax_attention_scores_kernel(
     Q, K, S,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     n_heads, n_q, n_k, head_dim, group, scale,
-    IS_CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     """Decode: the (Nq, Nk) float32 scores of one key block, -inf where hidden, into S (B, H, Nq, Nk)."""
-    start_n = tl.program_id(0) * BLOCK_N
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    h_kv = h // group
-    offs_n = start_n + tl.arange(0, BLOCK_N)
+    b, h, h_kv, bh = core.query_program(n_heads, group)
+    offs_n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
-    k = tl.load(
-        K + b.to(tl.int64) * stride_kb + h_kv.to(tl.int64) * stride_kh
-        + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-        mask=(offs_n[:, None] < n_k) & d_ok[None, :], other=0.0,
-    )  # fmt: skip
-    q_ptr = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
+    k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
+    q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
     s_ptr = S + bh.to(tl.int64) * n_q * n_k
     for start_m in range(0, n_q, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
-        q = tl.load(
-            q_ptr + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-            mask=(offs_m[:, None] < n_q) & d_ok[None, :],
-            other=0.0,
-        )
-        s = _scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)
+        q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+        s = core.scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)
         ok = (offs_m[:, None] < n_q) & (offs_n[None, :] < n_k)
         tl.store(s_ptr + offs_m[:, None] * n_k + offs_n[None, :], s, mask=ok)
 
@@ -200,95 +109,43 @@ def _entmax_attention_search_kernel(
     stride_ab, stride_ah, stride_am,
     n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
     alpha_min, alpha_max, low, high, var_threshold, fixed_alpha, sig_lo, sig_hi,
-    IS_CAUSAL: tl.constexpr,
-    FROM_BUFFER: tl.constexpr,
-    SCHEDULE: tl.constexpr,
-    GATED: tl.constexpr,
-    SIGMOID_K: tl.constexpr,
-    STORE_STATS: tl.constexpr,
-    PRECISION: tl.constexpr,
-    MAX_ITERS: tl.constexpr,
-    TOL: tl.constexpr,
-    STEP_TOL: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, SCHEDULE: tl.constexpr, GATED: tl.constexpr,
+    SIGMOID_K: tl.constexpr, STORE_STATS: tl.constexpr, PRECISION: tl.constexpr, MAX_ITERS: tl.constexpr,
+    TOL: tl.constexpr, STEP_TOL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     start_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    h_kv = h // group
+    b, h, h_kv, bh = core.query_program(n_heads, group)
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
     m_ok = offs_m < n_q
     if FROM_BUFFER:
         q = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)  # unused: the scores are read from S
     else:
-        q = tl.load(
-            Q
-            + b.to(tl.int64) * stride_qb
-            + h.to(tl.int64) * stride_qh
-            + offs_m[:, None] * stride_qm
-            + offs_d[None, :] * stride_qd,
-            mask=m_ok[:, None] & d_ok[None, :],
-            other=0.0,
-        )  # fmt: skip  (BLOCK_M, BLOCK_D)
-    k_ptr = K + b.to(tl.int64) * stride_kb + h_kv.to(tl.int64) * stride_kh
+        q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
+        q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+    k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
     s_ptr = S + bh.to(tl.int64) * n_q * n_k
     n_vis = tl.zeros((BLOCK_M,), tl.int32) + n_k
     if IS_CAUSAL:
         n_vis = tl.minimum(tl.maximum(offs_m + n_k - n_q + 1, 0), n_k)
     live = m_ok & (n_vis > 0)
-    end_n = _end_n(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL)
+    end_n = core.key_end(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL)
     tiles = (bh.to(tl.int64) * tl.num_programs(0) + start_m) * n_kblocks
 
-    # Pass 1: row max, softmax statistics, per-tile bounds.
-    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
-    l_i = tl.zeros((BLOCK_M,), tl.float32)
-    mu_i = tl.zeros((BLOCK_M,), tl.float32)
-    m2_i = tl.zeros((BLOCK_M,), tl.float32)
-    for start_n in range(0, end_n, BLOCK_N):
-        offs_n = start_n + tl.arange(0, BLOCK_N)
-        s = _tile(
-            q,
-            k_ptr,
-            s_ptr,
-            offs_m,
-            offs_n,
-            offs_d,
-            d_ok,
-            n_q,
-            n_k,
-            stride_kn,
-            stride_kd,
-            scale,
-            IS_CAUSAL,
-            FROM_BUFFER,
-            PRECISION,
-        )  # fmt: skip  (BLOCK_M, BLOCK_N)
-        if STORE_STATS:
-            m_c, l_c, mu_c, m2_c = _chunk_state(s, 1)
-            m_i, l_i, mu_i, m2_i = _merge_state(m_i, l_i, mu_i, m2_i, m_c, l_c, mu_c, m2_c)
-        else:
-            m_c = tl.max(s, 1)
-            m_i = tl.maximum(m_i, m_c)
-        seen = m_c > float("-inf")
-        t = start_n // BLOCK_N
-        tl.store(GAP + tiles + t, tl.max(tl.where(seen, m_c - tl.where(seen, m_i, 0.0), float("-inf")), 0))
-        tl.store(TMAX + tiles + t, tl.max(m_c, 0))
-
+    # Pass 1: row max, softmax statistics (l = 0 when they are not accumulated: H = V = 0), tile bounds.
+    m_i, l_i, mu_i, m2_i = tau.first_pass(
+        q, k_ptr, s_ptr, GAP, TMAX, tiles, offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd,
+        scale, IS_CAUSAL, FROM_BUFFER, STORE_STATS, PRECISION, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
+    log_z, ent, var = finalize_state(m_i, l_i, mu_i, m2_i, live)
     row = bh.to(tl.int64) * n_q + offs_m
-    l_safe = tl.where(l_i > 0, l_i, 1.0)  # l = 0 when the statistics are not accumulated
-    ent = tl.where(live, tl.log(l_safe) - mu_i, 0.0)
-    var = tl.where(live, m2_i / l_safe, 0.0)
     if STORE_STATS:
-        tl.store(LSE + row, tl.where(live, m_i + tl.log(l_safe), float("-inf")), mask=m_ok)
+        tl.store(LSE + row, log_z, mask=m_ok)
         tl.store(ENT + row, ent, mask=m_ok)
         tl.store(VARENT + row, var, mask=m_ok)
     if SCHEDULE > 0:
-        alpha = _scheduled_alpha(
+        alpha = tau.scheduled_alpha(
             ent, var, n_vis.to(tl.float32), alpha_min, alpha_max, low, high, var_threshold, fixed_alpha,
             sig_lo, sig_hi, SCHEDULE, GATED, SIGMOID_K,
         )  # fmt: skip
@@ -300,7 +157,6 @@ def _entmax_attention_search_kernel(
     # Search for δ = τ - (α - 1) m on the rows with α > 1: Halley on the bracket [lo, hi].
     soft = alpha <= 1.0
     am1 = tl.where(soft, 1.0, alpha - 1.0)
-    e = 1.0 / am1
     lo = tl.full((BLOCK_M,), -1.0, tl.float32)
     hi = -tl.exp((1.0 - alpha) * tl.log(tl.maximum(n_vis, 1).to(tl.float32)))
     delta = lo
@@ -309,44 +165,13 @@ def _entmax_attention_search_kernel(
     it = 0
     visits = 0
     while (n_active > 0) & (it < MAX_ITERS):
-        gap_min, raw_min = _skip_bounds(m_i, lo / am1, active)
-        f0 = tl.zeros((BLOCK_M,), tl.float32)
-        f1 = tl.zeros((BLOCK_M,), tl.float32)
-        f2 = tl.zeros((BLOCK_M,), tl.float32)
-        for start_n in range(0, end_n, BLOCK_N):
-            t = start_n // BLOCK_N
-            if (tl.load(GAP + tiles + t) > gap_min) & (tl.load(TMAX + tiles + t) > raw_min):
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                s = _tile(
-                    q, k_ptr, s_ptr, offs_m, offs_n, offs_d, d_ok, n_q, n_k, stride_kn, stride_kd,
-                    scale, IS_CAUSAL, FROM_BUFFER, PRECISION,
-                )  # fmt: skip
-                u = am1[:, None] * (s - tl.where(live, m_i, 0.0)[:, None]) - delta[:, None]
-                pos = (u > 0) & active[:, None]
-                log_u = tl.log(tl.where(pos, u, 1.0))
-                f0 += tl.sum(tl.where(pos, tl.exp(e[:, None] * log_u), 0.0), 1)
-                f1 += tl.sum(tl.where(pos, tl.exp((e - 1.0)[:, None] * log_u), 0.0), 1)
-                # u^{e-2} diverges at the edge of the support when α > 1.5: capped, Halley's step only shrinks
-                f2 += tl.sum(tl.where(pos, tl.exp(tl.minimum((e - 2.0)[:, None] * log_u, 60.0)), 0.0), 1)
-                visits += 1
-        f = f0 - 1.0
-        above = f >= 0
-        lo = tl.where(active & above, delta, lo)
-        hi = tl.where(active & ~above, delta, hi)
-        df = -e * f1
-        d2f = e * (e - 1.0) * f2
-        # F is convex: its tangent lies below it, so the Newton point is a lower bound whatever the
-        # side of δ, and raising lo to it lets the next pass skip more tiles (Halley lands right of it).
-        newton = delta - f / tl.where(df < 0, df, -1.0)
-        lo = tl.where(active & (df < 0), tl.minimum(tl.maximum(lo, newton), hi), lo)
-        den = 2.0 * df * df - f * d2f
-        # Halley's point lies right of Newton's (exactly: F'' >= 0); the clamp absorbs rounding
-        halley = tl.maximum(delta - 2.0 * f * df / tl.where(den > 0, den, 1.0), lo)
-        ok = (den > 0) & (halley < hi)
-        candidate = tl.where(ok, halley, 0.5 * (lo + hi))
-        # converged: the residual is below TOL, or float32 cannot move δ any more (α near 1)
-        active = active & (tl.abs(f) > TOL) & (tl.abs(candidate - delta) > STEP_TOL * tl.abs(delta))
-        delta = tl.where(active, candidate, delta)
+        gap_min, raw_min = tau.skip_bounds(m_i, lo / am1, active)
+        f0, f1, f2, visits = tau.residual_pass(
+            q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, visits,
+            offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, FROM_BUFFER,
+            PRECISION, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+        delta, lo, hi, active = tau.halley_step(f0, f1, f2, delta, lo, hi, am1, active, TOL, STEP_TOL)
         n_active = tl.sum(active.to(tl.int32), 0)
         it += 1
     tl.store(M + row, m_i, mask=m_ok)
@@ -364,35 +189,23 @@ def _entmax_attention_fwd_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd,
     stride_ob, stride_oh, stride_om, stride_od,
     n_heads, n_q, n_k, head_dim, group, scale, n_kblocks, split_len,
-    IS_CAUSAL: tl.constexpr,
-    FROM_BUFFER: tl.constexpr,
-    IS_SPLIT: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, IS_SPLIT: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     # PART (IS_SPLIT): (n_splits, B·H·Nq, BLOCK_D + 1) float32 partial (Σ w v, Σ w) of each split.
     start_m = tl.program_id(0)
-    bh = tl.program_id(1)
     split = tl.program_id(2)
-    b = bh // n_heads
-    h = bh % n_heads
-    h_kv = h // group
+    b, h, h_kv, bh = core.query_program(n_heads, group)
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
     m_ok = offs_m < n_q
     if FROM_BUFFER:
         q = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     else:
-        q = tl.load(
-            Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-            + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd,
-            mask=m_ok[:, None] & d_ok[None, :], other=0.0,
-        )  # fmt: skip
-    k_ptr = K + b.to(tl.int64) * stride_kb + h_kv.to(tl.int64) * stride_kh
-    v_ptr = V + b.to(tl.int64) * stride_vb + h_kv.to(tl.int64) * stride_vh
+        q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
+        q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+    k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
+    v_ptr = core.head(V, b, h_kv, stride_vb, stride_vh)
     s_ptr = S + bh.to(tl.int64) * n_q * n_k
     row = bh.to(tl.int64) * n_q + offs_m
     m_i = tl.load(M + row, mask=m_ok, other=float("-inf"))
@@ -402,29 +215,27 @@ def _entmax_attention_fwd_kernel(
     soft = alpha <= 1.0
     # Row i is zero on a tile when max_j s_ij - m_i <= δ_i / (α_i - 1); softmax rows never are.
     thr = tl.where(soft, float("-inf"), delta / tl.where(soft, 1.0, alpha - 1.0))
-    gap_min, raw_min = _skip_bounds(m_i, thr, live)
+    gap_min, raw_min = tau.skip_bounds(m_i, thr, live)
     tiles = (bh.to(tl.int64) * tl.num_programs(0) + start_m) * n_kblocks
 
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     support = tl.zeros((BLOCK_M,), tl.int32)
     first = split * split_len
-    last = tl.minimum(first + split_len, _end_n(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL))
+    last = tl.minimum(first + split_len, core.key_end(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL))
     for start_n in range(first, last, BLOCK_N):
         t = start_n // BLOCK_N
-        if (tl.load(GAP + tiles + t) > gap_min) & (tl.load(TMAX + tiles + t) > raw_min):
+        if tau.may_be_nonzero(GAP, TMAX, tiles + t, gap_min, raw_min):
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            s = _tile(
-                q, k_ptr, s_ptr, offs_m, offs_n, offs_d, d_ok, n_q, n_k, stride_kn, stride_kd, scale,
+            s = tau.tile_scores(
+                q, k_ptr, s_ptr, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
                 IS_CAUSAL, FROM_BUFFER, PRECISION,
             )  # fmt: skip
-            w = _weights(s, m_i, delta, alpha, live)  # (BLOCK_M, BLOCK_N)
+            w = tau.weights(s, m_i, delta, alpha, live)  # (BLOCK_M, BLOCK_N)
             nonzero = w > 0
             if tl.max(tl.max(nonzero.to(tl.int32), 1), 0) > 0:  # a tile may pass the bounds and still be zero
-                kv_ok = (offs_n[:, None] < n_k) & d_ok[None, :]
-                v_off = offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
-                v = tl.load(v_ptr + v_off, mask=kv_ok, other=0.0)
-                acc += _dot(w.to(v.dtype), v, PRECISION)
+                v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
+                acc += core.dot(w.to(v.dtype), v, PRECISION)
                 l_i += tl.sum(w, 1)
                 support += tl.sum(nonzero.to(tl.int32), 1)
                 tl.store(MASK + tiles + t, 1)
@@ -435,12 +246,8 @@ def _entmax_attention_fwd_kernel(
         tl.atomic_add(SUPPORT + row, support, mask=m_ok)
     else:
         l_safe = tl.where(l_i > 0, l_i, 1.0)
-        o_ptr = Out + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
-        tl.store(
-            o_ptr + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od,
-            (acc / l_safe[:, None]).to(Out.dtype.element_ty),
-            mask=m_ok[:, None] & d_ok[None, :],
-        )
+        o_ptr = core.head(Out, b, h, stride_ob, stride_oh)
+        core.store_tile(o_ptr, acc / l_safe[:, None], offs_m, offs_d, n_q, head_dim, stride_om, stride_od)
         tl.store(LOGNORM + row, tl.log(l_safe), mask=m_ok)
         tl.store(SUPPORT + row, support, mask=m_ok)
 
@@ -451,21 +258,90 @@ def _probs_and_dp(
     IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
 ):  # fmt: skip
     """(p, g = p^{2-α}, dp = dO vᵀ) of a tile, p recomputed from the saved row state."""
-    s = _scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)
-    p = _weights(s, m_i, delta, alpha, live) * inv_l[:, None]
+    s = core.scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)
+    p = tau.weights(s, m_i, delta, alpha, live) * inv_l[:, None]
     pos = p > 0
     g = tl.where(pos, tl.exp((2.0 - alpha)[:, None] * tl.log(tl.where(pos, p, 1.0))), 0.0)
-    dp = _dot(do, tl.trans(v), PRECISION)
+    dp = core.dot(do, tl.trans(v), PRECISION)
     return p, g, dp
 
 
 @triton.jit
 def _row_state(M, DELTA, ALPHA, LOGNORM, row, m_ok):
+    """(m, δ, α, 1/L, live) of a block of queries, saved by the forward."""
     m_i = tl.load(M + row, mask=m_ok, other=float("-inf"))
     delta = tl.load(DELTA + row, mask=m_ok, other=0.0)
     alpha = tl.load(ALPHA + row, mask=m_ok, other=1.0)
     inv_l = tl.exp(-tl.load(LOGNORM + row, mask=m_ok, other=0.0))
     return m_i, delta, alpha, inv_l, m_i > float("-inf")
+
+
+@triton.jit
+def _bwd_query_block(
+    Q, K, V, DO, M, DELTA, ALPHA, LOGNORM, MASK, R, DALPHA, DQ,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
+    IS_CAUSAL: tl.constexpr, DQ_PASS: tl.constexpr, ALPHA_GRAD: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """One query block's pass over its masked tiles (Q and dO share strides): r = Σ g dp / Σ g into R
+    and, when ALPHA_GRAD, ∂L/∂α into DALPHA; or, when DQ_PASS (r known), dQ into DQ."""
+    start_m = tl.program_id(0)
+    b, h, h_kv, bh = core.query_program(n_heads, group)
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    m_ok = offs_m < n_q
+    q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
+    q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+    do_ptr = core.head(DO, b, h, stride_qb, stride_qh)
+    do = core.load_tile(do_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+    row = bh.to(tl.int64) * n_q + offs_m
+    m_i, delta, alpha, inv_l, live = _row_state(M, DELTA, ALPHA, LOGNORM, row, m_ok)
+    r = tl.zeros((BLOCK_M,), tl.float32)
+    if DQ_PASS:
+        r = tl.load(R + row, mask=m_ok, other=0.0)  # from the preprocess pass
+    k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
+    v_ptr = core.head(V, b, h_kv, stride_vb, stride_vh)
+    tiles = (bh.to(tl.int64) * tl.num_programs(0) + start_m) * n_kblocks
+    dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    sum_g = tl.zeros((BLOCK_M,), tl.float32)
+    sum_g_dp = tl.zeros((BLOCK_M,), tl.float32)
+    sum_p_dp = tl.zeros((BLOCK_M,), tl.float32)
+    sum_plogp = tl.zeros((BLOCK_M,), tl.float32)
+    sum_plogp_dp = tl.zeros((BLOCK_M,), tl.float32)
+    for start_n in range(0, core.key_end(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL), BLOCK_N):
+        if tl.load(MASK + tiles + start_n // BLOCK_N) != 0:
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
+            v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
+            p, g, dp = _probs_and_dp(
+                q, k, v, do, m_i, delta, alpha, inv_l, live, offs_m, offs_n, n_q, n_k, scale,
+                IS_CAUSAL, PRECISION,
+            )  # fmt: skip
+            if DQ_PASS:
+                dq += core.dot((g * (dp - r[:, None])).to(k.dtype), k, PRECISION)
+            else:
+                sum_g += tl.sum(g, 1)
+                sum_g_dp += tl.sum(g * dp, 1)
+                if ALPHA_GRAD:
+                    plogp = tl.where(p > 0, p * tl.log(tl.where(p > 0, p, 1.0)), 0.0)
+                    sum_p_dp += tl.sum(p * dp, 1)
+                    sum_plogp += tl.sum(plogp, 1)
+                    sum_plogp_dp += tl.sum(plogp * dp, 1)
+    if DQ_PASS:
+        core.store_tile(
+            DQ + bh.to(tl.int64) * n_q * head_dim, dq * scale, offs_m, offs_d, n_q, head_dim, head_dim, 1
+        )
+    else:
+        r = sum_g_dp / tl.where(sum_g > 0, sum_g, 1.0)
+        tl.store(R + row, r, mask=m_ok)
+        if ALPHA_GRAD:
+            soft = alpha <= 1.0
+            am1 = tl.where(soft, 1.0, alpha - 1.0)
+            d_alpha = (sum_p_dp - r) / (am1 * am1) - (sum_plogp_dp - r * sum_plogp) / am1
+            tl.store(DALPHA + row, tl.where(live & ~soft, d_alpha, 0.0), mask=m_ok)
 
 
 @triton.jit
@@ -475,126 +351,16 @@ def _entmax_attention_bwd_preprocess_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
-    IS_CAUSAL: tl.constexpr,
-    ALPHA_GRAD: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, ALPHA_GRAD: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    """r = Σ g dp / Σ g per row and, when ALPHA_GRAD, ∂L/∂α (Q and dO share strides)."""
-    start_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    h_kv = h // group
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
-    m_ok = offs_m < n_q
-    q_off = b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    q_off += offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-    q = tl.load(Q + q_off, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
-    do = tl.load(DO + q_off, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
-    row = bh.to(tl.int64) * n_q + offs_m
-    m_i, delta, alpha, inv_l, live = _row_state(M, DELTA, ALPHA, LOGNORM, row, m_ok)
-    k_ptr = K + b.to(tl.int64) * stride_kb + h_kv.to(tl.int64) * stride_kh
-    v_ptr = V + b.to(tl.int64) * stride_vb + h_kv.to(tl.int64) * stride_vh
-    tiles = (bh.to(tl.int64) * tl.num_programs(0) + start_m) * n_kblocks
-    sum_g = tl.zeros((BLOCK_M,), tl.float32)
-    sum_g_dp = tl.zeros((BLOCK_M,), tl.float32)
-    sum_p_dp = tl.zeros((BLOCK_M,), tl.float32)
-    sum_plogp = tl.zeros((BLOCK_M,), tl.float32)
-    sum_plogp_dp = tl.zeros((BLOCK_M,), tl.float32)
-    for start_n in range(0, _end_n(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL), BLOCK_N):
-        if tl.load(MASK + tiles + start_n // BLOCK_N) != 0:
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            kv_ok = (offs_n[:, None] < n_k) & d_ok[None, :]
-            k = tl.load(
-                k_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_ok, other=0.0
-            )
-            v = tl.load(
-                v_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_ok, other=0.0
-            )
-            p, g, dp = _probs_and_dp(
-                q, k, v, do, m_i, delta, alpha, inv_l, live, offs_m, offs_n, n_q, n_k, scale,
-                IS_CAUSAL, PRECISION,
-            )  # fmt: skip
-            sum_g += tl.sum(g, 1)
-            sum_g_dp += tl.sum(g * dp, 1)
-            if ALPHA_GRAD:
-                plogp = tl.where(p > 0, p * tl.log(tl.where(p > 0, p, 1.0)), 0.0)
-                sum_p_dp += tl.sum(p * dp, 1)
-                sum_plogp += tl.sum(plogp, 1)
-                sum_plogp_dp += tl.sum(plogp * dp, 1)
-    r = sum_g_dp / tl.where(sum_g > 0, sum_g, 1.0)
-    tl.store(R + row, r, mask=m_ok)
-    if ALPHA_GRAD:
-        soft = alpha <= 1.0
-        am1 = tl.where(soft, 1.0, alpha - 1.0)
-        d_alpha = (sum_p_dp - r) / (am1 * am1) - (sum_plogp_dp - r * sum_plogp) / am1
-        tl.store(DALPHA + row, tl.where(live & ~soft, d_alpha, 0.0), mask=m_ok)
-
-
-@triton.jit
-def _entmax_attention_bwd_dkdv_kernel(
-    Q, K, V, DO, M, DELTA, ALPHA, LOGNORM, MASK, R, DK, DV,
-    stride_qb, stride_qh, stride_qm, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    n_heads, n_kv_heads, n_q, n_k, head_dim, group, scale, n_qblocks, n_kblocks,
-    IS_CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-):  # fmt: skip
-    # Q and dO share strides; dK/dV are contiguous (B, Hkv, Nk, D).
-    kb = tl.program_id(0)
-    bh_kv = tl.program_id(1)
-    b = bh_kv // n_kv_heads
-    h_kv = bh_kv % n_kv_heads
-    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
-    kv_ok = (offs_n[:, None] < n_k) & d_ok[None, :]
-    k = tl.load(
-        K + b.to(tl.int64) * stride_kb + h_kv.to(tl.int64) * stride_kh
-        + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-        mask=kv_ok, other=0.0,
+    """r = Σ g dp / Σ g per row and, when ALPHA_GRAD, ∂L/∂α."""
+    _bwd_query_block(
+        Q, K, V, DO, M, DELTA, ALPHA, LOGNORM, MASK, R, DALPHA, DALPHA,
+        stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
+        IS_CAUSAL, False, ALPHA_GRAD, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
     )  # fmt: skip
-    v = tl.load(
-        V + b.to(tl.int64) * stride_vb + h_kv.to(tl.int64) * stride_vh
-        + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-        mask=kv_ok, other=0.0,
-    )  # fmt: skip
-    dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
-    dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
-    for g_idx in range(0, group):
-        h = h_kv * group + g_idx
-        bh = b * n_heads + h
-        q_base = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-        do_base = DO + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-        for qb in range(0, n_qblocks):
-            if tl.load(MASK + (bh.to(tl.int64) * n_qblocks + qb) * n_kblocks + kb) != 0:
-                offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
-                m_ok = offs_m < n_q
-                q_off = offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-                q = tl.load(q_base + q_off, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
-                do = tl.load(do_base + q_off, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
-                row = bh.to(tl.int64) * n_q + offs_m
-                m_i, delta, alpha, inv_l, live = _row_state(M, DELTA, ALPHA, LOGNORM, row, m_ok)
-                r = tl.load(R + row, mask=m_ok, other=0.0)
-                p, g, dp = _probs_and_dp(
-                    q, k, v, do, m_i, delta, alpha, inv_l, live, offs_m, offs_n, n_q, n_k, scale,
-                    IS_CAUSAL, PRECISION,
-                )  # fmt: skip
-                dv += _dot(tl.trans(p).to(do.dtype), do, PRECISION)
-                ds = g * (dp - r[:, None])
-                dk += _dot(tl.trans(ds).to(q.dtype), q, PRECISION)
-    out = (bh_kv.to(tl.int64) * n_k + offs_n)[:, None] * head_dim + offs_d[None, :]
-    tl.store(DK + out, (dk * scale).to(DK.dtype.element_ty), mask=kv_ok)
-    tl.store(DV + out, dv.to(DV.dtype.element_ty), mask=kv_ok)
 
 
 @triton.jit
@@ -604,60 +370,66 @@ def _entmax_attention_bwd_dq_kernel(
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
     n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
-    IS_CAUSAL: tl.constexpr,
-    PRECISION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
+    IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """dQ = scale · Σ_j ds_ij k_j over the masked tiles, ds = g (dp - r)."""
+    _bwd_query_block(
+        Q, K, V, DO, M, DELTA, ALPHA, LOGNORM, MASK, R, R, DQ,
+        stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
+        IS_CAUSAL, True, False, PRECISION, BLOCK_M, BLOCK_N, BLOCK_D,
+    )  # fmt: skip
+
+
+@triton.jit
+def _entmax_attention_bwd_dkdv_kernel(
+    Q, K, V, DO, M, DELTA, ALPHA, LOGNORM, MASK, R, DK, DV,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    n_heads, n_kv_heads, n_q, n_k, head_dim, group, scale, n_qblocks, n_kblocks,
+    IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    start_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // n_heads
-    h = bh % n_heads
-    h_kv = h // group
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    # Q and dO share strides; dK/dV are contiguous (B, Hkv, Nk, D).
+    kb = tl.program_id(0)
+    b, h_kv, _, bh_kv = core.query_program(n_kv_heads, 1)
+    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < head_dim
-    m_ok = offs_m < n_q
-    q_off = b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
-    q_off += offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-    q = tl.load(Q + q_off, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
-    do = tl.load(DO + q_off, mask=m_ok[:, None] & d_ok[None, :], other=0.0)
-    row = bh.to(tl.int64) * n_q + offs_m
-    m_i, delta, alpha, inv_l, live = _row_state(M, DELTA, ALPHA, LOGNORM, row, m_ok)
-    r = tl.load(R + row, mask=m_ok, other=0.0)
-    k_ptr = K + b.to(tl.int64) * stride_kb + h_kv.to(tl.int64) * stride_kh
-    v_ptr = V + b.to(tl.int64) * stride_vb + h_kv.to(tl.int64) * stride_vh
-    tiles = (bh.to(tl.int64) * tl.num_programs(0) + start_m) * n_kblocks
-    dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-    for start_n in range(0, _end_n(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL), BLOCK_N):
-        if tl.load(MASK + tiles + start_n // BLOCK_N) != 0:
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            kv_ok = (offs_n[:, None] < n_k) & d_ok[None, :]
-            k = tl.load(
-                k_ptr + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd, mask=kv_ok, other=0.0
-            )
-            v = tl.load(
-                v_ptr + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd, mask=kv_ok, other=0.0
-            )
-            _, g, dp = _probs_and_dp(
-                q, k, v, do, m_i, delta, alpha, inv_l, live, offs_m, offs_n, n_q, n_k, scale,
-                IS_CAUSAL, PRECISION,
-            )  # fmt: skip
-            ds = g * (dp - r[:, None])
-            dq += _dot(ds.to(k.dtype), k, PRECISION)
-    tl.store(
-        DQ + row[:, None] * head_dim + offs_d[None, :],
-        (dq * scale).to(DQ.dtype.element_ty),
-        mask=m_ok[:, None] & d_ok[None, :],
-    )
+    k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
+    k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
+    v_ptr = core.head(V, b, h_kv, stride_vb, stride_vh)
+    v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
+    dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
+    for g_idx in range(0, group):
+        h = h_kv * group + g_idx
+        bh = b * n_heads + h
+        q_base = core.head(Q, b, h, stride_qb, stride_qh)
+        do_base = core.head(DO, b, h, stride_qb, stride_qh)
+        for qb in range(0, n_qblocks):
+            if tl.load(MASK + (bh.to(tl.int64) * n_qblocks + qb) * n_kblocks + kb) != 0:
+                offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+                q = core.load_tile(q_base, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+                do = core.load_tile(do_base, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+                row = bh.to(tl.int64) * n_q + offs_m
+                m_i, delta, alpha, inv_l, live = _row_state(M, DELTA, ALPHA, LOGNORM, row, offs_m < n_q)
+                r = tl.load(R + row, mask=offs_m < n_q, other=0.0)
+                p, g, dp = _probs_and_dp(
+                    q, k, v, do, m_i, delta, alpha, inv_l, live, offs_m, offs_n, n_q, n_k, scale,
+                    IS_CAUSAL, PRECISION,
+                )  # fmt: skip
+                dv += core.dot(tl.trans(p).to(do.dtype), do, PRECISION)
+                dk += core.dot(tl.trans(g * (dp - r[:, None])).to(q.dtype), q, PRECISION)
+    core.store_kv_grads(DK, DV, dk, dv, bh_kv, offs_n, offs_d, n_k, head_dim, scale)
 
 
 @runtime_checkable
 class AlphaSchedule(Protocol):
     """The fields of ``entropic.attention.EntropySchedule`` that the kernel reads (α from the entropy)."""
 
-    schedule: str
+    shape: str
     low: float
     high: float
     alpha_min: float
@@ -666,26 +438,14 @@ class AlphaSchedule(Protocol):
     fixed_alpha: float
 
 
-class EntmaxAttentionStatistics(NamedTuple):
-    """What one kernel call did, per query ``(B, H, Nq)`` and per tile ``(B, H, ⌈Nq/BLOCK_M⌉, ⌈Nk/BLOCK_N⌉)``.
+class EntmaxDiagnostics(NamedTuple):
+    """What the block-sparse kernel did in one call, beyond its `AttentionStats`.
 
     Attributes
     ----------
-    alpha : Tensor
-        float32, the α applied to each query (read, or scheduled in the kernel).
-    support : Tensor
-        int64, number of keys with non-zero weight.
-    n_visible : Tensor
-        int64, number of keys each query sees.
-    log_partition, entropy, varentropy : Tensor or None
-        float32 log Z, entropy (nats) and varentropy (nats²) of the **softmax** of the visible scores,
-        computed online in the first pass (None unless asked for or α is scheduled). Queries that see
-        no key hold -inf, 0, 0.
     block_mask : Tensor
-        bool, the tiles holding a non-zero weight: the only ones the backward reads.
-    block_sparsity : Tensor
-        0-dim float32, the fraction of visible tiles (those with at least one visible query-key pair)
-        that are skipped, ``1 - block_mask.sum() / n_visible_tiles``.
+        bool ``(B, H, ⌈Nq/BLOCK_M⌉, ⌈Nk/BLOCK_N⌉)``, the tiles holding a non-zero weight: the only ones
+        the backward reads (their fraction among the visible tiles is ``AttentionStats.block_sparsity``).
     search_iterations : Tensor
         int32 ``(B, H, ⌈Nq/BLOCK_M⌉)``, τ iterations (passes over K) of each query block.
     search_tiles : Tensor
@@ -694,14 +454,7 @@ class EntmaxAttentionStatistics(NamedTuple):
         int64 0-dim, tiles the same iterations would read without skipping (AdaSplash's dense passes).
     """
 
-    alpha: torch.Tensor
-    support: torch.Tensor
-    n_visible: torch.Tensor
-    log_partition: torch.Tensor | None
-    entropy: torch.Tensor | None
-    varentropy: torch.Tensor | None
     block_mask: torch.Tensor
-    block_sparsity: torch.Tensor
     search_iterations: torch.Tensor
     search_tiles: torch.Tensor
     search_tiles_dense: torch.Tensor
@@ -718,35 +471,8 @@ class _RowState(NamedTuple):
 
 
 def _launch_config(dtype: torch.dtype, head_dim: int, n_q: int) -> LaunchConfig:
-    """Tiles and launch options shared by every kernel: the tile mask has one granularity.
-
-    Half precision: 64 x 64 tiles (64 x 32 above head dim 64). Float32, whose IEEE ``tl.dot`` has no
-    tensor-core form on sm_90 and keeps its operands in registers: 32 x 32 (16 x 16 above head dim 64)
-    on 8 warps. The tests compile every variant for sm_90 at head dims 64 and 128: no spill but 8 bytes
-    per thread in the float32 dK/dV kernel (at 256, 0.2-0.3 KB spill in the τ search in float32 and in
-    the half-precision backward). Decoding shapes
-    (Nq <= 16) take 16-query blocks (the smallest tl.dot). `entropic.attention.attention_tiles` mirrors
-    this choice off the interpreter, which takes 16 x 16 tiles.
-    """
-    block_d = max(16, triton.next_power_of_2(head_dim))
-    if is_interpreter():
-        return LaunchConfig(16, 16, block_d, 4, 3)
-    if dtype == torch.float32:
-        tile = 32 if block_d <= 64 else 16
-        return LaunchConfig(16 if n_q <= 16 else tile, tile, block_d, 8, 3)
-    block_m = 16 if n_q <= 16 else 64
-    return LaunchConfig(block_m, 64 if block_d <= 64 else 32, block_d, 4 if block_d <= 64 else 8, 3)
-
-
-def _visible_tiles(n_q: int, n_k: int, causal: bool, block_m: int, block_n: int, device) -> torch.Tensor:
-    """int64 (QB,): tiles holding at least one visible query-key pair, per query block."""
-    last_row = (
-        torch.clamp(torch.arange(1, triton.cdiv(n_q, block_m) + 1, device=device) * block_m, max=n_q) - 1
-    )
-    n_keys = torch.full_like(last_row, n_k)
-    if causal:
-        n_keys = torch.clamp(last_row + n_k - n_q + 1, 0, n_k)
-    return (n_keys + block_n - 1) // block_n
+    """The tiles of every kernel of this op (`_attention_host.entmax_tiles`), 16 x 16 when interpreted."""
+    return entmax_tiles(dtype, head_dim, n_q, is_interpreter())
 
 
 def _num_splits(programs: int, n_q: int, n_kblocks: int) -> int:
@@ -765,14 +491,15 @@ def entmax_attention_forward(
     scale: float,
     store_stats: bool,
     num_splits: int | None = None,
-) -> tuple[torch.Tensor, _RowState, EntmaxAttentionStatistics]:
-    """Launch the forward: (O, row state for the backward, statistics).
+) -> tuple[torch.Tensor, _RowState, AttentionStats | None, EntmaxDiagnostics]:
+    """Launch the forward: (O, row state for the backward, statistics (None unless store_stats or α is
+    scheduled), diagnostics).
 
     `alpha` is a float32 tensor that broadcasts to (B, H, Nq) through strides (expanded views are not
     copied) or a schedule. `num_splits` cuts the cache into that many ranges (split-K decode); by
     default only decoding shapes are split.
     """
-    group = _check_inputs(q, k, v)
+    group = check_attention_inputs(q, k, v, op="entmax_flash_attention")
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
     dev = q.device
@@ -788,7 +515,7 @@ def entmax_attention_forward(
     split_len = triton.cdiv(n_kblocks, num_splits) * block_n
     num_splits = max(triton.cdiv(n_k, split_len), 1)
     is_split = num_splits > 1
-    precision = _precision(q)
+    prec = precision(q)
 
     scheduled = isinstance(alpha, AlphaSchedule)
     store_stats = store_stats or scheduled
@@ -806,9 +533,8 @@ def entmax_attention_forward(
         _entmax_attention_scores_kernel[(n_kblocks, b * h)](
             q, k, scores, *q.stride(), *k.stride(),
             h, n_q, n_k, d, group, scale,
-            IS_CAUSAL=causal, PRECISION=precision,
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-            num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+            IS_CAUSAL=causal, PRECISION=prec,
+            **launch_options(cfg),
         )  # fmt: skip
     if scheduled:
         sched = (
@@ -825,12 +551,11 @@ def entmax_attention_forward(
         *q.stride(), *k.stride(), *a_strides,
         h, n_q, n_k, d, group, scale, n_kblocks, *sched,
         IS_CAUSAL=causal, FROM_BUFFER=is_split,
-        SCHEDULE=SCHEDULE_CODES[alpha.schedule] if scheduled else 0,
+        SCHEDULE=SCHEDULE_CODES[alpha.shape] if scheduled else 0,
         GATED=scheduled and alpha.varentropy_threshold is not None,
-        SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats, PRECISION=precision,
+        SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats, PRECISION=prec,
         MAX_ITERS=MAX_ITERS, TOL=TOL, STEP_TOL=STEP_TOL,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        **launch_options(cfg),
     )  # fmt: skip
     o = torch.empty_like(q)
     part = torch.empty(
@@ -840,9 +565,8 @@ def entmax_attention_forward(
         q, k, v, scores, o, part, m, delta, alpha_out, log_norm, gap, tmax, mask, support,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         h, n_q, n_k, d, group, scale, n_kblocks, split_len,
-        IS_CAUSAL=causal, FROM_BUFFER=is_split, IS_SPLIT=is_split, PRECISION=precision,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        IS_CAUSAL=causal, FROM_BUFFER=is_split, IS_SPLIT=is_split, PRECISION=prec,
+        **launch_options(cfg),
     )  # fmt: skip
     if is_split:
         total = part.sum(0)  # (B·H·Nq, BLOCK_D + 1): the splits share τ, so their partial sums add
@@ -850,26 +574,25 @@ def entmax_attention_forward(
         o.copy_((total[:, :d] / norm[:, None]).view(b, h, n_q, d))
         log_norm.copy_(torch.where(total[:, block_d] > 0, norm.log(), 0.0).view(b, h, n_q))
 
-    n_visible = torch.full((n_q,), n_k, device=dev, dtype=torch.long)
-    if causal:
-        n_visible = torch.clamp(torch.arange(n_q, device=dev) + (n_k - n_q + 1), 0, n_k)
-    tiles = _visible_tiles(n_q, n_k, causal, block_m, block_n, dev)  # (QB,)
+    tiles = visible_tiles(n_q, n_k, causal, block_m, block_n, dev)  # (QB,)
     n_tiles = tiles.sum() * (b * h)
     block_mask = mask.bool()
-    stats = EntmaxAttentionStatistics(
-        alpha=alpha_out,
-        support=support.long(),
-        n_visible=n_visible.expand(b, h, n_q),
-        log_partition=lse if store_stats else None,
-        entropy=ent if store_stats else None,
-        varentropy=varent if store_stats else None,
+    diagnostics = EntmaxDiagnostics(
         block_mask=block_mask,
-        block_sparsity=torch.where(n_tiles > 0, 1.0 - block_mask.sum() / n_tiles.clamp(min=1), 0.0).float(),
         search_iterations=iters,
         search_tiles=visits.sum(dtype=torch.long),
         search_tiles_dense=(iters.long() * tiles).sum(),
     )
-    return o, _RowState(m, delta, alpha_out, log_norm, mask), stats
+    stats = None
+    if store_stats:
+        n_visible, support = visible_keys(b, h, n_q, n_k, causal, dev), support.long()
+        sparsity = torch.where(n_visible == 0, 0.0, 1.0 - support / n_visible.clamp(min=1))
+        block_sparsity = torch.where(n_tiles > 0, 1.0 - block_mask.sum() / n_tiles.clamp(min=1), 0.0).float()
+        stats = AttentionStats(
+            entropy=ent, varentropy=varent, log_partition=lse, support=support, sparsity=sparsity,
+            n_visible=n_visible, alpha=alpha_out, block_sparsity=block_sparsity,
+        )  # fmt: skip
+    return o, _RowState(m, delta, alpha_out, log_norm, mask), stats, diagnostics
 
 
 def entmax_attention_backward(
@@ -889,13 +612,12 @@ def entmax_attention_backward(
     q, do = q.contiguous(), do.contiguous()
     cfg = _launch_config(q.dtype, d, n_q)
     n_qblocks, n_kblocks = state.mask.shape[2:]
-    precision = _precision(q)
+    prec = precision(q)
     rows = (state.m, state.delta, state.alpha, state.log_norm, state.mask)
     r = torch.empty_like(state.m)
     d_alpha = torch.empty_like(state.m) if alpha_grad else r
     common = (*q.stride(), *k.stride(), *v.stride())
-    meta = {"IS_CAUSAL": causal, "PRECISION": precision, "BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}
-    meta |= {"BLOCK_D": cfg.block_d, "num_warps": cfg.num_warps, "num_stages": cfg.num_stages}
+    meta = {"IS_CAUSAL": causal, "PRECISION": prec, **launch_options(cfg)}
     _entmax_attention_bwd_preprocess_kernel[(n_qblocks, b * h)](
         q, k, v, do, *rows, r, d_alpha, *common,
         h, n_q, n_k, d, group, scale, n_kblocks, ALPHA_GRAD=alpha_grad, **meta,
@@ -917,15 +639,16 @@ def entmax_attention_backward(
 class EntmaxAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, alpha, schedule, causal: bool, scale: float, store_stats: bool, num_splits):
-        o, state, stats = entmax_attention_forward(
+        o, state, stats, diagnostics = entmax_attention_forward(
             q, k, v, alpha if schedule is None else schedule, causal, scale, store_stats, num_splits
         )
         ctx.save_for_backward(q, k, v, *state)
         ctx.causal, ctx.scale = causal, scale
-        return o, stats  # the statistics are a non-tensor output: created without grad, never differentiated
+        # the statistics are non-tensor outputs: created without grad, never differentiated
+        return o, stats, diagnostics
 
     @staticmethod
-    def backward(ctx, do, _stats_grad):
+    def backward(ctx, do, _stats_grad, _diagnostics_grad):
         q, k, v, *state = ctx.saved_tensors
         alpha_grad = ctx.needs_input_grad[3]
         dq, dk, dv, d_alpha = entmax_attention_backward(
@@ -943,8 +666,9 @@ def entmax_flash_attention(
     causal: bool = False,
     scale: float | None = None,
     return_stats: bool = False,
+    return_diagnostics: bool = False,
     num_splits: int | None = None,
-) -> torch.Tensor | tuple[torch.Tensor, EntmaxAttentionStatistics]:
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Block-sparse α-entmax attention ``o_i = Σ_j α_i-entmax(s_i)_j v_j``, ``s_ij = scale · q_i·k_j``.
 
     ``α-entmax(s)_j = [(α - 1) s_j - τ]_+^{1/(α-1)}`` with τ such that the weights sum to one
@@ -967,23 +691,25 @@ def entmax_flash_attention(
     scale : float, optional
         Defaults to 1 / sqrt(D).
     return_stats : bool
-        Also return `EntmaxAttentionStatistics` (α used, support, softmax statistics, block mask and
-        sparsity, τ-search counters).
+        Also return the `AttentionStats` of the call (softmax statistics computed online, α used,
+        support, sparsity, block sparsity).
+    return_diagnostics : bool
+        Also return `EntmaxDiagnostics` (block mask, τ-search counters), after the statistics.
     num_splits : int, optional
         Cut the keys into this many ranges processed in parallel (split-K); by default only decoding
         shapes (Nq <= 16) on the GPU are split.
 
     Returns
     -------
-    out (B, H, Nq, D) in q's dtype, differentiable in q, k, v and a tensor α; and the statistics when
-    asked. A query that sees no key gets 0.
+    out (B, H, Nq, D) in q's dtype, differentiable in q, k, v and a tensor α, then the statistics and
+    the diagnostics when asked, in that order. A query that sees no key gets 0.
     """
     b, h, n_q, d = q.shape[0], q.shape[1], q.shape[2], q.shape[-1]
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     schedule = alpha if isinstance(alpha, AlphaSchedule) else None
     if schedule is not None:
-        if schedule.schedule not in SCHEDULE_CODES:
-            raise ValueError(f"schedule must be one of {tuple(SCHEDULE_CODES)}, got {schedule.schedule!r}")
+        if schedule.shape not in SCHEDULE_CODES:
+            raise ValueError(f"shape must be one of {tuple(SCHEDULE_CODES)}, got {schedule.shape!r}")
         a = q.new_ones((), dtype=torch.float32)
     elif isinstance(alpha, torch.Tensor):
         if alpha.shape not in ((h,), (b, h, n_q)):
@@ -999,5 +725,8 @@ def entmax_flash_attention(
         lo, hi = torch.aminmax(a.detach())
         if not (lo.item() >= 1.0 and hi.item() <= 2.0):
             raise ValueError(f"alpha must be in [1, 2], got values in [{lo.item()}, {hi.item()}]")
-    out, stats = EntmaxAttentionFunction.apply(q, k, v, a, schedule, causal, scale, return_stats, num_splits)
-    return (out, stats) if return_stats else out
+    out, stats, diagnostics = EntmaxAttentionFunction.apply(
+        q, k, v, a, schedule, causal, scale, return_stats, num_splits
+    )
+    extra = ((stats,) if return_stats else ()) + ((diagnostics,) if return_diagnostics else ())
+    return (out, *extra) if extra else out

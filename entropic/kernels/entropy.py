@@ -2,8 +2,9 @@
 
 Forward: each program owns ROWS rows and walks the vocabulary in BLOCK-wide chunks. A chunk is reduced to
 (max m_c, Σe, mean μ_c, centred M2_c) with e = exp(x - m_c), then merged into the running state by
-rescaling to the running max and Chan's update of the centred second moment, so that no raw second
-moment E[x²] is ever formed (no cancellation). From the final (m, S, μ, M2):
+rescaling to the running max and Chan's update of the centred second moment (the online state of
+`_online.py`, shared with the attention kernels), so that no raw second moment E[x²] is ever formed.
+From the final (m, S, μ, M2):
     H = log S - μ,   V = M2 / S,   log Z = m + log S        (nats; μ is the mean of x - m).
 Split-V (small batches, e.g. decode with B = 1 and V = 128k): each row's columns are cut into ranges read
 by separate programs, which write their partial (m, S, μ, M2); a second kernel merges them per row with
@@ -21,57 +22,17 @@ import torch
 import triton
 import triton.language as tl
 
+from ._online import chunk_state, empty_state, finalize_state, merge_state
 from ._utils import check_device, check_dtype, is_interpreter
 
 
 @triton.jit
-def _chunk_state(x, AXIS: tl.constexpr):
-    """(max m_c, Σe, mean μ_c of x - m_c, centred M2_c) of float32 `x` along AXIS, e = exp(x - m_c).
-
-    -inf entries are masks; a chunk with no live entry gives (-inf, 0, 0, 0).
-    """
-    finite = x > float("-inf")
-    m_c = tl.max(x, AXIS)
-    live_c = m_c > float("-inf")
-    shift_c = tl.where(live_c, m_c, 0.0)
-    z = tl.where(finite, x - tl.expand_dims(shift_c, AXIS), 0.0)
-    e = tl.where(finite, tl.exp(z), 0.0)
-    s0_c = tl.sum(e, AXIS)
-    mu_c = tl.sum(e * z, AXIS) / tl.where(live_c, s0_c, 1.0)
-    d = tl.where(finite, z - tl.expand_dims(mu_c, AXIS), 0.0)
-    m2_c = tl.sum(e * d * d, AXIS)
-    return m_c, s0_c, mu_c, m2_c
-
-
-@triton.jit
-def _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c):
-    """Merge two states (m, Σe, μ, M2): rescale both to the common max, Chan's update of M2."""
-    live = m > float("-inf")
-    live_c = m_c > float("-inf")
-    m_new = tl.maximum(m, m_c)
-    ref = tl.where(m_new > float("-inf"), m_new, 0.0)
-    a = tl.where(live, tl.exp(m - ref), 0.0)
-    b = tl.where(live_c, tl.exp(m_c - ref), 0.0)
-    w_a = s0 * a
-    w_b = s0_c * b
-    mu_a = mu + (tl.where(live, m, 0.0) - ref)
-    mu_b = mu_c + (tl.where(live_c, m_c, 0.0) - ref)
-    s0_new = w_a + w_b
-    mu_new = (w_a * mu_a + w_b * mu_b) / tl.where(s0_new > 0, s0_new, 1.0)
-    m2_new = (
-        m2 * a + m2_c * b + w_a * (mu_a - mu_new) * (mu_a - mu_new) + w_b * (mu_b - mu_new) * (mu_b - mu_new)
-    )
-    return m_new, s0_new, mu_new, m2_new
-
-
-@triton.jit
 def _store_stats(STATS, rows, n_rows, row_ok, m, s0, mu, m2):
-    """H = log S - μ, V = M2 / S, log Z = m + log S into the (3, R) stats."""
-    s0 = tl.where(row_ok, s0, 1.0)  # rows past the end: keep log and division quiet
-    log_s0 = tl.log(s0)
-    tl.store(STATS + rows, log_s0 - mu, mask=row_ok)
-    tl.store(STATS + n_rows + rows, m2 / s0, mask=row_ok)
-    tl.store(STATS + 2 * n_rows + rows, m + log_s0, mask=row_ok)
+    """H, V and log Z of the final state into the (3, R) stats."""
+    log_z, ent, varent = finalize_state(m, s0, mu, m2, row_ok)
+    tl.store(STATS + rows, ent, mask=row_ok)
+    tl.store(STATS + n_rows + rows, varent, mask=row_ok)
+    tl.store(STATS + 2 * n_rows + rows, log_z, mask=row_ok)
 
 
 # n_rows is 1 at decode; Triton would make an integer argument equal to 1 a constant, without `.to`.
@@ -95,16 +56,13 @@ def _entropy_fwd_kernel(
     col_start = split * span
     col_end = tl.minimum(col_start + span, n_cols)
 
-    m = tl.full((ROWS,), float("-inf"), tl.float32)  # running max
-    s0 = tl.zeros((ROWS,), tl.float32)  # Σ exp(x - m)
-    mu = tl.zeros((ROWS,), tl.float32)  # weighted mean of x - m
-    m2 = tl.zeros((ROWS,), tl.float32)  # weighted Σ (x - m - mu)²
+    m, s0, mu, m2 = empty_state(ROWS)  # running max, Σ exp(x - m), mean of x - m, Σ e (x - m - μ)²
     for start in range(col_start, col_end, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         ok = row_ok[:, None] & (cols < col_end)[None, :]
         x = tl.load(x_row + cols.to(tl.int64)[None, :] * stride_xc, mask=ok, other=float("-inf"))
-        m_c, s0_c, mu_c, m2_c = _chunk_state(x.to(tl.float32), 1)  # (ROWS,) each
-        m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
+        m_c, s0_c, mu_c, m2_c = chunk_state(x.to(tl.float32), 1)  # (ROWS,) each
+        m, s0, mu, m2 = merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
 
     if SPLIT:
         n_splits = tl.num_programs(1)
@@ -129,17 +87,14 @@ def _entropy_combine_kernel(
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
     row_ok = rows < n_rows
     plane = n_rows.to(tl.int64) * n_splits
-    m = tl.full((ROWS,), float("-inf"), tl.float32)
-    s0 = tl.zeros((ROWS,), tl.float32)
-    mu = tl.zeros((ROWS,), tl.float32)
-    m2 = tl.zeros((ROWS,), tl.float32)
+    m, s0, mu, m2 = empty_state(ROWS)
     for split in range(0, n_splits):
         part = PARTIAL + rows.to(tl.int64) * n_splits + split
         m_c = tl.load(part, mask=row_ok, other=float("-inf"))
         s0_c = tl.load(part + plane, mask=row_ok, other=0.0)
         mu_c = tl.load(part + 2 * plane, mask=row_ok, other=0.0)
         m2_c = tl.load(part + 3 * plane, mask=row_ok, other=0.0)
-        m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
+        m, s0, mu, m2 = merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
     _store_stats(STATS, rows, n_rows, row_ok, m, s0, mu, m2)
 
 

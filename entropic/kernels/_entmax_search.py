@@ -1,0 +1,193 @@
+"""The threshold search of block-sparse α-entmax attention (`entmax_attention.py`), in Triton parts.
+
+For the scaled scores ``s_ij`` of a query row i over its n_i visible keys, α-entmax is
+``p_ij = [(α_i - 1) s_ij - τ_i]_+^{1/(α_i - 1)}`` with τ_i the root of ``Σ_j p_ij = 1``. With the row
+max m_i, ``e = 1/(α - 1)`` and the threshold relative to the top, ``δ = τ - (α - 1) m``, each key
+contributes ``u_j^e`` with ``u_j = (α - 1)(s_j - m) - δ``, and ``F(δ) = Σ_j [u_j]_+^e - 1`` is convex
+and decreasing with ``F(-1) >= 0 >= F(-n^{1-α})``.
+
+`first_pass` reads every visible tile once: the row max (in the online softmax state of `_online.py`
+when statistics are stored or α is scheduled; `scheduled_alpha` is `alpha_from_entropy` in the kernel)
+and two bounds per (query block, key block) tile, the largest gap ``max_i (max_j s_ij - m_i^{running})``
+and the largest raw score. Then Halley's method on F with a bisection safeguard: each `residual_pass`
+reads the tiles that can still be non-zero: a tile whose bounds show ``(α - 1)(s_ij - m_i) <= δ_lo,i``
+for every unconverged row (``δ_lo`` the running lower bracket, which only grows) has u <= 0 at every
+later candidate and is skipped without loading K (`skip_bounds`). Because F is convex (α <= 2), the
+Newton point of every evaluated δ is a lower bound of the root whichever side δ is on, so δ_lo rises at
+every `halley_step` even when Halley's iterates approach from above. A row has converged when
+``|F(δ)| <= TOL`` or when its next step is below float32 resolution (which ends the search near α = 1,
+where F is too steep for TOL).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from . import _attention as core
+from ._online import chunk_state, empty_state, merge_state
+
+
+@triton.jit
+def tile_scores(
+    q, k_ptr, s_ptr, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
+    IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, PRECISION: tl.constexpr,
+):  # fmt: skip
+    """Scores of a tile: from q and K, or read from the (Nq, Nk) float32 score rows at s_ptr."""
+    if FROM_BUFFER:
+        visible = core.visible(offs_m, offs_n, n_q, n_k, IS_CAUSAL)
+        s = tl.load(s_ptr + offs_m[:, None] * n_k + offs_n[None, :], mask=visible, other=float("-inf"))
+    else:
+        k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
+        s = core.scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)
+    return s
+
+
+@triton.jit
+def weights(s, m, delta, alpha, live):
+    """Unnormalised weights w = [(α - 1)(s - m) - δ]_+^{1/(α-1)}, or exp(s - m) where α = 1."""
+    soft = alpha <= 1.0
+    e = 1.0 / tl.where(soft, 1.0, alpha - 1.0)
+    ok = (s > float("-inf")) & live[:, None]
+    z = tl.where(ok, s - tl.where(live, m, 0.0)[:, None], 0.0)  # s - m <= 0 on visible keys
+    u = (alpha - 1.0)[:, None] * z - delta[:, None]
+    pos = ok & (u > 0)
+    w_ent = tl.where(pos, tl.exp(e[:, None] * tl.log(tl.where(pos, u, 1.0))), 0.0)
+    return tl.where(ok, tl.where(soft[:, None], tl.exp(z), w_ent), 0.0)
+
+
+@triton.jit
+def skip_bounds(m, thr, rows_used):
+    """Scalars (gap, raw) such that a tile with gap bound <= gap or raw bound <= raw is zero in every row.
+
+    Row i needs max_j s_ij - m_i <= thr_i; rows outside `rows_used` do not constrain.
+    """
+    gap = tl.min(tl.where(rows_used, thr, float("inf")), 0)
+    raw = tl.min(tl.where(rows_used, m + thr, float("inf")), 0)
+    return gap, raw
+
+
+@triton.jit
+def may_be_nonzero(GAP, TMAX, tile, gap_min, raw_min):
+    """Whether a tile's bounds (written by the first pass) leave it a non-zero weight (`skip_bounds`)."""
+    return (tl.load(GAP + tile) > gap_min) & (tl.load(TMAX + tile) > raw_min)
+
+
+@triton.jit
+def scheduled_alpha(
+    ent, var, n_vis, alpha_min, alpha_max, low, high, var_threshold, fixed_alpha, sig_lo, sig_hi,
+    SCHEDULE: tl.constexpr, GATED: tl.constexpr, SIGMOID_K: tl.constexpr,
+):  # fmt: skip
+    """`entropic.attention.alpha_from_entropy`, operation for operation, in float32."""
+    log_n = tl.log(tl.maximum(n_vis, 1.0))
+    s = tl.where(log_n > 0, ent / tl.where(log_n > 0, log_n, 1.0), 1.0)
+    s = tl.minimum(tl.maximum(s, 0.0), 1.0)
+    t = tl.minimum(tl.maximum((high - s) / (high - low), 0.0), 1.0)
+    if SCHEDULE == 2:
+        g = 0.5 - 0.5 * tl.cos(3.141592653589793 * t)
+    elif SCHEDULE == 3:
+        g = (tl.sigmoid(SIGMOID_K * (t - 0.5)) - sig_lo) / (sig_hi - sig_lo)
+    else:
+        g = t
+    alpha = alpha_min + (alpha_max - alpha_min) * g
+    if GATED:
+        alpha = tl.where(var < var_threshold, fixed_alpha, alpha)
+    return alpha
+
+
+@triton.jit
+def first_pass(
+    q, k_ptr, s_ptr, GAP, TMAX, tiles, offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd,
+    scale, IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, STORE_STATS: tl.constexpr,
+    PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One dense pass over the visible key blocks: the row max (in the online softmax state when
+    STORE_STATS) and each tile's bounds, its largest gap ``max_i (max_j s_ij - m_i^{running})`` into GAP
+    and its largest score into TMAX."""
+    m_i, l_i, mu_i, m2_i = empty_state(BLOCK_M)
+    for start_n in range(0, end_n, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        s = tile_scores(
+            q,
+            k_ptr,
+            s_ptr,
+            offs_m,
+            offs_n,
+            offs_d,
+            n_q,
+            n_k,
+            head_dim,
+            stride_kn,
+            stride_kd,
+            scale,
+            IS_CAUSAL,
+            FROM_BUFFER,
+            PRECISION,
+        )  # fmt: skip  (BLOCK_M, BLOCK_N)
+        if STORE_STATS:
+            m_c, l_c, mu_c, m2_c = chunk_state(s, 1)
+            m_i, l_i, mu_i, m2_i = merge_state(m_i, l_i, mu_i, m2_i, m_c, l_c, mu_c, m2_c)
+        else:
+            m_c = tl.max(s, 1)
+            m_i = tl.maximum(m_i, m_c)
+        seen = m_c > float("-inf")
+        t = start_n // BLOCK_N
+        tl.store(GAP + tiles + t, tl.max(tl.where(seen, m_c - tl.where(seen, m_i, 0.0), float("-inf")), 0))
+        tl.store(TMAX + tiles + t, tl.max(m_c, 0))
+    return m_i, l_i, mu_i, m2_i
+
+
+@triton.jit
+def residual_pass(
+    q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, visits, offs_m, offs_d,
+    n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL: tl.constexpr,
+    FROM_BUFFER: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """One pass over the tiles that can still be non-zero: ``Σ_j u^e = F(δ) + 1``, ``Σ_j u^{e-1}`` and
+    ``Σ_j u^{e-2}`` over u > 0 of the active rows (e = 1/(α - 1)), and `visits` plus the tiles read
+    (the counter passes through: a count returned from here and added in the kernel costs the
+    split-K decode search 4 bytes of spill at head dim 64 on sm_90)."""
+    e = 1.0 / am1
+    f0 = tl.zeros((BLOCK_M,), tl.float32)
+    f1 = tl.zeros((BLOCK_M,), tl.float32)
+    f2 = tl.zeros((BLOCK_M,), tl.float32)
+    for start_n in range(0, end_n, BLOCK_N):
+        if may_be_nonzero(GAP, TMAX, tiles + start_n // BLOCK_N, gap_min, raw_min):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            s = tile_scores(
+                q, k_ptr, s_ptr, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
+                IS_CAUSAL, FROM_BUFFER, PRECISION,
+            )  # fmt: skip
+            u = am1[:, None] * (s - tl.where(m_i > float("-inf"), m_i, 0.0)[:, None]) - delta[:, None]
+            pos = (u > 0) & active[:, None]
+            log_u = tl.log(tl.where(pos, u, 1.0))
+            f0 += tl.sum(tl.where(pos, tl.exp(e[:, None] * log_u), 0.0), 1)
+            f1 += tl.sum(tl.where(pos, tl.exp((e - 1.0)[:, None] * log_u), 0.0), 1)
+            # u^{e-2} diverges at the edge of the support when α > 1.5: capped, Halley's step only shrinks
+            f2 += tl.sum(tl.where(pos, tl.exp(tl.minimum((e - 2.0)[:, None] * log_u, 60.0)), 0.0), 1)
+            visits += 1
+    return f0, f1, f2, visits
+
+
+@triton.jit
+def halley_step(f0, f1, f2, delta, lo, hi, am1, active, TOL: tl.constexpr, STEP_TOL: tl.constexpr):
+    """From F = f0 - 1, F' = -e f1, F'' = e (e - 1) f2 at δ: the new bracket [lo, hi], the next δ of the
+    rows still active (Halley's point, or the bisection where it leaves the bracket), and those rows."""
+    e = 1.0 / am1
+    f = f0 - 1.0
+    above = f >= 0
+    lo = tl.where(active & above, delta, lo)
+    hi = tl.where(active & ~above, delta, hi)
+    df = -e * f1
+    d2f = e * (e - 1.0) * f2
+    # F is convex: its tangent lies below it, so the Newton point is a lower bound whatever the
+    # side of δ, and raising lo to it lets the next pass skip more tiles (Halley lands right of it).
+    newton = delta - f / tl.where(df < 0, df, -1.0)
+    lo = tl.where(active & (df < 0), tl.minimum(tl.maximum(lo, newton), hi), lo)
+    den = 2.0 * df * df - f * d2f
+    # Halley's point lies right of Newton's (exactly: F'' >= 0); the clamp absorbs rounding
+    halley = tl.maximum(delta - 2.0 * f * df / tl.where(den > 0, den, 1.0), lo)
+    candidate = tl.where((den > 0) & (halley < hi), halley, 0.5 * (lo + hi))
+    # converged: the residual is below TOL, or float32 cannot move δ any more (α near 1)
+    active = active & (tl.abs(f) > TOL) & (tl.abs(candidate - delta) > STEP_TOL * tl.abs(delta))
+    return tl.where(active, candidate, delta), lo, hi, active
