@@ -3,7 +3,7 @@
 One program per row reads the row a few times and never sorts it nor writes a probability tensor:
 
 1. statistics pass: the entropy state (m, Σe, μ, M2) of the raw logits x (the recurrence of
-   `entropy.py`, shared), and of the tempered logits y = x / T their max m_T, Σ e^{y - m_T}, the
+   `_online.py`, shared), and of the tempered logits y = x / T their max m_T, Σ e^{y - m_T}, the
    smallest finite y and the number of finite entries;
 2. top-k, then top-p, as threshold searches. Both cut at ``τ = max{v ∈ y : W(v) ≥ target}`` with
    ``W(v) = Σ_{y_i ≥ v} w_i``: ``w_i = 1`` and target k (top-k); ``w_i = e^{y_i - m_T}`` over the top-k
@@ -40,8 +40,8 @@ import triton.language as tl
 
 from entropic._validation import check_logits
 
+from ._online import chunk_state, merge_state
 from ._utils import check_device, check_dtype, is_interpreter
-from .entropy import _chunk_state, _merge_state
 
 
 @triton.jit
@@ -163,8 +163,8 @@ def _sampling_fwd_kernel(
         cols = start + tl.arange(0, BLOCK)
         x, y = _load_tempered(x_row, cols, n_cols, stride_xc, t)  # (BLOCK,)
         if STORE_STATS:  # H and V of the raw logits, for callers that have not computed them
-            m_c, s0_c, mu_c, m2_c = _chunk_state(x, 0)
-            m, s0, mu, m2 = _merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
+            m_c, s0_c, mu_c, m2_c = chunk_state(x, 0)
+            m, s0, mu, m2 = merge_state(m, s0, mu, m2, m_c, s0_c, mu_c, m2_c)
         live = y > float("-inf")
         m_t_new = tl.maximum(m_t, tl.max(y, 0))
         if HAS_TOP_P:  # the partition of y is top-p's only
