@@ -2,6 +2,7 @@
 
 ``python -m experiments.trained_lengths trained [--lengths 128 256 512 1024] [--variants scheduled entmax]``
 ``python -m experiments.trained_lengths real [--lengths 256 512 1024 2048] [--variants alpha=1.5 scheduled]``
+``python -m experiments.trained_lengths swap [results/attention_swap.csv results/attention_swap_2048.csv]``
 ``python -m experiments.trained_lengths plot``
 
 `experiments.complexity` measures models trained at one short length (N = 64 or 128) at N up to 4096,
@@ -16,7 +17,9 @@ every length is one the model was trained on:
 * ``real``: SmolLM2-135M (`entropic.pretrained.load_pretrained`, pre-trained with contexts up to 2048
   tokens and more) with its attention swapped, without training, for α-entmax
   (`experiments.attention_swap.variants`), measured on the same stdlib test-split windows as
-  `experiments.attention_swap` (``--windows`` per N).
+  `experiments.attention_swap` (``--tokens`` per N, so ``tokens / N`` windows).
+* ``swap``: the same counts for SmolLM2-135M rebuilt from `experiments.attention_swap`'s CSVs (its zero
+  fraction and skippable tiles, every variant it measured; `rows_from_swap`), without per-head statistics.
 
 Per (model, variant, seed, N) the CSV holds, per window (mean over the windows): ``nonzero``, the
 attention weights that are not exactly zero summed over layers, heads and queries, and ``dense``, the
@@ -327,6 +330,50 @@ def run_real(
     return rows, heads
 
 
+def rows_from_swap(
+    tables: Sequence[Path], n_layers: int = 30, n_heads: int = 9, head_dim: int = 64
+) -> list[dict[str, Any]]:
+    """This module's rows from `experiments.attention_swap` CSVs (which hold no per-head varentropy).
+
+    There ``zero_fraction = 1 - Σ support / Σ n_visible`` over every layer, head, query and window, so the
+    non-zero weights per window are ``(1 - zero_fraction) · L·H·N(N+1)/2``; ``skippable_tiles`` is the
+    mean over layers and windows of the fraction of causally visible tiles without a non-zero weight,
+    each call holding ``H · causal_tiles(N)`` of them, so the non-zero tiles per window are
+    ``(1 - skippable_tiles) · L·H·causal_tiles(N)``. The defaults are SmolLM2-135M's shape.
+    """
+    rows = []
+    for table in tables:
+        for r in read_csv(table):
+            n = int(r["n"])
+            dense = n_layers * n_heads * n * (n + 1) / 2
+            tiles = n_layers * n_heads * causal_tiles(n, head_dim)
+            skippable = float(r["skippable_tiles"]) if r["skippable_tiles"] != "nan" else 0.0
+            nonzero, nonzero_blocks = (1 - float(r["zero_fraction"])) * dense, (1 - skippable) * tiles
+            rows.append(
+                {
+                    "model": f"{REAL} (attention_swap CSV)",
+                    "variant": r["variant"],
+                    "seed": "",
+                    "n": n,
+                    "windows": int(r["windows"]),
+                    "layers": n_layers,
+                    "heads": n_heads,
+                    "train_n": "",
+                    "train_steps": "",
+                    "train_tokens": "",
+                    "nll": float(r["nll"]),
+                    "nonzero": nonzero,
+                    "dense": dense,
+                    "density": nonzero / dense,
+                    "nonzero_blocks": nonzero_blocks,
+                    "dense_blocks": tiles,
+                    "block_density": nonzero_blocks / tiles,
+                    **{k: r[k] for k in ("device", "torch", "entropic", "timestamp")},
+                }
+            )
+    return rows
+
+
 # --------------------------------------------------------------------------- fits and figure
 
 
@@ -357,6 +404,8 @@ def fit_rows(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]]) ->
                 }
             )
         theirs = [h for h in heads if h["model"] == model and h["variant"] == variant]
+        if not theirs:  # tables without per-head statistics (`rows_from_swap`)
+            continue
         scopes = [("all N", theirs)] + [
             (f"N={n}", [h for h in theirs if int(h["n"]) == n]) for n in sorted({int(h["n"]) for h in theirs})
         ]
@@ -432,12 +481,15 @@ def _fmt(row: dict[str, Any]) -> dict[str, str]:
 def write_all(
     out: Path, rows: list[dict[str, Any]], heads: list[dict[str, Any]], argv: Sequence[str] | None
 ) -> list[dict[str, Any]]:
-    """``out``, ``out_heads`` and ``out_fit`` CSVs under the reproducing command; returns the fit rows."""
+    """``out``, ``out_fit`` and (with `heads`) ``out_heads`` CSVs under the reproducing command; the fits."""
     fits = fit_rows(rows, heads)
-    stamp = _stamp()
+    stamp = {} if rows and "timestamp" in rows[0] else _stamp()
     module = "experiments.trained_lengths"
     write_csv(out, [_fmt(r | stamp) for r in rows], COLUMNS, module, argv)
-    write_csv(out.with_name(out.stem + "_heads.csv"), [_fmt(h) for h in heads], HEAD_COLUMNS, module, argv)
+    if heads:
+        write_csv(
+            out.with_name(out.stem + "_heads.csv"), [_fmt(h) for h in heads], HEAD_COLUMNS, module, argv
+        )
     write_csv(out.with_name(out.stem + "_fit.csv"), [_fmt(f) for f in fits], FIT_COLUMNS, module, argv)
     return fits
 
@@ -464,6 +516,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     real.add_argument("--tokens", type=int, default=2048, help="tokens per N: windows = tokens // N (>= 1)")
     real.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     real.add_argument("--out", type=Path, default=Path("results") / "complexity_trained_smollm2.csv")
+    swap = sub.add_parser("swap", help="(a) the same table and fits from experiments.attention_swap CSVs")
+    swap.add_argument(
+        "tables",
+        type=Path,
+        nargs="*",
+        default=[Path("results") / "attention_swap.csv", Path("results") / "attention_swap_2048.csv"],
+    )
+    swap.add_argument("--out", type=Path, default=Path("results") / "complexity_trained_swap.csv")
     draw = sub.add_parser("plot", help="the figure from the CSVs of both modes")
     draw.add_argument(
         "tables",
@@ -477,6 +537,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     draw.add_argument("--out", type=Path, default=Path("results") / "complexity_trained.png")
     args = parser.parse_args(argv)
 
+    if args.mode == "swap":
+        rows = rows_from_swap(args.tables)
+        for f in write_all(args.out, rows, [], argv):
+            print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.items()))
+        return 0
     if args.mode == "plot":
         plot(args.tables, args.out)
         print(f"wrote {args.out}")

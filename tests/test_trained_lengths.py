@@ -100,7 +100,7 @@ def test_fit_rows_recover_the_exponent_and_the_correlation():
     assert math.isnan(tl.fit_rows(rows, constant)[2]["estimate"])
 
 
-def test_real_mode_on_a_tiny_llama(make_llama):
+def test_real_mode_on_a_tiny_llama(make_llama, tmp_path):
     pytest.importorskip("transformers")
     from experiments import attention_swap
 
@@ -124,6 +124,17 @@ def test_real_mode_on_a_tiny_llama(make_llama):
         # the same zero fraction as the attention swap's own tally on the same windows
         theirs = next(r for r in swap if r["variant"] == "alpha=2" and r["n"] == n)
         assert 1 - sparse["density"] == pytest.approx(theirs["zero_fraction"], abs=1e-12)
+    # the same counts rebuilt from the attention swap's CSV (zero fraction and skippable tiles)
+    table = tmp_path / "swap.csv"
+    attention_swap.write_csv(table, attention_swap.COLUMNS, swap, "python -m experiments.attention_swap")
+    rebuilt = {
+        (r["variant"], r["n"]): r for r in tl.rows_from_swap([table], n_layers=2, n_heads=4, head_dim=8)
+    }
+    for (variant, n), r in by.items():
+        for quantity in ("nonzero", "dense", "nonzero_blocks", "dense_blocks"):
+            assert rebuilt[variant, n][quantity] == pytest.approx(
+                r[quantity], rel=1e-6
+            )  # float32 block_sparsity
     assert len(heads) == 2 * 3 * 2 * 4  # variants × lengths × layers × heads
     assert all(h["density"] == 1 for h in heads if h["variant"] == "softmax")
     with pytest.raises(ValueError, match="variants must be among"):
