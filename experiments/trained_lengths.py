@@ -3,6 +3,7 @@
 ``python -m experiments.trained_lengths trained [--lengths 128 256 512 1024] [--variants scheduled entmax]``
 ``python -m experiments.trained_lengths real [--lengths 256 512 1024 2048] [--variants alpha=1.5 scheduled]``
 ``python -m experiments.trained_lengths swap [results/attention_swap.csv results/attention_swap_2048.csv]``
+``python -m experiments.trained_lengths refit results/complexity_trained.csv``
 ``python -m experiments.trained_lengths plot``
 
 `experiments.complexity` measures models trained at one short length (N = 64 or 128) at N up to 4096,
@@ -20,6 +21,7 @@ every length is one the model was trained on:
   `experiments.attention_swap` (``--tokens`` per N, so ``tokens / N`` windows).
 * ``swap``: the same counts for SmolLM2-135M rebuilt from `experiments.attention_swap`'s CSVs (its zero
   fraction and skippable tiles, every variant it measured; `rows_from_swap`), without per-head statistics.
+* ``refit``: the ``_fit`` CSV again from a table and its ``_heads`` CSV, without measuring anything.
 
 Per (model, variant, seed, N) the CSV holds, per window (mean over the windows): ``nonzero``, the
 attention weights that are not exactly zero summed over layers, heads and queries, and ``dense``, the
@@ -31,10 +33,11 @@ density ``support / n_visible`` over queries and windows.
 
 The ``_fit`` CSV: per (model, variant), ``nonzero`` and ``nonzero_blocks`` ``∝ N^k`` by log-log
 regression with a 95% interval (`experiments.fit.power_law_fit`, every seed a point), whether k = 1.5
-(O(N√N)) and k = 2 lie inside it, and the Spearman correlation between per-head varentropy and density,
-over all lengths (as `experiments.complexity` does) and within each length (the claim "work ∝
-1/varentropy" predicts a negative one). ``plot`` draws both CSVs' counts per head against N on log-log
-axes with the fitted lines and N^1.5 / N^2 guides.
+(O(N√N)) and k = 2 lie inside it (the same for ``dense`` and ``dense_blocks``: what a dense pattern
+gives on the same lengths, below 2 from the causal triangle's diagonal), and the Spearman correlation
+between per-head varentropy and density, over all lengths (as `experiments.complexity` does) and
+within each length (the claim "work ∝ 1/varentropy" predicts a negative one). ``plot`` draws the CSVs'
+counts per head against N on log-log axes with the fitted lines and N^1.5 / N^2 guides.
 """
 
 from __future__ import annotations
@@ -388,7 +391,8 @@ def fit_rows(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]]) ->
     for (model, variant), mine in groups.items():
         key = {"model": model, "variant": variant}
         ns = [float(r["n"]) for r in mine]
-        for quantity in ("nonzero", "nonzero_blocks"):
+        # the dense counts' exponents are the reference: N(N+1)/2 pairs and the causal tile triangle
+        for quantity in ("nonzero", "nonzero_blocks", "dense", "dense_blocks"):
             fit = power_law_fit(ns, [float(r[quantity]) for r in mine])
             out.append(
                 key
@@ -443,7 +447,7 @@ def plot(tables: Sequence[Path], path: Path) -> None:
         groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
         for r in rows:
             groups[r["model"], r["variant"]].append(r)
-        lows = []
+        anchors = []  # (N, fitted value) of each group at its shortest N
         for (model, variant), mine in groups.items():
             per_head = int(mine[0]["layers"]) * int(mine[0]["heads"])
             ns = np.array([float(r["n"]) for r in mine])
@@ -452,17 +456,17 @@ def plot(tables: Sequence[Path], path: Path) -> None:
             grid = np.geomspace(ns.min(), ns.max(), 20)
             (line,) = ax.plot(grid, fit.c * grid**fit.k, "-", lw=1)
             name = f"{model}, {variant}: k = {fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]"
-            ax.plot(ns, ys, "o", color=line.get_color(), label=name, ms=4)
-            lows.append((ns.min(), float(np.exp(np.log(ys[ns == ns.min()]).mean()))))
-        n0 = min(n for n, _ in lows)
-        y0 = float(np.exp(np.mean([np.log(y) for n, y in lows if n == n0])))
-        top = max(float(r["n"]) for r in rows)
-        grid = np.geomspace(n0, top, 20)
-        ax.plot(grid, y0 * (grid / n0) ** 1.5, "k:", lw=1, label="∝ N^1.5 (guide)")
-        ax.plot(grid, y0 * (grid / n0) ** 2, "k--", lw=1, label="∝ N^2 (guide)")
+            marker = "s" if model == TINY else "o"
+            ax.plot(ns, ys, marker, color=line.get_color(), label=name, ms=4)
+            anchors.append((ns.min(), fit.c * ns.min() ** fit.k))
+        n0 = min(n for n, _ in anchors)
+        y0 = float(np.exp(np.mean([np.log(y * (n0 / n) ** 1.75) for n, y in anchors])))
+        grid = np.geomspace(n0, max(float(r["n"]) for r in rows), 20)
+        ax.plot(grid, y0 * (grid / n0) ** 1.5, "k:", lw=1.2, label="∝ N^1.5 (guide)")
+        ax.plot(grid, y0 * (grid / n0) ** 2, "k--", lw=1.2, label="∝ N^2 (guide)")
         ax.set(xscale="log", yscale="log", xlabel="N (trained / evaluated length)", ylabel=label)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6.5)
+        ax.legend(fontsize=6, loc="upper left")
     fig.suptitle("Attention work at lengths each model was trained on (CPU)", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -524,7 +528,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[Path("results") / "attention_swap.csv", Path("results") / "attention_swap_2048.csv"],
     )
     swap.add_argument("--out", type=Path, default=Path("results") / "complexity_trained_swap.csv")
-    draw = sub.add_parser("plot", help="the figure from the CSVs of both modes")
+    refit = sub.add_parser("refit", help="the _fit CSV again from a table and its _heads CSV")
+    refit.add_argument("table", type=Path)
+    draw = sub.add_parser("plot", help="the figure from the CSVs of the other modes")
     draw.add_argument(
         "tables",
         type=Path,
@@ -541,6 +547,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = rows_from_swap(args.tables)
         for f in write_all(args.out, rows, [], argv):
             print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.items()))
+        return 0
+    if args.mode == "refit":
+        heads_csv = args.table.with_name(args.table.stem + "_heads.csv")
+        heads = read_csv(heads_csv) if heads_csv.is_file() else []
+        fits = fit_rows(read_csv(args.table), heads)
+        fit_csv = args.table.with_name(args.table.stem + "_fit.csv")
+        write_csv(fit_csv, [_fmt(f) for f in fits], FIT_COLUMNS, "experiments.trained_lengths", argv)
+        print(f"wrote {fit_csv}")
         return 0
     if args.mode == "plot":
         plot(args.tables, args.out)

@@ -50,6 +50,8 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
     assert [f["quantity"] for f in fits] == [
         "k of nonzero ∝ N^k",
         "k of nonzero_blocks ∝ N^k",
+        "k of dense ∝ N^k",
+        "k of dense_blocks ∝ N^k",
         "spearman(head varentropy, head density), all N",
         "spearman(head varentropy, head density), N=16",
         "spearman(head varentropy, head density), N=32",
@@ -57,7 +59,13 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
     k = fits[0]
     assert k["points"] == "4" and float(k["low"]) <= float(k["estimate"]) <= float(k["high"])
     assert 1.0 < float(k["estimate"]) <= 2.0  # N(N+1)/2 pairs at most: slope log2(528/136) = 1.96
-    assert [f["points"] for f in fits[2:]] == ["32", "16", "16"]
+    assert float(fits[2]["estimate"]) == pytest.approx(math.log(528 / 136, 2), abs=1e-4)  # N(N+1)/2
+    assert float(fits[3]["estimate"]) == 0  # one tile per head at both lengths
+    assert [f["points"] for f in fits[4:]] == ["32", "16", "16"]
+    # refit: the same fits from the written table and per-head CSV
+    before = out.with_name("ct_fit.csv").read_text().splitlines()[1:]
+    assert tl.main(["refit", str(out)]) == 0
+    assert out.with_name("ct_fit.csv").read_text().splitlines()[1:] == before
     # finished runs are reused, not retrained: the same checkpoints give the same counts
     checkpoint = runs / "sparsemax" / "n32" / "seed1" / "checkpoints" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
@@ -80,6 +88,7 @@ def test_trained_mode_arguments(tmp_path):
 def test_fit_rows_recover_the_exponent_and_the_correlation():
     rows = [
         {"model": "m", "variant": "v", "n": n, "nonzero": 3 * n**1.5, "nonzero_blocks": n**2 / 7}
+        | {"dense": n * (n + 1) / 2, "dense_blocks": n / 64 * (n / 64 + 1) / 2}
         for n in (64, 128, 256, 512)
     ]
     # within each N, density falls as varentropy rises (rho = -1); across N both rise (so pooled rho > -1)
@@ -97,7 +106,7 @@ def test_fit_rows_recover_the_exponent_and_the_correlation():
         assert fits[f"spearman(head varentropy, head density), N={n}"]["estimate"] == pytest.approx(-1.0)
     assert fits["spearman(head varentropy, head density), all N"]["estimate"] > 0
     constant = [{**h, "density": 1.0} for h in heads]  # softmax: every head dense
-    assert math.isnan(tl.fit_rows(rows, constant)[2]["estimate"])
+    assert math.isnan(tl.fit_rows(rows, constant)[4]["estimate"])
 
 
 def test_real_mode_on_a_tiny_llama(make_llama, tmp_path):
