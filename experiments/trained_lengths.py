@@ -537,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nargs="*",
         default=[
             Path("results") / "complexity_trained.csv",
-            Path("results") / "complexity_trained_smollm2.csv",
+            Path("results") / "complexity_trained_swap.csv",
         ],
     )
     draw.add_argument("--out", type=Path, default=Path("results") / "complexity_trained.png")
