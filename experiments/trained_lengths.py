@@ -46,6 +46,7 @@ import argparse
 import csv
 import math
 import platform
+import shutil
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -198,7 +199,10 @@ def train_at(
     runs: Path,
     overrides: Sequence[str] = (),
 ) -> Path:
-    """Train (or resume, or reuse when finished) the tiny model of `variant` at length `n`; its folder."""
+    """Train (or resume, or reuse when finished) the tiny model of `variant` at length `n`; its folder.
+
+    A folder without a checkpoint (a run killed before its first one) is deleted and trained again.
+    """
     from hydra import compose, initialize_config_dir
 
     from experiments.train import CONFIG_DIR, train
@@ -223,6 +227,8 @@ def train_at(
     ]
     if (out / "checkpoints" / "last.pt").is_file():
         options.append(f"resume={out}")
+    elif out.exists():  # killed before its first checkpoint: nothing to resume, start it again
+        shutil.rmtree(out)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         train(compose("train", overrides=[*options, *overrides]))
     return out

@@ -78,6 +78,16 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
     assert figure.read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_run_killed_before_its_first_checkpoint_is_trained_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "runs" / "softmax" / "n16" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text("step\n")  # what a run leaves before its first checkpoint
+    out = tl.train_at("softmax", 16, 0, 2, 32, tmp_path / "runs")
+    assert out == folder and (folder / "checkpoints" / "last.pt").is_file()
+    assert len(tl.read_csv(folder / "metrics.csv")) == 1  # one evaluation, at step 2
+
+
 def test_trained_mode_arguments(tmp_path):
     with pytest.raises(SystemExit):
         tl.main(["trained", "--lengths", "16", "--out", str(tmp_path / "x.csv")])  # one length, one seed
