@@ -15,8 +15,8 @@ every length is one the model was trained on:
   (``--tokens-per-step``: the batch is ``tokens / N`` sequences), then measured at its own N on
   ``--windows`` windows of the validation split. Runs (config, metrics, ``checkpoints/last.pt``) go to
   ``--runs``; a run whose checkpoint exists is resumed (and not retrained when finished).
-* ``real``: SmolLM2-135M (`entropic.pretrained.load_pretrained`, pre-trained with contexts up to 2048
-  tokens and more) with its attention swapped, without training, for α-entmax
+* ``real``: SmolLM2-135M (`entropic.pretrained.load_pretrained`, whose pre-training context covers 2048
+  tokens) with its attention swapped, without training, for α-entmax
   (`experiments.attention_swap.variants`), measured on the same stdlib test-split windows as
   `experiments.attention_swap` (``--tokens`` per N, so ``tokens / N`` windows).
 * ``swap``: the same counts for SmolLM2-135M rebuilt from `experiments.attention_swap`'s CSVs (its zero
