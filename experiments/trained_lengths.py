@@ -445,7 +445,7 @@ def plot(tables: Sequence[Path], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = [r for t in tables for r in read_csv(t)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 6.5), constrained_layout=True)
     for ax, quantity, label in (
         (axes[0], "nonzero", "non-zero attention weights per head"),
         (axes[1], "nonzero_blocks", "non-zero 64 × 64 tiles per head"),
@@ -472,7 +472,7 @@ def plot(tables: Sequence[Path], path: Path) -> None:
         ax.plot(grid, y0 * (grid / n0) ** 2, "k--", lw=1.2, label="∝ N^2 (guide)")
         ax.set(xscale="log", yscale="log", xlabel="N (trained / evaluated length)", ylabel=label)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6, loc="upper left")
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     fig.suptitle("Attention work at lengths each model was trained on (CPU)", fontsize=10)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
