@@ -1,7 +1,7 @@
 """Attention work at lengths the model was trained on: ``nonzero ∝ N^k`` without length extrapolation.
 
 ``python -m experiments.trained_lengths trained [--lengths 128 256 512 1024] [--variants scheduled entmax]``
-``python -m experiments.trained_lengths real [--lengths 256 512 1024 2048] [--variants alpha=1.5 scheduled]``
+``python -m experiments.trained_lengths real [--lengths 256 512 1024] [--variants alpha=1.5 scheduled]``
 ``python -m experiments.trained_lengths swap [results/attention_swap.csv results/attention_swap_2048.csv]``
 ``python -m experiments.trained_lengths refit results/complexity_trained.csv``
 ``python -m experiments.trained_lengths plot``
@@ -512,18 +512,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = sub.add_parser("trained", help="(b) one tiny model trained per length, measured at it")
     trained.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512, 1024])
     trained.add_argument("--variants", nargs="+", default=["scheduled", "entmax"], help="configs/attention/*")
-    trained.add_argument("--seeds", type=int, nargs="+", default=[0])
-    trained.add_argument("--steps", type=int, default=300)
-    trained.add_argument("--tokens-per-step", type=int, default=2048)
+    trained.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    trained.add_argument("--steps", type=int, default=200)
+    trained.add_argument("--tokens-per-step", type=int, default=1024)
     trained.add_argument("--windows", type=int, default=4, help="validation windows measured per N")
     trained.add_argument("--runs", type=Path, default=Path("outputs") / "trained_lengths")
     trained.add_argument("--out", type=Path, default=Path("results") / "complexity_trained.csv")
     trained.add_argument("overrides", nargs="*", help="extra hydra overrides of every run")
     real = sub.add_parser("real", help="(a) SmolLM2-135M with its attention swapped, within its context")
     real.add_argument("--model", default=REAL)
-    real.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    real.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024])
     real.add_argument("--variants", nargs="+", default=["alpha=1.5", "scheduled"])
-    real.add_argument("--tokens", type=int, default=2048, help="tokens per N: windows = tokens // N (>= 1)")
+    real.add_argument("--tokens", type=int, default=1024, help="tokens per N: windows = tokens // N (>= 1)")
     real.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     real.add_argument("--out", type=Path, default=Path("results") / "complexity_trained_smollm2.csv")
     swap = sub.add_parser("swap", help="(a) the same table and fits from experiments.attention_swap CSVs")
