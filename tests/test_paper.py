@@ -47,6 +47,7 @@ def test_build_writes_every_table_figure_and_macro(generated):
     for name in (
         "attention_swap",
         "attention_swap_layers",
+        "complexity_trained",
         "ablation",
         "complexity",
         "complexity_fit",
@@ -57,9 +58,9 @@ def test_build_writes_every_table_figure_and_macro(generated):
         tex = (generated / f"{name}.tex").read_text()
         assert r"\begin{tabular}" in tex and r"\label{tab:" + name + "}" in tex
         assert "CPU scale" in (generated / f"{name}.md").read_text()
-    for name in ("attention_swap", "ablation", "complexity", "sampling", "scaling"):
+    for name in ("attention_swap", "complexity_trained", "ablation", "complexity", "sampling", "scaling"):
         png = (generated / f"{name}.png").read_bytes()
-        assert png.startswith(b"\x89PNG") and 10_000 < len(png) < 200_000
+        assert png.startswith(b"\x89PNG") and 10_000 < len(png) < 300_000
     numbers = (generated / "numbers.tex").read_text()
     fit = next(
         r
@@ -144,6 +145,29 @@ def test_attention_swap_tables_equal_the_csv(generated):
         key=lambda r: float(r["delta_nll"]),
     )
     assert rf"\newcommand{{\SwapBestDelta}}{{{float(best['delta_nll']):+.3f}}}" in numbers
+
+
+def test_trained_lengths_table_equals_the_fits(generated):
+    """Each (model, variant) row carries its CSV's exponents and says where 1.5 lies against the interval."""
+    build = load_build()
+    fits = [r for name in build.TRAINED_FITS for r in read_csv(ROOT / "results" / name)]
+    table = read_markdown_table(generated / "complexity_trained.md")
+    named = {(t["model"], t["attention"]): t for t in table}
+    for r in fits:
+        if r["variant"] == "softmax" or r["quantity"] != "k of nonzero ∝ N^k":
+            continue
+        t = named[
+            build.TRAINED_NAMES.get(r["model"], r["model"]),
+            build.TRAINED_NAMES.get(r["variant"], r["variant"]),
+        ]
+        k, interval = t["k, weights [95%]"].split(" ", 1)
+        assert float(k) == pytest.approx(float(r["estimate"]), abs=5e-3)
+        low, high = (float(x) for x in interval.strip("[]").split(","))
+        assert (low, high) == pytest.approx((float(r["low"]), float(r["high"])), abs=5e-3)
+        inside = r["supports_1.5"] == "True"
+        assert (t["weights vs N^1.5"] == "consistent") == inside
+    assert build._versus(1.6, 1.9) == "faster" and build._versus(1.0, 1.2) == "slower"
+    assert build._versus(1.4, 1.6) == "consistent"
 
 
 def test_scaling_tables_equal_the_csv(generated):
