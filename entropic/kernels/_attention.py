@@ -1,7 +1,8 @@
 """The Triton core of the attention kernels (`flash_attention.py`, `entmax_attention.py`).
 
 Program ids and head addressing (grouped-query attention: query head h reads key/value head
-``h // group``), loads and stores of (rows, D) tiles of a (N, D) head with any strides, the bottom-right
+``h // group``), the start of a query-block and of a key-block program (ids, offsets, the key block's K
+and V tiles), loads and stores of (rows, D) tiles of a (N, D) head with any strides, the bottom-right
 causal visibility of a (query block, key block) tile and the key range a query block sees, the scaled
 scores, and ``tl.dot`` in the precision the host chose (`_attention_host.precision`).
 """
