@@ -181,18 +181,13 @@ def softmax_attention_reference(
 
     Parameters
     ----------
-    q : Tensor
-        ``(B, H, Nq, D)`` queries.
-    k, v : Tensor
-        ``(B, Hkv, Nk, D)`` keys and ``(B, Hkv, Nk, Dv)`` values, H a multiple of Hkv (query head h
-        reads key/value head ``h // (H / Hkv)``, by repeating the key/value heads).
-    causal : bool
-        Bottom-right aligned causal mask: query i sees keys ``j <= i + Nk - Nq``.
-    attn_mask : Tensor, optional
-        Broadcastable to ``(B, H, Nq, Nk)``: boolean (True = keep) or an additive float bias (``-inf``,
-        or the dtype's most negative value, hides a key). Combined with `causal`.
-    scale : float, optional
-        Score scale; ``1 / sqrt(D)`` by default.
+    q, k, v, causal, attn_mask, scale
+        As in `entropic.attention.softmax_attention`: q ``(B, H, Nq, D)``, k and v ``(B, Hkv, Nk, D)`` and
+        ``(B, Hkv, Nk, Dv)`` with H a multiple of Hkv (query head h reads key/value head ``h // (H / Hkv)``,
+        here by repeating the key/value heads); a bottom-right aligned causal mask (query i sees keys
+        ``j <= i + Nk - Nq``); a mask broadcastable to ``(B, H, Nq, Nk)``, boolean (True = keep) or an
+        additive float bias (``-inf``, or the dtype's most negative value, hides a key), combined with
+        `causal`; the score scale, ``1 / sqrt(D)`` by default.
     return_stats : bool
         Also return the `AttentionStats` of the call (softmax entropy, varentropy and log Z of the
         scores over the visible keys, support, n_visible, α = 1; ``block_sparsity`` None), detached.

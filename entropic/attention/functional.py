@@ -224,7 +224,6 @@ def _attention(
     k: Tensor,
     v: Tensor,
     alpha: Alpha,
-    *,
     causal: bool,
     attn_mask: Tensor | None,
     scale: float | None,
@@ -233,6 +232,7 @@ def _attention(
     impl: str,
     fn: str,
 ) -> Tensor | tuple[Tensor, AttentionStats]:
+    """The public entry points' common body, their arguments in their order; `fn` names the caller."""
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"{fn}: impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     check_param(dropout_p, "dropout_p", 0.0, 1.0, high_open=True)
@@ -355,17 +355,7 @@ def entmax_attention(
     (torch.Size([1, 2, 4, 8]), [1, 2, 3, 4])
     """
     return _attention(
-        q,
-        k,
-        v,
-        alpha,
-        causal=causal,
-        attn_mask=attn_mask,
-        scale=scale,
-        dropout_p=dropout_p,
-        return_stats=return_stats,
-        impl=impl,
-        fn="entmax_attention",
+        q, k, v, alpha, causal, attn_mask, scale, dropout_p, return_stats, impl, "entmax_attention"
     )
 
 
@@ -394,17 +384,7 @@ def softmax_attention(
     torch.Size([2, 4, 3, 8])
     """
     return _attention(
-        q,
-        k,
-        v,
-        1.0,
-        causal=causal,
-        attn_mask=attn_mask,
-        scale=scale,
-        dropout_p=dropout_p,
-        return_stats=return_stats,
-        impl=impl,
-        fn="softmax_attention",
+        q, k, v, 1.0, causal, attn_mask, scale, dropout_p, return_stats, impl, "softmax_attention"
     )
 
 

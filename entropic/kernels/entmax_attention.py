@@ -114,16 +114,12 @@ def _entmax_attention_search_kernel(
     TOL: tl.constexpr, STEP_TOL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    start_m = tl.program_id(0)
-    b, h, h_kv, bh = core.query_program(n_heads, group)
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    start_m, b, h, h_kv, bh, offs_m, offs_d = core.query_block(n_heads, group, BLOCK_M, BLOCK_D)
     m_ok = offs_m < n_q
     if FROM_BUFFER:
         q = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)  # unused: the scores are read from S
     else:
-        q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
-        q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+        q = core.head_tile(Q, b, h, offs_m, offs_d, n_q, head_dim, stride_qb, stride_qh, stride_qm, stride_qd)
     k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
     s_ptr = S + bh.to(tl.int64) * n_q * n_k
     n_vis = tl.zeros((BLOCK_M,), tl.int32) + n_k
@@ -193,17 +189,13 @@ def _entmax_attention_fwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     # PART (IS_SPLIT): (n_splits, B·H·Nq, BLOCK_D + 1) float32 partial (Σ w v, Σ w) of each split.
-    start_m = tl.program_id(0)
+    start_m, b, h, h_kv, bh, offs_m, offs_d = core.query_block(n_heads, group, BLOCK_M, BLOCK_D)
     split = tl.program_id(2)
-    b, h, h_kv, bh = core.query_program(n_heads, group)
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     m_ok = offs_m < n_q
     if FROM_BUFFER:
         q = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     else:
-        q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
-        q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+        q = core.head_tile(Q, b, h, offs_m, offs_d, n_q, head_dim, stride_qb, stride_qh, stride_qm, stride_qd)
     k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
     v_ptr = core.head(V, b, h_kv, stride_vb, stride_vh)
     s_ptr = S + bh.to(tl.int64) * n_q * n_k
@@ -288,15 +280,10 @@ def _bwd_query_block(
 ):  # fmt: skip
     """One query block's pass over its masked tiles (Q and dO share strides): r = Σ g dp / Σ g into R
     and, when ALPHA_GRAD, ∂L/∂α into DALPHA; or, when DQ_PASS (r known), dQ into DQ."""
-    start_m = tl.program_id(0)
-    b, h, h_kv, bh = core.query_program(n_heads, group)
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
+    start_m, b, h, h_kv, bh, offs_m, offs_d = core.query_block(n_heads, group, BLOCK_M, BLOCK_D)
     m_ok = offs_m < n_q
-    q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
-    q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
-    do_ptr = core.head(DO, b, h, stride_qb, stride_qh)
-    do = core.load_tile(do_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+    q = core.head_tile(Q, b, h, offs_m, offs_d, n_q, head_dim, stride_qb, stride_qh, stride_qm, stride_qd)
+    do = core.head_tile(DO, b, h, offs_m, offs_d, n_q, head_dim, stride_qb, stride_qh, stride_qm, stride_qd)
     row = bh.to(tl.int64) * n_q + offs_m
     m_i, delta, alpha, inv_l, live = _row_state(M, DELTA, ALPHA, LOGNORM, row, m_ok)
     r = tl.zeros((BLOCK_M,), tl.float32)
@@ -314,8 +301,9 @@ def _bwd_query_block(
     for start_n in range(0, core.key_end(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL), BLOCK_N):
         if tl.load(MASK + tiles + start_n // BLOCK_N) != 0:
             offs_n = start_n + tl.arange(0, BLOCK_N)
-            k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
-            v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
+            k, v = core.kv_tiles(
+                k_ptr, v_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd, stride_vn, stride_vd
+            )
             p, g, dp = _probs_and_dp(
                 q, k, v, do, m_i, delta, alpha, inv_l, live, offs_m, offs_n, n_q, n_k, scale,
                 IS_CAUSAL, PRECISION,
@@ -393,14 +381,11 @@ def _entmax_attention_bwd_dkdv_kernel(
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     # Q and dO share strides; dK/dV are contiguous (B, Hkv, Nk, D).
+    b, h_kv, bh_kv, offs_n, offs_d, k, v = core.key_block(
+        K, V, n_kv_heads, n_k, head_dim, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, BLOCK_N, BLOCK_D,
+    )  # fmt: skip
     kb = tl.program_id(0)
-    b, h_kv, _, bh_kv = core.query_program(n_kv_heads, 1)
-    offs_n = kb * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
-    k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
-    v_ptr = core.head(V, b, h_kv, stride_vb, stride_vh)
-    v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     for g_idx in range(0, group):

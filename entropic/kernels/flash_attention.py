@@ -49,12 +49,8 @@ def _flash_attention_fwd_kernel(
     IS_CAUSAL: tl.constexpr, STORE_STATS: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    start_m = tl.program_id(0)
-    b, h, h_kv, bh = core.query_program(n_heads, group)
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
-    q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+    start_m, b, h, h_kv, bh, offs_m, offs_d = core.query_block(n_heads, group, BLOCK_M, BLOCK_D)
+    q = core.head_tile(Q, b, h, offs_m, offs_d, n_q, head_dim, stride_qb, stride_qh, stride_qm, stride_qd)
     k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
     v_ptr = core.head(V, b, h_kv, stride_vb, stride_vh)
 
@@ -62,8 +58,9 @@ def _flash_attention_fwd_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     for start_n in range(0, core.key_end(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
-        v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
+        k, v = core.kv_tiles(
+            k_ptr, v_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd, stride_vn, stride_vd
+        )
         s = core.scores(q, k, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)  # (BLOCK_M, BLOCK_N)
         # the tile's state relative to the new running max: its exponentials are the output's weights
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -119,20 +116,16 @@ def _flash_attention_bwd_dkdv_kernel(
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     # Q and dO share strides (dO is made contiguous like Q); dK/dV are contiguous (B, Hkv, Nk, D).
-    start_n = tl.program_id(0)
-    b, h_kv, _, bh_kv = core.query_program(n_kv_heads, 1)
-    offs_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_d = tl.arange(0, BLOCK_D)
-    k_ptr = core.head(K, b, h_kv, stride_kb, stride_kh)
-    k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
-    v_ptr = core.head(V, b, h_kv, stride_vb, stride_vh)
-    v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
+    b, h_kv, bh_kv, offs_n, offs_d, k, v = core.key_block(
+        K, V, n_kv_heads, n_k, head_dim, stride_kb, stride_kh, stride_kn, stride_kd,
+        stride_vb, stride_vh, stride_vn, stride_vd, BLOCK_N, BLOCK_D,
+    )  # fmt: skip
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     # with causal masking, queries before start_m_first see none of these keys
     start_m_first = 0
     if IS_CAUSAL:
-        start_m_first = tl.maximum(start_n * BLOCK_N - (n_k - n_q), 0) // BLOCK_M * BLOCK_M
+        start_m_first = tl.maximum(tl.program_id(0) * BLOCK_N - (n_k - n_q), 0) // BLOCK_M * BLOCK_M
     for g in range(0, group):
         h = h_kv * group + g
         q_base = core.head(Q, b, h, stride_qb, stride_qh)
@@ -160,14 +153,9 @@ def _flash_attention_bwd_dq_kernel(
     IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):  # fmt: skip
-    start_m = tl.program_id(0)
-    b, h, h_kv, bh = core.query_program(n_heads, group)
-    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
-    q_ptr = core.head(Q, b, h, stride_qb, stride_qh)
-    q = core.load_tile(q_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
-    do_ptr = core.head(DO, b, h, stride_qb, stride_qh)
-    do = core.load_tile(do_ptr, offs_m, offs_d, n_q, head_dim, stride_qm, stride_qd)
+    start_m, b, h, h_kv, bh, offs_m, offs_d = core.query_block(n_heads, group, BLOCK_M, BLOCK_D)
+    q = core.head_tile(Q, b, h, offs_m, offs_d, n_q, head_dim, stride_qb, stride_qh, stride_qm, stride_qd)
+    do = core.head_tile(DO, b, h, offs_m, offs_d, n_q, head_dim, stride_qb, stride_qh, stride_qm, stride_qd)
     row = bh.to(tl.int64) * n_q + offs_m
     lse = tl.load(LSE + row, mask=offs_m < n_q, other=0.0)
     delta = tl.load(DELTA + row, mask=offs_m < n_q, other=0.0)
@@ -176,8 +164,9 @@ def _flash_attention_bwd_dq_kernel(
     dq = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
     for start_n in range(0, core.key_end(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL), BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
-        k = core.load_tile(k_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd)
-        v = core.load_tile(v_ptr, offs_n, offs_d, n_k, head_dim, stride_vn, stride_vd)
+        k, v = core.kv_tiles(
+            k_ptr, v_ptr, offs_n, offs_d, n_k, head_dim, stride_kn, stride_kd, stride_vn, stride_vd
+        )
         _, ds = _ds(q, k, v, do, lse, delta, offs_m, offs_n, n_q, n_k, scale, IS_CAUSAL, PRECISION)
         dq += core.dot(ds.to(k.dtype), k, PRECISION)
     core.store_tile(
