@@ -6,23 +6,9 @@ live in ``entropic.kernels``, their plain-PyTorch oracles in ``entropic.referenc
 integration in ``entropic.integrations.hf``.
 """
 
+from entropic import metrics
 from entropic.attention import EntropicAttention, alpha_from_entropy, entmax_attention, softmax_attention
-from entropic.metrics import (
-    bits_per_byte,
-    bits_to_nats,
-    cross_entropy,
-    entropy,
-    entropy_varentropy,
-    free_energy,
-    js_divergence,
-    kl_divergence,
-    log_partition,
-    logits_from_probs,
-    mutual_information,
-    nats_to_bits,
-    perplexity,
-    varentropy,
-)
+from entropic.metrics import *  # noqa: F403  (the whole information-theory API, as listed in metrics.__all__)
 from entropic.sampling import (
     EntropixConfig,
     EntropixSampler,
@@ -44,24 +30,11 @@ __all__ = [
     "SamplingParams",
     "__version__",
     "alpha_from_entropy",
-    "bits_per_byte",
-    "bits_to_nats",
-    "cross_entropy",
     "entmax_attention",
-    "entropy",
-    "entropy_varentropy",
-    "free_energy",
     "generate",
-    "js_divergence",
-    "kl_divergence",
-    "log_partition",
-    "logits_from_probs",
-    "mutual_information",
-    "nats_to_bits",
-    "perplexity",
     "sample",
     "sampling_info",
     "softmax_attention",
     "temperature_for_entropy",
-    "varentropy",
+    *metrics.__all__,
 ]

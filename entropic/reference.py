@@ -30,6 +30,7 @@ from torch import Tensor
 
 from entropic.attention.functional import AttentionStats
 from entropic.attention.schedules import EntropySchedule
+from entropic.sampling.filters import SamplingParams
 
 __all__ = [
     "SampleReference",
@@ -292,14 +293,7 @@ def _log(p: float) -> float:
 
 
 def fused_sample_reference(
-    logits: Tensor,
-    *,
-    temperature: float | Tensor = 1.0,
-    top_k: int | Tensor | None = None,
-    top_p: float | Tensor | None = None,
-    min_p: float | Tensor | None = None,
-    noise: Tensor | None = None,
-    upcast: bool = False,
+    logits: Tensor, *, noise: Tensor | None = None, upcast: bool = False, **params: float | Tensor | None
 ) -> SampleReference:
     """Temperature, top-k, top-p and min-p in that order, then the race ``argmax_kept (y_i - log E_i)``.
 
@@ -314,8 +308,9 @@ def fused_sample_reference(
     ----------
     logits : Tensor
         ``(B, V)`` logits; ``-inf`` entries are never kept.
-    temperature, top_k, top_p, min_p : number or (B,) tensor
-        The filters' parameters (None: filter off); T >= 0, k >= 1, p in (0, 1], min-p in [0, 1].
+    **params : number or (B,) tensor
+        ``temperature``, ``top_k``, ``top_p`` and ``min_p``, the fields of
+        `entropic.sampling.SamplingParams` that the kernel applies (validated by it; None: filter off).
     noise : Tensor, optional
         ``(B, V)`` positive noise ``E`` (Exp(1) for an exact draw from ``softmax`` of the kept y); without
         it `tokens` is None.
@@ -335,8 +330,12 @@ def fused_sample_reference(
     >>> fused_sample_reference(x, temperature=0.5, top_k=2, upcast=True).kept
     tensor([[ True,  True, False, False]])
     """
+    bundle = SamplingParams(**params)
+    if extra := {name for name in ("typical", "epsilon", "eta") if getattr(bundle, name) is not None}:
+        raise ValueError(f"fused_sample_reference: the kernel applies no {', '.join(sorted(extra))} filter")
+    top_k, top_p, min_p = bundle.top_k, bundle.top_p, bundle.min_p
     x = logits.float()
-    t = _rows(temperature, x)
+    t = _rows(bundle.temperature, x)
     greedy = t == 0
     y = x / torch.where(greedy, 1.0, t)  # (B, V) float32
     kept = y > -math.inf
