@@ -907,12 +907,16 @@ def plot_plane(plane: dict[str, tuple[np.ndarray, np.ndarray]], config: Entropix
     for y, name in ((config.low_varentropy, "low V"), (config.high_varentropy, "high V")):
         ax.axhline(y, color="k", ls=":", lw=0.8)
         ax.text(1.5 * floor, y, name, va="bottom", fontsize=7)
-    labels = {
-        "ARGMAX": (2 * floor, 2 * floor),
-        "EXPLORE": (2 * floor, 10 * config.high_varentropy),
-        "RESAMPLE": (1.3 * config.medium_entropy, 10 * config.high_varentropy),
-        "THINK": (1.2 * config.high_entropy, 2 * floor),
-        "ADAPTIVE": (3 * config.low_entropy, 3 * config.low_varentropy),
+    h_max = max(float(h.max()) for h, _ in plane.values() if len(h))
+    v_max = max(float(v.max()) for _, v in plane.values() if len(v))
+    ax.set_xlim(floor / 2, 2 * max(config.high_entropy, h_max))
+    ax.set_ylim(floor / 2, 4 * max(config.high_varentropy, v_max))
+    labels = {  # the region of each decision, in its corner of the plane
+        "ARGMAX": (1.5 * floor, 3 * floor),
+        "EXPLORE": (1.5 * floor, 1.3 * config.high_varentropy),
+        "RESAMPLE": (1.05 * config.medium_entropy, 2.2 * config.high_varentropy),
+        "THINK": (1.05 * config.high_entropy, 3 * floor),
+        "ADAPTIVE": (1.5 * config.low_entropy, 1.5 * config.low_varentropy),
     }
     for name, (x, y) in labels.items():
         ax.text(x, y, name, fontsize=8, color="tab:red")
@@ -921,9 +925,8 @@ def plot_plane(plane: dict[str, tuple[np.ndarray, np.ndarray]], config: Entropix
         "SmolLM2-135M greedy decoding steps and Entropix's thresholds (first match wins)", fontsize=9
     )
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -960,8 +963,7 @@ def plot_accuracy(
         "SmolLM2-135M, tuned samplers: mean, 95% bootstrap CI over problems, dots: per-seed means", fontsize=9
     )
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
 
 
