@@ -914,7 +914,7 @@ def plot_plane(plane: dict[str, tuple[np.ndarray, np.ndarray]], config: Entropix
     labels = {  # the region of each decision, in its corner of the plane
         "ARGMAX": (1.5 * floor, 3 * floor),
         "EXPLORE": (1.5 * floor, 1.3 * config.high_varentropy),
-        "RESAMPLE": (1.05 * config.medium_entropy, 2.2 * config.high_varentropy),
+        "RESAMPLE": (1.05 * config.high_entropy, 2.2 * config.high_varentropy),  # EXPLORE wins below high H
         "THINK": (1.05 * config.high_entropy, 3 * floor),
         "ADAPTIVE": (1.5 * config.low_entropy, 1.5 * config.low_varentropy),
     }
