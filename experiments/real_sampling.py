@@ -924,7 +924,7 @@ def plot_plane(plane: dict[str, tuple[np.ndarray, np.ndarray]], config: Entropix
     ax.set_title(
         "SmolLM2-135M greedy decoding steps and Entropix's thresholds (first match wins)", fontsize=9
     )
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="lower right")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150, bbox_inches="tight")
     plt.close(fig)
