@@ -48,6 +48,8 @@ def test_build_writes_every_table_figure_and_macro(generated):
         "attention_swap",
         "attention_swap_layers",
         "complexity_trained",
+        "real_sampling",
+        "real_sampling_steps",
         "ablation",
         "complexity",
         "complexity_fit",
@@ -168,6 +170,21 @@ def test_trained_lengths_table_equals_the_fits(generated):
         assert (t["weights vs N^1.5"] == "consistent") == inside
     assert build._versus(1.6, 1.9) == "faster" and build._versus(1.0, 1.2) == "slower"
     assert build._versus(1.4, 1.6) == "consistent"
+
+
+def test_real_sampling_table_and_verdict_equal_the_csv(generated):
+    """The pooled rows of results/real_sampling_paired.csv, and the verdict drawn from their intervals."""
+    paired = [r for r in read_csv(ROOT / "results" / "real_sampling_paired.csv") if r["task"] == "all"]
+    table = {t["sampler"]: t for t in read_markdown_table(generated / "real_sampling.md")}
+    for r in paired:
+        t = table[r["sampler"]]
+        assert (t["accuracy"], t["Δ vs best"]) == (r["accuracy"], r["diff"])
+        assert t["95% paired CI"] == f"[{r['ci_low']}, {r['ci_high']}]"
+    assert table[paired[0]["baseline"]]["Δ vs best"] == "best baseline"
+    beats = any(float(r["ci_low"]) > 0 for r in paired if r["sampler"] in ("entropix", "target_entropy"))
+    numbers = (generated / "numbers.tex").read_text()
+    assert ("\\newcommand{\\RealVerdict}{beats}" in numbers) == beats
+    assert (generated / "real_sampling_plane.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_scaling_tables_equal_the_csv(generated):
