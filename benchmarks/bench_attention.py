@@ -5,7 +5,7 @@ Providers
                     (N, N) scores (skipped where they do not fit in memory)
     torch.compile   torch.compile of the "torch" provider
     sdpa-flash      torch.nn.functional.scaled_dot_product_attention, flash backend (no statistics)
-    triton          entropic.kernels.flash_attention.flash_attention(return_stats=True)
+    triton          entropic.ops.flash_attention.triton.flash_attention(return_stats=True)
     triton-nostats  the same kernel without statistics (the cost of the statistics is the gap)
 Shapes: B·N = 16k tokens, H = 16, D in {64, 128}, N = Nq = Nk in {1k, ..., 16k}, causal and not; modes
 fwd and fwd+bwd. Metrics: time_ms, TFLOP/s (4·B·H·N²·D flops forward, half of it causal, 2.5× that
@@ -58,7 +58,7 @@ def providers(device: torch.device, dtype: torch.dtype) -> dict[str, Attention]:
     if device.type == "cuda" and dtype != torch.float32:  # the flash backend takes half precision only
         available["sdpa-flash"] = sdpa_flash
     if triton_runs(device):
-        from entropic.kernels.flash_attention import flash_attention
+        from entropic.ops.flash_attention.triton import flash_attention
 
         available["triton"] = lambda q, k, v, causal: flash_attention(
             q, k, v, causal=causal, return_stats=True

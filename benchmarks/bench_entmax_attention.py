@@ -13,7 +13,7 @@ Providers (α is part of the provider name, e.g. ``triton(alpha=1.5)``; "schedul
                     speed to beat (α = 1)
     adasplash       ``adasplash.adasplash`` (deep-spin, when installed): its own block-masked kernel,
                     α = 1.5 style fixed α, 10 Halley/bisection iterations as in its README
-    triton          entropic.kernels.entmax_attention.entmax_flash_attention
+    triton          entropic.ops.entmax_attention.triton.entmax_flash_attention
 Shapes: B·N = 32k tokens, H = 16, D in {64, 128}, N = Nq = Nk in {1k, ..., 32k}, causal and not (on the
 CPU, one thread, float32: B = 16, H = 4, D = 16, N in {128, 512, 2048});
 modes fwd, bwd (the backward alone, after one forward) and fwd+bwd. Metrics: time_ms, peak_memory_MB
@@ -78,7 +78,7 @@ def _bisect(alpha: float) -> Attention:
 
 
 def _ours(alpha: float | str) -> Attention:
-    from entropic.kernels.entmax_attention import entmax_flash_attention
+    from entropic.ops.entmax_attention.triton import entmax_flash_attention
 
     a = _alpha(alpha)
     return lambda q, k, v, causal: entmax_flash_attention(q, k, v, a, causal=causal)
@@ -136,7 +136,7 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Quantiles 
 
 def sparsity_metrics(q, k, v, alpha: float | str, causal: bool) -> dict[str, Quantiles]:
     """Block sparsity and τ-search tile fraction of our kernel on these inputs (exact counts, no spread)."""
-    from entropic.kernels.entmax_attention import entmax_flash_attention
+    from entropic.ops.entmax_attention.triton import entmax_flash_attention
 
     _, stats, search = entmax_flash_attention(
         q, k, v, _alpha(alpha), causal=causal, return_stats=True, return_diagnostics=True

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_base, check_dim, check_logits, check_param, compute_dtype, in_base
-from entropic.kernels._utils import kernel_blocker, use_kernel  # Triton-free: the one dispatch rule
+from entropic.ops.dispatch import kernel_blocker, use_kernel  # Triton-free: the one dispatch rule
 
 __all__ = [
     "bits_per_byte",
@@ -226,7 +226,7 @@ def _entropy_stats(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(H, V, log Z)`` in nats for checked logits, on the entropy kernel when `use_kernel` says so."""
     if use_kernel(impl, fn, kernel_blocker("entropy_stats", logits), logits):
-        from entropic.kernels.entropy import entropy_stats
+        from entropic.ops.entropy.triton import entropy_stats
 
         return entropy_stats(logits.movedim(dim, -1))
     return _entropy_varentropy_torch(logits, dim, row_max)

@@ -150,7 +150,7 @@ def _main(path: str, name: str) -> None:
         return None
 
     JITFunction.run = compile_instead
-    from entropic.kernels import _utils
+    from entropic.ops import dispatch as _utils
 
     # CPU tensors stand in for CUDA ones: the launchers' device check is the only thing that objects
     check_device = _utils.check_device

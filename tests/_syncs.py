@@ -36,4 +36,3 @@ class CountSyncs(TorchDispatchMode):
     @property
     def total(self) -> int:
         return sum(self.counts.values())
-

@@ -50,7 +50,7 @@ def device() -> torch.device:
 @pytest.fixture
 def interpreter() -> bool:
     """True when kernels run in the Triton CPU interpreter (keep shapes small then)."""
-    from entropic.kernels._utils import is_interpreter
+    from entropic.ops.dispatch import is_interpreter
 
     return is_interpreter()
 

@@ -582,7 +582,7 @@ def test_entropix_identical_heads_agree_and_metrics_are_a_mapping():
 
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Chunks of one batch row and 64 queries whatever the shapes (the budget is below one chunk)."""
-    monkeypatch.setattr("entropic.attention._chunked._CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr("entropic.ops.entmax_attention.torch._CHUNK_ELEMENTS", 1)
 
 
 def mixed_oracle(s: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -630,7 +630,7 @@ def test_chunks_change_nothing(monkeypatch):
     bias.requires_grad_(True)
     results = []
     for budget in (10**9, 1):
-        monkeypatch.setattr("entropic.attention._chunked._CHUNK_ELEMENTS", budget)
+        monkeypatch.setattr("entropic.ops.entmax_attention.torch._CHUNK_ELEMENTS", budget)
         inputs = [x.detach().requires_grad_(True) for x in (q, k, v, alpha, bias)]
         out, stats = entmax_attention(*inputs[:4], causal=True, attn_mask=inputs[4], return_stats=True)
         grads = torch.autograd.grad(out.square().sum(), inputs)
@@ -662,7 +662,7 @@ def test_kept_and_recomputed_weights_give_the_same_gradients(alpha, monkeypatch)
         )
     results = []
     for budget in (10**9, 0):
-        monkeypatch.setattr("entropic.attention._chunked._SAVED_ELEMENTS", budget)
+        monkeypatch.setattr("entropic.ops.entmax_attention.torch._SAVED_ELEMENTS", budget)
         inputs = [x.detach().requires_grad_(True) for x in (q, k, v)]
         inputs += [alpha.detach().requires_grad_(True)] if isinstance(alpha, torch.Tensor) else []
         out = entmax_attention(*inputs[:3], inputs[3] if len(inputs) > 3 else alpha, causal=True)
@@ -711,7 +711,7 @@ def test_dropout_backward_replays_the_forward_masks():
 def test_training_saves_linear_memory(monkeypatch):
     """Past the budget for kept weights, what autograd keeps for the backward grows like N, not N² (the
     weights are recomputed per chunk)."""
-    monkeypatch.setattr("entropic.attention._chunked._SAVED_ELEMENTS", 0)
+    monkeypatch.setattr("entropic.ops.entmax_attention.torch._SAVED_ELEMENTS", 0)
     saved = {}
     for n in (256, 512):
         q, k, v = (
@@ -828,7 +828,7 @@ def test_newton_rows_do_not_depend_on_the_block(alpha):
     """Rows leave the Newton iteration at different steps (frozen, then gathered): each row's t is
     bitwise what it is when the row is solved alone. (Only at α = 1.5 and 2, which use no exp or log:
     CPU exp and log round a value differently in the vector loop and in its scalar tail.)"""
-    from entropic.attention._chunked import _newton
+    from entropic.ops.entmax_attention.torch import _newton
 
     s = torch.randn(40, 33) * torch.logspace(-2, 1.5, 40)[:, None]
     x = (alpha - 1.0) * (s - s.amax(-1, keepdim=True))

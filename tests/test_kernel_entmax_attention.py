@@ -30,8 +30,8 @@ from _kernels import (
 )
 from _kernels import assert_close_scaled as close
 
-from entropic.kernels._utils import is_interpreter
-from entropic.kernels.entmax_attention import (
+from entropic.ops.dispatch import is_interpreter
+from entropic.ops.entmax_attention.triton import (
     entmax_attention_backward,
     entmax_attention_forward,
     entmax_flash_attention,
@@ -288,7 +288,7 @@ def test_block_sparsity_and_cheaper_search(device):
 
 def test_reference_counts_the_kernels_gpu_tiles(monkeypatch):
     """`attention_tiles` (the reference's unit of block_sparsity) is the kernel's tile off the interpreter."""
-    import entropic.kernels.entmax_attention as kernel
+    import entropic.ops.entmax_attention.triton as kernel
 
     monkeypatch.setattr(kernel, "is_interpreter", lambda: False)
     for dtype in (torch.float32, torch.float16, torch.bfloat16):

@@ -14,8 +14,8 @@ triton = pytest.importorskip("triton")
 from _compile_sm90 import compile_launches, problems  # noqa: E402
 from _kernels import STATS_TOLERANCES, assert_within_twice_torch  # noqa: E402
 
-from entropic.kernels._utils import is_interpreter  # noqa: E402
-from entropic.kernels.entropy import _split_count, entropy_backward, entropy_forward, entropy_stats  # noqa: E402
+from entropic.ops.dispatch import is_interpreter  # noqa: E402
+from entropic.ops.entropy.triton import _split_count, entropy_backward, entropy_forward, entropy_stats  # noqa: E402
 
 
 def assert_matches(x: torch.Tensor, atol: float, rtol: float) -> None:

@@ -20,8 +20,8 @@ from _kernels import (
 )
 from _kernels import assert_close_scaled as close
 
-from entropic.kernels._utils import is_interpreter
-from entropic.kernels.flash_attention import (
+from entropic.ops.dispatch import is_interpreter
+from entropic.ops.flash_attention.triton import (
     flash_attention,
     flash_attention_backward,
     flash_attention_forward,

@@ -23,8 +23,8 @@ triton = pytest.importorskip("triton")
 import triton.language as tl  # noqa: E402
 from _compile_sm90 import compile_launches, problems  # noqa: E402
 
-from entropic.kernels._utils import is_interpreter  # noqa: E402
-from entropic.kernels.sampling import _exponential, fused_candidates, fused_sample  # noqa: E402
+from entropic.ops.dispatch import is_interpreter  # noqa: E402
+from entropic.ops.sampling.triton import _exponential, fused_candidates, fused_sample  # noqa: E402
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = (
-    "import importlib.util, entropic, entropic.kernels, entropic.kernels.entropy;"
+    "import importlib.util, entropic, entropic.kernels, entropic.ops.entropy.triton;"
     "print(entropic.__file__); print(entropic.kernels.__file__);"
     "spec = importlib.util.find_spec('kernels'); print(spec and spec.origin)"
 )
@@ -67,7 +67,7 @@ def test_wheel_layout_and_normal_install(tmp_path):
     (wheel,) = wheels.glob("entropic-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "entropic/kernels/__init__.py" in names
-    assert "entropic/kernels/entropy.py" in names
+    assert "entropic/ops/entropy/triton.py" in names
     assert not any(n.startswith("kernels/") for n in names)
     for init in sorted((ROOT / "entropic").rglob("__init__.py")):  # every subpackage is listed in pyproject
         assert init.relative_to(ROOT).as_posix() in names

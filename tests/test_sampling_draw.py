@@ -210,7 +210,7 @@ def test_seeded_torch_path_is_exact():
 def test_triton_impl_is_the_fused_kernel(device):
     """impl="triton" (CUDA, or CPU under the interpreter) is fused_sample with the per-row parameters."""
     pytest.importorskip("triton")
-    from entropic.kernels.sampling import fused_sample
+    from entropic.ops.sampling.triton import fused_sample
 
     logits = torch.randn(4, 200, device=device) * 2
     params = {
@@ -259,7 +259,7 @@ def test_generate_with_seeds_reaches_the_fused_kernel(device):
     """generate passes the row seeds and the step to the sampler: a seeded `sample` with impl="triton"
     draws every step with the fused kernel, token t of row b being `fused_sample` at (seeds[b], t)."""
     pytest.importorskip("triton")
-    from entropic.kernels.sampling import fused_sample
+    from entropic.ops.sampling.triton import fused_sample
 
     table = torch.randn(50, 50, device=device) * 2  # a bigram model: next-token logits of the last token
 

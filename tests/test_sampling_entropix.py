@@ -251,7 +251,7 @@ def test_seeded_draws_are_per_row_and_inside_each_rows_filtered_support(impl):
 def test_seeded_kernel_scores_equal_the_torch_scores():
     """The ADAPTIVE log q computed from the kernel's cut equals log-softmax of the reference filters."""
     pytest.importorskip("triton")
-    from entropic.kernels.sampling import fused_candidates
+    from entropic.ops.sampling.triton import fused_candidates
     from entropic.sampling import apply_filters
 
     logits, _ = mixed_batch()
@@ -271,8 +271,8 @@ def test_seeded_kernel_step_launches_once_and_computes_entropy_once(monkeypatch)
     """The seeded kernel path: one launch draws every candidate of every row (without recomputing H and V),
     and the logits' entropy is computed once, for the decisions."""
     pytest.importorskip("triton")
-    import entropic.kernels.sampling as kernel_module
     import entropic.metrics as metrics_module
+    import entropic.ops.sampling.triton as kernel_module
 
     launches, entropies = [], []
     launch, torch_stats = kernel_module.sampling_forward, metrics_module._entropy_varentropy_torch

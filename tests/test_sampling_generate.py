@@ -168,7 +168,7 @@ def test_cache_goes_under_the_models_name_for_it_without_deprecation_warnings(mo
     ("module", "category", "message"),
     [
         ("entropic.sampling.generate", FutureWarning, "anything"),
-        ("entropic.kernels.entmax_attention", UserWarning, "anything"),
+        ("entropic.ops.entmax_attention.triton", UserWarning, "anything"),
         ("experiments.train", DeprecationWarning, "anything"),
         # what transformers 5 says when a model is called with `past_key_values` (attributed to torch)
         ("torch.nn.modules.module", FutureWarning, "`past_key_values` is deprecated and will be removed"),

@@ -13,8 +13,8 @@ from entropic.attention.functional import (
     softmax_attention,
 )
 from entropic.attention.module import EntropicAttention, KVCache, collect_attention_stats
-from entropic.attention.schedules import SCHEDULES, EntropySchedule, alpha_from_entropy
-from entropic.signals import EntropixAttentionMetrics
+from entropic.ops.entmax_attention.schedule import SCHEDULES, EntropySchedule, alpha_from_entropy
+from entropic.types import EntropixAttentionMetrics
 
 __all__ = [
     "SCHEDULES",

@@ -6,7 +6,7 @@ and the attention weights are ``p_i = α-entmax(s_i)``, the solution of
 (dense), α = 2 is sparsemax; in between, keys whose score is more than a threshold ``τ_i`` below the top
 get exactly zero weight: ``p_ij = [(α - 1) s_ij - τ_i]_+^{1/(α-1)}``. The output is ``o_i = Σ_j p_ij v_j``.
 
-The PyTorch path (``entropic.attention._chunked``) finds τ exactly, by Newton's method on a convex
+The PyTorch path (``entropic.ops.entmax_attention.torch``) finds τ exactly, by Newton's method on a convex
 residual (finite at α = 2, a handful of steps elsewhere), over chunks of queries: it never holds more
 than one chunk of scores, saves O(Nq) numbers per head for the backward (which recomputes the weights
 chunk by chunk) and differentiates analytically in q, k, v, a tensor α and a float mask. α = 1 rows
@@ -34,12 +34,12 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_param, compute_dtype
-from entropic.attention._chunked import Spec, chunked_entmax_attention, softmax_stats
-from entropic.attention._chunked import scores as _chunk_scores
-from entropic.attention.schedules import EntropySchedule, check_alpha
-from entropic.kernels._attention_host import AttentionStats, entmax_tiles
-from entropic.kernels._utils import kernel_blocker, use_kernel
-from entropic.signals import EntropixAttentionMetrics
+from entropic.ops._attention_host import entmax_tiles
+from entropic.ops.dispatch import kernel_blocker, use_kernel
+from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
+from entropic.ops.entmax_attention.torch import Spec, chunked_entmax_attention, softmax_stats
+from entropic.ops.entmax_attention.torch import scores as _chunk_scores
+from entropic.types import AttentionStats, EntropixAttentionMetrics
 
 __all__ = [
     "AttentionStats",
@@ -194,7 +194,7 @@ def _flash_softmax(
     q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float | None, return_stats: bool
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     """Softmax attention on the Triton flash kernel, which returns the reference's `AttentionStats`."""
-    from entropic.kernels.flash_attention import flash_attention
+    from entropic.ops.flash_attention.triton import flash_attention
 
     if scale is not None:
         check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
@@ -209,7 +209,7 @@ def _flash_entmax(
     A schedule is evaluated inside the kernel (from its online softmax statistics); a number or a
     tensor α is validated as in the reference and stays differentiable.
     """
-    from entropic.kernels.entmax_attention import entmax_flash_attention
+    from entropic.ops.entmax_attention.triton import entmax_flash_attention
 
     if scale is not None:
         check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
@@ -334,8 +334,8 @@ def entmax_attention(
     impl : {"auto", "torch", "triton"}
         "torch" is the PyTorch path (chunked over queries, exact; see the module docstring).
         "triton" runs the Triton kernels (no n×n buffer, statistics computed online):
-        ``entropic.kernels.flash_attention`` for a number α = 1, the block-sparse
-        ``entropic.kernels.entmax_attention`` for every other α (number, per head, per query, learned
+        ``entropic.ops.flash_attention.triton`` for a number α = 1, the block-sparse
+        ``entropic.ops.entmax_attention.triton`` for every other α (number, per head, per query, learned
         with ∂α, or an `EntropySchedule` evaluated inside the kernel; its stats carry the block
         sparsity); both take float32/float16/bfloat16, equal head dims in [16, 256], no `attn_mask`
         (`causal` is supported) and no dropout. "auto" takes them for CUDA tensors when they apply,

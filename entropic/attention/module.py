@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from entropic._validation import check_param
 from entropic.attention.functional import AttentionStats, entmax_attention
-from entropic.attention.schedules import EntropySchedule, check_alpha
+from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
 
 __all__ = ["EntropicAttention", "KVCache", "collect_attention_stats"]
 

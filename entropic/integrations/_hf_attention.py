@@ -35,7 +35,7 @@ from entropic.attention.functional import (
     entmax_attention,
     entropix_attention_metrics,
 )
-from entropic.attention.schedules import EntropySchedule, check_alpha
+from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
 
 __all__ = ["EntropicHFAttention", "entropic_attention_mask", "register"]
 

@@ -1,27 +1,36 @@
-"""Triton kernels of entropic, installed as ``entropic.kernels`` (the folder ``entropic/kernels/``).
+"""The Triton kernels' entry points, re-exported from their op folders (``entropic/ops/<op>/triton.py``).
 
-One file per op: ``@triton.jit`` kernels, host launchers, an autograd Function and one functional entry
-point. Each op equals its plain-PyTorch reference in ``entropic`` and runs on CPU tensors under
-``TRITON_INTERPRET=1``.
+==========================  =========================================  ===================================
+entry point                 op                                         folder
+==========================  =========================================  ===================================
+``entropy_stats``           entropy, varentropy, log Z of softmax rows ``entropic/ops/entropy``
+``flash_attention``         softmax attention with its statistics      ``entropic/ops/flash_attention``
+``entmax_flash_attention``  block-sparse α-entmax attention            ``entropic/ops/entmax_attention``
+``fused_sample``,           the fused sampling step (filters, draw):   ``entropic/ops/sampling``
+``fused_candidates``        one or several candidates per row
+==========================  =========================================  ===================================
+
+Each equals its op's float64 reference (``entropic.reference``) and runs on CPU tensors under
+``TRITON_INTERPRET=1``. Loaded on first use, so that ``import entropic.kernels`` needs no Triton.
 """
 
 from __future__ import annotations
 
 import importlib
 
-# Entry point -> its module. Loaded on first use, so that the Triton-free helpers (the schedule
-# constants in `_schedule`, `AttentionStats` and the tile tables in `_attention_host`) import without Triton.
 _ENTRY_POINTS = {
-    "entmax_flash_attention": "entmax_attention",
-    "entropy_stats": "entropy",
-    "FusedSample": "sampling",
-    "fused_sample": "sampling",
+    "entropy_stats": "entropic.ops.entropy.triton",
+    "flash_attention": "entropic.ops.flash_attention.triton",
+    "entmax_flash_attention": "entropic.ops.entmax_attention.triton",
+    "FusedSample": "entropic.ops.sampling.triton",
+    "fused_sample": "entropic.ops.sampling.triton",
+    "fused_candidates": "entropic.ops.sampling.triton",
 }
 
-__all__ = ["FusedSample", "entmax_flash_attention", "entropy_stats", "fused_sample"]
+__all__ = sorted(_ENTRY_POINTS)
 
 
 def __getattr__(name: str) -> object:
     if name not in _ENTRY_POINTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_ENTRY_POINTS[name]}"), name)
+    return getattr(importlib.import_module(_ENTRY_POINTS[name]), name)

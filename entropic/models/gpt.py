@@ -47,7 +47,7 @@ from entropic.attention import (
     entmax_attention,
     entropix_attention_metrics,
 )
-from entropic.attention.schedules import check_alpha
+from entropic.ops.entmax_attention.schedule import check_alpha
 
 __all__ = [
     "ATTENTION_KINDS",

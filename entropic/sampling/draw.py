@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param
-from entropic.kernels._utils import SUPPORTED_DTYPES, kernel_blocker, use_kernel
+from entropic.ops.dispatch import SUPPORTED_DTYPES, kernel_blocker, use_kernel
 from entropic.sampling.filters import SamplingParams, _apply_filters, _per_row, check_temperature_range
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -110,7 +110,7 @@ def draw(
     Decides, in one place, greedy rows (``T = 0``: every candidate is the first largest logit, of
     log-probability 0), the randomness (`generator`, or per-row `seeds` with counter `step`; candidate c
     of a seeded draw uses counter ``step · n + c``) and the implementation: the fused kernel
-    (`entropic.kernels.sampling.fused_candidates`, one launch for every candidate) when `use_kernel` says
+    (`entropic.ops.sampling.triton.fused_candidates`, one launch for every candidate) when `use_kernel` says
     so, else the filters of `params` and the exponential race in PyTorch. The caller has checked the
     logits (`check_logits`, naming `fn`); `params` validated itself.
 
@@ -152,7 +152,7 @@ def _draw_fused(
     logits: Tensor, params: SamplingParams, n: int, seeds: Tensor, step: int, log_q: bool, fn: str
 ) -> tuple[Tensor, Tensor | None]:
     """The kernel path of `draw`: per-row parameters shaped as the filters shape them, one launch."""
-    from entropic.kernels.sampling import fused_candidates
+    from entropic.ops.sampling.triton import fused_candidates
 
     check_temperature_range(logits, params.temperature, fn)  # the kernel divides in float32 too
     kwargs = {}
@@ -214,7 +214,7 @@ def sample(
     step : int
         Draw counter in ``[0, 2**31)`` used with `seeds`.
     impl : {"auto", "torch", "triton"}
-        "triton" runs the fused kernel (`entropic.kernels.sampling.fused_sample`: filters and draw in a
+        "triton" runs the fused kernel (`entropic.ops.sampling.triton.fused_sample`: filters and draw in a
         few passes over the logits, no sort), which needs `seeds` and applies temperature, top-k, top-p
         and min-p only; "auto" takes it for CUDA logits when those conditions hold, PyTorch otherwise.
 

@@ -51,7 +51,7 @@ from entropic._validation import check_base, check_logits, check_param
 from entropic.metrics import _entropy_stats
 from entropic.sampling.draw import Generators, draw
 from entropic.sampling.filters import SamplingParams
-from entropic.signals import EntropixAttentionMetrics
+from entropic.types import EntropixAttentionMetrics
 
 _LN2 = math.log(2.0)
 
@@ -436,7 +436,7 @@ class EntropixSampler:
             function of its own ``(seed, step)`` (candidate i of a row uses counter ``step · n + i``).
         impl : {"auto", "torch", "triton"}
             With `seeds`, "triton" draws every candidate of every row in one launch of the fused sampling
-            kernel (`entropic.kernels.sampling.fused_candidates`, which also returns their log q), and
+            kernel (`entropic.ops.sampling.triton.fused_candidates`, which also returns their log q), and
             "auto" does so for CUDA logits. Without seeds the draw is PyTorch's. Either way the draw is
             `entropic.sampling.draw.draw`, the one draw path of the samplers.
         """

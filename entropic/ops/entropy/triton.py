@@ -22,8 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ._online import chunk_state, empty_state, finalize_state, merge_state
-from ._utils import check_device, check_dtype, is_interpreter
+from entropic.ops._online import chunk_state, empty_state, finalize_state, merge_state
+from entropic.ops.dispatch import check_device, check_dtype, is_interpreter
 
 
 @triton.jit

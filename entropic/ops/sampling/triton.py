@@ -39,9 +39,8 @@ import triton
 import triton.language as tl
 
 from entropic._validation import check_logits
-
-from ._online import chunk_state, merge_state
-from ._utils import check_device, check_dtype, is_interpreter
+from entropic.ops._online import chunk_state, merge_state
+from entropic.ops.dispatch import check_device, check_dtype, is_interpreter
 
 
 @triton.jit

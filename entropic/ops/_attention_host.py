@@ -1,75 +1,16 @@
 """The host side the attention kernels share, importable without Triton.
 
-`AttentionStats` (the statistics type both kernels return and ``entropic.attention`` re-exports), the tile
-tables of the two kernels (``entropic.attention.attention_tiles`` reads the α-entmax one, so the PyTorch
-path counts the kernel's own tiles), the input checks that name the calling op, and the ``tl.dot``
-precision. Triton is a Linux-only dependency: nothing here imports it.
+The tile tables of the two kernels (``entropic.attention.attention_tiles`` reads the α-entmax one, so
+the PyTorch path counts the kernel's own tiles), the input checks that name the calling op, and the
+``tl.dot`` precision. Triton is a Linux-only dependency: nothing here imports it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import torch
 from torch import Tensor
 
-from ._utils import HEAD_DIMS, LaunchConfig, check_device, check_dtype, is_interpreter
-
-
-@dataclass(frozen=True)
-class AttentionStats:
-    """Per-query statistics of one attention call; every field has shape ``(B, H, Nq)``.
-
-    Entropy, varentropy and log-partition describe the **softmax** of the scores over the keys the query
-    can see (masked and future keys never count), whatever α the attention used: they are the signals
-    a schedule reads. Support and sparsity describe the attention distribution actually applied. Rows
-    that see no key hold 0 in every field but `alpha`. Statistics are detached from the autograd graph.
-
-    Attributes
-    ----------
-    entropy : Tensor
-        ``H = -Σ_j p_j log p_j`` of ``p = softmax(s)`` over visible keys (nats), in ``[0, log n_visible]``.
-    varentropy : Tensor
-        ``Σ_j p_j (log p_j + H)²`` (nats²).
-    log_partition : Tensor
-        ``log Σ_j exp(s_j)`` over visible keys (nats).
-    support : Tensor
-        int64, number of keys with non-zero weight in the applied attention (α-entmax) distribution.
-    sparsity : Tensor
-        ``1 - support / n_visible``: the fraction of visible keys the attention ignores.
-    n_visible : Tensor
-        int64, number of keys the query sees.
-    alpha : Tensor
-        The α applied to each query.
-    block_sparsity : Tensor or None
-        0-dim: the fraction of (query block, key block) tiles holding a visible pair in which every
-        weight is zero, i.e. the tiles the block-sparse Triton kernel skips. Tiles are those of that
-        kernel (`attention_tiles`): the kernel reports the tiles it skipped (smaller ones on float32
-        inputs), the reference the tiles the half-precision kernel would skip. None from the dense
-        softmax kernel, which skips nothing.
-    """
-
-    entropy: Tensor
-    varentropy: Tensor
-    log_partition: Tensor
-    support: Tensor
-    sparsity: Tensor
-    n_visible: Tensor
-    alpha: Tensor
-    block_sparsity: Tensor | None = None
-
-    def summary(self) -> dict[str, float]:
-        """Means of the per-query fields over the queries that see a key; the block sparsity if known."""
-        live = self.n_visible > 0
-        n = max(int(live.sum()), 1)
-        out = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "block_sparsity":
-                out[f.name] = float(value.double()[live].sum() / n)
-            elif value is not None:
-                out[f.name] = float(value)
-        return out
+from entropic.ops.dispatch import HEAD_DIMS, LaunchConfig, check_device, check_dtype, is_interpreter
 
 
 def visible_keys(b: int, h: int, n_q: int, n_k: int, causal: bool, device: torch.device) -> Tensor:

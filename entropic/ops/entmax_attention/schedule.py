@@ -7,6 +7,9 @@ one that sees 3000 are judged on the same scale. Between the two thresholds α m
 monotonically along a chosen shape (the seed's D(S)). With a varentropy threshold, queries whose
 varentropy is below it are considered settled and keep a fixed α (the seed's "low varentropy: bounds
 fixed"); only the others follow the schedule.
+
+The schedule belongs to the α-entmax op: its PyTorch path calls it per chunk of queries, and its Triton
+kernel evaluates the same formula in its first pass from the shape codes and constants defined here.
 """
 
 from __future__ import annotations
@@ -20,9 +23,28 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_param
-from entropic.kernels._schedule import SCHEDULES, SIGMOID_STEEPNESS, sigmoid_bounds
 
-__all__ = ["SCHEDULES", "EntropySchedule", "alpha_from_entropy", "check_alpha"]
+__all__ = [
+    "SCHEDULES",
+    "SCHEDULE_CODES",
+    "SIGMOID_STEEPNESS",
+    "EntropySchedule",
+    "alpha_from_entropy",
+    "check_alpha",
+    "sigmoid_bounds",
+]
+
+# Schedule shape -> the kernel's constexpr code (0 is "no schedule").
+SCHEDULE_CODES: dict[str, int] = {"linear": 1, "cosine": 2, "sigmoid": 3}
+SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_CODES)
+# Steepness k of the logistic shape, which is rescaled to run exactly from 0 to 1 on [0, 1].
+SIGMOID_STEEPNESS = 10.0
+
+
+def sigmoid_bounds(k: float = SIGMOID_STEEPNESS) -> tuple[float, float]:
+    """``(σ(-k/2), σ(k/2))``: the logistic at the ends of [0, 1], which the rescaling maps to 0 and 1."""
+    return 1.0 / (1.0 + math.exp(k / 2)), 1.0 / (1.0 + math.exp(-k / 2))
+
 
 ScheduleShape = Literal["linear", "cosine", "sigmoid"]
 

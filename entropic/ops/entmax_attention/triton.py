@@ -54,10 +54,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _attention as core
-from . import _entmax_search as tau
-from ._attention_host import (
-    AttentionStats,
+from entropic.ops import _attention as core
+from entropic.ops._attention_host import (
     check_attention_inputs,
     entmax_tiles,
     launch_options,
@@ -65,9 +63,11 @@ from ._attention_host import (
     visible_keys,
     visible_tiles,
 )
-from ._online import finalize_state
-from ._schedule import SCHEDULE_CODES, SIGMOID_STEEPNESS, sigmoid_bounds
-from ._utils import LaunchConfig, is_interpreter
+from entropic.ops._online import finalize_state
+from entropic.ops.dispatch import LaunchConfig, is_interpreter
+from entropic.ops.entmax_attention import _search as tau
+from entropic.ops.entmax_attention.schedule import SCHEDULE_CODES, SIGMOID_STEEPNESS, sigmoid_bounds
+from entropic.types import AttentionStats
 
 # Halley iterations per query block at most; a row stops at the residual |Σ_j p_ij - 1| <= TOL, or
 # when its next step |Δδ| <= STEP_TOL·|δ| is below float32 resolution (α within ~1e-3 of 1).

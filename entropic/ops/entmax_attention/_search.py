@@ -24,8 +24,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from . import _attention as core
-from ._online import chunk_state, empty_state, merge_state
+from entropic.ops import _attention as core
+from entropic.ops._online import chunk_state, empty_state, merge_state
 
 
 @triton.jit

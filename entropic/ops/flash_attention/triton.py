@@ -25,17 +25,17 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _attention as core
-from ._attention_host import (
-    AttentionStats,
+from entropic.ops import _attention as core
+from entropic.ops._attention_host import (
     check_attention_inputs,
     flash_tiles,
     launch_options,
     precision,
     visible_keys,
 )
-from ._online import empty_state, finalize_state, merge_state, shifted_state
-from ._utils import LaunchConfig, is_interpreter
+from entropic.ops._online import empty_state, finalize_state, merge_state, shifted_state
+from entropic.ops.dispatch import LaunchConfig, is_interpreter
+from entropic.types import AttentionStats
 
 
 @triton.jit

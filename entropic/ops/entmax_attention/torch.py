@@ -44,7 +44,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from entropic.attention.schedules import EntropySchedule
+from entropic.ops.entmax_attention.schedule import EntropySchedule
 
 # Scores per chunk (the (B, H, queries, Nk) block one step holds): 2 MiB in float32.
 _CHUNK_ELEMENTS = 1 << 19

@@ -1,0 +1,1 @@
+"""α-entmax attention: schedule, PyTorch path (`torch`), Triton kernel (`triton`), oracle (`reference`)."""

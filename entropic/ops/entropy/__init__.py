@@ -1,0 +1,1 @@
+"""Entropy, varentropy and log Z of softmax rows: Triton kernel (`triton`) and oracle (`reference`)."""

@@ -1,0 +1,1 @@
+"""Dense softmax (flash) attention with statistics: Triton kernel (`triton`) and oracle (`reference`)."""

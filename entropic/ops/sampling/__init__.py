@@ -1,0 +1,1 @@
+"""The fused sampling step: Triton kernel (`triton`) and oracle (`reference`)."""
