@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from numbers import Real
 from typing import Literal
 
@@ -20,7 +21,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_param
-from entropic.kernels._schedule import SCHEDULES, SIGMOID_STEEPNESS, sigmoid_bounds
+from entropic.kernels._schedule import SCHEDULES, SIGMOID_STEEPNESS, ScheduleArgs, sigmoid_bounds
 
 __all__ = ["SCHEDULES", "EntropySchedule", "alpha_from_entropy", "check_alpha"]
 
@@ -208,6 +209,19 @@ class EntropySchedule:
             self.shape, self.alpha_min, self.alpha_max, self.low, self.high, self.varentropy_threshold
         )
         check_alpha(self.fixed_alpha, name="fixed_alpha", allow_tensor=False, allow_schedule=False)
+
+    @cached_property
+    def kernel_args(self) -> ScheduleArgs:
+        """This schedule as the α-entmax Triton kernel's launch takes it, built once per schedule."""
+        return ScheduleArgs.of(
+            self.shape,
+            low=self.low,
+            high=self.high,
+            alpha_min=self.alpha_min,
+            alpha_max=self.alpha_max,
+            varentropy_threshold=self.varentropy_threshold,
+            fixed_alpha=self.fixed_alpha,
+        )
 
     def __call__(self, entropy: Tensor, n_visible: Tensor | int, varentropy: Tensor | None = None) -> Tensor:
         """α per query, `alpha_from_entropy` with this schedule's arguments (validated at construction)."""

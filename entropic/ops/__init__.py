@@ -1,0 +1,1 @@
+"""Ops: one folder per op (dispatch, PyTorch backend, Triton backend, reference)."""
