@@ -250,9 +250,13 @@ def _sdpa(
     """Softmax attention by SDPA, with the conventions of `entmax_attention`: bottom-right causal, and
     0 for a query that sees no key (SDPA would return NaN there, or an average)."""
     nq, nk = q.shape[2], k.shape[2]
-    sdpa = {"dropout_p": dropout_p, "scale": plan.scale, "enable_gqa": q.shape[1] != k.shape[1]}
+    group = q.shape[1] // k.shape[1]
+    sdpa = {"dropout_p": dropout_p, "scale": plan.scale, "enable_gqa": group > 1}
     if attn_mask is None and (not plan.causal or nq == nk):
         return F.scaled_dot_product_attention(q, k, v, is_causal=plan.causal, **sdpa)
+    if group > 1 and q.is_cuda:  # with a mask, CUDA's fused kernels take no GQA (the math kernel would run)
+        k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        sdpa["enable_gqa"] = False
     keep = None  # bool, True = attend
     if plan.causal:
         rows = torch.arange(nq, device=q.device).unsqueeze(-1) + (nk - nq)
