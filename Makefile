@@ -33,7 +33,7 @@ OLDEST_PYTEST := $(OLDEST_VENV)/bin/python -m pytest -W "ignore:Conversion of an
 # The tests that run Triton kernels (the kernel files and the entry points that dispatch to them).
 KERNEL_TESTS := tests/test_kernel_entropy.py tests/test_kernel_sampling.py tests/test_kernel_flash_attention.py \
 	tests/test_kernel_entmax_attention.py tests/test_attention.py tests/test_sampling_draw.py \
-	tests/test_sampling_entropix.py
+	tests/test_sampling_entropix.py tests/test_host_syncs.py
 # gpu-report runs on the machine's own Python (a GPU image brings torch and Triton); missing pure-Python
 # packages come from the wheels in .whl/ (see README, "Running on a GPU").
 GPU_PYTHON ?= python3

@@ -52,18 +52,14 @@ class _Cached:
         self.model, self.cache = model, cache
 
     @torch.no_grad()
-    def __call__(self, input_ids, attention_mask=None, position_ids=None, use_cache=True, past_key_values=None):
+    def __call__(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, **_):
         past = len(self.cache[0])
         if past_key_values is None:  # generate's first call: resume from the prefilled cache
             past_key_values = self.cache
-        ones = torch.ones(input_ids.shape[0], past + input_ids.shape[1], dtype=torch.long)
-        positions = torch.arange(past, past + input_ids.shape[1]).expand(input_ids.shape[0], -1)
+        b, n = input_ids.shape
+        positions = torch.arange(past, past + n, device=input_ids.device).expand(b, n)
         return self.model(
-            input_ids=input_ids,
-            attention_mask=ones.to(input_ids.device),
-            position_ids=positions.to(input_ids.device),
-            past_key_values=past_key_values,
-            use_cache=True,
+            input_ids=input_ids, position_ids=positions, past_key_values=past_key_values, use_cache=True
         )
 
 

@@ -45,14 +45,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface
 
 import entropic
-from entropic.attention import EntropySchedule, alpha_from_entropy
-from entropic.attention.functional import entmax_attention
+from entropic.attention import AttentionStats, EntropySchedule, alpha_from_entropy
 from entropic.data import split_of, stdlib_files
-from entropic.integrations.hf import entropic_attention_mask
+from entropic.integrations.hf import register
 
 COLUMNS = (
     "variant",
@@ -100,7 +97,7 @@ class _Tally:
 
 
 class LayerwiseAttention:
-    """An ``AttentionInterface`` function with its own α per layer that tallies every layer's statistics.
+    """The α of every layer and a statistics sink that tallies each layer's forward (see `use`).
 
     Parameters
     ----------
@@ -122,39 +119,23 @@ class LayerwiseAttention:
     def reset(self) -> None:
         self.tally = _Tally(self.tally.n_layers, self.tally.n_heads)
 
-    def __call__(
-        self,
-        module: nn.Module,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        attention_mask: Tensor | None,
-        scaling: float | None = None,
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> tuple[Tensor, None]:
-        layer = module.layer_idx
-        alpha = self.alpha[layer] if isinstance(self.alpha, Tensor) else self.alpha
-        out, stats = entmax_attention(
-            query, key, value, alpha, attn_mask=attention_mask, scale=scaling, return_stats=True
-        )
+    def __call__(self, layer: int, stats: AttentionStats, query: Tensor) -> None:
+        """The sink: add one forward of `layer` to the tally."""
         live = stats.n_visible > 1
-        log_n = torch.where(live, stats.n_visible.double(), torch.ones(())).log().clamp_min(1e-30)
+        log_n = torch.where(live, stats.n_visible.double(), 1.0).log().clamp_min(1e-30)
         t = self.tally
-        t.support[layer] += stats.support.double().sum((0, 2))
-        t.visible[layer] += stats.n_visible.double().sum((0, 2))
-        t.entropy[layer] += torch.where(live, stats.entropy.double() / log_n, 0.0).sum((0, 2))
-        t.alpha[layer] += torch.where(live, stats.alpha.double(), 0.0).sum((0, 2))
-        t.queries[layer] += live.double().sum((0, 2))
+        t.support[layer] += stats.support.double().sum((0, 2)).cpu()
+        t.visible[layer] += stats.n_visible.double().sum((0, 2)).cpu()
+        t.entropy[layer] += torch.where(live, stats.entropy.double() / log_n, 0.0).sum((0, 2)).cpu()
+        t.alpha[layer] += torch.where(live, stats.alpha.double(), 0.0).sum((0, 2)).cpu()
+        t.queries[layer] += live.double().sum((0, 2)).cpu()
         if stats.block_sparsity is not None:
             t.tiles.append(float(stats.block_sparsity))
-        return out.transpose(1, 2).contiguous(), None
 
 
 def use(model: nn.Module, attention: LayerwiseAttention) -> None:
-    """Install `attention` (and the always-materialised causal mask) as the model's attention."""
-    AttentionInterface.register(NAME, attention)
-    AttentionMaskInterface.register(NAME, entropic_attention_mask)
+    """Run `model`'s attention through entropic's adapter with `attention`'s α, tallying into it."""
+    register(NAME, attention.alpha, record_stats=False, sink=attention)
     model.set_attn_implementation(NAME)
 
 

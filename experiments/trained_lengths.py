@@ -60,8 +60,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import entropic
-from entropic.attention import EntropySchedule, collect_attention_stats
-from entropic.attention.functional import entmax_attention
+from entropic.attention import AttentionStats, EntropySchedule, collect_attention_stats
 from entropic.data import ByteCorpus
 from entropic.models import GPT
 from experiments.complexity import causal_tiles
@@ -275,7 +274,8 @@ def run_trained(
 
 
 class CountingAttention:
-    """An ``AttentionInterface`` function: α-entmax attention with one α that counts into `counts`.
+    """One α for every layer and head, and a statistics sink that counts into `counts` (see
+    ``attention_swap.use``).
 
     Parameters
     ----------
@@ -289,22 +289,9 @@ class CountingAttention:
         self.alpha = alpha
         self.counts = _Counts(n_layers, n_heads)
 
-    def __call__(
-        self,
-        module: nn.Module,
-        query: Tensor,
-        key: Tensor,
-        value: Tensor,
-        attention_mask: Tensor | None,
-        scaling: float | None = None,
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> tuple[Tensor, None]:
-        out, stats = entmax_attention(
-            query, key, value, self.alpha, attn_mask=attention_mask, scale=scaling, return_stats=True
-        )
-        self.counts.add(module.layer_idx, stats, query.shape[-1])
-        return out.transpose(1, 2).contiguous(), None
+    def __call__(self, layer: int, stats: AttentionStats, query: Tensor) -> None:
+        """The sink: count one forward of `layer`."""
+        self.counts.add(layer, stats, query.shape[-1])
 
 
 def run_real(

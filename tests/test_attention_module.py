@@ -133,20 +133,20 @@ def test_scheduled_alpha_follows_entropy_and_is_collected():
     assert (stats["1"].alpha == 1.2).all()
     assert stats["1"].entropy.shape == (2, 4, 8)
     # Recording stops on exit; the dict keeps what was collected.
-    assert all(m.stats_callback is None for m in model)
+    assert all(m.stats_sink is None for m in model)
     model(x)
     assert stats["0"] is s0
 
 
 def test_no_statistics_computed_when_not_collecting(monkeypatch):
     calls = []
-    real = module_mod.entmax_attention
+    real = module_mod.attend
 
-    def spy(*args, **kwargs):
-        calls.append(kwargs["return_stats"])
-        return real(*args, **kwargs)
+    def spy(q, k, v, plan, **kwargs):
+        calls.append(plan.stats)
+        return real(q, k, v, plan, **kwargs)
 
-    monkeypatch.setattr(module_mod, "entmax_attention", spy)
+    monkeypatch.setattr(module_mod, "attend", spy)
     attn = make(1.5)
     attn(torch.randn(1, 4, 32, dtype=F64))
     with collect_attention_stats(attn):

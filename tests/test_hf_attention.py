@@ -144,8 +144,10 @@ def test_register_validates_arguments():
         match="alpha must be a number in \\[1, 2\\], a tensor or an EntropySchedule, got 'learned'",
     ):
         register("entropic-test", alpha="learned")
-    with pytest.raises(ValueError, match=r"alpha must be a number, a \(H,\) tensor or an EntropySchedule"):
-        register("entropic-test", alpha=torch.full((2, 4), 1.5))
+    with pytest.raises(ValueError, match=r"alpha must be a number, a \(H,\) tensor, an \(L, H\) tensor"):
+        register("entropic-test", alpha=torch.full((2, 4, 1), 1.5))
+    with pytest.raises(TypeError, match=r"sink must be callable as sink\(layer_idx, stats, query\)"):
+        register("entropic-test", alpha=1.5, sink="not callable")
     fn = register("entropic-test", alpha=EntropySchedule("cosine"))
     assert isinstance(fn, EntropicHFAttention)
     assert fn.alpha == EntropySchedule("cosine")

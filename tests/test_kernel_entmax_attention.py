@@ -380,15 +380,15 @@ def launch_for_sm90() -> None:
             q, k = torch.randn(1, 4, 256, d).to(dtype), torch.randn(1, 2, 256, d).to(dtype)
             alpha = torch.tensor([1.5, 1.2, 2.0, 1.0]).view(1, 4, 1).expand(1, 4, 256)
             for causal in (True,) if dtype == torch.float16 else (False, True):
-                o, state, *_ = entmax_attention_forward(q, k, k, alpha, causal, 0.1, False)
+                o, state, *_ = entmax_attention_forward(q, k, k, alpha, None, causal, 0.1, False)
                 entmax_attention_backward(q, k, k, state, o, causal, 0.1, alpha_grad=True)
             if dtype == torch.float16:
                 continue
-            entmax_attention_forward(q, k, k, alpha, True, 0.1, True)
-            schedule = EntropySchedule("sigmoid", varentropy_threshold=0.5)
-            entmax_attention_forward(q, k, k, schedule, True, 0.1, False)
+            entmax_attention_forward(q, k, k, alpha, None, True, 0.1, True)
+            schedule = EntropySchedule("sigmoid", varentropy_threshold=0.5).kernel_args
+            entmax_attention_forward(q, k, k, alpha, schedule, True, 0.1, False)
             entmax_attention_backward(q, k, k, state, o, True, 0.1, alpha_grad=False)
-            entmax_attention_forward(q[:, :, :1], k, k, alpha[..., :1], True, 0.1, False, num_splits=4)
+            entmax_attention_forward(q[:, :, :1], k, k, alpha[..., :1], None, True, 0.1, False, num_splits=4)
 
 
 @pytest.mark.skipif(not is_interpreter(), reason="without a GPU only: the GPU tests run the compiled code")

@@ -1,4 +1,5 @@
-"""α-entmax attention in plain PyTorch (the CPU path and the reference of the kernels) and its dispatch.
+"""α-entmax attention, checked: the public entry points validate every argument, then run the trusted op
+`entropic.attention.attend` (which holds the one dispatch rule: SDPA, the Triton kernels, PyTorch).
 
 For a query ``q_i`` and keys ``k_j`` the scores are ``s_ij = scale · q_i·k_j`` (plus an additive mask),
 and the attention weights are ``p_i = α-entmax(s_i)``, the solution of
@@ -33,12 +34,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from entropic._validation import check_param, compute_dtype
-from entropic.ops._attention_host import entmax_tiles
-from entropic.ops.dispatch import kernel_blocker, use_kernel
+from entropic._validation import check_param
+from entropic.attention.trusted import AttentionPlan, attend, check_finite, check_mask, last_query_metrics
+from entropic.ops.dispatch import use_kernel
+from entropic.ops.entmax_attention.dispatch import attention_blocker, kernel_tiles
 from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
-from entropic.ops.entmax_attention.torch import Spec, chunked_entmax_attention, softmax_stats
-from entropic.ops.entmax_attention.torch import scores as _chunk_scores
 from entropic.types import AttentionStats, EntropixAttentionMetrics
 
 __all__ = [
@@ -81,65 +81,7 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor, fn: str) -> None:
         raise ValueError(
             f"{fn}: the number of query heads must be a multiple of the key/value heads, got H={h}, Hkv={hkv}"
         )
-    bad = torch.stack([~torch.isfinite(x).all() for x in (q, k, v)]).tolist()
-    for name, is_bad in zip("qkv", bad, strict=True):
-        if is_bad:
-            raise ValueError(f"{fn}: {name} contains NaN or inf")
-
-
-def _check_mask(attn_mask: Tensor, target: tuple[int, int, int, int], fn: str) -> None:
-    if not isinstance(attn_mask, Tensor):
-        raise TypeError(f"{fn}: attn_mask must be a torch.Tensor, got {type(attn_mask).__name__}")
-    try:
-        ok = attn_mask.dim() <= 4 and torch.broadcast_shapes(attn_mask.shape, target) == target
-    except RuntimeError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"{fn}: attn_mask must broadcast to (B, H, Nq, Nk) = {target}, got shape {tuple(attn_mask.shape)}"
-        )
-    if attn_mask.dtype != torch.bool:
-        if not attn_mask.is_floating_point():
-            raise TypeError(f"{fn}: attn_mask must be boolean or floating, got dtype {attn_mask.dtype}")
-        if bool((torch.isnan(attn_mask) | (attn_mask == math.inf)).any()):
-            raise ValueError(f"{fn}: a float attn_mask must not contain NaN or +inf")
-
-
-def _scale(scale: float | None, head_dim: int) -> float:
-    if scale is None:
-        return 1.0 / math.sqrt(head_dim)
-    check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
-    return float(scale)
-
-
-def _mask_bias(attn_mask: Tensor, dtype: torch.dtype) -> Tensor:
-    """A checked mask as 4-D: boolean as it is, a float bias in `dtype` with -inf at every hidden key."""
-    if attn_mask.dtype != torch.bool:
-        hidden = attn_mask <= torch.finfo(attn_mask.dtype).min
-        attn_mask = attn_mask.to(dtype).masked_fill(hidden, -math.inf)
-    return attn_mask.view((1,) * (4 - attn_mask.dim()) + tuple(attn_mask.shape))
-
-
-def _scores(
-    q: Tensor, k: Tensor, *, causal: bool, attn_mask: Tensor | None, scale: float | None, fn: str
-) -> Tensor:
-    """Scaled, masked scores ``(B, H, Nq, Nk)`` in the compute dtype; hidden keys are -inf."""
-    b, h, nq, d = q.shape
-    dtype = compute_dtype(q.dtype)
-    bias = None
-    if attn_mask is not None:
-        _check_mask(attn_mask, (b, h, nq, k.shape[2]), fn)
-        bias = _mask_bias(attn_mask, dtype)
-    return _chunk_scores(
-        q.to(dtype),
-        k.to(dtype),
-        bias,
-        scale=_scale(scale, d),
-        causal=causal,
-        q_start=0,
-        n_q=nq,
-        n_k=k.shape[2],
-    )
+    check_finite(q, k, v, fn)
 
 
 def attention_tiles(n_q: int, head_dim: int, dtype: torch.dtype = torch.bfloat16) -> tuple[int, int]:
@@ -155,68 +97,19 @@ def attention_tiles(n_q: int, head_dim: int, dtype: torch.dtype = torch.bfloat16
     >>> attention_tiles(2048, 64), attention_tiles(1, 128), attention_tiles(2048, 128, torch.float32)
     ((64, 64), (16, 32), (16, 16))
     """
-    cfg = entmax_tiles(dtype, head_dim, n_q, interpreter=False)  # the kernel's own table
-    return cfg.block_m, cfg.block_n
+    return kernel_tiles(dtype, head_dim, n_q)  # the kernel's own table
 
 
-def _alpha_tensor(alpha: float | Tensor, shape: tuple[int, int, int], like: Tensor) -> float | Tensor:
-    """α checked (`check_alpha`): a number stays a number; a (H,) or (B, H, Nq) tensor becomes (B, H, Nq)
-    like `like` (dtype, device)."""
-    alpha = check_alpha(alpha)  # a schedule never comes here: its callers branch on it first
-    if not isinstance(alpha, Tensor):
-        return alpha
+def _alpha_tensor(alpha: Tensor, shape: tuple[int, int, int]) -> Tensor:
+    """A tensor α checked (`check_alpha`: values in [1, 2]) and of shape (H,) or (B, H, Nq)."""
+    alpha = check_alpha(alpha)
     b, h, nq = shape
-    if alpha.shape == (h,):
-        alpha = alpha.view(1, h, 1)
-    elif alpha.shape != (b, h, nq):
+    if alpha.shape not in ((h,), (b, h, nq)):
         raise ValueError(
             f"alpha must be a number, a (H,) = ({h},) tensor or a (B, H, Nq) = {shape} tensor, "
             f"got shape {tuple(alpha.shape)}"
         )
-    return alpha.to(like).expand(b, h, nq)
-
-
-def _kernel_blocker(
-    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None, dropout_p: float, fn: str
-) -> str | None:
-    """Why the attention kernels cannot run this call (None when they can): `kernel_blocker`'s checks of
-    the tensors, then the options the kernels do not implement."""
-    d, dv = q.shape[-1], v.shape[-1]
-    reasons = (
-        "runs only without attn_mask (pass causal=True or no mask)" if attn_mask is not None else None,
-        "runs only without dropout" if dropout_p > 0 else None,
-        f"needs equal head dims for q and v, got {d} and {dv}" if dv != d else None,
-    )
-    return kernel_blocker(fn, q, k, v, head_dim=d, reasons=reasons)
-
-
-def _flash_softmax(
-    q: Tensor, k: Tensor, v: Tensor, *, causal: bool, scale: float | None, return_stats: bool
-) -> Tensor | tuple[Tensor, AttentionStats]:
-    """Softmax attention on the Triton flash kernel, which returns the reference's `AttentionStats`."""
-    from entropic.ops.flash_attention.triton import flash_attention
-
-    if scale is not None:
-        check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
-    return flash_attention(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
-
-
-def _flash_entmax(
-    q: Tensor, k: Tensor, v: Tensor, alpha: Alpha, *, causal: bool, scale: float | None, return_stats: bool
-) -> Tensor | tuple[Tensor, AttentionStats]:
-    """α-entmax attention on the block-sparse Triton kernel, which returns the reference's `AttentionStats`.
-
-    A schedule is evaluated inside the kernel (from its online softmax statistics); a number or a
-    tensor α is validated as in the reference and stays differentiable.
-    """
-    from entropic.ops.entmax_attention.triton import entmax_flash_attention
-
-    if scale is not None:
-        check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
-    if not isinstance(alpha, EntropySchedule):
-        b, h, nq, _ = q.shape
-        alpha = _alpha_tensor(alpha, (b, h, nq), torch.empty((), dtype=torch.float32, device=q.device))
-    return entmax_flash_attention(q, k, v, alpha, causal=causal, scale=scale, return_stats=return_stats)
+    return alpha
 
 
 def _attention(
@@ -232,57 +125,23 @@ def _attention(
     impl: str,
     fn: str,
 ) -> Tensor | tuple[Tensor, AttentionStats]:
-    """The public entry points' common body, their arguments in their order; `fn` names the caller."""
+    """The public entry points' common body, their arguments in their order; `fn` names the caller.
+
+    Every check, then the trusted op (`entropic.attention.attend`), which holds the dispatch rule.
+    """
     if impl not in ("auto", "torch", "triton"):
         raise ValueError(f"{fn}: impl must be 'auto', 'torch' or 'triton', got {impl!r}")
     check_param(dropout_p, "dropout_p", 0.0, 1.0, high_open=True)
     _check_qkv(q, k, v, fn)
-    if impl != "torch" and use_kernel(impl, fn, _kernel_blocker(q, k, v, attn_mask, dropout_p, fn), q):
-        if not isinstance(alpha, (Tensor, EntropySchedule)) and alpha == 1.0:
-            return _flash_softmax(q, k, v, causal=causal, scale=scale, return_stats=return_stats)
-        return _flash_entmax(q, k, v, alpha, causal=causal, scale=scale, return_stats=return_stats)
-    b, h, nq, d = q.shape
-    nk = k.shape[2]
-    dtype = compute_dtype(q.dtype)
-    bias = None
+    b, h, nq, _ = q.shape
+    use_kernel(impl, fn, attention_blocker(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, fn=fn), q)
     if attn_mask is not None:
-        _check_mask(attn_mask, (b, h, nq, nk), fn)
-        bias = _mask_bias(attn_mask, dtype)
+        check_mask(attn_mask, (b, h, nq, k.shape[2]), fn)
     alpha_tensor = None
     if isinstance(alpha, Tensor):
-        alpha_tensor = _alpha_tensor(alpha, (b, h, nq), torch.empty((), dtype=dtype, device=q.device))
-    elif not isinstance(alpha, EntropySchedule):
-        alpha = _alpha_tensor(alpha, (b, h, nq), q)
-    spec = Spec(
-        alpha=None if alpha_tensor is not None else alpha,
-        causal=causal,
-        scale=_scale(scale, d),
-        dropout=float(dropout_p),
-        stats=return_stats,
-        tiles=attention_tiles(nq, d),
-        # chunks draw their dropout masks from generators seeded off the global one, in forward and backward
-        seed=int(torch.randint(2**62, ())) if dropout_p > 0 else 0,
-    )
-    out, alpha_used, st, tiles = chunked_entmax_attention(
-        q.to(dtype), k.to(dtype), v.to(dtype), alpha_tensor, bias, spec
-    )
-    out = out.to(q.dtype)
-    if not return_stats:
-        return out
-    ent, var, log_z, n_visible, support = st
-    n_visible, support = n_visible.long(), support.long()
-    live_tiles, used_tiles = tiles
-    stats = AttentionStats(
-        entropy=ent,
-        varentropy=var,
-        log_partition=log_z,
-        support=support,
-        sparsity=torch.where(n_visible == 0, 0.0, 1.0 - support / n_visible.clamp(min=1)).to(ent.dtype),
-        n_visible=n_visible,
-        alpha=alpha_used,
-        block_sparsity=torch.where(live_tiles > 0, 1.0 - used_tiles / live_tiles.clamp(min=1), 0.0).float(),
-    )
-    return out, stats
+        alpha_tensor, alpha = _alpha_tensor(alpha, (b, h, nq)), None
+    plan = AttentionPlan(alpha, causal=causal, scale=scale, impl=impl, stats=return_stats)
+    return attend(q, k, v, plan, alpha=alpha_tensor, attn_mask=attn_mask, dropout_p=float(dropout_p))
 
 
 # ------------------------------------------------------------------------------------- public API
@@ -424,18 +283,7 @@ def entropix_attention_metrics(
     _check_qkv(q, k, k, fn)
     b, h, nq, _ = q.shape
     if attn_mask is not None:
-        _check_mask(attn_mask, (b, h, nq, k.shape[2]), fn)
-        attn_mask = attn_mask[..., -1:, :]
-    s = _scores(q[:, :, -1:], k, causal=False, attn_mask=attn_mask, scale=scale, fn=fn)[:, :, 0]  # (B, H, Nk)
-    s = s.detach()
-    ent, _, _, n_visible, dead = softmax_stats(s)  # (B, H)
-    visible = s > -math.inf
-    a = torch.softmax(s.masked_fill(dead.unsqueeze(-1), 0.0), -1).masked_fill(~visible, 0.0)
-    n_cells = n_visible.sum(1).clamp(min=1)  # (B,): visible (head, key) pairs
-    deviation = (a - a.mean(1, keepdim=True)).abs().masked_fill(~visible, 0.0)
-    return EntropixAttentionMetrics(
-        entropy=ent.mean(1),
-        varentropy=ent.var(1, correction=0),
-        agreement=deviation.sum((1, 2)) / n_cells,
-        interaction_strength=torch.where(visible, s.abs(), 0.0).sum((1, 2)) / n_cells,
-    )
+        check_mask(attn_mask, (b, h, nq, k.shape[2]), fn)
+    if scale is not None:
+        check_param(scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
+    return last_query_metrics(q, k, attn_mask=attn_mask, scale=scale)

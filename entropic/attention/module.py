@@ -14,25 +14,36 @@ Four ways to set ``alpha``:
   schedule's thresholds are piecewise and would otherwise feed gradients that push entropies across
   them).
 
-`collect_attention_stats` turns on per-layer `AttentionStats` recording for every `EntropicAttention`
-inside a model; when it is off nothing is computed.
+The module validates α and its options once, at construction, into an `AttentionPlan`; each forward
+calls the trusted op `attend` (no checks, no host sync; ``entropic.attention.check_values`` turns value
+checks on for debugging). Statistics go to a *sink*, a callable taking the `AttentionStats` of each
+forward (``stats_sink``); `collect_attention_stats` installs sinks on every `EntropicAttention` inside a
+model; without one nothing is computed. A positional encoding that rotates queries and keys (RoPE) is a
+hook of the module (``rotary``), so that models built on it keep one attention path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from entropic._validation import check_param
-from entropic.attention.functional import AttentionStats, entmax_attention
+from entropic.attention.trusted import AttentionPlan, attend, last_query_metrics
 from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
+from entropic.types import AttentionStats, EntropixAttentionMetrics
 
-__all__ = ["EntropicAttention", "KVCache", "collect_attention_stats"]
+__all__ = ["EntropicAttention", "KVCache", "Rotary", "StatsSink", "collect_attention_stats"]
+
+# Receives the statistics of each forward.
+StatsSink = Callable[[AttentionStats], None]
+# ``rotary(q, k, position_ids) -> (q, k)``: rotates ``(B, H, N, D)`` queries and ``(B, Hkv, N, D)`` keys of
+# the N new positions at ``(B, N)`` positions, before they enter the cache.
+Rotary = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass
@@ -79,9 +90,14 @@ class EntropicAttention(nn.Module):
     bias : bool
         Biases in the four projections.
     impl : {"auto", "torch", "triton"}
-        The attention implementation (see `entmax_attention`): "auto" runs the Triton kernels on CUDA
-        when they apply (no `attn_mask`, no dropout; the schedule is then evaluated inside the
-        kernel) and the PyTorch path otherwise; "triton" requires the kernels.
+        Which backends may run (the dispatch rule of `attend`): "auto" runs SDPA for α = 1 without
+        statistics, the Triton kernels on CUDA when they apply (no `attn_mask`, no dropout; a schedule
+        is then evaluated inside the kernel) and the PyTorch path otherwise; "torch" never runs the
+        Triton kernels, "triton" always does.
+    rotary : callable, optional
+        ``rotary(q, k, position_ids) -> (q, k)``, applied to the new queries and keys before the cache
+        (e.g. RoPE); an `nn.Module` is registered as a submodule. Forward's `position_ids` default to
+        the positions after the cache.
 
     Examples
     --------
@@ -102,6 +118,7 @@ class EntropicAttention(nn.Module):
         dropout: float = 0.0,
         bias: bool = False,
         impl: Literal["auto", "torch", "triton"] = "auto",
+        rotary: Rotary | None = None,
     ) -> None:
         super().__init__()
         check_param(dim, "dim", 1, float("inf"), integer=True)
@@ -139,8 +156,12 @@ class EntropicAttention(nn.Module):
             self._alpha = alpha
         learned = isinstance(alpha, str)
         self.alpha_logit = nn.Parameter(torch.zeros(n_heads)) if learned else None
+        # What every forward runs; a tensor α (fixed or learned) is given to each call.
+        per_call = learned or isinstance(alpha, Tensor)
+        self.plan = AttentionPlan(None if per_call else alpha, causal=causal, impl=impl)
+        self.rotary = rotary
         # Set by `collect_attention_stats`; None means no statistics are computed.
-        self.stats_callback: Callable[[AttentionStats], None] | None = None
+        self.stats_sink: StatsSink | None = None
 
     @property
     def alpha(self) -> float | Tensor | EntropySchedule:
@@ -150,8 +171,14 @@ class EntropicAttention(nn.Module):
         return self._alpha
 
     def forward(
-        self, x: Tensor, *, attn_mask: Tensor | None = None, kv_cache: KVCache | None = None
-    ) -> Tensor:
+        self,
+        x: Tensor,
+        *,
+        attn_mask: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+        position_ids: Tensor | None = None,
+        with_metrics: bool = False,
+    ) -> Tensor | tuple[Tensor, EntropixAttentionMetrics]:
         """Attend over `x` (and the cached positions).
 
         Parameters
@@ -160,14 +187,19 @@ class EntropicAttention(nn.Module):
             ``(B, N, C)``; with a cache, the N new positions.
         attn_mask : Tensor, optional
             Broadcastable to ``(B, H, N, Nk)`` (Nk = cached + N): boolean (True = keep) or additive; a
-            key-padding mask is ``(B, 1, 1, Nk)``.
+            key-padding mask is ``(B, 1, 1, Nk)``. Not checked (see ``entropic.attention.check_values``).
         kv_cache : KVCache, optional
             Appended with this call's keys and values, which attend together with the cached ones.
+        position_ids : Tensor, optional
+            ``(B, N)`` positions given to the `rotary` hook; ``cached, cached + 1, ...`` by default.
+        with_metrics : bool
+            Also return the Entropix signals of the last query (`entropix_attention_metrics` of the
+            queries and keys attended, after the rotary hook).
 
         Returns
         -------
-        Tensor
-            ``(B, N, C)``.
+        Tensor or (Tensor, EntropixAttentionMetrics)
+            ``(B, N, C)``, and the ``(B,)`` metrics when asked.
         """
         if x.dim() != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must have shape (B, N, {self.dim}), got {tuple(x.shape)}")
@@ -175,24 +207,31 @@ class EntropicAttention(nn.Module):
         q = self.q_proj(x).view(b, n, self.n_heads, self.head_dim).transpose(1, 2)  # (B, H, N, D)
         k = self.k_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, N, D)
         v = self.v_proj(x).view(b, n, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.rotary is not None:
+            if position_ids is None:
+                past = 0 if kv_cache is None else len(kv_cache)
+                position_ids = torch.arange(past, past + n, device=x.device).expand(b, n)
+            q, k = self.rotary(q, k, position_ids)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, Hkv, Nk, D)
-        record = self.stats_callback is not None
-        result = entmax_attention(
+        sink = self.stats_sink
+        plan = self.plan if sink is None else replace(self.plan, stats=True)
+        result = attend(
             q,
             k,
             v,
-            self.alpha,
-            causal=self.causal,
+            plan,
+            alpha=self.alpha if plan.alpha is None else None,
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
-            return_stats=record,
-            impl=self.impl,
         )
-        if record:
+        if sink is not None:
             result, stats = result
-            self.stats_callback(stats)
-        return self.out_proj(result.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim))
+            sink(stats)
+        out = self.out_proj(result.transpose(1, 2).reshape(b, n, self.n_heads * self.head_dim))
+        if with_metrics:
+            return out, last_query_metrics(q, k, attn_mask=attn_mask)
+        return out
 
     def extra_repr(self) -> str:
         alpha = self._alpha.tolist() if isinstance(self._alpha, Tensor) else self._alpha
@@ -222,17 +261,17 @@ def collect_attention_stats(model: nn.Module) -> Iterator[dict[str, AttentionSta
     collected: dict[str, AttentionStats] = {}
     modules = [(name, m) for name, m in model.named_modules() if isinstance(m, EntropicAttention)]
 
-    def sink(name: str) -> Callable[[AttentionStats], None]:
+    def sink(name: str) -> StatsSink:
         def store(stats: AttentionStats) -> None:
             collected[name] = stats
 
         return store
 
-    previous = [m.stats_callback for _, m in modules]
+    previous = [m.stats_sink for _, m in modules]
     for name, m in modules:
-        m.stats_callback = sink(name)
+        m.stats_sink = sink(name)
     try:
         yield collected
     finally:
-        for (_, m), callback in zip(modules, previous, strict=True):
-            m.stats_callback = callback
+        for (_, m), restored in zip(modules, previous, strict=True):
+            m.stats_sink = restored

@@ -4,7 +4,8 @@
 
 * an attention function in ``AttentionInterface``, called by every attention layer with ``query``
   ``(B, H, Nq, D)`` and the *unrepeated* ``key`` / ``value`` ``(B, Hkv, Nk, D)`` (GQA is handled by
-  `entmax_attention` without copying), and
+  the trusted op `entropic.attention.attend` without copying: α validated once, at registration, and
+  no host sync per call), and
 * the matching mask function in ``AttentionMaskInterface``. Without it ``transformers`` treats the name
   as a backend that builds no mask and passes ``attention_mask=None``, which silently drops causal and
   padding masking. The mask registered here is the boolean SDPA mask (True = attend), always
@@ -18,26 +19,29 @@ way, and every real position equals eager attention at α = 1.
 Each forward of the last layer (``layer_idx == config.num_hidden_layers - 1``; layers that do not say
 their index are all recorded, the last call winning) stores that layer's `AttentionStats` and the
 Entropix metrics of its last query on the registered object, so an Entropix sampler gets real attention
-signals without ``output_attentions=True``.
+signals without ``output_attentions=True``. A `sink` given to `register` receives the statistics of
+every layer at every forward, ``sink(layer_idx, stats, query)``: experiments record through it instead
+of writing their own attention function.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from entropic.attention.functional import (
-    AttentionStats,
-    EntropixAttentionMetrics,
-    entmax_attention,
-    entropix_attention_metrics,
-)
+from entropic.attention.functional import AttentionStats, EntropixAttentionMetrics
+from entropic.attention.trusted import AttentionPlan, attend, last_query_metrics
 from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
 
-__all__ = ["EntropicHFAttention", "entropic_attention_mask", "register"]
+__all__ = ["EntropicHFAttention", "LayerSink", "entropic_attention_mask", "register"]
+
+# ``sink(layer_idx, stats, query)``: the statistics of one layer's forward, with its (B, H, Nq, D) queries.
+LayerSink = Callable[[int | None, AttentionStats, Tensor], None]
 
 # Names transformers gives its own backends; registering over them would change every model using them.
 _RESERVED = (
@@ -69,9 +73,13 @@ class EntropicHFAttention:
     ----------
     alpha : float, Tensor or EntropySchedule
         As in `entmax_attention`: a number in [1, 2], a ``(H,)`` tensor (one α per head, the same in
-        every layer) or an `EntropySchedule` (α per query from its softmax entropy).
+        every layer), an ``(L, H)`` tensor (one α per layer and head, read at ``module.layer_idx``) or an
+        `EntropySchedule` (α per query from its softmax entropy). Validated here, once.
     record_stats : bool
         Store ``last_stats`` and ``last_metrics`` at each forward of the last layer.
+    sink : callable, optional
+        ``sink(layer_idx, stats, query)``, called at every forward of every layer with its
+        `AttentionStats` and its ``(B, H, Nq, D)`` queries (statistics are then computed in every layer).
 
     Attributes
     ----------
@@ -81,17 +89,49 @@ class EntropicHFAttention:
         ``(B,)`` Entropix signals of that forward's last query (what a sampler needs at each step).
     """
 
-    def __init__(self, alpha: float | Tensor | EntropySchedule, record_stats: bool = True) -> None:
+    def __init__(
+        self,
+        alpha: float | Tensor | EntropySchedule,
+        record_stats: bool = True,
+        sink: LayerSink | None = None,
+    ) -> None:
         alpha = check_alpha(alpha)
-        if isinstance(alpha, Tensor) and alpha.dim() != 1:
+        if isinstance(alpha, Tensor) and alpha.dim() not in (1, 2):
             raise ValueError(
-                "alpha must be a number, a (H,) tensor or an EntropySchedule, "
+                "alpha must be a number, a (H,) tensor, an (L, H) tensor or an EntropySchedule, "
                 f"got a tensor of shape {tuple(alpha.shape)}"
+            )
+        if sink is not None and not callable(sink):
+            raise TypeError(
+                f"sink must be callable as sink(layer_idx, stats, query), got {type(sink).__name__}"
             )
         self.alpha = alpha
         self.record_stats = record_stats
+        self.sink = sink
         self.last_stats: AttentionStats | None = None
         self.last_metrics: EntropixAttentionMetrics | None = None
+        self._plans: dict[tuple[bool, float | None, bool], AttentionPlan] = {}
+        self._alpha_on: dict[torch.device, Tensor] = {}
+
+    def _plan(self, causal: bool, scale: float | None, stats: bool) -> AttentionPlan:
+        """The plan of one kind of call, built (and validated) at its first use."""
+        key = (causal, scale, stats)
+        plan = self._plans.get(key)
+        if plan is None:
+            alpha = None if isinstance(self.alpha, Tensor) else self.alpha
+            plan = self._plans[key] = AttentionPlan(alpha, causal=causal, scale=scale, stats=stats)
+        return plan
+
+    def _layer_alpha(self, layer: int | None, device: torch.device) -> Tensor:
+        """The (H,) α of `layer` on `device` (copied there once)."""
+        alpha = self._alpha_on.get(device)
+        if alpha is None:
+            alpha = self._alpha_on[device] = self.alpha.to(device)
+        if alpha.dim() == 1:
+            return alpha
+        if layer is None:
+            raise ValueError("a per-layer alpha (L, H) needs attention modules that set layer_idx")
+        return alpha[layer]
 
     def __call__(
         self,
@@ -110,27 +150,24 @@ class EntropicHFAttention:
         # causality follows the module as in transformers' SDPA path.
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         causal = bool(causal) and attention_mask is None and query.shape[2] > 1
+        layer = getattr(module, "layer_idx", None)
         record = self.record_stats and _is_last_layer(module)
-        result = entmax_attention(
-            query,
-            key,
-            value,
-            self.alpha,
-            causal=causal,
-            attn_mask=attention_mask,
-            scale=scaling,
-            dropout_p=dropout,
-            return_stats=record,
-        )
-        if record:
-            result, self.last_stats = result
-            self.last_metrics = entropix_attention_metrics(
-                query, key, attn_mask=attention_mask, scale=scaling
-            )
+        plan = self._plan(causal, scaling, record or self.sink is not None)
+        alpha = self._layer_alpha(layer, query.device) if plan.alpha is None else None
+        result = attend(query, key, value, plan, alpha=alpha, attn_mask=attention_mask, dropout_p=dropout)
+        if plan.stats:
+            result, stats = result
+            if self.sink is not None:
+                self.sink(layer, stats, query)
+            if record:
+                self.last_stats = stats
+                self.last_metrics = last_query_metrics(query, key, attn_mask=attention_mask, scale=scaling)
         return result.transpose(1, 2).contiguous(), None
 
     def __repr__(self) -> str:
-        return f"EntropicHFAttention(alpha={self.alpha!r}, record_stats={self.record_stats})"
+        return (
+            f"EntropicHFAttention(alpha={self.alpha!r}, record_stats={self.record_stats}, sink={self.sink!r})"
+        )
 
 
 def _is_last_layer(module: nn.Module) -> bool:
@@ -146,6 +183,7 @@ def register(
     alpha: float | Tensor | EntropySchedule = 1.5,
     *,
     record_stats: bool = True,
+    sink: LayerSink | None = None,
 ) -> EntropicHFAttention:
     """Register α-entmax attention and its mask under `name` for every ``transformers`` model.
 
@@ -159,10 +197,13 @@ def register(
     name : str
         The ``attn_implementation`` name; not one of transformers' own backends.
     alpha : float, Tensor or EntropySchedule
-        A number in [1, 2] (1 = the model's own softmax attention), a ``(H,)`` tensor of per-head α, or
-        an `EntropySchedule` for α per query from its attention entropy.
+        A number in [1, 2] (1 = the model's own softmax attention), a ``(H,)`` tensor of per-head α, an
+        ``(L, H)`` tensor of per-layer, per-head α, or an `EntropySchedule` for α per query from its
+        attention entropy.
     record_stats : bool
         Keep the last layer's statistics on the returned object (see `EntropicHFAttention`).
+    sink : callable, optional
+        ``sink(layer_idx, stats, query)`` receives every layer's `AttentionStats` at every forward.
 
     Returns
     -------
@@ -177,7 +218,7 @@ def register(
     """
     if not isinstance(name, str) or not name or name in _RESERVED:
         raise ValueError(f"name must be a non-empty string other than {_RESERVED}, got {name!r}")
-    function = EntropicHFAttention(alpha, record_stats=record_stats)
+    function = EntropicHFAttention(alpha, record_stats=record_stats, sink=sink)
     AttentionInterface.register(name, function)
     AttentionMaskInterface.register(name, entropic_attention_mask)
     return function

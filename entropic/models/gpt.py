@@ -9,7 +9,8 @@ from the other):
 ========== ================ ==========================================================================
 kind       alpha            attention
 ========== ================ ==========================================================================
-softmax    1                runs ``scaled_dot_product_attention`` unless statistics are being collected
+softmax    1                ``scaled_dot_product_attention`` (the flash kernel or the PyTorch path while
+                            statistics are collected)
 entmax     a number in      fixed α (1.5 = entmax15, the default), exact zeros below a per-query
            (1, 2)           threshold
 sparsemax  2
@@ -17,6 +18,9 @@ learned    "learned"        one α per head, ``α_h = 1 + sigmoid(z_h)``, traine
 scheduled  EntropySchedule  α per query from the normalised entropy of its softmax scores, with an
                             optional varentropy gate that keeps settled queries at a fixed α
 ========== ================ ==========================================================================
+
+Every block's attention is an `EntropicAttention` with RoPE as its ``rotary`` hook: one attention path
+and one dispatch rule (`entropic.attention.attend`) for every kind.
 
 The forward pass follows the calling convention of `entropic.sampling.generate` (that of Hugging Face
 causal LMs), so `generate` decodes with a KV cache on it. Checkpoints hold the resolved `GPTConfig` next
@@ -35,7 +39,6 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from entropic._validation import check_param
@@ -44,8 +47,6 @@ from entropic.attention import (
     EntropixAttentionMetrics,
     EntropySchedule,
     KVCache,
-    entmax_attention,
-    entropix_attention_metrics,
 )
 from entropic.ops.entmax_attention.schedule import check_alpha
 
@@ -259,78 +260,19 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).to(x.dtype)
 
 
-def _sdpa_mask(key_mask: Tensor | None, nq: int, nk: int, device: torch.device) -> Tensor | None:
-    """Boolean ``(B, 1, Nq, Nk)`` mask (True = attend) for SDPA: bottom-right causal and key padding.
+class RotaryEmbedding(nn.Module):
+    """RoPE as a hook of `EntropicAttention`: ``(q, k, position_ids) -> (q, k)`` rotated (no parameters)."""
 
-    Returns None when plain ``is_causal`` suffices (no padding, Nq = Nk). Queries that would see no key
-    (left-padding positions) are let see every key, so SDPA stays finite; no real position reads them.
-    """
-    if key_mask is None and nq == nk:
-        return None
-    rows = torch.arange(nq, device=device)[:, None] + (nk - nq)
-    keep = (torch.arange(nk, device=device) <= rows)[None, None]  # (1, 1, Nq, Nk)
-    if key_mask is not None:
-        keep = keep & key_mask[:, None, None, :]
-    return keep | ~keep.any(-1, keepdim=True)
+    def __init__(self, head_dim: int, base: float) -> None:
+        super().__init__()
+        self.head_dim, self.base = head_dim, base
 
+    def forward(self, q: Tensor, k: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
+        cos, sin = rope_cos_sin(position_ids, self.head_dim, self.base)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-class GPTAttention(EntropicAttention):
-    """`EntropicAttention` with rotary queries and keys; softmax layers take the SDPA kernel.
-
-    Statistics (`entropic.attention.collect_attention_stats`) are recorded for every kind; a softmax
-    layer then runs the α = 1 reference path, which returns them.
-    """
-
-    def __init__(self, config: GPTConfig) -> None:
-        super().__init__(
-            config.d_model,
-            config.n_head,
-            config.n_kv_head,
-            alpha=config.attention.alpha,
-            causal=True,
-            dropout=config.dropout,
-        )
-        self.rope_base = config.rope_base
-
-    def forward(  # type: ignore[override]
-        self,
-        x: Tensor,
-        position_ids: Tensor,
-        *,
-        key_mask: Tensor | None = None,
-        kv_cache: KVCache | None = None,
-        with_metrics: bool = False,
-    ) -> tuple[Tensor, EntropixAttentionMetrics | None]:
-        """``x`` ``(B, n, C)`` at ``position_ids`` ``(B, n)``; `key_mask` ``(B, past + n)`` bool, True = real.
-
-        Returns the ``(B, n, C)`` output and, with `with_metrics`, the Entropix metrics of the last query.
-        """
-        n = x.shape[1]
-        q = rearrange(self.q_proj(x), "b n (h d) -> b h n d", h=self.n_heads)  # (B, H, n, D)
-        k = rearrange(self.k_proj(x), "b n (h d) -> b h n d", h=self.n_kv_heads)  # (B, Hkv, n, D)
-        v = rearrange(self.v_proj(x), "b n (h d) -> b h n d", h=self.n_kv_heads)
-        cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_base)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if kv_cache is not None:
-            k, v = kv_cache.update(k, v)  # (B, Hkv, Nk, D)
-        nk = k.shape[2]
-        dropout = self.dropout if self.training else 0.0
-        key_bias = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, Nk)
-        record = self.stats_callback is not None
-        if isinstance(self.alpha, float) and self.alpha == 1.0 and not record:
-            mask = _sdpa_mask(key_mask, n, nk, x.device)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None, enable_gqa=True
-            )
-        else:
-            out = entmax_attention(
-                q, k, v, self.alpha, causal=True, attn_mask=key_bias, dropout_p=dropout, return_stats=record
-            )
-            if record:
-                out, stats = out
-                self.stats_callback(stats)
-        metrics = entropix_attention_metrics(q, k, attn_mask=key_bias) if with_metrics else None
-        return self.out_proj(rearrange(out, "b h n d -> b n (h d)")), metrics
+    def extra_repr(self) -> str:
+        return f"head_dim={self.head_dim}, base={self.base}"
 
 
 class MLP(nn.Module):
@@ -359,7 +301,15 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.attn_norm, self.mlp_norm = _norm(config), _norm(config)
-        self.attn = GPTAttention(config)
+        self.attn = EntropicAttention(
+            config.d_model,
+            config.n_head,
+            config.n_kv_head,
+            alpha=config.attention.alpha,
+            causal=True,
+            dropout=config.dropout,
+            rotary=RotaryEmbedding(config.d_model // config.n_head, config.rope_base),
+        )
         self.mlp = MLP(config)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -371,9 +321,15 @@ class Block(nn.Module):
         kv_cache: KVCache | None,
         with_metrics: bool,
     ) -> tuple[Tensor, EntropixAttentionMetrics | None]:
-        h, metrics = self.attn(
-            self.attn_norm(x), position_ids, key_mask=key_mask, kv_cache=kv_cache, with_metrics=with_metrics
+        """`key_mask` is the ``(B, 1, 1, past + n)`` boolean key-padding mask (True = real), or None."""
+        h = self.attn(
+            self.attn_norm(x),
+            attn_mask=key_mask,
+            kv_cache=kv_cache,
+            position_ids=position_ids,
+            with_metrics=with_metrics,
         )
+        h, metrics = h if with_metrics else (h, None)
         x = x + self.dropout(h)
         return x + self.mlp(self.mlp_norm(x)), metrics
 
@@ -434,7 +390,9 @@ class GPT(nn.Module):
         input_ids : Tensor
             ``(B, n)`` int64 token ids; with a cache, the n new positions.
         attention_mask : Tensor, optional
-            ``(B, past + n)``: 1 for real tokens, 0 for (left) padding; all ones when omitted.
+            ``(B, past + n)``: 1 for real tokens, 0 for (left) padding; all ones when omitted. Omit it
+            when no row is padded: the Triton kernels take no mask, so a mask (even of ones) sends the
+            attention of every layer to SDPA with a mask or to the PyTorch path.
         position_ids : Tensor, optional
             ``(B, n)`` RoPE positions; by default the number of real tokens before each position
             (``cumsum(attention_mask) - 1``), or ``past, past + 1, ...`` without a mask.
@@ -468,9 +426,7 @@ class GPT(nn.Module):
                     f"attention_mask must have shape (B, past + n) = {(b, past + n)}, "
                     f"got {tuple(attention_mask.shape)}"
                 )
-            key_mask = attention_mask.bool()
-            if bool(key_mask.all()):
-                key_mask = None
+            key_mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, past + n): never read here
         if position_ids is None:
             if attention_mask is None:
                 position_ids = torch.arange(past, past + n, device=input_ids.device).expand(b, n)

@@ -152,7 +152,8 @@ def generate(
             f"got {tuple(attention_mask.shape)}"
         )
     attention_mask = attention_mask.to(device=device, dtype=torch.long)
-    if not bool(attention_mask[:, -1].all()):
+    last_real, unpadded = torch.stack([attention_mask[:, -1].all(), attention_mask.all()]).tolist()
+    if not last_real:
         raise ValueError(
             "attention_mask: prompts must be left-padded (every row's last position a real token)"
         )
@@ -177,7 +178,7 @@ def generate(
     for step in range(max_new_tokens):
         out = model(
             input_ids=step_ids if use_cache else sequences,
-            attention_mask=mask,
+            attention_mask=None if unpadded else mask,  # no mask: the attention kernels take none
             position_ids=step_pos if use_cache else positions,
             use_cache=use_cache,
             **{cache_name: cache},

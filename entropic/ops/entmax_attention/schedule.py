@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from numbers import Real
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -25,10 +26,12 @@ from torch import Tensor
 from entropic._validation import check_param
 
 __all__ = [
+    "NO_SCHEDULE",
     "SCHEDULES",
     "SCHEDULE_CODES",
     "SIGMOID_STEEPNESS",
     "EntropySchedule",
+    "ScheduleArgs",
     "alpha_from_entropy",
     "check_alpha",
     "sigmoid_bounds",
@@ -44,6 +47,50 @@ SIGMOID_STEEPNESS = 10.0
 def sigmoid_bounds(k: float = SIGMOID_STEEPNESS) -> tuple[float, float]:
     """``(σ(-k/2), σ(k/2))``: the logistic at the ends of [0, 1], which the rescaling maps to 0 and 1."""
     return 1.0 / (1.0 + math.exp(k / 2)), 1.0 / (1.0 + math.exp(-k / 2))
+
+
+class ScheduleArgs(NamedTuple):
+    """An entropy schedule as the α-entmax kernel reads it: built once (`EntropySchedule.kernel_args`),
+    passed to the launch by name.
+
+    `code` is the shape's `SCHEDULE_CODES` entry (0: α is read from a tensor, no schedule); `gated` says
+    whether queries with varentropy below `varentropy_threshold` keep `fixed_alpha`; `sigmoid_lo` and
+    `sigmoid_hi` are `sigmoid_bounds()`, which rescale the logistic shape.
+    """
+
+    code: int
+    gated: bool
+    alpha_min: float
+    alpha_max: float
+    low: float
+    high: float
+    varentropy_threshold: float
+    fixed_alpha: float
+    sigmoid_lo: float
+    sigmoid_hi: float
+
+    @classmethod
+    def of(
+        cls,
+        shape: str,
+        *,
+        low: float,
+        high: float,
+        alpha_min: float,
+        alpha_max: float,
+        varentropy_threshold: float | None,
+        fixed_alpha: float,
+    ) -> ScheduleArgs:
+        """From a schedule's (validated) fields; a threshold of None turns the gate off."""
+        gated = varentropy_threshold is not None
+        return cls(
+            SCHEDULE_CODES[shape], gated, float(alpha_min), float(alpha_max), float(low), float(high),
+            float(varentropy_threshold) if gated else 0.0, float(fixed_alpha), *sigmoid_bounds(),
+        )  # fmt: skip
+
+
+# What a launch without a schedule passes: the kernel reads α from a tensor and never these values.
+NO_SCHEDULE = ScheduleArgs(0, False, 1.0, 2.0, 0.0, 1.0, 0.0, 1.5, 0.0, 1.0)
 
 
 ScheduleShape = Literal["linear", "cosine", "sigmoid"]
@@ -230,6 +277,19 @@ class EntropySchedule:
             self.shape, self.alpha_min, self.alpha_max, self.low, self.high, self.varentropy_threshold
         )
         check_alpha(self.fixed_alpha, name="fixed_alpha", allow_tensor=False, allow_schedule=False)
+
+    @cached_property
+    def kernel_args(self) -> ScheduleArgs:
+        """This schedule as the α-entmax Triton kernel's launch takes it, built once per schedule."""
+        return ScheduleArgs.of(
+            self.shape,
+            low=self.low,
+            high=self.high,
+            alpha_min=self.alpha_min,
+            alpha_max=self.alpha_max,
+            varentropy_threshold=self.varentropy_threshold,
+            fixed_alpha=self.fixed_alpha,
+        )
 
     def __call__(self, entropy: Tensor, n_visible: Tensor | int, varentropy: Tensor | None = None) -> Tensor:
         """α per query, `alpha_from_entropy` with this schedule's arguments (validated at construction)."""

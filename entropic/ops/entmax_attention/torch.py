@@ -33,6 +33,11 @@ O(B·H·Nq), not O(Nq·Nk).
 Backward. On the support the entmax Jacobian is ``diag(g) - g gᵀ / Σg`` with ``g = p^{2-α}``, so with
 ``dp_j = dO·v_j``: ``ds_j = g_j (dp_j - r)``, ``r = Σ g dp / Σ g``, and (Correia et al., 2019)
 ``∂L/∂α = (Σ dp p - r) / (α-1)² - (Σ dp p log p - r Σ p log p) / (α-1)``, 0 at α = 1.
+
+Host syncs. Softmax rows (α = 1) read nothing from the device. Rows with α > 1 do: the Newton loop
+tests convergence and gathers the rows still iterating (`_newton`), and a per-row α is split into its
+softmax, 1.5, 2 and other rows (`_probs`), each a read of the device. This path runs where such a read
+is nearly free (the CPU), and on a GPU only where the Triton kernel cannot (a mask, dropout).
 """
 
 from __future__ import annotations
@@ -174,6 +179,11 @@ def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
     block still iterates, those rows are gathered into a smaller block (gathering whenever a row
     stops would copy the block at almost every step). The cost follows the average number of steps,
     not the slowest row, and a row's result never depends on the other rows.
+
+    The convergence test and the gathering read the device (``int(still.sum())``, ``nonzero``) at
+    every step: the only host syncs of the attention hot path, kept on purpose. This path serves the
+    CPU, where such a read is nearly free, and a GPU only where the Triton kernel cannot (a mask,
+    dropout); a fixed step count would cost every row the slowest row's steps.
     """
     tol = torch.finfo(x.dtype).eps ** 0.75
     n = x.shape[-1]
@@ -293,9 +303,7 @@ def _probs_rows(
 ) -> tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]:
     """`_probs` of rows that are all softmax (α a number <= 1) or all entmax (α > 1, number or per row)."""
     if isinstance(a, float) and a <= 1.0:
-        p = torch.softmax(x, -1)
-        if not bool(live.all()):
-            p = torch.where(live.unsqueeze(-1), p, 0.0)  # softmax of a row with no key is NaN
+        p = torch.softmax(x, -1).masked_fill_(~live.unsqueeze(-1), 0.0)  # a row with no key gives NaN
         t, total = (torch.ones_like(x[..., 0]), live.to(x.dtype)) if state is None else state
         return p, p if grad else None, (t, total)
     am1 = a - 1.0
@@ -377,7 +385,8 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             p, g_p, (t, total) = _probs(z, live, a if isinstance(a, float) else a.detach(), None, grad=keep)
             if keep:
                 kept += [p, g_p]
-            row[:, ch.b, :, ch.q] = torch.stack([m, t, total, torch.as_tensor(a, dtype=q.dtype).expand_as(m)])
+            a_rows = torch.full_like(m, a) if isinstance(a, float) else a.to(q.dtype)
+            row[:, ch.b, :, ch.q] = torch.stack([m, t, total, a_rows])
             pw = p  # the weights applied: p, or p with dropout (the statistics describe p)
             if spec.dropout > 0:
                 pw = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)

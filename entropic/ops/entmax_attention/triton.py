@@ -48,7 +48,7 @@ materialised scores).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import NamedTuple, Protocol
 
 import torch
 import triton
@@ -66,7 +66,7 @@ from entropic.ops._attention_host import (
 from entropic.ops._online import finalize_state
 from entropic.ops.dispatch import LaunchConfig, is_interpreter
 from entropic.ops.entmax_attention import _search as tau
-from entropic.ops.entmax_attention.schedule import SCHEDULE_CODES, SIGMOID_STEEPNESS, sigmoid_bounds
+from entropic.ops.entmax_attention.schedule import NO_SCHEDULE, SIGMOID_STEEPNESS, ScheduleArgs
 from entropic.types import AttentionStats
 
 # Halley iterations per query block at most; a row stops at the residual |Σ_j p_ij - 1| <= TOL, or
@@ -410,17 +410,12 @@ def _entmax_attention_bwd_dkdv_kernel(
     core.store_kv_grads(DK, DV, dk, dv, bh_kv, offs_n, offs_d, n_k, head_dim, scale)
 
 
-@runtime_checkable
-class AlphaSchedule(Protocol):
-    """The fields of ``entropic.attention.EntropySchedule`` that the kernel reads (α from the entropy)."""
+class Scheduled(Protocol):
+    """What the public entry takes as a schedule: ``entropic.attention.EntropySchedule``, which carries
+    its kernel arguments (the kernels do not import the domain package)."""
 
-    shape: str
-    low: float
-    high: float
-    alpha_min: float
-    alpha_max: float
-    varentropy_threshold: float | None
-    fixed_alpha: float
+    @property
+    def kernel_args(self) -> ScheduleArgs: ...
 
 
 class EntmaxDiagnostics(NamedTuple):
@@ -471,7 +466,8 @@ def entmax_attention_forward(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    alpha: torch.Tensor | AlphaSchedule,
+    alpha: torch.Tensor,
+    schedule: ScheduleArgs | None,
     causal: bool,
     scale: float,
     store_stats: bool,
@@ -481,8 +477,9 @@ def entmax_attention_forward(
     scheduled), diagnostics).
 
     `alpha` is a float32 tensor that broadcasts to (B, H, Nq) through strides (expanded views are not
-    copied) or a schedule. `num_splits` cuts the cache into that many ranges (split-K decode); by
-    default only decoding shapes are split.
+    copied), read when `schedule` is None; with a schedule the kernel computes α. `num_splits` cuts the
+    cache into that many ranges (split-K decode); by default only decoding shapes are split. Nothing
+    here reads a device value: α was validated by the caller.
     """
     group = check_attention_inputs(q, k, v, op="entmax_flash_attention")
     b, h, n_q, d = q.shape
@@ -502,7 +499,7 @@ def entmax_attention_forward(
     is_split = num_splits > 1
     prec = precision(q)
 
-    scheduled = isinstance(alpha, AlphaSchedule)
+    scheduled = schedule is not None
     store_stats = store_stats or scheduled
     alpha_out, m, delta, lse, ent, varent, log_norm = torch.empty(
         (7, b, h, n_q), device=dev, dtype=torch.float32
@@ -522,22 +519,19 @@ def entmax_attention_forward(
             **launch_options(cfg),
         )  # fmt: skip
     if scheduled:
-        sched = (
-            alpha.alpha_min, alpha.alpha_max, alpha.low, alpha.high,
-            alpha.varentropy_threshold or 0.0, alpha.fixed_alpha, *sigmoid_bounds(),
-        )  # fmt: skip
         alpha_in, a_strides = alpha_out, (0, 0, 0)
     else:
-        sched = (1.0, 2.0, 0.25, 0.75, 0.0, 1.5, 0.0, 1.0)
+        schedule = NO_SCHEDULE
         alpha_in = alpha.expand(b, h, n_q)
         a_strides = alpha_in.stride()
     _entmax_attention_search_kernel[(n_qblocks, b * h)](
         q, k, scores, alpha_in, alpha_out, m, delta, lse, ent, varent, gap, tmax, iters, visits,
         *q.stride(), *k.stride(), *a_strides,
-        h, n_q, n_k, d, group, scale, n_kblocks, *sched,
-        IS_CAUSAL=causal, FROM_BUFFER=is_split,
-        SCHEDULE=SCHEDULE_CODES[alpha.shape] if scheduled else 0,
-        GATED=scheduled and alpha.varentropy_threshold is not None,
+        h, n_q, n_k, d, group, scale, n_kblocks,
+        alpha_min=schedule.alpha_min, alpha_max=schedule.alpha_max, low=schedule.low, high=schedule.high,
+        var_threshold=schedule.varentropy_threshold, fixed_alpha=schedule.fixed_alpha,
+        sig_lo=schedule.sigmoid_lo, sig_hi=schedule.sigmoid_hi,
+        IS_CAUSAL=causal, FROM_BUFFER=is_split, SCHEDULE=schedule.code, GATED=schedule.gated,
         SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats, PRECISION=prec,
         MAX_ITERS=MAX_ITERS, TOL=TOL, STEP_TOL=STEP_TOL,
         **launch_options(cfg),
@@ -625,7 +619,7 @@ class EntmaxAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, alpha, schedule, causal: bool, scale: float, store_stats: bool, num_splits):
         o, state, stats, diagnostics = entmax_attention_forward(
-            q, k, v, alpha if schedule is None else schedule, causal, scale, store_stats, num_splits
+            q, k, v, alpha, schedule, causal, scale, store_stats, num_splits
         )
         ctx.save_for_backward(q, k, v, *state)
         ctx.causal, ctx.scale = causal, scale
@@ -646,7 +640,7 @@ def entmax_flash_attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    alpha: float | torch.Tensor | AlphaSchedule = 1.5,
+    alpha: float | torch.Tensor | ScheduleArgs | Scheduled = 1.5,
     *,
     causal: bool = False,
     scale: float | None = None,
@@ -669,8 +663,10 @@ def entmax_flash_attention(
     alpha : float, Tensor or schedule
         α in [1, 2]: a number, a (H,) tensor (per head) or a (B, H, Nq) tensor (per query), which may
         require grad (∂α is returned, 0 at rows with α = 1); or an ``entropic.attention.EntropySchedule``
-        (anything with its fields): α per query from the entropy and varentropy of the query's softmax,
-        computed in the kernel's first pass (`alpha_from_entropy`, not differentiable).
+        (or its `ScheduleArgs`, ``schedule.kernel_args``): α per query from the entropy and varentropy
+        of the query's softmax, computed in the kernel's first pass (`alpha_from_entropy`, not
+        differentiable). A tensor α is checked here, which reads its range from the device (one sync);
+        `entmax_attention_triton` is the same op without that check.
     causal : bool
         Bottom-right aligned causal mask (query i sees keys j <= i + Nk - Nq).
     scale : float, optional
@@ -689,29 +685,59 @@ def entmax_flash_attention(
     out (B, H, Nq, D) in q's dtype, differentiable in q, k, v and a tensor α, then the statistics and
     the diagnostics when asked, in that order. A query that sees no key gets 0.
     """
-    b, h, n_q, d = q.shape[0], q.shape[1], q.shape[2], q.shape[-1]
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
-    schedule = alpha if isinstance(alpha, AlphaSchedule) else None
-    if schedule is not None:
-        if schedule.shape not in SCHEDULE_CODES:
-            raise ValueError(f"shape must be one of {tuple(SCHEDULE_CODES)}, got {schedule.shape!r}")
-        a = q.new_ones((), dtype=torch.float32)
+    b, h, n_q = q.shape[0], q.shape[1], q.shape[2]
+    schedule = getattr(alpha, "kernel_args", alpha)  # an EntropySchedule carries its ScheduleArgs
+    if isinstance(schedule, ScheduleArgs):
+        a = None
     elif isinstance(alpha, torch.Tensor):
         if alpha.shape not in ((h,), (b, h, n_q)):
             raise ValueError(
                 f"alpha must be a number, a (H,) = ({h},) tensor or a (B, H, Nq) = ({b}, {h}, {n_q}) tensor, "
                 f"got shape {tuple(alpha.shape)}"
             )
+        lo, hi = torch.stack(torch.aminmax(alpha.detach().float())).tolist()
+        if not (lo >= 1.0 and hi <= 2.0):
+            raise ValueError(f"alpha must be in [1, 2], got values in [{lo}, {hi}]")
+        a, schedule = alpha, None
+    else:
+        if not 1.0 <= float(alpha) <= 2.0:
+            raise ValueError(f"alpha must be in [1, 2], got {alpha}")
+        a, schedule = float(alpha), None
+    out, stats, diagnostics = _apply(q, k, v, a, schedule, causal, scale, return_stats, num_splits)
+    extra = ((stats,) if return_stats else ()) + ((diagnostics,) if return_diagnostics else ())
+    return (out, *extra) if extra else out
+
+
+def entmax_attention_triton(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    alpha: float | torch.Tensor | None,
+    schedule: ScheduleArgs | None,
+    *,
+    causal: bool,
+    scale: float | None,
+    return_stats: bool,
+) -> tuple[torch.Tensor, AttentionStats | None]:
+    """`entmax_flash_attention` for a caller that validated its arguments: ``(out, stats or None)``.
+
+    `alpha` is a number in [1, 2], a (H,) or (B, H, Nq) tensor of values in [1, 2], or None with a
+    `schedule`. Nothing here reads a device value: a number α becomes a device tensor by a fill, not a
+    copy from the host, and is never read back.
+    """
+    out, stats, _ = _apply(q, k, v, alpha, schedule, causal, scale, return_stats, None)
+    return out, stats
+
+
+def _apply(q, k, v, alpha, schedule, causal, scale, return_stats, num_splits):
+    """Shape α as the launch reads it (float32, broadcasting to (B, H, Nq)) and run the Function."""
+    h = q.shape[1]
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if alpha is None:
+        a = q.new_ones((1, 1, 1), dtype=torch.float32)  # unread: the schedule computes α
+    elif isinstance(alpha, torch.Tensor):
         a = alpha.to(device=q.device, dtype=torch.float32)
         a = a.view(1, h, 1) if a.dim() == 1 else a
     else:
-        a = torch.tensor(float(alpha), device=q.device, dtype=torch.float32)
-    if schedule is None:
-        lo, hi = torch.aminmax(a.detach())
-        if not (lo.item() >= 1.0 and hi.item() <= 2.0):
-            raise ValueError(f"alpha must be in [1, 2], got values in [{lo.item()}, {hi.item()}]")
-    out, stats, diagnostics = EntmaxAttentionFunction.apply(
-        q, k, v, a, schedule, causal, scale, return_stats, num_splits
-    )
-    extra = ((stats,) if return_stats else ()) + ((diagnostics,) if return_diagnostics else ())
-    return (out, *extra) if extra else out
+        a = q.new_full((1, 1, 1), alpha, dtype=torch.float32)
+    return EntmaxAttentionFunction.apply(q, k, v, a, schedule, causal, scale, return_stats, num_splits)
