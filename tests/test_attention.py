@@ -456,6 +456,10 @@ def test_bad_tensors_raise():
     q[0, 1, 2, 3] = math.nan
     with pytest.raises(ValueError, match="q contains NaN or inf"):
         entmax_attention(q, k, v)
+    with pytest.raises(ValueError, match=r"at least one key \(Nk >= 1\), got k \(2, 2, 0, 8\)"):
+        softmax_attention(q, k[:, :, :0], v[:, :, :0])
+    with pytest.raises(ValueError, match="q, k and v must be on one device, got cpu, meta and cpu"):
+        entmax_attention(q, k.to("meta"), v)
 
 
 # ------------------------------------------------------------------------------------------ schedules
@@ -525,6 +529,18 @@ def test_varentropy_gate_keeps_fixed_alpha():
 def test_schedule_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         alpha_from_entropy(torch.ones(3), 5, **kwargs)
+
+
+def test_schedule_rejects_impossible_statistics():
+    """An entropy (or varentropy) is never negative and a count of keys is a non-negative integer."""
+    with pytest.raises(ValueError, match=r"entropy must be >= 0.0, got -0.5 \(in 1 of 3 rows\)"):
+        alpha_from_entropy(torch.tensor([0.1, -0.5, 1.0]), 5)
+    with pytest.raises(ValueError, match=r"entropy must be >= 0\.0, got nan"):
+        alpha_from_entropy(torch.tensor([math.nan]), 5)
+    with pytest.raises(ValueError, match="n_visible must be an integer >= 0"):
+        alpha_from_entropy(torch.ones(2), torch.tensor([4, -1]))
+    with pytest.raises(ValueError, match=r"varentropy must be >= 0\.0"):
+        alpha_from_entropy(torch.ones(2), 5, varentropy=-torch.ones(2), varentropy_threshold=0.1)
 
 
 def test_scheduled_attention_uses_alpha_from_its_own_entropy():

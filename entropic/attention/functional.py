@@ -63,7 +63,11 @@ def _check_qkv(q: Tensor, k: Tensor, v: Tensor, fn: str) -> None:
         if x.dim() != 4:
             expected = "(B, H, Nq, D)" if name == "q" else "(B, Hkv, Nk, D)"
             raise ValueError(f"{fn}: {name} must have shape {expected}, got {tuple(x.shape)}")
+    if not q.device == k.device == v.device:
+        raise ValueError(f"{fn}: q, k and v must be on one device, got {q.device}, {k.device} and {v.device}")
     (b, h, _, d), (bk, hkv, nk, dk), (bv, hv, nv, _) = q.shape, k.shape, v.shape
+    if nk == 0:
+        raise ValueError(f"{fn}: k and v must hold at least one key (Nk >= 1), got k {tuple(k.shape)}")
     if not b == bk == bv:
         raise ValueError(
             f"{fn}: q, k and v must have the same batch size, got {tuple(q.shape)}, {tuple(k.shape)}, "

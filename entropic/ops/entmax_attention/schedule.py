@@ -217,6 +217,12 @@ def alpha_from_entropy(
     tensor([2.0000, 1.5000, 1.0000])
     """
     _check_schedule(shape, alpha_min, alpha_max, low, high, varentropy_threshold)
+    if not isinstance(entropy, Tensor) or not entropy.is_floating_point():
+        raise TypeError(f"entropy must be a floating-point tensor, got {type(entropy).__name__}")
+    check_param(entropy.detach(), "entropy", 0.0, math.inf, high_open=True)  # nats: finite and >= 0
+    check_param(torch.as_tensor(n_visible), "n_visible", 0, math.inf, high_open=True, integer=True)
+    if varentropy is not None:
+        check_param(varentropy.detach(), "varentropy", 0.0, math.inf, high_open=True)
     if varentropy_threshold is not None:
         check_alpha(fixed_alpha, name="fixed_alpha", allow_schedule=False)
     return _scheduled_alpha(
