@@ -1,0 +1,1 @@
+"""The fused sampling step: filters and an exact draw in one kernel launch."""
