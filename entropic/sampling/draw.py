@@ -64,15 +64,20 @@ _GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # 2^64 / golden ratio, the stream's increm
 _MIX = (0xBF58476D1CE4E5B9 - 2**64, 0x94D049BB133111EB - 2**64)
 
 
-def _shr(z: Tensor, s: int) -> Tensor:
-    return (z >> s) & ((1 << (64 - s)) - 1)
+def _shr_(z: Tensor, s: int) -> Tensor:
+    """Logical right shift (a new tensor; the in-place mask is on it)."""
+    return (z >> s).bitwise_and_((1 << (64 - s)) - 1)
 
 
-def _mix64(z: Tensor) -> Tensor:
-    """SplitMix64's finaliser: a bijection of 64-bit words mixing every input bit into every output bit."""
-    z = (z ^ _shr(z, 30)) * _MIX[0]
-    z = (z ^ _shr(z, 27)) * _MIX[1]
-    return z ^ _shr(z, 31)
+def _mix64_(z: Tensor) -> Tensor:
+    """SplitMix64's finaliser, in place: a bijection of 64-bit words mixing every input bit into every
+    output bit."""
+    z ^= _shr_(z, 30)
+    z *= _MIX[0]
+    z ^= _shr_(z, 27)
+    z *= _MIX[1]
+    z ^= _shr_(z, 31)
+    return z
 
 
 def counter_noise(seeds: Tensor, counters: Tensor, n_cols: int, dtype: torch.dtype) -> Tensor:
@@ -82,13 +87,13 @@ def counter_noise(seeds: Tensor, counters: Tensor, n_cols: int, dtype: torch.dty
     Row b's words are the SplitMix64 stream keyed by ``mix64(seeds[b])``, at position
     ``counter · 2^32 + column``; the top 53 bits give ``U`` uniform on ``(0, 1]`` and ``E = -log U``.
     """
-    key = _mix64(seeds.to(torch.int64)).view(-1, 1, 1)  # (B, 1, 1)
+    key = _mix64_(seeds.to(torch.int64, copy=True)).view(-1, 1, 1)  # (B, 1, 1)
     columns = torch.arange(n_cols, device=seeds.device)
     position = (counters.to(seeds.device, torch.int64).unsqueeze(-1) << 32) | columns  # (C, V)
-    words = _mix64(key + (position + 1) * _GOLDEN)  # (B, C, V)
-    uniform = (_shr(words, 11) + 1).to(torch.float64) * 2.0**-53  # (0, 1]
-    noise = (-torch.log(uniform)).to(dtype)
-    return noise.clamp_min(torch.finfo(dtype).tiny)  # U = 1 would give E = 0: keep log E finite
+    words = _mix64_((position + 1).mul_(_GOLDEN).add(key))  # (B, C, V)
+    uniform = _shr_(words, 11).add_(1).to(torch.float64).mul_(2.0**-53)  # (0, 1]
+    noise = uniform.log_().neg_().to(dtype)
+    return noise.clamp_min_(torch.finfo(dtype).tiny)  # U = 1 would give E = 0: keep log E finite
 
 
 def _seeded_race(filtered: Tensor, seeds: Tensor, step: int, n: int) -> Tensor:

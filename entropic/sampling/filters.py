@@ -89,25 +89,26 @@ def _checks_logits(filter_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
 
 
 def _overflows(logits: Tensor, temperature: float | Tensor) -> tuple[Tensor, Tensor] | None:
-    """``(rows, largest)``: the rows where ``logits / T`` overflows for a finite logit (so small a T is
-    greedy decoding in effect), and each row's largest finite ``|logit|``; None when T is a Python number
-    that cannot overflow (``T >= 1`` or 0). Rows with T = 0 are never flagged. Computed in float32 (float64
-    for float64 logits), as every filter divides; no host sync."""
+    """``(rows, top)``: the rows where ``max(logits) / T`` overflows (so small a T is greedy decoding in
+    effect), and each row's largest logit; None when T is a Python number that cannot overflow (``T >= 1``
+    or 0). Rows with T = 0 are never flagged. A logit far below the top that overflows to -inf is harmless:
+    its probability, ``exp((x - max) / T)``, is 0 in float32 either way. Computed in float32 (float64 for
+    float64 logits), as every filter divides; no host sync."""
     if not isinstance(temperature, Tensor) and (temperature >= 1.0 or temperature == 0):
         return None
     dtype = compute_dtype(logits.dtype)
-    largest = logits.abs().masked_fill(~torch.isfinite(logits), 0.0).amax(dim=-1).to(dtype)  # (...,)
+    top = logits.amax(dim=-1).to(dtype)  # (...,), finite on checked logits
     t = temperature
     if isinstance(t, Tensor):  # checked against the batch shape, (...,)
         t = _per_row(t, logits, "temperature").squeeze(-1).to(dtype)
     limit = torch.finfo(dtype).max * t
     if isinstance(limit, Tensor):
         limit = limit.masked_fill(limit == 0, math.inf)
-    return largest > limit, largest
+    return top.abs() > limit, top
 
 
 def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str) -> None:
-    """Raise if ``logits / T`` overflows for a finite logit: so small a T is greedy decoding in effect.
+    """Raise if ``max(logits) / T`` overflows: so small a T is greedy decoding in effect.
 
     Rows with T = 0 (greedy, handled by the caller) are not checked. The quotient is computed in float32
     (float64 for float64 logits), as every filter computes it. A Python number T >= 1 (or 0) cannot
@@ -116,13 +117,14 @@ def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str
     found = _overflows(logits, temperature)
     if found is None:
         return
-    overflow, largest = found
+    overflow, top = found
     n_bad = int(overflow.sum())
     if n_bad:
         dtype = compute_dtype(logits.dtype)
         raise ValueError(
             f"{fn}: temperature is too small for these logits: logits / temperature overflows {dtype} in "
-            f"{n_bad} of {overflow.numel()} rows (largest |logit| {float(largest[overflow].max()):.3g}); "
+            f"{n_bad} of {overflow.numel()} rows "
+            f"(largest |max logit| {float(top[overflow].abs().max()):.3g}); "
             "use temperature=0 for greedy decoding"
         )
 
