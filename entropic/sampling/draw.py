@@ -151,9 +151,6 @@ def draw(
     if seeds is not None:
         check_seeds(seeds, step * n + n - 1, logits, generator, fn)
     temperature = params.temperature
-    if not isinstance(temperature, Tensor) and temperature == 0:
-        tokens = logits.argmax(dim=-1, keepdim=True).expand(*logits.shape[:-1], n)
-        return tokens, torch.zeros(tokens.shape, device=logits.device) if log_q else None
     overflow = _overflows(logits, temperature)
     greedy_rows = None if overflow is None else overflow[0]  # (...,) on the logits' device
     if isinstance(temperature, Tensor):
@@ -163,6 +160,9 @@ def draw(
     blocker = fused_sampling_blocker(logits, params.truncations(), seeds is not None)
     if use_kernel(impl, fn, blocker, logits):
         return _draw_fused(logits, params, temperature, greedy_rows, n, seeds, step, log_q)
+    if not isinstance(temperature, Tensor) and temperature == 0:
+        tokens = logits.argmax(dim=-1, keepdim=True).expand(*logits.shape[:-1], n)
+        return tokens, torch.zeros(tokens.shape, device=logits.device) if log_q else None
     filtered = _apply_filters(logits, temperature, params.truncations(), fn, params.top_k_max)
     if seeds is not None:
         tokens = _seeded_race(filtered, seeds, step, n)

@@ -101,14 +101,15 @@ def _solve(
     below = torch.where(x < top, x, torch.full_like(x, -math.inf)).amax(-1)  # second-highest value
     h_min, h_max = torch.log(n_top.double()), torch.log(live.sum(-1).double())
     cold_rows, hot_rows = target <= h_min, target >= h_max
-    top = top.squeeze(-1)
-    gap = torch.where(cold_rows | hot_rows, torch.ones_like(top), top - below)  # > 0 on solvable rows
-    spread = torch.where(cold_rows | hot_rows, torch.ones_like(top), top - low)
+    top_row = top.squeeze(-1)
+    gap = torch.where(cold_rows | hot_rows, torch.ones_like(top_row), top_row - below)  # > 0 on solvable rows
+    spread = torch.where(cold_rows | hot_rows, torch.ones_like(top_row), top_row - low)
     u_lo, u_hi = torch.log(gap / _COLD), torch.log(spread * _HOT)
 
     def entropy_at(u: Tensor) -> tuple[Tensor, Tensor]:
-        y = x / u.exp().unsqueeze(-1)
-        h, v, _ = _entropy_varentropy_torch(y, -1, y.amax(-1))
+        t = u.exp().unsqueeze(-1)
+        # max(x / T) is max(x) / T exactly (rounding is monotone): no pass to find it
+        h, v, _ = _entropy_varentropy_torch(x / t, -1, (top / t).squeeze(-1))
         return h, v
 
     u = 0.5 * (u_lo + u_hi)
