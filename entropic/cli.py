@@ -32,7 +32,6 @@ import unicodedata
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
@@ -40,7 +39,8 @@ from torch import Tensor
 
 from entropic.metrics import entropy
 from entropic.pretrained import PRETRAINED, load_pretrained
-from entropic.sampling import Decision, EntropixConfig, EntropixSampler, apply_filters, generate, sample
+from entropic.sampling import Decision, Sampler, apply_filters, generate
+from entropic.sampling import build_sampler as build_registered
 
 DECISION_STYLE = {
     Decision.ARGMAX: "green",
@@ -49,7 +49,8 @@ DECISION_STYLE = {
     Decision.RESAMPLE: "red",
     Decision.ADAPTIVE: "cyan",
 }
-# compare's strategies: name -> filter parameters (temperature 0 is greedy); entropix is added last.
+# compare's strategies: name -> filter parameters of the registry's "sample" (temperature 0 is greedy);
+# entropix is added last.
 STRATEGIES: dict[str, dict[str, float]] = {
     "greedy": {"temperature": 0.0},
     "temperature=0.5": {"temperature": 0.5},
@@ -60,7 +61,7 @@ STRATEGIES: dict[str, dict[str, float]] = {
     "min_p=0.1": {"min_p": 0.1},
     "typical=0.9": {"typical": 0.9},
 }
-# generate's sampling flags (argparse dests) and the samplers that use them. EntropixConfig's base
+# generate's sampling flags (argparse dests) and the registered samplers that use them. EntropixConfig's base
 # temperature, top-k, top-p and min-p are the flags of the same name; a flag the sampler does not use is an
 # error, never silently dropped.
 SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "typical", "thinking_token_id")
@@ -340,8 +341,8 @@ def run_compare(args: argparse.Namespace) -> None:
         logits = lm.model(input_ids=ids).logits[:, -1].float()
     h0 = entropy(logits)[0].item()
     eos = lm.tokenizer.eos_token_id
-    samplers: list[tuple[str, Callable]] = [(n, partial(sample, **p)) for n, p in STRATEGIES.items()]
-    samplers.append(("entropix", EntropixSampler(EntropixConfig())))
+    samplers = [(n, build_registered("sample", **p)) for n, p in STRATEGIES.items()]
+    samplers.append(("entropix", build_registered("entropix")))
     rows, notes = [], []
     for name, sampler in samplers:
         out = generate(
@@ -383,16 +384,10 @@ def _sampler_kwargs(args: argparse.Namespace) -> dict[str, float | int]:
     return given
 
 
-def build_sampler(args: argparse.Namespace) -> EntropixSampler | Callable[..., Tensor]:
-    """The sampler `generate` asked for, its parameters checked before any model is loaded."""
-    kwargs = _sampler_kwargs(args)
-    if args.sampler == "entropix":
-        return EntropixSampler(EntropixConfig(**kwargs))  # EntropixConfig checks its fields
-    if args.sampler == "greedy":
-        return partial(sample, temperature=0.0)
-    sampler = partial(sample, **{"temperature": 1.0, **kwargs})
-    sampler(torch.zeros(1, 2))  # sample checks its parameters when called: a bad flag fails here, not later
-    return sampler
+def build_sampler(args: argparse.Namespace) -> Sampler:
+    """The registered sampler `generate` asked for, built (its parameters checked) before any model is
+    loaded: a bad flag fails here, not later."""
+    return build_registered(args.sampler, **_sampler_kwargs(args))
 
 
 def run_generate(args: argparse.Namespace) -> None:

@@ -62,10 +62,10 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -73,14 +73,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from entropic.data import split_of, stdlib_files
-from entropic.sampling import (
-    Decision,
-    EntropixConfig,
-    EntropixSampler,
-    generate,
-    sample,
-    temperature_for_entropy,
-)
+from entropic.sampling import Decision, EntropixConfig, EntropixSampler, Sampler, build_sampler, generate
 from experiments.results import write_csv
 
 TASKS = ("arithmetic", "word", "units", "python")
@@ -376,26 +369,36 @@ def repetition(sequence: Sequence[int], n: int = 3) -> float:
 # --------------------------------------------------------------------------- samplers
 
 
-def _target_entropy(logits: Tensor, generator: Any = None, *, target: float) -> Tensor:
-    """Sample at the per-row temperature whose distribution has `target` nats of entropy."""
-    return sample(logits, temperature=temperature_for_entropy(logits, target), generator=generator)
+class Grid(NamedTuple):
+    """A sampler's tuning grid: its main parameter (label, candidate values) and how to build it."""
+
+    label: str
+    values: tuple[float, ...]
+    registered: str  # the name in `entropic.sampling.SAMPLERS`
+    keyword: str | None  # the main parameter's keyword there (None: no parameter)
+    thinking: bool = False  # also takes the tokenizer's thinking token id
 
 
-# name -> (main parameter, candidate values, sampler factory). One parameter each, three candidates.
-SAMPLERS: dict[str, tuple[str, tuple[float, ...], Callable[..., Any]]] = {
-    "greedy": ("", (math.nan,), lambda v, think: partial(sample, temperature=0.0)),
-    "temperature": ("T", (0.3, 0.6, 1.0), lambda v, think: partial(sample, temperature=v)),
-    "top_p": ("p", (0.5, 0.8, 0.95), lambda v, think: partial(sample, top_p=v)),
-    "min_p": ("min_p", (0.05, 0.15, 0.3), lambda v, think: partial(sample, min_p=v)),
-    "typical": ("tau", (0.2, 0.5, 0.9), lambda v, think: partial(sample, typical=v)),
-    "eta": ("eta", (0.0009, 0.004, 0.02), lambda v, think: partial(sample, eta=v)),
-    "target_entropy": ("H* (nats)", (0.1, 0.3, 1.0), lambda v, think: partial(_target_entropy, target=v)),
-    "entropix": (
-        "T0",
-        (0.3, 0.666, 1.0),
-        lambda v, think: EntropixSampler(EntropixConfig(temperature=v, thinking_token_id=think)),
-    ),
+# name -> its grid. One parameter each, three candidates; built once per value by `make_sampler`.
+SAMPLERS: dict[str, Grid] = {
+    "greedy": Grid("", (math.nan,), "greedy", None),
+    "temperature": Grid("T", (0.3, 0.6, 1.0), "temperature", "temperature"),
+    "top_p": Grid("p", (0.5, 0.8, 0.95), "top_p", "top_p"),
+    "min_p": Grid("min_p", (0.05, 0.15, 0.3), "min_p", "min_p"),
+    "typical": Grid("tau", (0.2, 0.5, 0.9), "typical", "typical"),
+    "eta": Grid("eta", (0.0009, 0.004, 0.02), "eta", "eta"),
+    "target_entropy": Grid("H* (nats)", (0.1, 0.3, 1.0), "entropy_target", "target"),
+    "entropix": Grid("T0", (0.3, 0.666, 1.0), "entropix", "temperature", thinking=True),
 }
+
+
+def make_sampler(name: str, value: float, thinking_token_id: int | None) -> Sampler:
+    """The sampler `name` at `value` of its main parameter, from the registry (`build_sampler`)."""
+    grid = SAMPLERS[name]
+    params: dict[str, Any] = {} if grid.keyword is None else {grid.keyword: value}
+    if grid.thinking:
+        params["thinking_token_id"] = thinking_token_id
+    return build_sampler(grid.registered, **params)
 
 
 class SharedPrefill:
@@ -585,7 +588,7 @@ def evaluate_tasks(
         total=sum(len(problems) * len(seeds) for *_, seeds in configs), desc="tasks", disable=not progress
     )
     for name, value, seeds in configs:
-        sampler = SAMPLERS[name][2](value, think)
+        sampler = make_sampler(name, value, think)
         rows = [(p, seed) for seed in seeds for p in problems]
         for chunk in _batches(rows, batch_size):
             start = time.perf_counter()
@@ -742,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                 {k: v.repeat(len(seeds), 1) for k, v in batch.items()},
                 list(range(len(prompts))) * len(seeds),
                 [seed for seed in seeds for _ in prompts],
-                SAMPLERS[name][2](value, think[0]),
+                make_sampler(name, value, think[0]),
                 args.text_new_tokens,
             )
             share = (time.perf_counter() - start) / len(seeds)

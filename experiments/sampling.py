@@ -26,8 +26,7 @@ import codeop
 import re
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -35,31 +34,25 @@ from torch import Tensor
 
 from entropic.data import ByteCorpus
 from entropic.models import GPT, ByteTokenizer
-from entropic.sampling import EntropixConfig, EntropixSampler, generate, sample, temperature_for_entropy
+from entropic.sampling import build_sampler, generate
 from experiments.results import write_csv
 
 COLUMNS = ("checkpoint", "sampler", "seed", "prompts", "valid", "distinct_1", "distinct_2", "distinct_3")
 COLUMNS += ("repetition", "nll_bits")
 
 
-def _target_entropy_sampler(
-    logits: Tensor, generator: torch.Generator | None = None, target: float = 1.0
-) -> Tensor:
-    """Sample at the per-row temperature whose distribution has `target` nats of entropy."""
-    return sample(logits, temperature=temperature_for_entropy(logits, target), generator=generator)
-
-
-SAMPLERS: dict[str, Callable[[], object]] = {
-    "greedy": lambda: partial(sample, temperature=0.0),
-    "temperature=0.7": lambda: partial(sample, temperature=0.7),
-    "temperature=1.0": lambda: partial(sample, temperature=1.0),
-    "temperature=1.3": lambda: partial(sample, temperature=1.3),
-    "top_p=0.9": lambda: partial(sample, top_p=0.9),
-    "min_p=0.1": lambda: partial(sample, min_p=0.1),
-    "typical=0.9": lambda: partial(sample, typical=0.9),
-    "eta=0.0009": lambda: partial(sample, eta=0.0009),
-    "entropix": lambda: EntropixSampler(EntropixConfig()),
-    "target_entropy=1.0": lambda: partial(_target_entropy_sampler, target=1.0),
+# label -> (registered sampler, its parameters): `entropic.sampling.build_sampler` builds each once.
+SAMPLERS: dict[str, tuple[str, dict[str, float]]] = {
+    "greedy": ("greedy", {}),
+    "temperature=0.7": ("temperature", {"temperature": 0.7}),
+    "temperature=1.0": ("temperature", {"temperature": 1.0}),
+    "temperature=1.3": ("temperature", {"temperature": 1.3}),
+    "top_p=0.9": ("top_p", {"top_p": 0.9}),
+    "min_p=0.1": ("min_p", {"min_p": 0.1}),
+    "typical=0.9": ("typical", {"typical": 0.9}),
+    "eta=0.0009": ("eta", {"eta": 0.0009}),
+    "entropix": ("entropix", {}),
+    "target_entropy=1.0": ("entropy_target", {"target": 1.0}),
 }
 
 
@@ -122,9 +115,9 @@ def completion_nll_bits(model: GPT, sequences: Tensor, prompt_len: int) -> float
 def evaluate_sampler(model: GPT, prompts: Tensor, name: str, seed: int, new_tokens: int) -> dict[str, float]:
     """The metrics of one sampler and seed on ``(B, L)`` prompts."""
     tok = ByteTokenizer()
-    out = generate(
-        model, prompts, SAMPLERS[name](), new_tokens, generator=torch.Generator().manual_seed(seed)
-    )
+    kind, params = SAMPLERS[name]
+    sampler = build_sampler(kind, **params)
+    out = generate(model, prompts, sampler, new_tokens, generator=torch.Generator().manual_seed(seed))
     completions = [bytes(row.tolist()) for row in out.new_tokens]
     units = [
         completed_unit(tok.decode(p.tolist()), tok.decode(c))

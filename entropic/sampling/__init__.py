@@ -2,22 +2,24 @@
 
 * `entropic.sampling.filters`: pure ``logits -> logits`` filters and the string-keyed registry ``FILTERS``;
 * `SamplingParams`: the filter parameters of a draw, validated once; `sampling_info` reports their effect;
-* `sample`: an exact categorical draw (exponential race) after the filters; temperature 0 is greedy. It and
-  `EntropixSampler` decide their parameters, then share one draw path (`entropic.sampling.draw.draw`);
+* `sample`: an exact categorical draw (exponential race) after the filters; temperature 0 is greedy;
+* `Sampler` (`entropic.sampling.protocol`): a sampler built once, then one trusted ``step(logits, context)``
+  per decoding position. `FilterSampler` (`sample` built once), `EntropyTargetSampler` and `EntropixSampler`
+  follow it; each decides its parameters, then they share one draw path (`entropic.sampling.draw.draw`);
+* `SAMPLERS` / `build_sampler`: the one registry, by the names of ``configs/sampler/*.yaml``;
 * `temperature_for_entropy`: the per-row temperature that gives a target entropy;
 * `EntropixSampler`: entropy/varentropy-driven decoding, decided per row;
 * `generate`: a KV-cached decoding loop for entropic models and Hugging Face causal LMs.
 """
 
-from entropic.sampling.draw import sample
+from entropic.sampling.draw import FilterSampler, sample
 from entropic.sampling.entropix import (
     AttentionMetrics,
     Decision,
     EntropixConfig,
     EntropixSampler,
-    SamplerOutput,
 )
-from entropic.sampling.entropy_target import temperature_for_entropy
+from entropic.sampling.entropy_target import EntropyTargetSampler, temperature_for_entropy
 from entropic.sampling.filters import (
     FILTERS,
     SamplingParams,
@@ -32,18 +34,27 @@ from entropic.sampling.filters import (
 )
 from entropic.sampling.generate import GenerateOutput, generate
 from entropic.sampling.info import SamplingInfo, sampling_info
+from entropic.sampling.protocol import Sampler, SamplerOutput, StepContext, as_sampler
+from entropic.sampling.registry import SAMPLERS, build_sampler
 
 __all__ = [
     "FILTERS",
+    "SAMPLERS",
     "AttentionMetrics",
     "Decision",
     "EntropixConfig",
     "EntropixSampler",
+    "EntropyTargetSampler",
+    "FilterSampler",
     "GenerateOutput",
+    "Sampler",
     "SamplerOutput",
     "SamplingInfo",
     "SamplingParams",
+    "StepContext",
     "apply_filters",
+    "as_sampler",
+    "build_sampler",
     "epsilon",
     "eta",
     "generate",

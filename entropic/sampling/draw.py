@@ -12,17 +12,22 @@ probabilities.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param
-from entropic.ops.dispatch import SUPPORTED_DTYPES, kernel_blocker, use_kernel
-from entropic.sampling.filters import SamplingParams, _apply_filters, _per_row, check_temperature_range
-
-Generators = torch.Generator | Sequence[torch.Generator] | None
+from entropic.ops.dispatch import use_kernel
+from entropic.ops.sampling.dispatch import FUSED_FILTERS, fused_sampling_blocker
+from entropic.sampling.filters import (
+    SamplingParams,
+    _apply_filters,
+    _overflows,
+    _per_row,
+    check_temperature_range,
+)
+from entropic.sampling.protocol import Generators, SamplerOutput, StepContext
 
 
 def exponential_noise(like: Tensor, generator: Generators = None) -> Tensor:
@@ -53,14 +58,49 @@ def race(filtered: Tensor, generator: Generators = None) -> Tensor:
     return (filtered - torch.log(exponential_noise(filtered, generator))).argmax(dim=-1)
 
 
-_FUSED_FILTERS = ("top_k", "top_p", "min_p")  # what the fused Triton kernel applies (after temperature)
-_STEP_MIX = 0x9E3779B97F4A7C15  # 2^64 / golden ratio: spreads steps over the generator's seed space
+# SplitMix64 (Steele, Lea and Flood 2014) on int64 tensors holding 64-bit words: multiplications wrap
+# modulo 2^64 and right shifts are made logical by masking.
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64  # 2^64 / golden ratio, the stream's increment
+_MIX = (0xBF58476D1CE4E5B9 - 2**64, 0x94D049BB133111EB - 2**64)
 
 
-def seeded_generators(seeds: Tensor, step: int, device: torch.device) -> list[torch.Generator]:
-    """One torch.Generator per row, seeded from (seed, step): the PyTorch path of per-row seeds."""
-    mixed = [(int(s) ^ (step * _STEP_MIX)) & 0xFFFF_FFFF_FFFF_FFFF for s in seeds.tolist()]
-    return [torch.Generator(device=device).manual_seed(m) for m in mixed]
+def _shr_(z: Tensor, s: int) -> Tensor:
+    """Logical right shift (a new tensor; the in-place mask is on it)."""
+    return (z >> s).bitwise_and_((1 << (64 - s)) - 1)
+
+
+def _mix64_(z: Tensor) -> Tensor:
+    """SplitMix64's finaliser, in place: a bijection of 64-bit words mixing every input bit into every
+    output bit."""
+    z ^= _shr_(z, 30)
+    z *= _MIX[0]
+    z ^= _shr_(z, 27)
+    z *= _MIX[1]
+    z ^= _shr_(z, 31)
+    return z
+
+
+def counter_noise(seeds: Tensor, counters: Tensor, n_cols: int, dtype: torch.dtype) -> Tensor:
+    """``Exp(1)`` noise of shape ``(B, C, n_cols)``, element ``(b, c, i)`` a function of
+    ``(seeds[b], counters[c], i)`` only: counter-based, so nothing is read back from the device.
+
+    Row b's words are the SplitMix64 stream keyed by ``mix64(seeds[b])``, at position
+    ``counter · 2^32 + column``; the top 53 bits give ``U`` uniform on ``(0, 1]`` and ``E = -log U``.
+    """
+    key = _mix64_(seeds.to(torch.int64, copy=True)).view(-1, 1, 1)  # (B, 1, 1)
+    columns = torch.arange(n_cols, device=seeds.device)
+    position = (counters.to(seeds.device, torch.int64).unsqueeze(-1) << 32) | columns  # (C, V)
+    words = _mix64_((position + 1).mul_(_GOLDEN).add(key))  # (B, C, V)
+    uniform = _shr_(words, 11).add_(1).to(torch.float64).mul_(2.0**-53)  # (0, 1]
+    noise = uniform.log_().neg_().to(dtype)
+    return noise.clamp_min_(torch.finfo(dtype).tiny)  # U = 1 would give E = 0: keep log E finite
+
+
+def _seeded_race(filtered: Tensor, seeds: Tensor, step: int, n: int) -> Tensor:
+    """``(B, n)`` candidates of the exponential race, candidate c on counter ``step · n + c`` of its row."""
+    counters = torch.arange(step * n, step * n + n, device=filtered.device)
+    noise = counter_noise(seeds.to(filtered.device), counters, filtered.shape[-1], filtered.dtype)
+    return (filtered.unsqueeze(-2) - torch.log(noise)).argmax(dim=-1)
 
 
 def check_seeds(seeds: Tensor, step: int, logits: Tensor, generator: Generators, fn: str = "sample") -> None:
@@ -78,21 +118,6 @@ def check_seeds(seeds: Tensor, step: int, logits: Tensor, generator: Generators,
     check_param(step, "step", 0, 2**31 - 1, integer=True)
 
 
-def _fused_blocker(logits: Tensor, params: SamplingParams, seeds: Tensor | None) -> str | None:
-    """Why the fused sampling kernel cannot serve this draw, or None: what it implements (seeds, four
-    filters, the logits dtypes), then what every kernel needs (`kernel_blocker`)."""
-    if seeds is None:
-        return "needs per-row seeds (the generator path runs on PyTorch); pass seeds="
-    unsupported = [name for name in params.truncations() if name not in _FUSED_FILTERS]
-    if unsupported:
-        return f"applies temperature, top_k, top_p and min_p only, got {', '.join(unsupported)}"
-    if logits.dtype not in SUPPORTED_DTYPES:
-        names = ", ".join(str(d).removeprefix("torch.") for d in SUPPORTED_DTYPES[:-1])
-        last = str(SUPPORTED_DTYPES[-1]).removeprefix("torch.")
-        return f"takes {names} or {last} logits, got {logits.dtype}"
-    return kernel_blocker("fused_sample", logits)
-
-
 def draw(
     logits: Tensor,
     params: SamplingParams,
@@ -107,12 +132,15 @@ def draw(
 ) -> tuple[Tensor, Tensor | None]:
     """`n` independent draws per row from ``softmax(filter(logits / T))``: the one draw path of the samplers.
 
-    Decides, in one place, greedy rows (``T = 0``: every candidate is the first largest logit, of
-    log-probability 0), the randomness (`generator`, or per-row `seeds` with counter `step`; candidate c
-    of a seeded draw uses counter ``step · n + c``) and the implementation: the fused kernel
-    (`entropic.ops.sampling.triton.fused_candidates`, one launch for every candidate) when `use_kernel` says
-    so, else the filters of `params` and the exponential race in PyTorch. The caller has checked the
-    logits (`check_logits`, naming `fn`); `params` validated itself.
+    Decides, in one place, greedy rows (``T = 0``, and rows where ``logits / T`` overflows, greedy in
+    effect: every candidate is the first largest logit, of log-probability 0), the randomness (`generator`,
+    or per-row `seeds` with counter `step`; candidate c of a seeded draw uses counter ``step · n + c``) and
+    the implementation: the fused kernel (`entropic.ops.sampling.triton.fused_candidates`, one launch for
+    every candidate) when `use_kernel` says so (`entropic.ops.sampling.dispatch`), else the filters of
+    `params` and the exponential race in PyTorch (per-row seeds: `counter_noise`).
+
+    Trusted: the caller checked the logits (`check_logits`, naming `fn`) and built `params` (validated, or
+    `SamplingParams.trusted`); nothing here re-checks them or reads a device scalar.
 
     Returns
     -------
@@ -122,26 +150,29 @@ def draw(
     """
     if seeds is not None:
         check_seeds(seeds, step * n + n - 1, logits, generator, fn)
-    if use_kernel(impl, fn, _fused_blocker(logits, params, seeds), logits):
-        return _draw_fused(logits, params, n, seeds, step, log_q, fn)
-    if seeds is not None:
-        generator = seeded_generators(seeds, step, logits.device)
     temperature = params.temperature
-    greedy_rows = None
+    overflow = _overflows(logits, temperature)
+    greedy_rows = None if overflow is None else overflow[0]  # (...,) on the logits' device
     if isinstance(temperature, Tensor):
-        greedy_rows = temperature == 0
-        temperature = torch.where(greedy_rows, torch.ones_like(temperature), temperature)
-    elif temperature == 0:
+        zero = (temperature == 0).to(logits.device)
+        greedy_rows = zero if greedy_rows is None else greedy_rows | zero
+        temperature = torch.where(greedy_rows, torch.ones_like(temperature), temperature.to(logits.device))
+    blocker = fused_sampling_blocker(logits, params.truncations(), seeds is not None)
+    if use_kernel(impl, fn, blocker, logits):
+        return _draw_fused(logits, params, temperature, greedy_rows, n, seeds, step, log_q)
+    if not isinstance(temperature, Tensor) and temperature == 0:
         tokens = logits.argmax(dim=-1, keepdim=True).expand(*logits.shape[:-1], n)
         return tokens, torch.zeros(tokens.shape, device=logits.device) if log_q else None
-    filtered = _apply_filters(logits, temperature, params.truncations(), fn)
-    if n == 1:
+    filtered = _apply_filters(logits, temperature, params.truncations(), fn, params.top_k_max)
+    if seeds is not None:
+        tokens = _seeded_race(filtered, seeds, step, n)
+    elif n == 1:
         tokens = race(filtered, generator).unsqueeze(-1)
     else:
         tokens = race(filtered.unsqueeze(-2).expand(*filtered.shape[:-1], n, -1), generator)
     log_probs = torch.log_softmax(filtered, -1).gather(-1, tokens) if log_q else None
     if greedy_rows is not None:
-        greedy_rows = greedy_rows.to(tokens.device).unsqueeze(-1)
+        greedy_rows = greedy_rows.unsqueeze(-1)
         tokens = torch.where(greedy_rows, logits.argmax(dim=-1, keepdim=True), tokens)
         if log_probs is not None:
             log_probs = log_probs.masked_fill(greedy_rows, 0.0)
@@ -149,25 +180,30 @@ def draw(
 
 
 def _draw_fused(
-    logits: Tensor, params: SamplingParams, n: int, seeds: Tensor, step: int, log_q: bool, fn: str
+    logits: Tensor,
+    params: SamplingParams,
+    temperature: float | Tensor,
+    greedy_rows: Tensor | None,
+    n: int,
+    seeds: Tensor,
+    step: int,
+    log_q: bool,
 ) -> tuple[Tensor, Tensor | None]:
-    """The kernel path of `draw`: per-row parameters shaped as the filters shape them, one launch."""
+    """The kernel path of `draw`: per-row parameters shaped as the filters shape them, one launch; greedy
+    rows (`greedy_rows`) go to the kernel at T = 0."""
     from entropic.ops.sampling.triton import fused_candidates
 
-    check_temperature_range(logits, params.temperature, fn)  # the kernel divides in float32 too
-    kwargs = {}
-    for name in ("temperature", *_FUSED_FILTERS):
-        value = getattr(params, name)
+    if greedy_rows is not None:
+        temperature = torch.where(greedy_rows, 0.0, temperature)
+    kwargs = {"temperature": temperature} | {name: getattr(params, name) for name in FUSED_FILTERS}
+    for name, value in kwargs.items():
         if isinstance(value, Tensor):  # (B,) on the logits' device, shape checked as the filters check it
-            value = _per_row(value, logits, name).squeeze(-1)
-        kwargs[name] = value
-    seeds = seeds.to(logits.device)
+            kwargs[name] = _per_row(value, logits, name).squeeze(-1)
     tokens, log_probs, _ = fused_candidates(
-        logits, seeds=seeds, step=step, n_candidates=n, log_q=log_q, **kwargs
+        logits, seeds=seeds.to(logits.device), step=step, n_candidates=n, log_q=log_q, **kwargs
     )
-    if log_probs is not None:  # greedy rows: q is a point mass
-        greedy = torch.as_tensor(params.temperature, device=logits.device) == 0
-        log_probs = log_probs.masked_fill(greedy.unsqueeze(-1), 0.0)
+    if log_probs is not None and greedy_rows is not None:  # greedy rows: q is a point mass
+        log_probs = log_probs.masked_fill(greedy_rows.unsqueeze(-1), 0.0)
     return tokens, log_probs
 
 
@@ -235,5 +271,71 @@ def sample(
     """
     check_logits(logits, "sample")
     params = SamplingParams(temperature, top_k, top_p, min_p, typical, epsilon, eta)
+    check_temperature_range(logits, params.temperature, "sample")
     tokens, _ = draw(logits, params, generator=generator, seeds=seeds, step=step, impl=impl)
     return tokens.squeeze(-1)
+
+
+class FilterSampler:
+    """`sample` built once: the temperature and filters of a `SamplingParams`, validated at construction.
+
+    ``sampler(logits, *, generator=None, seeds=None, step=0) -> tokens`` checks the logits as `sample`
+    does (a drop-in for ``functools.partial(sample, ...)``); ``sampler.step(logits, context)`` (the
+    `Sampler` protocol, what `generate` calls) trusts them and reads no device scalar: rows where
+    ``logits / T`` overflows are drawn greedily there instead of raising.
+
+    Parameters
+    ----------
+    temperature, top_k, top_p, min_p, typical, epsilon, eta
+        As in `sample` (``temperature=0`` is greedy).
+    impl : {"auto", "torch", "triton"}
+        The draw's implementation, as in `sample`.
+
+    Examples
+    --------
+    >>> sampler = FilterSampler(top_k=1)
+    >>> sampler(torch.tensor([[0.0, 5.0, 1.0]]), generator=torch.Generator().manual_seed(0))
+    tensor([1])
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        temperature: float | Tensor = 1.0,
+        top_k: int | Tensor | None = None,
+        top_p: float | Tensor | None = None,
+        min_p: float | Tensor | None = None,
+        typical: float | Tensor | None = None,
+        epsilon: float | Tensor | None = None,
+        eta: float | Tensor | None = None,
+        *,
+        impl: Literal["auto", "torch", "triton"] = "auto",
+    ) -> None:
+        self.params = SamplingParams(temperature, top_k, top_p, min_p, typical, epsilon, eta)
+        self.impl = impl
+
+    def __repr__(self) -> str:
+        given = {"temperature": self.params.temperature, **self.params.truncations()}
+        return f"FilterSampler({', '.join(f'{k}={v}' for k, v in given.items())})"
+
+    def __call__(
+        self, logits: Tensor, *, generator: Generators = None, seeds: Tensor | None = None, step: int = 0
+    ) -> Tensor:
+        """``logits.shape[:-1]`` int64 tokens, after `sample`'s checks of the logits and the temperature."""
+        check_logits(logits, "sample")
+        check_temperature_range(logits, self.params.temperature, "sample")
+        tokens, _ = draw(logits, self.params, generator=generator, seeds=seeds, step=step, impl=self.impl)
+        return tokens.squeeze(-1)
+
+    def step(self, logits: Tensor, context: StepContext) -> SamplerOutput:
+        """The trusted step (the `Sampler` protocol): no checks, no host sync."""
+        tokens, _ = draw(
+            logits,
+            self.params,
+            generator=context.generator,
+            seeds=context.seeds,
+            step=context.step,
+            impl=self.impl,
+        )
+        return SamplerOutput(tokens.squeeze(-1))

@@ -42,7 +42,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from enum import IntEnum
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -51,6 +51,7 @@ from entropic._validation import check_base, check_logits, check_param
 from entropic.metrics import _entropy_stats
 from entropic.sampling.draw import Generators, draw
 from entropic.sampling.filters import SamplingParams
+from entropic.sampling.protocol import SamplerOutput, StepContext
 from entropic.types import EntropixAttentionMetrics
 
 _LN2 = math.log(2.0)
@@ -71,8 +72,11 @@ class Decision(IntEnum):
 AttentionMetrics = EntropixAttentionMetrics
 
 
-def as_attention_metrics(stats: AttentionMetrics | Mapping[str, Tensor], batch: int) -> AttentionMetrics:
-    """Check `stats` (an `AttentionMetrics` or a mapping with its four field names) against the batch."""
+def as_attention_metrics(
+    stats: AttentionMetrics | Mapping[str, Tensor], batch: int, check_finite: bool = True
+) -> AttentionMetrics:
+    """Check `stats` (an `AttentionMetrics` or a mapping with its four field names) against the batch;
+    their values too (one host sync) unless ``check_finite=False`` (the trusted step)."""
     names = [f.name for f in fields(AttentionMetrics)]
     if isinstance(stats, Mapping):
         missing = [n for n in names if n not in stats]
@@ -86,7 +90,7 @@ def as_attention_metrics(stats: AttentionMetrics | Mapping[str, Tensor], batch: 
         if not isinstance(value, Tensor) or value.shape != (batch,):
             shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
             raise ValueError(f"attn_stats.{n} must be a tensor of shape ({batch},), got {shape}")
-        if not bool(torch.isfinite(value).all()):
+        if check_finite and not bool(torch.isfinite(value).all()):
             raise ValueError(f"attn_stats.{n} must be finite")
     return stats
 
@@ -208,28 +212,6 @@ class EntropixConfig:
         return replace(self, **changes)
 
 
-@dataclass(frozen=True)
-class SamplerOutput:
-    """What `EntropixSampler` chose for each row.
-
-    Attributes
-    ----------
-    tokens : Tensor
-        ``(B,)`` int64 token ids.
-    decisions : Tensor
-        ``(B,)`` int64 `Decision` values.
-    metrics : dict[str, Tensor]
-        ``(B,)`` tensors: ``entropy`` and ``varentropy`` of the logits (config units), ``temperature``
-        (the temperature the row was sampled at; 0 for ARGMAX and inserted thinking tokens), and the
-        attention statistics ``attn_entropy``, ``attn_varentropy``, ``agreement``,
-        ``interaction_strength`` when they were given.
-    """
-
-    tokens: Tensor
-    decisions: Tensor
-    metrics: dict[str, Tensor]
-
-
 def _by_decision(decisions: Tensor, table: Mapping[Decision, Tensor | float]) -> Tensor:
     """Per-row value of the row's decision: ``table[decisions[b]][b]`` (every Decision in `table`)."""
     batch = decisions.shape[0]
@@ -241,7 +223,9 @@ def _by_decision(decisions: Tensor, table: Mapping[Decision, Tensor | float]) ->
 class EntropixSampler:
     """Entropy-varentropy state machine over the next-token logits, decided per row.
 
-    ``sampler(logits, attn_stats=None, *, generator=None, prev_tokens=None) -> SamplerOutput``.
+    ``sampler(logits, attn_stats=None, *, generator=None, prev_tokens=None) -> SamplerOutput`` checks its
+    arguments; ``sampler.step(logits, context)`` (the `Sampler` protocol, what `generate` calls) trusts
+    them and reads no device scalar.
 
     Every branch's sampling parameters are computed for every row as ``(B,)`` tensors and the row's
     decision selects among them (``torch.where``/``gather``, no Python branch over rows, no host sync).
@@ -262,6 +246,8 @@ class EntropixSampler:
     ----------
     config : EntropixConfig, optional
         Thresholds and coefficients (defaults: Entropix's, in nats).
+    impl : {"auto", "torch", "triton"}
+        The draw's implementation at every `step` (see ``__call__``).
 
     Examples
     --------
@@ -272,8 +258,21 @@ class EntropixSampler:
     ['ARGMAX', 'ADAPTIVE']
     """
 
-    def __init__(self, config: EntropixConfig | None = None) -> None:
+    needs: ClassVar[frozenset[str]] = frozenset({"attention", "prev_tokens"})
+
+    def __init__(
+        self, config: EntropixConfig | None = None, *, impl: Literal["auto", "torch", "triton"] = "auto"
+    ) -> None:
         self.config = config if config is not None else EntropixConfig()
+        if not isinstance(self.config, EntropixConfig):
+            raise TypeError(f"config must be an EntropixConfig, got {type(self.config).__name__}")
+        self.impl = impl
+        c = self.config
+        # Every branch's top-k is at most this (EXPLORE's with the agreement in its range [0, 2]), so the
+        # top-k filter never reads the largest per-row k back from the device.
+        explore = math.ceil(c.top_k * (1 + abs(c.explore_top_k_agreement_coef))) + 1
+        self._explore_max_top_k = max(explore, c.explore_min_top_k)
+        self._top_k_max = max(c.top_k, self._explore_max_top_k, c.ada_max_top_k)
 
     def __repr__(self) -> str:
         return f"EntropixSampler({self.config!r})"
@@ -314,35 +313,38 @@ class EntropixSampler:
             attention signals when given, as in `SamplerOutput`.
         """
         row_max = check_logits(logits, "EntropixSampler.parameters")
-        decisions, params, metrics, _ = self._parameters(logits, row_max, attn_stats)
+        attn = None if attn_stats is None else as_attention_metrics(attn_stats, logits.shape[0])
+        decisions, params, metrics, _ = self._parameters(logits, row_max, attn)
         return decisions, params, metrics
 
     def _parameters(
-        self, logits: Tensor, row_max: Tensor, attn_stats: AttentionMetrics | Mapping[str, Tensor] | None
+        self, logits: Tensor, row_max: Tensor, attn_stats: AttentionMetrics | None
     ) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor], Tensor]:
-        """`parameters` for checked logits, plus the log-partition of the logits (nats), (B,)."""
+        """`parameters` for checked logits and attention signals, plus the log-partition of the logits
+        (nats), (B,). Every parameter is in its filter's range by construction (clamped), for any finite
+        signals: no check needed downstream."""
         c = self.config
         batch, device = logits.shape[0], logits.device
         log_base = check_base(c.base) or 1.0
         h_nats, v_nats, log_z = _entropy_stats(logits, -1, row_max, "auto", "EntropixSampler")
         h, v = h_nats / log_base, v_nats / log_base**2
         given = attn_stats is not None
-        attn = as_attention_metrics(attn_stats, batch) if given else AttentionMetrics.zeros(batch, device)
+        attn = attn_stats if given else AttentionMetrics.zeros(batch, device)
         a_h, a_v = attn.entropy.to(h) / log_base, attn.varentropy.to(h) / log_base**2
         agree, inter = attn.agreement.to(h), attn.interaction_strength.to(h)
         decisions = self.decide(h, v)
 
         t0 = c.temperature
         think_t = (t0 * (c.think_attn_entropy_offset + c.think_attn_entropy_coef * a_h)).clamp(
-            max=c.think_max_temperature
+            0.0, c.think_max_temperature
         )
         explore_t = (t0 * (c.explore_interaction_offset + c.explore_interaction_coef * inter)).clamp(
-            max=c.explore_max_temperature
+            0.0, c.explore_max_temperature
         )
         explore_k = (
             (c.top_k * (1 + c.explore_top_k_agreement_coef * (1 - agree)))
             .floor()
-            .clamp(min=c.explore_min_top_k)
+            .clamp(c.explore_min_top_k, self._explore_max_top_k)
         )
         resample_t = (t0 * (c.resample_attn_varentropy_offset + c.resample_attn_varentropy_coef * a_v)).clamp(
             min=c.resample_min_temperature
@@ -415,9 +417,9 @@ class EntropixSampler:
         prev_tokens: Tensor | None = None,
         seeds: Tensor | None = None,
         step: int = 0,
-        impl: Literal["auto", "torch", "triton"] = "auto",
+        impl: Literal["auto", "torch", "triton"] | None = None,
     ) -> SamplerOutput:
-        """Choose one token per row.
+        """Choose one token per row, after checking the logits and the attention signals.
 
         Parameters
         ----------
@@ -434,24 +436,45 @@ class EntropixSampler:
         seeds, step : optional
             Per-row integer seeds and the decoding position, instead of `generator`: each row's draws are a
             function of its own ``(seed, step)`` (candidate i of a row uses counter ``step · n + i``).
-        impl : {"auto", "torch", "triton"}
+        impl : {"auto", "torch", "triton"}, optional
             With `seeds`, "triton" draws every candidate of every row in one launch of the fused sampling
             kernel (`entropic.ops.sampling.triton.fused_candidates`, which also returns their log q), and
             "auto" does so for CUDA logits. Without seeds the draw is PyTorch's. Either way the draw is
-            `entropic.sampling.draw.draw`, the one draw path of the samplers.
+            `entropic.sampling.draw.draw`, the one draw path of the samplers. None: the sampler's own.
+
+        Returns
+        -------
+        SamplerOutput
+            ``tokens`` and ``decisions`` (`Decision` values), ``(B,)`` each; ``metrics``: ``entropy`` and
+            ``varentropy`` of the logits (config units), ``temperature`` (the temperature the row was
+            sampled at; 0 for ARGMAX and inserted thinking tokens), and the attention statistics
+            ``attn_entropy``, ``attn_varentropy``, ``agreement``, ``interaction_strength`` when given.
         """
-        row_max = check_logits(logits, "EntropixSampler")
+        check_logits(logits, "EntropixSampler")
         if logits.dim() != 2:
             raise ValueError(f"EntropixSampler: logits must have shape (B, V), got {tuple(logits.shape)}")
+        attn = None if attn_stats is None else as_attention_metrics(attn_stats, logits.shape[0])
+        context = StepContext(attn, prev_tokens, generator, seeds, step)
+        return self._step(logits, context, self.impl if impl is None else impl)
+
+    def step(self, logits: Tensor, context: StepContext) -> SamplerOutput:
+        """The trusted step (the `Sampler` protocol): `__call__` without its checks; no host sync."""
+        attn = context.attention
+        if attn is not None:
+            attn = as_attention_metrics(attn, logits.shape[0], check_finite=False)
+        return self._step(logits, replace(context, attention=attn), self.impl)
+
+    def _step(self, logits: Tensor, context: StepContext, impl: str) -> SamplerOutput:
         c = self.config
-        decisions, params, metrics, log_z = self._parameters(logits, row_max, attn_stats)
+        row_max = logits.detach().amax(-1)
+        decisions, params, metrics, log_z = self._parameters(logits, row_max, context.attention)
         candidates, log_q = draw(
             logits,
-            SamplingParams(**params),
+            SamplingParams.trusted(**params, top_k_max=self._top_k_max),  # in range by construction
             n=c.n_adaptive_samples,
-            generator=generator,
-            seeds=seeds,
-            step=step,
+            generator=context.generator,
+            seeds=context.seeds,
+            step=context.step,
             impl=impl,
             log_q=True,
             fn="EntropixSampler",
@@ -465,8 +488,8 @@ class EntropixSampler:
 
         if c.thinking_token_id is not None:
             insert = decisions == Decision.THINK
-            if prev_tokens is not None:
-                insert = insert & (prev_tokens.to(logits.device) != c.thinking_token_id)
+            if context.prev_tokens is not None:
+                insert = insert & (context.prev_tokens.to(logits.device) != c.thinking_token_id)
             tokens = torch.where(insert, c.thinking_token_id, tokens)
             temperature = torch.where(insert, torch.zeros_like(temperature), temperature)
 

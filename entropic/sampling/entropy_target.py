@@ -9,17 +9,24 @@ tokens tied at the maximum logit) as ``T -> 0`` to ``log n`` (``n`` = number of 
 So Newton's method in ``log T`` needs nothing but `entropy_varentropy`. This is the dslider /
 entropy-targeting idea of seed 004; EDT's ``T = T0 · N^(θ / H)`` is a closed-form heuristic for the same
 goal.
+
+`EntropyTargetSampler` samples each row at that temperature: built once, its decoding step (the `Sampler`
+protocol) runs a fixed number of the same iterations and reads nothing back from the device.
 """
 
 from __future__ import annotations
 
 import math
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from entropic._validation import check_base, check_logits, check_param, compute_dtype
-from entropic.metrics import entropy_varentropy
+from entropic.metrics import _entropy_varentropy_torch
+from entropic.sampling.draw import Generators, draw
+from entropic.sampling.filters import SamplingParams
+from entropic.sampling.protocol import SamplerOutput, StepContext
 
 _TOL = 1e-4  # nats
 _MAX_ITER = 100
@@ -67,7 +74,20 @@ def temperature_for_entropy(
     check_logits(logits, "temperature_for_entropy")
     check_param(target_entropy, "target_entropy", 0.0, math.inf, high_open=True)
     check_param(tol, "tol", 0.0, math.inf, low_open=True, high_open=True)
-    log_base = check_base(base)
+    return _solve(logits, target_entropy, check_base(base), tol, _MAX_ITER, exit_early=True)
+
+
+def _solve(
+    logits: Tensor,
+    target_entropy: float | Tensor,
+    log_base: float | None,
+    tol: float,
+    iterations: int,
+    exit_early: bool,
+) -> Tensor:
+    """`temperature_for_entropy` for checked arguments. With `exit_early` the loop stops once every row is
+    within `tol` (one host read per iteration); without, it runs `iterations` steps and reads nothing back
+    (converged rows keep their T, so the result is the same whenever every row converges in time)."""
     x = logits.double()
     batch = x.shape[:-1]
     target = torch.as_tensor(target_entropy, dtype=torch.float64, device=x.device).expand(batch)
@@ -81,21 +101,24 @@ def temperature_for_entropy(
     below = torch.where(x < top, x, torch.full_like(x, -math.inf)).amax(-1)  # second-highest value
     h_min, h_max = torch.log(n_top.double()), torch.log(live.sum(-1).double())
     cold_rows, hot_rows = target <= h_min, target >= h_max
-    top = top.squeeze(-1)
-    gap = torch.where(cold_rows | hot_rows, torch.ones_like(top), top - below)  # > 0 on solvable rows
-    spread = torch.where(cold_rows | hot_rows, torch.ones_like(top), top - low)
+    top_row = top.squeeze(-1)
+    gap = torch.where(cold_rows | hot_rows, torch.ones_like(top_row), top_row - below)  # > 0 on solvable rows
+    spread = torch.where(cold_rows | hot_rows, torch.ones_like(top_row), top_row - low)
     u_lo, u_hi = torch.log(gap / _COLD), torch.log(spread * _HOT)
 
     def entropy_at(u: Tensor) -> tuple[Tensor, Tensor]:
-        return entropy_varentropy(x / u.exp().unsqueeze(-1), impl="torch")
+        t = u.exp().unsqueeze(-1)
+        # max(x / T) is max(x) / T exactly (rounding is monotone): no pass to find it
+        h, v, _ = _entropy_varentropy_torch(x / t, -1, (top / t).squeeze(-1))
+        return h, v
 
     u = 0.5 * (u_lo + u_hi)
     done = cold_rows | hot_rows
-    for _ in range(_MAX_ITER):
+    for _ in range(iterations):
         h, v = entropy_at(u)
         err = h - target
         done = done | (err.abs() <= tol)
-        if bool(done.all()):
+        if exit_early and bool(done.all()):
             break
         # H increases with u: a root above u when H is too low.
         u_lo = torch.where(err < 0, u, u_lo)
@@ -106,3 +129,78 @@ def temperature_for_entropy(
     t = u.exp()
     t = torch.where(cold_rows, torch.zeros_like(t), torch.where(hot_rows, torch.full_like(t, math.inf), t))
     return t.to(compute_dtype(logits.dtype))
+
+
+class EntropyTargetSampler:
+    """Draw each row at the temperature ``T`` with ``H(softmax(logits / T)) = target`` (dslider).
+
+    The temperature is `temperature_for_entropy`'s, found by a fixed number of its safeguarded Newton steps
+    (`iterations`, no convergence test: nothing is read back from the device). Language-model logits
+    converge in 7 to 12 steps, so the default leaves a margin; a row still off by more than `tol` keeps its
+    last iterate. Rows whose target is at or below ``log m`` (``m`` tokens tied at the top) are greedy;
+    rows at or above ``log n`` (``n`` unmasked tokens) draw uniformly from the unmasked tokens. The draw
+    is the samplers' one draw path (`entropic.sampling.draw.draw`).
+
+    Parameters
+    ----------
+    target : float
+        Target entropy ``>= 0``, in nats (in `base` units when given).
+    base : float, optional
+        None for nats, 2 for bits.
+    tol : float
+        Tolerance on the entropy, in nats.
+    iterations : int
+        Newton steps per decoding step.
+    impl : {"auto", "torch", "triton"}
+        The draw's implementation (the fused kernel needs per-row seeds).
+
+    Examples
+    --------
+    >>> sampler = EntropyTargetSampler(1.0)
+    >>> out = sampler(torch.tensor([[3.0, 1.0, 0.0, -1.0]]), generator=torch.Generator().manual_seed(0))
+    >>> round(float(out.metrics["temperature"]), 3)
+    1.652
+    """
+
+    needs: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        target: float,
+        base: float | None = None,
+        *,
+        tol: float = _TOL,
+        iterations: int = 16,
+        impl: Literal["auto", "torch", "triton"] = "auto",
+    ) -> None:
+        check_param(target, "target", 0.0, math.inf, high_open=True)
+        check_param(tol, "tol", 0.0, math.inf, low_open=True, high_open=True)
+        check_param(iterations, "iterations", 1, math.inf, integer=True)
+        self.target, self.base, self.tol, self.iterations, self.impl = target, base, tol, iterations, impl
+        self._log_base = check_base(base)
+
+    def __repr__(self) -> str:
+        return f"EntropyTargetSampler(target={self.target}, base={self.base}, iterations={self.iterations})"
+
+    def __call__(
+        self, logits: Tensor, *, generator: Generators = None, seeds: Tensor | None = None, step: int = 0
+    ) -> SamplerOutput:
+        """Check the ``(B, V)`` logits, then take the step: ``tokens`` and ``metrics["temperature"]``."""
+        check_logits(logits, "EntropyTargetSampler")
+        return self.step(logits, StepContext(generator=generator, seeds=seeds, step=step))
+
+    def step(self, logits: Tensor, context: StepContext) -> SamplerOutput:
+        """The trusted step (the `Sampler` protocol): no checks, no host sync."""
+        t = _solve(logits, self.target, self._log_base, self.tol, self.iterations, exit_early=False)
+        hot = torch.isinf(t)  # uniform over the unmasked tokens: logits / max ≈ 0, -inf stays -inf
+        draw_t = torch.where(hot, torch.full_like(t, torch.finfo(t.dtype).max), t)
+        tokens, _ = draw(
+            logits,
+            SamplingParams.trusted(temperature=draw_t),  # T >= 0 by construction; T = 0 is greedy
+            generator=context.generator,
+            seeds=context.seeds,
+            step=context.step,
+            impl=self.impl,
+            fn="EntropyTargetSampler",
+        )
+        return SamplerOutput(tokens.squeeze(-1), metrics={"temperature": t})

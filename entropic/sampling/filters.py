@@ -88,50 +88,75 @@ def _checks_logits(filter_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return checked
 
 
-def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str) -> None:
-    """Raise if ``logits / T`` overflows for a finite logit: so small a T is greedy decoding in effect.
-
-    Rows with T = 0 (greedy, handled by the caller) are not checked. The quotient is computed in float32
-    (float64 for float64 logits), as every filter computes it. A Python number T >= 1 (or 0) cannot
-    overflow and costs nothing; otherwise one host sync.
-    """
+def _overflows(logits: Tensor, temperature: float | Tensor) -> tuple[Tensor, Tensor] | None:
+    """``(rows, top)``: the rows where ``max(logits) / T`` overflows (so small a T is greedy decoding in
+    effect), and each row's largest logit; None when T is a Python number that cannot overflow (``T >= 1``
+    or 0). Rows with T = 0 are never flagged. A logit far below the top that overflows to -inf is harmless:
+    its probability, ``exp((x - max) / T)``, is 0 in float32 either way. Computed in float32 (float64 for
+    float64 logits), as every filter divides; no host sync."""
     if not isinstance(temperature, Tensor) and (temperature >= 1.0 or temperature == 0):
-        return
+        return None
     dtype = compute_dtype(logits.dtype)
-    largest = logits.abs().masked_fill(~torch.isfinite(logits), 0.0).amax(dim=-1).to(dtype)  # (...,)
-    t = temperature.to(logits.device, dtype) if isinstance(temperature, Tensor) else temperature
+    top = logits.amax(dim=-1).to(dtype)  # (...,), finite on checked logits
+    t = temperature
+    if isinstance(t, Tensor):  # checked against the batch shape, (...,)
+        t = _per_row(t, logits, "temperature").squeeze(-1).to(dtype)
     limit = torch.finfo(dtype).max * t
     if isinstance(limit, Tensor):
         limit = limit.masked_fill(limit == 0, math.inf)
-    overflow = largest > limit
+    return top.abs() > limit, top
+
+
+def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str) -> None:
+    """Raise if ``max(logits) / T`` overflows: so small a T is greedy decoding in effect.
+
+    Rows with T = 0 (greedy, handled by the caller) are not checked. The quotient is computed in float32
+    (float64 for float64 logits), as every filter computes it. A Python number T >= 1 (or 0) cannot
+    overflow and costs nothing; otherwise one host sync (the trusted draw makes such rows greedy instead).
+    """
+    found = _overflows(logits, temperature)
+    if found is None:
+        return
+    overflow, top = found
     n_bad = int(overflow.sum())
     if n_bad:
+        dtype = compute_dtype(logits.dtype)
         raise ValueError(
             f"{fn}: temperature is too small for these logits: logits / temperature overflows {dtype} in "
-            f"{n_bad} of {overflow.numel()} rows (largest |logit| {float(largest[overflow].max()):.3g}); "
+            f"{n_bad} of {overflow.numel()} rows "
+            f"(largest |max logit| {float(top[overflow].abs().max()):.3g}); "
             "use temperature=0 for greedy decoding"
         )
 
 
-def _temperature(logits: Tensor, temperature: float | Tensor, fn: str = "temperature") -> Tensor:
+def _tempered(logits: Tensor, temperature: float | Tensor) -> Tensor:
+    """``logits / T`` upcast, for a T whose range the caller checked (`check_temperature_range`)."""
     x = _upcast(logits)
     t = _per_row(temperature, x, "temperature")
-    check_temperature_range(x, t.squeeze(-1) if isinstance(t, Tensor) else t, fn)
     return x / (t.to(x.dtype) if isinstance(t, Tensor) else t)
 
 
 @_checks_logits
 def temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
     """Divide logits by the temperature T > 0: ``softmax(x / T)``; T < 1 sharpens, T > 1 flattens."""
-    return _temperature(logits, temperature)
+    check_temperature_range(logits, temperature, "temperature")
+    return _tempered(logits, temperature)
 
 
 @_checks_logits
-def top_k(logits: Tensor, k: int | Tensor) -> Tensor:
-    """Keep the k largest logits of each row (k >= 1; k >= V keeps everything)."""
+def top_k(logits: Tensor, k: int | Tensor, k_max: int | None = None) -> Tensor:
+    """Keep the k largest logits of each row (k >= 1; k >= V keeps everything).
+
+    `k_max` bounds a per-row k when the caller knows a bound (its largest value is then not read from the
+    device: no host sync); rows with a larger k keep `k_max` tokens (and their ties).
+    """
     x = _upcast(logits)
     vocab = x.shape[-1]
-    k_max = min(int(k.max()) if isinstance(k, Tensor) else int(k), vocab)
+    if not isinstance(k, Tensor):
+        k_max = int(k)
+    elif k_max is None:
+        k_max = int(k.max())
+    k_max = min(k_max, vocab)
     largest = torch.topk(x, k_max, dim=-1).values  # (..., k_max), descending
     if isinstance(k, Tensor):
         kk = _per_row(k, x, "top_k").clamp(max=k_max).long().expand(*x.shape[:-1], 1)
@@ -265,7 +290,8 @@ class SamplingParams:
 
     Every field is a Python number or a tensor with one value per row (the logits' batch shape, checked
     when the filters meet the logits); None switches a filter off. Ranges are the filters' (`RANGES`),
-    except that the temperature may be 0 (greedy decoding) unless ``greedy=False``.
+    except that the temperature may be 0 (greedy decoding) unless ``greedy=False``. `trusted` builds one
+    without the checks, for parameters valid by construction (a sampler's own per-row tensors).
 
     Attributes
     ----------
@@ -273,6 +299,9 @@ class SamplingParams:
         ``T >= 0`` (``T > 0`` with ``greedy=False``).
     top_k, top_p, min_p, typical, epsilon, eta : optional
         Truncations applied after the temperature, in this order (`apply_filters`).
+    top_k_max : int, optional
+        An upper bound of a per-row `top_k` tensor, so that the top-k filter need not read its maximum
+        from the device (see `top_k`).
     """
 
     temperature: float | Tensor = 1.0
@@ -282,6 +311,7 @@ class SamplingParams:
     typical: float | Tensor | None = None
     epsilon: float | Tensor | None = None
     eta: float | Tensor | None = None
+    top_k_max: int | None = None
     greedy: InitVar[bool] = True
 
     def __post_init__(self, greedy: bool) -> None:
@@ -291,18 +321,30 @@ class SamplingParams:
             _check_range("temperature", self.temperature)
         for name, value in self.truncations().items():
             _check_range(name, value)
+        if self.top_k_max is not None:
+            check_param(self.top_k_max, "top_k_max", 1, math.inf, integer=True)
+            if isinstance(self.top_k, Tensor) and bool((self.top_k > self.top_k_max).any()):
+                largest = int(self.top_k.max())
+                raise ValueError(f"top_k must be <= top_k_max = {self.top_k_max}, got {largest}")
+
+    @classmethod
+    def trusted(cls, **values: float | Tensor | None) -> SamplingParams:
+        """Parameters valid by construction, stored without a check (no host sync): the samplers' path."""
+        params = object.__new__(cls)
+        for f in fields(cls):
+            object.__setattr__(params, f.name, values.pop(f.name, f.default))
+        if values:
+            raise TypeError(f"SamplingParams.trusted: unknown parameters {sorted(values)}")
+        return params
 
     def truncations(self) -> dict[str, float | Tensor]:
         """The truncation filters in effect (not None), in the order of application."""
-        return {
-            f.name: getattr(self, f.name)
-            for f in fields(self)
-            if f.name != "temperature" and getattr(self, f.name) is not None
-        }
+        return {name: getattr(self, name) for name in list(RANGES)[1:] if getattr(self, name) is not None}
 
     def apply(self, logits: Tensor, fn: str = "apply_filters") -> Tensor:
         """``filter(logits / T)`` for checked logits and ``T > 0``; `fn` names the caller in errors."""
-        return _apply_filters(logits, self.temperature, self.truncations(), fn)
+        check_temperature_range(logits, self.temperature, fn)
+        return _apply_filters(logits, self.temperature, self.truncations(), fn, self.top_k_max)
 
 
 def apply_filters(
@@ -348,18 +390,22 @@ def apply_filters(
 
 
 def _apply_filters(
-    logits: Tensor, temperature: float | Tensor, filters: Mapping[str, object], fn: str = "apply_filters"
+    logits: Tensor,
+    temperature: float | Tensor,
+    filters: Mapping[str, object],
+    fn: str = "apply_filters",
+    top_k_max: int | None = None,
 ) -> Tensor:
-    """`apply_filters` for callers that checked the logits and the parameters already; `filters` maps
-    names to values or None.
-
-    `fn` names the public caller in errors."""
+    """`apply_filters` for callers that checked the logits, the parameters and the temperature's range
+    already (no check, no host sync); `filters` maps names to values or None, `top_k_max` bounds a per-row
+    top-k. `fn` names the public caller in errors."""
     truncations = list(_UNCHECKED)[1:]  # after the temperature, in the registry's order
     unknown = sorted(set(filters) - set(truncations))
     if unknown:
         raise ValueError(f"{fn}: unknown filters {unknown}; known: {truncations}")
-    x = _temperature(logits, temperature, fn)
+    x = _tempered(logits, temperature)
     for name in truncations:
         if filters.get(name) is not None:
-            x = _UNCHECKED[name](x, filters[name])
+            extra = (top_k_max,) if name == "top_k" else ()
+            x = _UNCHECKED[name](x, filters[name], *extra)
     return x

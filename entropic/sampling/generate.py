@@ -5,7 +5,7 @@ Calling convention (the one of Hugging Face causal LMs, which entropic's own mod
     out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
     out.logits            # (B, n, V): logits of the n positions of `ids`
     out.past_key_values   # the cache to pass back at the next step
-    out.attention_metrics # optional: AttentionMetrics of the last position, given to an EntropixSampler
+    out.attention_metrics # optional: AttentionMetrics of the last position, for samplers that need them
 
 Hugging Face renamed the cache argument and output field ``past_key_values`` to ``cache`` in transformers
 5 (the old name warns, and goes in 5.40): when the model's ``forward`` has a parameter named ``cache``,
@@ -28,10 +28,7 @@ import torch
 from torch import Tensor
 
 from entropic.metrics import entropy_varentropy
-from entropic.sampling.draw import Generators
-from entropic.sampling.entropix import EntropixSampler
-
-Sampler = EntropixSampler | Callable[..., Tensor]
+from entropic.sampling.protocol import Generators, Sampler, StepContext, as_sampler
 
 
 @dataclass(frozen=True)
@@ -48,10 +45,11 @@ class GenerateOutput:
     generated : Tensor
         ``(B, T)`` bool, True at the tokens a row really generated (up to and including its EOS).
     decisions : Tensor or None
-        ``(B, T)`` `Decision` values of an `EntropixSampler` (when ``return_metrics``), else None.
+        ``(B, T)`` per-row decisions of a sampler that takes them (`Decision` values of an
+        `EntropixSampler`) when ``return_metrics``, else None.
     metrics : dict[str, Tensor] or None
-        ``(B, T)`` per-step metrics (when ``return_metrics``): the sampler's `SamplerOutput.metrics` for an
-        `EntropixSampler`, else ``entropy`` and ``varentropy`` of the logits in nats.
+        ``(B, T)`` per-step metrics (when ``return_metrics``): the sampler's `SamplerOutput.metrics`, with
+        ``entropy`` and ``varentropy`` of the logits in nats when the sampler did not report them.
     """
 
     sequences: Tensor
@@ -85,7 +83,7 @@ def _eos_ids(eos_token_id: int | Sequence[int] | None, device: torch.device) -> 
 def generate(
     model: Callable[..., object],
     input_ids: Tensor,
-    sampler: Sampler,
+    sampler: Sampler | Callable[..., Tensor],
     max_new_tokens: int,
     *,
     attention_mask: Tensor | None = None,
@@ -104,11 +102,12 @@ def generate(
         ``*ForCausalLM``, or an entropic model).
     input_ids : Tensor
         ``(B, L)`` int64 prompts, left-padded when their lengths differ.
-    sampler : EntropixSampler or callable
-        An `EntropixSampler` (called with the attention metrics, the randomness and each row's previous
-        token), or any callable ``logits (B, V) -> tokens (B,)``, e.g.
-        ``functools.partial(sample, top_p=0.9)``; a callable receives ``generator=`` when one is given,
-        ``seeds=`` and ``step=`` when seeds are.
+    sampler : Sampler or callable
+        A `Sampler` built once (`entropic.sampling.build_sampler`): its trusted ``step`` gets the logits and
+        a `StepContext` with the randomness, plus the model's ``attention_metrics`` and each row's previous
+        token when its ``needs`` name them. Or any callable ``logits (B, V) -> tokens (B,)``, e.g.
+        ``functools.partial(sample, top_p=0.9)``, which receives ``generator=`` when one is given,
+        ``seeds=`` and ``step=`` when seeds are (`as_sampler`).
     max_new_tokens : int
         Number of decoding steps at most (fewer when every row has emitted an EOS).
     attention_mask : Tensor, optional
@@ -132,9 +131,8 @@ def generate(
 
     Examples
     --------
-    >>> from functools import partial
-    >>> from entropic.sampling import sample
-    >>> out = generate(model, prompt_ids, partial(sample, temperature=0.7), 20)  # doctest: +SKIP
+    >>> from entropic.sampling import build_sampler
+    >>> out = generate(model, prompt_ids, build_sampler("temperature", temperature=0.7), 20)  # doctest: +SKIP
     """
     if input_ids.dim() != 2 or input_ids.dtype != torch.long:
         raise ValueError(
@@ -163,7 +161,8 @@ def generate(
     if seeds is not None and (not isinstance(seeds, Tensor) or seeds.shape != (batch,)):
         shape = tuple(seeds.shape) if isinstance(seeds, Tensor) else type(seeds).__name__
         raise ValueError(f"generate: seeds must be a tensor of shape ({batch},), one per row, got {shape}")
-    randomness = {"generator": generator} if generator is not None else {}
+    sampler = as_sampler(sampler)
+    needs_attention, needs_prev = "attention" in sampler.needs, "prev_tokens" in sampler.needs
 
     mask = attention_mask
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -185,24 +184,22 @@ def generate(
         )
         logits = out.logits[:, -1, :]
         cache = getattr(out, cache_name) if use_cache else None
-        if seeds is not None:
-            randomness = {"seeds": seeds, "step": step}
-        if isinstance(sampler, EntropixSampler):
-            result = sampler(
-                logits,
-                getattr(out, "attention_metrics", None),
-                prev_tokens=sequences[:, -1],
-                **randomness,
-            )
-            tokens = result.tokens
-            if return_metrics:
+        context = StepContext(
+            attention=getattr(out, "attention_metrics", None) if needs_attention else None,
+            prev_tokens=sequences[:, -1] if needs_prev else None,
+            generator=generator,
+            seeds=seeds,
+            step=step,
+        )
+        result = sampler.step(logits, context)
+        tokens = result.tokens
+        if return_metrics:
+            step_metrics = dict(result.metrics)
+            if "entropy" not in step_metrics:
+                step_metrics["entropy"], step_metrics["varentropy"] = entropy_varentropy(logits)
+            metrics.append(step_metrics)
+            if result.decisions is not None:
                 decisions.append(result.decisions)
-                metrics.append(result.metrics)
-        else:
-            tokens = sampler(logits, **randomness)
-            if return_metrics:
-                h, v = entropy_varentropy(logits)
-                metrics.append({"entropy": h, "varentropy": v})
         tokens = tokens.to(device=device, dtype=torch.long)
         generated.append(~finished)
         if eos is not None:
