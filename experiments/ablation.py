@@ -14,6 +14,7 @@ import argparse
 import csv
 import statistics
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from entropic.models import AttentionConfig
-from experiments.results import write_csv
+from experiments.results import print_summary, write_csv
 
 
 def variant_label(attention: Mapping) -> str:
@@ -83,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("folders", type=Path, nargs="+", help="multirun folders (or run folders)")
     parser.add_argument("--out", type=Path, default=Path("results") / "ablation.csv")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     groups = collect(args.folders)
     if not groups:
         print(f"error: no training run (config.yaml + metrics.csv) under {args.folders}", file=sys.stderr)
@@ -93,13 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: the runs have different model depths; aggregate them separately", file=sys.stderr)
         return 2
     write_csv(args.out, table, columns, "experiments.ablation", argv)
+    # 74 columns: mean ± sample std over seeds
+    print(f"{'variant':<24}{'seeds':>5}  {'val bits/byte':<15}  {'sparsity':<15}  {'tokens/s':>9}")
     for row in table:
-        print(
-            f"{row['variant']:>24}  seeds={row['seeds']}"
-            f"  val_bpb={row['val_bpb_mean']} ± {row['val_bpb_std']}"
-            f"  sparsity={row['attn_sparsity_mean']} ± {row['attn_sparsity_std']}"
-            f"  tokens/s={row['tokens_per_s_mean']}"
-        )
+        bpb = f"{row['val_bpb_mean']} ± {row['val_bpb_std']}"
+        sparsity = f"{row['attn_sparsity_mean']} ± {row['attn_sparsity_std']}"
+        tokens_per_s = float(row["tokens_per_s_mean"])
+        print(f"{row['variant']:<24}{row['seeds']:>5}  {bpb:<15}  {sparsity:<15}  {tokens_per_s:>9,.0f}")
+    runs = sum(int(row["seeds"]) for row in table)
+    print_summary("ablation", f"{len(table)} variants from {runs} runs", started=started, out=args.out)
     return 0
 
 

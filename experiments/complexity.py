@@ -36,16 +36,17 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 import entropic
 from entropic.attention import attention_tiles, collect_attention_stats
 from entropic.data import ByteCorpus
 from entropic.models import GPT
 from experiments.fit import power_law_fit
+from experiments.results import print_summary, progress_bar
 
 COLUMNS = (
     "variant",
@@ -183,11 +184,11 @@ def run(
     batch: int,
     repeats: int,
     device: torch.device,
-    progress: tqdm | None = None,
+    progress: Any = None,
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """The per-N rows and the fit rows for one checkpoint, on windows of `corpus`'s validation split.
 
-    `progress`, when given, is advanced by one per length and shows the variant and N being measured.
+    `progress`, a tqdm bar when given, is advanced by one per length and shows the variant and N measured.
     """
     from scipy.stats import spearmanr
 
@@ -282,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results") / "complexity.csv")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     if len(args.lengths) < 3:
@@ -291,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = ByteCorpus.from_stdlib(seq_len=max(args.lengths))
     rows, fits = [], []
     # one step per (checkpoint, N); the α-entmax reference's time grows as N²: the last steps take longest
-    with tqdm(total=len(args.checkpoint) * len(args.lengths), desc="complexity", unit="length") as progress:
+    with progress_bar(len(args.checkpoint) * len(args.lengths), "complexity") as progress:
         for checkpoint in args.checkpoint:
             r, f = run(checkpoint, corpus, args.lengths, args.batch, args.repeats, device, progress)
             rows += r
@@ -301,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _write(args.out.with_name(args.out.stem + "_fit.csv"), FIT_COLUMNS, fits, command)
     for fit in fits:
         print(", ".join(f"{k}={v}" for k, v in fit.items() if v))
+    text = f"{len(args.checkpoint)} checkpoints × {len(args.lengths)} lengths, {len(fits)} fits"
+    print_summary("complexity", text, started=started, out=args.out)
     return 0
 
 

@@ -8,7 +8,8 @@
 2. prints a comparison table (validation bits per byte, attention sparsity, mean α, training tokens/s)
    and writes it to ``summary.csv``;
 3. draws ``demo.png``: validation bits per byte and attention sparsity against training tokens;
-4. runs ``entropic generate --show-steps`` on the scheduled model's checkpoint.
+4. runs ``entropic generate --show-steps`` on the scheduled model's checkpoint;
+5. ends with one line: each variant's validation bits per byte, the time taken and the output folder.
 
 Everything lands in ``outputs/demo/<timestamp>/`` (or ``--out``). ``--quick`` is a reduced run (a few
 steps on short sequences) that checks the whole pipeline in seconds; its numbers mean nothing.
@@ -19,10 +20,12 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from experiments.results import print_summary
 from experiments.train import CONFIG_DIR, RunSummary, train
 
 VARIANTS: tuple[str, ...] = ("softmax", "scheduled")
@@ -140,6 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prompt", default="def ", help="prompt of the final generate --show-steps")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     out = args.out or Path("outputs") / "demo" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S_%f")
     out.mkdir(parents=True, exist_ok=True)
 
@@ -155,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = ["generate", "--model", str(checkpoint), "--prompt", args.prompt, "--show-steps"]
     argv += ["--max-new-tokens", str(args.max_new_tokens)]
     print("$ entropic " + " ".join(repr(a) if " " in a or not a else a for a in argv))
-    return cli(argv)
+    code = cli(argv)
+    scores = ", ".join(f"{name} {s.val_bpb:.4f}" for name, s in summaries.items())
+    print_summary("demo", f"val bits/byte {scores}", started=started, out=out)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,11 +1,21 @@
-"""Result CSVs under results/: the first line is the command that wrote the file."""
+"""What the experiments write and print: result CSVs under results/ (the first line is the command that wrote
+the file), progress bars that fit the terminal, and the one-line summary that ends every run."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import os
+import shutil
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+# The label, the count, the bar, elapsed<remaining, then the metrics: at 80 columns the bar shrinks and the
+# rest stays whole while label and metrics together keep under about 45 characters.
+PROGRESS_FORMAT = "{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining}{postfix}"
 
 
 def write_csv(
@@ -23,3 +33,46 @@ def write_csv(
         writer = csv.DictWriter(f, list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def progress_bar(total: int, label: str, **options: Any) -> Any:
+    """A tqdm bar ``<label> <n>/<total> |███   | 01:02<03:04, <metrics>`` as wide as the terminal.
+
+    The width is ``$COLUMNS`` or the terminal's (80 when neither is known, as in a log file), one column
+    spare; metrics go in with ``set_postfix_str``. `options` go to tqdm (``initial``, ``disable``, ...).
+    """
+    from tqdm.auto import tqdm
+
+    columns = shutil.get_terminal_size().columns - 1
+    return tqdm(total=total, desc=label, bar_format=PROGRESS_FORMAT, ncols=columns, **options)
+
+
+def duration(seconds: float) -> str:
+    """``8.2 s``, ``3 min 05 s`` or ``2 h 04 min``.
+
+    >>> duration(8.24), duration(185), duration(7440)
+    ('8.2 s', '3 min 05 s', '2 h 04 min')
+    """
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def print_summary(task: str, text: str, *, started: float, out: str | os.PathLike | None = None) -> str:
+    """Print and return a run's last line, ``<task> done in <duration>: <text>[; <out>]``: the path last.
+
+    `started` is the run's ``time.perf_counter()`` at its start; `out` (a folder or file) is shown relative to
+    the working directory when it lies below it.
+    """
+    line = f"{task} done in {duration(time.perf_counter() - started)}: {text}"
+    if out is not None:
+        path = Path(out)
+        with contextlib.suppress(ValueError):  # not below the working directory
+            path = path.resolve().relative_to(Path.cwd().resolve())
+        line += f"; {path}"
+    print(line, flush=True)
+    return line

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from entropic.models import GPT, GPTConfig
 from experiments.ablation import iter_runs, variant_label
 from experiments.fit import scaling_law_fit
-from experiments.results import write_csv
+from experiments.results import print_summary, write_csv
 
 COLUMNS = (
     "kind",
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--out", type=Path, default=Path("results") / "scaling.csv")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     points = collect(args.folders)
     rows = []
     for variant, runs in sorted(points.items()):
@@ -135,6 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: no training run (config.yaml + metrics.csv) under {args.folders}", file=sys.stderr)
         return 2
     write_csv(args.out, rows, COLUMNS, "experiments.scaling", argv)
+    kinds = [row["kind"] for row in rows]
+    text = f"{kinds.count('run')} runs of {len(points)} variants, {kinds.count('fit')} fits"
+    print_summary("scaling", text, started=started, out=args.out)
     return 0
 
 

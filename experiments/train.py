@@ -1,7 +1,8 @@
 """Train a byte-level GPT: ``python -m experiments.train [group=variant ...] [key=value ...]``.
 
 AdamW with linear warmup and cosine decay, gradient clipping, bf16 autocast on CUDA, optional
-``torch.compile``, a progress bar, and evaluation in bits per byte. Each run folder holds
+``torch.compile``, evaluation in bits per byte, a progress bar (attention variant, steps, ETA, train loss,
+validation bits per byte) and a one-line summary at the end. Each run folder holds
 
 * ``config.yaml``: the resolved configuration;
 * ``metrics.csv``: one row per evaluation, columns `metric_columns` (step, tokens, learning rate, train
@@ -36,6 +37,7 @@ from entropic.attention import collect_attention_stats
 from entropic.data import Batch
 from entropic.metrics import bits_per_byte
 from entropic.models import GPT, atomic_save, load_checkpoint
+from experiments.results import print_summary, progress_bar
 
 __all__ = ["RunSummary", "TrainerConfig", "cosine_lr", "metric_columns", "train"]
 
@@ -265,6 +267,7 @@ def _broadcast(value: Any, world: int) -> Any:
 
 def train(cfg: DictConfig) -> RunSummary:
     """Run the training described by a composed configuration (see the module docstring)."""
+    started = time.perf_counter()
     tcfg: TrainerConfig = hydra.utils.instantiate(cfg.trainer)
     if tcfg.threads is not None:
         torch.set_num_threads(tcfg.threads)
@@ -331,9 +334,8 @@ def train(cfg: DictConfig) -> RunSummary:
                 ckpt_path,
             )
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=tcfg.max_steps, initial=step, disable=rank != 0 or not tcfg.progress, desc=str(out_dir))
+    label = model.config.attention.kind
+    bar = progress_bar(tcfg.max_steps, label, initial=step, disable=rank != 0 or not tcfg.progress)
     row: dict[str, float] = {}
     losses: list[Tensor] = []
     clock, timed_tokens = time.perf_counter(), 0
@@ -373,7 +375,7 @@ def train(cfg: DictConfig) -> RunSummary:
                     "tokens_per_s": timed_tokens / elapsed,
                 }
                 log.write(row)
-                bar.set_postfix(loss=f"{train_loss:.3f}", val_bpb=f"{row['val_bpb']:.3f}")
+                bar.set_postfix_str(f"loss {train_loss:.3f}, val_bpb {row['val_bpb']:.3f}")
             losses, timed_tokens = [], 0
             clock = time.perf_counter()
         if step % tcfg.ckpt_every == 0 or step == tcfg.max_steps:
@@ -383,7 +385,7 @@ def train(cfg: DictConfig) -> RunSummary:
         dist.barrier()
     if resume is not None and not row:  # a resumed run that had nothing left to do
         row = _last_row(out_dir / "metrics.csv")
-    return RunSummary(
+    summary = RunSummary(
         output_dir=out_dir,
         step=step,
         val_bpb=float(row.get("val_bpb", math.nan)),
@@ -393,6 +395,15 @@ def train(cfg: DictConfig) -> RunSummary:
         attn_alpha=float(row.get("attn_alpha", math.nan)),
         n_params=model.n_params,
     )
+    if rank == 0:
+        print_summary(
+            f"train {label}",
+            f"{summary.step} steps, val {summary.val_bpb:.4f} bits/byte, loss {summary.train_loss:.3f}, "
+            f"{summary.tokens_per_s:,.0f} tokens/s",
+            started=started,
+            out=out_dir,
+        )
+    return summary
 
 
 def _last_row(path: Path) -> dict[str, float]:

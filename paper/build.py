@@ -7,17 +7,21 @@ by paper.tex) and its Markdown twin (``<name>.md``, readable without TeX), the f
 and ``numbers.tex``, macros for the few numbers quoted in the text. Means over seeds are reported with
 their sample standard deviation s and a 95% Student-t interval ``mean ± t_{0.975, n-1} · s / √n``.
 The PDF is built with latexmk (else pdflatex) only when one is on PATH and `--out` is the default.
+A figure replaces the file already there only where the picture differs (`publish_figure`): a build from the
+committed results leaves the checkout as it was, on any machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import math
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +41,44 @@ ABLATION_ORDER = (
     "scheduled-cosine",
     "scheduled-linear-gated",
 )
+
+
+# Two renderings of one figure differ by at most this much in any channel of any pixel (of 1) to count as the
+# same picture. The coordinates a figure is drawn from differ in their last bits between CPUs (numpy picks its
+# SIMD code per CPU: with and without AVX-512, complexity_trained.png came out with 27 pixels one level of 255
+# apart along its lines); a figure that changes what it shows changes pixels by far more than this.
+FIGURE_TOLERANCE = 2 / 255
+
+
+def same_picture(a: bytes, b: bytes, tolerance: float = FIGURE_TOLERANCE) -> bool:
+    """Whether two PNG files show the same picture: one size, every channel within `tolerance` (of 1)."""
+    import numpy as np
+    from matplotlib.image import imread
+
+    x, y = (imread(io.BytesIO(png), format="png") for png in (a, b))
+    return x.shape == y.shape and float(np.abs(x.astype(np.float64) - y).max()) <= tolerance + 1e-6
+
+
+def publish_figure(png: bytes, path: Path) -> bool:
+    """Write the PNG `png` to `path` unless the file there shows the same picture (`same_picture`).
+
+    Returns whether it wrote. The committed figures then survive a build on another machine, or under a
+    matplotlib that stamps another version into the file, as long as they show what the results say.
+    """
+    if path.is_file() and same_picture(path.read_bytes(), png):
+        return False
+    path.write_bytes(png)
+    return True
+
+
+def save_figure(fig, path: Path, **options) -> bool:
+    """``fig.savefig`` as PNG (`options` passed on) through `publish_figure`; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", **options)
+    plt.close(fig)
+    return publish_figure(buffer.getvalue(), path)
 
 
 def read_results(path: Path) -> tuple[str, list[dict[str, str]]]:
@@ -184,8 +226,7 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
     ax_bpb.invert_yaxis()
     fig.suptitle(f"Ablation, {rows[0]['steps']} steps, {rows[0]['seeds']} seeds ({hardware})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "ablation.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "ablation.png", dpi=110)
     best = min(rows, key=lambda r: float(r["val_bpb_mean"]))
     softmax = next(r for r in rows if r["variant"] == "softmax")
     return {
@@ -292,8 +333,7 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
     )
     fig.suptitle(f"Attention swap on SmolLM2-135M ({hardware})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out / "attention_swap.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "attention_swap.png", dpi=110)
     rho, p_value = stats.spearmanr(entropy, delta)
     n_max = max(int(r["n"]) for r in rows if int(r["windows"]) > 1)  # the longest N with several windows
     at_max = [r for r in rows if int(r["n"]) == n_max and r["variant"] != "softmax"]
@@ -398,10 +438,10 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "head's mean varentropy and its density within one length (range over lengths).",
         " ; ".join(commands),
     )
-    plot(
-        [results / "complexity_trained.csv", results / "complexity_trained_swap.csv"],
-        out / "complexity_trained.png",
-    )
+    with tempfile.TemporaryDirectory() as folder:
+        drawn = Path(folder) / "complexity_trained.png"
+        plot([results / "complexity_trained.csv", results / "complexity_trained_swap.csv"], drawn)
+        publish_figure(drawn.read_bytes(), out / "complexity_trained.png")
 
     def k(model: str, variant: str, quantity: str) -> dict[str, str]:
         return by_key[model, variant][f"k of {quantity} ∝ N^k"]
@@ -524,7 +564,7 @@ def real_sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "mean entropy H (nats) and varentropy V (nats²) of the next-token distribution.",
         command,
     )
-    shutil.copyfile(results / "real_sampling_plane.png", out / "real_sampling_plane.png")
+    publish_figure((results / "real_sampling_plane.png").read_bytes(), out / "real_sampling_plane.png")
     by_sampler = {r["sampler"]: r for r in pooled}
     better = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_low"]) > 0]
     worse = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_high"]) < 0]
@@ -655,8 +695,7 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
         f"Complexity: points measured, lines fitted c·N^k with 95% interval of k ({hardware})", fontsize=9
     )
     fig.tight_layout()
-    fig.savefig(out / "complexity.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "complexity.png", dpi=110)
     numbers = {"ComplexityNMin": str(n_all[0]), "ComplexityNMax": str(n_all[-1])}
     per_variant = {v: _complexity_numbers(v, vr, fits) for v, vr in by_variant.items()}
     for variant, values in per_variant.items():
@@ -791,8 +830,7 @@ def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
         fontsize=9,
     )
     fig.tight_layout()
-    fig.savefig(out / "sampling.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "sampling.png", dpi=110)
     return {
         "SamplingPrompts": rows[0]["prompts"],
         "SamplingSeeds": n_seeds,
@@ -875,8 +913,7 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     steps = sorted({r["steps"] for r in runs})
     ax.set_title(f"Scaling, {'/'.join(steps)} steps per run ({hardware})", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "scaling.png", dpi=110)
-    plt.close(fig)
+    save_figure(fig, out / "scaling.png", dpi=110)
     largest = {r["variant"]: r for r in means if int(r["params"]) == sizes[-1]}
     seeds = sorted({r["runs"] for r in means})
     numbers = {

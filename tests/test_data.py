@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +22,8 @@ from entropic.data import (
     split_of,
     stdlib_files,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +175,35 @@ def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("ENTROPIC_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_dir() == tmp_path / "xdg" / "entropic"
+
+
+def test_a_corpus_without_a_cache_folder_is_cached_in_cache_dir(tmp_path):
+    for name in ("m0.py", "m23.py", "m35.py"):  # one file per split (train, test, val)
+        (tmp_path / name).write_text(f"# {name}\n" * 20)
+    files = sorted(tmp_path.glob("*.py"))
+    corpus = ByteCorpus.from_files(tmp_path, files, seq_len=8, cache=None, label="probe")
+    cached = Path(corpus.splits["train"].filename)
+    assert cached.parent.parent == cache_dir() and cached.parent.name.startswith("probe-")
+    assert cached.read_bytes() == bytes(corpus.splits["train"]) and len(cached.read_bytes()) > 0
+
+
+@pytest.mark.slow
+def test_the_test_suite_caches_in_a_temp_folder_of_its_run(tmp_path):
+    """tests/conftest.py: without $ENTROPIC_CACHE a run caches in the system temp, never in the home folder,
+    and removes that folder when it ends; with $ENTROPIC_CACHE set, the run caches there."""
+    home, temp, chosen = tmp_path / "home", tmp_path / "tmp", tmp_path / "chosen"
+    home.mkdir()
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "ENTROPIC_", "XDG_"))}
+    env |= {"HOME": str(home), "TMPDIR": str(temp)}
+    probe = "tests/test_data.py::test_a_corpus_without_a_cache_folder_is_cached_in_cache_dir"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", probe]
+    for extra in ({}, {"ENTROPIC_CACHE": str(chosen)}):
+        done = subprocess.run(command, cwd=ROOT, env=env | extra, capture_output=True, text=True)
+        assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+    assert not (home / ".cache" / "entropic").exists()
+    assert not list(temp.glob("entropic-tests-*"))  # removed at the end of the first run
+    assert len(list(chosen.glob("probe-*/train.bin"))) == 1  # the second run's, where it was told
 
 
 def test_associative_recall_answer_is_the_stored_value():

@@ -32,3 +32,8 @@ def test_demo_quick(tmp_path, monkeypatch, capsys):
     assert f"$ entropic generate --model {out / 'scheduled' / 'checkpoints' / 'last.pt'}" in printed
     steps = [line for line in printed.splitlines() if re.match(r"│\s+\d+\s+│", line)]
     assert len(steps) == 6
+    for variant in VARIANTS:  # each training run's summary, then the demo's
+        assert re.search(rf"^train {variant} done in [\d.]+ s: 6 steps, val [\d.]+ bits/byte", printed, re.M)
+    scores = ", ".join(f"{v} {float(rows[v]['val_bpb']):.4f}" for v in VARIANTS)
+    ending = printed.splitlines()[-1]
+    assert re.fullmatch(rf"demo done in [\d.]+ s: val bits/byte {scores}; {re.escape(str(out))}", ending)

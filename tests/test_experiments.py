@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -55,8 +56,9 @@ def test_scaling_law_fit_recovers_the_parameters():
         scaling_law_fit(sizes[:3], loss[:3])
 
 
-def test_complexity_on_a_checkpoint(tmp_path, monkeypatch):
+def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("COLUMNS", "80")
     paths = []
     for kind in ("softmax", "sparsemax"):
         model = GPT(GPTConfig(n_layer=2, d_model=32, attention=AttentionConfig(kind=kind)))
@@ -69,6 +71,13 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch):
     lengths = ["--lengths", "16", "96", "160"]
     argv = ["--checkpoint", *map(str, paths), *lengths, "--batch", "1", "--repeats", "1"]
     assert complexity.main([*argv, "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    bar = [f for f in re.split(r"[\r\n]", printed.err) if f.startswith("complexity ")][-1]
+    assert re.fullmatch(r"complexity 6/6 \|█+\| \d\d:\d\d<00:00, sparsemax N=160", bar) and len(bar) <= 79
+    assert re.fullmatch(
+        rf"complexity done in [\d.]+ s: 2 checkpoints × 3 lengths, 10 fits; {re.escape(str(out))}",
+        printed.out.splitlines()[-1],
+    )
     assert out.read_text().startswith("# python -m experiments.complexity --checkpoint")
     rows = read_csv(out)
     assert [(r["variant"], int(r["n"])) for r in rows] == [
@@ -138,7 +147,14 @@ def test_ablation_table(tmp_path, capsys):
     assert rows["softmax"]["seeds"] == "2" and float(rows["softmax"]["val_bpb_mean"]) == pytest.approx(3.1)
     assert float(rows["scheduled-cosine-gated"]["val_bpb_std"]) == pytest.approx(0.2)
     assert float(rows["softmax"]["attn_sparsity_L0_mean"]) == 0.5
-    assert "scheduled-cosine-gated" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3:-1] == [
+        "scheduled-cosine-gated      3  3.1000 ± 0.2000  0.5000 ± 0.0000        101",
+        "softmax                     2  3.1000 ± 0.1414  0.5000 ± 0.0000        100",
+    ]
+    assert max(map(len, printed[:-1])) <= 80
+    ending = rf"ablation done in [\d.]+ s: 2 variants from 5 runs; {re.escape(str(out))}"
+    assert re.fullmatch(ending, printed[-1])
     assert ablation.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
 
 
@@ -234,7 +250,10 @@ def test_scaling_fit_over_runs(tmp_path, capsys):
     (unfinished / "metrics.csv").write_text("step,val_bpb\n10,9.0\n")
     out = tmp_path / "scaling.csv"
     assert scaling.main([str(tmp_path / "multirun"), "--out", str(out)]) == 0
-    assert "skipped an unfinished run" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "skipped an unfinished run" in printed
+    ending = rf"scaling done in [\d.]+ s: 12 runs of 2 variants, 2 fits; {re.escape(str(out))}"
+    assert re.fullmatch(ending, printed.splitlines()[-1])
     rows = read_csv(out)
     fits = {r["variant"]: r for r in rows if r["kind"] == "fit"}
     assert set(fits) == {"softmax", "sparsemax"}

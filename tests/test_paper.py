@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -206,3 +208,59 @@ def test_tex_numbers_and_symbols():
     build = load_build()
     assert build._tex_number("8.37e-07") == r"8.37\times10^{-7}"
     assert build._tex_number("0.3473") == "0.3473" and build._tex_number("nan") == "nan"
+
+
+def files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_two_builds_write_the_same_bytes(generated, tmp_path):
+    assert load_build().main(["--results", str(ROOT / "results"), "--out", str(tmp_path), "--no-pdf"]) == 0
+    again, first = files(tmp_path), files(generated)
+    assert sorted(again) == sorted(first)
+    assert [name for name in first if again[name] != first[name]] == []
+
+
+def test_a_build_leaves_the_committed_files_as_they_are(tmp_path):
+    """`make paper` leaves `git status` clean: a build over a copy of paper/generated changes no byte."""
+    import matplotlib
+    from PIL import Image
+
+    committed = ROOT / "paper" / "generated"
+    versions = {Image.open(p).info.get("Software", "") for p in committed.glob("*.png")} - {""}
+    if any(matplotlib.__version__ not in v for v in versions):
+        pytest.skip(
+            f"the committed figures were drawn by {sorted(versions)}, not matplotlib {matplotlib.__version__}"
+        )
+    shutil.copytree(committed, tmp_path / "generated")
+    out = tmp_path / "generated"
+    assert load_build().main(["--results", str(ROOT / "results"), "--out", str(out), "--no-pdf"]) == 0
+    after, before = files(out), files(committed)
+    assert sorted(after) == sorted(before), "a build writes files that are not committed"
+    assert [name for name in before if after[name] != before[name]] == [], (
+        "rebuild and commit paper/generated"
+    )
+
+
+def test_a_figure_is_rewritten_only_when_its_picture_changes(tmp_path):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    build = load_build()
+    picture = np.round(np.linspace(0, 200, 30 * 40 * 3)).astype(np.uint8).reshape(30, 40, 3)
+
+    def png(change: int, rows: int = 30) -> bytes:
+        """The picture, `change` levels (of 255) added to one channel of one pixel, another version tag."""
+        shown = picture[:rows].copy()
+        shown[5, 7, 1] += change
+        buffer = io.BytesIO()
+        plt.imsave(buffer, shown, format="png", metadata={"Software": f"version {change}"})
+        return buffer.getvalue()
+
+    path = tmp_path / "figure.png"
+    assert build.publish_figure(png(0), path) and path.read_bytes() == png(0)
+    for change in (1, 2):  # the anti-aliasing of coordinates that differ in their last bits
+        assert png(change) != png(0) and build.same_picture(png(change), png(0))
+        assert not build.publish_figure(png(change), path) and path.read_bytes() == png(0)
+    assert not build.same_picture(png(20), png(0)) and not build.same_picture(png(0, rows=29), png(0))
+    assert build.publish_figure(png(20), path) and path.read_bytes() == png(20)

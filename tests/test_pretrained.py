@@ -1,4 +1,4 @@
-"""`load_pretrained` on a real model, SmolLM2-135M (de-quantised once per test process, see the
+"""`load_pretrained` on a real model, SmolLM2-135M (de-quantised once per test run, see the
 ``pretrained_cache`` fixture), and entropic's attention on it against eager attention."""
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import csv
 import itertools
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,29 @@ def test_tiny_run_learns_and_logs(tmp_path, corpus_cache):
     assert model.config.d_model == saved.model.d_model
     with pytest.raises(FileExistsError, match="never overwrites"):
         train(config(run, corpus_cache, "trainer.max_steps=2"))
+
+
+def test_progress_fits_80_columns_and_a_summary_ends_the_run(tmp_path, corpus_cache, monkeypatch, capsys):
+    """At 80 columns the bar keeps label, steps, ETA, loss and bits/byte; the last line sums the run up."""
+    monkeypatch.setenv("COLUMNS", "80")
+    run = tmp_path / "a-run-folder-with-a-long-name" / ("x" * 60)
+    overrides = ("trainer.progress=true", "trainer.max_steps=4", "trainer.eval_every=2")
+    summary = train(config(run, corpus_cache, "attention=scheduled", *overrides))
+    printed = capsys.readouterr()
+    frames = [f for f in re.split(r"[\r\n]", printed.err) if f.strip()]
+    last = frames[-1]  # the bar as the run left it
+    assert len(last) <= 79, last
+    pattern = r"scheduled 4/4 \|█+\| \d\d:\d\d<00:00, loss (\d+\.\d{3}), val_bpb (\d+\.\d{3})"
+    shown = re.fullmatch(pattern, last)
+    assert shown, last
+    assert float(shown[2]) == pytest.approx(summary.val_bpb, abs=5e-4)
+    assert float(shown[1]) == pytest.approx(summary.train_loss, abs=5e-4)
+    ending = printed.out.splitlines()[-1]
+    assert re.fullmatch(
+        rf"train scheduled done in [\d.]+ s: 4 steps, val {summary.val_bpb:.4f} bits/byte, "
+        rf"loss {summary.train_loss:.3f}, [\d,]+ tokens/s; {re.escape(str(run))}",
+        ending,
+    ), ending
 
 
 @pytest.mark.parametrize(
