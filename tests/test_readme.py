@@ -1,7 +1,7 @@
 """Every Python example in README.md runs on its own, and the outputs it shows are the real ones.
 
 Each block runs in a fresh namespace with nothing imported for it, so every example carries its own imports
-(the CUDA ones run only where a GPU is present). A one-line expression whose trailing comment contains
+(a block whose first line is ``# needs a CUDA device`` runs only where a GPU is present). A one-line expression whose trailing comment contains
 ``-> text`` shows its output: ``repr`` of the value must equal ``text`` (``x.shape  # -> torch.Size([4])``).
 Shell blocks are not run here (the CLI has its own tests).
 """
@@ -20,6 +20,7 @@ import torch
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 ARROW = "-> "
+CUDA_MARK = "# needs a CUDA device"
 
 
 def _shown_outputs(code: str) -> dict[int, str]:
@@ -59,11 +60,19 @@ def _expect(value, text: str, line: int) -> None:
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_example_runs(index):
     code = BLOCKS[index]
-    if "cuda" in code and not torch.cuda.is_available():
+    if code.startswith(CUDA_MARK) and not torch.cuda.is_available():
         pytest.skip("example needs a CUDA device")
     name = f"README.md[{index}]"
     namespace: dict = {"__expect__": _expect, "__name__": name}
     exec(compile(_with_checks(code, name), name, "exec"), namespace)
+
+
+def test_cuda_examples_say_so():
+    """A block that uses CUDA starts with the marker the README explains (and the test skips on a CPU);
+    every other block runs here."""
+    for index, code in enumerate(BLOCKS):
+        uses_cuda = "cuda" in code.replace(CUDA_MARK, "")
+        assert uses_cuda == code.startswith(CUDA_MARK), f"README.md[{index}]: mark CUDA blocks, and only them"
 
 
 def test_shown_outputs_are_checked():
