@@ -1,8 +1,9 @@
 """Every Python example in README.md runs on its own, and the outputs it shows are the real ones.
 
 Each block runs in a fresh namespace with nothing imported for it, so every example carries its own imports
-(a block whose first line is ``# needs a CUDA device`` runs only where a GPU is present). A one-line expression whose trailing comment contains
-``-> text`` shows its output: ``repr`` of the value must equal ``text`` (``x.shape  # -> torch.Size([4])``).
+(a block whose first line is ``# needs a CUDA device`` runs only where a GPU is present). A one-line
+expression whose trailing comment contains ``-> text`` shows its output: ``repr`` of the value must equal
+``text`` (``x.shape  # -> torch.Size([4])``).
 Shell blocks are not run here (the CLI has its own tests).
 """
 
