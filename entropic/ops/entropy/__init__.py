@@ -1,0 +1,1 @@
+"""Entropy, varentropy and log-partition of softmax rows."""
