@@ -126,8 +126,11 @@ def _entropy_stats(
     """``(H, V, log Z)`` in nats (`entropic.ops.entropy`), checked as `check_logits` checks, from the op's
     own log Z: it is finite exactly when the row is valid, so the values are read once, by the op."""
     dim = check_logits_layout(logits, fn, dim)
-    stats = dispatch.entropy_stats(logits.movedim(dim, -1), variance=variance, impl=impl, fn=fn)
-    if not bool(torch.isfinite(stats[2]).all()):  # one host sync, as in check_logits
+    x = logits if dim == logits.dim() - 1 else logits.movedim(dim, -1)
+    stats = dispatch.entropy_stats(x, variance=variance, impl=impl, fn=fn)
+    # One host sync, as in check_logits. The sum is finite when every log Z is (a false alarm, from an
+    # overflow of the sum, only costs the full check, which then passes).
+    if not math.isfinite(stats[2].detach().sum()):
         check_logits(logits, fn, dim)  # raises, naming what is wrong
     return stats
 
