@@ -21,15 +21,17 @@ slow path that ``exp`` takes for arguments below about -87, -inf included); scal
 each y by half an ulp, as the rounding of ``x - max`` does.
 
 Masks: ``-inf`` entries have e = 0; their products ``0 · (-inf)`` are NaN and the sums skip them
-(``nansum``; the out-of-place path parks them at a finite floor instead), so every result equals the result of
-dropping them, as it does for a finite logit so low that its square overflows. A row with no finite entry
-gives ``H = V = 0`` and ``log Z = -inf``; a row holding NaN or +inf gives a log Z that is not finite.
+(``nansum``; the out-of-place path parks them at a finite floor instead), so every result equals the
+result of dropping them, as it does for a finite logit so low that its square overflows. A row with no
+finite entry gives ``H = V = 0`` and ``log Z = -inf``; a row holding NaN or +inf gets a log Z that is not
+finite.
 
 Speed (CPU, without autograd): rows are processed a block of about `_BLOCK` entries per thread at a time,
 in three float32 buffers updated in place and reused from call to call (`_workspace`): 9 vectorised passes
-over the block (11 for half precision), of which ``exp2`` is the only costly one; with one thread,
-`entropic.entropy_varentropy` takes about 1.1× (float32) and 1.4× (bfloat16) the time of one
-``torch.logsumexp`` at (B, V) = (8, 131072) and (64, 32000) (``benchmarks/bench_entropy.py --vs-logsumexp``).
+over the block (11 for half precision), of which ``exp2`` is the only costly one. On one thread,
+`entropic.entropy_varentropy` costs about one ``torch.logsumexp`` of the same float32 logits, and 1.3 to
+1.8 of one on bfloat16 logits, whose logsumexp needs no conversion pass (``benchmarks/bench_entropy.py
+--vs-logsumexp``, (B, V) = (8, 131072) and (64, 32000)).
 Every reduction is per row and every elementwise pass runs row by row, so a row's numbers do not depend on
 the block or the batch it sits in: callers holding the same rows in other shapes (the metrics, the
 attention statistics chunk by chunk, the filters) get bitwise the same results. That holds while ATen runs
