@@ -73,11 +73,18 @@ class Quantiles:
         return Quantiles(self.median * factor, self.p20 * factor, self.p80 * factor)
 
 
-def measure(fn: Callable[[], object], device: torch.device, quick: bool = False) -> Quantiles:
+def measure(
+    fn: Callable[[], object],
+    device: torch.device,
+    quick: bool = False,
+    clock: Callable[[], float] | None = None,
+) -> Quantiles:
     """Time ``fn()`` in milliseconds: median, p20, p80 over repetitions.
 
     CUDA: ``triton.testing.do_bench`` (flushes L2 between calls, synchronises); CPU:
-    ``torch.utils.benchmark.Timer.blocked_autorange`` (per-call times of its measurement blocks).
+    ``torch.utils.benchmark.Timer.blocked_autorange`` (per-call times of its measurement blocks), read
+    from `clock` when given (e.g. ``time.process_time``: the CPU time of this process, which time spent
+    waiting for a shared core does not inflate), wall time otherwise.
     """
     if device.type == "cuda":
         import triton.testing
@@ -87,7 +94,7 @@ def measure(fn: Callable[[], object], device: torch.device, quick: bool = False)
         return Quantiles(median, p20, p80)
     from torch.utils import benchmark
 
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn})
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, **({"timer": clock} if clock else {}))
     times = torch.tensor(timer.blocked_autorange(min_run_time=0.05 if quick else 1.0).times) * 1e3
     q = torch.quantile(times.double(), torch.tensor([0.5, 0.2, 0.8], dtype=torch.float64))
     return Quantiles(*q.tolist())

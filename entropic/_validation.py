@@ -31,15 +31,7 @@ def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -
     it), +inf when it holds +inf and no NaN, and -inf when every entry is -inf. The maxima (detached, shape
     ``logits.shape`` without `dim`) are returned for callers that shift by them.
     """
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(logits).__name__}")
-    if not logits.is_floating_point():
-        raise TypeError(f"{fn}: {name} must be a floating-point tensor, got dtype {logits.dtype}")
-    if logits.dim() == 0:
-        raise ValueError(f"{fn}: {name} must have at least one dimension, got a scalar")
-    dim = check_dim(logits, dim, fn, tensor=name)
-    if logits.shape[dim] == 0:
-        raise ValueError(f"{fn}: {name} has an empty dimension {dim} (shape {tuple(logits.shape)})")
+    dim = check_logits_layout(logits, fn, dim, name)
     row_max = logits.detach().amax(dim)
     n_rows = row_max.numel()
     counts = [torch.isnan(row_max).sum(), (row_max == math.inf).sum(), (row_max == -math.inf).sum()]
@@ -55,6 +47,24 @@ def check_logits(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -
             f"{fn}: {n_dead} of {n_rows} rows of {name} have no finite entry (every entry is -inf)"
         )
     return row_max
+
+
+def check_logits_layout(logits: Tensor, fn: str, dim: int = -1, name: str = "logits") -> int:
+    """`check_logits` without reading a value: type, rank, `dim` and a non-empty `dim`; returns `dim`.
+
+    For callers that find bad values in their own results instead (`entropic.metrics` from a log Z that
+    is not finite) and then call `check_logits` for the message.
+    """
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"{fn}: {name} must be a torch.Tensor, got {type(logits).__name__}")
+    if not logits.is_floating_point():
+        raise TypeError(f"{fn}: {name} must be a floating-point tensor, got dtype {logits.dtype}")
+    if logits.dim() == 0:
+        raise ValueError(f"{fn}: {name} must have at least one dimension, got a scalar")
+    dim = check_dim(logits, dim, fn, tensor=name)
+    if logits.shape[dim] == 0:
+        raise ValueError(f"{fn}: {name} has an empty dimension {dim} (shape {tuple(logits.shape)})")
+    return dim
 
 
 def check_base(base: float | None) -> float | None:

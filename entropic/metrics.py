@@ -22,8 +22,16 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from entropic._validation import check_base, check_dim, check_logits, check_param, compute_dtype, in_base
-from entropic.ops.dispatch import kernel_blocker, use_kernel  # Triton-free: the one dispatch rule
+from entropic._validation import (
+    check_base,
+    check_dim,
+    check_logits,
+    check_logits_layout,
+    check_param,
+    compute_dtype,
+    in_base,
+)
+from entropic.ops.entropy import dispatch
 
 __all__ = [
     "bits_per_byte",
@@ -43,11 +51,6 @@ __all__ = [
 ]
 
 _LN2 = math.log(2.0)
-# Entries per thread in a row block of the PyTorch entropy/varentropy path on the CPU: a thread's share of a
-# block's float32 temporaries (256 KiB each) stays in a core's L2 cache.
-_BLOCK = 1 << 16
-# Shifted logits below this have exp() = 0 exactly in float32 and float64; its square is still finite.
-_FLOOR = -1e18
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -117,62 +120,19 @@ def _reduce(loss: Tensor, count: Tensor, reduction: str, fn: str) -> Tensor:
 # ---------------------------------------------------------------------------------- entropy family
 
 
-def _entropy_varentropy_rows(
-    x: Tensor, row_max: Tensor, variance: bool = True
+def _entropy_stats(
+    logits: Tensor, dim: int, fn: str, impl: str = "torch", variance: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(S, μ, M2)`` of each row of ``x`` (R, V) with maxima `row_max` (R,), from two passes over the row.
-
-    With ``z = x - max`` and ``e = exp(z)``: ``S = Σe``, ``μ = Σe·z / S`` and ``M2 = Σe·(z - μ)²``, the second
-    pass centred on μ, so no raw second moment is formed and nothing cancels. Without `variance` the second
-    pass is skipped (M2 = 0). Without autograd the temporaries are updated in place.
-    """
-    inplace = not (torch.is_grad_enabled() and x.requires_grad)
-    m = row_max.detach().to(compute_dtype(x.dtype)).unsqueeze(-1)  # every result is shift-invariant
-    # Entries below the floor have e = 0 in float32 and float64 alike, so parking them there (the -inf masks
-    # included) changes no result while keeping 0·z and 0·(z - μ)² finite.
-    z = torch.sub(x, m)
-    z = z.clamp_min_(_FLOOR) if inplace else z.clamp_min(_FLOOR)
-    e = torch.exp(z)
-    s0 = e.sum(-1)
-    mu = (e * z).sum(-1) / s0
-    if not variance:
-        return s0, mu, torch.zeros_like(mu)
-    d = z.sub_(mu.unsqueeze(-1)) if inplace else z - mu.unsqueeze(-1)
-    m2 = (d.square_().mul_(e) if inplace else e * d.square()).sum(-1)
-    return s0, mu, m2
-
-
-def _entropy_varentropy_torch(
-    logits: Tensor, dim: int, row_max: Tensor | None = None, variance: bool = True
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(H, V, log Z) in nats: ``H = log S - μ``, ``V = M2 / S``, ``log Z = max + log S`` (S, μ, M2 per row).
-
-    Without `variance` the second pass is skipped and V is 0 (for `entropy`, which needs H only).
-
-    `row_max` is ``logits.amax(dim)`` when the caller has it already. On the CPU, row blocks of about `_BLOCK`
-    entries per thread are processed at a time so that each thread's share of a block's temporaries stays in
-    its cache. Elsewhere, and under torch.compile (whose fused loops need no blocking), the whole tensor is
-    one block.
-    """
-    x = logits.movedim(dim, -1)
-    batch, vocab = x.shape[:-1], x.shape[-1]
-    rows = x.reshape(-1, vocab)
-    maxima = (x.detach().amax(-1) if row_max is None else row_max).reshape(-1)
-    if rows.is_cpu and not torch.compiler.is_compiling():
-        per_block = max(1, _BLOCK * torch.get_num_threads() // vocab)
-    else:
-        per_block = rows.shape[0]
-    if per_block >= rows.shape[0]:
-        s0, mu, m2 = _entropy_varentropy_rows(rows, maxima, variance)
-    else:
-        blocks = (
-            _entropy_varentropy_rows(r, m, variance)
-            for r, m in zip(rows.split(per_block), maxima.split(per_block), strict=True)
-        )
-        s0, mu, m2 = (torch.cat(parts) for parts in zip(*blocks, strict=True))
-    log_s0 = torch.log(s0)
-    h, v, log_z = log_s0 - mu, m2 / s0, maxima.to(log_s0.dtype) + log_s0
-    return h.reshape(batch), v.reshape(batch), log_z.reshape(batch)
+    """``(H, V, log Z)`` in nats (`entropic.ops.entropy`), checked as `check_logits` checks, from the op's
+    own log Z: it is finite exactly when the row is valid, so the values are read once, by the op."""
+    dim = check_logits_layout(logits, fn, dim)
+    x = logits if dim == logits.dim() - 1 else logits.movedim(dim, -1)
+    stats = dispatch.entropy_stats(x, variance=variance, impl=impl, fn=fn)
+    # One host sync, as in check_logits. The sum is finite when every log Z is (a false alarm, from an
+    # overflow of the sum, only costs the full check, which then passes).
+    if not math.isfinite(stats[2].detach().sum()):
+        check_logits(logits, fn, dim)  # raises, naming what is wrong
+    return stats
 
 
 def entropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
@@ -197,9 +157,8 @@ def entropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tensor:
     >>> entropy(torch.zeros(2), base=2)  # a fair coin
     tensor(1.)
     """
-    row_max = check_logits(logits, "entropy", dim)
     log_base = check_base(base)
-    h, _, _ = _entropy_varentropy_torch(logits, dim, row_max, variance=False)
+    h, _, _ = _entropy_stats(logits, dim, "entropy", variance=False)
     return in_base(h, log_base)
 
 
@@ -215,21 +174,9 @@ def varentropy(logits: Tensor, dim: int = -1, base: float | None = None) -> Tens
     >>> varentropy(logits_from_probs(torch.tensor([0.9, 0.1])), base=2)  # 0.09 (log2 9)^2
     tensor(0.9044)
     """
-    row_max = check_logits(logits, "varentropy", dim)
     log_base = check_base(base)
-    _, v, _ = _entropy_varentropy_torch(logits, dim, row_max)
+    _, v, _ = _entropy_stats(logits, dim, "varentropy")
     return v if log_base is None else v / log_base**2
-
-
-def _entropy_stats(
-    logits: Tensor, dim: int, row_max: Tensor, impl: str, fn: str
-) -> tuple[Tensor, Tensor, Tensor]:
-    """``(H, V, log Z)`` in nats for checked logits, on the entropy kernel when `use_kernel` says so."""
-    if use_kernel(impl, fn, kernel_blocker("entropy_stats", logits), logits):
-        from entropic.ops.entropy.triton import entropy_stats
-
-        return entropy_stats(logits.movedim(dim, -1))
-    return _entropy_varentropy_torch(logits, dim, row_max)
 
 
 def entropy_varentropy(
@@ -242,10 +189,10 @@ def entropy_varentropy(
     """Entropy and varentropy together: ``H = log S - μ`` and ``V = Σe·(z - μ)² / S``.
 
     Here ``z = x - max``, ``e = exp(z)``, ``S = Σe`` and ``μ = Σe·z / S`` (so ``p = e / S``). The PyTorch
-    path reads each row twice, once for ``(S, Σe·z)`` and once centred on μ, a block of rows at a time so
-    that the float32 temporaries stay in cache; no raw second moment is formed, so nothing cancels. The
-    Triton kernel (``impl="triton"``, and ``impl="auto"`` for CUDA tensors) reads the logits once, merging
-    vocabulary chunks by the online (max, Σe, mean, M2) recurrence.
+    path (`entropic.ops.entropy.torch`) reads each row twice, once for ``(S, Σe·z)`` and once centred on μ,
+    a block of rows at a time in cached float32 buffers; no raw second moment is formed, so nothing
+    cancels. The Triton kernel (``impl="triton"``, and ``impl="auto"`` for CUDA tensors) reads the logits
+    once, merging vocabulary chunks by the online (max, Σe, mean, M2) recurrence.
 
     Parameters
     ----------
@@ -270,9 +217,8 @@ def entropy_varentropy(
     >>> h  # the second row is uniform: log 3
     tensor([0.8467, 1.0986])
     """
-    row_max = check_logits(logits, "entropy_varentropy", dim)
     log_base = check_base(base)
-    h, v, _ = _entropy_stats(logits, dim, row_max, impl, "entropy_varentropy")
+    h, v, _ = _entropy_stats(logits, dim, "entropy_varentropy", impl)
     if log_base is None:
         return h, v
     return h / log_base, v / log_base**2

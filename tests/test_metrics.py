@@ -30,7 +30,7 @@ from entropic import (
     sampling_info,
     varentropy,
 )
-from entropic.metrics import _entropy_varentropy_torch
+from entropic.ops.entropy.torch import entropy_stats as torch_entropy_stats
 from entropic.reference import entropy_stats_reference
 
 LN2 = math.log(2)
@@ -189,7 +189,7 @@ def test_torch_path_avoids_cancellation():
     x = torch.full((1, 131072), -3.0)
     x[0, 0] = 0.0
     ref = varentropy(x.double()).item()
-    _, ours, _ = _entropy_varentropy_torch(x, -1)
+    _, ours, _ = torch_entropy_stats(x)
     y = x - x.amax(-1, keepdim=True)
     w = torch.softmax(x, -1)
     naive = ((w * y * y).sum() - (w * y).sum() ** 2).item()
@@ -216,8 +216,8 @@ def _accuracy_cases(vocab: int, rows: int) -> dict[str, torch.Tensor]:
 def test_torch_path_relative_error_on_bf16_large_vocab(case):
     """The CPU path's bar: relative error vs float64 <= 1e-6 for H, V and log Z on bf16 V = 131072 logits."""
     x = _accuracy_cases(131072, 2)[case].to(torch.bfloat16)
-    refs = _entropy_varentropy_torch(x.double(), -1)
-    for ours, ref in zip(_entropy_varentropy_torch(x, -1), refs, strict=True):
+    refs = torch_entropy_stats(x.double())
+    for ours, ref in zip(torch_entropy_stats(x), refs, strict=True):
         assert ours.dtype == torch.float32
         assert ((ours.double() - ref).abs() / ref.abs()).max() <= 1e-6
     ref_h, ref_v = entropy_stats_reference(x, upcast=True)[:2]  # the float64 path against the reference
@@ -244,18 +244,16 @@ def test_row_blocks_agree_with_one_block_and_leave_input_alone(monkeypatch):
     x[2, 1] = -math.inf  # a masked entry in each of the rows (2, ·)
     before = x.clone()
     whole = [entropy_varentropy(x, dim=1), entropy_varentropy(x.to(torch.bfloat16), dim=1)]
-    monkeypatch.setattr(entropic.metrics, "_BLOCK", 3 * 3)  # 3 rows of 3 per block and thread
+    monkeypatch.setattr(entropic.ops.entropy.torch, "_BLOCK", 3 * 3)  # 3 rows of 3 per block and thread
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     blocked = [entropy_varentropy(x, dim=1), entropy_varentropy(x.to(torch.bfloat16), dim=1)]
     torch.testing.assert_close(blocked, whole, rtol=0, atol=0)
     assert torch.equal(x, before)
 
 
-def test_torch_path_gradients_match_float64(monkeypatch):
-    """Autograd through the row blocks: float32 gradients of H + V match the float64 closed form
+def test_torch_path_gradients_match_float64():
+    """Autograd through the PyTorch path: float32 gradients of H + V match the float64 closed form
     dH/dx = -p d, dV/dx = p (d² + 2d - V) with d = x - E_p[x]."""
-    monkeypatch.setattr(entropic.metrics, "_BLOCK", 1000)  # 2 rows per block and thread, 3 blocks
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     x = torch.randn(5, 500, dtype=torch.float64) * 3
     x[:, ::7] = -math.inf
     leaf = x.float().requires_grad_()

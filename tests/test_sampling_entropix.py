@@ -271,18 +271,16 @@ def test_seeded_kernel_step_launches_once_and_computes_entropy_once(monkeypatch)
     """The seeded kernel path: one launch draws every candidate of every row (without recomputing H and V),
     and the logits' entropy is computed once, for the decisions."""
     pytest.importorskip("triton")
-    import entropic.metrics as metrics_module
+    import entropic.ops.entropy.torch as stats_module
     import entropic.ops.sampling.triton as kernel_module
 
     launches, entropies = [], []
-    launch, torch_stats = kernel_module.sampling_forward, metrics_module._entropy_varentropy_torch
+    launch, torch_stats = kernel_module.sampling_forward, stats_module.entropy_stats
     monkeypatch.setattr(
         kernel_module, "sampling_forward", lambda *a, **k: launches.append(k) or launch(*a, **k)
     )
     monkeypatch.setattr(
-        metrics_module,
-        "_entropy_varentropy_torch",
-        lambda *a, **k: entropies.append(1) or torch_stats(*a, **k),
+        stats_module, "entropy_stats", lambda *a, **k: entropies.append(1) or torch_stats(*a, **k)
     )
     logits, _ = mixed_batch()
     out = EntropixSampler(EntropixConfig(n_adaptive_samples=4))(

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from entropic import sampling_info
+from entropic import entropy, sampling_info
 from entropic.sampling import FILTERS, apply_filters, epsilon, eta, min_p, temperature, top_k, top_p, typical
 
 
@@ -48,13 +48,13 @@ def nucleus64(row: torch.Tensor, p: float) -> torch.Tensor:
     return keep_mass64(row, row.float() if row.dtype != torch.float64 else row, p)
 
 
-def typical_key(row: torch.Tensor) -> torch.Tensor:
-    """-|surprisal - H| in the filter's compute dtype: the typical filter's ranking (higher = kept first)."""
-    x = row.float() if row.dtype != torch.float64 else row
+def typical_key(rows: torch.Tensor) -> torch.Tensor:
+    """-|surprisal - H| in the filter's compute dtype: the typical filter's ranking (higher = kept first) of
+    each row of `rows`, H from `entropic.entropy` on the same rows (the filter's entropy, to the bit)."""
+    x = rows.float() if rows.dtype != torch.float64 else rows
     logp = torch.log_softmax(x, -1)
-    live = torch.isfinite(logp)
-    h = -torch.where(live, logp.exp() * logp, torch.zeros_like(logp)).sum()
-    return -torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
+    h = entropy(x).unsqueeze(-1)
+    return -torch.where(torch.isfinite(logp), (-logp - h).abs(), torch.full_like(logp, math.inf))
 
 
 def test_temperature():
@@ -138,9 +138,9 @@ def test_top_p_is_the_float64_nucleus_at_large_vocabularies(p):
 def test_typical_mass_is_summed_in_float64(mass):
     """The typical set's mass cut is the float64 one too (same flaw, same fix as top-p)."""
     x = torch.randn(3, V_LARGE) * torch.tensor([[0.01], [0.3], [1.0]])
-    out = kept(typical(x, mass))
+    out, keys = kept(typical(x, mass)), typical_key(x)
     for row in range(3):
-        assert torch.equal(out[row], keep_mass64(x[row], typical_key(x[row]), mass)), row
+        assert torch.equal(out[row], keep_mass64(x[row], keys[row], mass)), row
 
 
 def test_top_p_per_row_and_top1_always_kept():
@@ -482,11 +482,11 @@ def test_typical_matches_transformers(hf):
     1e-12 of `mass` excluded; float32 logits are checked against the float64 mass cut above."""
     x = hf_rows(torch.float32).double()
     masses = per_row([0.2, 0.5, 0.9, 0.99], x.shape[0])
-    out = kept(typical(x, masses))
+    out, keys = kept(typical(x, masses)), typical_key(x)
     compared = 0
     for row in range(x.shape[0]):
         mass = float(masses[row])
-        key = typical_key(x[row])
+        key = keys[row]
         assert torch.equal(out[row], keep_mass64(x[row], key, mass)), row
         order = key.argsort(descending=True)
         running = torch.softmax(x[row], -1)[order].cumsum(-1)

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_base, check_logits, check_param
-from entropic.metrics import _entropy_stats
+from entropic.ops.entropy.dispatch import entropy_stats
 from entropic.sampling.draw import Generators, draw
 from entropic.sampling.filters import SamplingParams
 from entropic.sampling.protocol import SamplerOutput, StepContext
@@ -326,7 +326,7 @@ class EntropixSampler:
         c = self.config
         batch, device = logits.shape[0], logits.device
         log_base = check_base(c.base) or 1.0
-        h_nats, v_nats, log_z = _entropy_stats(logits, -1, row_max, "auto", "EntropixSampler")
+        h_nats, v_nats, log_z = entropy_stats(logits, row_max=row_max, fn="EntropixSampler")
         h, v = h_nats / log_base, v_nats / log_base**2
         given = attn_stats is not None
         attn = attn_stats if given else AttentionMetrics.zeros(batch, device)

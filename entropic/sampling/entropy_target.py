@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_base, check_logits, check_param, compute_dtype
-from entropic.metrics import _entropy_varentropy_torch
+from entropic.ops.entropy.torch import entropy_stats
 from entropic.sampling.draw import Generators, draw
 from entropic.sampling.filters import SamplingParams
 from entropic.sampling.protocol import SamplerOutput, StepContext
@@ -109,7 +109,7 @@ def _solve(
     def entropy_at(u: Tensor) -> tuple[Tensor, Tensor]:
         t = u.exp().unsqueeze(-1)
         # max(x / T) is max(x) / T exactly (rounding is monotone): no pass to find it
-        h, v, _ = _entropy_varentropy_torch(x / t, -1, (top / t).squeeze(-1))
+        h, v, _ = entropy_stats(x / t, (top / t).squeeze(-1))
         return h, v
 
     u = 0.5 * (u_lo + u_hi)

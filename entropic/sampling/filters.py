@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from entropic._validation import check_logits, check_param, compute_dtype
+from entropic.ops.entropy.torch import entropy_stats
 
 
 def _upcast(logits: Tensor) -> Tensor:
@@ -224,10 +225,8 @@ def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
     """
     x = _upcast(logits)
     logp = torch.log_softmax(x, dim=-1)
-    live = torch.isfinite(logp)
-    plogp = torch.where(live, logp.exp() * logp, torch.zeros_like(logp))
-    h = -plogp.sum(-1, keepdim=True)
-    deviation = torch.where(live, (-logp - h).abs(), torch.full_like(logp, math.inf))
+    h = entropy_stats(x, variance=False)[0].unsqueeze(-1)
+    deviation = torch.where(torch.isfinite(logp), (-logp - h).abs(), torch.full_like(logp, math.inf))
     return _keep_mass(x, -deviation, _per_row(mass, x, "typical"))
 
 
@@ -263,9 +262,7 @@ def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
     """
     x = _upcast(logits)
     log_eta = _log_param(eta, x, "eta")
-    logp = torch.log_softmax(x, dim=-1)
-    plogp = torch.where(torch.isfinite(logp), logp.exp() * logp, torch.zeros_like(logp))
-    h = -plogp.sum(-1, keepdim=True)
+    h = entropy_stats(x, variance=False)[0].unsqueeze(-1)
     log_eta = torch.as_tensor(log_eta, dtype=x.dtype, device=x.device)
     return _keep_above(x, torch.minimum(log_eta, 0.5 * log_eta - h))
 

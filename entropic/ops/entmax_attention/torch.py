@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from entropic.ops.entmax_attention.schedule import EntropySchedule
+from entropic.ops.entropy.torch import entropy_stats
 
 # Scores per chunk (the (B, H, queries, Nk) block one step holds): 2 MiB in float32.
 _CHUNK_ELEMENTS = 1 << 19
@@ -111,35 +112,15 @@ def scores(
     return s
 
 
-def softmax_stats(s: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Detached (entropy, varentropy, log Z, n_visible, dead) of softmax over the finite scores."""
+def softmax_stats(s: Tensor, row_max: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Detached (entropy, varentropy, log Z, n_visible, dead) of softmax over the finite scores ``(..., n)``
+    (`entropic.ops.entropy.torch`, given `row_max` = ``s.amax(-1)`` when the caller has it); a row that
+    sees no key has 0 everywhere and ``dead`` True."""
     s = s.detach()
-    m = s.amax(-1)
-    m = torch.where(m > -math.inf, m, 0.0)
-    return _centred_stats(s - m.unsqueeze(-1), m)
-
-
-def _centred_stats(z: Tensor, m: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """`softmax_stats` of ``s = z + m`` from the centred scores (row max 0, -inf at hidden keys).
-
-    With ``p = softmax(z)``: ``log Σ e^z = -log max p``, ``H = log Σ e^z - E[z]``, ``V = E[z²] - E[z]²``
-    (z is centred at the top score, which keeps the cancellation in V to about eps · E[z²]).
-    """
-    n_visible = (z > -math.inf).sum(-1)
+    ent, var, log_z = entropy_stats(s, row_max)
+    n_visible = (s > -math.inf).sum(-1)
     dead = n_visible == 0
-    p = torch.softmax(z, -1)
-    zf = torch.nan_to_num(z, neginf=0.0)  # p = 0 there
-    pz = p * zf
-    mean, second = pz.sum(-1), pz.mul_(zf).sum(-1)
-    log_s = -torch.log(p.amax(-1))
-    zero = torch.zeros((), dtype=z.dtype, device=z.device)
-    return (
-        torch.where(dead, zero, log_s - mean),
-        torch.where(dead, zero, (second - mean * mean).clamp(min=0.0)),
-        torch.where(dead, zero, m + log_s),
-        n_visible,
-        dead,
-    )
+    return ent, var, log_z.masked_fill(dead, 0.0), n_visible, dead
 
 
 # ------------------------------------------------------------------------------------ root finding
@@ -377,10 +358,10 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
         for ch in plan:
             s = _chunk_scores(q, k, bias, ch, spec)
             m = s.amax(-1)
+            st = softmax_stats(s, m) if need_stats else None  # before s is shifted in place
             live = m > -math.inf
             m = torch.where(live, m, 0.0)  # rows that see nothing: any finite shift, their weights are 0
             z = s.sub_(m.unsqueeze(-1))
-            st = _centred_stats(z, m) if need_stats else None
             a = _chunk_alpha(alpha, st, ch)
             p, g_p, (t, total) = _probs(z, live, a if isinstance(a, float) else a.detach(), None, grad=keep)
             if keep:

@@ -12,7 +12,7 @@ the same update. The split count aims at about two programs per SM (`_split_coun
 Backward, from the saved (H, V, log Z) and one more read of x, without a probability tensor:
     dH/dx_i = p_i (s_i - H),   dV/dx_i = p_i [(s_i - H)² - V - 2 (s_i - H)],   s_i = log Z - x_i.
 
-Reference: ``entropic.metrics._entropy_varentropy_torch`` (the same quantities by two centred passes per row
+Reference: ``entropic.ops.entropy.torch.entropy_stats`` (the same quantities by two centred passes per row
 block on the CPU), checked against float64 in the tests.
 """
 
