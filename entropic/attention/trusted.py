@@ -207,19 +207,7 @@ def attend(
         check_finite(q, k, v, fn)
         if attn_mask is not None:
             check_mask(attn_mask, (q.shape[0], q.shape[1], q.shape[2], k.shape[2]), fn)
-    return _attend(q, k, v, plan, alpha, attn_mask, dropout_p)
-
-
-def _attend(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    plan: AttentionPlan,
-    alpha: Tensor | None,
-    attn_mask: Tensor | None,
-    dropout_p: float,
-) -> Tensor | tuple[Tensor, AttentionStats]:
-    """The one dispatch rule (the module docstring's table)."""
+    # the one dispatch rule (the module docstring's table)
     if plan.softmax and not plan.stats and plan.impl != "triton":
         return _sdpa(q, k, v, plan, attn_mask, dropout_p)
     kernel = plan.impl == "triton" or (

@@ -12,6 +12,7 @@ probabilities.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import ClassVar, Literal
 
 import torch
@@ -286,10 +287,11 @@ class FilterSampler:
 
     Parameters
     ----------
-    temperature, top_k, top_p, min_p, typical, epsilon, eta
-        As in `sample` (``temperature=0`` is greedy).
     impl : {"auto", "torch", "triton"}
         The draw's implementation, as in `sample`.
+    **filters : number or Tensor
+        The fields of `SamplingParams` by name: ``temperature`` (``0`` is greedy), ``top_k``, ``top_p``,
+        ``min_p``, ``typical``, ``epsilon``, ``eta``, as in `sample`.
 
     Examples
     --------
@@ -301,18 +303,13 @@ class FilterSampler:
     needs: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
-        self,
-        temperature: float | Tensor = 1.0,
-        top_k: int | Tensor | None = None,
-        top_p: float | Tensor | None = None,
-        min_p: float | Tensor | None = None,
-        typical: float | Tensor | None = None,
-        epsilon: float | Tensor | None = None,
-        eta: float | Tensor | None = None,
-        *,
-        impl: Literal["auto", "torch", "triton"] = "auto",
+        self, *, impl: Literal["auto", "torch", "triton"] = "auto", **filters: float | Tensor | None
     ) -> None:
-        self.params = SamplingParams(temperature, top_k, top_p, min_p, typical, epsilon, eta)
+        known = [f.name for f in fields(SamplingParams)]
+        unknown = sorted(set(filters) - set(known))
+        if unknown:
+            raise TypeError(f"FilterSampler: unknown filters {unknown}; expected among {known}")
+        self.params = SamplingParams(**filters)
         self.impl = impl
 
     def __repr__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch  # noqa: F401  (the examples use it)
 from torch import Tensor
 
@@ -12,31 +14,25 @@ __all__ = ["softmax_attention_reference"]
 
 
 def softmax_attention_reference(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    *,
-    causal: bool = False,
-    attn_mask: Tensor | None = None,
-    scale: float | None = None,
-    return_stats: bool = False,
-    upcast: bool = False,
+    q: Tensor, k: Tensor, v: Tensor, **options: Any
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     """Softmax attention on materialised scores: ``o_i = Σ_j softmax(s_i)_j v_j``, ``s_ij = scale · q_i·k_j``.
 
+    `entmax_attention_reference` at α = 1 (``torch.softmax`` on the materialised scores).
+
     Parameters
     ----------
-    q, k, v, causal, attn_mask, scale
+    q, k, v; causal, attn_mask, scale (keywords)
         As in `entropic.attention.softmax_attention`: q ``(B, H, Nq, D)``, k and v ``(B, Hkv, Nk, D)`` and
         ``(B, Hkv, Nk, Dv)`` with H a multiple of Hkv (query head h reads key/value head ``h // (H / Hkv)``,
         here by repeating the key/value heads); a bottom-right aligned causal mask (query i sees keys
         ``j <= i + Nk - Nq``); a mask broadcastable to ``(B, H, Nq, Nk)``, boolean (True = keep) or an
         additive float bias (``-inf``, or the dtype's most negative value, hides a key), combined with
         `causal`; the score scale, ``1 / sqrt(D)`` by default.
-    return_stats : bool
+    return_stats : bool (keyword)
         Also return the `AttentionStats` of the call (softmax entropy, varentropy and log Z of the
         scores over the visible keys, support, n_visible, α = 1; ``block_sparsity`` None), detached.
-    upcast : bool
+    upcast : bool (keyword)
         Compute in float64 (True) or in q's dtype (False).
 
     Returns
@@ -51,14 +47,4 @@ def softmax_attention_reference(
     >>> torch.allclose(out[0, 0, 0], v[0, 0].double().mean(0))
     True
     """
-    return entmax_attention_reference(
-        q,
-        k,
-        v,
-        1.0,
-        causal=causal,
-        attn_mask=attn_mask,
-        scale=scale,
-        return_stats=return_stats,
-        upcast=upcast,
-    )
+    return entmax_attention_reference(q, k, v, 1.0, **options)

@@ -13,6 +13,14 @@ from entropic.ops.entropy.reference import entropy_stats_reference
 
 __all__ = ["SampleReference", "fused_sample_reference"]
 
+# The filters the kernel applies and their ranges (those of `entropic.sampling.SamplingParams`, T = 0 greedy).
+_RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
+    "temperature": (0.0, math.inf, {"high_open": True}),
+    "top_k": (1, math.inf, {"integer": True}),
+    "top_p": (0.0, 1.0, {"low_open": True}),
+    "min_p": (0.0, 1.0, {}),
+}
+
 
 class SampleReference(NamedTuple):
     """`fused_sample_reference`'s result; every field has the batch shape ``(B,)`` but `kept` ``(B, V)``."""
@@ -33,14 +41,7 @@ def _log(p: float) -> float:
 
 
 def fused_sample_reference(
-    logits: Tensor,
-    *,
-    temperature: float | Tensor = 1.0,
-    top_k: int | Tensor | None = None,
-    top_p: float | Tensor | None = None,
-    min_p: float | Tensor | None = None,
-    noise: Tensor | None = None,
-    upcast: bool = False,
+    logits: Tensor, *, noise: Tensor | None = None, upcast: bool = False, **filters: float | Tensor | None
 ) -> SampleReference:
     """Temperature, top-k, top-p and min-p in that order, then the race ``argmax_kept (y_i - log E_i)``.
 
@@ -55,9 +56,10 @@ def fused_sample_reference(
     ----------
     logits : Tensor
         ``(B, V)`` logits; ``-inf`` entries are never kept.
-    temperature, top_k, top_p, min_p : number or (B,) tensor
-        The filters the kernel applies, with the ranges of `entropic.sampling.SamplingParams`
-        (``T >= 0``, 0 greedy; an integer ``k >= 1``; ``p`` in (0, 1]; ``p_min`` in [0, 1]); None: off.
+    **filters : number or (B,) tensor
+        ``temperature``, ``top_k``, ``top_p`` and ``min_p``, the filters the kernel applies, with the
+        ranges of `entropic.sampling.SamplingParams` (``T >= 0``, 0 greedy; an integer ``k >= 1``; ``p``
+        in (0, 1]; ``p_min`` in [0, 1]); None or absent: off.
     noise : Tensor, optional
         ``(B, V)`` positive noise ``E`` (Exp(1) for an exact draw from ``softmax`` of the kept y); without
         it `tokens` is None.
@@ -77,14 +79,14 @@ def fused_sample_reference(
     >>> fused_sample_reference(x, temperature=0.5, top_k=2, upcast=True).kept
     tensor([[ True,  True, False, False]])
     """
-    check_param(temperature, "temperature", 0.0, math.inf, high_open=True)
-    for value, name, low, high, options in (
-        (top_k, "top_k", 1, math.inf, {"integer": True}),
-        (top_p, "top_p", 0.0, 1.0, {"low_open": True}),
-        (min_p, "min_p", 0.0, 1.0, {}),
-    ):
-        if value is not None:
-            check_param(value, name, low, high, **options)
+    unknown = sorted(set(filters) - set(_RANGES))
+    if unknown:
+        raise ValueError(f"fused_sample_reference: the kernel applies no {', '.join(unknown)} filter")
+    for name, (low, high, options) in _RANGES.items():
+        if filters.get(name) is not None:
+            check_param(filters[name], name, low, high, **options)
+    temperature = filters.get("temperature", 1.0)
+    top_k, top_p, min_p = (filters.get(name) for name in ("top_k", "top_p", "min_p"))
     x = logits.float()
     t = _rows(temperature, x)
     greedy = t == 0
