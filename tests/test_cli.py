@@ -174,7 +174,7 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict
 # (argv after the model path, expected part of the message). A flag error uses a model path that does not
 # exist: the flag is rejected before any model is looked at.
 BAD_MODELS = [
-    ("missing", "model path '{}' does not exist"),
+    ("missing", "--model {}: not a known model (smollm2-135m) nor an existing path"),
     ("empty-dir", "'{}' is not a Hugging Face model directory (no config.json)"),
     ("notes.txt", "'{}' is not a torch checkpoint file ("),
     ("cut.pt", "'{}' is not a torch checkpoint file (IndexError)"),
@@ -185,18 +185,20 @@ BAD_MODELS = [
     ("no-weights", "cannot load the model in '{}': "),
 ]
 BAD_FLAGS = [
-    (["--device", "foo"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'foo'"),
+    (["--device", "foo"], "argument --device: must be auto, cpu, cuda, cuda:N or mps, got 'foo'"),
     (["--device", "cuda"], "--device cuda: CUDA is not available"),
     (["--max-new-tokens", "-1"], "argument --max-new-tokens: must be an integer >= 0, got -1"),
     (["--max-new-tokens", "ten"], "argument --max-new-tokens: must be an integer >= 0, got 'ten'"),
     (["--seed", str(2**64)], f"argument --seed: must be an integer in [{-(2**63)}, {2**64 - 1}]"),
     (["--width", "30"], "argument --width: must be an integer >= 60, got 30"),
     (["--sampler", "nucleus"], "argument --sampler: invalid choice: 'nucleus'"),
-    (["--sampler", "sample", "--top-p", "1.5"], "top_p must be in (0.0, 1.0], got 1.5"),
-    (["--sampler", "sample", "--top-k", "0"], "top_k must be an integer >= 1, got 0"),
-    (["--sampler", "sample", "--temperature", "-1"], "temperature must be >= 0.0, got -1.0"),
-    (["--temperature", "0"], "temperature must be > 0.0, got 0.0"),  # entropix's base temperature
-    (["--thinking-token-id", "-3"], "thinking_token_id must be an integer >= 0, got -3"),
+    (["--max-new-tokens", "1e20"], "argument --max-new-tokens: must be an integer >= 0, got '1e20'"),
+    # the sampler's own checks, reported under the flag's name (not top_p, thinking_token_id)
+    (["--sampler", "sample", "--top-p", "1.5"], "argument --top-p: must be in (0.0, 1.0], got 1.5"),
+    (["--sampler", "sample", "--top-k", "0"], "argument --top-k: must be an integer >= 1, got 0"),
+    (["--sampler", "sample", "--temperature", "-1"], "argument --temperature: must be >= 0.0, got -1.0"),
+    (["--temperature", "0"], "argument --temperature: must be > 0.0, got 0.0"),  # entropix's base temperature
+    (["--thinking-token-id", "-3"], "argument --thinking-token-id: must be an integer >= 0, got -3"),
     (["--typical", "0.9"], "--sampler entropix does not use --typical (it uses --temperature, --top-k,"),
     (
         ["--sampler", "greedy", "--temperature", "0.7", "--top-k", "5"],
@@ -210,10 +212,14 @@ BAD_FLAGS = [
 
 
 def _assert_one_line_error(capsys: pytest.CaptureFixture, status: int, expected: str) -> None:
+    """Exit status 2, nothing on stdout, one error line on stderr (the last; before it only the progress
+    line of a model that loaded)."""
     captured = capsys.readouterr()
     assert status == 2 and captured.out == ""
-    assert captured.err.count("\n") == 1 and captured.err.startswith("entropic: error: ")
-    assert expected in captured.err and "Traceback" not in captured.err
+    lines = captured.err.splitlines()
+    assert captured.err.endswith("\n") and lines[-1].startswith("entropic: error: ")
+    assert all(line.startswith("entropic: loaded ") for line in lines[:-1]), lines
+    assert expected in lines[-1] and "Traceback" not in captured.err
 
 
 @pytest.mark.parametrize(("name", "expected"), BAD_MODELS, ids=[name for name, _ in BAD_MODELS])
@@ -254,10 +260,11 @@ def test_model_dependent_errors_are_one_line(model_dir, capsys, tmp_path):
     from entropic.models import GPT, GPTConfig
 
     argv = ["generate", "--model", model_dir, "--prompt", "the", "--thinking-token-id", "70"]
-    _assert_one_line_error(capsys, main(argv), "--thinking-token-id must be a token of the model, in [0, 69]")
+    expected = "argument --thinking-token-id: must be a token id < the vocabulary size V = 70, got 70"
+    _assert_one_line_error(capsys, main(argv), expected)
     GPT(GPTConfig(n_layer=1, d_model=32)).save(tmp_path / "last.pt")
     status = main(["compare", "--model", str(tmp_path / "last.pt"), "--prompt", ""])
-    _assert_one_line_error(capsys, status, "the prompt '' encodes to no tokens")
+    _assert_one_line_error(capsys, status, "argument --prompt: '' encodes to no tokens")
 
 
 def test_the_console_script_prints_no_traceback(bad_models):
@@ -332,11 +339,11 @@ def test_generate_on_a_pretrained_model_by_name(pretrained_cache, monkeypatch, c
 def test_generate_counter_based_passes_the_seed_as_per_row_seeds(model_dir, capsys, monkeypatch):
     """--counter-based: generate gets seeds=[seed] (so the step counter reaches the sampler, and the fused
     kernel on CUDA) instead of a generator; the same seed gives the same text."""
-    import entropic.cli as cli
+    import entropic.sampling
 
     calls = []
-    real = cli.generate
-    monkeypatch.setattr(cli, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = entropic.sampling.generate
+    monkeypatch.setattr(entropic.sampling, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
     argv = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "6", "--seed", "4"]
     argv += ["--sampler", "sample", "--temperature", "3", "--counter-based"]
     assert main(argv) == 0
