@@ -449,7 +449,7 @@ class TextStream:
             self.shown = ""
         self.new_ids.append(token)
         text = self._continuation()
-        if text.startswith(self.shown) and not text.endswith("\ufffd"):
+        if text != self.shown and text.startswith(self.shown) and not text.endswith("\ufffd"):
             self._write(text[len(self.shown) :])
             self.shown = text
 

@@ -354,3 +354,169 @@ def test_generate_counter_based_passes_the_seed_as_per_row_seeds(model_dir, caps
     entropix = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "3"]
     assert main([*entropix, "--sampler", "entropix", "--counter-based", "--seed", str(2**64 - 1)]) == 0
     assert calls[-1]["seeds"].tolist() == [-1]  # a seed past int64 wraps to its two's complement
+
+
+# ------------------------------------------------------------------------------- a command line that talks
+
+
+def _in_a_fresh_interpreter(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_the_parser_help_and_flag_errors_import_no_torch():
+    """Parsing, --help and an argparse error happen before torch is imported (torch and its compiler
+    take seconds to import): the modules loaded are checked, not the time, which a loaded machine varies."""
+    code = """
+import contextlib, io, sys
+from entropic.cli import _parser, main
+_parser().parse_args(["generate", "--model", "m", "--prompt", "x", "--top-p", "0.5"])
+with contextlib.redirect_stdout(io.StringIO()) as help_text:
+    try:
+        main(["generate", "--help"])
+    except SystemExit as done:
+        assert done.code == 0
+assert "--max-new-tokens" in help_text.getvalue()
+with contextlib.redirect_stderr(io.StringIO()) as err:
+    assert main(["generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "1e20"]) == 2
+assert "argument --max-new-tokens" in err.getvalue()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "numpy")))
+"""
+    done = _in_a_fresh_interpreter(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_version(capsys):
+    import entropic
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"entropic {entropic.__version__}\n"
+
+
+def test_an_unknown_model_lists_the_known_ones(capsys):
+    status = main(["generate", "--model", "smollm2-135", "--prompt", "x"])
+    _assert_one_line_error(
+        capsys,
+        status,
+        "--model smollm2-135: not a known model (smollm2-135m) nor an existing path (a Hugging Face model "
+        "directory or an entropic checkpoint file); did you mean smollm2-135m?",
+    )
+
+
+@pytest.mark.parametrize("command", ["compare", "generate"])
+def test_max_new_tokens_is_bounded_by_the_models_context(model_dir, capsys, command):
+    """The tiny Llama reads 64 positions: "the cat" (2 tokens) leaves room for 62 new ones."""
+    argv = [command, "--model", model_dir, "--prompt", "the cat", "--max-new-tokens"]
+    for too_many in ("63", str(10**20)):
+        _assert_one_line_error(
+            capsys,
+            main([*argv, too_many]),
+            "argument --max-new-tokens: the model reads at most 64 positions and the prompt takes 2: at most "
+            f"62 new tokens, got {too_many} (see 'entropic {command} --help')",
+        )
+    long_prompt = " ".join(["the"] * 64)
+    status = main([command, "--model", model_dir, "--prompt", long_prompt])
+    _assert_one_line_error(capsys, status, "argument --prompt: 64 tokens, but the model reads at most 64")
+
+
+class _Recorder:
+    """A stdout that records each write with the number of decoding steps taken when it came."""
+
+    def __init__(self, steps: list) -> None:
+        self.steps, self.writes = steps, []
+
+    def write(self, text: str) -> int:
+        self.writes.append((len(self.steps), text))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    encoding = "utf-8"
+
+    def text(self) -> str:
+        return "".join(text for _, text in self.writes)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """(stdout recorder, steps): every `generate` call counts its steps, through its on_step. The test puts
+    the recorder in place of sys.stdout itself (pytest's capture replaces it after the fixtures)."""
+    import entropic.sampling
+
+    steps: list = []
+    real = entropic.sampling.generate
+
+    def counting(*args, on_step=None, **kwargs):
+        def step(info):
+            steps.append(info.step)
+            if on_step is not None:
+                on_step(info)
+
+        return real(*args, on_step=step, **kwargs)
+
+    monkeypatch.setattr(entropic.sampling, "generate", counting)
+    return _Recorder(steps), steps
+
+
+def test_generate_streams_each_piece_as_its_token_is_decided(model_dir, recorded, monkeypatch):
+    recorder, steps = recorded
+    monkeypatch.setattr(sys, "stdout", recorder)
+    argv = ["generate", "--model", model_dir, "--prompt", "the cat", "--sampler", "sample"]
+    assert main([*argv, "--temperature", "3", "--max-new-tokens", "8", "--seed", "1"]) == 0
+    assert len(steps) == 8  # no EOS drawn with this seed
+    text = recorder.text()
+    assert text.startswith("the cat ") and text.endswith("\n") and text.count("\n") == 1
+    # the prompt with the first step, then each piece during its own step (a special token shows nothing)
+    assert recorder.writes[0] == (1, "the cat")
+    pieces = recorder.writes[1:-1]
+    assert len(pieces) == len(text.split()) - 2 >= 6
+    assert all(piece.startswith(" ") and len(piece.split()) == 1 for _, piece in pieces)
+    at = [at for at, _ in pieces]
+    assert at == sorted(set(at)) and at[-1] == 8  # one write per step, as the step happens
+    assert recorder.writes[-1] == (8, "\n")
+
+
+def test_show_steps_prints_each_row_as_its_step_happens(model_dir, recorded, monkeypatch):
+    recorder, _ = recorded
+    monkeypatch.setattr(sys, "stdout", recorder)
+    argv = ["generate", "--model", model_dir, "--prompt", "the cat", "--show-steps", "--max-new-tokens", "6"]
+    assert main([*argv, "--sampler", "sample", "--temperature", "3", "--seed", "1", "--width", "80"]) == 0
+    lines = [(at, line) for at, text in recorder.writes for line in text.splitlines()]
+    rows = [(at, line) for at, line in lines if re.match(r"│\s+\d+\s+│", line)]
+    assert [at for at, _ in rows] == list(range(1, 7))  # row i printed during step i, not at the end
+    assert [int(line.split("│")[1]) for _, line in rows] == list(range(6))
+    assert all(len(line) <= 80 for _, line in lines)
+    last = recorder.text().splitlines()[-1]
+    assert last.startswith("the cat ") and 7 <= len(last.split()) <= 8  # then the whole text
+
+
+def test_compare_reports_each_strategy_as_it_finishes(model_dir, capsys):
+    assert main(["compare", "--model", model_dir, "--prompt", "the cat", "--max-new-tokens", "3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(rf"entropic: loaded {re.escape(model_dir)} on cpu in \d+\.\d s", err[0])
+    names = [*STRATEGIES, "entropix"]
+    assert len(err) == 1 + len(names)
+    for i, (line, name) in enumerate(zip(err[1:], names, strict=True)):
+        assert re.fullmatch(
+            rf"entropic: compare \[{i + 1}/9\] {re.escape(name)}: [1-3] tokens in \d+\.\d s", line
+        )
+
+
+def test_a_streamed_character_waits_for_all_its_bytes(capsys):
+    """A byte-level model decides "é" in two tokens: the stream prints it once both are there."""
+    from entropic.cli import LoadedModel, TextStream
+    from entropic.models import ByteTokenizer
+
+    lm = LoadedModel(None, ByteTokenizer(), torch.device("cpu"), 256, None)
+    stream = TextStream(lm, list(b"caf"))
+    shown = []
+    for byte in "é!".encode():
+        stream.add(byte)
+        shown.append(capsys.readouterr().out)
+    assert shown == ["caf", "é", "!"]  # the prompt with the first token, which alone is no character
+    assert stream.close() == "café!" and capsys.readouterr().out == "\n"
