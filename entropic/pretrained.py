@@ -21,11 +21,10 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from entropic.data import cache_dir as default_cache_dir
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["PRETRAINED", "PretrainedEntry", "load_pretrained", "pretrained_cache_path"]
 
@@ -103,12 +102,15 @@ def pretrained_cache_path(name: str, cache_dir: str | os.PathLike[str] | None = 
     """
     entry = _entry(name, "pretrained_cache_path")
     version = _distribution(entry).version
+    from entropic.data import cache_dir as default_cache_dir
+
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     return root / "pretrained" / f"{name}-{entry.distribution}-{version}"
 
 
 def _dequantise(entry: PretrainedEntry, target: Path) -> None:
     """Load the GGUF file with transformers and write model and tokenizer to `target` in one rename."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = Path(str(_distribution(entry).locate_file(entry.file)))
@@ -141,7 +143,7 @@ def _dequantise(entry: PretrainedEntry, target: Path) -> None:
 def load_pretrained(
     name: str,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     attn_implementation: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> tuple[Any, Any]:
@@ -154,8 +156,8 @@ def load_pretrained(
     ----------
     name : str
         A key of `PRETRAINED`, e.g. ``"smollm2-135m"``.
-    dtype : torch.dtype
-        Floating-point dtype of the returned weights (the cache holds float32).
+    dtype : torch.dtype, optional
+        Floating-point dtype of the returned weights (the cache holds float32); None: float32.
     attn_implementation : str, optional
         ``"eager"``, ``"sdpa"`` or a name installed with `entropic.integrations.hf.register`; None leaves
         the choice to transformers (SDPA).
@@ -175,7 +177,10 @@ def load_pretrained(
     >>> tokenizer.decode(model.generate(**ids, max_new_tokens=2, do_sample=False)[0])  # doctest: +SKIP
     'The capital of France is Paris.'
     """
+    import torch  # here, not at the top: the command line lists `PRETRAINED` without importing torch
+
     entry = _entry(name, "load_pretrained")
+    dtype = torch.float32 if dtype is None else dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"load_pretrained: dtype must be a floating-point torch.dtype, got {dtype!r}")
     if attn_implementation is not None and not isinstance(attn_implementation, str):

@@ -174,7 +174,7 @@ def bad_models(tmp_path_factory: pytest.TempPathFactory, model_dir: str) -> dict
 # (argv after the model path, expected part of the message). A flag error uses a model path that does not
 # exist: the flag is rejected before any model is looked at.
 BAD_MODELS = [
-    ("missing", "model path '{}' does not exist"),
+    ("missing", "--model {}: not a known model (smollm2-135m) nor an existing path"),
     ("empty-dir", "'{}' is not a Hugging Face model directory (no config.json)"),
     ("notes.txt", "'{}' is not a torch checkpoint file ("),
     ("cut.pt", "'{}' is not a torch checkpoint file (IndexError)"),
@@ -185,18 +185,20 @@ BAD_MODELS = [
     ("no-weights", "cannot load the model in '{}': "),
 ]
 BAD_FLAGS = [
-    (["--device", "foo"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'foo'"),
+    (["--device", "foo"], "argument --device: must be auto, cpu, cuda, cuda:N or mps, got 'foo'"),
     (["--device", "cuda"], "--device cuda: CUDA is not available"),
     (["--max-new-tokens", "-1"], "argument --max-new-tokens: must be an integer >= 0, got -1"),
     (["--max-new-tokens", "ten"], "argument --max-new-tokens: must be an integer >= 0, got 'ten'"),
     (["--seed", str(2**64)], f"argument --seed: must be an integer in [{-(2**63)}, {2**64 - 1}]"),
     (["--width", "30"], "argument --width: must be an integer >= 60, got 30"),
     (["--sampler", "nucleus"], "argument --sampler: invalid choice: 'nucleus'"),
-    (["--sampler", "sample", "--top-p", "1.5"], "top_p must be in (0.0, 1.0], got 1.5"),
-    (["--sampler", "sample", "--top-k", "0"], "top_k must be an integer >= 1, got 0"),
-    (["--sampler", "sample", "--temperature", "-1"], "temperature must be >= 0.0, got -1.0"),
-    (["--temperature", "0"], "temperature must be > 0.0, got 0.0"),  # entropix's base temperature
-    (["--thinking-token-id", "-3"], "thinking_token_id must be an integer >= 0, got -3"),
+    (["--max-new-tokens", "1e20"], "argument --max-new-tokens: must be an integer >= 0, got '1e20'"),
+    # the sampler's own checks, reported under the flag's name (not top_p, thinking_token_id)
+    (["--sampler", "sample", "--top-p", "1.5"], "argument --top-p: must be in (0.0, 1.0], got 1.5"),
+    (["--sampler", "sample", "--top-k", "0"], "argument --top-k: must be an integer >= 1, got 0"),
+    (["--sampler", "sample", "--temperature", "-1"], "argument --temperature: must be >= 0.0, got -1.0"),
+    (["--temperature", "0"], "argument --temperature: must be > 0.0, got 0.0"),  # entropix's base temperature
+    (["--thinking-token-id", "-3"], "argument --thinking-token-id: must be an integer >= 0, got -3"),
     (["--typical", "0.9"], "--sampler entropix does not use --typical (it uses --temperature, --top-k,"),
     (
         ["--sampler", "greedy", "--temperature", "0.7", "--top-k", "5"],
@@ -210,10 +212,14 @@ BAD_FLAGS = [
 
 
 def _assert_one_line_error(capsys: pytest.CaptureFixture, status: int, expected: str) -> None:
+    """Exit status 2, nothing on stdout, one error line on stderr (the last; before it only the progress
+    line of a model that loaded)."""
     captured = capsys.readouterr()
     assert status == 2 and captured.out == ""
-    assert captured.err.count("\n") == 1 and captured.err.startswith("entropic: error: ")
-    assert expected in captured.err and "Traceback" not in captured.err
+    lines = captured.err.splitlines()
+    assert captured.err.endswith("\n") and lines[-1].startswith("entropic: error: ")
+    assert all(line.startswith("entropic: loaded ") for line in lines[:-1]), lines
+    assert expected in lines[-1] and "Traceback" not in captured.err
 
 
 @pytest.mark.parametrize(("name", "expected"), BAD_MODELS, ids=[name for name, _ in BAD_MODELS])
@@ -254,10 +260,11 @@ def test_model_dependent_errors_are_one_line(model_dir, capsys, tmp_path):
     from entropic.models import GPT, GPTConfig
 
     argv = ["generate", "--model", model_dir, "--prompt", "the", "--thinking-token-id", "70"]
-    _assert_one_line_error(capsys, main(argv), "--thinking-token-id must be a token of the model, in [0, 69]")
+    expected = "argument --thinking-token-id: must be a token id < the vocabulary size V = 70, got 70"
+    _assert_one_line_error(capsys, main(argv), expected)
     GPT(GPTConfig(n_layer=1, d_model=32)).save(tmp_path / "last.pt")
     status = main(["compare", "--model", str(tmp_path / "last.pt"), "--prompt", ""])
-    _assert_one_line_error(capsys, status, "the prompt '' encodes to no tokens")
+    _assert_one_line_error(capsys, status, "argument --prompt: '' encodes to no tokens")
 
 
 def test_the_console_script_prints_no_traceback(bad_models):
@@ -332,11 +339,11 @@ def test_generate_on_a_pretrained_model_by_name(pretrained_cache, monkeypatch, c
 def test_generate_counter_based_passes_the_seed_as_per_row_seeds(model_dir, capsys, monkeypatch):
     """--counter-based: generate gets seeds=[seed] (so the step counter reaches the sampler, and the fused
     kernel on CUDA) instead of a generator; the same seed gives the same text."""
-    import entropic.cli as cli
+    import entropic.sampling
 
     calls = []
-    real = cli.generate
-    monkeypatch.setattr(cli, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
+    real = entropic.sampling.generate
+    monkeypatch.setattr(entropic.sampling, "generate", lambda *a, **k: calls.append(k) or real(*a, **k))
     argv = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "6", "--seed", "4"]
     argv += ["--sampler", "sample", "--temperature", "3", "--counter-based"]
     assert main(argv) == 0
@@ -347,3 +354,169 @@ def test_generate_counter_based_passes_the_seed_as_per_row_seeds(model_dir, caps
     entropix = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "3"]
     assert main([*entropix, "--sampler", "entropix", "--counter-based", "--seed", str(2**64 - 1)]) == 0
     assert calls[-1]["seeds"].tolist() == [-1]  # a seed past int64 wraps to its two's complement
+
+
+# ------------------------------------------------------------------------------- a command line that talks
+
+
+def _in_a_fresh_interpreter(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_the_parser_help_and_flag_errors_import_no_torch():
+    """Parsing, --help and an argparse error happen before torch is imported (torch and its compiler
+    take seconds to import): the modules loaded are checked, not the time, which a loaded machine varies."""
+    code = """
+import contextlib, io, sys
+from entropic.cli import _parser, main
+_parser().parse_args(["generate", "--model", "m", "--prompt", "x", "--top-p", "0.5"])
+with contextlib.redirect_stdout(io.StringIO()) as help_text:
+    try:
+        main(["generate", "--help"])
+    except SystemExit as done:
+        assert done.code == 0
+assert "--max-new-tokens" in help_text.getvalue()
+with contextlib.redirect_stderr(io.StringIO()) as err:
+    assert main(["generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "1e20"]) == 2
+assert "argument --max-new-tokens" in err.getvalue()
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "numpy")))
+"""
+    done = _in_a_fresh_interpreter(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_version(capsys):
+    import entropic
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"entropic {entropic.__version__}\n"
+
+
+def test_an_unknown_model_lists_the_known_ones(capsys):
+    status = main(["generate", "--model", "smollm2-135", "--prompt", "x"])
+    _assert_one_line_error(
+        capsys,
+        status,
+        "--model smollm2-135: not a known model (smollm2-135m) nor an existing path (a Hugging Face model "
+        "directory or an entropic checkpoint file); did you mean smollm2-135m?",
+    )
+
+
+@pytest.mark.parametrize("command", ["compare", "generate"])
+def test_max_new_tokens_is_bounded_by_the_models_context(model_dir, capsys, command):
+    """The tiny Llama reads 64 positions: "the cat" (2 tokens) leaves room for 62 new ones."""
+    argv = [command, "--model", model_dir, "--prompt", "the cat", "--max-new-tokens"]
+    for too_many in ("63", str(10**20)):
+        _assert_one_line_error(
+            capsys,
+            main([*argv, too_many]),
+            "argument --max-new-tokens: the model reads at most 64 positions and the prompt takes 2: at most "
+            f"62 new tokens, got {too_many} (see 'entropic {command} --help')",
+        )
+    long_prompt = " ".join(["the"] * 64)
+    status = main([command, "--model", model_dir, "--prompt", long_prompt])
+    _assert_one_line_error(capsys, status, "argument --prompt: 64 tokens, but the model reads at most 64")
+
+
+class _Recorder:
+    """A stdout that records each write with the number of decoding steps taken when it came."""
+
+    def __init__(self, steps: list) -> None:
+        self.steps, self.writes = steps, []
+
+    def write(self, text: str) -> int:
+        self.writes.append((len(self.steps), text))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    encoding = "utf-8"
+
+    def text(self) -> str:
+        return "".join(text for _, text in self.writes)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """(stdout recorder, steps): every `generate` call counts its steps, through its on_step. The test puts
+    the recorder in place of sys.stdout itself (pytest's capture replaces it after the fixtures)."""
+    import entropic.sampling
+
+    steps: list = []
+    real = entropic.sampling.generate
+
+    def counting(*args, on_step=None, **kwargs):
+        def step(info):
+            steps.append(info.step)
+            if on_step is not None:
+                on_step(info)
+
+        return real(*args, on_step=step, **kwargs)
+
+    monkeypatch.setattr(entropic.sampling, "generate", counting)
+    return _Recorder(steps), steps
+
+
+def test_generate_streams_each_piece_as_its_token_is_decided(model_dir, recorded, monkeypatch):
+    recorder, steps = recorded
+    monkeypatch.setattr(sys, "stdout", recorder)
+    argv = ["generate", "--model", model_dir, "--prompt", "the cat", "--sampler", "sample"]
+    assert main([*argv, "--temperature", "3", "--max-new-tokens", "8", "--seed", "1"]) == 0
+    assert len(steps) == 8  # no EOS drawn with this seed
+    text = recorder.text()
+    assert text.startswith("the cat ") and text.endswith("\n") and text.count("\n") == 1
+    # the prompt with the first step, then each piece during its own step (a special token shows nothing)
+    assert recorder.writes[0] == (1, "the cat")
+    pieces = recorder.writes[1:-1]
+    assert len(pieces) == len(text.split()) - 2 >= 6
+    assert all(piece.startswith(" ") and len(piece.split()) == 1 for _, piece in pieces)
+    at = [at for at, _ in pieces]
+    assert at == sorted(set(at)) and at[-1] == 8  # one write per step, as the step happens
+    assert recorder.writes[-1] == (8, "\n")
+
+
+def test_show_steps_prints_each_row_as_its_step_happens(model_dir, recorded, monkeypatch):
+    recorder, _ = recorded
+    monkeypatch.setattr(sys, "stdout", recorder)
+    argv = ["generate", "--model", model_dir, "--prompt", "the cat", "--show-steps", "--max-new-tokens", "6"]
+    assert main([*argv, "--sampler", "sample", "--temperature", "3", "--seed", "1", "--width", "80"]) == 0
+    lines = [(at, line) for at, text in recorder.writes for line in text.splitlines()]
+    rows = [(at, line) for at, line in lines if re.match(r"│\s+\d+\s+│", line)]
+    assert [at for at, _ in rows] == list(range(1, 7))  # row i printed during step i, not at the end
+    assert [int(line.split("│")[1]) for _, line in rows] == list(range(6))
+    assert all(len(line) <= 80 for _, line in lines)
+    last = recorder.text().splitlines()[-1]
+    assert last.startswith("the cat ") and 7 <= len(last.split()) <= 8  # then the whole text
+
+
+def test_compare_reports_each_strategy_as_it_finishes(model_dir, capsys):
+    assert main(["compare", "--model", model_dir, "--prompt", "the cat", "--max-new-tokens", "3"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(rf"entropic: loaded {re.escape(model_dir)} on cpu in \d+\.\d s", err[0])
+    names = [*STRATEGIES, "entropix"]
+    assert len(err) == 1 + len(names)
+    for i, (line, name) in enumerate(zip(err[1:], names, strict=True)):
+        assert re.fullmatch(
+            rf"entropic: compare \[{i + 1}/9\] {re.escape(name)}: [1-3] tokens in \d+\.\d s", line
+        )
+
+
+def test_a_streamed_character_waits_for_all_its_bytes(capsys):
+    """A byte-level model decides "é" in two tokens: the stream prints it once both are there."""
+    from entropic.cli import LoadedModel, TextStream
+    from entropic.models import ByteTokenizer
+
+    lm = LoadedModel(None, ByteTokenizer(), torch.device("cpu"), 256, None)
+    stream = TextStream(lm, list(b"caf"))
+    shown = []
+    for byte in "é!".encode():
+        stream.add(byte)
+        shown.append(capsys.readouterr().out)
+    assert shown == ["caf", "é", "!"]  # the prompt with the first token, which alone is no character
+    assert stream.close() == "café!" and capsys.readouterr().out == "\n"

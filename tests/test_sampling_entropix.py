@@ -218,6 +218,39 @@ def test_config_rejects_inconsistent_values():
         EntropixSampler()(torch.zeros(4))
 
 
+def test_a_thinking_token_outside_the_vocabulary_is_rejected_not_returned():
+    """A THINK row would insert the id as it is: an id >= V is an error at the public call, naming V."""
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=10**6))
+    logits = torch.zeros(2, 100)  # uniform over 100 tokens: H = log 100 > high_entropy, V = 0: THINK
+    with pytest.raises(
+        ValueError, match=r"thinking_token_id must be a token id < the vocabulary size V = 100, got 1000000"
+    ):
+        sampler(logits)
+    with pytest.raises(ValueError, match="V = 100, got 100"):
+        EntropixSampler(EntropixConfig(thinking_token_id=100))(logits)
+    out = EntropixSampler(EntropixConfig(thinking_token_id=99))(logits)  # the last id is a token
+    assert out.tokens.tolist() == [99, 99] and out.decisions.tolist() == [Decision.THINK] * 2
+
+
+@pytest.mark.parametrize(
+    ("prev", "got"),
+    [
+        (torch.tensor([THINK_ID, 0, 1]), r"shape \(3,\) and dtype torch.int64"),
+        (torch.tensor([THINK_ID]), r"shape \(1,\)"),  # would broadcast to every row
+        (torch.tensor([[THINK_ID], [0]]), r"shape \(2, 1\)"),
+        (torch.tensor([7.0, 0.0]), "dtype torch.float32"),
+        ([THINK_ID, 0], "got list"),
+    ],
+)
+def test_prev_tokens_must_be_one_integer_per_row(prev, got):
+    logits = torch.stack([uniform(), uniform()])
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=THINK_ID))
+    with pytest.raises(
+        ValueError, match=rf"prev_tokens must be an integer tensor of shape \(B,\) = \(2,\).*{got}"
+    ):
+        sampler(logits, prev_tokens=prev)
+
+
 @pytest.mark.parametrize("impl", ["torch", "triton"])
 def test_seeded_draws_are_per_row_and_inside_each_rows_filtered_support(impl):
     """With seeds (torch, or the fused kernel under the interpreter) each row depends only on its own seed."""

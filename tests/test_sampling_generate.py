@@ -224,3 +224,110 @@ def test_seeds_errors(model, prompts):
         ValueError, match=r"generate: seeds must be a tensor of shape \(3,\), one per row, got \(2,\)"
     ):
         generate(model, ids, greedy, 2, seeds=torch.arange(2))
+
+
+# ----------------------------------------------------------------------------------------- on_step
+
+
+def test_on_step_sees_each_step_as_it_is_decided(model, prompts):
+    """The callback gets every step's tokens, mask, decisions and metrics, equal to the final output's."""
+    ids, mask = prompts
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=5))
+    seen: list = []
+
+    def on_step(info):
+        seen.append(info)
+        assert len(seen) == info.step + 1  # called during the loop, once per step, in order
+
+    kwargs = {"attention_mask": mask, "return_metrics": True}
+    out = generate(
+        model, ids, sampler, 6, generator=torch.Generator().manual_seed(0), on_step=on_step, **kwargs
+    )
+    alone = generate(model, ids, sampler, 6, generator=torch.Generator().manual_seed(0), **kwargs)
+    assert torch.equal(out.new_tokens, alone.new_tokens)  # the callback changes nothing
+    assert [s.step for s in seen] == list(range(6))
+    for step, info in enumerate(seen):
+        assert torch.equal(info.tokens, out.new_tokens[:, step])
+        assert torch.equal(info.generated, out.generated[:, step])
+        assert torch.equal(info.decisions, out.decisions[:, step])
+        for name, value in out.metrics.items():
+            assert torch.equal(info.metrics[name], value[:, step]), name
+
+
+def test_on_step_with_a_plain_callable_and_eos(model, prompts):
+    """A sampler without metrics: the step still carries the logits' entropy and varentropy; after a row's
+    EOS its token repeats the EOS and `generated` is False."""
+    ids, mask = prompts
+    free = generate(model, ids, greedy, 6, attention_mask=mask)
+    eos = free.new_tokens[0, 1].item()
+    seen: list = []
+    out = generate(model, ids, greedy, 6, attention_mask=mask, eos_token_id=eos, on_step=seen.append)
+    assert len(seen) == out.new_tokens.shape[1] and all(s.decisions is None for s in seen)
+    h, v = entropy_varentropy(model(input_ids=ids, attention_mask=mask).logits[:, -1])
+    torch.testing.assert_close(seen[0].metrics["entropy"], h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(seen[0].metrics["varentropy"], v, atol=1e-5, rtol=1e-5)
+    stop = (free.new_tokens[0] == eos).nonzero()[0].item()
+    assert [bool(s.generated[0]) for s in seen] == [t <= stop for t in range(len(seen))]
+    assert all(s.tokens[0].item() == eos for s in seen[stop:])
+
+
+def test_on_step_adds_no_host_sync_to_the_loop(model, prompts):
+    """The callback is the only reader: with one or without, and for 2 or 5 steps, the loop reads the
+    device once (the inputs' checks, before the first step). Unpadded prompts: the Hugging Face model's
+    own padding-mask code reads a scalar per step."""
+    from _syncs import CountSyncs
+
+    ids, _ = prompts
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=5))
+    counts = {}
+    for steps in (2, 5):
+        for callback in (None, lambda info: None):
+            generate(model, ids, sampler, steps, on_step=callback)  # warm-up
+            with CountSyncs() as syncs:
+                generate(model, ids, sampler, steps, on_step=callback)
+            counts[steps, callback is None] = dict(syncs.counts)
+    assert all(c == {"tolist": 1} for c in counts.values()), counts
+
+
+# ----------------------------------------------------------------------------- inputs checked once
+
+
+@pytest.mark.parametrize(
+    ("ids", "match"),
+    [
+        (torch.zeros(2, 0, dtype=torch.long), r"input_ids must hold at least one row .* got shape \(2, 0\)"),
+        (torch.zeros(0, 3, dtype=torch.long), r"got shape \(0, 3\)"),
+        (
+            torch.tensor([[1, VOCAB, 2]]),
+            rf"input_ids must be token ids < the model's vocabulary size {VOCAB}, got {VOCAB}",
+        ),
+        (torch.tensor([[1, 10**9]]), r"vocabulary size 97, got 1000000000"),
+        (torch.tensor([[1, -1, 3]]), "input_ids must be token ids >= 0, got -1"),
+    ],
+)
+def test_prompts_that_are_not_tokens_of_the_model(model, ids, match):
+    """An empty prompt or an id outside [0, V) is a ValueError naming input_ids, not the embedding's
+    IndexError; V comes from the model's config."""
+    with pytest.raises(ValueError, match=match):
+        generate(model, ids, greedy, 2)
+
+
+def test_a_thinking_token_outside_the_vocabulary_fails_before_the_first_step(model, prompts):
+    ids, mask = prompts
+    calls = []
+
+    @wraps(model.forward)
+    def counted(**kwargs):
+        calls.append(1)
+        return model(**kwargs)
+
+    sampler = EntropixSampler(EntropixConfig(thinking_token_id=VOCAB))
+    match = rf"thinking_token_id must be a token id < the vocabulary size V = {VOCAB}, got {VOCAB}"
+    with pytest.raises(ValueError, match=match):
+        generate(model, ids, sampler, 3, attention_mask=mask)  # V from model.config: before any forward
+    # A model that exposes no vocabulary size: checked against the first logits, before the first draw.
+    with pytest.raises(ValueError, match=match):
+        generate(counted, ids, sampler, 3, attention_mask=mask)
+    assert len(calls) == 1
+    out = generate(counted, ids, EntropixSampler(EntropixConfig(thinking_token_id=VOCAB - 1)), 2)
+    assert out.new_tokens.shape == (3, 2)

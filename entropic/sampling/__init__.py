@@ -32,7 +32,7 @@ from entropic.sampling.filters import (
     top_p,
     typical,
 )
-from entropic.sampling.generate import GenerateOutput, generate
+from entropic.sampling.generate import GenerateOutput, GenerateStep, generate
 from entropic.sampling.info import SamplingInfo, sampling_info
 from entropic.sampling.protocol import Sampler, SamplerOutput, StepContext, as_sampler
 from entropic.sampling.registry import SAMPLERS, build_sampler
@@ -47,6 +47,7 @@ __all__ = [
     "EntropyTargetSampler",
     "FilterSampler",
     "GenerateOutput",
+    "GenerateStep",
     "Sampler",
     "SamplerOutput",
     "SamplingInfo",

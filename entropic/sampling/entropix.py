@@ -277,6 +277,15 @@ class EntropixSampler:
     def __repr__(self) -> str:
         return f"EntropixSampler({self.config!r})"
 
+    def check_vocab_size(self, vocab_size: int) -> None:
+        """Raise ValueError when `thinking_token_id` is not a token of a vocabulary of `vocab_size` ids
+        (`generate` calls it once with the model's size, ``__call__`` with the logits' ``V``)."""
+        token = self.config.thinking_token_id
+        if token is not None and token >= vocab_size:
+            raise ValueError(
+                f"thinking_token_id must be a token id < the vocabulary size V = {vocab_size}, got {token}"
+            )
+
     def decide(self, entropy: Tensor, varentropy: Tensor) -> Tensor:
         """``(B,)`` `Decision` of each row from its entropy and varentropy (config units)."""
         c = self.config
@@ -453,7 +462,24 @@ class EntropixSampler:
         check_logits(logits, "EntropixSampler")
         if logits.dim() != 2:
             raise ValueError(f"EntropixSampler: logits must have shape (B, V), got {tuple(logits.shape)}")
-        attn = None if attn_stats is None else as_attention_metrics(attn_stats, logits.shape[0])
+        batch = logits.shape[0]
+        self.check_vocab_size(logits.shape[-1])
+        if prev_tokens is not None and (
+            not isinstance(prev_tokens, Tensor)
+            or prev_tokens.shape != (batch,)
+            or prev_tokens.is_floating_point()
+            or prev_tokens.is_complex()
+        ):
+            got = (
+                f"shape {tuple(prev_tokens.shape)} and dtype {prev_tokens.dtype}"
+                if isinstance(prev_tokens, Tensor)
+                else type(prev_tokens).__name__
+            )
+            raise ValueError(
+                f"EntropixSampler: prev_tokens must be an integer tensor of shape (B,) = ({batch},), one "
+                f"token per row, got {got}"
+            )
+        attn = None if attn_stats is None else as_attention_metrics(attn_stats, batch)
         context = StepContext(attn, prev_tokens, generator, seeds, step)
         return self._step(logits, context, self.impl if impl is None else impl)
 

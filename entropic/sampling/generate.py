@@ -16,6 +16,12 @@ passes None and the model creates it.
 ``attention_mask`` covers the cached and the new positions, ``(B, past + n)``, 1 for real tokens; prompts
 of different lengths are left-padded, and ``position_ids`` count real tokens only, so a padded row sees
 the positions it would see alone.
+
+The vocabulary size ``V`` is the model's ``config.vocab_size`` (the text config's, for a multimodal
+Hugging Face config) or the rows of ``get_input_embeddings()``; `generate` checks the prompt's ids against
+it, and a sampler's own token ids (``check_vocab_size``, e.g. Entropix's thinking token) against it, once,
+before the first step. A model that exposes neither: the ids are checked to be >= 0 only, and the sampler
+against the first logits' ``V``, before the first draw.
 """
 
 from __future__ import annotations
@@ -29,6 +35,32 @@ from torch import Tensor
 
 from entropic.metrics import entropy_varentropy
 from entropic.sampling.protocol import Generators, Sampler, StepContext, as_sampler
+
+
+@dataclass(frozen=True)
+class GenerateStep:
+    """One decoding step, as `generate` hands it to its ``on_step`` callback.
+
+    Attributes
+    ----------
+    step : int
+        Decoding position, 0 for the first new token.
+    tokens : Tensor
+        ``(B,)`` the token each row took (a finished row repeats its EOS).
+    generated : Tensor
+        ``(B,)`` bool, True where the row really generated `tokens` (up to and including its EOS).
+    decisions : Tensor or None
+        ``(B,)`` the sampler's decisions (`Decision` values of an `EntropixSampler`), else None.
+    metrics : dict[str, Tensor]
+        ``(B,)`` the sampler's metrics, with ``entropy`` and ``varentropy`` of the logits in nats when the
+        sampler did not report them.
+    """
+
+    step: int
+    tokens: Tensor
+    generated: Tensor
+    decisions: Tensor | None
+    metrics: dict[str, Tensor]
 
 
 @dataclass(frozen=True)
@@ -79,6 +111,22 @@ def _eos_ids(eos_token_id: int | Sequence[int] | None, device: torch.device) -> 
     return torch.tensor(ids, device=device)
 
 
+def _vocab_size(model: Callable[..., object]) -> int | None:
+    """The model's vocabulary size when it exposes one (its config, else its input embeddings)."""
+    config = getattr(model, "config", None)
+    if config is not None:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        size = getattr(text, "vocab_size", None)
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size
+    embeddings = getattr(model, "get_input_embeddings", None)
+    if callable(embeddings):
+        size = getattr(embeddings(), "num_embeddings", None)
+        if isinstance(size, int):
+            return size
+    return None
+
+
 @torch.no_grad()
 def generate(
     model: Callable[..., object],
@@ -92,6 +140,7 @@ def generate(
     seeds: Tensor | None = None,
     return_metrics: bool = False,
     use_cache: bool = True,
+    on_step: Callable[[GenerateStep], object] | None = None,
 ) -> GenerateOutput:
     """Decode up to `max_new_tokens` tokens per row with a KV cache.
 
@@ -101,7 +150,7 @@ def generate(
         A causal LM following the calling convention of this module (any Hugging Face
         ``*ForCausalLM``, or an entropic model).
     input_ids : Tensor
-        ``(B, L)`` int64 prompts, left-padded when their lengths differ.
+        ``(B, L)`` int64 prompts, ``L >= 1``, left-padded when their lengths differ; ids in ``[0, V)``.
     sampler : Sampler or callable
         A `Sampler` built once (`entropic.sampling.build_sampler`): its trusted ``step`` gets the logits and
         a `StepContext` with the randomness, plus the model's ``attention_metrics`` and each row's previous
@@ -124,6 +173,11 @@ def generate(
         Also return per-step metrics and decisions.
     use_cache : bool
         False recomputes the whole sequence at every step (a reference for the cached path).
+    on_step : callable, optional
+        Called after each step with a `GenerateStep` (that step's tokens, decisions and metrics, on the
+        model's device), e.g. to print tokens as they are decided. The loop itself reads no device scalar
+        (beyond the EOS test) whether or not one is given; whatever the callback reads (``.tolist()``)
+        waits for the device at that step.
 
     Returns
     -------
@@ -139,6 +193,11 @@ def generate(
             "input_ids must be a (B, L) int64 tensor, "
             f"got shape {tuple(input_ids.shape)} and dtype {input_ids.dtype}"
         )
+    if 0 in input_ids.shape:
+        raise ValueError(
+            f"input_ids must hold at least one row of at least one token (B, L >= 1), "
+            f"got shape {tuple(input_ids.shape)}"
+        )
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
     batch, device = input_ids.shape[0], input_ids.device
@@ -150,11 +209,18 @@ def generate(
             f"got {tuple(attention_mask.shape)}"
         )
     attention_mask = attention_mask.to(device=device, dtype=torch.long)
-    last_real, unpadded = torch.stack([attention_mask[:, -1].all(), attention_mask.all()]).tolist()
+    # One read of the device for every check of the inputs' values.
+    last_real, unpadded, low, high = torch.stack(
+        [attention_mask[:, -1].all().long(), attention_mask.all().long(), input_ids.min(), input_ids.max()]
+    ).tolist()
     if not last_real:
         raise ValueError(
             "attention_mask: prompts must be left-padded (every row's last position a real token)"
         )
+    vocab = _vocab_size(model)
+    if low < 0 or (vocab is not None and high >= vocab):
+        bad, expected = (low, ">= 0") if low < 0 else (high, f"< the model's vocabulary size {vocab}")
+        raise ValueError(f"input_ids must be token ids {expected}, got {bad}")
     eos = _eos_ids(eos_token_id, device)
     if seeds is not None and generator is not None:
         raise ValueError("generate: pass either generator or seeds, not both")
@@ -162,6 +228,9 @@ def generate(
         shape = tuple(seeds.shape) if isinstance(seeds, Tensor) else type(seeds).__name__
         raise ValueError(f"generate: seeds must be a tensor of shape ({batch},), one per row, got {shape}")
     sampler = as_sampler(sampler)
+    check_vocab_size = getattr(sampler, "check_vocab_size", None)
+    if vocab is not None and check_vocab_size is not None:
+        check_vocab_size(vocab)
     needs_attention, needs_prev = "attention" in sampler.needs, "prev_tokens" in sampler.needs
 
     mask = attention_mask
@@ -183,6 +252,8 @@ def generate(
             **{cache_name: cache},
         )
         logits = out.logits[:, -1, :]
+        if step == 0 and vocab is None and check_vocab_size is not None:  # V known from the logits only
+            check_vocab_size(logits.shape[-1])
         cache = getattr(out, cache_name) if use_cache else None
         context = StepContext(
             attention=getattr(out, "attention_metrics", None) if needs_attention else None,
@@ -193,10 +264,10 @@ def generate(
         )
         result = sampler.step(logits, context)
         tokens = result.tokens
+        step_metrics = dict(result.metrics)
+        if (return_metrics or on_step is not None) and "entropy" not in step_metrics:
+            step_metrics["entropy"], step_metrics["varentropy"] = entropy_varentropy(logits)
         if return_metrics:
-            step_metrics = dict(result.metrics)
-            if "entropy" not in step_metrics:
-                step_metrics["entropy"], step_metrics["varentropy"] = entropy_varentropy(logits)
             metrics.append(step_metrics)
             if result.decisions is not None:
                 decisions.append(result.decisions)
@@ -206,6 +277,8 @@ def generate(
             tokens = torch.where(finished, eos[0], tokens)
             finished = finished | torch.isin(tokens, eos)
         tokens_out.append(tokens)
+        if on_step is not None:
+            on_step(GenerateStep(step, tokens, generated[-1], result.decisions, step_metrics))
         sequences = torch.cat([sequences, tokens[:, None]], dim=-1)
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=-1)
         step_ids, step_pos = tokens[:, None], step_pos[:, -1:] + 1

@@ -7,6 +7,11 @@ logits nor its parameters, and reads no device scalar, so a GPU decoding loop ne
 The samplers' public calls (`entropic.sampling.sample`, ``EntropixSampler.__call__``, ``FilterSampler
 .__call__``) are the other front door: they check their arguments, then take the same step.
 
+A sampler that emits token ids of its own (Entropix's thinking token) may also define
+``check_vocab_size(vocab_size: int) -> None``, raising ValueError when one of them is not below the model's
+vocabulary size: `generate` calls it once, before the first step, and the sampler's public call with the
+logits' ``V``.
+
 `generate` builds the context of each step, calls ``step``, and keeps the tokens, the decisions (None for
 samplers without any) and the metrics. A plain callable ``logits -> tokens`` (``functools.partial(sample,
 top_p=0.9)``) still works: `as_sampler` wraps it in a `FunctionSampler`.
