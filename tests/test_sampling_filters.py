@@ -496,3 +496,33 @@ def test_typical_matches_transformers(hf):
         assert torch.equal(out[row], theirs | (x[row] == x[row].max())), (row, mass)
         compared += 1
     assert compared >= x.shape[0] - 1
+
+
+def test_typical_and_top_p_differ_on_a_flat_topped_row(hf):
+    """One token clearly above a plateau of 70 near-equal ones: the typical band (surprisals near H) holds
+    the plateau, and reaching mass 0.9 pulls in the whole of it with the top token, where top-p stops at
+    0.9 in probability order. Both sets are those of transformers' warpers."""
+    x = torch.cat([torch.tensor([3.0]), torch.linspace(0.0, -0.5, 70)]).double()
+    typical_set, top_p_set = kept(typical(x, 0.9)), kept(top_p(x, 0.9))
+    assert typical_set.sum() == 71 and top_p_set.sum() == 60
+    assert torch.equal(typical_set, hf_kept(hf.TypicalLogitsWarper(0.9), x))
+    assert torch.equal(top_p_set, hf_kept(hf.TopPLogitsWarper(0.9), x))
+
+
+def test_typical_keeps_the_top_p_set_when_the_band_below_2h_plus_log_pmax_is_light():
+    """The condition of `typical`'s docstring: when the tokens of surprisal below 2H + log p_max hold less
+    than the mass, typical and top-p keep the same tokens. Checked on rows with a dominant top token (the
+    usual next-token shape), and shown to be the common case there."""
+    g = torch.Generator().manual_seed(0)
+    checked = 0
+    for _ in range(400):
+        x = torch.randn(200, generator=g, dtype=torch.float64) * 2
+        x[0] += 3 + 6 * torch.rand((), generator=g, dtype=torch.float64)
+        p = torch.softmax(x, -1)
+        surprisal = -torch.log(p)
+        h = (p * surprisal).sum()
+        for mass in (0.5, 0.9):
+            if p[surprisal < 2 * h - surprisal.min()].sum() < mass:
+                assert torch.equal(kept(typical(x, mass)), kept(top_p(x, mass))), (x, mass)
+                checked += 1
+    assert checked >= 300  # of 800 (row, mass) pairs

@@ -222,6 +222,15 @@ def typical(logits: Tensor, mass: float | Tensor) -> Tensor:
     summed in float64) reaches `mass` in (0, 1]; mass = 1 keeps everything. The most probable token is
     kept even when it is not typical (a peaked distribution puts its top token far below the mean
     surprisal of the rest).
+
+    When it keeps what `top_p` keeps: the kept tokens are a band of surprisals ``|-log p - H| <= ε``,
+    the narrowest holding `mass`, while top-p keeps the most probable tokens. Once the band reaches the
+    top token (``ε >= H + log p_max``) it grows in probability order, like top-p; so the two keep the
+    same tokens (ties at a cut aside) whenever the tokens of surprisal below ``2H + log p_max`` hold less
+    than `mass`. Language-model next-token rows are mostly of that kind (a dominant top token and a small
+    H leave that band nearly empty), which is why typical and top-p at the same mass so often agree. They
+    differ on flat-topped rows: one token clearly above a broad plateau (typical also keeps the plateau's
+    tail, which top-p cuts), or many near-equal candidates (typical drops some of the most probable).
     """
     x = _upcast(logits)
     logp = torch.log_softmax(x, dim=-1)
