@@ -243,10 +243,16 @@ def _log_partition(logits: Tensor, temperature: float | Tensor, dim: int, fn: st
     check_param(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     x = _upcast(logits)
     if isinstance(temperature, Tensor):
-        x = x / temperature.to(x).unsqueeze(dim)
+        scaled = x / temperature.to(x).unsqueeze(dim)
     else:
-        x = x / temperature
-    return torch.logsumexp(x, dim)
+        scaled = x / temperature
+    n_bad = int((torch.isinf(scaled) & torch.isfinite(x)).any(dim).sum())
+    if n_bad:
+        raise ValueError(
+            f"{fn}: temperature is too small for these logits: logits / temperature overflows {x.dtype} in "
+            f"{n_bad} of {scaled.numel() // scaled.shape[dim]} rows"
+        )
+    return torch.logsumexp(scaled, dim)
 
 
 def free_energy(logits: Tensor, temperature: float | Tensor = 1.0, dim: int = -1) -> Tensor:

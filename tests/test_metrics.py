@@ -95,6 +95,17 @@ def test_seed_4_identities():
     torch.testing.assert_close(log_partition(x, per_row), torch.logsumexp(x / per_row[:, None], -1))
 
 
+@pytest.mark.parametrize("fn", [log_partition, free_energy])
+def test_a_temperature_whose_quotient_overflows_raises(fn):
+    """logits / T that overflows (T = 1e-40 here) is greedy decoding in effect: an error, never ±inf."""
+    x = torch.tensor([[1.0, -2.0, 0.5], [0.0, 0.0, 0.0], [-3.0, -math.inf, 1.0]])
+    with pytest.raises(ValueError, match=r"too small .* overflows torch\.float32 in 2 of 3 rows"):
+        fn(x, 1e-40)
+    with pytest.raises(ValueError, match=r"overflows torch\.float32 in 1 of 3 rows"):
+        fn(x, torch.tensor([1.0, 1.0, 1e-40]))
+    assert torch.isfinite(fn(x, 1e-3)).all()
+
+
 # ------------------------------------------------------------------------ float64 references
 
 
