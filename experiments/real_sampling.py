@@ -421,13 +421,14 @@ class SharedPrefill:
     def forward(
         self,
         input_ids: Tensor,
-        attention_mask: Tensor,
+        attention_mask: Tensor | None,
         position_ids: Tensor,
         use_cache: bool,
         cache: Any = None,
     ) -> Any:
-        if cache is None:
-            key = (tuple(input_ids.shape), input_ids.numpy().tobytes(), attention_mask.numpy().tobytes())
+        if cache is None:  # generate passes no mask when no row is padded
+            mask = b"" if attention_mask is None else attention_mask.numpy().tobytes()
+            key = (tuple(input_ids.shape), input_ids.numpy().tobytes(), mask)
             if key not in self._prefills:
                 self._prefills[key] = self.model(
                     input_ids=input_ids,
