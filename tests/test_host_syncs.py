@@ -122,6 +122,7 @@ def test_hf_registered_forward_reads_nothing(make_llama):
     """A tiny, left-padded Llama through the registered adapter at α = 1: SDPA in every layer but the
     last, which records its statistics (the PyTorch softmax path: the mask is materialised) and its
     Entropix metrics; a sink receives every layer's statistics. Counted over the whole forward."""
+    pytest.importorskip("transformers", reason="the Hugging Face adapter needs the `hf` extra")
     from entropic.integrations.hf import register
 
     seen = []
