@@ -8,6 +8,8 @@ from numbers import Integral, Real
 import torch
 from torch import Tensor
 
+from entropic._ranges import check_number, expected
+
 
 def check_dim(x: Tensor, dim: int, fn: str, name: str = "dim", tensor: str = "logits") -> int:
     """Return `dim` as an index in ``[0, x.ndim)``; raise if it is not an integer in ``[-ndim, ndim - 1]``."""
@@ -102,25 +104,15 @@ def check_param(
     integer: bool = False,
 ) -> None:
     """Check a Python number or a tensor of per-row values against [low, high] (open ends when asked)."""
-    lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-    expected = f"in {lo}{low}, {high}{hi}" if high != math.inf else (f"> {low}" if low_open else f">= {low}")
-    if integer:
-        expected = f"an integer {expected}"
-    if isinstance(value, Tensor):
-        if integer and value.is_floating_point():
-            raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
-        v = value.double()
-        bad = torch.isnan(v) | (v <= low if low_open else v < low) | (v >= high if high_open else v > high)
-        n_bad = int(bad.sum())
-        if n_bad:
-            first = v[bad].flatten()[0].item()
-            raise ValueError(f"{name} must be {expected}, got {first} (in {n_bad} of {v.numel()} rows)")
+    if not isinstance(value, Tensor):
+        check_number(value, name, low, high, low_open=low_open, high_open=high_open, integer=integer)
         return
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
-    if integer and int(value) != value:
-        raise ValueError(f"{name} must be {expected}, got {value}")
-    ok = not math.isnan(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        raise ValueError(f"{name} must be {expected}, got {value}")
+    text = expected(low, high, low_open, high_open, integer)
+    if integer and value.is_floating_point():
+        raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
+    v = value.double()
+    bad = torch.isnan(v) | (v <= low if low_open else v < low) | (v >= high if high_open else v > high)
+    n_bad = int(bad.sum())
+    if n_bad:
+        first = v[bad].flatten()[0].item()
+        raise ValueError(f"{name} must be {text}, got {first} (in {n_bad} of {v.numel()} rows)")

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from entropic import __version__
+from entropic._ranges import RANGES, check_number
 from entropic.pretrained import PRETRAINED
 
 if TYPE_CHECKING:  # imported where they are used: the parser is built without torch
@@ -534,6 +535,22 @@ def _sampler_kwargs(args: argparse.Namespace) -> dict[str, float | int]:
     return given
 
 
+def check_sampling_flags(args: argparse.Namespace) -> None:
+    """The sampling flags against the filters' ranges (`entropic._ranges`, no torch needed), so that a bad
+    value is reported at once (a temperature of 0 passes: `--sampler sample` reads it as greedy). The
+    sampler's own checks, when it is built, still have the last word."""
+    for dest, (low, high, options) in RANGES.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest == "temperature":
+            options = {**options, "low_open": False}
+        try:
+            check_number(value, dest, low, high, **options)
+        except ValueError as err:
+            raise _as_flag_error(args.command, err, [dest]) from err
+
+
 def build_sampler(args: argparse.Namespace) -> Sampler:
     """The registered sampler `generate` asked for, built (its parameters checked) before any model is
     loaded: a bad flag fails here, not later, with the flag's name (``argument --top-p: ...``)."""
@@ -665,6 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     try:
         args = _parser().parse_args(argv)
+        if args.command == "generate":
+            check_sampling_flags(args)
         args.device = resolve_device(args.device)
         {"compare": run_compare, "generate": run_generate}[args.command](args)
     except (CLIError, ValueError, TypeError) as err:

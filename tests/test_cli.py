@@ -364,8 +364,9 @@ def _in_a_fresh_interpreter(code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_parser_help_and_flag_errors_import_no_torch():
-    """Parsing, --help and an argparse error happen before torch is imported (torch and its compiler
-    take seconds to import): the modules loaded are checked, not the time, which a loaded machine varies."""
+    """Parsing, --help, an argparse error and a sampling flag out of its range happen before torch is
+    imported (torch and its compiler take seconds to import): the modules loaded are checked, not the time,
+    which a loaded machine varies."""
     code = """
 import contextlib, io, sys
 from entropic.cli import _parser, main
@@ -379,6 +380,16 @@ assert "--max-new-tokens" in help_text.getvalue()
 with contextlib.redirect_stderr(io.StringIO()) as err:
     assert main(["generate", "--model", "m", "--prompt", "x", "--max-new-tokens", "1e20"]) == 2
 assert "argument --max-new-tokens" in err.getvalue()
+for flag, value, message in (
+    ("--top-p", "1.5", "argument --top-p: must be in (0.0, 1.0], got 1.5"),
+    ("--top-k", "0", "argument --top-k: must be an integer >= 1, got 0"),
+    ("--temperature", "-1", "argument --temperature: must be >= 0.0, got -1.0"),
+    ("--typical", "0", "argument --typical: must be in (0.0, 1.0], got 0.0"),
+):
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        argv = ["generate", "--model", "m", "--prompt", "x", "--sampler", "sample", flag, value]
+        assert main(argv) == 2
+    assert message in err.getvalue(), err.getvalue()
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "numpy")))
 """
     done = _in_a_fresh_interpreter(code)

@@ -4,7 +4,8 @@
   reference (``reference.py``) and its dispatch (``dispatch.py``: can the kernel run, and why not); the
   two attention kernels take the same inputs, so ``entmax_attention/dispatch.py`` answers for both.
 - Dependencies point one way: an op imports only other ops, ``entropic.types`` and the shared argument
-  checks (``entropic._validation``), never the domain (attention, sampling, metrics, models, …).
+  checks (``entropic._validation``, ``entropic._ranges``), never the domain (attention, sampling, metrics,
+  models, …).
 - Nobody outside an op's folder imports its private names (a module or a name starting with ``_``); the
   shared private pieces at ``entropic/ops/_*.py`` are for the ops alone.
 """
@@ -26,7 +27,7 @@ CODE = [
     if ".venv" not in p.parts
 ]
 # What an op may import from entropic: other ops, the shared types and the shared argument checks.
-OP_MAY_IMPORT = ("entropic.ops", "entropic.types", "entropic._validation")
+OP_MAY_IMPORT = ("entropic.ops", "entropic.types", "entropic._validation", "entropic._ranges")
 
 
 def _imports(path: Path) -> list[tuple[str, str | None]]:

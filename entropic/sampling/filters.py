@@ -30,6 +30,7 @@ from dataclasses import InitVar, dataclass, fields
 import torch
 from torch import Tensor
 
+from entropic._ranges import RANGES
 from entropic._validation import check_logits, check_param, compute_dtype
 from entropic.ops.entropy.torch import entropy_stats
 
@@ -53,18 +54,6 @@ def _per_row(value: float | Tensor, logits: Tensor, name: str) -> float | Tensor
             f"got shape {tuple(value.shape)}"
         )
     return value.to(logits.device).unsqueeze(-1)
-
-
-# The range of every filter parameter, keyed by the filter's name: (low, high, check_param options).
-RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
-    "temperature": (0.0, math.inf, {"low_open": True, "high_open": True}),
-    "top_k": (1, math.inf, {"integer": True}),
-    "top_p": (0.0, 1.0, {"low_open": True}),
-    "min_p": (0.0, 1.0, {}),
-    "typical": (0.0, 1.0, {"low_open": True}),
-    "epsilon": (0.0, 1.0, {"high_open": True}),
-    "eta": (0.0, 1.0, {"high_open": True}),
-}
 
 
 def _check_range(name: str, value: float | Tensor) -> None:

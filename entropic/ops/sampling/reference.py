@@ -8,18 +8,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from entropic._ranges import RANGES
 from entropic._validation import check_param
 from entropic.ops.entropy.reference import entropy_stats_reference
 
 __all__ = ["SampleReference", "fused_sample_reference"]
 
-# The filters the kernel applies and their ranges (those of `entropic.sampling.SamplingParams`, T = 0 greedy).
-_RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
-    "temperature": (0.0, math.inf, {"high_open": True}),
-    "top_k": (1, math.inf, {"integer": True}),
-    "top_p": (0.0, 1.0, {"low_open": True}),
-    "min_p": (0.0, 1.0, {}),
-}
+# The filters the kernel applies and their ranges (`entropic.sampling.SamplingParams`': T = 0 is greedy).
+_RANGES = {name: RANGES[name] for name in ("temperature", "top_k", "top_p", "min_p")}
+_RANGES["temperature"] = (0.0, math.inf, {"high_open": True})
 
 
 class SampleReference(NamedTuple):
