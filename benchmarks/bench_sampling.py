@@ -1,8 +1,8 @@
 """One sampling step on (B, V) logits: filters, an exact draw, and the entropy/varentropy of the row.
 
 Providers
-    torch           entropic.sampling.apply_filters + the exponential race (draw.race) + entropic.entropy and
-                    entropic.varentropy: the PyTorch path, which sorts for top-p
+    torch           entropic.sampling.apply_filters + the exponential race (entropic.ops.sampling.torch.race)
+                    + entropic.entropy and entropic.varentropy: the PyTorch path, which sorts for top-p
     torch.compile   torch.compile of the "torch" provider
     triton          entropic.kernels.fused_sample (threshold searches, no sort; returns H and V too)
 Modes name the filters: plain (T = 1), top_p (p = 0.9), all (T = 0.7, top-k 50, top-p 0.9, min-p 0.05).
@@ -21,8 +21,8 @@ import torch
 from common import ResultWriter, measure, measure_roofline, parser, progress, select, sizes, triton_runs
 
 from entropic import entropy, varentropy
+from entropic.ops.sampling.torch import race
 from entropic.sampling import apply_filters
-from entropic.sampling.draw import race
 
 FILTER_SETS: dict[str, dict[str, float]] = {
     "plain": {},

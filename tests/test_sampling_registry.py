@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from entropic.ops.sampling.torch import counter_noise
 from entropic.sampling import (
     SAMPLERS,
     AttentionMetrics,
@@ -29,7 +30,6 @@ from entropic.sampling import (
     sample,
     temperature_for_entropy,
 )
-from entropic.sampling.draw import counter_noise
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 

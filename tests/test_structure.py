@@ -1,8 +1,9 @@
 """The package's layout rules, read from the code's own imports (`ast`, nothing is run).
 
-- One folder per op under ``entropic/ops/``, each with its Triton kernel (``triton.py``), its float64
-  reference (``reference.py``) and its dispatch (``dispatch.py``: can the kernel run, and why not); the
-  two attention kernels take the same inputs, so ``entmax_attention/dispatch.py`` answers for both.
+- One folder per op under ``entropic/ops/``, each with its Triton kernel (``triton.py``), its PyTorch
+  backend (``torch.py``), its float64 reference (``reference.py``) and its dispatch (``dispatch.py``: can
+  the kernel run, and why not). Softmax attention is α-entmax attention at α = 1: its dispatch and
+  PyTorch path are ``entmax_attention``'s (one rule for both attention kernels).
 - Dependencies point one way: an op imports only other ops, ``entropic.types`` and the shared argument
   checks (``entropic._validation``, ``entropic._ranges``), never the domain (attention, sampling, metrics,
   models, …).
@@ -49,8 +50,8 @@ def _module_of(path: Path) -> str:
 def test_every_op_folder_has_its_kernel_reference_and_dispatch():
     assert {p.name for p in OP_FOLDERS} == {"entropy", "flash_attention", "entmax_attention", "sampling"}
     for folder in OP_FOLDERS:
-        shared = folder.name == "flash_attention"  # its dispatch is entmax_attention's
-        needed = ("triton.py", "reference.py") + (() if shared else ("dispatch.py",))
+        shared = folder.name == "flash_attention"  # its dispatch and PyTorch path are entmax_attention's
+        needed = ("triton.py", "reference.py") + (() if shared else ("dispatch.py", "torch.py"))
         missing = [f for f in needed if not (folder / f).is_file()]
         assert not missing, f"{folder.relative_to(ROOT)} lacks {missing}"
 

@@ -19,17 +19,16 @@ top_p=0.9)``) still works: `as_sampler` wraps it in a `FunctionSampler`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol, runtime_checkable
 
-import torch
 from torch import Tensor
 
+from entropic.ops.sampling.torch import Generators
 from entropic.types import EntropixAttentionMetrics
 
 # Randomness of a draw: torch's global generator (None), one generator, or one generator per row.
-Generators = torch.Generator | Sequence[torch.Generator] | None
 
 CONTEXT = frozenset({"attention", "prev_tokens"})  # what a sampler may declare in `needs`
 

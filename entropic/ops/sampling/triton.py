@@ -26,7 +26,7 @@ One program per row reads the row a few times and never sorts it nor writes a pr
 Temperature 0 is greedy: the first index of the row's largest logit. H and V are those of the unfiltered,
 untempered logits (nats), as `entropic.entropy_varentropy` returns them.
 
-Reference: ``entropic.sampling.apply_filters`` followed by ``entropic.sampling.draw.race``.
+Reference: ``entropic.sampling.apply_filters`` followed by ``entropic.ops.sampling.torch.race``.
 """
 
 from __future__ import annotations
