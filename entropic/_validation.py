@@ -93,20 +93,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def check_param(
-    value: float | Tensor,
-    name: str,
-    low: float,
-    high: float,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-    integer: bool = False,
-) -> None:
-    """Check a Python number or a tensor of per-row values against [low, high] (open ends when asked)."""
+def check_param(value: float | Tensor, name: str, low: float, high: float, **options: bool) -> None:
+    """Check a Python number or a tensor of per-row values against [low, high]; `options` are those of
+    `entropic._ranges.check_number` (``low_open``, ``high_open``, ``integer``), which checks the numbers
+    and words every error."""
     if not isinstance(value, Tensor):
-        check_number(value, name, low, high, low_open=low_open, high_open=high_open, integer=integer)
+        check_number(value, name, low, high, **options)
         return
+    unknown = sorted(set(options) - {"low_open", "high_open", "integer"})
+    if unknown:
+        raise TypeError(f"check_param: unknown options {unknown}")
+    low_open, high_open, integer = (options.get(key, False) for key in ("low_open", "high_open", "integer"))
     text = expected(low, high, low_open, high_open, integer)
     if integer and value.is_floating_point():
         raise TypeError(f"{name} must be an integer tensor, got dtype {value.dtype}")
