@@ -21,6 +21,13 @@ RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
     "typical": (0.0, 1.0, {"low_open": True}),
     "epsilon": (0.0, 1.0, {"high_open": True}),
     "eta": (0.0, 1.0, {"high_open": True}),
+    "top_n_sigma": (0.0, math.inf, {"low_open": True, "high_open": True}),
+    "xtc_threshold": (0.0, 1.0, {}),
+    "xtc_probability": (0.0, 1.0, {}),
+    "dynatemp_range": (0.0, math.inf, {"high_open": True}),
+    "dynatemp_exponent": (0.0, math.inf, {"high_open": True}),
+    "mirostat_tau": (0.0, math.inf, {"high_open": True}),
+    "mirostat_eta": (0.0, math.inf, {"high_open": True}),
 }
 
 

@@ -324,7 +324,17 @@ def test_new_filters_respect_masks_and_registry_order():
     x[:, 12:] = -math.inf
     for out in (typical(x, 1.0), epsilon(x, 0.0), eta(x, 0.0)):
         assert not kept(out[:, 12:]).any() and kept(out[:, :12]).all()
-    assert list(FILTERS) == ["temperature", "top_k", "top_p", "min_p", "typical", "epsilon", "eta"]
+    assert list(FILTERS) == [
+        "temperature",
+        "top_n_sigma",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical",
+        "epsilon",
+        "eta",
+        "p_less",
+    ]
     y = torch.randn(2, 64) * 3
     expected = eta(
         epsilon(typical(min_p(top_p(top_k(temperature(y, 0.9), 30), 0.95), 0.01), 0.9), 1e-3), 1e-3
@@ -526,3 +536,61 @@ def test_typical_keeps_the_top_p_set_when_the_band_below_2h_plus_log_pmax_is_lig
                 assert torch.equal(kept(typical(x, mass)), kept(top_p(x, mass))), (x, mass)
                 checked += 1
     assert checked >= 300  # of 800 (row, mass) pairs
+
+
+def test_top_n_sigma_hand_computed_per_row_and_temperature_invariant():
+    from entropic.sampling import top_n_sigma
+
+    x = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0], [4.0, 3.0, 2.0, 1.0, -math.inf]], dtype=torch.float64)
+    # row 0: mean 2, σ = √2, keep x >= 4 - √2 = 2.586; row 1: mean 2.5, σ = √1.25, keep x >= 4 - 1.118
+    out = top_n_sigma(x, 1.0)
+    assert torch.isfinite(out).tolist() == [
+        [True, True, False, False, False],
+        [True, True, False, False, False],
+    ]
+    out = top_n_sigma(x, torch.tensor([2.0, 1.0]))  # row 0: 4 - 2√2 = 1.17 keeps 4, 3, 2
+    assert torch.isfinite(out[0]).tolist() == [True, True, True, False, False]
+    y = torch.randn(8, 300, dtype=torch.float64) * 3
+    kept = torch.isfinite(top_n_sigma(y, 1.5))
+    for t in (0.25, 0.5, 2.0, 4.0):  # powers of two: x / T is exact
+        assert torch.equal(torch.isfinite(top_n_sigma(y / t, 1.5)), kept)
+
+
+def test_p_less_against_its_formula():
+    from entropic.sampling import p_less
+
+    x = torch.log(torch.tensor([[0.5, 0.3, 0.1, 0.06, 0.04]], dtype=torch.float64))
+    # Σp² = 0.25 + 0.09 + 0.01 + 0.0036 + 0.0016 = 0.3552: keeps 0.5 only
+    assert torch.isfinite(p_less(x, True)).tolist() == [[True, False, False, False, False]]
+    y = torch.randn(6, 200, dtype=torch.float64)
+    p = torch.softmax(y, -1)
+    expected = p >= (p * p).sum(-1, keepdim=True)
+    assert torch.equal(torch.isfinite(p_less(y, True)), expected)
+    per_row = p_less(y, torch.tensor([True, False, True, False, True, False]))
+    assert torch.isfinite(per_row[1]).all() and torch.equal(torch.isfinite(per_row[0]), expected[0])
+
+
+def test_xtc_hand_computed():
+    from entropic.sampling import xtc
+
+    x = torch.log(torch.tensor([[0.4, 0.3, 0.15, 0.1, 0.05]] * 2, dtype=torch.float64))
+    # tokens with p >= 0.12: 0.4, 0.3, 0.15; all but the least probable (0.15) go
+    out = xtc(x, 0.12, torch.tensor([True, False]))
+    assert torch.isfinite(out).tolist() == [[False, False, True, True, True], [True] * 5]
+    assert torch.isfinite(xtc(x, 0.35)).all()  # one token above the threshold: unchanged
+
+
+def test_dynamic_temperature_against_float64():
+    from entropic.sampling import dynamic_temperature
+
+    x = torch.randn(5, 40, dtype=torch.float64) * torch.logspace(-1, 1, 5, dtype=torch.float64)[:, None]
+    x[0, 10:] = -math.inf
+    t, delta, exponent = torch.tensor([1.0, 0.7, 1.5, 0.3, 1.0], dtype=torch.float64), 0.5, 1.7
+    p = torch.softmax(x, -1)
+    h = -(p * torch.where(p > 0, p.log(), 0.0)).sum(-1)
+    n = torch.isfinite(x).sum(-1).double()
+    t_min, t_max = (t - delta).clamp_min(0), t + delta
+    t_dyn = t_min + (t_max - t_min) * (h / n.log()) ** exponent
+    out = dynamic_temperature(x, t, delta, exponent)
+    torch.testing.assert_close(out, x / t_dyn[:, None])
+    torch.testing.assert_close(dynamic_temperature(x, t, 0.0), x / t[:, None])  # δ = 0: plain T

@@ -305,3 +305,47 @@ def test_generate_hands_each_sampler_what_it_needs(needs):
             assert context.prev_tokens is None and context.attention is None
     assert torch.equal(out.decisions, out.new_tokens % 2)  # the sampler's decisions and metrics come back
     assert set(out.metrics) == {"score", "entropy", "varentropy"}  # entropy added: the sampler had none
+
+
+def test_xtc_coins_are_per_row_reproducible_under_seeds():
+    """A row's XTC coin and draw depend on its own seed and logits: alone or in a batch, the same token;
+    with probability 1 every row excludes its top choices, with 0 none does."""
+    x = torch.log_softmax(torch.randn(8, 30) * 2, -1)
+    seeds = torch.arange(8) * 31
+    sampler = build_sampler("xtc", xtc_threshold=0.05, xtc_probability=0.5)
+    for step in range(5):
+        batch = sampler.step(x, StepContext(seeds=seeds, step=step)).tokens
+        alone = [
+            int(sampler.step(x[i : i + 1], StepContext(seeds=seeds[i : i + 1], step=step)).tokens)
+            for i in range(8)
+        ]
+        assert batch.tolist() == alone
+    always = build_sampler("xtc", xtc_threshold=0.05, xtc_probability=1.0)
+    never = build_sampler("xtc", xtc_threshold=0.05, xtc_probability=0.0)
+    top = x.argmax(-1)
+    tokens = always.step(x, StepContext(seeds=seeds)).tokens
+    p = x.exp()
+    assert (p.gather(-1, tokens[:, None]).squeeze(-1) <= p.gather(-1, top[:, None]).squeeze(-1)).all()
+    counts = [(p >= 0.05).sum(-1)]
+    assert torch.all((tokens != top) | (counts[0] < 2))
+    assert torch.equal(
+        never.step(x, StepContext(seeds=seeds)).tokens,
+        build_sampler("sample").step(x, StepContext(seeds=seeds)).tokens,
+    )
+
+
+def test_mirostat_inside_generate_with_a_cache_and_padding(make_llama):
+    """The stateful sampler in the cached loop on left-padded rows: each row's tokens are those it gets
+    alone (μ per row, reset at step 0), and a second call starts afresh."""
+    torch.manual_seed(0)
+    model = make_llama(40)
+    ids = torch.tensor([[0, 5, 6, 7], [1, 2, 3, 4]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    seeds = torch.tensor([3, 4])
+    sampler = build_sampler("mirostat", mirostat_tau=2.0, mirostat_eta=0.3)
+    out = generate(model, ids, sampler, 6, attention_mask=mask, seeds=seeds, return_metrics=True)
+    assert out.metrics["mirostat_mu"].shape == (2, 6)
+    row = generate(model, ids[:1, 1:], sampler, 6, seeds=seeds[:1])
+    assert torch.equal(out.new_tokens[0], row.new_tokens[0])
+    again = generate(model, ids, sampler, 6, attention_mask=mask, seeds=seeds)
+    assert torch.equal(again.new_tokens, out.new_tokens)

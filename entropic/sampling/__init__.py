@@ -9,6 +9,7 @@
 * `SAMPLERS` / `build_sampler`: the one registry, by the names of ``configs/sampler/*.yaml``;
 * `temperature_for_entropy`: the per-row temperature that gives a target entropy;
 * `EntropixSampler`: entropy/varentropy-driven decoding, decided per row;
+* `MirostatSampler`: Mirostat 2.0, a surprisal feedback loop with μ kept per row;
 * `generate`: a KV-cached decoding loop for entropic models and Hugging Face causal LMs.
 """
 
@@ -24,16 +25,21 @@ from entropic.sampling.filters import (
     FILTERS,
     SamplingParams,
     apply_filters,
+    dynamic_temperature,
     epsilon,
     eta,
     min_p,
+    p_less,
     temperature,
     top_k,
+    top_n_sigma,
     top_p,
     typical,
+    xtc,
 )
 from entropic.sampling.generate import GenerateOutput, GenerateStep, generate
 from entropic.sampling.info import SamplingInfo, sampling_info
+from entropic.sampling.mirostat import MirostatSampler
 from entropic.sampling.protocol import Sampler, SamplerOutput, StepContext, as_sampler
 from entropic.sampling.registry import SAMPLERS, build_sampler
 
@@ -48,6 +54,7 @@ __all__ = [
     "FilterSampler",
     "GenerateOutput",
     "GenerateStep",
+    "MirostatSampler",
     "Sampler",
     "SamplerOutput",
     "SamplingInfo",
@@ -56,15 +63,19 @@ __all__ = [
     "apply_filters",
     "as_sampler",
     "build_sampler",
+    "dynamic_temperature",
     "epsilon",
     "eta",
     "generate",
     "min_p",
+    "p_less",
     "sample",
     "sampling_info",
     "temperature",
     "temperature_for_entropy",
     "top_k",
+    "top_n_sigma",
     "top_p",
     "typical",
+    "xtc",
 ]

@@ -16,7 +16,7 @@ from torch import Tensor
 from entropic._validation import check_logits, check_param
 from entropic.ops.dispatch import use_kernel
 from entropic.ops.sampling.dispatch import FUSED_FILTERS, fused_sampling_blocker
-from entropic.ops.sampling.torch import race, seeded_race
+from entropic.ops.sampling.torch import counter_noise, race, seeded_race
 from entropic.sampling.filters import (
     SamplingParams,
     _apply_filters,
@@ -40,6 +40,28 @@ def check_seeds(seeds: Tensor, step: int, logits: Tensor, generator: Generators,
             f"{fn}: seeds must have shape ({logits.shape[0]},), one per row, got {tuple(seeds.shape)}"
         )
     check_param(step, "step", 0, 2**31 - 1, integer=True)
+
+
+_XTC_STREAM = 0x5854432D434F494E  # "XTC-COIN": the seeded coins' own stream, apart from the draws'
+
+
+def row_uniform(logits: Tensor, generator: Generators, seeds: Tensor | None, step: int) -> Tensor:
+    """``(...,)`` one uniform number in ``(0, 1]`` (``[0, 1)`` from a generator) per row of `logits`,
+    from the row's randomness: the generator(s) (advanced), or ``(seeds[b], step)`` on a stream of its own
+    (counter-based: the race's noise at the same step is unchanged), so per-row reproducibility holds."""
+    batch = logits.shape[:-1]
+    if seeds is not None:
+        keys = seeds.to(logits.device, torch.int64) ^ _XTC_STREAM
+        e = counter_noise(keys, torch.tensor([step], device=logits.device), 1, torch.float64)
+        return torch.exp(-e).reshape(batch)
+    if generator is None or isinstance(generator, torch.Generator):
+        device = logits.device if generator is None else generator.device
+        u = torch.rand(batch, generator=generator, device=device, dtype=torch.float64)
+    else:  # one generator per row of the first dimension
+        u = torch.stack(
+            [torch.rand(batch[1:], generator=g, device=g.device, dtype=torch.float64) for g in generator]
+        )
+    return u.to(logits.device)
 
 
 def draw(
@@ -87,7 +109,13 @@ def draw(
     if not isinstance(temperature, Tensor) and temperature == 0:
         tokens = logits.argmax(dim=-1, keepdim=True).expand(*logits.shape[:-1], n)
         return tokens, torch.zeros(tokens.shape, device=logits.device) if log_q else None
-    filtered = _apply_filters(logits, temperature, params.truncations(), fn, params.top_k_max)
+    coin = None
+    if params.xtc_threshold is not None and params.xtc_probability is not None:
+        probability = _per_row(params.xtc_probability, logits, "xtc_probability")
+        if isinstance(probability, Tensor):
+            probability = probability.squeeze(-1)
+        coin = row_uniform(logits, generator, seeds, step) <= probability
+    filtered = _apply_filters(logits, temperature, params.truncations(), fn, params.top_k_max, coin)
     if seeds is not None:
         tokens = seeded_race(filtered, seeds, step, n)
     elif n == 1:

@@ -5,9 +5,13 @@ logits' batch shape ``logits.shape[:-1]`` (``(B,)`` for ``(B, V)`` logits). The 
 dimension. Outputs are float32 (float64 for float64 inputs) whatever the input dtype, so that a
 temperature applied to bf16 logits does not round them a second time.
 
-Order of application (`apply_filters`), as in Hugging Face ``generate`` (``_get_logits_processor``):
-temperature, top-k, top-p, min-p, typical, epsilon, eta. Every truncation after the temperature sees the
-tempered distribution, already truncated by the filters before it. The most probable token is never
+Order of application (`apply_filters`), as in Hugging Face ``generate`` (``_get_logits_processor``) for
+the filters it has: temperature, top-nσ, top-k, top-p, min-p, typical, epsilon, eta, p-less, then XTC
+(llama.cpp's default chain puts top-nσ before top-k and XTC after min-p). Every truncation after the
+temperature sees the tempered distribution, already truncated by the filters before it. With a dynamic
+temperature (`dynamic_temperature`, llama.cpp's ``temp_ext``) the temperature step moves to the end instead,
+as ``temp_ext`` sits last in llama.cpp's chain: the truncations see the untempered logits, then the
+temperature is chosen from the entropy of the candidates they left. The most probable token is never
 removed. Ties at a cut-off are kept: top-k keeps every token whose logit equals the k-th largest.
 Mass-based cuts (top-p, typical) add probabilities computed in float64: a float32 running sum drifts
 by more than a token's probability at large vocabularies.
@@ -16,7 +20,8 @@ Every public filter, and `apply_filters` once for the whole chain, rejects NaN, 
 finite entry (`entropic._validation.check_logits`) with a ValueError naming the function.
 
 References: nucleus (top-p) Holtzman et al. 2020; min-p Nguyen et al. 2024; locally typical sampling
-Meister et al. 2023; epsilon and eta sampling Hewitt et al. 2022.
+Meister et al. 2023; epsilon and eta sampling Hewitt et al. 2022; top-nσ Tang et al. 2024; p-less sampling
+Tan et al. 2025; XTC and dynamic temperature as llama.cpp defines them (``src/llama-sampling.cpp``).
 """
 
 from __future__ import annotations
@@ -56,12 +61,18 @@ def _per_row(value: float | Tensor, logits: Tensor, name: str) -> float | Tensor
     return value.to(logits.device).unsqueeze(-1)
 
 
-def _check_range(name: str, value: float | Tensor) -> None:
+def _check_range(name: str, value: float | Tensor | bool) -> None:
+    if name == "p_less":  # a switch, per row or for every row
+        if not (isinstance(value, bool) or (isinstance(value, Tensor) and value.dtype == torch.bool)):
+            raise TypeError(
+                f"p_less must be True, False or a bool tensor, got {getattr(value, 'dtype', value)!r}"
+            )
+        return
     low, high, options = RANGES[name]
     check_param(value, name, low, high, **options)
 
 
-def _checks_logits(filter_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+def _checks_logits(filter_fn: Callable[..., Tensor], range_name: str | None = None) -> Callable[..., Tensor]:
     """The public filter: checks its logits (`check_logits`, naming the filter) and its parameter (`RANGES`
     under the filter's name), then filters. The unchecked body stays reachable as ``.unchecked`` for
     callers that checked already (`apply_filters` once for the chain, the samplers)."""
@@ -71,7 +82,7 @@ def _checks_logits(filter_fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
     @functools.wraps(filter_fn)
     def checked(logits: Tensor, *args: object, **kwargs: object) -> Tensor:
         check_logits(logits, name)
-        _check_range(name, args[0] if args else kwargs[param])
+        _check_range(range_name or name, args[0] if args else kwargs[param])
         return filter_fn(logits, *args, **kwargs)
 
     checked.unchecked = filter_fn
@@ -131,6 +142,26 @@ def temperature(logits: Tensor, temperature: float | Tensor) -> Tensor:
     """Divide logits by the temperature T > 0: ``softmax(x / T)``; T < 1 sharpens, T > 1 flattens."""
     check_temperature_range(logits, temperature, "temperature")
     return _tempered(logits, temperature)
+
+
+@_checks_logits
+def top_n_sigma(logits: Tensor, n: float | Tensor) -> Tensor:
+    """Top-nσ (Tang et al. 2024, "Top-nσ: Not All Logits Are You Need", §3): keep ``x_i >= max(x) - n·σ(x)``.
+
+    ``σ`` is the population standard deviation of the finite logits of the row (masked ``-inf`` entries
+    are left out of the mean and of ``σ``), as in llama.cpp (``src/llama-sampling.cpp``,
+    ``llama_sampler_top_n_sigma_apply``). Temperature-invariant: dividing the logits by ``T`` divides
+    ``max``, ``σ`` and every logit alike, so the kept set is the same at every ``T > 0``. n > 0 (llama.cpp
+    reads n <= 0 as "off": pass None); the most probable token is always kept.
+    """
+    x = _upcast(logits)
+    nn = _per_row(n, x, "top_n_sigma")
+    finite = torch.isfinite(x)
+    count = finite.sum(-1, keepdim=True)
+    mean = torch.where(finite, x, 0.0).sum(-1, keepdim=True) / count
+    var = torch.where(finite, x - mean, 0.0).square().sum(-1, keepdim=True) / count
+    threshold = x.amax(dim=-1, keepdim=True) - (nn.to(x.dtype) if isinstance(nn, Tensor) else nn) * var.sqrt()
+    return x.masked_fill(x < threshold, -math.inf)
 
 
 @_checks_logits
@@ -265,18 +296,129 @@ def eta(logits: Tensor, eta: float | Tensor) -> Tensor:
     return _keep_above(x, torch.minimum(log_eta, 0.5 * log_eta - h))
 
 
+@_checks_logits
+def p_less(logits: Tensor, p_less: bool | Tensor) -> Tensor:
+    """p-less sampling (Tan et al. 2025): keep tokens with ``p_i >= Σ_j p_j²`` (no hyper-parameter).
+
+    ``Σ_j p_j²`` is the probability that two independent draws agree: it is near 1 on a peaked row (one
+    token kept) and ``1/n`` on a uniform row of ``n`` tokens (every token kept). Probabilities are float64.
+    `p_less` switches it on (True) or off (False), for every row or per row (a bool tensor); the most
+    probable token is always kept.
+    """
+    x = _upcast(logits)
+    p = torch.softmax(x.double(), dim=-1)
+    keep = (p >= p.square().sum(-1, keepdim=True)) | _is_top1(x)
+    on = _per_row(p_less, x, "p_less")
+    if isinstance(on, Tensor):
+        keep = keep | ~on
+    elif not on:
+        return x
+    return x.masked_fill(~keep, -math.inf)
+
+
+@functools.partial(_checks_logits, range_name="xtc_threshold")
+def xtc(logits: Tensor, xtc_threshold: float | Tensor, coin: bool | Tensor = True) -> Tensor:
+    """Exclude top choices (XTC, llama.cpp ``src/llama-sampling.cpp``, ``llama_sampler_xtc_apply``).
+
+    On the rows where `coin` is True, remove every token with ``p_i >= xtc_threshold`` except the least
+    probable of them (and its ties); a row with fewer than two such tokens is unchanged (so a threshold
+    above 0.5 never acts). The coin is the sampler's: ``u <= xtc_probability`` with ``u`` uniform from the
+    row's randomness (`entropic.sampling.draw.draw` flips it); this function is deterministic.
+    Probabilities are ``softmax`` of the logits in float64.
+    """
+    x = _upcast(logits)
+    p = torch.softmax(x.double(), dim=-1)
+    thr = _per_row(xtc_threshold, x, "xtc_threshold")
+    above = p >= (thr.double() if isinstance(thr, Tensor) else thr)
+    # the least probable token above the threshold, per row (p of the others is > it)
+    p_last = torch.where(above, p, torch.full_like(p, math.inf)).amin(-1, keepdim=True)
+    act = above.sum(-1, keepdim=True) >= 2
+    c = _per_row(coin, x, "coin")
+    if isinstance(c, Tensor):
+        act = act & c
+    elif not c:
+        return x
+    return x.masked_fill(act & above & (p > p_last), -math.inf)
+
+
+def _dynatemp(
+    x: Tensor, temperature: float | Tensor, delta: float | Tensor, exponent: float | Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(x / T_dyn, T_dyn)`` for upcast logits x, without checks (see `dynamic_temperature`)."""
+    t, d, e = (
+        _per_row(v, x, name)
+        for v, name in (
+            (temperature, "temperature"),
+            (delta, "dynatemp_range"),
+            (exponent, "dynatemp_exponent"),
+        )
+    )
+    t, d, e = (torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in (t, d, e))
+    p = torch.softmax(x.double(), dim=-1)
+    h = -torch.where(p > 0, p * p.log(), 0.0).sum(-1, keepdim=True)
+    n = torch.isfinite(x).sum(-1, keepdim=True).double()
+    normalized = torch.where(n > 1, h / n.log(), 0.0)
+    t_min, t_max = (t - d).clamp_min(0.0), t + d
+    t_dyn = (t_min + (t_max - t_min) * normalized.pow(e)).expand(*x.shape[:-1], 1)
+    single = n <= 1  # llama.cpp leaves a single candidate untouched
+    greedy = (t_dyn == 0) & ~single  # T = 0: the most probable token
+    divisor = torch.where(single | greedy, 1.0, t_dyn).to(x.dtype)
+    out = torch.where(greedy & ~_is_top1(x), -math.inf, x / divisor)
+    return out, t_dyn.squeeze(-1)
+
+
+def dynamic_temperature(
+    logits: Tensor, temperature: float | Tensor, delta: float | Tensor, exponent: float | Tensor = 1.0
+) -> Tensor:
+    """Entropy-scaled temperature (llama.cpp ``temp_ext``, ``src/llama-sampling.cpp``,
+    ``llama_sampler_temp_ext_apply``): ``logits / T_dyn`` with
+
+        T_dyn = T_min + (T_max - T_min) · (H / ln N)^exponent,  T_min = max(0, T - δ),  T_max = T + δ,
+
+    where ``H`` is the entropy (nats) of ``softmax(logits)`` over the ``N`` finite candidates. Flat rows
+    (``H`` near ``ln N``) are sampled near ``T_max``, peaked ones near ``T_min``. A row with one candidate is
+    unchanged (as in llama.cpp); a row whose ``T_dyn`` is 0 keeps its most probable token only.
+
+    Parameters
+    ----------
+    logits : Tensor
+        ``(..., V)`` logits (the candidates: ``-inf`` entries are not counted in ``N``).
+    temperature : float or Tensor
+        ``T > 0``, the centre of the range; per row allowed.
+    delta : float or Tensor
+        ``δ >= 0`` (llama.cpp's ``dynatemp_range``); δ = 0 is the plain temperature ``T``.
+    exponent : float or Tensor
+        ``>= 0`` (llama.cpp's ``dynatemp_exponent``, default 1).
+
+    Returns
+    -------
+    Tensor
+        ``(..., V)`` float32 (float64 for float64 input) tempered logits.
+    """
+    check_logits(logits, "dynamic_temperature")
+    _check_range("temperature", temperature)
+    _check_range("dynatemp_range", delta)
+    _check_range("dynatemp_exponent", exponent)
+    return _dynatemp(_upcast(logits), temperature, delta, exponent)[0]
+
+
 # String-keyed registry, so that a config can name a filter. Insertion order is the order of application.
 FILTERS = {
     "temperature": temperature,
+    "top_n_sigma": top_n_sigma,
     "top_k": top_k,
     "top_p": top_p,
     "min_p": min_p,
     "typical": typical,
     "epsilon": epsilon,
     "eta": eta,
+    "p_less": p_less,
 }
 # The same filters without the logits check, for `apply_filters` (one check for the chain) and the samplers.
 _UNCHECKED = {name: f.unchecked for name, f in FILTERS.items()}
+# Every parameter after the temperature, in the order of application.
+_MULTI = ("xtc_threshold", "xtc_probability", "dynatemp_range", "dynatemp_exponent")
+_PIPELINE = (*list(FILTERS)[1:], *_MULTI)
 
 
 @dataclass(frozen=True)
@@ -294,6 +436,15 @@ class SamplingParams:
         ``T >= 0`` (``T > 0`` with ``greedy=False``).
     top_k, top_p, min_p, typical, epsilon, eta : optional
         Truncations applied after the temperature, in this order (`apply_filters`).
+    top_n_sigma, p_less : optional
+        Top-nσ (before top-k) and p-less (after eta), see the filters of those names.
+    xtc_threshold, xtc_probability : optional
+        XTC (`xtc`), last of the truncations: on with `xtc_threshold`; each row excludes its top choices
+        with probability `xtc_probability` (1 when None), a coin drawn from the row's randomness by `draw`.
+    dynatemp_range, dynatemp_exponent : optional
+        Dynamic temperature (`dynamic_temperature`): with `dynatemp_range` (δ) the temperature is the
+        centre of ``[T - δ, T + δ]`` and is applied last, after the truncations; `dynatemp_exponent`
+        defaults to 1.
     top_k_max : int, optional
         An upper bound of a per-row `top_k` tensor, so that the top-k filter need not read its maximum
         from the device (see `top_k`).
@@ -308,6 +459,12 @@ class SamplingParams:
     eta: float | Tensor | None = None
     top_k_max: int | None = None
     greedy: InitVar[bool] = True
+    top_n_sigma: float | Tensor | None = None
+    p_less: bool | Tensor | None = None
+    xtc_threshold: float | Tensor | None = None
+    xtc_probability: float | Tensor | None = None
+    dynatemp_range: float | Tensor | None = None
+    dynatemp_exponent: float | Tensor | None = None
 
     def __post_init__(self, greedy: bool) -> None:
         if greedy:
@@ -316,6 +473,9 @@ class SamplingParams:
             _check_range("temperature", self.temperature)
         for name, value in self.truncations().items():
             _check_range(name, value)
+        for name, on in (("xtc_probability", "xtc_threshold"), ("dynatemp_exponent", "dynatemp_range")):
+            if getattr(self, name) is not None and getattr(self, on) is None:
+                raise ValueError(f"{name} needs {on}: pass {on}= too")
         if self.top_k_max is not None:
             check_param(self.top_k_max, "top_k_max", 1, math.inf, integer=True)
             if isinstance(self.top_k, Tensor) and bool((self.top_k > self.top_k_max).any()):
@@ -333,8 +493,9 @@ class SamplingParams:
         return params
 
     def truncations(self) -> dict[str, float | Tensor]:
-        """The truncation filters in effect (not None), in the order of application."""
-        return {name: getattr(self, name) for name in list(RANGES)[1:] if getattr(self, name) is not None}
+        """The filters in effect (not None) after the temperature, in the order of application (the
+        dynamic temperature's two parameters last)."""
+        return {name: getattr(self, name) for name in _PIPELINE if getattr(self, name) is not None}
 
     def apply(self, logits: Tensor, fn: str = "apply_filters") -> Tensor:
         """``filter(logits / T)`` for checked logits and ``T > 0``; `fn` names the caller in errors."""
@@ -352,16 +513,25 @@ def apply_filters(
     typical: float | Tensor | None = None,
     epsilon: float | Tensor | None = None,
     eta: float | Tensor | None = None,
+    top_n_sigma: float | Tensor | None = None,
+    p_less: bool | Tensor | None = None,
+    xtc_threshold: float | Tensor | None = None,
+    dynatemp_range: float | Tensor | None = None,
+    dynatemp_exponent: float | Tensor | None = None,
 ) -> Tensor:
-    """Temperature, then top-k, top-p, min-p, typical, epsilon and eta (those not None), in that order.
+    """Temperature, then top-nσ, top-k, top-p, min-p, typical, epsilon, eta, p-less and XTC (those not
+    None), in that order; with `dynatemp_range` the (dynamic) temperature comes last instead.
 
     Parameters
     ----------
     logits : Tensor
         ``(..., V)`` logits.
-    temperature, top_k, top_p, min_p, typical, epsilon, eta
+    temperature, top_k, top_p, min_p, typical, epsilon, eta, top_n_sigma, p_less, xtc_threshold
         A number, or a tensor of the batch shape ``logits.shape[:-1]`` with one value per row; see the
-        filter of the same name (`SamplingParams` holds them, validated).
+        filter of the same name (`SamplingParams` holds them, validated). XTC acts on every row here
+        (its coin is the samplers').
+    dynatemp_range, dynatemp_exponent
+        The dynamic temperature's δ and exponent (`dynamic_temperature`).
 
     Returns
     -------
@@ -380,7 +550,9 @@ def apply_filters(
     tensor([4., 2., -inf, -inf])
     """
     check_logits(logits, "apply_filters")
-    params = SamplingParams(temperature, top_k, top_p, min_p, typical, epsilon, eta, greedy=False)
+    more = {"top_n_sigma": top_n_sigma, "p_less": p_less, "xtc_threshold": xtc_threshold}
+    more |= {"dynatemp_range": dynatemp_range, "dynatemp_exponent": dynatemp_exponent}
+    params = SamplingParams(temperature, top_k, top_p, min_p, typical, epsilon, eta, greedy=False, **more)
     return params.apply(logits)
 
 
@@ -390,17 +562,25 @@ def _apply_filters(
     filters: Mapping[str, object],
     fn: str = "apply_filters",
     top_k_max: int | None = None,
+    xtc_coin: Tensor | None = None,
 ) -> Tensor:
     """`apply_filters` for callers that checked the logits, the parameters and the temperature's range
     already (no check, no host sync); `filters` maps names to values or None, `top_k_max` bounds a per-row
-    top-k. `fn` names the public caller in errors."""
+    top-k, `xtc_coin` says which rows XTC acts on (every row when None). `fn` names the public caller in
+    errors."""
     truncations = list(_UNCHECKED)[1:]  # after the temperature, in the registry's order
-    unknown = sorted(set(filters) - set(truncations))
+    unknown = sorted(set(filters) - set(_PIPELINE))
     if unknown:
-        raise ValueError(f"{fn}: unknown filters {unknown}; known: {truncations}")
-    x = _tempered(logits, temperature)
+        raise ValueError(f"{fn}: unknown filters {unknown}; known: {list(_PIPELINE)}")
+    delta = filters.get("dynatemp_range")
+    x = _upcast(logits) if delta is not None else _tempered(logits, temperature)
     for name in truncations:
         if filters.get(name) is not None:
             extra = (top_k_max,) if name == "top_k" else ()
             x = _UNCHECKED[name](x, filters[name], *extra)
+    if filters.get("xtc_threshold") is not None:
+        x = xtc.unchecked(x, filters["xtc_threshold"], True if xtc_coin is None else xtc_coin)
+    if delta is not None:
+        exponent = filters.get("dynatemp_exponent")
+        x = _dynatemp(x, temperature, delta, 1.0 if exponent is None else exponent)[0]
     return x

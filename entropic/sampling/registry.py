@@ -19,6 +19,7 @@ from entropic.sampling.draw import FilterSampler
 from entropic.sampling.entropix import EntropixConfig, EntropixSampler
 from entropic.sampling.entropy_target import EntropyTargetSampler
 from entropic.sampling.filters import FILTERS
+from entropic.sampling.mirostat import MirostatSampler
 from entropic.sampling.protocol import Sampler
 
 
@@ -32,25 +33,30 @@ def entropix(*, impl: Literal["auto", "torch", "triton"] = "auto", **config: obj
     return EntropixSampler(EntropixConfig(**config), impl=impl)
 
 
-def _filter(name: str) -> Callable[..., FilterSampler]:
-    """A `FilterSampler` whose parameter `name` must be given (the other filters may be too)."""
+def _filter(name: str, param: str | None = None) -> Callable[..., FilterSampler]:
+    """A `FilterSampler` whose parameter `param` (`name` when None) must be given (the other filters may be
+    too)."""
+    param = param or name
 
     def build(**params: object) -> FilterSampler:
-        if name not in params:
-            raise TypeError(f"sampler {name!r} needs {name}=, got only {sorted(params) or 'nothing'}")
+        if param not in params:
+            raise TypeError(f"sampler {name!r} needs {param}=, got only {sorted(params) or 'nothing'}")
         return FilterSampler(**params)
 
     build.__name__ = build.__qualname__ = name
-    build.__doc__ = f"`FilterSampler` with `{name}` set (required)."
+    build.__doc__ = f"`FilterSampler` with `{param}` set (required)."
     return build
 
 
 SAMPLERS: dict[str, Callable[..., Sampler]] = {
     "greedy": greedy,
     "sample": FilterSampler,  # temperature and any filters, as `sample` takes them
-    **{name: _filter(name) for name in FILTERS},  # temperature, top_k, top_p, min_p, typical, epsilon, eta
+    **{name: _filter(name) for name in FILTERS},  # temperature, top_n_sigma, top_k, ..., eta, p_less
+    "xtc": _filter("xtc", "xtc_threshold"),
+    "dynamic_temperature": _filter("dynamic_temperature", "dynatemp_range"),
     "entropy_target": EntropyTargetSampler,
     "entropix": entropix,
+    "mirostat": MirostatSampler,
 }
 
 
