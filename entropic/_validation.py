@@ -93,6 +93,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def overflows(top: Tensor, temperature: float | Tensor) -> Tensor:
+    """The rows whose largest logit `top` (in the compute dtype) overflows when divided by the temperature:
+    ``|top| / T`` above the dtype's largest value, so small a T is greedy decoding in effect. Rows with
+    T = 0 (greedy, their callers' case) are never flagged. A logit far below the top that overflows to
+    -inf is harmless: its probability, ``exp((x - max) / T)``, is 0 either way. No host sync."""
+    limit = torch.finfo(top.dtype).max * temperature
+    if isinstance(limit, Tensor):
+        limit = limit.masked_fill(limit == 0, math.inf)
+    return top.abs() > limit
+
+
 def check_param(value: float | Tensor, name: str, low: float, high: float, **options: bool) -> None:
     """Check a Python number or a tensor of per-row values against [low, high]; `options` are those of
     `entropic._ranges.check_number` (``low_open``, ``high_open``, ``integer``), which checks the numbers

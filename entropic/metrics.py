@@ -30,6 +30,7 @@ from entropic._validation import (
     check_param,
     compute_dtype,
     in_base,
+    overflows,
 )
 from entropic.ops.entropy import dispatch
 
@@ -239,20 +240,17 @@ def log_partition(logits: Tensor, temperature: float | Tensor = 1.0, dim: int = 
 
 
 def _log_partition(logits: Tensor, temperature: float | Tensor, dim: int, fn: str) -> Tensor:
-    check_logits(logits, fn, dim)
+    row_max = check_logits(logits, fn, dim)
     check_param(temperature, "temperature", 0.0, math.inf, low_open=True, high_open=True)
     x = _upcast(logits)
-    if isinstance(temperature, Tensor):
-        scaled = x / temperature.to(x).unsqueeze(dim)
-    else:
-        scaled = x / temperature
-    n_bad = int((torch.isinf(scaled) & torch.isfinite(x)).any(dim).sum())
+    t = temperature.to(x) if isinstance(temperature, Tensor) else temperature
+    n_bad = int(overflows(row_max.to(x.dtype), t).sum())  # `entropic._validation.overflows`: one host sync
     if n_bad:
         raise ValueError(
             f"{fn}: temperature is too small for these logits: logits / temperature overflows {x.dtype} in "
-            f"{n_bad} of {scaled.numel() // scaled.shape[dim]} rows"
+            f"{n_bad} of {row_max.numel()} rows"
         )
-    return torch.logsumexp(scaled, dim)
+    return torch.logsumexp(x / (t.unsqueeze(dim) if isinstance(t, Tensor) else t), dim)
 
 
 def free_energy(logits: Tensor, temperature: float | Tensor = 1.0, dim: int = -1) -> Tensor:

@@ -75,6 +75,7 @@ def draw(
     impl: Literal["auto", "torch", "triton"] = "auto",
     log_q: bool = False,
     fn: str = "sample",
+    row_max: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """`n` independent draws per row from ``softmax(filter(logits / T))``: the one draw path of the samplers.
 
@@ -86,7 +87,8 @@ def draw(
     `params` and the exponential race in PyTorch (per-row seeds: `counter_noise`).
 
     Trusted: the caller checked the logits (`check_logits`, naming `fn`) and built `params` (validated, or
-    `SamplingParams.trusted`); nothing here re-checks them or reads a device scalar.
+    `SamplingParams.trusted`); nothing here re-checks them or reads a device scalar. `row_max`, the
+    logits' row maxima when the caller has them already, saves the pass that finds them.
 
     Returns
     -------
@@ -97,7 +99,7 @@ def draw(
     if seeds is not None:
         check_seeds(seeds, step * n + n - 1, logits, generator, fn)
     temperature = params.temperature
-    overflow = _overflows(logits, temperature)
+    overflow = _overflows(logits, temperature, row_max)
     greedy_rows = None if overflow is None else overflow[0]  # (...,) on the logits' device
     if isinstance(temperature, Tensor):
         zero = (temperature == 0).to(logits.device)

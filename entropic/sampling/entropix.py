@@ -459,7 +459,7 @@ class EntropixSampler:
             sampled at; 0 for ARGMAX and inserted thinking tokens), and the attention statistics
             ``attn_entropy``, ``attn_varentropy``, ``agreement``, ``interaction_strength`` when given.
         """
-        check_logits(logits, "EntropixSampler")
+        row_max = check_logits(logits, "EntropixSampler")
         if logits.dim() != 2:
             raise ValueError(f"EntropixSampler: logits must have shape (B, V), got {tuple(logits.shape)}")
         batch = logits.shape[0]
@@ -481,7 +481,7 @@ class EntropixSampler:
             )
         attn = None if attn_stats is None else as_attention_metrics(attn_stats, batch)
         context = StepContext(attn, prev_tokens, generator, seeds, step)
-        return self._step(logits, context, self.impl if impl is None else impl)
+        return self._step(logits, context, self.impl if impl is None else impl, row_max)
 
     def step(self, logits: Tensor, context: StepContext) -> SamplerOutput:
         """The trusted step (the `Sampler` protocol): `__call__` without its checks; no host sync."""
@@ -490,9 +490,12 @@ class EntropixSampler:
             attn = as_attention_metrics(attn, logits.shape[0], check_finite=False)
         return self._step(logits, replace(context, attention=attn), self.impl)
 
-    def _step(self, logits: Tensor, context: StepContext, impl: str) -> SamplerOutput:
+    def _step(
+        self, logits: Tensor, context: StepContext, impl: str, row_max: Tensor | None = None
+    ) -> SamplerOutput:
         c = self.config
-        row_max = logits.detach().amax(-1)
+        if row_max is None:  # the public call has it from its check of the logits
+            row_max = logits.detach().amax(-1)
         decisions, params, metrics, log_z = self._parameters(logits, row_max, context.attention)
         candidates, log_q = draw(
             logits,
@@ -504,6 +507,7 @@ class EntropixSampler:
             impl=impl,
             log_q=True,
             fn="EntropixSampler",
+            row_max=row_max,
         )  # (B, n) each; greedy (ARGMAX) rows: the argmax n times
         h_nats = metrics["entropy"] * (check_base(c.base) or 1.0)
         log_p = logits.gather(-1, candidates).to(log_q.dtype) - log_z.to(log_q.dtype).unsqueeze(-1)

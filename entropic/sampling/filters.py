@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from entropic._ranges import RANGES
-from entropic._validation import check_logits, check_param, compute_dtype
+from entropic._validation import check_logits, check_param, compute_dtype, overflows
 from entropic.ops.entropy.torch import entropy_stats
 
 
@@ -89,23 +89,21 @@ def _checks_logits(filter_fn: Callable[..., Tensor], range_name: str | None = No
     return checked
 
 
-def _overflows(logits: Tensor, temperature: float | Tensor) -> tuple[Tensor, Tensor] | None:
-    """``(rows, top)``: the rows where ``max(logits) / T`` overflows (so small a T is greedy decoding in
-    effect), and each row's largest logit; None when T is a Python number that cannot overflow (``T >= 1``
-    or 0). Rows with T = 0 are never flagged. A logit far below the top that overflows to -inf is harmless:
-    its probability, ``exp((x - max) / T)``, is 0 in float32 either way. Computed in float32 (float64 for
-    float64 logits), as every filter divides; no host sync."""
+def _overflows(
+    logits: Tensor, temperature: float | Tensor, top: Tensor | None = None
+) -> tuple[Tensor, Tensor] | None:
+    """``(rows, top)``: the rows where ``max(logits) / T`` overflows (`entropic._validation.overflows`: so
+    small a T is greedy decoding in effect), and each row's largest logit (`top` when the caller has it);
+    None when T is a Python number that cannot overflow (``T >= 1`` or 0). Computed in float32 (float64
+    for float64 logits), as every filter divides; no host sync."""
     if not isinstance(temperature, Tensor) and (temperature >= 1.0 or temperature == 0):
         return None
     dtype = compute_dtype(logits.dtype)
-    top = logits.amax(dim=-1).to(dtype)  # (...,), finite on checked logits
+    top = (logits.detach().amax(dim=-1) if top is None else top).to(dtype)  # (...,), finite when checked
     t = temperature
     if isinstance(t, Tensor):  # checked against the batch shape, (...,)
         t = _per_row(t, logits, "temperature").squeeze(-1).to(dtype)
-    limit = torch.finfo(dtype).max * t
-    if isinstance(limit, Tensor):
-        limit = limit.masked_fill(limit == 0, math.inf)
-    return top.abs() > limit, top
+    return overflows(top, t), top
 
 
 def check_temperature_range(logits: Tensor, temperature: float | Tensor, fn: str) -> None:
