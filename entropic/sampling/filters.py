@@ -352,8 +352,7 @@ def _dynatemp(
         )
     )
     t, d, e = (torch.as_tensor(v, dtype=torch.float64, device=x.device) for v in (t, d, e))
-    p = torch.softmax(x.double(), dim=-1)
-    h = -torch.where(p > 0, p * p.log(), 0.0).sum(-1, keepdim=True)
+    h = entropy_stats(x.double(), variance=False)[0].unsqueeze(-1)  # the one row-entropy algorithm
     n = torch.isfinite(x).sum(-1, keepdim=True).double()
     normalized = torch.where(n > 1, h / n.log(), 0.0)
     t_min, t_max = (t - d).clamp_min(0.0), t + d
