@@ -417,3 +417,87 @@ def test_numbers_escape_latex_and_say_what_was_not_measured():
     numbers = gpu_report.numbers_tex([{**row, "timestamp": "2026-12-02T10:00:00+00:00"}])
     assert "\\newcommand{\\gpuDevice}{GPU\\_X}" in numbers and "\\newcommand{\\gpuCopyGBs}{4012}" in numbers
     assert "\\newcommand{\\gpuMatmulTFLOPs}{not measured}" in numbers
+
+
+# ------------------------------------------------------------- the README's CPU tables, tied to the CSV
+
+BEFORE, AFTER = "32e4bd3d2ab4", "fc9c1b948c02-dirty"  # the runs of "Measured results", by git_commit
+
+
+def _shown(cell: str) -> list[tuple[float, float]]:
+    """Every number of a README cell with its rounding tolerance (half a unit of its last digit)."""
+    return [
+        (float(n), 0.5 * 10.0 ** -len(n.partition(".")[2]) + 1e-9) for n in re.findall(r"\d+(?:\.\d+)?", cell)
+    ]
+
+
+def _readme_rows(first_cells: tuple[str, ...]) -> dict[tuple[str, ...], list[str]]:
+    """README table rows keyed by their leading cells (the first `len(first_cells)` match a pattern)."""
+    rows = {}
+    for line in (BENCHMARKS.parent / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and all(re.fullmatch(p, c) for p, c in zip(first_cells, cells, strict=False)):
+            rows[tuple(cells[: len(first_cells)])] = cells[len(first_cells) :]
+    return rows
+
+
+def _medians(op: str, commit: str, metric: str) -> dict[tuple[str, ...], float]:
+    """The newest run of `op` at `commit` in benchmarks/results.csv: (provider, batch, seq_q, dtype) ->
+    the median of `metric`."""
+    with (BENCHMARKS / "results.csv").open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["op"] == op and r["git_commit"] == commit]
+    newest = max(r["timestamp"] for r in rows)
+    return {
+        (r["provider"], r["batch"], r["seq_q"], r["dtype"]): float(r["median"])
+        for r in rows
+        if r["timestamp"] == newest and r["metric"] == metric
+    }
+
+
+def test_readme_attention_table_is_the_csv():
+    """Each cell of "CPU attention against SDPA": SDPA's time after, then α-entmax / SDPA after (before)."""
+    rows = _readme_rows((r"local|random", r"128|512"))
+    assert len(rows) == 4
+    alphas = ("1.25", "1.5", "2.0", "scheduled")
+    for (inputs, n), cells in rows.items():
+        op = "entmax_attention_local" if inputs == "local" else "entmax_attention"
+        ratios = []
+        for commit in (AFTER, BEFORE):
+            times = {key[0]: t for key, t in _medians(op, commit, "time_ms").items() if key[2] == n}
+            ratios.append([times[f"entmax-torch(alpha={a})"] / times["sdpa"] for a in alphas])
+            if commit == AFTER:
+                ((sdpa, tol),) = _shown(cells[0])
+                assert abs(times["sdpa"] - sdpa) <= tol, (inputs, n, cells[0])
+        for cell, after, before in zip(cells[1:], *ratios, strict=True):
+            (a, tol_a), (b, tol_b) = _shown(cell)
+            assert abs(after - a) <= tol_a and abs(before - b) <= tol_b, (inputs, n, cell, after, before)
+
+
+def test_readme_decode_table_is_the_csv():
+    """Each cell of "A decoding step": ms per step before → after, by attention, sampler and batch."""
+    rows = _readme_rows((r"softmax|α = 1\.5|scheduled",))
+    names = {"softmax": "softmax", "α = 1.5": "entmax-1.5", "scheduled": "scheduled"}
+    columns = (("top_p", "1"), ("top_p", "8"), ("entropix", "1"), ("entropix", "8"))
+    before, after = (_medians("decode_step", c, "ms/step") for c in (BEFORE, AFTER))
+    assert len(rows) == 3
+    for (attention,), cells in rows.items():
+        for cell, (sampler, batch) in zip(cells, columns, strict=True):
+            key = (f"{names[attention]}+{sampler}", batch, "1", "float32")
+            (b, tol_b), (a, tol_a) = _shown(cell)
+            assert abs(before[key] - b) <= tol_b and abs(after[key] - a) <= tol_a, (attention, cell)
+
+
+def test_readme_entropy_table_is_the_csv():
+    """entropy_varentropy / logsumexp: median (p20–p80) per dtype at (8, 131072) and (64, 32000)."""
+    rows = _readme_rows((r"float32|bfloat16",))
+    with (BENCHMARKS / "results.csv").open(newline="") as f:
+        csv_rows = [
+            r for r in csv.DictReader(f) if r["git_commit"] == AFTER and r["metric"] == "vs_logsumexp"
+        ]
+    assert len(rows) == 2
+    for (dtype,), cells in rows.items():
+        for cell, batch in zip(cells, ("8", "64"), strict=True):
+            (r,) = [r for r in csv_rows if r["dtype"] == dtype and r["batch"] == batch]
+            shown = _shown(cell.replace("–", " "))
+            for (value, tol), field in zip(shown, ("median", "p20", "p80"), strict=True):
+                assert abs(float(r[field]) - value) <= tol, (dtype, batch, field, cell)
