@@ -190,10 +190,11 @@ def entropy_varentropy(
     """Entropy and varentropy together: ``H = log S - μ`` and ``V = Σe·(z - μ)² / S``.
 
     Here ``z = x - max``, ``e = exp(z)``, ``S = Σe`` and ``μ = Σe·z / S`` (so ``p = e / S``). The PyTorch
-    path (`entropic.ops.entropy.torch`) reads each row twice, once for ``(S, Σe·z)`` and once centred on μ,
-    a block of rows at a time in cached float32 buffers; no raw second moment is formed, so nothing
-    cancels. The Triton kernel (``impl="triton"``, and ``impl="auto"`` for CUDA tensors) reads the logits
-    once, merging vocabulary chunks by the online (max, Σe, mean, M2) recurrence.
+    path (`entropic.ops.entropy.torch`, which works in base 2, the same quantities scaled) reads each row
+    twice, once for ``(S, Σe·z)`` and once centred on μ, a block of rows at a time in cached float32
+    buffers; no raw second moment is formed, so nothing cancels. The Triton kernel (``impl="triton"``,
+    and ``impl="auto"`` for CUDA tensors) reads the logits once, merging vocabulary chunks by the online
+    (max, Σe, mean, M2) recurrence.
 
     Parameters
     ----------
