@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from numbers import Real
 
-# The range of every filter parameter, keyed by the filter's name: (low, high, check options). A temperature
+# The range of every sampling parameter, keyed by its name: (low, high, check options). A temperature
 # of 0 (greedy decoding) is allowed where a caller says so (`SamplingParams`), not by this table.
 RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
     "temperature": (0.0, math.inf, {"low_open": True, "high_open": True}),
@@ -28,6 +28,7 @@ RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
     "dynatemp_exponent": (0.0, math.inf, {"high_open": True}),
     "mirostat_tau": (0.0, math.inf, {"high_open": True}),
     "mirostat_eta": (0.0, math.inf, {"high_open": True}),
+    "mirostat_m": (2, math.inf, {"integer": True}),  # ŝ needs one ratio p_(1) / p_(2) at least
 }
 
 

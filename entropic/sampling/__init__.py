@@ -9,7 +9,8 @@
 * `SAMPLERS` / `build_sampler`: the one registry, by the names of ``configs/sampler/*.yaml``;
 * `temperature_for_entropy`: the per-row temperature that gives a target entropy;
 * `EntropixSampler`: entropy/varentropy-driven decoding, decided per row;
-* `MirostatSampler`: Mirostat 2.0, a surprisal feedback loop with μ kept per row;
+* `MirostatSampler` / `MirostatV1Sampler`: Mirostat 2.0 / 1.0, a surprisal feedback loop with μ kept per
+  row;
 * `generate`: a KV-cached decoding loop for entropic models and Hugging Face causal LMs.
 """
 
@@ -39,7 +40,7 @@ from entropic.sampling.filters import (
 )
 from entropic.sampling.generate import GenerateOutput, GenerateStep, generate
 from entropic.sampling.info import SamplingInfo, sampling_info
-from entropic.sampling.mirostat import MirostatSampler
+from entropic.sampling.mirostat import MirostatSampler, MirostatV1Sampler
 from entropic.sampling.protocol import Sampler, SamplerOutput, StepContext, as_sampler
 from entropic.sampling.registry import SAMPLERS, build_sampler
 
@@ -55,6 +56,7 @@ __all__ = [
     "GenerateOutput",
     "GenerateStep",
     "MirostatSampler",
+    "MirostatV1Sampler",
     "Sampler",
     "SamplerOutput",
     "SamplingInfo",

@@ -19,7 +19,7 @@ from entropic.sampling.draw import FilterSampler
 from entropic.sampling.entropix import EntropixConfig, EntropixSampler
 from entropic.sampling.entropy_target import EntropyTargetSampler
 from entropic.sampling.filters import FILTERS
-from entropic.sampling.mirostat import MirostatSampler
+from entropic.sampling.mirostat import MirostatSampler, MirostatV1Sampler
 from entropic.sampling.protocol import Sampler
 
 
@@ -56,7 +56,8 @@ SAMPLERS: dict[str, Callable[..., Sampler]] = {
     "dynamic_temperature": _filter("dynamic_temperature", "dynatemp_range"),
     "entropy_target": EntropyTargetSampler,
     "entropix": entropix,
-    "mirostat": MirostatSampler,
+    "mirostat": MirostatSampler,  # Mirostat 2.0
+    "mirostat_v1": MirostatV1Sampler,
 }
 
 
