@@ -29,6 +29,8 @@ RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
     "mirostat_tau": (0.0, math.inf, {"high_open": True}),
     "mirostat_eta": (0.0, math.inf, {"high_open": True}),
     "mirostat_m": (2, math.inf, {"integer": True}),  # ŝ needs one ratio p_(1) / p_(2) at least
+    "adaptive_target": (-math.inf, 1.0, {"low_open": True}),  # negative: adaptive-p is off (plain draw)
+    "adaptive_decay": (0.0, 1.0, {"high_open": True}),  # used clamped to 0.99, as llama.cpp does
 }
 
 

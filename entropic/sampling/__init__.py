@@ -10,10 +10,11 @@
 * `temperature_for_entropy`: the per-row temperature that gives a target entropy;
 * `EntropixSampler`: entropy/varentropy-driven decoding, decided per row;
 * `MirostatSampler` / `MirostatV1Sampler`: Mirostat 2.0 / 1.0, a surprisal feedback loop with μ kept per
-  row;
+  row; `AdaptivePSampler`: llama.cpp's adaptive-p, a moving average of the drawn probabilities per row;
 * `generate`: a KV-cached decoding loop for entropic models and Hugging Face causal LMs.
 """
 
+from entropic.sampling.adaptive_p import AdaptivePSampler
 from entropic.sampling.draw import FilterSampler, sample
 from entropic.sampling.entropix import (
     AttentionMetrics,
@@ -47,6 +48,7 @@ from entropic.sampling.registry import SAMPLERS, build_sampler
 __all__ = [
     "FILTERS",
     "SAMPLERS",
+    "AdaptivePSampler",
     "AttentionMetrics",
     "Decision",
     "EntropixConfig",

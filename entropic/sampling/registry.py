@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+from entropic.sampling.adaptive_p import AdaptivePSampler
 from entropic.sampling.draw import FilterSampler
 from entropic.sampling.entropix import EntropixConfig, EntropixSampler
 from entropic.sampling.entropy_target import EntropyTargetSampler
@@ -58,6 +59,7 @@ SAMPLERS: dict[str, Callable[..., Sampler]] = {
     "entropix": entropix,
     "mirostat": MirostatSampler,  # Mirostat 2.0
     "mirostat_v1": MirostatV1Sampler,
+    "adaptive_p": AdaptivePSampler,
 }
 
 
