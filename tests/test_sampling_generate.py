@@ -331,3 +331,80 @@ def test_a_thinking_token_outside_the_vocabulary_fails_before_the_first_step(mod
     assert len(calls) == 1
     out = generate(counted, ids, EntropixSampler(EntropixConfig(thinking_token_id=VOCAB - 1)), 2)
     assert out.new_tokens.shape == (3, 2)
+
+
+# ------------------------------------------------------------------------------------ stateful samplers
+
+STATEFUL = {
+    "mirostat_v1": ("mirostat_mu", {"mirostat_tau": 3.0, "mirostat_eta": 0.5, "mirostat_m": 20}),
+    "mirostat": ("mirostat_mu", {"mirostat_tau": 3.0, "mirostat_eta": 0.5}),
+    "adaptive_p": ("adapted_target", {"adaptive_target": 0.3, "adaptive_decay": 0.8}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATEFUL))
+def test_stateful_samplers_keep_each_rows_state_in_a_padded_batch(model, prompts, name):
+    """Mirostat's μ and adaptive-p's moving average are per row: in a left-padded batch with a KV cache,
+    each row's tokens and state trace are those of the row run alone with its seed, and a second call
+    starts afresh (the state is reset at step 0)."""
+    from entropic.sampling import build_sampler
+
+    trace, params = STATEFUL[name]
+    ids, mask = prompts
+    seeds = torch.tensor([11, 12, 13])
+    sampler = build_sampler(name, **params)
+    batch = generate(model, ids, sampler, 10, attention_mask=mask, seeds=seeds, return_metrics=True)
+    assert batch.metrics[trace].shape == (3, 10)
+    for row in range(3):
+        alone = generate(
+            model,
+            ids[row : row + 1, mask[row].bool()],
+            build_sampler(name, **params),
+            10,
+            seeds=seeds[row : row + 1],
+            return_metrics=True,
+        )
+        assert torch.equal(alone.new_tokens[0], batch.new_tokens[row])
+        torch.testing.assert_close(alone.metrics[trace][0], batch.metrics[trace][row], rtol=1e-6, atol=1e-9)
+    again = generate(model, ids, sampler, 10, attention_mask=mask, seeds=seeds, return_metrics=True)
+    assert torch.equal(again.new_tokens, batch.new_tokens)
+    torch.testing.assert_close(again.metrics[trace], batch.metrics[trace], rtol=0, atol=0)
+
+
+def test_a_finished_row_does_not_disturb_the_others_state(model, prompts):
+    """After a row's EOS its steps are still drawn (and discarded): the other rows, and the finished row up
+    to its EOS, match their runs alone."""
+    from entropic.sampling import build_sampler
+
+    ids, mask = prompts
+    seeds = torch.tensor([11, 12, 13])
+    params = {"mirostat_tau": 3.0, "mirostat_eta": 0.5}
+    free = generate(model, ids, build_sampler("mirostat_v1", **params), 10, attention_mask=mask, seeds=seeds)
+    eos = free.new_tokens[1, 2].item()  # row 1 stops by step 2
+    out = generate(
+        model,
+        ids,
+        build_sampler("mirostat_v1", **params),
+        10,
+        attention_mask=mask,
+        seeds=seeds,
+        eos_token_id=eos,
+        return_metrics=True,
+    )
+    for row in range(3):
+        alone = generate(
+            model,
+            ids[row : row + 1, mask[row].bool()],
+            build_sampler("mirostat_v1", **params),
+            10,
+            seeds=seeds[row : row + 1],
+            eos_token_id=eos,
+            return_metrics=True,
+        )
+        n = alone.new_tokens.shape[1]
+        assert torch.equal(alone.new_tokens[0], out.new_tokens[row, :n])
+        assert torch.equal(alone.generated[0], out.generated[row, :n])
+        torch.testing.assert_close(
+            alone.metrics["mirostat_mu"][0], out.metrics["mirostat_mu"][row, :n], rtol=1e-6, atol=1e-9
+        )
+    assert not out.generated[1, 3:].any() and out.generated[:, 3:].any()  # row 1 stopped, not every row
