@@ -16,7 +16,8 @@ Both versions keep, per sequence, a threshold μ (bits) initialised to 2τ, and 
   the Zipf exponent ŝ of the sorted probabilities from the top ``m`` tokens, turn ŝ, μ and the vocabulary
   size N into a top-k, and keep the k most probable tokens.
 
-`_MirostatLoop` holds what they share: the parameters, μ per row, its reset and its update.
+`_MirostatLoop` holds what they share: the parameters, μ per row, its reset and its update. (llama.cpp's
+``src/llama-sampler.cpp`` was ``src/llama-sampling.cpp`` before its rename; the two functions are unchanged.)
 """
 
 from __future__ import annotations
