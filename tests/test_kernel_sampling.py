@@ -521,7 +521,15 @@ def test_every_launch_compiles_for_hopper():
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "params",
-    [{}, {"top_k": 3}, {"top_p": 0.8}, {"temperature": 1.3, "top_k": 5, "top_p": 0.95, "min_p": 0.05}],
+    [
+        {},
+        {"top_k": 3},
+        {"top_p": 0.8},
+        {"temperature": 1.3, "top_k": 5, "top_p": 0.95, "min_p": 0.05},
+        {"temperature": 0.8, "top_n_sigma": 1.0},
+        {"temperature": 1.5, "p_less": True},
+        {"temperature": 0.8, "dynatemp_range": 0.5, "top_k": 6},
+    ],
 )
 def test_chi_square_end_to_end_on_gpu(params):
     logits = torch.tensor([2.0, 1.5, 0.3, 0.0, -0.7, -1.2, -math.inf, -3.0], device="cuda")
@@ -545,3 +553,15 @@ def test_large_vocabulary_on_gpu(dtype):
     ref = fused_sample_reference(logits, upcast=True, **params)
     assert torch.equal(kept_by_kernel(logits, params, out.threshold), ref.kept)
     torch.testing.assert_close(out.entropy.double(), ref.entropy, atol=5e-5, rtol=5e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_llama_cpp_filters_at_large_vocabulary_on_gpu(dtype):
+    """Top-nσ, p-less and the dynamic temperature with the other filters at the decode size (B = 128,
+    V = 131072): the PyTorch path's kept sets, tokens and log q."""
+    logits = (torch.randn(128, 131072, device="cuda") * 3).to(dtype)
+    params = {"temperature": torch.full((128,), 0.8, device="cuda"), "top_n_sigma": 3.0, "top_k": 200}
+    params |= {"top_p": 0.95, "min_p": 0.001, "p_less": True, "dynatemp_range": 0.4}
+    assert_kernel_is_the_torch_path(logits, params, torch.arange(128, device="cuda"), 0, n=2)
+    assert_kernel_is_the_torch_path(logits, {"top_n_sigma": 2.0}, torch.arange(128, device="cuda"), 1, n=1)

@@ -234,6 +234,8 @@ def test_triton_impl_serves_top_n_sigma_p_less_and_dynamic_temperature(device):
     """The draw path takes the kernel for the llama.cpp thresholds and scale too (per-row parameters, a
     greedy row, candidates with log q: fused_candidates' own); XTC's coin keeps it on PyTorch."""
     pytest.importorskip("triton")
+    from _syncs import CountSyncs
+
     from entropic.ops.sampling.triton import fused_candidates
     from entropic.sampling import SamplingParams
     from entropic.sampling.draw import draw
@@ -247,9 +249,10 @@ def test_triton_impl_serves_top_n_sigma_p_less_and_dynamic_temperature(device):
         "dynatemp_range": 0.5,
     }
     seeds = torch.tensor([5, 6, 7, 8], device=device)
-    tokens, log_q = draw(
-        logits, SamplingParams(**per_row), n=2, seeds=seeds, step=3, impl="triton", log_q=True
-    )
+    params = SamplingParams(**per_row)
+    with CountSyncs() as syncs:  # the trusted path: nothing read back from the device
+        tokens, log_q = draw(logits, params, n=2, seeds=seeds, step=3, impl="triton", log_q=True)
+    assert syncs.total == 0, dict(syncs.counts)
     expected, expected_log_q, _ = fused_candidates(
         logits, **per_row, top_p=None, min_p=None, seeds=seeds, step=3, n_candidates=2, log_q=True
     )
