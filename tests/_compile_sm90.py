@@ -54,6 +54,9 @@ class Compiled:
 def compile_launches(fn: Callable[[], None]) -> list[Compiled]:
     """The distinct launches made by ``fn()``, each compiled for sm_90; skips when Triton has no ptxas."""
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    # the checkout under test first, as pytest's `pythonpath` puts it (not an installed copy of the package)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     run = subprocess.run(
         [sys.executable, __file__, inspect.getsourcefile(fn), fn.__name__],
         env=env,

@@ -269,14 +269,219 @@ def test_candidates_of_one_launch_are_draws_at_their_own_counters(device):
     torch.testing.assert_close(log_q[1:], reference.gather(-1, tokens)[1:], atol=1e-5, rtol=1e-5)
 
 
+# llama.cpp's thresholds and scale in the kernel: top-nσ, p-less and the dynamic temperature, alone and in the
+# chain (the dynamic temperature moves the temperature last: the truncations then see the logits themselves)
+LLAMA_PARAMS = [
+    {"top_n_sigma": 1.0},
+    {"temperature": 0.6, "top_n_sigma": 0.3},
+    {"p_less": True},
+    {"temperature": 1.5, "p_less": True},
+    {"dynatemp_range": 0.5},
+    {"temperature": 0.8, "dynatemp_range": 1.0, "dynatemp_exponent": 2.0},  # T_min = 0
+    {"temperature": 1.3, "top_n_sigma": 1.5, "top_k": 40, "top_p": 0.9, "min_p": 0.02},
+    {"temperature": 0.7, "top_k": 40, "top_p": 0.95, "min_p": 0.01, "p_less": True},
+    {"temperature": 1.2, "top_n_sigma": 2.0, "top_p": 0.9, "p_less": True, "dynatemp_range": 0.6},
+    {
+        "temperature": 1.1,
+        "top_n_sigma": 2.5,
+        "top_k": 60,
+        "top_p": 0.97,
+        "min_p": 0.005,
+        "p_less": True,
+        "dynatemp_range": 0.4,
+        "dynatemp_exponent": 0.5,
+    },
+]
+
+
+def truncated(logits: torch.Tensor, params: dict) -> torch.Tensor:
+    """The values the truncations cut: logits / T, or the logits themselves with a dynamic temperature."""
+    return tempered(logits, {} if params.get("dynatemp_range") is not None else params)
+
+
+def race_on_kernel_noise(logits: torch.Tensor, params: dict, seeds: torch.Tensor, step: int, n: int = 1):
+    """The PyTorch path on the kernel's own noise: ``apply_filters``, then the race of candidate c at the
+    kernel's counter ``(step · n + c, column)``. Returns the filtered logits and the (B, n) tokens."""
+    filtered = apply_filters(logits, **params)
+    tokens = []
+    for c in range(n):
+        noise = torch.stack(
+            [kernel_noise(int(s), counters(step * n + c, logits.shape[1], logits.device)) for s in seeds]
+        )
+        tokens.append((filtered - noise.log()).argmax(-1))
+    return filtered, torch.stack(tokens, -1)
+
+
+def assert_kernel_is_the_torch_path(
+    logits: torch.Tensor, params: dict, seeds: torch.Tensor, step: int, n: int = 3
+):
+    """Same kept set (the kernel's threshold on the truncated values vs apply_filters' finite entries), the
+    same tokens on the same noise, log q equal to float32 rounding; `fused_sample` is candidate 0 of n = 1."""
+    t = params.get("temperature", 1.0)
+    if not isinstance(t, torch.Tensor) and params.get("dynatemp_range") is None:
+        # a tensor T, which CUDA torch divides by as the kernel does (a number: by its reciprocal)
+        params = {**params, "temperature": torch.full((len(logits),), t, device=logits.device)}
+    filtered, expected = race_on_kernel_noise(logits, params, seeds, step, n)
+    tokens, log_q, stats = fused_candidates(
+        logits, **{"temperature": 1.0, "top_k": None, "top_p": None, "min_p": None, **params},
+        seeds=seeds, step=step, n_candidates=n, log_q=True,
+    )  # fmt: skip
+    kept = torch.isfinite(filtered)
+    got = (truncated(logits, params) >= stats[2].unsqueeze(-1)) & (logits > -math.inf)
+    assert torch.equal(got, kept), [r for r in range(len(kept)) if not torch.equal(got[r], kept[r])]
+    assert torch.equal(tokens, expected)
+    reference = torch.log_softmax(filtered, -1).gather(-1, tokens)
+    torch.testing.assert_close(log_q, reference.float(), atol=2e-6, rtol=2e-6)
+    single = fused_sample(logits, **params, seeds=seeds, step=step)
+    assert torch.equal(single.threshold, stats[2])
+
+
+@pytest.mark.parametrize("params", LLAMA_PARAMS, ids=repr)
+def test_llama_cpp_filters_are_the_torch_path(device, params):
+    """Top-nσ, p-less and the dynamic temperature in the kernel equal apply_filters + the race, on hard rows:
+    masks, ties at every cut, seven tied ±1e4 tops, a flat row, a peaked row (p-less keeps one token; the
+    dynamic temperature of a row whose entropy is 0), a row with one finite entry."""
+    logits = torch.randn(8, 300, device=device) * 2
+    logits[1, ::3] = -math.inf  # masks
+    logits[2] = torch.randint(-3, 4, (300,), device=device).float()  # ties at every cut
+    logits[3, :7] = 1e4  # ±1e4: seven tied top tokens (H = log 7 over them, exactly 0 elsewhere)
+    logits[3, 7:] = -1e4
+    logits[4] = 0.5  # a flat row: σ = 0, p-less keeps every token, H = log N
+    logits[5, 17] = 40.0  # peaked: e^{-40} of mass elsewhere
+    logits[6] = -math.inf
+    logits[6, 123] = 2.0  # one finite entry: kept, drawn, T_dyn leaves it alone
+    logits[7] = torch.linspace(-1e3, 1e3, 300, device=device)
+    assert_kernel_is_the_torch_path(logits, params, torch.tensor([3, 1, 4, 1, 5, 9, 2, 6], device=device), 9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_llama_cpp_filters_per_row_in_every_dtype(device, dtype):
+    """Per-row n, p-less switch, T, δ and exponent (and the other filters per row) on fp32 / fp16 / bf16
+    logits with masked entries; greedy rows (T = 0) take the first largest logit."""
+    n_rows, vocab = 12, 257
+    scale = 10 ** (torch.rand(n_rows, 1, device=device) * 3 - 1)  # 0.1 ... 100
+    logits = (torch.randn(n_rows, vocab, device=device) * scale).to(dtype)
+    logits[::3] = logits[::3].masked_fill(torch.rand(n_rows // 3, vocab, device=device) < 0.5, -math.inf)
+    logits[::3, 0] = 1.0  # at least one live token
+    g = torch.Generator(device=device).manual_seed(7)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(n_rows, generator=g, device=device)
+
+    params = {
+        "temperature": uniform(0.3, 2.0),
+        "top_n_sigma": uniform(0.2, 3.0),
+        "top_k": torch.randint(1, vocab + 20, (n_rows,), generator=g, device=device),
+        "top_p": uniform(0.5, 1.0),
+        "min_p": uniform(0.0, 0.1),
+        "p_less": torch.rand(n_rows, generator=g, device=device) < 0.5,
+        "dynatemp_range": uniform(0.0, 1.5),
+        "dynatemp_exponent": uniform(0.0, 3.0),
+    }
+    seeds = torch.arange(n_rows, device=device) * 7
+    for names in (("top_n_sigma", "temperature"), ("p_less", "top_k", "top_p", "min_p"), tuple(params)):
+        chosen = {name: params[name] for name in names}
+        assert_kernel_is_the_torch_path(logits, chosen, seeds, 3)
+    greedy = {**params, "temperature": torch.where(torch.arange(n_rows, device=device) % 4 == 0, 0.0, 1.0)}
+    tokens = fused_sample(logits, **greedy, seeds=seeds).tokens
+    assert torch.equal(tokens[::4], logits[::4].float().argmax(-1))
+
+
+def test_dynamic_temperature_edges(device):
+    """T_dyn = 0 (δ >= T on a row of entropy 0): the tied top tokens only, raced; exponent 0 (T_max); one
+    candidate left by top-k (unchanged, log q = 0); per-row T and δ as float32 tensors, exact in float64."""
+    logits = torch.randn(6, 64, device=device)
+    logits[0, :3] = 1e4  # three tied tops, e^{-1e4} elsewhere: H = log 3 over N = 64 -> T_dyn > 0
+    logits[1, 5] = 1e3  # one top, the rest e^{-1e3}: H = 0, T_dyn = T_min = 0 -> the top token
+    logits[2] = logits[2].round()  # ties
+    cases = [
+        {"temperature": 0.5, "dynatemp_range": 0.5},
+        {"temperature": 0.5, "dynatemp_range": 0.7, "dynatemp_exponent": 0.0},  # T_dyn = T_max = 1.2
+        {"temperature": 0.9, "dynatemp_range": 0.3, "top_k": 1},
+        {"temperature": 0.9, "dynatemp_range": 0.3, "dynatemp_exponent": 40.0},  # (H / ln N)^40 ≈ 0
+        {
+            "temperature": torch.tensor([0.3, 0.3, 1.0, 0.1, 2.0, 0.7], device=device),
+            "dynatemp_range": torch.tensor([0.3, 0.5, 0.0, 2.0, 1.0, 0.7], device=device),
+        },
+    ]
+    for params in cases:
+        assert_kernel_is_the_torch_path(logits, params, torch.arange(6, device=device), 1)
+    top_k = fused_candidates(logits, **cases[2], top_p=None, min_p=None, seeds=torch.arange(6, device=device),
+                             step=0, n_candidates=2, log_q=True)  # fmt: skip
+    unique = (logits == logits.amax(-1, keepdim=True)).sum(-1) == 1  # top-k = 1 keeps ties (rows 0, 2)
+    assert unique.sum() == 4
+    assert torch.equal(top_k[0][unique], logits.argmax(-1, keepdim=True).expand(-1, 2)[unique])
+    assert (top_k[1][unique] == 0).all()
+
+
+def flip_pair(row: torch.Tensor, j: int, keeps) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two copies of a float32 `row` whose entry j are adjacent float32 values, the lower dropped and the
+    upper kept by `keeps(row) -> bool` (bisection on the value of entry j): the tightest cut float32 logits
+    can pose."""
+    lo, hi = row.clone(), row.clone()
+    lo[j], hi[j] = row[j] - 50.0, row.max()
+    assert not keeps(lo) and keeps(hi)
+    while True:
+        mid = row.clone()
+        mid[j] = (lo[j] + hi[j]) / 2
+        if mid[j] in (lo[j], hi[j]):
+            return lo, hi
+        if keeps(mid):
+            hi = mid
+        else:
+            lo = mid
+
+
+@pytest.mark.parametrize(
+    ("params", "single"),
+    [
+        ({"temperature": 0.7, "top_n_sigma": 1.3}, {"top_n_sigma": 1.3}),
+        ({"temperature": 1.3, "top_k": 50, "p_less": True}, {"p_less": True}),
+        ({"top_n_sigma": 2.0, "dynatemp_range": 0.5}, {"top_n_sigma": 2.0}),
+    ],
+    ids=["top_n_sigma", "p_less", "top_n_sigma_dynatemp"],
+)
+def test_cuts_at_the_last_float32_step(device, params, single):
+    """Rows where moving one logit by one float32 step crosses the cut of top-nσ (max - n·σ) or p-less
+    (Σ p²): kernel and PyTorch agree on both sides, as both compute σ and Σ p² in float64 (their own float64
+    errors, ~1e-16, are far below a float32 step of the logits). The same cuts in float32 arithmetic move
+    on some of these rows: the test can fail."""
+    g = torch.Generator().manual_seed(3)
+    cut_params = {name: value for name, value in params.items() if name != "dynatemp_range"}
+    before = {name: value for name, value in cut_params.items() if name not in single}  # the chain up to it
+    rows = []
+    for r in range(6):
+        j = 11 + r
+        row = torch.randn(200, generator=g) * (0.5 + r)
+        rows += flip_pair(
+            row, j, lambda x, j=j: bool(torch.isfinite(apply_filters(x[None], **cut_params))[0, j])
+        )
+    logits = torch.stack(rows)
+    y = apply_filters(logits, **before) if before else logits  # what the filter sees, float32
+    if "top_n_sigma" in single:  # mean, σ and the cut in float32
+        sigma = (
+            (y - y.sum(-1, keepdim=True) / y.shape[-1]).square().sum(-1, keepdim=True).div(y.shape[-1]).sqrt()
+        )
+        in_float32 = y >= y.amax(-1, keepdim=True) - single["top_n_sigma"] * sigma
+    else:  # p and Σ p² in float32
+        p = torch.softmax(y, -1)
+        in_float32 = (p >= p.square().sum(-1, keepdim=True)) | (y == y.amax(-1, keepdim=True))
+    assert not torch.equal(in_float32, torch.isfinite(apply_filters(y, **single)))
+    assert_kernel_is_the_torch_path(logits.to(device), params, torch.arange(len(rows), device=device), 5)
+
+
 def launch_for_sm90() -> None:
     """The launches of `fused_sample` and of the samplers' `fused_candidates` (five candidates with log q)
     on a GPU: fp32 / fp16 / bf16 logits at the decode size the kernel exists for (B = 128, V = 131072) and a
-    short vocabulary, with no filter, top-k + top-p, and all four."""
+    short vocabulary, with no filter, top-k + top-p, all four, top-nσ alone and the whole chain with top-nσ,
+    p-less and the dynamic temperature."""
     filters = (
         {},
         {"top_k": 50, "top_p": 0.9},
         {"temperature": 0.7, "top_k": 50, "top_p": 0.9, "min_p": 0.05},
+        {"top_n_sigma": 1.0},
+        {"temperature": 0.7, "top_n_sigma": 1.5, "top_k": 50, "top_p": 0.9, "min_p": 0.05, "p_less": True}
+        | {"dynatemp_range": 0.5, "dynatemp_exponent": 1.5},
     )
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         for batch, vocab in ((128, 131072), (4, 1000)):
@@ -302,9 +507,12 @@ def test_every_launch_compiles_for_hopper():
     reports = compile_launches(launch_for_sm90)
     assert {r.kernel for r in reports} == {"_sampling_fwd_kernel"}
     assert {r.dtype for r in reports} == {"fp32", "fp16", "bf16"}
-    assert {(r.constexprs["HAS_TOP_K"], r.constexprs["HAS_TOP_P"]) for r in reports} == {
-        (False, False),
-        (True, True),
+    flags = ("HAS_TOP_N_SIGMA", "HAS_TOP_K", "HAS_TOP_P", "HAS_P_LESS", "HAS_DYNATEMP")
+    assert {tuple(r.constexprs[name] for name in flags) for r in reports} == {
+        (False, False, False, False, False),
+        (False, True, True, False, False),
+        (True, False, False, False, False),
+        (True, True, True, True, True),
     }
     found = problems(reports)
     assert not found, "\n".join(found)
@@ -313,7 +521,15 @@ def test_every_launch_compiles_for_hopper():
 @pytest.mark.gpu
 @pytest.mark.parametrize(
     "params",
-    [{}, {"top_k": 3}, {"top_p": 0.8}, {"temperature": 1.3, "top_k": 5, "top_p": 0.95, "min_p": 0.05}],
+    [
+        {},
+        {"top_k": 3},
+        {"top_p": 0.8},
+        {"temperature": 1.3, "top_k": 5, "top_p": 0.95, "min_p": 0.05},
+        {"temperature": 0.8, "top_n_sigma": 1.0},
+        {"temperature": 1.5, "p_less": True},
+        {"temperature": 0.8, "dynatemp_range": 0.5, "top_k": 6},
+    ],
 )
 def test_chi_square_end_to_end_on_gpu(params):
     logits = torch.tensor([2.0, 1.5, 0.3, 0.0, -0.7, -1.2, -math.inf, -3.0], device="cuda")
@@ -337,3 +553,15 @@ def test_large_vocabulary_on_gpu(dtype):
     ref = fused_sample_reference(logits, upcast=True, **params)
     assert torch.equal(kept_by_kernel(logits, params, out.threshold), ref.kept)
     torch.testing.assert_close(out.entropy.double(), ref.entropy, atol=5e-5, rtol=5e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_llama_cpp_filters_at_large_vocabulary_on_gpu(dtype):
+    """Top-nσ, p-less and the dynamic temperature with the other filters at the decode size (B = 128,
+    V = 131072): the PyTorch path's kept sets, tokens and log q."""
+    logits = (torch.randn(128, 131072, device="cuda") * 3).to(dtype)
+    params = {"temperature": torch.full((128,), 0.8, device="cuda"), "top_n_sigma": 3.0, "top_k": 200}
+    params |= {"top_p": 0.95, "min_p": 0.001, "p_less": True, "dynatemp_range": 0.4}
+    assert_kernel_is_the_torch_path(logits, params, torch.arange(128, device="cuda"), 0, n=2)
+    assert_kernel_is_the_torch_path(logits, {"top_n_sigma": 2.0}, torch.arange(128, device="cuda"), 1, n=1)

@@ -230,6 +230,43 @@ def test_triton_impl_is_the_fused_kernel(device):
     assert kept.gather(1, tokens[1:].unsqueeze(1)).all()
 
 
+def test_triton_impl_serves_top_n_sigma_p_less_and_dynamic_temperature(device):
+    """The draw path takes the kernel for the llama.cpp thresholds and scale too (per-row parameters, a
+    greedy row, candidates with log q: fused_candidates' own); XTC's coin keeps it on PyTorch."""
+    pytest.importorskip("triton")
+    from _syncs import CountSyncs
+
+    from entropic.ops.sampling.triton import fused_candidates
+    from entropic.sampling import SamplingParams
+    from entropic.sampling.draw import draw
+
+    logits = torch.randn(4, 200, device=device) * 2
+    per_row = {
+        "temperature": torch.tensor([0.0, 0.7, 1.0, 1.5], device=device),
+        "top_n_sigma": torch.tensor([1.0, 2.0, 0.5, 3.0], device=device),
+        "top_k": 50,
+        "p_less": torch.tensor([True, False, True, True], device=device),
+        "dynatemp_range": 0.5,
+    }
+    seeds = torch.tensor([5, 6, 7, 8], device=device)
+    params = SamplingParams(**per_row)
+    with CountSyncs() as syncs:  # the trusted path: nothing read back from the device
+        tokens, log_q = draw(logits, params, n=2, seeds=seeds, step=3, impl="triton", log_q=True)
+    assert syncs.total == 0, dict(syncs.counts)
+    expected, expected_log_q, _ = fused_candidates(
+        logits, **per_row, top_p=None, min_p=None, seeds=seeds, step=3, n_candidates=2, log_q=True
+    )
+    assert torch.equal(tokens, expected)
+    assert torch.equal(log_q[1:], expected_log_q[1:]) and (log_q[0] == 0).all()
+    assert (tokens[0] == logits[0].argmax()).all()  # T = 0: greedy
+    kept = torch.isfinite(
+        apply_filters(logits[1:], **{k: v[1:] if torch.is_tensor(v) else v for k, v in per_row.items()})
+    )
+    assert kept.gather(1, tokens[1:]).all()
+    with pytest.raises(ValueError, match=r"impl='triton' applies .* only, got xtc_threshold"):
+        draw(logits, SamplingParams(xtc_threshold=0.1), seeds=seeds, impl="triton")
+
+
 def test_seeds_and_impl_errors():
     logits = torch.randn(3, 10)
     seeds = torch.arange(3)
@@ -248,7 +285,9 @@ def test_seeds_and_impl_errors():
     with pytest.raises(ValueError, match="impl='triton' needs per-row seeds"):
         sample(logits, impl="triton")
     with pytest.raises(
-        ValueError, match="impl='triton' applies temperature, top_k, top_p and min_p only, got typical"
+        ValueError,
+        match="impl='triton' applies temperature, top_n_sigma, top_k, top_p, min_p, p_less and the "
+        "dynamic temperature only, got typical",
     ):
         sample(logits, seeds=seeds, typical=0.9, impl="triton")
     with pytest.raises(ValueError, match="impl='triton' takes float32, float16 or bfloat16 logits"):

@@ -6,7 +6,8 @@ folder                 op
 ``entropy/``           entropy, varentropy and log-partition of a softmax row (one pass, online)
 ``flash_attention/``   dense softmax attention that also returns its attention statistics
 ``entmax_attention/``  block-sparse α-entmax attention, fixed, per-head, per-query, learned or scheduled α
-``sampling/``          the fused sampling step: temperature, top-k, top-p, min-p and an exact draw
+``sampling/``          the fused sampling step: temperature, top-nσ, top-k, top-p, min-p, p-less, dynamic
+                       temperature and an exact draw
 =====================  ==========================================================================
 
 Softmax attention is α-entmax attention at α = 1, so ``flash_attention/`` holds its kernel and oracle and

@@ -205,8 +205,8 @@ def sample(
         Draw counter in ``[0, 2**31)`` used with `seeds`.
     impl : {"auto", "torch", "triton"}
         "triton" runs the fused kernel (`entropic.ops.sampling.triton.fused_sample`: filters and draw in a
-        few passes over the logits, no sort), which needs `seeds` and applies temperature, top-k, top-p
-        and min-p only; "auto" takes it for CUDA logits when those conditions hold, PyTorch otherwise.
+        few passes over the logits, no sort), which needs `seeds` and applies neither typical, epsilon
+        nor eta; "auto" takes it for CUDA logits when those conditions hold, PyTorch otherwise.
 
     Returns
     -------

@@ -150,16 +150,19 @@ def top_n_sigma(logits: Tensor, n: float | Tensor) -> Tensor:
     are left out of the mean and of ``σ``), as in llama.cpp (``src/llama-sampling.cpp``,
     ``llama_sampler_top_n_sigma_apply``). Temperature-invariant: dividing the logits by ``T`` divides
     ``max``, ``σ`` and every logit alike, so the kept set is the same at every ``T > 0``. n > 0 (llama.cpp
-    reads n <= 0 as "off": pass None); the most probable token is always kept.
+    reads n <= 0 as "off": pass None); the most probable token is always kept. The mean, ``σ`` and the
+    threshold are float64 (n too), as the fused kernel computes them: a float32 sum of many logits errs by
+    more than the spacing of the logits near the cut.
     """
     x = _upcast(logits)
     nn = _per_row(n, x, "top_n_sigma")
-    finite = torch.isfinite(x)
+    xd = x.double()
+    finite = torch.isfinite(xd)
     count = finite.sum(-1, keepdim=True)
-    mean = torch.where(finite, x, 0.0).sum(-1, keepdim=True) / count
-    var = torch.where(finite, x - mean, 0.0).square().sum(-1, keepdim=True) / count
-    threshold = x.amax(dim=-1, keepdim=True) - (nn.to(x.dtype) if isinstance(nn, Tensor) else nn) * var.sqrt()
-    return x.masked_fill(x < threshold, -math.inf)
+    mean = torch.where(finite, xd, 0.0).sum(-1, keepdim=True) / count
+    var = torch.where(finite, xd - mean, 0.0).square().sum(-1, keepdim=True) / count
+    threshold = xd.amax(dim=-1, keepdim=True) - (nn.double() if isinstance(nn, Tensor) else nn) * var.sqrt()
+    return x.masked_fill(xd < threshold, -math.inf)
 
 
 @_checks_logits

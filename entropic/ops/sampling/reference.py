@@ -78,7 +78,10 @@ def fused_sample_reference(
     """
     unknown = sorted(set(filters) - set(_RANGES))
     if unknown:
-        raise ValueError(f"fused_sample_reference: the kernel applies no {', '.join(unknown)} filter")
+        raise ValueError(
+            f"fused_sample_reference: takes temperature, top_k, top_p and min_p, got {', '.join(unknown)} "
+            "(the kernel's other filters are checked against entropic.sampling.apply_filters)"
+        )
     for name, (low, high, options) in _RANGES.items():
         if filters.get(name) is not None:
             check_param(filters[name], name, low, high, **options)
