@@ -28,6 +28,12 @@ RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
     "dynatemp_exponent": (0.0, math.inf, {"high_open": True}),
     "mirostat_tau": (0.0, math.inf, {"high_open": True}),
     "mirostat_eta": (0.0, math.inf, {"high_open": True}),
+    "target": (0.0, math.inf, {"high_open": True}),  # EntropyTargetSampler's entropy
+    "thinking_token_id": (
+        0,
+        math.inf,
+        {"integer": True},
+    ),  # EntropixConfig's token (< V: checked with the model)
 }
 
 
