@@ -608,7 +608,7 @@ def run_compare(args: argparse.Namespace) -> None:
             if filters.xtc_threshold is not None:
                 chance = 1.0 if filters.xtc_probability is None else filters.xtc_probability
                 notes.append(
-                    f"{label}: the first step as XTC excludes (it does so with probability {chance})."
+                    f"{label}: the first step with XTC on (its coin comes up with probability {chance})."
                 )
         else:  # its parameters change at every step: its decisions and metrics go under the table
             rows.append([label, "-", "-", "-", "-", text])
