@@ -713,7 +713,7 @@ class StepsTable:
         from entropic.sampling import Decision
 
         values = [step.metrics[name][0].item() for name in (*SHOWN, *self.metrics)]
-        cells = [str(step.step), token, *(f"{v:.3f}" for v in values)]
+        cells = [str(step.step), token, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values)]
         name = Decision(int(step.decisions[0])).name if self.decisions else ""
         if self.decisions:
             cells.insert(4, name)

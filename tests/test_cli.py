@@ -369,7 +369,9 @@ def _in_range(key: str | None) -> object:
     low, high, options = RANGES[key]
     if options.get("integer"):
         return int(low) + 1
-    return (low + high) / 2 if high != float("inf") else low + 0.5
+    if low == -math.inf:
+        return high - 0.5
+    return (low + high) / 2 if high != math.inf else low + 0.5
 
 
 @pytest.mark.parametrize("name", list(SAMPLER_FLAGS))
