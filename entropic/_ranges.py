@@ -31,6 +31,12 @@ RANGES: dict[str, tuple[float, float, dict[str, bool]]] = {
     "mirostat_m": (2, math.inf, {"integer": True}),  # ŝ needs one ratio p_(1) / p_(2) at least
     "adaptive_target": (-math.inf, 1.0, {"low_open": True}),  # negative: adaptive-p is off (plain draw)
     "adaptive_decay": (0.0, 1.0, {"high_open": True}),  # used clamped to 0.99, as llama.cpp does
+    "target": (0.0, math.inf, {"high_open": True}),  # EntropyTargetSampler's entropy
+    "thinking_token_id": (
+        0,
+        math.inf,
+        {"integer": True},
+    ),  # EntropixConfig's token (< V: checked with the model)
 }
 
 

@@ -1,16 +1,22 @@
 """The ``entropic`` command line: compare sampling strategies and watch entropy-driven decoding.
 
 ``entropic compare --model M --prompt "..."``
-    One row per strategy (greedy, a temperature grid, top-k, top-p, min-p, typical, entropix): what the
-    strategy does to the first next-token distribution (its entropy, the change from the unfiltered
-    entropy, the tokens it keeps, the top-token probability) and the continuation it generates. Every
-    strategy draws from the same seed (common random numbers), so differences between rows come from the
-    strategies, not from the noise.
+    One row per strategy (`STRATEGIES`: greedy, a temperature grid, top-k, top-p, min-p, typical, top-nσ,
+    p-less, XTC, dynamic temperature, Mirostat 2.0, entropix), each a registered sampler built with
+    `entropic.sampling.build_sampler`: what a fixed filter does to the first next-token distribution (its
+    entropy, the change from the unfiltered entropy, the tokens it keeps, the top-token probability) and the
+    continuation it generates; a sampler that changes its parameters at every step (Mirostat, entropix) has
+    its decisions and the means of its own metrics under the table. Every strategy draws from the same seed
+    (common random numbers), so differences between rows come from the strategies, not from the noise.
 
 ``entropic generate --model M --prompt "..." --sampler entropix --show-steps``
-    Generate, printing each new piece of text as soon as its token is decided; with ``--show-steps``, one
-    table row per token as it is decided (its entropy, varentropy and the sampler's decision, coloured by
-    decision), then the text.
+    Generate with any registered sampler, printing each new piece of text as soon as its token is decided;
+    with ``--show-steps``, one table row per token as it is decided (its entropy and varentropy, the
+    sampler's decision, coloured by decision, and the metrics the sampler reports, such as Mirostat's
+    surprisal and μ), then the text. The sampling flags come from one table (`FLAGS`: flag -> `build_sampler`
+    parameter -> its range in `entropic._ranges.RANGES`) and each sampler's line in `SAMPLER_FLAGS` says
+    which it takes: a flag out of its range, one the sampler does not take or one it needs and lacks is an
+    error before torch is imported.
 
 ``--model`` is the name of a pretrained model that installs from PyPI (a key of
 `entropic.pretrained.PRETRAINED`, e.g. ``smollm2-135m``: loaded offline with `load_pretrained`, the prompt
@@ -38,20 +44,20 @@ import textwrap
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from entropic import __version__
-from entropic._ranges import RANGES, check_number
+from entropic._ranges import RANGES, check_number, expected
 from entropic.pretrained import PRETRAINED
 
 if TYPE_CHECKING:  # imported where they are used: the parser is built without torch
     import torch
     from torch import Tensor
 
-    from entropic.sampling import GenerateStep, Sampler
+    from entropic.sampling import GenerateStep, Sampler, SamplingParams
 
 DECISION_STYLE = {  # `entropic.sampling.Decision` names
     "ARGMAX": "green",
@@ -60,29 +66,120 @@ DECISION_STYLE = {  # `entropic.sampling.Decision` names
     "RESAMPLE": "red",
     "ADAPTIVE": "cyan",
 }
-# compare's strategies: name -> filter parameters of the registry's "sample" (temperature 0 is greedy);
-# entropix is added last.
-STRATEGIES: dict[str, dict[str, float]] = {
-    "greedy": {"temperature": 0.0},
-    "temperature=0.5": {"temperature": 0.5},
-    "temperature=1.0": {"temperature": 1.0},
-    "temperature=1.5": {"temperature": 1.5},
-    "top_k=50": {"top_k": 50},
-    "top_p=0.9": {"top_p": 0.9},
-    "min_p=0.1": {"min_p": 0.1},
-    "typical=0.9": {"typical": 0.9},
+# compare's strategies, one row each, in this order: (label, registered sampler, its parameters), built with
+# `build_sampler`. Where llama.cpp switches a sampler off by default (top-nσ, XTC, dynamic temperature), the
+# row takes a common setting of it; Mirostat takes llama.cpp's defaults (τ = 5, η = 0.1).
+STRATEGIES: tuple[tuple[str, str, dict[str, object]], ...] = (
+    ("greedy", "greedy", {}),
+    ("temperature=0.5", "temperature", {"temperature": 0.5}),
+    ("temperature=1.0", "temperature", {"temperature": 1.0}),
+    ("temperature=1.5", "temperature", {"temperature": 1.5}),
+    ("top_k=50", "top_k", {"top_k": 50}),
+    ("top_p=0.9", "top_p", {"top_p": 0.9}),
+    ("min_p=0.1", "min_p", {"min_p": 0.1}),
+    ("typical=0.9", "typical", {"typical": 0.9}),
+    ("top_n_sigma=1.0", "top_n_sigma", {"top_n_sigma": 1.0}),
+    ("p_less", "p_less", {"p_less": True}),
+    ("xtc=0.1 p=0.5", "xtc", {"xtc_threshold": 0.1, "xtc_probability": 0.5}),
+    ("dynatemp=1.0±0.5", "dynamic_temperature", {"temperature": 1.0, "dynatemp_range": 0.5}),
+    ("mirostat τ=5 η=0.1", "mirostat", {"mirostat_tau": 5.0, "mirostat_eta": 0.1}),
+    ("entropix", "entropix", {}),
+)
+
+
+@dataclass(frozen=True)
+class SamplingFlag:
+    """A sampling flag of ``entropic generate``: the `build_sampler` parameter it sets and the key of its
+    range in `entropic._ranges.RANGES` (an integer range makes an integer flag; None: a switch)."""
+
+    param: str
+    range: str | None
+    help: str
+
+
+@dataclass(frozen=True)
+class SamplerFlags:
+    """The sampling flags a registered sampler takes, those it needs, and parameters its name sets."""
+
+    takes: tuple[str, ...]
+    needs: tuple[str, ...] = ()
+    sets: dict[str, object] = field(default_factory=dict)
+
+
+# generate's sampling flags, by argparse dest, one line each: the flag, its type, its range check (before
+# torch is imported) and the name of the parameter in errors all follow from it.
+FLAGS: dict[str, SamplingFlag] = {
+    "temperature": SamplingFlag("temperature", "temperature", "temperature T (0: greedy, filter samplers)"),
+    "top_k": SamplingFlag("top_k", "top_k", "keep the k most probable tokens"),
+    "top_p": SamplingFlag("top_p", "top_p", "nucleus: keep the most probable tokens up to mass p"),
+    "min_p": SamplingFlag("min_p", "min_p", "keep p_i >= min_p · p_max"),
+    "typical": SamplingFlag(
+        "typical", "typical", "locally typical: keep the most typical tokens up to this mass"
+    ),
+    "epsilon": SamplingFlag("epsilon", "epsilon", "keep p_i >= ε"),
+    "eta": SamplingFlag("eta", "eta", "keep p_i >= min(η, √η·exp(-H))"),
+    "top_n_sigma": SamplingFlag("top_n_sigma", "top_n_sigma", "top-nσ: keep logits >= max - n·σ"),
+    "p_less": SamplingFlag("p_less", None, "p-less: keep p_i >= Σ p_j²"),
+    "xtc_threshold": SamplingFlag(
+        "xtc_threshold", "xtc_threshold", "XTC: exclude the tokens above it but the last"
+    ),
+    "xtc_probability": SamplingFlag("xtc_probability", "xtc_probability", "XTC: the chance it acts (1)"),
+    "dynatemp_range": SamplingFlag(
+        "dynatemp_range", "dynatemp_range", "dynamic temperature: δ of [T - δ, T + δ]"
+    ),
+    "dynatemp_exponent": SamplingFlag(
+        "dynatemp_exponent", "dynatemp_exponent", "dynamic temperature: exponent (1)"
+    ),
+    "mirostat_tau": SamplingFlag("mirostat_tau", "mirostat_tau", "Mirostat: target surprisal τ in bits (5)"),
+    "mirostat_eta": SamplingFlag("mirostat_eta", "mirostat_eta", "Mirostat: learning rate η (0.1)"),
+    "mirostat_m": SamplingFlag("mirostat_m", "mirostat_m", "Mirostat 1.0: tokens of its Zipf estimate (100)"),
+    "adaptive_target": SamplingFlag("adaptive_target", "adaptive_target", "adaptive-p: target p (< 0: off)"),
+    "adaptive_decay": SamplingFlag("adaptive_decay", "adaptive_decay", "adaptive-p: decay of its mean (0.9)"),
+    "entropy_target": SamplingFlag("target", "target", "the entropy (nats) each step is tempered to"),
+    "thinking_token_id": SamplingFlag("thinking_token_id", "thinking_token_id", "the token THINK inserts"),
 }
-# generate's sampling flags (argparse dests) and the registered samplers that use them. EntropixConfig's base
-# temperature, top-k, top-p and min-p are the flags of the same name; a flag the sampler does not use is an
-# error, never silently dropped.
-SAMPLING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "typical", "thinking_token_id")
-SAMPLER_FLAGS: dict[str, tuple[str, ...]] = {
-    "entropix": ("temperature", "top_k", "top_p", "min_p", "thinking_token_id"),
-    "greedy": (),
-    "sample": ("temperature", "top_k", "top_p", "min_p", "typical"),
+FILTER_FLAGS = (  # `FilterSampler`'s parameters, in its order of application
+    "temperature",
+    "top_n_sigma",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical",
+    "epsilon",
+    "eta",
+    "p_less",
+    "xtc_threshold",
+    "xtc_probability",
+    "dynatemp_range",
+    "dynatemp_exponent",
+)
+# Every registered sampler (`entropic.sampling.SAMPLERS`) and its flags: a flag it does not take is an error,
+# never silently dropped. EntropixConfig's base temperature, top-k, top-p and min-p are the flags of the same
+# name.
+SAMPLER_FLAGS: dict[str, SamplerFlags] = {
+    "greedy": SamplerFlags(()),
+    "sample": SamplerFlags(FILTER_FLAGS),
+    "temperature": SamplerFlags(FILTER_FLAGS, needs=("temperature",)),
+    "top_n_sigma": SamplerFlags(FILTER_FLAGS, needs=("top_n_sigma",)),
+    "top_k": SamplerFlags(FILTER_FLAGS, needs=("top_k",)),
+    "top_p": SamplerFlags(FILTER_FLAGS, needs=("top_p",)),
+    "min_p": SamplerFlags(FILTER_FLAGS, needs=("min_p",)),
+    "typical": SamplerFlags(FILTER_FLAGS, needs=("typical",)),
+    "epsilon": SamplerFlags(FILTER_FLAGS, needs=("epsilon",)),
+    "eta": SamplerFlags(FILTER_FLAGS, needs=("eta",)),
+    "p_less": SamplerFlags(FILTER_FLAGS, sets={"p_less": True}),
+    "xtc": SamplerFlags(FILTER_FLAGS, needs=("xtc_threshold",)),
+    "dynamic_temperature": SamplerFlags(FILTER_FLAGS, needs=("dynatemp_range",)),
+    "entropy_target": SamplerFlags(("entropy_target",), needs=("entropy_target",)),
+    "entropix": SamplerFlags(("temperature", "top_k", "top_p", "min_p", "thinking_token_id")),
+    "mirostat": SamplerFlags(("mirostat_tau", "mirostat_eta", "temperature")),
+    "mirostat_v1": SamplerFlags(("mirostat_tau", "mirostat_eta", "mirostat_m", "temperature")),
+    "adaptive_p": SamplerFlags(("adaptive_target", "adaptive_decay", "temperature"), ("adaptive_target",)),
 }
+SHOWN = ("entropy", "varentropy")  # the --show-steps columns of every sampler; its own metrics follow them
 MIN_WIDTH = 60  # the narrowest table compare can draw with a readable continuation column
 TOKEN_CELL = 24  # the widest token cell of the --show-steps table
+TOKEN_ROOM = 12  # the token cell a sampler's metric column may not narrow it below
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 # Files of which a Hugging Face folder needs at least one to have a tokenizer.
 TOKENIZER_FILES = (
@@ -115,13 +212,18 @@ def _flag_error(command: str, dest: str, message: str) -> CLIError:
     return CLIError(f"argument {_flag(dest)}: {message} (see 'entropic {command} --help')")
 
 
-def _as_flag_error(command: str, err: ValueError | TypeError, dests: Sequence[str]) -> Exception:
-    """`err` as an error of the flag it is about, when its message starts with one of `dests` (the
-    package names the Python parameter: ``top_p must be ...`` becomes ``argument --top-p: must be ...``)."""
+def _as_flag_error(command: str, err: ValueError | TypeError, flags: Mapping[str, str]) -> Exception:
+    """`err` as an error of the flag it is about, when its message starts with one of the parameters of
+    `flags` (parameter -> flag dest; the package names the Python parameter: ``top_p must be ...`` becomes
+    ``argument --top-p: must be ...``; a keyword it asks for, ``pass xtc_threshold= too``, becomes its
+    flag)."""
     message = " ".join(str(err).split())
-    for dest in sorted(dests, key=len, reverse=True):
-        if message.startswith(f"{dest} "):
-            return _flag_error(command, dest, message.removeprefix(f"{dest} "))
+    for param in sorted(flags, key=len, reverse=True):
+        if message.startswith(f"{param} "):
+            rest = message.removeprefix(f"{param} ")
+            for other, dest in flags.items():
+                rest = rest.replace(f"{other}=", _flag(dest))
+            return _flag_error(command, flags[param], rest)
     return err
 
 
@@ -304,16 +406,15 @@ def _load(args: argparse.Namespace) -> LoadedModel:
     return lm
 
 
-def _filtered(logits: Tensor, params: dict[str, float]) -> Tensor:
-    """The distribution a strategy samples from, as logits; temperature 0 keeps the argmax only."""
+def _filtered(logits: Tensor, params: SamplingParams) -> Tensor:
+    """The distribution a filter strategy samples from, as logits; temperature 0 keeps the argmax only. XTC
+    acts on every row here (the sampler's coin is left out)."""
     import torch
 
-    from entropic.sampling import apply_filters
-
-    if params.get("temperature", 1.0) == 0:
+    if params.temperature == 0:
         top = logits.argmax(-1, keepdim=True)
         return torch.full_like(logits, -torch.inf).scatter(-1, top, 0.0)
-    return apply_filters(logits, **params)
+    return params.apply(logits, "compare")
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -478,8 +579,8 @@ def run_compare(args: argparse.Namespace) -> None:
     import torch
 
     from entropic.metrics import entropy
+    from entropic.sampling import SamplingParams, generate
     from entropic.sampling import build_sampler as build_registered
-    from entropic.sampling import generate
 
     lm = _load(args)
     ids = lm.encode(args.prompt, "compare")
@@ -488,10 +589,9 @@ def run_compare(args: argparse.Namespace) -> None:
         logits = lm.model(input_ids=ids).logits[:, -1].float()
     h0 = entropy(logits)[0].item()
     eos = lm.tokenizer.eos_token_id
-    samplers = [(n, build_registered("sample", **p)) for n, p in STRATEGIES.items()]
-    samplers.append(("entropix", build_registered("entropix")))
     rows, notes = [], []
-    for i, (name, sampler) in enumerate(samplers):
+    for i, (label, name, params) in enumerate(STRATEGIES):
+        sampler = build_registered(name, **params)
         start = time.perf_counter()
         out = generate(
             lm.model,
@@ -502,18 +602,30 @@ def run_compare(args: argparse.Namespace) -> None:
             generator=torch.Generator(lm.device).manual_seed(args.seed),
             return_metrics=True,
         )
-        text = lm.decode(out.new_tokens[0, out.generated[0]].tolist())
-        if out.decisions is None:  # a filter strategy: what it does to the first distribution
-            q = _filtered(logits, STRATEGIES[name])
+        kept = out.generated[0]
+        text = lm.decode(out.new_tokens[0, kept].tolist())
+        filters = getattr(sampler, "params", None)
+        if isinstance(filters, SamplingParams):  # a fixed filter: what it does to the first distribution
+            q = _filtered(logits, filters)
             h1 = max(0.0, entropy(q)[0].item())  # 0.0, not "-0.000", for a one-token distribution
             vocab, top = int(torch.isfinite(q).sum()), q.softmax(-1).max().item()
-            rows.append([name, f"{h1:.3f}", f"{h1 - h0:+.3f}", str(vocab), f"{top:.3f}", text])
-        else:  # entropix changes its parameters at every step: its decisions go under the table
-            rows.append([name, "-", "-", "-", "-", text])
-            notes.append(f"{name} decisions: {_decision_summary(out.decisions[0, out.generated[0]]) or '-'}")
+            rows.append([label, f"{h1:.3f}", f"{h1 - h0:+.3f}", str(vocab), f"{top:.3f}", text])
+            if filters.xtc_threshold is not None:
+                chance = 1.0 if filters.xtc_probability is None else filters.xtc_probability
+                notes.append(
+                    f"{label}: the first step with XTC on (its coin comes up with probability {chance})."
+                )
+        else:  # its parameters change at every step: its decisions and metrics go under the table
+            rows.append([label, "-", "-", "-", "-", text])
+            if out.decisions is not None:
+                notes.append(f"{label} decisions: {_decision_summary(out.decisions[0, kept]) or '-'}")
+            own = {k: v[0, kept] for k, v in out.metrics.items() if k not in SHOWN}
+            if own and kept.any():
+                means = ", ".join(f"{k} {v.double().mean().item():.3f}" for k, v in own.items())
+                notes.append(f"{label} means over its {int(kept.sum())} tokens: {means}")
         tokens = int(out.generated[0].sum())
         seconds = time.perf_counter() - start
-        _progress(f"compare [{i + 1}/{len(samplers)}] {name}: {tokens} tokens in {seconds:.1f} s")
+        _progress(f"compare [{i + 1}/{len(STRATEGIES)}] {label}: {tokens} tokens in {seconds:.1f} s")
     notes.insert(0, f"H before filtering: {h0:.3f} nats; H, ΔH, vocab (tokens kept), top p: first step.")
     print_table(
         f"Sampling strategies on {args.prompt!r} (nats, seed {args.seed})",
@@ -525,30 +637,37 @@ def run_compare(args: argparse.Namespace) -> None:
     )
 
 
-def _sampler_kwargs(args: argparse.Namespace) -> dict[str, float | int]:
-    """The sampling flags given on the command line; `CLIError` for one the chosen sampler does not use."""
-    given = {dest: getattr(args, dest) for dest in SAMPLING_FLAGS if getattr(args, dest) is not None}
-    unused = [_flag(dest) for dest in given if dest not in SAMPLER_FLAGS[args.sampler]]
-    if unused:
-        uses = ", ".join(_flag(dest) for dest in SAMPLER_FLAGS[args.sampler]) or "no sampling flag"
-        raise CLIError(f"--sampler {args.sampler} does not use {', '.join(unused)} (it uses {uses})")
-    return given
+def _given(args: argparse.Namespace) -> dict[str, object]:
+    """The sampling flags given on the command line, by dest."""
+    return {dest: getattr(args, dest) for dest in FLAGS if getattr(args, dest, None) is not None}
+
+
+def _flags_of(sampler: str) -> dict[str, str]:
+    """The `build_sampler` parameters of a registered sampler's flags -> their dests."""
+    return {FLAGS[dest].param: dest for dest in SAMPLER_FLAGS[sampler].takes}
 
 
 def check_sampling_flags(args: argparse.Namespace) -> None:
-    """The sampling flags against the filters' ranges (`entropic._ranges`, no torch needed), so that a bad
-    value is reported at once (a temperature of 0 passes: `--sampler sample` reads it as greedy). The
-    sampler's own checks, when it is built, still have the last word."""
-    for dest, (low, high, options) in RANGES.items():
-        value = getattr(args, dest, None)
-        if value is None:
+    """The sampling flags against the chosen sampler (a flag it does not take, one it needs) and against
+    their ranges (`entropic._ranges`), without torch, so that a bad value is reported at once. A temperature
+    of 0 passes (the filter samplers read it as greedy); the sampler's own checks, when it is built, still
+    have the last word."""
+    given, spec = _given(args), SAMPLER_FLAGS[args.sampler]
+    unused = [_flag(dest) for dest in given if dest not in spec.takes]
+    if unused:
+        uses = ", ".join(_flag(dest) for dest in spec.takes) or "no sampling flag"
+        raise CLIError(f"--sampler {args.sampler} does not use {', '.join(unused)} (it uses {uses})")
+    missing = [_flag(dest) for dest in spec.needs if dest not in given]
+    if missing:
+        raise CLIError(f"--sampler {args.sampler} needs {', '.join(missing)}")
+    for dest, value in given.items():
+        if FLAGS[dest].range is None:  # a switch
             continue
-        if dest == "temperature":
-            options = {**options, "low_open": False}
+        low, high, options = _range(dest)
         try:
             check_number(value, dest, low, high, **options)
         except ValueError as err:
-            raise _as_flag_error(args.command, err, [dest]) from err
+            raise _as_flag_error(args.command, err, {dest: dest}) from err
 
 
 def build_sampler(args: argparse.Namespace) -> Sampler:
@@ -556,17 +675,64 @@ def build_sampler(args: argparse.Namespace) -> Sampler:
     loaded: a bad flag fails here, not later, with the flag's name (``argument --top-p: ...``)."""
     from entropic.sampling import build_sampler as build_registered
 
-    kwargs = _sampler_kwargs(args)
+    params = SAMPLER_FLAGS[args.sampler].sets | {FLAGS[d].param: v for d, v in _given(args).items()}
     try:
-        return build_registered(args.sampler, **kwargs)
+        return build_registered(args.sampler, **params)
     except (ValueError, TypeError) as err:
-        raise _as_flag_error("generate", err, list(kwargs)) from err
+        raise _as_flag_error("generate", err, _flags_of(args.sampler)) from err
+
+
+class StepsTable:
+    """The ``--show-steps`` table: per token its step, the token, the entropy and varentropy of the logits,
+    the sampler's decision (for a sampler that takes decisions) and the metrics the sampler reports
+    (Mirostat's surprisal and μ, a temperature, ...), known from the first step. The sampler's metrics take
+    the room left once the token has `TOKEN_ROOM` columns; those that do not fit are named under the table."""
+
+    def __init__(self, args: argparse.Namespace, width: int, first: GenerateStep | None) -> None:
+        from entropic.sampling import Decision
+
+        columns, fixed = ["step", "entropy", "varentropy"], [max(4, len(str(args.max_new_tokens - 1))), 7, 10]
+        self.decisions = first is not None and first.decisions is not None
+        if self.decisions:
+            columns.append("decision")
+            fixed.append(max(len(d.name) for d in Decision))
+        own = [name for name in (first.metrics if first is not None else {}) if name not in SHOWN]
+        self.metrics = []
+        for name in own:
+            cell = max(len(name), 7)
+            if sum(fixed) + cell + TOKEN_ROOM + 3 * (len(columns) + 2) + 1 > width:
+                break
+            columns.append(name)
+            fixed.append(cell)
+            self.metrics.append(name)
+        self.left_out = own[len(self.metrics) :]
+        token = max(len("token"), min(TOKEN_CELL, width - 3 * (len(columns) + 1) - 1 - sum(fixed)))
+        units = "nats" if not self.metrics else "entropy, varentropy: nats"
+        self.table = TableWriter(
+            f"{args.sampler} decoding, step by step ({units})",
+            [columns[0], "token", *columns[1:]],
+            [fixed[0], token, *fixed[1:]],
+        )
+
+    def row(self, step: GenerateStep, token: str) -> None:
+        from entropic.sampling import Decision
+
+        values = [step.metrics[name][0].item() for name in (*SHOWN, *self.metrics)]
+        cells = [str(step.step), token, *(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values)]
+        name = Decision(int(step.decisions[0])).name if self.decisions else ""
+        if self.decisions:
+            cells.insert(4, name)
+        self.table.row(cells, DECISION_STYLE.get(name, ""))
+
+    def close(self) -> None:
+        also = f"Also reported, left out at this width: {', '.join(self.left_out)}." if self.left_out else ""
+        self.table.close([also] if also else [])
 
 
 def run_generate(args: argparse.Namespace) -> None:
     import torch
 
-    from entropic.sampling import Decision, generate
+    from entropic.sampling import generate
 
     sampler = build_sampler(args)
     lm = _load(args)
@@ -580,13 +746,7 @@ def run_generate(args: argparse.Namespace) -> None:
         randomness = {"generator": torch.Generator(lm.device).manual_seed(args.seed)}
     width = _width(args.width)
     stream = TextStream(lm, ids[0].tolist())
-    table = None
-    if args.show_steps:
-        columns = ("step", "token", "entropy", "varentropy", "decision")
-        fixed = [max(4, len(str(args.max_new_tokens - 1))), 7, 10, max(len(d.name) for d in Decision)]
-        token = max(len("token"), min(TOKEN_CELL, width - 3 * len(columns) - 1 - sum(fixed)))
-        widths = [fixed[0], token, *fixed[1:]]
-        title = f"{args.sampler} decoding, step by step (nats)"
+    table: StepsTable | None = None
 
     def on_step(step: GenerateStep) -> None:
         nonlocal table
@@ -598,11 +758,8 @@ def run_generate(args: argparse.Namespace) -> None:
             return
         stream.new_ids.append(token)
         if table is None:  # the first step: no error can come from generate's checks any more
-            table = TableWriter(title, columns, widths)
-        h, v = step.metrics["entropy"][0].item(), step.metrics["varentropy"][0].item()
-        name = "-" if step.decisions is None else Decision(int(step.decisions[0])).name
-        cells = [str(step.step), repr(lm.decode([token])), f"{h:.3f}", f"{v:.3f}", name]
-        table.row(cells, DECISION_STYLE.get(name, ""))
+            table = StepsTable(args, width, step)
+        table.row(step, repr(lm.decode([token])))
 
     try:
         generate(
@@ -615,12 +772,30 @@ def run_generate(args: argparse.Namespace) -> None:
             **randomness,
         )
     except ValueError as err:  # generate's checks, before the first step (e.g. the thinking token vs V)
-        raise _as_flag_error("generate", err, SAMPLING_FLAGS) from err
+        raise _as_flag_error("generate", err, _flags_of(args.sampler)) from err
     if args.show_steps:
-        if table is None:
-            table = TableWriter(title, columns, widths)
-        table.close()
+        (table or StepsTable(args, width, None)).close()
     stream.close()
+
+
+def _range(dest: str) -> tuple[float, float, dict[str, bool]]:
+    """The range of a numeric sampling flag: its `RANGES` entry, a temperature of 0 allowed (greedy)."""
+    low, high, options = RANGES[FLAGS[dest].range]
+    return low, high, {**options, "low_open": False} if dest == "temperature" else options
+
+
+def _sampler_epilog() -> str:
+    """The flags of every sampler, for ``entropic generate --help``."""
+    filters = " ".join(_flag(d) for d in FILTER_FLAGS)
+    lines = ["samplers (--sampler) and the flags they take:"]
+    for name, spec in SAMPLER_FLAGS.items():
+        takes = (
+            "the filter flags" if spec.takes == FILTER_FLAGS else " ".join(map(_flag, spec.takes)) or "none"
+        )
+        needs = f"; needs {' '.join(map(_flag, spec.needs))}" if spec.needs else ""
+        lines.append(f"  {name:<20} {takes}{needs}")
+    lines += textwrap.wrap(f"filter flags: {filters}", 100, subsequent_indent="  ")
+    return "\n".join(lines)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -652,9 +827,26 @@ def _parser() -> argparse.ArgumentParser:
         help=f"output width in columns, >= {MIN_WIDTH} (default: the terminal's width)",
     )
     sub.add_parser("compare", parents=[common], help="compare sampling strategies on one prompt")
-    gen = sub.add_parser("generate", parents=[common], help="generate, optionally showing every step")
-    gen.add_argument("--sampler", choices=list(SAMPLER_FLAGS), default="entropix")
-    gen.add_argument("--show-steps", action="store_true", help="entropy, varentropy and decision per token")
+    gen = sub.add_parser(
+        "generate",
+        parents=[common],
+        help="generate, optionally showing every step",
+        epilog=_sampler_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument(
+        "--sampler",
+        choices=list(SAMPLER_FLAGS),
+        default="entropix",
+        metavar="SAMPLER",
+        help="a registered sampler (entropic.sampling.SAMPLERS), listed below with its flags (default "
+        "entropix)",
+    )
+    gen.add_argument(
+        "--show-steps",
+        action="store_true",
+        help="per token: entropy, varentropy, the decision and the metrics the sampler reports",
+    )
     gen.add_argument(
         "--counter-based",
         action="store_true",
@@ -662,14 +854,13 @@ def _parser() -> argparse.ArgumentParser:
         "the fused sampling kernel",
     )
     # default None: a flag the user did not give is not checked against the sampler.
-    gen.add_argument(
-        "--temperature", type=float, help="entropix: base temperature; sample: temperature (1.0)"
-    )
-    gen.add_argument("--top-k", type=int, help="entropix: base top-k; sample: top-k filter")
-    gen.add_argument("--top-p", type=float, help="entropix: base top-p; sample: top-p filter")
-    gen.add_argument("--min-p", type=float, help="entropix: base min-p; sample: min-p filter")
-    gen.add_argument("--typical", type=float, help="sample: locally typical filter")
-    gen.add_argument("--thinking-token-id", type=int, help="entropix: the token its THINK branch inserts")
+    for dest, flag in FLAGS.items():
+        if flag.range is None:
+            gen.add_argument(_flag(dest), action="store_const", const=True, help=flag.help)
+            continue
+        low, high, options = _range(dest)
+        kind = int if options.get("integer") else float
+        gen.add_argument(_flag(dest), type=kind, help=f"{flag.help}; {expected(low, high, **options)}")
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from entropic.cli import STRATEGIES, build_sampler, main, print_table
-from entropic.sampling import EntropixConfig
+from entropic._ranges import RANGES
+from entropic.cli import FLAGS, SAMPLER_FLAGS, STRATEGIES, build_sampler, main, print_table
+from entropic.sampling import SAMPLERS, EntropixConfig, generate
+from entropic.sampling import build_sampler as build_registered
 
 WORDS = ["[PAD]", "[UNK]", "[EOS]"] + [f"w{i}" for i in range(61)] + ["the", "cat", "sat", "on", "a", "mat"]
 
@@ -61,7 +64,7 @@ def test_compare_fits_the_width_one_row_per_strategy(model_dir, capsys, width):
     assert max(len(line) for line in lines) <= width
     assert "\\n" not in out and "Sampling strategies on 'the cat sat on'" in out
     rows = _table_rows(out)
-    assert [row[0] for row in rows] == [*STRATEGIES, "entropix"]  # one line per strategy, none wrapped
+    assert [row[0] for row in rows] == [label for label, _, _ in STRATEGIES]  # one line each, none wrapped
     h_after, delta, vocab, top, continuation = rows[0][1:]  # greedy
     h_before = float(re.search(r"H before filtering: (\d+\.\d+) nats", out).group(1))
     assert h_after == "0.000" and float(delta) == pytest.approx(-h_before, abs=1e-3)
@@ -114,12 +117,22 @@ def test_generate_show_steps(model_dir, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.match(r"│\s+\d+\s+│", line)]
     assert 1 <= len(rows) <= 5
+    header = next(line for line in out.splitlines() if line.startswith("┃"))
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "step",
+        "token",
+        "entropy",
+        "varentropy",
+        "decision",
+        "temperature",  # the sampler's own metric
+    ]
     for i, line in enumerate(rows):
-        step, token, h, v, decision = (c.strip() for c in line.split("│")[1:-1])
+        step, token, h, v, decision, temperature = (c.strip() for c in line.split("│")[1:-1])
         assert step == str(i) and token[0] in "'\"" and token[1:-1] in WORDS
         assert 0 <= float(h) <= 4.25 + 1e-3  # log 70 = 4.248 nats
         assert float(v) >= 0
         assert decision in {"ARGMAX", "THINK", "EXPLORE", "RESAMPLE", "ADAPTIVE"}
+        assert float(temperature) >= 0 and (float(temperature) == 0) == (decision == "ARGMAX")
     assert "the cat" in out.splitlines()[-1]
 
 
@@ -207,6 +220,38 @@ BAD_FLAGS = [
     (
         ["--sampler", "sample", "--thinking-token-id", "3"],
         "--sampler sample does not use --thinking-token-id",
+    ),
+    # the llama.cpp samplers' flags: their ranges, the sampler that takes them, the one each sampler needs
+    (["--sampler", "mirostat", "--mirostat-tau", "-1"], "argument --mirostat-tau: must be >= 0.0, got -1.0"),
+    (["--sampler", "mirostat", "--mirostat-eta", "nan"], "argument --mirostat-eta: must be >= 0.0, got nan"),
+    (["--sampler", "mirostat", "--temperature", "0"], "argument --temperature: must be > 0.0, got 0.0"),
+    (["--sampler", "top_n_sigma", "--top-n-sigma", "0"], "argument --top-n-sigma: must be > 0.0, got 0.0"),
+    (
+        ["--sampler", "xtc", "--xtc-threshold", "1.5"],
+        "argument --xtc-threshold: must be in [0.0, 1.0], got 1.5",
+    ),
+    (
+        ["--sampler", "xtc", "--xtc-threshold", "0.1", "--xtc-probability", "-0.5"],
+        "argument --xtc-probability: must be in [0.0, 1.0], got -0.5",
+    ),
+    (
+        ["--sampler", "dynamic_temperature", "--dynatemp-range", "-1"],
+        "argument --dynatemp-range: must be >= 0.0, got -1.0",
+    ),
+    (["--sampler", "entropy_target", "--entropy-target", "-1"], "argument --entropy-target: must be >= 0.0"),
+    (["--sampler", "p_less", "--p-less", "yes"], "unrecognized arguments: yes"),  # a switch
+    (
+        ["--sampler", "mirostat", "--top-k", "40", "--p-less"],
+        "--sampler mirostat does not use --top-k, --p-less (it uses --mirostat-tau, --mirostat-eta, "
+        "--temperature)",
+    ),
+    (["--mirostat-tau", "5"], "--sampler entropix does not use --mirostat-tau"),
+    (["--sampler", "top_n_sigma"], "--sampler top_n_sigma needs --top-n-sigma"),
+    (["--sampler", "xtc", "--xtc-probability", "0.5"], "--sampler xtc needs --xtc-threshold"),
+    (["--sampler", "entropy_target"], "--sampler entropy_target needs --entropy-target"),
+    (  # SamplingParams' own rule, worded with the flags
+        ["--sampler", "sample", "--dynatemp-exponent", "2"],
+        "argument --dynatemp-exponent: needs dynatemp_range: pass --dynatemp-range too",
     ),
 ]
 
@@ -297,6 +342,188 @@ def test_entropix_takes_its_base_parameters_from_the_flags(flags, expected):
     assert sampler.config == EntropixConfig(**expected)
 
 
+def test_every_registered_sampler_has_its_flags():
+    """One line of `SAMPLER_FLAGS` per registered sampler, each flag one line of `FLAGS` with its range in
+    `RANGES`: a sampler added to the registry without its line fails here."""
+    assert list(SAMPLER_FLAGS) == list(SAMPLERS)
+    for name, spec in SAMPLER_FLAGS.items():
+        assert set(spec.needs) <= set(spec.takes) <= set(FLAGS), name
+    assert {flag.range for flag in FLAGS.values()} - {None} <= set(RANGES)
+
+
+def test_the_readme_lists_every_sampler_with_its_flags():
+    """The README's table of `--sampler` values names every registered sampler once, and each flag it
+    names is a flag of the command line."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = text[text.index("| `--sampler` | flags it takes |") :].split("\n\n")[0].splitlines()[2:]
+    names = [name for row in table for name in re.findall(r"`(\w+)`", row.split("|")[1])]
+    assert sorted(names) == sorted(SAMPLERS)
+    flags = {flag for row in table for flag in re.findall(r"`--([\w-]+)`", row.split("|")[2])}
+    assert flags == {dest.replace("_", "-") for dest in FLAGS}
+
+
+def _in_range(key: str | None) -> object:
+    """A value inside the range of `RANGES[key]` (a switch: True)."""
+    if key is None:
+        return True
+    low, high, options = RANGES[key]
+    if options.get("integer"):
+        return int(low) + 1
+    if low == -math.inf:
+        return high - 0.5
+    return (low + high) / 2 if high != math.inf else low + 0.5
+
+
+@pytest.mark.parametrize("name", list(SAMPLER_FLAGS))
+def test_every_flag_a_sampler_takes_reaches_its_parameter(name):
+    """All the flags a sampler takes, at values inside their ranges, build it (`build_sampler` rejects a
+    parameter it does not know), and the built sampler equals the registry's from the same parameters."""
+    from entropic.cli import _parser
+
+    argv = ["generate", "--model", "m", "--prompt", "x", "--sampler", name]
+    params = dict(SAMPLER_FLAGS[name].sets)
+    for dest in SAMPLER_FLAGS[name].takes:
+        value = _in_range(FLAGS[dest].range)
+        argv += ["--" + dest.replace("_", "-")] + ([] if value is True else [str(value)])
+        params[FLAGS[dest].param] = value
+    args = _parser().parse_args(argv)
+    assert {d: getattr(args, d) for d in SAMPLER_FLAGS[name].takes} == {
+        d: params[FLAGS[d].param] for d in SAMPLER_FLAGS[name].takes
+    }
+    assert repr(build_sampler(args)) == repr(build_registered(name, **params))
+
+
+def test_mirostat_flags_reach_the_sampler():
+    from entropic.cli import _parser
+
+    argv = ["generate", "--model", "m", "--prompt", "x", "--sampler", "mirostat", "--mirostat-tau", "3"]
+    sampler = build_sampler(_parser().parse_args([*argv, "--mirostat-eta", "0.25", "--temperature", "0.7"]))
+    assert (sampler.tau, sampler.eta, sampler.temperature) == (3.0, 0.25, 0.7)
+    sampler = build_sampler(_parser().parse_args(argv[:-2]))  # llama.cpp's defaults
+    assert (sampler.tau, sampler.eta, sampler.temperature) == (5.0, 0.1, 1.0)
+    p_less = build_sampler(_parser().parse_args([*argv[:-3], "p_less", "--top-k", "5"]))
+    assert p_less.params.p_less is True and p_less.params.top_k == 5  # the name sets p_less=True
+
+
+def _direct(model_dir: str, prompt: str, sampler, n: int, seed: int) -> tuple[str, dict]:
+    """The text and metrics `generate` gives with `sampler` on the tiny model, as the CLI calls it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    out = generate(
+        model,
+        ids,
+        sampler,
+        n,
+        eos_token_id=tok.eos_token_id,
+        generator=torch.Generator().manual_seed(seed),
+        return_metrics=True,
+    )
+    kept = out.generated[0]
+    text = tok.decode(out.sequences[0, : ids.shape[-1] + int(kept.sum())].tolist(), skip_special_tokens=True)
+    return text, {k: v[0, kept] for k, v in out.metrics.items()}
+
+
+def test_generate_mirostat_shows_its_surprisal_and_mu(model_dir, capsys):
+    """--sampler mirostat --show-steps: per token the surprisal and μ the sampler reports, μ following its
+    update μ <- μ - η (s - τ) from 2τ, and the same tokens as `generate` with the sampler built directly."""
+    argv = ["generate", "--model", model_dir, "--prompt", "the cat", "--sampler", "mirostat", "--show-steps"]
+    argv += ["--mirostat-tau", "3", "--mirostat-eta", "0.2", "--max-new-tokens", "8", "--seed", "2"]
+    assert main([*argv, "--width", "100"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    assert [c.strip() for c in header.split("┃")[1:-1]] == [
+        "step",
+        "token",
+        "entropy",
+        "varentropy",
+        "surprisal",
+        "mirostat_mu",
+    ]
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in lines if re.match(r"│\s+\d+\s+│", line)]
+    assert len(rows) >= 2
+    expected, metrics = _direct(
+        model_dir, "the cat", build_registered("mirostat", mirostat_tau=3.0, mirostat_eta=0.2), 8, 2
+    )
+    assert lines[-1] == expected
+    mu = 6.0  # 2τ
+    for i, (step, _, h, v, s, shown_mu) in enumerate(rows):
+        assert float(v) == pytest.approx(metrics["varentropy"][i].item(), abs=5e-4)
+        assert step == str(i)
+        assert float(s) == pytest.approx(metrics["surprisal"][i].item(), abs=5e-4)
+        mu = mu - 0.2 * (metrics["surprisal"][i].item() - 3.0)
+        assert float(shown_mu) == pytest.approx(mu, abs=5e-4)
+        assert float(h) == pytest.approx(metrics["entropy"][i].item(), abs=5e-4)
+    assert main([*argv, "--width", "60"]) == 0  # too narrow for μ: named under the table
+    narrow = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in narrow) <= 60
+    assert "Also reported, left out at this width: mirostat_mu." in narrow
+
+
+def test_generate_top_n_sigma_uses_its_flags(model_dir, capsys):
+    """--sampler top_n_sigma --top-n-sigma n --temperature T: the tokens of the registry's sampler with
+    those parameters; a small n keeps fewer tokens than the plain temperature does."""
+    argv = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "8", "--seed", "3"]
+    texts = {}
+    for n in ("0.3", "3"):
+        assert main([*argv, "--sampler", "top_n_sigma", "--top-n-sigma", n, "--temperature", "2"]) == 0
+        texts[n] = capsys.readouterr().out.splitlines()[-1]
+        sampler = build_registered("top_n_sigma", top_n_sigma=float(n), temperature=2.0)
+        assert texts[n] == _direct(model_dir, "a mat", sampler, 8, 3)[0]
+    assert texts["0.3"] != texts["3"]
+
+
+def test_compare_lists_the_llama_cpp_samplers(model_dir, capsys):
+    """The rows of top-nσ, p-less, XTC and dynamic temperature show what each does to the first
+    distribution, computed here from the model's logits by the samplers' definitions; Mirostat's row has
+    its means under the table, equal to those of `generate` with the same seed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prompt = "the cat sat on"
+    assert main(["compare", "--model", model_dir, "--prompt", prompt, "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    rows = {row[0]: row[1:] for row in _table_rows(out)}
+    assert list(rows)[8:] == [
+        "top_n_sigma=1.0",
+        "p_less",
+        "xtc=0.1 p=0.5",
+        "dynatemp=1.0±0.5",
+        "mirostat τ=5 η=0.1",
+        "entropix",
+    ]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    with torch.no_grad():
+        x = model(**tok(prompt, return_tensors="pt")).logits[0, -1].double()
+    p = x.softmax(-1)
+    kept = {
+        "top_n_sigma=1.0": x >= x.max() - x.std(correction=0),
+        "p_less": p >= p.square().sum(),
+    }
+    for label, keep in kept.items():
+        q = p * keep / (p * keep).sum()
+        h = -(q[keep] * q[keep].log()).sum().item()
+        assert rows[label][2] == str(int(keep.sum())) and int(keep.sum()) < 70, label
+        assert float(rows[label][0]) == pytest.approx(h, abs=1e-3), label
+        assert float(rows[label][3]) == pytest.approx(q.max().item(), abs=1e-3), label
+    h_x = -(p * p.log()).sum()
+    t_dyn = 0.5 + (1.5 - 0.5) * h_x / math.log(70)  # T ± δ = 1 ± 0.5, exponent 1, N = 70
+    h_dyn = torch.special.entr((x / t_dyn).softmax(-1)).sum().item()
+    assert float(rows["dynatemp=1.0±0.5"][0]) == pytest.approx(h_dyn, abs=1e-3)
+    assert rows["mirostat τ=5 η=0.1"][:4] == ["-", "-", "-", "-"]
+    n = int(re.search(r"mirostat τ=5 η=0\.1 means over its (\d+) tokens", out).group(1))
+    _, metrics = _direct(model_dir, prompt, build_registered("mirostat"), 6, 0)
+    assert n == metrics["surprisal"].numel()
+    s, mu = metrics["surprisal"].double().mean(), metrics["mirostat_mu"].mean()
+    means = f"surprisal {s:.3f}, mirostat_mu {mu:.3f}"
+    notes = " ".join(out.split())  # notes wrap at the table's width
+    assert f"mirostat τ=5 η=0.1 means over its {n} tokens: {means}" in notes
+    assert "xtc=0.1 p=0.5: the first step with XTC on (its coin comes up with probability 0.5)." in notes
+
+
 def test_sample_at_temperature_zero_is_greedy(model_dir, capsys):
     argv = ["generate", "--model", model_dir, "--prompt", "a mat", "--max-new-tokens", "6"]
     assert main([*argv, "--sampler", "greedy"]) == 0
@@ -385,10 +612,24 @@ for flag, value, message in (
     ("--top-k", "0", "argument --top-k: must be an integer >= 1, got 0"),
     ("--temperature", "-1", "argument --temperature: must be >= 0.0, got -1.0"),
     ("--typical", "0", "argument --typical: must be in (0.0, 1.0], got 0.0"),
+    ("--top-n-sigma", "-1", "argument --top-n-sigma: must be > 0.0, got -1.0"),
+    ("--xtc-threshold", "2", "argument --xtc-threshold: must be in [0.0, 1.0], got 2.0"),
+    ("--dynatemp-exponent", "-1", "argument --dynatemp-exponent: must be >= 0.0, got -1.0"),
+    ("--epsilon", "1", "argument --epsilon: must be in [0.0, 1.0), got 1.0"),
 ):
     with contextlib.redirect_stderr(io.StringIO()) as err:
         argv = ["generate", "--model", "m", "--prompt", "x", "--sampler", "sample", flag, value]
         assert main(argv) == 2
+    assert message in err.getvalue(), err.getvalue()
+for flags, message in (
+    (["--sampler", "mirostat", "--mirostat-tau", "-1"], "argument --mirostat-tau: must be >= 0.0, got -1.0"),
+    (["--sampler", "entropy_target", "--entropy-target", "-2"], "argument --entropy-target: must be >= 0.0"),
+    (["--thinking-token-id", "-3"], "argument --thinking-token-id: must be an integer >= 0, got -3"),
+    (["--sampler", "mirostat", "--top-p", "0.9"], "--sampler mirostat does not use --top-p"),
+    (["--sampler", "xtc"], "--sampler xtc needs --xtc-threshold"),
+):
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["generate", "--model", "m", "--prompt", "x", *flags]) == 2
     assert message in err.getvalue(), err.getvalue()
 print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "numpy")))
 """
@@ -510,11 +751,11 @@ def test_compare_reports_each_strategy_as_it_finishes(model_dir, capsys):
     assert main(["compare", "--model", model_dir, "--prompt", "the cat", "--max-new-tokens", "3"]) == 0
     err = capsys.readouterr().err.splitlines()
     assert re.fullmatch(rf"entropic: loaded {re.escape(model_dir)} on cpu in \d+\.\d s", err[0])
-    names = [*STRATEGIES, "entropix"]
-    assert len(err) == 1 + len(names)
+    names = [label for label, _, _ in STRATEGIES]
+    assert len(err) == 1 + len(names) == 15
     for i, (line, name) in enumerate(zip(err[1:], names, strict=True)):
         assert re.fullmatch(
-            rf"entropic: compare \[{i + 1}/9\] {re.escape(name)}: [1-3] tokens in \d+\.\d s", line
+            rf"entropic: compare \[{i + 1}/14\] {re.escape(name)}: [1-3] tokens in \d+\.\d s", line
         )
 
 

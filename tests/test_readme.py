@@ -86,3 +86,23 @@ def test_shown_outputs_are_checked():
     with pytest.raises(AssertionError, match="not one-line expressions"):
         _with_checks("x = 2  # -> 2\n", "misplaced")
     assert sum(len(_shown_outputs(block)) for block in BLOCKS) >= 15
+
+
+def _section(heading: str) -> str:
+    """The README's text from `heading` to the next heading."""
+    text = README.read_text()
+    start = text.index(heading)
+    return text[start : text.index("\n#", start + len(heading))]
+
+
+def test_the_samplers_table_lists_every_registered_sampler():
+    """One row per registered sampler, in the registry's order, each with a `build_sampler` example that
+    builds it."""
+    from entropic.sampling import SAMPLERS, Sampler, build_sampler
+
+    section = _section("### Samplers — every registered name")
+    rows = re.findall(r"^\| `(\w+)` \|.*\| `(build_sampler\(.*\))` \|$", section, re.M)
+    assert [name for name, _ in rows] == list(SAMPLERS)
+    for name, example in rows:
+        assert example.startswith(f'build_sampler("{name}"'), example
+        assert isinstance(eval(example, {"build_sampler": build_sampler}), Sampler), example
