@@ -37,7 +37,9 @@ sampler's own metrics (Entropix's ``decision`` and temperature, mirostat's Î¼, â
 step's results back to the host; without the variable nothing is written or read.
 
 Load it with ``LLM(model, logits_processors=[EntropicLogitsProcessor])`` or
-``vllm serve MODEL --logits-processors entropic.integrations.vllm:EntropicLogitsProcessor``.
+``vllm serve MODEL --logits-processors entropic.integrations.vllm:EntropicLogitsProcessor``. It implements the
+legacy interface: on a GPU, where vLLM 0.32 runs its V2 model runner by default (whose processors have
+another interface, and which refuses this one at start-up), set ``VLLM_USE_V2_MODEL_RUNNER=0``.
 """
 
 from __future__ import annotations
