@@ -6,11 +6,14 @@ depends on the data). ``.tolist()`` and ``.numpy()`` of a CPU tensor dispatch no
 memory directly), so they are counted at the Python level, as calls of those methods; on a GPU they
 copy to the host first, which is counted as a device-to-host copy (``aten._to_copy`` / ``aten.copy_``
 onto the CPU from another device). On a CUDA tensor each of them makes the host wait for the device; on
-the CPU they are nearly free, which is why they are counted rather than timed.
+the CPU they are nearly free, which is why they are counted rather than timed. A read made by
+`entropic.ops.dispatch.cpu_scalar` (a CPU-only fast path: it refuses tensors on any other device) is counted
+apart, in ``cpu_reads``, not in ``total``.
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 
 import torch
@@ -49,12 +52,26 @@ class _HostReads(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+def _in_cpu_scalar() -> bool:
+    """Whether the read is made by `entropic.ops.dispatch.cpu_scalar`, which refuses non-CPU tensors."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if (
+            frame.f_code.co_name == "cpu_scalar"
+            and frame.f_globals.get("__name__") == "entropic.ops.dispatch"
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class CountSyncs(TorchDispatchMode):
     """``with CountSyncs() as syncs: ...`` then ``syncs.total`` / ``syncs.counts`` (op name -> count)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: Counter[str] = Counter()
+        self.cpu_reads = 0
         self._reads = _HostReads(self.counts)
 
     def __enter__(self):
@@ -70,7 +87,9 @@ class CountSyncs(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = SYNC_OPS.get(func)
-        if name is not None:
+        if name is not None and _in_cpu_scalar():
+            self.cpu_reads += 1  # `entropic.ops.dispatch.cpu_scalar`: CPU tensors only, never a GPU wait
+        elif name is not None:
             self.counts[name] += 1
         elif _to_host(func, args, kwargs):
             self.counts["device_to_host"] += 1

@@ -158,3 +158,17 @@ def test_the_counter_sees_reads_and_the_switch_checks_values(device):
     assert checked.total >= 1
     attend(bad, q, q, AttentionPlan(1.0))  # off again: no check
     assert trusted.counts["nonzero"] >= 1  # the PyTorch α-entmax path keeps its convergence test
+
+
+def test_only_cpu_scalar_reads_are_exempt_and_it_refuses_other_devices():
+    from entropic.ops.dispatch import cpu_scalar
+
+    t = torch.tensor([3.0]).sum()
+    with CountSyncs() as syncs:
+        assert cpu_scalar(t) == 3.0
+    assert (syncs.total, syncs.cpu_reads) == (0, 1)
+    with CountSyncs() as syncs:
+        t.item()
+    assert (syncs.total, syncs.cpu_reads) == (1, 0)
+    with pytest.raises(ValueError, match="CPU tensors only, got one on meta"):
+        cpu_scalar(torch.empty((), device="meta"))

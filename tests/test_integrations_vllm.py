@@ -9,6 +9,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,3 +248,77 @@ def test_a_bad_request_fails_with_the_samplers_message(llm):
             ),
             use_tqdm=False,
         )
+
+
+# -- the README's recipes ---------------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_block(language: str, first_line: str) -> str:
+    """The README's one ``language`` block whose first line starts with `first_line`."""
+    blocks = [
+        b
+        for b in re.findall(rf"```{language}\n(.*?)```", README.read_text(), re.S)
+        if b.startswith(first_line)
+    ]
+    assert len(blocks) == 1, (
+        f"README.md: expected one {language} block starting {first_line!r}, got {len(blocks)}"
+    )
+    return blocks[0]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("pretrained")
+def test_readme_offline_example_runs(pretrained_cache, monkeypatch):
+    monkeypatch.setenv("ENTROPIC_CACHE", str(pretrained_cache))  # the de-quantised model of the fixture
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    namespace = {"__name__": "__main__"}
+    exec(compile(readme_block("python", "# needs vLLM"), "README.md[vllm]", "exec"), namespace)
+    texts = namespace["texts"]
+    assert len(texts) == 3 and all(texts), texts
+    namespace["llm"].llm_engine.engine_core.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("pretrained")
+def test_readme_server_recipe_serves_per_request_entropix(pretrained_cache, tmp_path, capsys):
+    command = readme_block("bash", "MODEL=").replace(".venv-vllm/bin/python", shlex.quote(sys.executable))
+    env = os.environ | {"ENTROPIC_CACHE": str(pretrained_cache), "TRITON_INTERPRET": "0"}
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(
+        ["bash", "-c", command],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            assert server.poll() is None, (
+                "the server exited:\n" + (tmp_path / "server.log").read_text()[-3000:]
+            )
+            assert time.monotonic() < deadline, "no answer from the server in 600 s"
+            try:
+                with urllib.request.urlopen("http://localhost:8000/health", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(2)
+        exec(compile(readme_block("python", "# needs a vLLM server"), "README.md[server]", "exec"), {})
+        text = capsys.readouterr().out
+        lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+        assert text.strip() and lines
+        assert {line["tag"] for line in lines} == {"colours"} and [x["step"] for x in lines] == list(
+            range(len(lines))
+        )
+        assert all(line["sampler"] == "entropix" and line["entropy"] >= 0 for line in lines)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+        log.close()

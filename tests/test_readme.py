@@ -1,9 +1,10 @@
 """Every Python example in README.md runs on its own, and the outputs it shows are the real ones.
 
 Each block runs in a fresh namespace with nothing imported for it, so every example carries its own imports
-(a block whose first line is ``# needs a CUDA device`` runs only where a GPU is present). A one-line
-expression whose trailing comment contains ``-> text`` shows its output: ``repr`` of the value must equal
-``text`` (``x.shape  # -> torch.Size([4])``).
+(a block whose first line is ``# needs a CUDA device`` runs only where a GPU is present; one whose first
+line is ``# needs vLLM`` or ``# needs a vLLM server`` runs in the vLLM leg,
+`tests/test_integrations_vllm.py`). A one-line expression whose trailing comment contains ``-> text`` shows
+its output: ``repr`` of the value must equal ``text`` (``x.shape  # -> torch.Size([4])``).
 Shell blocks are not run here (the CLI has its own tests).
 """
 
@@ -22,6 +23,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 ARROW = "-> "
 CUDA_MARK = "# needs a CUDA device"
+VLLM_MARKS = ("# needs vLLM", "# needs a vLLM server")  # run by tests/test_integrations_vllm.py
 
 
 def _shown_outputs(code: str) -> dict[int, str]:
@@ -63,6 +65,8 @@ def test_readme_example_runs(index):
     code = BLOCKS[index]
     if code.startswith(CUDA_MARK) and not torch.cuda.is_available():
         pytest.skip("example needs a CUDA device")
+    if code.startswith(VLLM_MARKS):
+        pytest.skip("example needs vLLM: tests/test_integrations_vllm.py runs it in its environment")
     name = f"README.md[{index}]"
     namespace: dict = {"__expect__": _expect, "__name__": name}
     exec(compile(_with_checks(code, name), name, "exec"), namespace)

@@ -313,3 +313,23 @@ def test_generate_with_seeds_reaches_the_fused_kernel(device):
         expected = fused_sample(table[previous], top_p=0.9, seeds=seeds, step=step).tokens
         assert torch.equal(out.new_tokens[:, step], expected)
         previous = expected
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_cpu_race_on_kept_columns_draws_the_whole_rows_candidates(n, monkeypatch):
+    """`seeded_race` on a CPU row set that keeps few tokens evaluates the noise at those columns only: the
+    candidates are the whole row's, ties included (the first of tied maxima wins in both)."""
+    import entropic.ops.sampling.torch as backend
+    from entropic.sampling.filters import top_k, top_p
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        x = torch.randn(6, 400, generator=gen) * 3
+        if trial % 2:
+            x = x.round()  # ties among the kept tokens
+        kept = top_k(x, 1 + trial % 30) if trial % 3 else top_p(x, 0.3)
+        seeds = torch.randint(0, 2**40, (6,), generator=gen)
+        sparse = backend.seeded_race(kept, seeds, trial, n)
+        monkeypatch.setattr(backend, "_SPARSE_RACE", -1.0)  # the whole row
+        assert torch.equal(sparse, backend.seeded_race(kept, seeds, trial, n)), trial
+        monkeypatch.undo()

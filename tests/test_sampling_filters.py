@@ -594,3 +594,27 @@ def test_dynamic_temperature_against_float64():
     out = dynamic_temperature(x, t, delta, exponent)
     torch.testing.assert_close(out, x / t_dyn[:, None])
     torch.testing.assert_close(dynamic_temperature(x, t, 0.0), x / t[:, None])  # δ = 0: plain T
+
+
+def test_the_cpu_nucleus_cut_from_the_top_tokens_is_the_whole_sorts(monkeypatch):
+    """On the CPU top-p first looks at the largest logits only and falls back to the whole sort when they do
+    not decide the cut (mass short of p, or the cut ties the smallest of them): the same kept set."""
+    import entropic.sampling.filters as filters
+
+    gen = torch.Generator().manual_seed(1)
+    monkeypatch.setattr(filters, "_TOP_FIRST", 64)
+    for trial in range(60):
+        x = torch.randn(5, 700, generator=gen) * (0.5 + trial % 6)
+        if trial % 3 == 0:
+            x = x.round()
+        if trial % 4 == 0:
+            x[:, 50:] = -math.inf
+        p = (
+            [0.05, 0.5, 0.9, 0.999, 1.0][trial % 5]
+            if trial % 2
+            else (torch.rand(5, generator=gen) + 0.01).clamp(max=1.0)
+        )
+        fast = filters.top_p(x, p)
+        with monkeypatch.context() as whole:
+            whole.setattr(filters, "_TOP_FIRST", 10**9)
+            assert torch.equal(fast, filters.top_p(x, p)), trial

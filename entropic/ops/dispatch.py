@@ -14,6 +14,14 @@ def is_interpreter() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
+def cpu_scalar(t: torch.Tensor) -> int | float | bool:
+    """The value of a one-element tensor on the CPU, for fast paths that only the CPU takes (reading it
+    waits for no device). Refuses a tensor on any other device, so such a path can never make a GPU wait."""
+    if t.device.type != "cpu":
+        raise ValueError(f"cpu_scalar reads CPU tensors only, got one on {t.device}")
+    return t.item()
+
+
 def check_device(x: torch.Tensor, op: str) -> None:
     """Kernels run on CUDA tensors, or on CPU tensors under the interpreter."""
     if not (x.is_cuda or is_interpreter()):

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from entropic._ranges import RANGES
 from entropic._validation import check_logits, check_param, compute_dtype, overflows
+from entropic.ops.dispatch import cpu_scalar
 from entropic.ops.entropy.torch import entropy_stats
 
 
@@ -197,13 +198,37 @@ def _keep_mass(x: Tensor, key: Tensor, pp: float | Tensor) -> Tensor:
     token. The token of largest logit is always kept (it may be missing from the prefix when `key` is not
     the logit).
     """
-    sorted_key, order = torch.sort(key, dim=-1, descending=True)
-    sorted_p = torch.softmax(x.double(), dim=-1).gather(-1, order)
-    mass = torch.cumsum(sorted_p, dim=-1)  # (..., V) mass of the first i + 1 tokens
-    n_keep = ((mass < pp).sum(-1, keepdim=True) + 1).clamp(max=x.shape[-1])
-    threshold = sorted_key.gather(-1, n_keep - 1)
+    p = torch.softmax(x.double(), dim=-1)
+    threshold = _mass_threshold_of_top(x, p, pp) if key is x and x.device.type == "cpu" else None
+    if threshold is None:
+        sorted_key, order = torch.sort(key, dim=-1, descending=True)
+        mass = torch.cumsum(p.gather(-1, order), dim=-1)  # (..., V) mass of the first i + 1 tokens
+        n_keep = ((mass < pp).sum(-1, keepdim=True) + 1).clamp(max=x.shape[-1])
+        threshold = sorted_key.gather(-1, n_keep - 1)
     keep = (key >= threshold) | (torch.as_tensor(pp, device=x.device) >= 1.0) | _is_top1(x)
     return x.masked_fill(~keep, -math.inf)
+
+
+# The CPU's nucleus cut first looks among the most probable tokens only (`_mass_threshold_of_top`).
+_TOP_FIRST = 1024
+
+
+def _mass_threshold_of_top(x: Tensor, p: Tensor, pp: float | Tensor) -> Tensor | None:
+    """`_keep_mass`'s threshold when the key is the logit, from the `_TOP_FIRST` largest logits instead of a
+    sort of the whole row, or None when that is not enough for some row (their mass stays below `pp`, or the
+    cut ties the smallest of them: the whole sort decides then). The prefix sums are those of the sorted
+    row's first tokens, so the cut is the same. CPU logits only: it reads one flag back (`cpu_scalar`)."""
+    width = min(_TOP_FIRST, x.shape[-1])
+    if width == x.shape[-1]:
+        return None
+    top, order = torch.topk(x, width, dim=-1)  # sorted, descending
+    mass = torch.cumsum(p.gather(-1, order), dim=-1)
+    count = (mass < pp).sum(-1, keepdim=True)
+    n_keep = (count + 1).clamp(max=width)
+    threshold = top.gather(-1, n_keep - 1)
+    if cpu_scalar(((count >= width) | (threshold == top[..., -1:])).any()):
+        return None
+    return threshold
 
 
 def _is_top1(x: Tensor) -> Tensor:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from entropic.ops.dispatch import cpu_scalar
+
 __all__ = ["Generators", "counter_noise", "exponential_noise", "race", "seeded_race"]
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -73,24 +75,47 @@ def _mix64_(z: Tensor) -> Tensor:
     return z
 
 
-def counter_noise(seeds: Tensor, counters: Tensor, n_cols: int, dtype: torch.dtype) -> Tensor:
+def counter_noise(seeds: Tensor, counters: Tensor, n_cols: int | Tensor, dtype: torch.dtype) -> Tensor:
     """``Exp(1)`` noise of shape ``(B, C, n_cols)``, element ``(b, c, i)`` a function of
     ``(seeds[b], counters[c], i)`` only: counter-based, so nothing is read back from the device.
 
     Row b's words are the SplitMix64 stream keyed by ``mix64(seeds[b])``, at position
     ``counter · 2^32 + column``; the top 53 bits give ``U`` uniform on ``(0, 1]`` and ``E = -log U``.
+    `n_cols` may instead be a ``(B, W)`` tensor of columns: the noise ``(B, C, W)`` at those columns of each
+    row, the same values as at those columns of the whole row.
     """
     key = _mix64_(seeds.to(torch.int64, copy=True)).view(-1, 1, 1)  # (B, 1, 1)
-    columns = torch.arange(n_cols, device=seeds.device)
-    position = (counters.to(seeds.device, torch.int64).unsqueeze(-1) << 32) | columns  # (C, V)
-    words = _mix64_((position + 1).mul_(_GOLDEN).add(key))  # (B, C, V)
+    if isinstance(n_cols, Tensor):
+        columns = n_cols.to(seeds.device, torch.int64).unsqueeze(-2)  # (B, 1, W)
+    else:
+        columns = torch.arange(n_cols, device=seeds.device)  # (V,)
+    position = (counters.to(seeds.device, torch.int64).unsqueeze(-1) << 32) | columns  # (C, V) or (B, C, W)
+    words = _mix64_((position + 1).mul_(_GOLDEN).add(key))  # (B, C, V or W)
     uniform = _shr_(words, 11).add_(1).to(torch.float64).mul_(2.0**-53)  # (0, 1]
     noise = uniform.log_().neg_().to(dtype)
     return noise.clamp_min_(torch.finfo(dtype).tiny)  # U = 1 would give E = 0: keep log E finite
 
 
+# The race evaluates the noise at the kept columns only when at most this fraction of the row is kept.
+_SPARSE_RACE = 0.25
+
+
 def seeded_race(filtered: Tensor, seeds: Tensor, step: int, n: int) -> Tensor:
-    """``(B, n)`` candidates of the exponential race, candidate c on counter ``step · n + c`` of its row."""
+    """``(B, n)`` candidates of the exponential race, candidate c on counter ``step · n + c`` of its row.
+
+    On the CPU, where reading a count back costs nothing, a row set that keeps at most a quarter of its
+    tokens (``-inf`` elsewhere, which never wins) is raced on its kept columns only: their noise is the same
+    (`counter_noise` at those columns), the columns stay in increasing order (the first of tied maxima
+    wins, as in the whole row), so the candidates are the same, for a fraction of the noise's cost.
+    """
     counters = torch.arange(step * n, step * n + n, device=filtered.device)
+    if filtered.device.type == "cpu" and filtered.dim() == 2:
+        width = cpu_scalar(torch.isfinite(filtered).sum(-1).max())
+        if width <= _SPARSE_RACE * filtered.shape[-1]:
+            columns = filtered.topk(width, dim=-1, sorted=False).indices.sort(dim=-1).values  # (B, W)
+            kept = filtered.gather(-1, columns)  # a row with fewer kept tokens pads with -inf columns
+            noise = counter_noise(seeds, counters, columns, filtered.dtype)  # (B, n, W)
+            winner = (kept.unsqueeze(-2) - torch.log(noise)).argmax(dim=-1)  # (B, n)
+            return columns.gather(-1, winner)
     noise = counter_noise(seeds.to(filtered.device), counters, filtered.shape[-1], filtered.dtype)
     return (filtered.unsqueeze(-2) - torch.log(noise)).argmax(dim=-1)
