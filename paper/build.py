@@ -110,11 +110,18 @@ def _tex_number(text: str) -> str:
     return rf"{mantissa}\times10^{{{int(exponent)}}}" if e and exponent else text
 
 
-# Characters of the tables that pdflatex's utf8 input does not typeset, as math.
+# Characters of the tables and macros that pdflatex's utf8 input does not typeset, as TeX. Any other character
+# outside ASCII is refused (`tex_text`): pdflatex stops at the first one it has no glyph for.
 _TEX_SYMBOLS = {  # "^" first: the replacements below write it
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "α": r"$\alpha$",
+    "Δ": r"$\Delta$",
+    "ε": r"$\varepsilon$",
+    "η": r"$\eta$",
+    "ρ": r"$\rho$",
+    "σ": r"$\sigma$",
+    "τ": r"$\tau$",
     "√": r"$\surd$",
     "∝": r"$\propto$",
     "²": r"$^2$",
@@ -122,7 +129,34 @@ _TEX_SYMBOLS = {  # "^" first: the replacements below write it
     "·": r"$\cdot$",
     "−": r"$-$",
     "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "≈": r"$\approx$",
+    "→": r"$\to$",
+    "…": r"\ldots{}",
+    "–": "--",
+    "—": "---",
 }
+
+
+def tex_text(text: str) -> str:
+    """Plain text as TeX for pdflatex: the specials escaped, the symbols of `_TEX_SYMBOLS` as macros.
+
+    Raises ValueError on any other character outside ASCII, naming it, rather than letting TeX stop later.
+    """
+    text = _tex_escape(text)
+    for char, macro in _TEX_SYMBOLS.items():
+        text = text.replace(char, macro)
+    unknown = sorted({c for c in text if not c.isascii()})
+    if unknown:
+        named = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown)
+        raise ValueError(f"no TeX for {named} in {text!r}: add it to _TEX_SYMBOLS")
+    return text
+
+
+def variant_tex(variant: str) -> str:
+    """A variant's name as the paper writes it: ``alpha=1.25`` as ``$\\alpha = 1.25$``, others as text."""
+    name, _, value = variant.partition("=")
+    return rf"$\alpha = {value}$" if name == "alpha" and value else tex_text(variant)
 
 
 def write_table(
@@ -130,15 +164,9 @@ def write_table(
 ) -> None:
     """``<name>.tex`` (a booktabs table) and ``<name>.md`` (a pipe table) of the same cells.
 
-    Cells are plain text; the symbols of `_TEX_SYMBOLS` are written as TeX.
+    Cells are plain text, written as TeX by `tex_text`.
     """
-
-    def tex(cell: str) -> str:
-        text = _tex_escape(cell)
-        for char, macro in _TEX_SYMBOLS.items():
-            text = text.replace(char, macro)
-        return text
-
+    tex = tex_text
     lines = [
         r"\begin{table}[t]",
         r"\centering\small",
@@ -233,7 +261,7 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "AblationSteps": rows[0]["steps"],
         "AblationSeeds": rows[0]["seeds"],
         "AblationSoftmaxBpb": f"{softmax['val_bpb_mean']} \\pm {softmax['val_bpb_std']}",
-        "AblationBestVariant": _tex_escape(best["variant"]),
+        "AblationBestVariant": tex_text(best["variant"]),
         "AblationBestBpb": f"{best['val_bpb_mean']} \\pm {best['val_bpb_std']}",
     }
 
@@ -343,7 +371,7 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "SwapNs": ", ".join(sorted({r["n"] for r in rows}, key=int)),
         "SwapNMax": str(n_max),
         "SwapWindows": next(r["windows"] for r in at_max),
-        "SwapBestVariant": _tex_escape(best["variant"]),
+        "SwapBestVariant": variant_tex(best["variant"]),
         "SwapBestDelta": f"{float(best['delta_nll']):+.3f}",
         "SwapBestZeros": f"{float(best['zero_fraction']):.2f}",
         "SwapGatedDelta": f"{float(gated['delta_nll']):+.3f}",
@@ -569,12 +597,12 @@ def real_sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     better = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_low"]) > 0]
     worse = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_high"]) < 0]
     numbers = {
-        "RealBaseline": _tex_escape(base["baseline"]),
+        "RealBaseline": tex_text(base["baseline"]),
         "RealBaselineValue": base["baseline_value"],
         "RealBaselineAccuracy": base["baseline_accuracy"],
         "RealProblems": base["n"],
         "RealVerdict": ("beats" if better else "does not beat"),
-        "RealWorse": _tex_escape(", ".join(worse) or "none"),
+        "RealWorse": tex_text(", ".join(worse) or "none"),
         "RealThinkMax": f"{max(float(r['frac_think']) for r in entropix):.2f}",
         "RealAdaptiveMin": f"{min(float(r['frac_adaptive']) for r in entropix):.2f}",
         "RealAdaptiveMax": f"{max(float(r['frac_adaptive']) for r in entropix):.2f}",
@@ -705,7 +733,7 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     # the first sparse variant (the demo's scheduled model) is also quoted without a variant in the name
     first = next(v for v in by_variant if v != "softmax")
     numbers |= {"Complexity" + k: v for k, v in per_variant[first].items()}
-    return numbers | {"ComplexityVariant": _tex_escape(first)}
+    return numbers | {"ComplexityVariant": tex_text(first)}
 
 
 def _complexity_numbers(
@@ -991,7 +1019,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, complexity_rows = read_results(args.results / "complexity.csv")
     hardware = f"CPU scale: shared 2-core CPU VM, torch {complexity_rows[0]['torch']}"
     args.out.mkdir(parents=True, exist_ok=True)
-    numbers = {"Hardware": _tex_escape(hardware)}
+    numbers = {"Hardware": tex_text(hardware)}
     numbers |= attention_swap(args.results, args.out, hardware)
     numbers |= trained_lengths(args.results, args.out, hardware)
     numbers |= real_sampling(args.results, args.out, hardware)
