@@ -1039,8 +1039,8 @@ def _largest_difference(softmax: dict[str, str], gated: dict[str, str]) -> dict[
     }
 
 
-def build_pdf() -> int:
-    """latexmk, else pdflatex twice, in paper/; says so and returns 0 when neither is on PATH."""
+def build_pdf(folder: Path = PAPER) -> int:
+    """latexmk, else pdflatex twice, on `folder`/paper.tex; says so and returns 0 when neither is on PATH."""
     if shutil.which("latexmk"):
         cmd = [["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]]
     elif shutil.which("pdflatex"):
@@ -1049,10 +1049,10 @@ def build_pdf() -> int:
         print("no latexmk or pdflatex on PATH: paper.pdf not built; the tables are in paper/generated/*.md")
         return 0
     for c in cmd:
-        result = subprocess.run(c, cwd=PAPER, check=False)
+        result = subprocess.run(c, cwd=folder, check=False)
         if result.returncode:
             return result.returncode
-    print(f"wrote {PAPER / 'paper.pdf'}")
+    print(f"wrote {folder / 'paper.pdf'}")
     return 0
 
 
