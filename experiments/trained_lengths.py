@@ -424,22 +424,27 @@ def fit_rows(rows: Sequence[dict[str, Any]], heads: Sequence[dict[str, Any]]) ->
     return out
 
 
-def plot(tables: Sequence[Path], path: Path) -> None:
-    """Non-zero weights and non-zero tiles per head and window against N (log-log), fits and guides."""
-    import matplotlib
+# How the CSVs name the models -> the figure's legend (short enough for 7 pt type in half a page's width).
+SHORT_MODELS = {TINY: "tiny", "smollm2-135m (attention_swap CSV)": "SmolLM2"}
 
-    matplotlib.use("Agg")
+
+def draw(tables: Sequence[Path], width: float = 6.5):
+    """Non-zero weights and non-zero tiles per head and window against N (log-log), fits and guides.
+
+    Drawn `width` inches wide with 7-8 pt type, one legend per panel below it; returns the figure.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     rows = [r for t in tables for r in read_csv(t)]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 6.5), constrained_layout=True)
+    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        groups[r["model"], r["variant"]].append(r)
+    fig, axes = plt.subplots(1, 2, figsize=(width, 2.6 + 0.13 * (len(groups) + 2)), layout="constrained")
     for ax, quantity, label in (
         (axes[0], "nonzero", "non-zero attention weights per head"),
         (axes[1], "nonzero_blocks", "non-zero 64 × 64 tiles per head"),
     ):
-        groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
-        for r in rows:
-            groups[r["model"], r["variant"]].append(r)
         anchors = []  # (N, fitted value) of each group at its shortest N
         for (model, variant), mine in groups.items():
             per_head = int(mine[0]["layers"]) * int(mine[0]["heads"])
@@ -448,21 +453,39 @@ def plot(tables: Sequence[Path], path: Path) -> None:
             fit = power_law_fit(ns, ys)
             grid = np.geomspace(ns.min(), ns.max(), 20)
             (line,) = ax.plot(grid, fit.c * grid**fit.k, "-", lw=1)
-            name = f"{model}, {variant}: k = {fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]"
+            interval = f"k = {fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]"
+            name = f"{SHORT_MODELS.get(model, model)}, {variant}: {interval}"
             marker = "s" if model == TINY else "o"
-            ax.plot(ns, ys, marker, color=line.get_color(), label=name, ms=4)
+            ax.plot(ns, ys, marker, color=line.get_color(), label=name, ms=3)
             anchors.append((ns.min(), fit.c * ns.min() ** fit.k))
         n0 = min(n for n, _ in anchors)
         y0 = float(np.exp(np.mean([np.log(y * (n0 / n) ** 1.75) for n, y in anchors])))
-        grid = np.geomspace(n0, max(float(r["n"]) for r in rows), 20)
+        lengths = sorted({int(r["n"]) for r in rows})
+        grid = np.geomspace(n0, lengths[-1], 20)
         ax.plot(grid, y0 * (grid / n0) ** 1.5, "k:", lw=1.2, label="∝ N^1.5 (guide)")
         ax.plot(grid, y0 * (grid / n0) ** 2, "k--", lw=1.2, label="∝ N^2 (guide)")
         ax.set(xscale="log", yscale="log", xlabel="N (trained / evaluated length)", ylabel=label)
+        ax.set_xticks(lengths, [str(n) for n in lengths])  # the measured lengths, not 3×10^2-style minors
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+        ax.tick_params(labelsize=7)
+        ax.xaxis.label.set_size(8)
+        ax.yaxis.label.set_size(8)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
-    fig.suptitle("Attention work at lengths each model was trained on (CPU)", fontsize=10)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, handlelength=1.5)
+    fig.suptitle("Attention work at lengths each model was trained on (CPU)", fontsize=8)
+    return fig
+
+
+def plot(tables: Sequence[Path], path: Path) -> None:
+    """`draw` the figure of `tables` and save it as the PNG `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = draw(tables)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=200)
     plt.close(fig)
 
 

@@ -21,7 +21,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,12 +70,70 @@ def publish_figure(png: bytes, path: Path) -> bool:
     return True
 
 
-def save_figure(fig, path: Path, **options) -> bool:
-    """``fig.savefig`` as PNG (`options` passed on) through `publish_figure`; closes the figure."""
+# paper.tex's text width: US letter (the article class's default) less geometry's two 2.5 cm margins.
+TEXT_WIDTH_IN = 8.5 - 5 / 2.54
+# The width at which paper.tex includes each figure this script draws, as a fraction of the text width
+# (tests/test_paper.py reads the \includegraphics lines). Each is drawn at that width, so a font of s points
+# in the figure prints at s points; none may print below MIN_FONT_PT.
+FIGURE_WIDTHS = {
+    "attention_swap": 1.0,
+    "complexity_trained": 1.0,
+    "ablation": 1.0,
+    "complexity": 1.0,
+    "sampling": 1.0,
+    "scaling": 0.7,
+}
+MIN_FONT_PT = 7.0
+FIGURE_STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "figure.titlesize": 8,
+}
+FIGURE_DPI = 200
+
+
+def figure(name: str, height: float, **subplots):
+    """``plt.subplots`` for the figure `name` at its printed width (`FIGURE_WIDTHS`), `height` inches tall."""
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=(FIGURE_WIDTHS[name] * TEXT_WIDTH_IN, height), **subplots)
+
+
+def printed_font_sizes(fig, printed_width_in: float) -> dict[str, float]:
+    """Text -> the size in points at which it prints when `fig` is printed `printed_width_in` inches wide."""
+    from matplotlib.text import Text
+
+    scale = printed_width_in / fig.get_figwidth()
+    return {
+        t.get_text(): t.get_fontsize() * scale
+        for t in fig.findobj(Text)
+        if t.get_visible() and t.get_text().strip()
+    }
+
+
+def save_figure(fig, path: Path) -> bool:
+    """``fig.savefig`` as PNG through `publish_figure`; closes the figure.
+
+    Raises ValueError when a text would print below `MIN_FONT_PT` at the width paper.tex gives the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig.canvas.draw()  # tick labels exist only once drawn
+    small = {
+        text: size
+        for text, size in printed_font_sizes(fig, FIGURE_WIDTHS[path.stem] * TEXT_WIDTH_IN).items()
+        if size < MIN_FONT_PT - 1e-9
+    }
+    if small:
+        plt.close(fig)
+        raise ValueError(f"{path.name}: text printed below {MIN_FONT_PT} pt: {small}")
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", **options)
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
     plt.close(fig)
     return publish_figure(buffer.getvalue(), path)
 
@@ -110,11 +167,18 @@ def _tex_number(text: str) -> str:
     return rf"{mantissa}\times10^{{{int(exponent)}}}" if e and exponent else text
 
 
-# Characters of the tables that pdflatex's utf8 input does not typeset, as math.
+# Characters of the tables and macros that pdflatex's utf8 input does not typeset, as TeX. Any other character
+# outside ASCII is refused (`tex_text`): pdflatex stops at the first one it has no glyph for.
 _TEX_SYMBOLS = {  # "^" first: the replacements below write it
     "^": r"\textasciicircum{}",
     "±": r"$\pm$",
     "α": r"$\alpha$",
+    "Δ": r"$\Delta$",
+    "ε": r"$\varepsilon$",
+    "η": r"$\eta$",
+    "ρ": r"$\rho$",
+    "σ": r"$\sigma$",
+    "τ": r"$\tau$",
     "√": r"$\surd$",
     "∝": r"$\propto$",
     "²": r"$^2$",
@@ -122,7 +186,34 @@ _TEX_SYMBOLS = {  # "^" first: the replacements below write it
     "·": r"$\cdot$",
     "−": r"$-$",
     "≤": r"$\leq$",
+    "≥": r"$\geq$",
+    "≈": r"$\approx$",
+    "→": r"$\to$",
+    "…": r"\ldots{}",
+    "–": "--",
+    "—": "---",
 }
+
+
+def tex_text(text: str) -> str:
+    """Plain text as TeX for pdflatex: the specials escaped, the symbols of `_TEX_SYMBOLS` as macros.
+
+    Raises ValueError on any other character outside ASCII, naming it, rather than letting TeX stop later.
+    """
+    text = _tex_escape(text)
+    for char, macro in _TEX_SYMBOLS.items():
+        text = text.replace(char, macro)
+    unknown = sorted({c for c in text if not c.isascii()})
+    if unknown:
+        named = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown)
+        raise ValueError(f"no TeX for {named} in {text!r}: add it to _TEX_SYMBOLS")
+    return text
+
+
+def variant_tex(variant: str) -> str:
+    """A variant's name as the paper writes it: ``alpha=1.25`` as ``$\\alpha = 1.25$``, others as text."""
+    name, _, value = variant.partition("=")
+    return rf"$\alpha = {value}$" if name == "alpha" and value else tex_text(variant)
 
 
 def write_table(
@@ -130,15 +221,9 @@ def write_table(
 ) -> None:
     """``<name>.tex`` (a booktabs table) and ``<name>.md`` (a pipe table) of the same cells.
 
-    Cells are plain text; the symbols of `_TEX_SYMBOLS` are written as TeX.
+    Cells are plain text, written as TeX by `tex_text`.
     """
-
-    def tex(cell: str) -> str:
-        text = _tex_escape(cell)
-        for char, macro in _TEX_SYMBOLS.items():
-            text = text.replace(char, macro)
-        return text
-
+    tex = tex_text
     lines = [
         r"\begin{table}[t]",
         r"\centering\small",
@@ -169,7 +254,6 @@ def write_table(
 
 def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Table and figure of results/ablation.csv: val bits/byte ± std (95% interval), sparsity, α, tokens/s."""
-    import matplotlib.pyplot as plt
 
     command, rows = read_results(results / "ablation.csv")
     rows.sort(key=lambda r: ABLATION_ORDER.index(r["variant"]) if r["variant"] in ABLATION_ORDER else 99)
@@ -208,7 +292,7 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "bits/byte; sparsity is the fraction of causally visible keys with exactly zero weight.",
         command,
     )
-    fig, (ax_bpb, ax_sp) = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    fig, (ax_bpb, ax_sp) = figure("ablation", 2.6, ncols=2, sharey=True)
     y = range(len(rows))
     labels = [r["variant"] for r in rows]
     ax_bpb.errorbar(
@@ -224,16 +308,16 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
     )
     ax_sp.set(xlabel="attention sparsity (mean ± std)", xlim=(0, 1))
     ax_bpb.invert_yaxis()
-    fig.suptitle(f"Ablation, {rows[0]['steps']} steps, {rows[0]['seeds']} seeds ({hardware})", fontsize=9)
+    fig.suptitle(f"Ablation, {rows[0]['steps']} steps, {rows[0]['seeds']} seeds")
     fig.tight_layout()
-    save_figure(fig, out / "ablation.png", dpi=110)
+    save_figure(fig, out / "ablation.png")
     best = min(rows, key=lambda r: float(r["val_bpb_mean"]))
     softmax = next(r for r in rows if r["variant"] == "softmax")
     return {
         "AblationSteps": rows[0]["steps"],
         "AblationSeeds": rows[0]["seeds"],
         "AblationSoftmaxBpb": f"{softmax['val_bpb_mean']} \\pm {softmax['val_bpb_std']}",
-        "AblationBestVariant": _tex_escape(best["variant"]),
+        "AblationBestVariant": tex_text(best["variant"]),
         "AblationBestBpb": f"{best['val_bpb_mean']} \\pm {best['val_bpb_std']}",
     }
 
@@ -248,7 +332,6 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
     mean NLL minus softmax's on the same windows. The per-layer ablation (α = 1.5 in one layer) gives the
     Spearman correlation between a layer's normalised attention entropy and its ΔNLL.
     """
-    import matplotlib.pyplot as plt
     from scipy import stats
 
     commands, rows = [], []
@@ -312,7 +395,7 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "H / log n of that layer's softmax attention, averaged over heads and queries.",
         layer_command,
     )
-    fig, (ax_n, ax_layer) = plt.subplots(1, 2, figsize=(9, 3.4))
+    fig, (ax_n, ax_layer) = figure("attention_swap", 3.0, ncols=2)
     by_variant: dict[str, list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         if r["variant"] != "softmax":
@@ -322,18 +405,18 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
             [float(r["zero_fraction"]) for r in vr], [float(r["delta_nll"]) for r in vr], "o-", label=variant
         )
     ax_n.set(xlabel="fraction of zero attention weights", ylabel="ΔNLL vs softmax (nats/token)")
-    ax_n.legend(fontsize=7)
+    ax_n.legend()
     entropy = [float(r["norm_entropy"]) for r in layers]
     delta = [float(r["delta_nll"]) for r in layers]
     ax_layer.scatter(entropy, delta)
     for r in layers:
-        ax_layer.annotate(r["layer"], (float(r["norm_entropy"]), float(r["delta_nll"])), fontsize=6)
+        ax_layer.annotate(r["layer"], (float(r["norm_entropy"]), float(r["delta_nll"])), fontsize=7)
     ax_layer.set(
         xlabel="layer's normalised softmax entropy", ylabel=f"ΔNLL, α = {layers[0]['alpha']} in that layer"
     )
-    fig.suptitle(f"Attention swap on SmolLM2-135M ({hardware})", fontsize=9)
+    fig.suptitle("Attention swap on SmolLM2-135M")
     fig.tight_layout()
-    save_figure(fig, out / "attention_swap.png", dpi=110)
+    save_figure(fig, out / "attention_swap.png")
     rho, p_value = stats.spearmanr(entropy, delta)
     n_max = max(int(r["n"]) for r in rows if int(r["windows"]) > 1)  # the longest N with several windows
     at_max = [r for r in rows if int(r["n"]) == n_max and r["variant"] != "softmax"]
@@ -343,7 +426,7 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "SwapNs": ", ".join(sorted({r["n"] for r in rows}, key=int)),
         "SwapNMax": str(n_max),
         "SwapWindows": next(r["windows"] for r in at_max),
-        "SwapBestVariant": _tex_escape(best["variant"]),
+        "SwapBestVariant": variant_tex(best["variant"]),
         "SwapBestDelta": f"{float(best['delta_nll']):+.3f}",
         "SwapBestZeros": f"{float(best['zero_fraction']):.2f}",
         "SwapGatedDelta": f"{float(gated['delta_nll']):+.3f}",
@@ -389,7 +472,7 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
     the 95% interval, where k = 1.5 (O(N√N)) lies relative to it, and the within-length Spearman correlations
     of head varentropy vs head density where the per-head statistics were measured.
     """
-    from experiments.trained_lengths import plot
+    from experiments.trained_lengths import draw
 
     commands, fits = [], []
     for name in TRAINED_FITS:
@@ -438,10 +521,9 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "head's mean varentropy and its density within one length (range over lengths).",
         " ; ".join(commands),
     )
-    with tempfile.TemporaryDirectory() as folder:
-        drawn = Path(folder) / "complexity_trained.png"
-        plot([results / "complexity_trained.csv", results / "complexity_trained_swap.csv"], drawn)
-        publish_figure(drawn.read_bytes(), out / "complexity_trained.png")
+    tables = [results / "complexity_trained.csv", results / "complexity_trained_swap.csv"]
+    width = FIGURE_WIDTHS["complexity_trained"] * TEXT_WIDTH_IN
+    save_figure(draw(tables, width), out / "complexity_trained.png")
 
     def k(model: str, variant: str, quantity: str) -> dict[str, str]:
         return by_key[model, variant][f"k of {quantity} ∝ N^k"]
@@ -569,12 +651,12 @@ def real_sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     better = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_low"]) > 0]
     worse = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_high"]) < 0]
     numbers = {
-        "RealBaseline": _tex_escape(base["baseline"]),
+        "RealBaseline": tex_text(base["baseline"]),
         "RealBaselineValue": base["baseline_value"],
         "RealBaselineAccuracy": base["baseline_accuracy"],
         "RealProblems": base["n"],
         "RealVerdict": ("beats" if better else "does not beat"),
-        "RealWorse": _tex_escape(", ".join(worse) or "none"),
+        "RealWorse": tex_text(", ".join(worse) or "none"),
         "RealThinkMax": f"{max(float(r['frac_think']) for r in entropix):.2f}",
         "RealAdaptiveMin": f"{min(float(r['frac_adaptive']) for r in entropix):.2f}",
         "RealAdaptiveMax": f"{max(float(r['frac_adaptive']) for r in entropix):.2f}",
@@ -592,7 +674,6 @@ def real_sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
 
 def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Tables of results/complexity{,_fit}.csv and the log-log figure with the fitted power laws."""
-    import matplotlib.pyplot as plt
     from matplotlib import ticker
 
     command, rows = read_results(results / "complexity.csv")
@@ -666,7 +747,7 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     for r in rows:
         by_variant[r["variant"]].append(r)
     n_all = sorted({int(r["n"]) for r in rows})
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = figure("complexity", 6.4, nrows=2, ncols=2)
     panels = {
         "nonzero": (axes[0, 0], "non-zero attention weights"),
         "nonzero_blocks": (axes[0, 1], "64 × 64 tiles with a non-zero weight"),
@@ -690,12 +771,10 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
         ax.set(xlabel="N", ylabel=ylabel)
         ax.set_xticks(n_all, [str(n) for n in n_all])  # the measured lengths, not 3×10^2-style minors
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.legend(fontsize=7)
-    fig.suptitle(
-        f"Complexity: points measured, lines fitted c·N^k with 95% interval of k ({hardware})", fontsize=9
-    )
+        ax.legend()
+    fig.suptitle("Complexity: points measured, lines fitted c·N^k with the 95% interval of k")
     fig.tight_layout()
-    save_figure(fig, out / "complexity.png", dpi=110)
+    save_figure(fig, out / "complexity.png")
     numbers = {"ComplexityNMin": str(n_all[0]), "ComplexityNMax": str(n_all[-1])}
     per_variant = {v: _complexity_numbers(v, vr, fits) for v, vr in by_variant.items()}
     for variant, values in per_variant.items():
@@ -705,7 +784,7 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     # the first sparse variant (the demo's scheduled model) is also quoted without a variant in the name
     first = next(v for v in by_variant if v != "softmax")
     numbers |= {"Complexity" + k: v for k, v in per_variant[first].items()}
-    return numbers | {"ComplexityVariant": _tex_escape(first)}
+    return numbers | {"ComplexityVariant": tex_text(first)}
 
 
 def _complexity_numbers(
@@ -765,7 +844,6 @@ def _complexity_numbers(
 
 def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Table of results/sampling.csv aggregated over seeds, and validity vs distinct-2 per sampler."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
     command, rows = read_results(results / "sampling.csv")
@@ -803,7 +881,13 @@ def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
         command,
     )
     models = sorted({model for model, _ in stats})
-    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), sharey=True, squeeze=False)
+    samplers = sorted({sampler for _, sampler in stats})
+    from matplotlib import colormaps
+
+    colors = colormaps["tab20"].colors
+    # one colour and marker per sampler in every panel; the legend names them (labels beside points overlap)
+    style = {s: {"color": colors[i % len(colors)], "marker": "osD^v"[i % 5]} for i, s in enumerate(samplers)}
+    fig, axes = figure("sampling", 3.9, ncols=len(models), sharey=True, squeeze=False, layout="constrained")
     for ax, model in zip(axes[0], models, strict=True):
         for (m, sampler), s in stats.items():
             if m != model:
@@ -813,24 +897,18 @@ def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 s["valid"][0],
                 xerr=s["distinct_2"][1],
                 yerr=s["valid"][1],
-                fmt="o",
+                linestyle="none",
                 capsize=2,
-            )
-            ax.annotate(
-                sampler,
-                (s["distinct_2"][0], s["valid"][0]),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
+                ms=4,
+                label=sampler,
+                **style[sampler],
             )
         ax.set(title=model, xlabel="distinct-2 (diversity)")
     axes[0][0].set_ylabel("fraction valid Python")
-    fig.suptitle(
-        f"Sampling: validity vs diversity, mean ± std over {n_seeds} seeds ({hardware})",
-        fontsize=9,
-    )
-    fig.tight_layout()
-    save_figure(fig, out / "sampling.png", dpi=110)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4)
+    fig.suptitle(f"Sampling: validity vs diversity, mean ± std over {n_seeds} seeds")
+    save_figure(fig, out / "sampling.png")
     return {
         "SamplingPrompts": rows[0]["prompts"],
         "SamplingSeeds": n_seeds,
@@ -840,7 +918,6 @@ def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
 
 def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Tables of results/scaling.csv (mean ± std per size, fitted laws) and loss vs parameters."""
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib import ticker
 
@@ -875,7 +952,7 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
         command,
     )
     sizes = sorted({int(r["params"]) for r in runs})
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    fig, ax = figure("scaling", 3.2)
     grid = np.geomspace(sizes[0], sizes[-1], 100)
     for variant in sorted({r["variant"] for r in means}):
         vm = [r for r in means if r["variant"] == variant]
@@ -909,11 +986,11 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     ax.set(xscale="log", xlabel="parameters N", ylabel="val bits/byte")
     ax.set_xticks(sizes, [f"{n / 1e3:.0f}k" for n in sizes])  # the measured sizes
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-    ax.legend(fontsize=7)
+    ax.legend()
     steps = sorted({r["steps"] for r in runs})
-    ax.set_title(f"Scaling, {'/'.join(steps)} steps per run ({hardware})", fontsize=8)
+    ax.set_title(f"Scaling, {'/'.join(steps)} steps per run")
     fig.tight_layout()
-    save_figure(fig, out / "scaling.png", dpi=110)
+    save_figure(fig, out / "scaling.png")
     largest = {r["variant"]: r for r in means if int(r["params"]) == sizes[-1]}
     seeds = sorted({r["runs"] for r in means})
     numbers = {
@@ -962,8 +1039,8 @@ def _largest_difference(softmax: dict[str, str], gated: dict[str, str]) -> dict[
     }
 
 
-def build_pdf() -> int:
-    """latexmk, else pdflatex twice, in paper/; says so and returns 0 when neither is on PATH."""
+def build_pdf(folder: Path = PAPER) -> int:
+    """latexmk, else pdflatex twice, on `folder`/paper.tex; says so and returns 0 when neither is on PATH."""
     if shutil.which("latexmk"):
         cmd = [["latexmk", "-pdf", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"]]
     elif shutil.which("pdflatex"):
@@ -972,10 +1049,10 @@ def build_pdf() -> int:
         print("no latexmk or pdflatex on PATH: paper.pdf not built; the tables are in paper/generated/*.md")
         return 0
     for c in cmd:
-        result = subprocess.run(c, cwd=PAPER, check=False)
+        result = subprocess.run(c, cwd=folder, check=False)
         if result.returncode:
             return result.returncode
-    print(f"wrote {PAPER / 'paper.pdf'}")
+    print(f"wrote {folder / 'paper.pdf'}")
     return 0
 
 
@@ -991,14 +1068,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, complexity_rows = read_results(args.results / "complexity.csv")
     hardware = f"CPU scale: shared 2-core CPU VM, torch {complexity_rows[0]['torch']}"
     args.out.mkdir(parents=True, exist_ok=True)
-    numbers = {"Hardware": _tex_escape(hardware)}
-    numbers |= attention_swap(args.results, args.out, hardware)
-    numbers |= trained_lengths(args.results, args.out, hardware)
-    numbers |= real_sampling(args.results, args.out, hardware)
-    numbers |= ablation(args.results, args.out, hardware)
-    numbers |= complexity(args.results, args.out, hardware)
-    numbers |= sampling(args.results, args.out, hardware)
-    numbers |= scaling(args.results, args.out, hardware)
+    numbers = {"Hardware": tex_text(hardware)}
+    with matplotlib.rc_context(FIGURE_STYLE):
+        numbers |= attention_swap(args.results, args.out, hardware)
+        numbers |= trained_lengths(args.results, args.out, hardware)
+        numbers |= real_sampling(args.results, args.out, hardware)
+        numbers |= ablation(args.results, args.out, hardware)
+        numbers |= complexity(args.results, args.out, hardware)
+        numbers |= sampling(args.results, args.out, hardware)
+        numbers |= scaling(args.results, args.out, hardware)
     (args.out / "numbers.tex").write_text(
         "".join(rf"\newcommand{{\{k}}}{{{v}}}" + "\n" for k, v in numbers.items())
     )

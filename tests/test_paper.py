@@ -264,3 +264,63 @@ def test_a_figure_is_rewritten_only_when_its_picture_changes(tmp_path):
         assert not build.publish_figure(png(change), path) and path.read_bytes() == png(0)
     assert not build.same_picture(png(20), png(0)) and not build.same_picture(png(0, rows=29), png(0))
     assert build.publish_figure(png(20), path) and path.read_bytes() == png(20)
+
+
+def test_tex_text_writes_every_symbol_and_refuses_the_unknown():
+    build = load_build()
+    assert build.tex_text("ΔNLL ± ρ, 64×64, α ≥ 1 … N^1.5") == (
+        r"$\Delta$NLL $\pm$ $\rho$, 64$\times$64, $\alpha$ $\geq$ 1 \ldots{} N\textasciicircum{}1.5"
+    )
+    with pytest.raises(ValueError, match=r"'ω' \(U\+03C9\)"):
+        build.tex_text("ω")
+    assert build.variant_tex("alpha=1.25") == r"$\alpha = 1.25$"
+    assert build.variant_tex("scheduled_gated") == r"scheduled\_gated"
+
+
+def test_every_generated_tex_file_is_ascii(generated):
+    """pdflatex stops at a character it has no glyph for: the generated TeX holds none outside ASCII."""
+    for path in generated.glob("*.tex"):
+        assert path.read_text().isascii(), path.name
+
+
+def test_figures_are_drawn_at_their_printed_width():
+    """Each figure paper.tex includes is drawn at that width (FIGURE_WIDTHS), so 7 pt in it prints at 7 pt."""
+    build = load_build()
+    tex = (ROOT / "paper" / "paper.tex").read_text()
+    pattern = r"\\includegraphics\[width=([\d.]*)\\linewidth\]\{generated/(\w+)\.png\}"
+    included = {name: float(width or 1) for width, name in re.findall(pattern, tex)}
+    assert included == build.FIGURE_WIDTHS
+    # US letter (the class's default: no paper option) less two 2.5 cm margins
+    assert r"\usepackage[margin=2.5cm]{geometry}" in tex and r"\documentclass[11pt]{article}" in tex
+    assert abs(build.TEXT_WIDTH_IN - 6.532) < 1e-3
+
+
+def test_a_figure_with_small_type_is_refused(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    build = load_build()
+    fig, ax = build.figure("scaling", 2.0)
+    ax.set_xlabel("readable", fontsize=7)
+    assert build.save_figure(fig, tmp_path / "scaling.png")
+    fig, ax = build.figure("scaling", 2.0)
+    ax.set_xlabel("too small", fontsize=6.5)
+    with pytest.raises(ValueError, match="too small"):
+        build.save_figure(fig, tmp_path / "scaling.png")
+    assert build.printed_font_sizes(fig, fig.get_figwidth() / 2)["too small"] == pytest.approx(3.25)
+
+
+@pytest.mark.skipif(
+    shutil.which("pdflatex") is None, reason="pdflatex is not installed: the PDF is not built"
+)
+def test_the_pdf_builds_without_undefined_references_or_missing_characters(generated, tmp_path):
+    """The real TeX build (about 6 s) of paper.tex over the generated tables and figures."""
+    shutil.copy(ROOT / "paper" / "paper.tex", tmp_path / "paper.tex")
+    shutil.copytree(generated, tmp_path / "generated")
+    assert load_build().build_pdf(tmp_path) == 0
+    pdf = (tmp_path / "paper.pdf").read_bytes()
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    pages = int(re.search(r"Output written on paper\.pdf \((\d+) pages?", log).group(1))
+    assert pdf.startswith(b"%PDF") and 10 <= pages <= 25, pages
+    for problem in ("undefined", "Missing character", "multiply defined", "Unicode character"):
+        assert problem not in log, [line for line in log.splitlines() if problem in line]

@@ -11,6 +11,7 @@ Shell blocks are not run here (the CLI has its own tests).
 from __future__ import annotations
 
 import ast
+import csv
 import io
 import re
 import tokenize
@@ -110,3 +111,90 @@ def test_the_samplers_table_lists_every_registered_sampler():
     for name, example in rows:
         assert example.startswith(f'build_sampler("{name}"'), example
         assert isinstance(eval(example, {"build_sampler": build_sampler}), Sampler), example
+
+
+# ------------------------------------------------------------- "Measured results", tied to results/*.csv
+
+
+def _csv(name: str) -> list[dict[str, str]]:
+    with (README.parent / "results" / name).open(newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def _half_up(value: str, digits: int) -> str:
+    """A CSV's printed number rounded half up (0.0115 -> 0.012), as the README rounds them."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def _span(values, fmt: str = "{:.2f}", sep: str = "–") -> str:
+    return fmt.format(min(values)) + sep + fmt.format(max(values))
+
+
+def _measured_claims() -> list[str]:
+    """The numbers of the README's "Measured results" table, as the README writes them, from the CSVs."""
+    import math
+
+    ablation = {r["variant"]: r for r in _csv("ablation.csv")}
+    soft, gated = ablation["softmax"], ablation["scheduled-linear-gated"]
+    fits = {(r["variant"], r["quantity"].split(" ∝")[0].split("(")[0]): r for r in _csv("complexity_fit.csv")}
+    complexity = [r for r in _csv("complexity.csv") if r["variant"] != "softmax"]
+    swap = _csv("attention_swap.csv")
+    layers = [float(r["delta_nll"]) for r in _csv("attention_swap_layers.csv")]
+    base = next(r for r in _csv("real_sampling_paired.csv") if r["task"] == "all")
+    adaptive = [
+        100 * float(r["frac_adaptive"])
+        for r in _csv("real_sampling_steps.csv")
+        if r["sampler"] == "entropix" and r["decisions"] == "taken"
+    ]
+    scaling = _csv("scaling.csv")
+    scale_fit = {r["variant"]: r for r in scaling if r["kind"] == "fit"}
+    largest = max(int(r["params"]) for r in scaling if r["kind"] == "mean")
+    at_largest = {r["variant"]: r for r in scaling if r["kind"] == "mean" and int(r["params"]) == largest}
+    soft_l, gated_l = at_largest["softmax"], at_largest["scheduled-linear-gated"]
+    trained = _csv("complexity_trained.csv")
+
+    def k(variant: str) -> str:
+        f = fits[variant, "k of nonzero"]
+        return f"N^{float(f['estimate']):.2f} ({float(f['low']):.2f}–{float(f['high']):.2f})"
+
+    def delta(variant: str) -> list[float]:
+        return [float(r["delta_nll"]) for r in swap if r["variant"] == variant]
+
+    def zeros(variant: str) -> list[float]:
+        return [100 * float(r["zero_fraction"]) for r in swap if r["variant"] == variant]
+
+    def law(variant: str) -> str:
+        return f"{float(scale_fit[variant]['a']):.3f} ± {float(scale_fit[variant]['se_a']):.3f}"
+
+    def bpb(r: dict[str, str], mean: str = "val_bpb", std: str = "val_bpb_std") -> str:
+        return f"{_half_up(r[mean], 3)} ± {_half_up(r[std], 3)}"
+
+    rho = float(fits["scheduled", "spearman"]["estimate"])
+    return [
+        f"softmax ({bpb(soft, 'val_bpb_mean', 'val_bpb_std')} bits/byte)",
+        f"gated schedule {bpb(gated, 'val_bpb_mean', 'val_bpb_std')} with "
+        f"{100 * float(gated['attn_sparsity_mean']):.0f} % of the keys at zero weight",
+        f"non-zero weights ∝ {k('scheduled')} for the scheduled model, {k('scheduled_gated')} for the gated",
+        f"{_span([100 * float(r['block_density']) for r in complexity], '{:.0f}')} % of the causal 64 × 64",
+        f"ρ(head varentropy, density) = {rho:.2f}".replace("-", "−"),
+        f"cheapest α = 1.25 (+{_span(delta('alpha=1.25'))} at {_span(zeros('alpha=1.25'), '{:.0f}')} %",
+        f"schedule +{_span(delta('scheduled'))}",
+        f"per-head α +{_span(delta('per-head'))}",
+        f"one layer at a time α = 1.5 costs +{min(layers):.3f}–{max(layers):.2f}",
+        f"baseline {base['baseline']} {base['baseline_value']} at {_half_up(base['baseline_accuracy'], 3)}",
+        f"Entropix decides ADAPTIVE on {_span(adaptive, '{:.0f}')} % of steps",
+        f"a = {law('softmax')} (softmax), {law('scheduled-linear-gated')} (gated)",
+        f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
+        # results/README.md's trained-length paragraph: bits/byte of the tiny models (their NLL is in nats)
+        f"validation {_span([float(r['nll']) / math.log(2) for r in trained])} bits/byte",
+    ]
+
+
+def test_measured_results_are_the_csvs():
+    """Each number of "Measured results" (and the tiny models' bits/byte in results/README.md) is recomputed
+    from its CSV: a changed number, in the README or in the CSV, fails here."""
+    text = README.read_text() + (README.parent / "results" / "README.md").read_text()
+    missing = [claim for claim in _measured_claims() if claim not in text]
+    assert missing == [], missing
