@@ -2,16 +2,16 @@
 
 SmolLM2-135M-Instruct (the de-quantised float32 folder `entropic.pretrained` caches) generates
 ``--max-tokens`` tokens for each of B distinct prompts (``ignore_eos``: every request runs to the end), in one
-``LLM.generate`` call, at each batch size of ``--batches``. Providers, all in one engine (with the processor
-loaded) and interleaved within each repetition so that drift in the machine's load hits them alike:
+``LLM.generate`` call, at each batch size of ``--batches``. Two engines are started, one without the processor
+and one with it, and every provider runs in turn within each repetition (so that drift in the machine's load
+hits them alike):
 
-* ``vllm``: vLLM's own sampling, temperature 1 and top-p 0.9 (no request opts in: the processor returns at
-  once);
-* ``entropic-top_p``: the same rule drawn by entropic's sampler through the processor;
+* ``vllm-unloaded``: vLLM's own sampling (temperature 1, top-p 0.9, a seed per request) in the engine started
+  without the processor: the baseline of a user without entropic;
+* ``vllm``: the same requests in the engine with the processor loaded (no request opts in: it returns
+  at once);
+* ``entropic-top_p``: the same rule, drawn by entropic's sampler through the processor;
 * ``entropic-entropix`` and ``entropic-mirostat``: the Entropix sampler and Mirostat 2.0 (τ = 3).
-
-then ``vllm-unloaded``: vLLM's own sampling in a second engine started without the processor (the baseline
-a user without entropic has), unless ``--no-unloaded``.
 
 Metric ``tok/s``: generated tokens per second of wall time, median (p20, p80) over ``--repeats`` calls.
 
@@ -29,11 +29,12 @@ import time
 import torch
 from common import Quantiles, ResultWriter, parser, select, sizes
 
-PROVIDERS = {
-    "vllm": {},
-    "entropic-top_p": {"entropic_sampler": "top_p", "entropic_top_p": 0.9},
-    "entropic-entropix": {"entropic_sampler": "entropix"},
-    "entropic-mirostat": {"entropic_sampler": "mirostat", "entropic_mirostat_tau": 3.0},
+PROVIDERS = {  # name -> (the engine has the processor, the requests' entropic settings)
+    "vllm-unloaded": (False, {}),
+    "vllm": (True, {}),
+    "entropic-top_p": (True, {"entropic_sampler": "top_p", "entropic_top_p": 0.9}),
+    "entropic-entropix": (True, {"entropic_sampler": "entropix"}),
+    "entropic-mirostat": (True, {"entropic_sampler": "mirostat", "entropic_mirostat_tau": 3.0}),
 }
 
 
@@ -85,28 +86,6 @@ def quantiles(times: list[float], tokens: int) -> Quantiles:
     return Quantiles(tokens / statistics.median(times), tokens / cuts[3], tokens / cuts[0])
 
 
-def measure_engine(llm, providers: dict[str, dict], writer: ResultWriter, label: dict[str, str]) -> dict:
-    found = {}
-    for batch in ARGS.batches:
-        run(llm, batch, {}, 2)  # warm-up: this batch size's first call
-        times: dict[str, list[float]] = {name: [] for name in providers}
-        for repeat in range(ARGS.repeats):
-            for name, extra in providers.items():
-                times[name].append(run(llm, batch, extra, ARGS.max_tokens))
-                print(
-                    f"batch {batch} repeat {repeat + 1}/{ARGS.repeats} {label.get(name, name)}: "
-                    f"{times[name][-1]:.2f} s",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        for name, t in times.items():
-            q = quantiles(t, batch * ARGS.max_tokens)
-            found[(label.get(name, name), batch)] = q
-            shape = {"batch": batch, "seq_q": ARGS.max_tokens, "vocab": 49152}
-            writer.add("vllm_generate", label.get(name, name), "generate", torch.float32, shape, "tok/s", q)
-    return found
-
-
 def main() -> None:
     from entropic.pretrained import load_pretrained, pretrained_cache_path
 
@@ -114,14 +93,28 @@ def main() -> None:
     folder = str(pretrained_cache_path("smollm2-135m"))
     writer = ResultWriter(ARGS.output, torch.device("cpu"))
     providers = select(PROVIDERS, ARGS.providers)
-    found = measure_engine(engine(folder, True), providers, writer, {})
-    if ARGS.unloaded:
-        found |= measure_engine(engine(folder, False), {"vllm": {}}, writer, {"vllm": "vllm-unloaded"})
-    names = sorted({name for name, _ in found}, key=lambda n: (n != "vllm-unloaded", n != "vllm", n))
+    engines = {loaded: engine(folder, loaded) for loaded in sorted({p[0] for p in providers.values()})}
+    found: dict[tuple[str, int], Quantiles] = {}
+    for batch in ARGS.batches:
+        for llm in engines.values():
+            run(llm, batch, {}, 2)  # warm-up: this batch size's first call
+        times: dict[str, list[float]] = {name: [] for name in providers}
+        for repeat in range(ARGS.repeats):
+            for name, (loaded, extra) in providers.items():
+                times[name].append(run(engines[loaded], batch, extra, ARGS.max_tokens))
+                print(
+                    f"batch {batch} repeat {repeat + 1}/{ARGS.repeats} {name}: {times[name][-1]:.2f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        for name, t in times.items():
+            found[(name, batch)] = q = quantiles(t, batch * ARGS.max_tokens)
+            shape = {"batch": batch, "seq_q": ARGS.max_tokens, "vocab": 49152}
+            writer.add("vllm_generate", name, "generate", torch.float32, shape, "tok/s", q)
     print(f"{'provider':<20}" + "".join(f"{'B=' + str(b):>16}" for b in ARGS.batches))
-    for name in names:
-        cells = [found.get((name, b)) for b in ARGS.batches]
-        print(f"{name:<20}" + "".join(f"{c.median:>10.1f} tok/s" if c else f"{'-':>16}" for c in cells))
+    for name in providers:
+        cells = [found[(name, b)] for b in ARGS.batches]
+        print(f"{name:<20}" + "".join(f"{c.median:>10.1f} tok/s" for c in cells))
 
 
 if __name__ == "__main__":  # vLLM starts its engine in a new process, which re-imports this file
@@ -129,12 +122,6 @@ if __name__ == "__main__":  # vLLM starts its engine in a new process, which re-
     p.add_argument("--batches", type=sizes, default=[1, 16, 64], help="batch sizes (default 1,16,64)")
     p.add_argument("--max-tokens", type=int, default=32, help="tokens generated per request (default 32)")
     p.add_argument("--repeats", type=int, default=3, help="timed calls per provider and batch (default 3)")
-    p.add_argument(
-        "--no-unloaded",
-        dest="unloaded",
-        action="store_false",
-        help="skip the engine started without the processor",
-    )
     ARGS = p.parse_args()
     if ARGS.quick:
         ARGS.batches, ARGS.max_tokens, ARGS.repeats = [1, 4], 4, 1
