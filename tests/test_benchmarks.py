@@ -501,3 +501,31 @@ def test_readme_entropy_table_is_the_csv():
             shown = _shown(cell.replace("–", " "))
             for (value, tol), field in zip(shown, ("median", "p20", "p80"), strict=True):
                 assert abs(float(r[field]) - value) <= tol, (dtype, batch, field, cell)
+
+
+def test_readme_vllm_table_is_the_csv():
+    """Each cell of "vLLM with and without entropic's samplers": tok/s median (p20–p80) of the newest
+    `vllm_generate` run, by provider and batch."""
+    names = {
+        "vLLM's sampling, processor not loaded": "vllm-unloaded",
+        "vLLM's sampling, processor loaded": "vllm",
+        "entropic top-p 0.9": "entropic-top_p",
+        "entropic Entropix": "entropic-entropix",
+        "entropic Mirostat 2.0": "entropic-mirostat",
+    }
+    rows = _readme_rows(("|".join(re.escape(n) for n in names),))
+    with (BENCHMARKS / "results.csv").open(newline="") as f:
+        runs = [r for r in csv.DictReader(f) if r["op"] == "vllm_generate"]
+    newest = max(r["timestamp"] for r in runs)
+    assert len(rows) == 5
+    for (label,), cells in rows.items():
+        for cell, batch in zip(cells, ("1", "16", "64"), strict=True):
+            (r,) = [
+                r
+                for r in runs
+                if r["timestamp"] == newest and r["provider"] == names[label] and r["batch"] == batch
+            ]
+            for (value, tol), field in zip(
+                _shown(cell.replace("–", " ")), ("median", "p20", "p80"), strict=True
+            ):
+                assert abs(float(r[field]) - value) <= tol, (label, batch, field, cell)
