@@ -75,7 +75,7 @@ class Certify:
     """
 
     block: int = 64
-    top: int = 2
+    top: int = 1
     sink: int = 1
     queries: int = 16
 
@@ -128,20 +128,20 @@ def block_max(bias: Tensor, block: int) -> Tensor:
 
 def subset_blocks(u: Tensor, must: Tensor, top: int) -> Tensor:
     """Block ids ``(B, Hkv, n_S)`` of S: the `must` blocks ``(NB,)`` (the same for every row) and, per
-    (batch, key head), the `top` others with the highest bound of ``u`` ``(B, Hkv, M, NB)`` over its M
-    rows, each block once. Invisible blocks may fill the top when fewer are visible: their keys are
-    masked when scored."""
+    (batch, key head), the union over its M rows of each row's `top` other blocks with the highest bound
+    of ``u`` ``(B, Hkv, M, NB)``, each block once (`tile_blocks` pads the union to one width with blocks
+    outside it, never with a `must` one; invisible blocks are masked when scored)."""
     nb = u.shape[-1]
     fixed = must.nonzero().squeeze(1)  # a read of a (NB,) index: this path runs where it is free
-    n_top = min(top, nb - fixed.numel())
     shape = (*u.shape[:2], fixed.numel())
+    n_top = min(top, nb - fixed.numel())
     if n_top <= 0:
         return fixed.expand(shape)
-    rank = u.amax(2)  # (B, Hkv, NB)
-    # invisible blocks rank above the `must` ones, so that no block enters S twice
-    rank = torch.where(rank > -math.inf, rank, torch.finfo(rank.dtype).min).masked_fill(must, -math.inf)
-    best = rank.topk(n_top, -1).indices
-    return torch.cat([fixed.expand(shape), best], -1)
+    rank = u.masked_fill(must, -math.inf)
+    best = rank.topk(n_top, -1).indices.flatten(2)  # (B, Hkv, M·top)
+    chosen = torch.zeros((*u.shape[:2], nb), dtype=torch.bool, device=u.device).scatter_(2, best, True)
+    chosen &= ~must & (rank.amax(2) > -math.inf)
+    return torch.cat([fixed.expand(shape), tile_blocks(chosen, must)], -1)
 
 
 def certified_zero(u: Tensor, m_s: Tensor, t_s: Tensor, am1: Tensor) -> Tensor:

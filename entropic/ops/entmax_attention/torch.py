@@ -623,11 +623,11 @@ def _certified_blocks(
 def certified_work(
     q: Tensor, k: Tensor, alpha: float | Tensor, *, causal: bool, scale: float, certify: Certify
 ) -> Tensor:
-    """What certified skipping does on one call, per ``(B, H)``, as float64 ``(6, B, H)`` counts:
+    """What certified skipping does on one call, per ``(B, H)``, as float64 ``(7, B, H)`` counts:
     visible (query, key block) pairs; of them, certified zero; truly zero (every dense weight 0: the
     most any exact method can skip); visible scores (the dense work); scores computed (S and the tiles
-    left, padded to the widest tile of the chunk); and block bounds (each ``2·D`` multiply-adds, the
-    work of two scores).
+    left, padded to the widest tile of the chunk); block bounds (each ``2·D`` multiply-adds, the
+    work of two scores); and certified pairs with a non-zero dense weight (0 when the certificate is sound).
 
     q ``(B, H, Nq, D)``, k ``(B, Hkv, Nk, D)`` in the compute dtype, α a number > 1 or ``(B, H, Nq)``.
     Runs the certificate of `ChunkedEntmaxAttention` and, for the truly-zero count, the dense weights.
@@ -637,7 +637,7 @@ def certified_work(
     spec = Spec(None, causal, scale, dropout=0.0, stats=False, tiles=(1, 1), certify=certify)
     bounds = key_bounds(k, certify.block)
     kp = _pad_keys(k, certify.block)
-    counts = torch.zeros(6, b, h, dtype=torch.float64)
+    counts = torch.zeros(7, b, h, dtype=torch.float64)
     for ch in chunks(b, h, nq, nk, causal, certify.queries):
         ids, _, blocks, zero, visible = _certified_blocks(
             q, kp, None, bounds, ch, spec, alpha, nk, detail=True
@@ -662,6 +662,7 @@ def certified_work(
                 n_visible.sum(-1),
                 torch.full((p.shape[0], h), float(tile_scores), dtype=torch.float64),
                 torch.full((p.shape[0], h), float(c * visible.shape[-1]), dtype=torch.float64),
+                (zero[..., :nb_chunk] & nonzero).double().sum((-1, -2)),
             ]
         )
         counts[:, ch.b] += row
