@@ -1,4 +1,4 @@
-"""How much score work certified block skipping saves on SmolLM2-135M, against the best any exact method could.
+"""How much score work certified block skipping saves on SmolLM2-135M, against the most an exact method could.
 
 ``python -m experiments.certified [--lengths 1024 2048 4096] [--layers 0 7 15 22 29] [--block 64]``
 
@@ -149,13 +149,12 @@ def _fit(out: Path, block: int) -> str:
             work.append(sum(float(r["work"]) for r in sel) / len(sel) * n * (n + 1) / 2)
             cert = sum(float(r["certified"]) for r in sel) / len(sel)
             truly = sum(float(r["truly_zero"]) for r in sel) / len(sel)
-            lines.append(
-                f"{source} N={n}: certified {cert:.3f}, truly zero {truly:.3f}, work {work[-1] / (n * (n + 1) / 2):.3f}"
-            )
+            density = work[-1] / (n * (n + 1) / 2)
+            lines.append(f"{source} N={n}: certified {cert:.3f}, truly zero {truly:.3f}, work {density:.3f}")
         if len(ns) >= 3:
             fit = power_law_fit(ns, work)
-            fits.append({"source": source, "block": block, "k": fit.k, "k_low": fit.k_low, "k_high": fit.k_high,
-                         "r2": fit.r2, "lengths": " ".join(map(str, ns))})  # fmt: skip
+            fits.append({"source": source, "block": block, "k": fit.k, "k_low": fit.k_low,
+                         "k_high": fit.k_high, "r2": fit.r2, "lengths": " ".join(map(str, ns))})  # fmt: skip
             lines.append(f"{source}: work ∝ N^{fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]")
     if fits:
         with out.with_name(out.stem + "_fit.csv").open("w", newline="") as f:
