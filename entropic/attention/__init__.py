@@ -16,6 +16,7 @@ from entropic.attention.functional import (
 )
 from entropic.attention.module import EntropicAttention, KVCache, collect_attention_stats
 from entropic.attention.trusted import AttentionPlan, attend, check_values
+from entropic.ops.entmax_attention.certify import Certify
 from entropic.ops.entmax_attention.schedule import SCHEDULES, EntropySchedule, alpha_from_entropy
 from entropic.types import EntropixAttentionMetrics
 
@@ -23,6 +24,7 @@ __all__ = [
     "SCHEDULES",
     "AttentionPlan",
     "AttentionStats",
+    "Certify",
     "EntropicAttention",
     "EntropixAttentionMetrics",
     "EntropySchedule",

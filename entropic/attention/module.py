@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from entropic._validation import check_param
 from entropic.attention.trusted import AttentionPlan, attend, last_query_metrics
+from entropic.ops.entmax_attention.certify import Certify, extend_key_bounds
 from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
 from entropic.types import AttentionStats, EntropixAttentionMetrics
 
@@ -56,6 +57,10 @@ class KVCache:
 
     k: Tensor | None = None
     v: Tensor | None = None
+    # per-block (kmin, kmax) of k for certified skipping (`key_bounds`): block size, keys covered
+    bounds: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    block: int = 0
+    bounded: int = 0
 
     def update(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Append ``(B, Hkv, n, D)`` keys and values; return all keys and values so far."""
@@ -67,6 +72,16 @@ class KVCache:
 
     def __len__(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
+
+    def key_bounds(self, block: int) -> tuple[Tensor, Tensor]:
+        """Per-block, per-channel ``(kmin, kmax)`` ``(B, Hkv, ceil(N / block), D)`` of the cached keys,
+        kept beside them: each call bounds only the keys appended since the last (and the last block,
+        which they may have completed), O(new keys · D) per decoding step."""
+        if block != self.block:
+            self.bounds, self.block, self.bounded = None, block, 0
+        if self.bounded != len(self):
+            self.bounds, self.bounded = extend_key_bounds(self.bounds, self.k, block), len(self)
+        return self.bounds
 
 
 class EntropicAttention(nn.Module):
@@ -98,6 +113,9 @@ class EntropicAttention(nn.Module):
         ``rotary(q, k, position_ids) -> (q, k)``, applied to the new queries and keys before the cache
         (e.g. RoPE); an `nn.Module` is registered as a submodule. Forward's `position_ids` default to
         the positions after the cache.
+    certify : Certify, optional
+        Certified block skipping on the PyTorch α-entmax path (`AttentionPlan.certify`): key blocks whose
+        weights are provably zero are never scored; a `KVCache` keeps their bounds as it grows.
 
     Examples
     --------
@@ -119,6 +137,7 @@ class EntropicAttention(nn.Module):
         bias: bool = False,
         impl: Literal["auto", "torch", "triton"] = "auto",
         rotary: Rotary | None = None,
+        certify: Certify | None = None,
     ) -> None:
         super().__init__()
         check_param(dim, "dim", 1, float("inf"), integer=True)
@@ -158,7 +177,7 @@ class EntropicAttention(nn.Module):
         self.alpha_logit = nn.Parameter(torch.zeros(n_heads)) if learned else None
         # What every forward runs; a tensor α (fixed or learned) is given to each call.
         per_call = learned or isinstance(alpha, Tensor)
-        self.plan = AttentionPlan(None if per_call else alpha, causal=causal, impl=impl)
+        self.plan = AttentionPlan(None if per_call else alpha, causal=causal, impl=impl, certify=certify)
         self.rotary = rotary
         # Set by `collect_attention_stats`; None means no statistics are computed.
         self.stats_sink: StatsSink | None = None
@@ -212,8 +231,11 @@ class EntropicAttention(nn.Module):
                 past = 0 if kv_cache is None else len(kv_cache)
                 position_ids = torch.arange(past, past + n, device=x.device).expand(b, n)
             q, k = self.rotary(q, k, position_ids)
+        bounds = None
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, Hkv, Nk, D)
+            if self.plan.certify is not None:
+                bounds = kv_cache.key_bounds(self.plan.certify.block)
         sink = self.stats_sink
         plan = self.plan if sink is None else replace(self.plan, stats=True)
         result = attend(
@@ -224,6 +246,7 @@ class EntropicAttention(nn.Module):
             alpha=self.alpha if plan.alpha is None else None,
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
+            key_bounds=bounds,
         )
         if sink is not None:
             result, stats = result
@@ -238,7 +261,7 @@ class EntropicAttention(nn.Module):
         return (
             f"dim={self.dim}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
             f"head_dim={self.head_dim}, alpha={alpha!r}, causal={self.causal}, dropout={self.dropout}, "
-            f"impl={self.impl!r}"
+            f"impl={self.impl!r}" + (f", certify={self.plan.certify}" if self.plan.certify else "")
         )
 
 

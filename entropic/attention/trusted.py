@@ -40,6 +40,7 @@ from torch import Tensor
 
 from entropic._validation import check_param, compute_dtype
 from entropic.ops.dispatch import IMPLS
+from entropic.ops.entmax_attention.certify import Certify
 from entropic.ops.entmax_attention.dispatch import attention_blocker, kernel_tiles
 from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
 from entropic.ops.entmax_attention.torch import Spec, chunked_entmax_attention, scores, softmax_stats
@@ -68,6 +69,12 @@ class AttentionPlan:
         Which backends may run (see the module docstring).
     stats : bool
         Return the `AttentionStats` of each call with its output.
+    certify : Certify, optional
+        Certified block skipping on the PyTorch α-entmax path (``entropic.ops.entmax_attention.certify``):
+        key blocks whose weights are provably zero are never scored, forward and backward; the output
+        is the dense one within rounding. Calls with statistics, an `EntropySchedule` or dropout, and
+        α = 1, run dense (they read every score). The Triton kernel has its own tile skipping, so
+        ``impl="triton"`` takes no `certify`. None (the default): dense.
     """
 
     alpha: float | EntropySchedule | None = 1.0
@@ -75,6 +82,7 @@ class AttentionPlan:
     scale: float | None = None
     impl: Impl = "auto"
     stats: bool = False
+    certify: Certify | None = None
 
     def __post_init__(self) -> None:
         if self.alpha is not None:
@@ -86,6 +94,11 @@ class AttentionPlan:
             object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "causal", bool(self.causal))
         object.__setattr__(self, "stats", bool(self.stats))
+        if self.certify is not None:
+            if not isinstance(self.certify, Certify):
+                raise TypeError(f"certify must be a Certify or None, got {type(self.certify).__name__}")
+            if self.impl == "triton":
+                raise ValueError("certify runs on the PyTorch path: impl must be 'auto' or 'torch'")
 
     @property
     def softmax(self) -> bool:
@@ -179,6 +192,7 @@ def attend(
     alpha: Tensor | None = None,
     attn_mask: Tensor | None = None,
     dropout_p: float = 0.0,
+    key_bounds: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     """Attention by `plan` on trusted inputs: no validation, no device read (see the module docstring).
 
@@ -195,6 +209,9 @@ def attend(
         or the dtype's most negative value, hides a key).
     dropout_p : float
         Dropout on the attention weights (0 in evaluation).
+    key_bounds : (Tensor, Tensor), optional
+        With ``plan.certify``: the per-block ``(kmin, kmax)`` ``(B, Hkv, ceil(Nk / block), D)`` of k
+        (`KVCache.key_bounds` keeps them as the cache grows); computed from k when None.
 
     Returns
     -------
@@ -216,7 +233,7 @@ def attend(
         and attention_blocker(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p) is None
     )
     if not kernel:
-        return _chunked(q, k, v, plan, alpha, attn_mask, dropout_p)
+        return _chunked(q, k, v, plan, alpha, attn_mask, dropout_p, key_bounds)
     if plan.softmax:
         from entropic.ops.flash_attention.triton import flash_attention
 
@@ -283,6 +300,7 @@ def _chunked(
     alpha: Tensor | None,
     attn_mask: Tensor | None,
     dropout_p: float,
+    key_bounds: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     """The PyTorch path (``entropic.ops.entmax_attention.torch``), in float32 (float64 for float64 inputs)."""
     b, h, nq, d = q.shape
@@ -303,9 +321,12 @@ def _chunked(
         # chunks draw their dropout masks from generators seeded off the global (CPU) one, in forward and
         # backward: a read of a CPU tensor, never of the device
         seed=int(torch.randint(2**62, ())) if dropout_p > 0 else 0,
+        certify=plan.certify,
     )
+    if key_bounds is not None:  # min and max are exact in any float dtype: the bounds of k.to(dtype)
+        key_bounds = (key_bounds[0].to(dtype), key_bounds[1].to(dtype))
     out, alpha_used, st, tiles = chunked_entmax_attention(
-        q.to(dtype), k.to(dtype), v.to(dtype), alpha_tensor, bias, spec
+        q.to(dtype), k.to(dtype), v.to(dtype), alpha_tensor, bias, spec, key_bounds
     )
     out = out.to(q.dtype)
     if not plan.stats:

@@ -8,6 +8,12 @@ monotonically along a chosen shape (the seed's D(S)). With a varentropy threshol
 varentropy is below it are considered settled and keep a fixed α (the seed's "low varentropy: bounds
 fixed"); only the others follow the schedule.
 
+Cost. A query's α is a function of the softmax entropy over *all* of its visible keys, so evaluating the
+schedule reads every score: Θ(N) per query, Θ(N²) per causal sequence, whatever sparsity α then produces.
+Certified block skipping (`entropic.ops.entmax_attention.certify`) therefore does not apply to scheduled
+rows (they run dense); a schedule whose α needs only part of the row (the previous layer's entropy, or a
+bound on the entropy from the scored part) is not implemented.
+
 The schedule belongs to the α-entmax op: its PyTorch path calls it per chunk of queries, and its Triton
 kernel evaluates the same formula in its first pass from the shape codes and constants defined here.
 """

@@ -49,6 +49,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from entropic.ops.entmax_attention.certify import (
+    Certify,
+    block_max,
+    certified_zero,
+    key_bounds,
+    score_bounds,
+    subset_blocks,
+    tile_blocks,
+)
 from entropic.ops.entmax_attention.schedule import EntropySchedule
 from entropic.ops.entropy.torch import entropy_stats
 
@@ -71,11 +80,12 @@ class Chunk(NamedTuple):
     k: slice
 
 
-def chunks(b: int, h: int, nq: int, nk: int, causal: bool) -> list[Chunk]:
-    """Chunks covering ``(B, Nq)``, a function of the shapes only: 64 queries (all of them for decoding)
-    and as many batch rows as keep a chunk within `_CHUNK_ELEMENTS` scores (at least one). Causal chunks
-    stop at the last key their last query sees, so causal attention computes about half the scores."""
-    c = max(1, min(nq, 64))
+def chunks(b: int, h: int, nq: int, nk: int, causal: bool, queries: int = 64) -> list[Chunk]:
+    """Chunks covering ``(B, Nq)``, a function of the shapes only: `queries` queries (all of them for
+    decoding) and as many batch rows as keep a chunk within `_CHUNK_ELEMENTS` scores (at least one).
+    Causal chunks stop at the last key their last query sees, so causal attention computes about half
+    the scores."""
+    c = max(1, min(nq, queries))
     bb = max(1, min(b, _CHUNK_ELEMENTS // max(h * c * nk, 1)))
     out = []
     for j in range(0, nq, c):
@@ -94,21 +104,31 @@ def scores(
     q_start: int,
     n_q: int,
     n_k: int,
+    keys: Tensor | None = None,
 ) -> Tensor:
     """Scaled, masked scores ``(B, H, c, n)`` of the queries ``q_start .. q_start + c`` of `n_q` against
-    the first n of `n_k` keys.
+    the first n of `n_k` keys, or against the keys at positions `keys`.
 
     q is ``(B, H, c, D)`` and k ``(B, Hkv, n, D)`` in the compute dtype; `bias` is the chunk of a
-    boolean keep mask or of a float bias with -inf at hidden keys; hidden keys get -inf.
+    boolean keep mask or of a float bias with -inf at hidden keys; hidden keys get -inf. `keys`
+    ``(B, Hkv, n)`` (int64) gives the positions of k's rows (gathered key blocks, `certify`): the bias
+    ``(.., c or 1, n_k)`` is read there and positions ``>= n_k`` (a ragged last block's padding) are hidden.
     """
     b, h, c, _ = q.shape
     hkv, n = k.shape[1], k.shape[2]
     s = (_grouped(q * scale, hkv) @ k.transpose(-1, -2)).view(b, h, c, n)
+    cols = torch.arange(n, device=s.device)
+    if keys is not None:
+        cols = keys.repeat_interleave(h // hkv, 1).unsqueeze(2)  # (B, H, 1, n)
+        if bias is not None:
+            index = cols.clamp(max=n_k - 1).expand(b, h, bias.shape[2], n)
+            bias = bias.expand(b, h, bias.shape[2], n_k).gather(3, index)
+        s = s.masked_fill_(cols >= n_k, -math.inf)
     if bias is not None:
         s = s.masked_fill_(~bias, -math.inf) if bias.dtype == torch.bool else s.add_(bias)
     if causal:
         rows = torch.arange(q_start, q_start + c, device=s.device).unsqueeze(-1) + (n_k - n_q)
-        s = s.masked_fill_(torch.arange(n, device=s.device) > rows, -math.inf)
+        s = s.masked_fill_(cols > rows, -math.inf)
     return s
 
 
@@ -332,31 +352,49 @@ def _tile_counts(p: Tensor, visible: Tensor, tiles: tuple[int, int]) -> Tensor:
 class ChunkedEntmaxAttention(torch.autograd.Function):
     """o = α-entmax(scale·q kᵀ + bias) v chunk by chunk; differentiable in q, k, v, a tensor α, a bias.
 
-    ``forward(q, k, v, alpha_tensor, bias, spec)`` with q, k, v in the compute dtype, `alpha_tensor`
-    ``(B, H, Nq)`` or None, `bias` 4-D or None and `spec` a `Spec`. Returns ``(out, alpha, stats,
-    tiles)``: the α applied ``(B, H, Nq)``, and when ``spec.stats`` the ``(5, B, H, Nq)`` entropy,
-    varentropy, log Z, visible keys and support, and the ``(2,)`` live and used tile counts.
+    ``forward(q, k, v, alpha_tensor, bias, spec, bounds)`` with q, k, v in the compute dtype,
+    `alpha_tensor` ``(B, H, Nq)`` or None, `bias` 4-D or None, `spec` a `Spec` and `bounds` the
+    ``(kmin, kmax)`` of k's blocks (`certify.key_bounds`, kept beside a KV cache) or None. Returns ``(out,
+    alpha, stats, tiles)``: the α applied ``(B, H, Nq)``, and when ``spec.stats`` the ``(5, B, H, Nq)``
+    entropy, varentropy, log Z, visible keys and support, and the ``(2,)`` live and used tile counts.
+
+    With ``spec.certify`` (and `certifies`), each chunk scores only the key blocks that the certificate
+    leaves (`_certified_blocks`), and the backward reads the same blocks.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, alpha_tensor, bias, spec):
+    def forward(ctx, q, k, v, alpha_tensor, bias, spec, bounds=None):
         b, h, nq, _ = q.shape
         hkv, nk, dv = v.shape[1:]
         alpha = alpha_tensor if alpha_tensor is not None else spec.alpha
         need_stats = spec.stats or isinstance(alpha, EntropySchedule)
+        certify = certifies(spec, alpha)
         out = q.new_empty(b, h, nq, dv)
         row = q.new_empty(4, b, h, nq)  # m, t, L, α
         stats = q.new_zeros(5, b, h, nq) if spec.stats else q.new_empty(0)
         tiles = torch.zeros(2, dtype=torch.float64, device=q.device)
-        plan = chunks(b, h, nq, nk, spec.causal)
+        plan = chunks(b, h, nq, nk, spec.causal, spec.certify.queries if certify else 64)
         kept = []  # (p, p^{2-α}) per chunk, when they fit
         keep = (
             any(ctx.needs_input_grad[:5])
             and 2 * sum(len(range(b)[ch.b]) * h * len(range(nq)[ch.q]) * len(range(nk)[ch.k]) for ch in plan)
             <= _SAVED_ELEMENTS
         )
+        blocks = []  # the key blocks each chunk scored, when certified
+        if certify:
+            bounds = key_bounds(k, spec.certify.block) if bounds is None else bounds
+            kp, vp = _pad_keys(k, spec.certify.block), _pad_keys(v, spec.certify.block)
         for ch in plan:
-            s = _chunk_scores(q, k, bias, ch, spec)
+            vc = v[ch.b, :, ch.k]
+            if certify:  # S's scores, and those of the blocks the certificate leaves besides S
+                ids_s, s_s, ids = _certified_blocks(q, kp, bias, bounds, ch, spec, alpha, nk)
+                s, vc = _block_scores(q, kp, vp, bias, ch, spec, ids, nk)
+                s = torch.cat([s_s, s], -1)
+                ids = torch.cat([ids_s, ids], -1)
+                vc = _gather_keys(vp[ch.b], _block_keys(ids, spec.certify.block))
+                blocks.append(ids)
+            else:
+                s = _chunk_scores(q, k, bias, ch, spec)
             m = s.amax(-1)
             st = softmax_stats(s, m) if need_stats else None  # before s is shifted in place
             live = m > -math.inf
@@ -372,37 +410,53 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             if spec.dropout > 0:
                 pw = p * _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
             bb, c = p.shape[0], p.shape[2]
-            out[ch.b, :, ch.q] = (_grouped(pw, hkv) @ v[ch.b, :, ch.k]).view(bb, h, c, dv)
+            out[ch.b, :, ch.q] = (_grouped(pw, hkv) @ vc).view(bb, h, c, dv)
             if spec.stats:
                 ent, var, log_z, n_visible, _ = st
                 fields = (ent, var, log_z, n_visible, (p > 0).sum(-1))
                 stats[:, ch.b, :, ch.q] = torch.stack([f.to(q.dtype) for f in fields])
                 tiles += _tile_counts(p, z > -math.inf, spec.tiles)
-        ctx.spec = spec
-        ctx.save_for_backward(q, k, v, bias, row, *kept)
+        ctx.spec, ctx.certify, ctx.n_kept = spec, certify, len(kept)
+        ctx.save_for_backward(q, k, v, bias, row, *kept, *blocks)
         alpha_used = row[3].clone()
         ctx.mark_non_differentiable(alpha_used, stats, tiles)
         return out, alpha_used, stats, tiles
 
     @staticmethod
     def backward(ctx, d_out, _d_alpha, _d_stats, _d_tiles):
-        q, k, v, bias, row, *kept = ctx.saved_tensors
+        q, k, v, bias, row, *rest = ctx.saved_tensors
+        kept, blocks = rest[: ctx.n_kept], rest[ctx.n_kept :]
         spec = ctx.spec
         b, h, nq, _ = q.shape
         hkv, nk = k.shape[1:3]
         want_alpha, want_bias = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
+        if ctx.certify:  # gradients of the padded keys, cut to Nk at the end
+            k, v = _pad_keys(k, spec.certify.block), _pad_keys(v, spec.certify.block)
         dq, dk, dv_ = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
         d_alpha = torch.zeros_like(row[3]) if want_alpha else None
         d_bias = torch.zeros_like(bias) if want_bias else None
         d_out = d_out.to(q.dtype)
-        for i, ch in enumerate(chunks(b, h, nq, nk, spec.causal)):
-            qc, kc, vc, doc = q[ch.b, :, ch.q], k[ch.b, :, ch.k], v[ch.b, :, ch.k], d_out[ch.b, :, ch.q]
+        queries = spec.certify.queries if ctx.certify else 64
+        for i, ch in enumerate(chunks(b, h, nq, nk, spec.causal, queries)):
+            qc, doc = q[ch.b, :, ch.q], d_out[ch.b, :, ch.q]
             bb, c = qc.shape[0], qc.shape[2]
             m, t, total, a = row[:, ch.b, :, ch.q]
+            keys = None
+            if ctx.certify:
+                keys = _block_keys(blocks[i], spec.certify.block)
+                kc, vc = _gather_keys(k[ch.b], keys), _gather_keys(v[ch.b], keys)
+            else:
+                kc, vc = k[ch.b, :, ch.k], v[ch.b, :, ch.k]
             if kept:
                 p, gp = kept[2 * i], kept[2 * i + 1]
             else:
-                s = _chunk_scores(q, k, bias, ch, spec)
+                if ctx.certify:
+                    s = scores(
+                        qc, kc, _bias_chunk(bias, ch, nq, nk, all_keys=True), scale=spec.scale,
+                        causal=spec.causal, q_start=ch.q.start, n_q=nq, n_k=nk, keys=keys,
+                    )  # fmt: skip
+                else:
+                    s = _chunk_scores(q, k, bias, ch, spec)
                 a_rows = spec.alpha if isinstance(spec.alpha, float) else a
                 p, gp, _ = _probs(s.sub_(m.unsqueeze(-1)), total > 0, a_rows, (t, total), grad=True)
             dog = _grouped(doc, hkv)
@@ -411,7 +465,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             if spec.dropout > 0:
                 keep = _dropout_keep(p.shape, spec.dropout, spec.chunk_seed(ch, nq), p)
                 pw, dp = p * keep, dp * keep
-            dv_[ch.b, :, ch.k] += _grouped(pw, hkv).transpose(-1, -2) @ dog
+            d_vc = _grouped(pw, hkv).transpose(-1, -2) @ dog
             sum_g = gp.sum(-1)
             r = (gp * dp).sum(-1) / torch.where(sum_g > 0, sum_g, 1.0)
             ds = dp.sub_(r.unsqueeze(-1)).mul_(gp) if not want_alpha else gp * (dp - r.unsqueeze(-1))
@@ -423,12 +477,26 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
                 da = ((p * dp).sum(-1) - r) / am1.square() - ((plogp * dp).sum(-1) - r * plogp.sum(-1)) / am1
                 d_alpha[ch.b, :, ch.q] = torch.where(soft, 0.0, da)
             if want_bias:
-                target = _bias_chunk(d_bias, ch, nq, nk)
-                target.add_(ds.sum_to_size(target.shape))
+                target = _bias_chunk(d_bias, ch, nq, nk, all_keys=ctx.certify)
+                if ctx.certify:  # the gathered keys' gradients, in place in the chunk's rows
+                    index = keys.repeat_interleave(h // hkv, 1).unsqueeze(2).expand(bb, h, c, -1)
+                    full = ds.new_zeros(bb, h, c, k.shape[2]).scatter_(3, index, ds)
+                    target.add_(full[..., :nk].sum_to_size(target.shape))
+                else:
+                    target.add_(ds.sum_to_size(target.shape))
             dsg = _grouped(ds, hkv)
             dq[ch.b, :, ch.q] = (dsg @ kc).view(bb, h, c, -1) * spec.scale
-            dk[ch.b, :, ch.k] += dsg.transpose(-1, -2) @ _grouped(qc * spec.scale, hkv)
-        return dq, dk, dv_, d_alpha, d_bias, None
+            d_kc = dsg.transpose(-1, -2) @ _grouped(qc * spec.scale, hkv)
+            if ctx.certify:
+                index = keys.unsqueeze(-1)
+                dv_[ch.b].scatter_add_(2, index.expand(-1, -1, -1, d_vc.shape[-1]), d_vc)
+                dk[ch.b].scatter_add_(2, index.expand(-1, -1, -1, d_kc.shape[-1]), d_kc)
+            else:
+                dv_[ch.b, :, ch.k] += d_vc
+                dk[ch.b, :, ch.k] += d_kc
+        if ctx.certify:
+            dk, dv_ = dk[:, :, :nk], dv_[:, :, :nk]
+        return dq, dk, dv_, d_alpha, d_bias, None, None
 
 
 def _grouped(x: Tensor, hkv: int) -> Tensor:
@@ -437,12 +505,12 @@ def _grouped(x: Tensor, hkv: int) -> Tensor:
     return x.reshape(b, hkv, h // hkv * c, n)
 
 
-def _bias_chunk(bias: Tensor | None, ch: Chunk, n_q: int, n_k: int) -> Tensor | None:
-    """The part of a 4-D (broadcastable) bias that a chunk reads (a view)."""
+def _bias_chunk(bias: Tensor | None, ch: Chunk, n_q: int, n_k: int, all_keys: bool = False) -> Tensor | None:
+    """The part of a 4-D (broadcastable) bias that a chunk reads (a view): its keys, or all of them."""
     if bias is None:
         return None
     rows = ch.q if bias.shape[2] == n_q and n_q > 1 else slice(None)
-    keys = ch.k if bias.shape[3] == n_k and n_k > 1 else slice(None)
+    keys = ch.k if bias.shape[3] == n_k and n_k > 1 and not all_keys else slice(None)
     return bias[ch.b if bias.shape[0] > 1 else slice(None), :, rows, keys]
 
 
@@ -454,11 +522,159 @@ def _chunk_scores(q: Tensor, k: Tensor, bias: Tensor | None, ch: Chunk, spec: Sp
     )  # fmt: skip
 
 
+# ------------------------------------------------------------------------------- certified skipping
+
+
+def certifies(spec: Spec, alpha: float | Tensor | EntropySchedule) -> bool:
+    """Whether a call skips certified blocks: ``spec.certify`` set, α not the number 1 (softmax rows
+    certify nothing), no statistics and no `EntropySchedule` (both read every score: the softmax entropy
+    of the whole row), no dropout (drawn per dense chunk). The other calls run dense."""
+    return (
+        spec.certify is not None
+        and not spec.stats
+        and spec.dropout == 0
+        and not isinstance(alpha, EntropySchedule)
+        and not (isinstance(alpha, float) and alpha <= 1.0)
+    )
+
+
+def _pad_keys(k: Tensor, block: int) -> Tensor:
+    """``(B, Hkv, N, ·)`` padded with zeros to whole blocks (the padding is hidden when scored)."""
+    return torch.nn.functional.pad(k, (0, 0, 0, -k.shape[2] % block))
+
+
+def _block_keys(ids: Tensor, block: int) -> Tensor:
+    """Key positions ``(B, Hkv, n·block)`` of the blocks ``ids`` ``(B, Hkv, n)``."""
+    return (ids.unsqueeze(-1) * block + torch.arange(block, device=ids.device)).flatten(-2)
+
+
+def _gather_keys(k: Tensor, keys: Tensor) -> Tensor:
+    """Rows ``keys`` ``(B, Hkv, n)`` of ``(B, Hkv, N, ·)``."""
+    return k.gather(2, keys.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1]))
+
+
+def _block_scores(
+    q: Tensor, kp: Tensor, vp: Tensor, bias: Tensor | None, ch: Chunk, spec: Spec, ids: Tensor, n_k: int
+) -> tuple[Tensor, Tensor]:
+    """Scores ``(b, H, c, n·block)`` of a chunk's queries against the key blocks `ids` ``(b, Hkv, n)`` of
+    the `n_k` keys (padded to whole blocks in kp, vp), and the blocks' values ``(b, Hkv, n·block, Dv)``."""
+    nq = q.shape[2]
+    keys = _block_keys(ids, spec.certify.block)
+    s = scores(
+        q[ch.b, :, ch.q], _gather_keys(kp[ch.b], keys), _bias_chunk(bias, ch, nq, n_k, all_keys=True),
+        scale=spec.scale, causal=spec.causal, q_start=ch.q.start, n_q=nq, n_k=n_k, keys=keys,
+    )  # fmt: skip
+    return s, _gather_keys(vp[ch.b], keys)
+
+
+def _certified_blocks(
+    q: Tensor,
+    kp: Tensor,
+    bias: Tensor | None,
+    bounds: tuple[Tensor, Tensor],
+    ch: Chunk,
+    spec: Spec,
+    alpha: float | Tensor,
+    n_k: int,
+    detail: bool = False,
+) -> tuple[Tensor, ...]:
+    """``(S's block ids, S's scores, the other blocks to score)``: block ids ``(b, Hkv, ·)``, S's scores
+    ``(b, H, c, ·)``; a block outside S is scored when some query of the chunk (in some head of its key
+    head) may weigh it (`certify.tile_blocks`, which pads the tile with blocks no query needs).
+
+    Bounds of every block (`certify.score_bounds`, plus the bias's block maximum, -inf past a causal
+    query's last key), exact scores of S (`certify.subset_blocks`: the sinks, the chunk's diagonal and
+    the `top` blocks with the highest bounds), S's threshold by `_probs`, then `certify.certified_zero`.
+    With `detail`, also the ``(b, H, c, NB)`` certified-zero and visible masks.
+    """
+    cfg = spec.certify
+    nq = q.shape[2]
+    qc = q[ch.b, :, ch.q]
+    bb, h, c, _ = qc.shape
+    hkv = kp.shape[1]
+    kmin, kmax = bounds[0][ch.b], bounds[1][ch.b]
+    nb = kmin.shape[2]
+    u = score_bounds(_grouped(qc * spec.scale, hkv), kmin, kmax).view(bb, h, c, nb)
+    bc = _bias_chunk(bias, ch, nq, n_k, all_keys=True)
+    if bc is not None:
+        u = u + block_max(bc, cfg.block).to(u.dtype)
+    last = torch.arange(ch.q.start, ch.q.start + c, device=q.device) + (n_k - nq)  # each query's last key
+    if spec.causal:
+        starts = torch.arange(nb, device=q.device) * cfg.block
+        u = u.masked_fill(starts > last.unsqueeze(-1), -math.inf)
+    must = torch.zeros(nb, dtype=torch.bool, device=q.device)
+    must[: cfg.sink] = True
+    first, final = (min(max(i + n_k - nq, 0), n_k - 1) // cfg.block for i in (ch.q.start, ch.q.start + c - 1))
+    must[first : final + 1] = True  # the chunk's diagonal blocks
+    ids = subset_blocks(u.view(bb, hkv, -1, nb), must, cfg.top)
+    s_s, _ = _block_scores(q, kp, kp, bias, ch, spec, ids, n_k)
+    m = s_s.amax(-1)
+    live = m > -math.inf
+    a = _chunk_alpha(alpha, None, ch)
+    a = a.detach() if isinstance(a, Tensor) else a
+    _, _, (t, _) = _probs(s_s - torch.where(live, m, 0.0).unsqueeze(-1), live, a, None)
+    am1 = (torch.full_like(m, a) if isinstance(a, float) else a.to(m.dtype)) - 1.0
+    zero = certified_zero(u, m, t, am1)
+    in_s = torch.zeros(bb, hkv, nb, dtype=torch.bool, device=q.device).scatter_(2, ids, True)
+    rest = tile_blocks((~zero).view(bb, hkv, -1, nb).any(2) & ~in_s, in_s)
+    return (ids, s_s, rest, zero, u > -math.inf) if detail else (ids, s_s, rest)
+
+
+def certified_work(
+    q: Tensor, k: Tensor, alpha: float | Tensor, *, causal: bool, scale: float, certify: Certify
+) -> Tensor:
+    """What certified skipping does on one call, per ``(B, H)``, as float64 ``(7, B, H)`` counts:
+    visible (query, key block) pairs; of them, certified zero; truly zero (every dense weight 0: the
+    most any exact method can skip); visible scores (the dense work); scores computed (S and the tiles
+    left, padded to the widest tile of the chunk); block bounds (each ``2·D`` multiply-adds, the
+    work of two scores); and certified pairs with a non-zero dense weight (0 when the certificate is sound).
+
+    q ``(B, H, Nq, D)``, k ``(B, Hkv, Nk, D)`` in the compute dtype, α a number > 1 or ``(B, H, Nq)``.
+    Runs the certificate of `ChunkedEntmaxAttention` and, for the truly-zero count, the dense weights.
+    """
+    b, h, nq, _ = q.shape
+    nk = k.shape[2]
+    spec = Spec(None, causal, scale, dropout=0.0, stats=False, tiles=(1, 1), certify=certify)
+    bounds = key_bounds(k, certify.block)
+    kp = _pad_keys(k, certify.block)
+    counts = torch.zeros(7, b, h, dtype=torch.float64)
+    for ch in chunks(b, h, nq, nk, causal, certify.queries):
+        ids, _, blocks, zero, visible = _certified_blocks(
+            q, kp, None, bounds, ch, spec, alpha, nk, detail=True
+        )
+        s = _chunk_scores(q, k, None, ch, spec)
+        m = s.amax(-1)
+        live = m > -math.inf
+        n_visible = (s > -math.inf).double().sum(-1)  # (b, H, c)
+        a = _chunk_alpha(alpha, None, ch)
+        p, _, _ = _probs(s.sub_(torch.where(live, m, 0.0).unsqueeze(-1)), live, a, None)
+        pad = -p.shape[-1] % certify.block
+        nonzero = torch.nn.functional.pad(p > 0, (0, pad)).unflatten(-1, (-1, certify.block)).any(-1)
+        nb_chunk = nonzero.shape[-1]
+        vis = visible[..., :nb_chunk]
+        c = p.shape[2]
+        tile_scores = (blocks.shape[-1] + ids.shape[-1]) * certify.block * c  # per query head
+        row = torch.stack(
+            [
+                visible.double().sum((-1, -2)),
+                (zero & visible).double().sum((-1, -2)),
+                (vis & ~nonzero).double().sum((-1, -2)),
+                n_visible.sum(-1),
+                torch.full((p.shape[0], h), float(tile_scores), dtype=torch.float64),
+                torch.full((p.shape[0], h), float(c * visible.shape[-1]), dtype=torch.float64),
+                (zero[..., :nb_chunk] & nonzero).double().sum((-1, -2)),
+            ]
+        )
+        counts[:, ch.b] += row
+    return counts
+
+
 @dataclass(frozen=True)
 class Spec:
     """What `ChunkedEntmaxAttention` needs besides tensors: a number α or a schedule (None for a
     tensor α), the masking and scale, the dropout rate and the seed its chunks derive theirs from, and
-    whether to return statistics (with the tile shape of `block_sparsity`)."""
+    whether to return statistics (with the tile shape of `block_sparsity`), and the options of
+    certified block skipping (None: dense)."""
 
     alpha: float | EntropySchedule | None
     causal: bool
@@ -467,6 +683,7 @@ class Spec:
     stats: bool
     tiles: tuple[int, int]
     seed: int = 0
+    certify: Certify | None = None
 
     def chunk_seed(self, ch: Chunk, n_q: int) -> int:
         return self.seed + ch.b.start * n_q + ch.q.start
@@ -474,11 +691,17 @@ class Spec:
 
 @torch.compiler.disable
 def chunked_entmax_attention(
-    q: Tensor, k: Tensor, v: Tensor, alpha_tensor: Tensor | None, bias: Tensor | None, spec: Spec
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    alpha_tensor: Tensor | None,
+    bias: Tensor | None,
+    spec: Spec,
+    bounds: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """`ChunkedEntmaxAttention` (see there), run eagerly inside a ``torch.compile``-d model.
 
     Its Newton loop gathers the rows still iterating: data-dependent shapes that would break the graph
     at every step and recompile per shape, for no gain over these already one-pass chunk operations.
     """
-    return ChunkedEntmaxAttention.apply(q, k, v, alpha_tensor, bias, spec)
+    return ChunkedEntmaxAttention.apply(q, k, v, alpha_tensor, bias, spec, bounds)
