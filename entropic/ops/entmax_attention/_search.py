@@ -306,5 +306,5 @@ def certified_pass(
                 m_i = tl.maximum(m_i, m_c)
                 store_tile_bounds(GAP, TMAX, tiles + t, m_c, m_i)
     # the same τ lower bound relative to the new max, and never below -1 (F(-1) >= 0 at the row max)
-    lo = tl.where(active, tl.maximum(lo + am1 * (m_s - m_i), -1.0), -1.0)
+    lo = tl.where(active, tl.maximum(lo + am1 * (m_s - tl.where(active, m_i, 0.0)), -1.0), -1.0)
     return m_i, lo, it, visits
