@@ -19,6 +19,27 @@ Forward, per (batch, head, block of queries), in two kernels (no n×n buffer):
    writes ``o = Σ w v / L`` (renormalised: rows sum to one to rounding whatever the residual of the
    root), ``log L``, the support size and a one-byte block mask of the tiles holding a non-zero weight.
 
+Certified skipping (``certify=True``, fixed α: a number, per head or per query). A scheduled α is a
+function of the softmax entropy of the whole row, so the scheduled path keeps the dense first pass;
+so do the softmax statistics, which are NaN in a certified call. Since α > 1, the threshold τ_S of any
+subset S of a row's visible keys is at most the row's τ (adding keys only raises τ), and a key block
+whose score bound u_b (``key_block_bounds``: per-channel min/max of K, ``u_b = scale · Σ_d max(q_d
+kmin_d, q_d kmax_d)``, raised by a rounding margin) has ``(α - 1) u_b <= τ_S`` holds only zero weights.
+The search kernel (`_search.certified_pass`) scores S = the sink block, the blocks holding some row's
+last visible key (the diagonal) and the block of largest bound in between, runs the same Halley search
+on S alone and keeps its lower bracket δ_S (a lower bound of S's root, hence of the row's τ); every
+other block that all rows of the query block certify against it is never loaded: not by pass 1, the
+τ iterations, the output kernel or the backward (its bounds are -inf, so the block mask never holds it;
+`EntmaxDiagnostics.certified_mask` lists them). The row max m comes from the blocks that are scored
+and is still the dense pass's max exactly: the max key of a row with α > 1 has weight > 0, so its
+score exceeds τ/(α - 1) >= τ_S/(α - 1) and its block is never certified; rows with α = 1 certify
+nothing. So δ = τ - (α - 1) m means the same as in the dense call, the full search starts from δ_S
+(shifted to the final m) instead of -1, and every δ it evaluates is >= δ_S, where the certified blocks
+add exactly 0 to F, F' and F''. The result equals the dense call's to the root's tolerance (not
+bitwise: the Halley iterates start elsewhere); the support, block mask and row max are the same. The
+cost is 2D per (query, block) for the bound, plus S's scores once per τ iteration on S. Split-K decode
+scores the cache with the search kernel instead of the dense scores kernel when certified.
+
 Decode (few queries, long cache; ``num_splits > 1``): the (Nq, Nk) float32 scores are written once
 by a kernel parallel over key blocks, the search kernel reads those scores instead of K (each τ
 iteration reads n floats instead of n·D, still one program per query block and head), and the output
