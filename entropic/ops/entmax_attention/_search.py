@@ -255,8 +255,8 @@ def certified_pass(
     in a tile that holds its non-zero weights, so m is the row max of the dense pass exactly."""
     # S: the sink, the tiles from the first row's last visible key on, and the best bound in between
     last = (tl.min(tl.where(live, n_vis, n_k), 0) - 1) // BLOCK_N
-    top = 0
-    top_u = float("-inf")
+    top = tl.zeros((), tl.int32)
+    top_u = tl.full((), float("-inf"), tl.float32)
     for t in range(1, last):
         u = tl.max(
             tl.where(active, key_bound(q, KMIN, KMAX, kv_blocks + t, offs_d, scale, BLOCK_D), float("-inf")),
@@ -280,8 +280,9 @@ def certified_pass(
             tl.store(GAP + tiles + t, float("-inf"))
             tl.store(TMAX + tiles + t, float("-inf"))
     lo = tl.full((BLOCK_M,), -1.0, tl.float32)
+    count = tl.zeros((), tl.int32)  # typed: the counters are redefined inside branches of the passes
     _, lo, it, visits = search(
-        q, k_ptr, q, GAP, TMAX, tiles, m_i, lo, lo, hi, am1, active, 0, 0, offs_m, offs_d, n_q, n_k,
+        q, k_ptr, q, GAP, TMAX, tiles, m_i, lo, lo, hi, am1, active, count, count, offs_m, offs_d, n_q, n_k,
         head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, False, PRECISION, MAX_ITERS, TOL, STEP_TOL,
         BLOCK_M, BLOCK_N,
     )  # fmt: skip
