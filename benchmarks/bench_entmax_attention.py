@@ -14,6 +14,9 @@ Providers (α is part of the provider name, e.g. ``triton(alpha=1.5)``; "schedul
     adasplash       ``adasplash.adasplash`` (deep-spin, when installed): its own block-masked kernel,
                     α = 1.5 style fixed α, 10 Halley/bisection iterations as in its README
     triton          entropic.ops.entmax_attention.triton.entmax_flash_attention
+    entmax-triton-certified
+                    the same kernel with ``certify=True``: key blocks certified zero by per-block
+                    min/max bounds of K are never scored (fixed α only)
 Shapes: B·N = 32k tokens, H = 16, D in {64, 128}, N = Nq = Nk in {1k, ..., 32k}, causal and not (on the
 CPU, one thread, float32: B = 16, H = 4, D = 16, N in {128, 512, 2048});
 modes fwd, bwd (the backward alone, after one forward) and fwd+bwd. Metrics: time_ms, peak_memory_MB
@@ -77,11 +80,11 @@ def _bisect(alpha: float) -> Attention:
     return lambda q, k, v, causal: entmax_attention_reference(q, k, v, alpha, causal=causal)
 
 
-def _ours(alpha: float | str) -> Attention:
+def _ours(alpha: float | str, certify: bool = False) -> Attention:
     from entropic.ops.entmax_attention.triton import entmax_flash_attention
 
     a = _alpha(alpha)
-    return lambda q, k, v, causal: entmax_flash_attention(q, k, v, a, causal=causal)
+    return lambda q, k, v, causal: entmax_flash_attention(q, k, v, a, causal=causal, certify=certify)
 
 
 def _adasplash(alpha: float) -> Attention:
@@ -102,6 +105,9 @@ def providers(device: torch.device) -> dict[str, Attention]:
             available |= {f"adasplash(alpha={a})": _adasplash(a) for a in ALPHAS if a != "scheduled"}
     if triton_runs(device):
         available |= {f"triton(alpha={alpha})": _ours(alpha) for alpha in ALPHAS}
+        available |= {
+            f"entmax-triton-certified(alpha={a})": _ours(a, certify=True) for a in ALPHAS if a != "scheduled"
+        }
     return available
 
 
@@ -134,19 +140,30 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> Quantiles 
     return Quantiles(peak, peak, peak)
 
 
-def sparsity_metrics(q, k, v, alpha: float | str, causal: bool) -> dict[str, Quantiles]:
-    """Block sparsity and τ-search tile fraction of our kernel on these inputs (exact counts, no spread)."""
+def sparsity_metrics(
+    q, k, v, alpha: float | str, causal: bool, certify: bool = False
+) -> dict[str, Quantiles]:
+    """Block sparsity and τ-search tile fraction of our kernel on these inputs (exact counts, no spread);
+    certified, also the fraction of visible tiles certified zero (never scored)."""
     from entropic.ops.entmax_attention.triton import entmax_flash_attention
 
     _, stats, search = entmax_flash_attention(
-        q, k, v, _alpha(alpha), causal=causal, return_stats=True, return_diagnostics=True
+        q, k, v, _alpha(alpha), causal=causal, return_stats=True, return_diagnostics=True, certify=certify
     )
     fraction = search.search_tiles.item() / max(search.search_tiles_dense.item(), 1)
     sparsity = stats.block_sparsity.item()
-    return {
+    metrics = {
         "block_sparsity": Quantiles(sparsity, sparsity, sparsity),
         "search_tile_fraction": Quantiles(fraction, fraction, fraction),
     }
+    if certify:  # among the visible tiles (the kernel's own, from the shape of its masks)
+        (b, h, q_blocks, k_blocks), n_q, n_k = search.certified_mask.shape, q.shape[2], k.shape[2]
+        block_m, block_n = -(-n_q // q_blocks), -(-n_k // k_blocks)
+        ends = [min(n_k, (i + 1) * block_m + n_k - n_q) if causal else n_k for i in range(q_blocks)]
+        visible = b * h * sum(-(-max(end, 0) // block_n) for end in ends)
+        certified = search.certified_tiles.item() / max(visible, 1)
+        metrics["certified_fraction"] = Quantiles(certified, certified, certified)
+    return metrics
 
 
 def make_inputs(kind: str, batch: int, heads: int, n: int, head_dim: int, device, dtype):
@@ -212,9 +229,10 @@ def main() -> None:
         memory = peak_memory_mb(call, device)
         if memory is not None:
             writer.add(op, name, mode, dtype, shape, "peak_memory_MB", memory)
-        if name.startswith("triton(") and mode == "fwd":
-            alpha = name.removeprefix("triton(alpha=").removesuffix(")")
-            for metric, value in sparsity_metrics(q, k, v, alpha, causal).items():
+        if name.startswith(("triton(", "entmax-triton-certified(")) and mode == "fwd":
+            certify = name.startswith("entmax-triton-certified(")
+            alpha = name.split("alpha=")[1].removesuffix(")")
+            for metric, value in sparsity_metrics(q, k, v, alpha, causal, certify).items():
                 writer.add(op, name, mode, dtype, shape, metric, value)
     print(f"appended to {writer.path}")
 

@@ -101,7 +101,8 @@ def plan(cuda: bool, dry_run: bool, present: set[str], gpu_tests: list[str]) -> 
     entropy / varentropy: B in {1, 64, 256} x V in {32k, 128k, 256k}, fwd and fwd+bwd, torch and triton;
     sampling: B = 128, V = 131072, torch and triton (FlashInfer is not a provider yet: reported if present);
     flash attention with and without statistics against SDPA: N = 1k-16k, D = 64 / 128;
-    α-entmax attention fwd+bwd against SDPA and AdaSplash: N = 4k-32k, α = 1.5 and the entropy schedule.
+    α-entmax attention fwd+bwd against SDPA and AdaSplash: N = 4k-32k, α = 1.5 (dense and certified) and
+    the entropy schedule.
     """
     timing = ["--quick"] if dry_run else []
     sdpa = ["sdpa-flash"] if cuda else []  # SDPA's flash backend runs on CUDA only
@@ -164,6 +165,7 @@ def plan(cuda: bool, dry_run: bool, present: set[str], gpu_tests: list[str]) -> 
                 *sdpa,
                 *adasplash,
                 "triton(alpha=1.5)",
+                "entmax-triton-certified(alpha=1.5)",
                 "triton(alpha=scheduled)",
             ],
             0.40,

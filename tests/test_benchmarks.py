@@ -232,6 +232,7 @@ def test_plan_measures_the_sizes_the_issue_names():
         "sdpa-flash",
         "adasplash(alpha=1.5)",
         "triton(alpha=1.5)",
+        "entmax-triton-certified(alpha=1.5)",
         "triton(alpha=scheduled)",
     ]
     without = {s.name: s.argv for s in gpu_report.plan(True, False, set(), [])}

@@ -32,9 +32,11 @@ from _kernels import assert_close_scaled as close
 
 from entropic.ops.dispatch import is_interpreter
 from entropic.ops.entmax_attention.triton import (
+    TOL,
     entmax_attention_backward,
     entmax_attention_forward,
     entmax_flash_attention,
+    key_block_bounds,
 )
 
 # (dtype, atol on outputs and gradients relative to their largest reference magnitude, rtol)
@@ -371,10 +373,164 @@ def test_bad_input(device):
         entmax_flash_attention(small, small, small, 1.5)
 
 
+def clustered_inputs(b: int, h: int, hkv: int, nq: int, nk: int, d: int, device, local: bool = True):
+    """Peaked inputs: keys in clusters of 16 consecutive keys (one 16-key tile under the interpreter)
+    around ``4·e_c``, each query near the centre of one cluster (its own diagonal one when `local`),
+    so that the support of a query is its cluster and the other tiles' score bounds are low."""
+    centres = 4.0 * torch.eye(d, device=device)
+    cluster = (torch.arange(nk, device=device) // 16) % d
+    k = centres[cluster] + 0.2 * torch.randn(b, hkv, nk, d, device=device)
+    rows = torch.arange(nq, device=device) + (nk - nq)  # the key on the diagonal of each query
+    own = cluster[rows.clamp(0, nk - 1)] if local else torch.randint(0, d, (nq,), device=device)
+    q = centres[own] + 0.2 * torch.randn(b, h, nq, d, device=device)
+    v = torch.randn(b, hkv, nk, d, device=device)
+    return (t.requires_grad_() for t in (q, k, v))
+
+
+def dense_and_certified(q, k, v, alpha, causal: bool, num_splits: int | None = None):
+    """The launchers' forward and backward, dense and certified: per run (out, row state, stats,
+    diagnostics, (dq, dk, dv, dα))."""
+    h = q.shape[1]
+    a = alpha.float().view(1, h, 1) if alpha.dim() == 1 else alpha.float()
+    runs = []
+    for certify in (False, True):
+        o, state, stats, diagnostics = entmax_attention_forward(
+            q, k, v, a, None, causal, 0.25, True, num_splits, certify
+        )
+        do = torch.linspace(-1, 1, o.numel(), device=o.device).view_as(o).flip(-1)
+        grads = entmax_attention_backward(q, k, v, state, do, causal, 0.25, alpha_grad=True)
+        runs.append((o, state, stats, diagnostics, grads))
+    return runs
+
+
+def assert_same_gradients(got, want, alpha_grad: bool = True) -> None:
+    """dq, dk, dv to float32 rounding; dα, which divides by (α - 1)², as the float64 tests bound it
+    (not near α = 1, where float32 does not resolve it)."""
+    for g, w in zip(got[:3], want[:3], strict=True):
+        close(g, w, 2e-5)
+    if alpha_grad:
+        torch.testing.assert_close(
+            got[3], want[3], atol=1e-3 * max(want[3].abs().max().item(), 1.0), rtol=1e-3
+        )
+
+
+# (B, H, Hkv, Nq, Nk, D, causal, α, inputs, num_splits)
+CERTIFIED_CASES = [
+    (1, 2, 1, 40, 70, 16, False, 1.5, "random", None),  # GQA, ragged, little to certify
+    (1, 2, 2, 128, 128, 16, True, [1.25, 2.0], "peaked", None),  # per-head α, most tiles certified
+    (1, 2, 1, 100, 112, 32, False, "query>1", "peaked", None),  # per-query α in [1.1, 2]
+    (1, 2, 1, 120, 96, 16, True, "query", "far", None),  # α = 1 rows (their tiles are never certified);
+    # Nq > Nk: queries that see nothing; peaks away from the diagonal (found by the best bound)
+    (1, 1, 1, 96, 96, 16, True, 1.01, "peaked", None),  # α close to 1
+    (1, 4, 2, 1, 256, 16, True, [1.5, 1.2, 2.0, 1.75], "peaked", None),  # decode against a long cache
+    (1, 4, 2, 1, 256, 16, True, [1.5, 1.2, 2.0, 1.75], "peaked", 4),  # the same, split-K
+]
+
+
+@pytest.mark.parametrize("case", CERTIFIED_CASES)
+def test_certified_equals_dense(device, case):
+    """certify=True gives the dense call's output, log-normaliser, support and gradients (to rounding:
+    its search starts from the certified subset's bracket), the same row max (exactly), and skips only
+    tiles that hold no weight of the dense call."""
+    b, h, hkv, nq, nk, d, causal, alpha, inputs, splits = case
+    if inputs == "random":
+        q, k, v = attention_inputs(b, h, hkv, nq, nk, d, torch.float32, device, spread=2.0)
+    else:
+        q, k, v = clustered_inputs(b, h, hkv, nq, nk, d, device, local=inputs == "peaked")
+    a = (
+        1.1 + 0.9 * torch.rand(b, h, nq, device=device)
+        if alpha == "query>1"
+        else make_alpha(alpha, b, h, nq, device)
+    )
+    (o, state, stats, diag, grads), (oc, statec, statsc, diagc, gradsc) = dense_and_certified(
+        q, k, v, a, causal, splits
+    )
+    close(oc, o, 2e-5)  # both roots within the residual 2⁻¹⁷, renormalised
+    assert torch.equal(statec.m, state.m)
+    live = stats.n_visible > 0
+    # log Σ_j w_j: 0 at the root, within its residual 2⁻¹⁷ for either search (near α = 1 the search stops
+    # at float32 resolution in δ instead, where F is steep)
+    atol = 1e-4 if alpha == 1.01 else 2 * TOL
+    torch.testing.assert_close(statec.log_norm[live], state.log_norm[live], atol=atol, rtol=0)
+    assert torch.equal(statsc.support, stats.support)
+    assert torch.equal(diagc.block_mask, diag.block_mask)
+    assert_same_gradients(gradsc, grads, alpha_grad=alpha != 1.01)
+    # sound: no certified tile holds a weight; the dense call certifies nothing
+    assert not (diagc.certified_mask & diag.block_mask).any()
+    assert diag.certified_tiles == 0 and diagc.certified_tiles == diagc.certified_mask.sum()
+    if inputs != "random" and alpha not in ("query", 1.01):  # live: it certifies where it can
+        assert diagc.certified_tiles > 0
+    for field in ("entropy", "varentropy", "log_partition"):  # they need every score
+        assert getattr(statsc, field).isnan().all()
+
+
+def test_certified_tiles_are_zero_in_float64_and_most_are_certified(device):
+    """Against `entmax15` on the float64 scores: every certified tile is all zero (sound), and on peaked
+    inputs the certificate finds the zero tiles (live) but the sink tile and the best-bounded tile of
+    each query block, which it scores to bound τ: here two thirds of the visible tiles."""
+    n, d = 256, 16
+    q, k, v = clustered_inputs(1, 1, 1, n, n, d, device)
+    out, diagnostics = entmax_flash_attention(
+        q, k, v, 1.5, causal=True, return_diagnostics=True, certify=True
+    )
+    s = torch.einsum("bhqd,bhkd->bhqk", q.double(), k.double()) / math.sqrt(d)
+    s = s.masked_fill(torch.ones(n, n, dtype=torch.bool, device=device).tril().logical_not(), -math.inf)
+    p = entmax15(s, -1)
+    close(out, p @ v.double(), 5e-5)
+    blocks = n // 16
+    nonzero = (p > 0).view(1, 1, blocks, 16, blocks, 16).any(5).any(3)  # (B, H, QB, KB)
+    certified = diagnostics.certified_mask
+    assert certified.shape == nonzero.shape
+    assert not (certified & nonzero).any()
+    visible = torch.ones(blocks, blocks, dtype=torch.bool, device=device).tril()
+    zero = visible & ~nonzero[0, 0]
+    zero[:, 0] = False  # the sink tile is scored
+    assert (zero.sum(1) - certified[0, 0].sum(1) <= 1).all()  # and at most one best-bounded tile
+    assert diagnostics.certified_tiles.item() == certified.sum().item() >= 0.65 * visible.sum().item()
+
+
+def test_certified_ties_at_the_threshold(device):
+    """Scores exactly at τ (sparsemax of [1, 1, 0.5, ..., 0.5]: τ = 0.5, every other weight exactly 0)
+    and duplicated key blocks (a copy of the sink block far away): the certified call keeps the dense
+    call's support, output and block mask."""
+    n, d = 96, 16
+    q, k, v = (t.detach() for t in attention_inputs(1, 2, 1, n, n, d, torch.float32, device))
+    q[:, 0, :48] = 0.0
+    q[:, 0, :48, 0] = 4.0  # scale 1/4: score 1 on key 0 and its copy, exactly 0 or 0.5 elsewhere
+    k[:, :, 1:, 0] = 0.0
+    k[:, :, 16:, 0] = 0.5
+    k[:, :, 0] = torch.eye(d, device=device)[0]
+    k[:, :, 64:80] = k[:, :, 0:16]  # a far block tied with the sink block
+    (o, _, stats, diag, grads), (oc, _, statsc, diagc, gradsc) = dense_and_certified(
+        q, k, v, torch.tensor([2.0, 1.5], device=device), causal=False
+    )
+    assert (stats.support[0, 0, :48] == 2).all()  # key 0 and its copy, at weight 1/2 each
+    close(oc, o, 2e-5)  # both roots within the residual 2⁻¹⁷, renormalised
+    assert torch.equal(statsc.support, stats.support) and torch.equal(diagc.block_mask, diag.block_mask)
+    assert_same_gradients(gradsc, grads)
+    assert not (diagc.certified_mask & diag.block_mask).any()
+
+
+def test_key_block_bounds(device):
+    k = torch.randn(2, 3, 37, 24, device=device)
+    kmin, kmax = key_block_bounds(k, 16, 32)
+    assert kmin.shape == kmax.shape == (2, 3, 3, 32)
+    assert torch.equal(kmax[:, :, 2, :24], k[:, :, 32:].amax(2))
+    assert torch.equal(kmin[:, :, 1, :24], k[:, :, 16:32].amin(2))
+    assert (kmin[..., 24:] == 0).all() and (kmax[..., 24:] == 0).all()
+
+
+def test_certify_needs_a_fixed_alpha(device):
+    q = torch.randn(1, 2, 16, 16, device=device)
+    with pytest.raises(ValueError, match="certify=True needs a fixed alpha"):
+        entmax_flash_attention(q, q, q, EntropySchedule(), certify=True)
+
+
 def launch_for_sm90() -> None:
     """The launches of `entmax_flash_attention` on a GPU, head dims 64 and 128, GQA: float32 and bfloat16
-    causal or not, with statistics, with α scheduled in the kernel, split-K decode of one query, backward
-    with and without ∂α; float16 (bfloat16's code with another element type) causal, forward and backward."""
+    causal or not, with statistics, with α scheduled in the kernel, split-K decode of one query,
+    certified (causal or not, and split-K decode), backward with and without ∂α; float16 (bfloat16's
+    code with another element type) causal, forward and backward."""
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for d in (64, 128):
             q, k = torch.randn(1, 4, 256, d).to(dtype), torch.randn(1, 2, 256, d).to(dtype)
@@ -389,6 +545,9 @@ def launch_for_sm90() -> None:
             entmax_attention_forward(q, k, k, alpha, schedule, True, 0.1, False)
             entmax_attention_backward(q, k, k, state, o, True, 0.1, alpha_grad=False)
             entmax_attention_forward(q[:, :, :1], k, k, alpha[..., :1], None, True, 0.1, False, num_splits=4)
+            for causal in (False, True):  # certified: the search kernel with CERTIFY
+                entmax_attention_forward(q, k, k, alpha, None, causal, 0.1, False, certify=True)
+            entmax_attention_forward(q[:, :, :1], k, k, alpha[..., :1], None, True, 0.1, False, 4, True)
 
 
 @pytest.mark.skipif(not is_interpreter(), reason="without a GPU only: the GPU tests run the compiled code")

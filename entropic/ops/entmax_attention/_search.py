@@ -96,14 +96,22 @@ def scheduled_alpha(
 
 
 @triton.jit
+def store_tile_bounds(GAP, TMAX, tile, m_c, m_i):
+    """A scored tile's bounds: its largest gap ``max_i (m_c,i - m_i)`` (m_i the running max, which the
+    tile's row maxima m_c already entered) into GAP and its largest score into TMAX."""
+    seen = m_c > float("-inf")
+    tl.store(GAP + tile, tl.max(tl.where(seen, m_c - tl.where(seen, m_i, 0.0), float("-inf")), 0))
+    tl.store(TMAX + tile, tl.max(m_c, 0))
+
+
+@triton.jit
 def first_pass(
     q, k_ptr, s_ptr, GAP, TMAX, tiles, offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd,
     scale, IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, STORE_STATS: tl.constexpr,
     PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
     """One dense pass over the visible key blocks: the row max (in the online softmax state when
-    STORE_STATS) and each tile's bounds, its largest gap ``max_i (max_j s_ij - m_i^{running})`` into GAP
-    and its largest score into TMAX."""
+    STORE_STATS) and each tile's bounds (`store_tile_bounds`)."""
     m_i, l_i, mu_i, m2_i = empty_state(BLOCK_M)
     for start_n in range(0, end_n, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -130,10 +138,7 @@ def first_pass(
         else:
             m_c = tl.max(s, 1)
             m_i = tl.maximum(m_i, m_c)
-        seen = m_c > float("-inf")
-        t = start_n // BLOCK_N
-        tl.store(GAP + tiles + t, tl.max(tl.where(seen, m_c - tl.where(seen, m_i, 0.0), float("-inf")), 0))
-        tl.store(TMAX + tiles + t, tl.max(m_c, 0))
+        store_tile_bounds(GAP, TMAX, tiles + start_n // BLOCK_N, m_c, m_i)
     return m_i, l_i, mu_i, m2_i
 
 
@@ -191,3 +196,116 @@ def halley_step(f0, f1, f2, delta, lo, hi, am1, active, TOL: tl.constexpr, STEP_
     # converged: the residual is below TOL, or float32 cannot move δ any more (α near 1)
     active = active & (tl.abs(f) > TOL) & (tl.abs(candidate - delta) > STEP_TOL * tl.abs(delta))
     return tl.where(active, candidate, delta), lo, hi, active
+
+
+@triton.jit
+def search(
+    q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, lo, hi, am1, active, it, visits, offs_m, offs_d, n_q,
+    n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr,
+    PRECISION: tl.constexpr, MAX_ITERS: tl.constexpr, TOL: tl.constexpr, STEP_TOL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Halley's method with the bisection safeguard from δ on the bracket [lo, hi] of the active rows,
+    one `residual_pass` over the tiles that can still be non-zero per iteration, at most MAX_ITERS
+    iterations: (δ, lo, the iteration counter `it` and the tile counter `visits`, both advanced)."""
+    n_active = tl.sum(active.to(tl.int32), 0)
+    start = it
+    while (n_active > 0) & (it < start + MAX_ITERS):
+        gap_min, raw_min = skip_bounds(m_i, lo / am1, active)
+        f0, f1, f2, visits = residual_pass(
+            q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, visits,
+            offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, FROM_BUFFER,
+            PRECISION, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+        delta, lo, hi, active = halley_step(f0, f1, f2, delta, lo, hi, am1, active, TOL, STEP_TOL)
+        n_active = tl.sum(active.to(tl.int32), 0)
+        it += 1
+    return delta, lo, it, visits
+
+
+@triton.jit
+def key_bound(q, KMIN, KMAX, block, offs_d, scale, BLOCK_D: tl.constexpr):
+    """Per row of q, an upper bound of the scaled scores over a key block from the block's per-channel
+    minimum and maximum of K (``scale · Σ_d max(q_d kmin_d, q_d kmax_d)``), raised by a margin that covers
+    the float32 rounding of both this sum and the tile's ``tl.dot`` (``(BLOCK_D + 4)·2⁻²³ Σ_d |q_d k_d|``)."""
+    kmin = tl.load(KMIN + block * BLOCK_D + offs_d)[None, :]  # (1, BLOCK_D), 0 past the head dim
+    kmax = tl.load(KMAX + block * BLOCK_D + offs_d)[None, :]
+    qf = q.to(tl.float32)
+    u = tl.sum(tl.maximum(qf * kmin, qf * kmax), 1)
+    size = tl.sum(tl.abs(qf) * tl.maximum(tl.abs(kmin), tl.abs(kmax)), 1)
+    return (u + (BLOCK_D + 4) * 1.1920928955078125e-07 * size) * scale
+
+
+@triton.jit
+def certified_pass(
+    q, k_ptr, GAP, TMAX, CERT, KMIN, KMAX, kv_blocks, tiles, am1, live, active, hi, n_vis, offs_m, offs_d,
+    n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
+    MAX_ITERS: tl.constexpr, TOL: tl.constexpr, STEP_TOL: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+):  # fmt: skip
+    """The certified replacement of `first_pass` (fixed α): (row max m, a lower bound of δ = τ - (α - 1) m,
+    the iterations and tiles the search on S took).
+
+    S is the sink tile (key block 0), the tiles holding some row's last visible key (the diagonal) and
+    the tile of largest `key_bound` in between. S is scored exactly, then searched like the full row,
+    which gives the lower bracket δ_S of its root: ``τ_S = δ_S + (α - 1) m_S`` is at most the row's τ.
+    Then every other tile is either certified, when every row that sees it has ``(α - 1) u <= τ_S`` for
+    its `key_bound` u (all its weights are then 0 at τ), or scored; a certified tile gets bounds -inf in
+    GAP/TMAX (so no later pass, output or backward reads it) and 1 in CERT. Each row's maximum score is
+    in a tile that holds its non-zero weights, so m is the row max of the dense pass exactly."""
+    # S: the sink, the tiles from the first row's last visible key on, and the best bound in between
+    last = (tl.min(tl.where(live, n_vis, n_k), 0) - 1) // BLOCK_N
+    top = tl.zeros((), tl.int32)
+    top_u = tl.full((), float("-inf"), tl.float32)
+    for t in range(1, last):
+        u = tl.max(
+            tl.where(active, key_bound(q, KMIN, KMAX, kv_blocks + t, offs_d, scale, BLOCK_D), float("-inf")),
+            0,
+        )
+        top = tl.where(u > top_u, t, top)
+        top_u = tl.maximum(u, top_u)
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    for start_n in range(0, end_n, BLOCK_N):
+        t = start_n // BLOCK_N
+        if (t == 0) | (t >= last) | (t == top):
+            offs_n = start_n + tl.arange(0, BLOCK_N)
+            s = tile_scores(
+                q, k_ptr, q, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
+                IS_CAUSAL, False, PRECISION,
+            )  # fmt: skip
+            m_c = tl.max(s, 1)
+            m_i = tl.maximum(m_i, m_c)
+            store_tile_bounds(GAP, TMAX, tiles + t, m_c, m_i)
+        else:
+            tl.store(GAP + tiles + t, float("-inf"))
+            tl.store(TMAX + tiles + t, float("-inf"))
+    lo = tl.full((BLOCK_M,), -1.0, tl.float32)
+    count = tl.zeros((), tl.int32)  # typed: the counters are redefined inside branches of the passes
+    _, lo, it, visits = search(
+        q, k_ptr, q, GAP, TMAX, tiles, m_i, lo, lo, hi, am1, active, count, count, offs_m, offs_d, n_q, n_k,
+        head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, False, PRECISION, MAX_ITERS, TOL, STEP_TOL,
+        BLOCK_M, BLOCK_N,
+    )  # fmt: skip
+    # Certify against τ_S with a margin for the rounding of (α - 1)(s - m) - δ in the later passes.
+    m_s = m_i
+    slack = (tl.abs(tl.where(active, m_s, 0.0)) + tl.abs(lo) / am1) * 9.5367431640625e-07  # 2⁻²⁰
+    for start_n in range(0, end_n, BLOCK_N):
+        t = start_n // BLOCK_N
+        if (t != 0) & (t < last) & (t != top):
+            u = key_bound(q, KMIN, KMAX, kv_blocks + t, offs_d, scale, BLOCK_D) + slack
+            free = ~(live & (start_n < n_vis))  # rows that see no key of the tile do not constrain it
+            zero = free | (active & (am1 * (u - tl.where(active, m_s, 0.0)) <= lo))
+            if tl.min(zero.to(tl.int32), 0) > 0:
+                tl.store(CERT + tiles + t, 1)
+            else:
+                offs_n = start_n + tl.arange(0, BLOCK_N)
+                s = tile_scores(
+                    q, k_ptr, q, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
+                    IS_CAUSAL, False, PRECISION,
+                )  # fmt: skip
+                m_c = tl.max(s, 1)
+                m_i = tl.maximum(m_i, m_c)
+                store_tile_bounds(GAP, TMAX, tiles + t, m_c, m_i)
+    # the same τ lower bound relative to the new max, and never below -1 (F(-1) >= 0 at the row max)
+    lo = tl.where(active, tl.maximum(lo + am1 * (m_s - tl.where(active, m_i, 0.0)), -1.0), -1.0)
+    return m_i, lo, it, visits

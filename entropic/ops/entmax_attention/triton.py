@@ -19,6 +19,27 @@ Forward, per (batch, head, block of queries), in two kernels (no n×n buffer):
    writes ``o = Σ w v / L`` (renormalised: rows sum to one to rounding whatever the residual of the
    root), ``log L``, the support size and a one-byte block mask of the tiles holding a non-zero weight.
 
+Certified skipping (``certify=True``, fixed α: a number, per head or per query). A scheduled α is a
+function of the softmax entropy of the whole row, so the scheduled path keeps the dense first pass;
+so do the softmax statistics, which are NaN in a certified call. Since α > 1, the threshold τ_S of any
+subset S of a row's visible keys is at most the row's τ (adding keys only raises τ), and a key block
+whose score bound u_b (``key_block_bounds``: per-channel min/max of K, ``u_b = scale · Σ_d max(q_d
+kmin_d, q_d kmax_d)``, raised by a rounding margin) has ``(α - 1) u_b <= τ_S`` holds only zero weights.
+The search kernel (`_search.certified_pass`) scores S = the sink block, the blocks holding some row's
+last visible key (the diagonal) and the block of largest bound in between, runs the same Halley search
+on S alone and keeps its lower bracket δ_S (a lower bound of S's root, hence of the row's τ); every
+other block that all rows of the query block certify against it is never loaded: not by pass 1, the
+τ iterations, the output kernel or the backward (its bounds are -inf, so the block mask never holds it;
+`EntmaxDiagnostics.certified_mask` lists them). The row max m comes from the blocks that are scored
+and is still the dense pass's max exactly: the max key of a row with α > 1 has weight > 0, so its
+score exceeds τ/(α - 1) >= τ_S/(α - 1) and its block is never certified; rows with α = 1 certify
+nothing. So δ = τ - (α - 1) m means the same as in the dense call, the full search starts from δ_S
+(shifted to the final m) instead of -1, and every δ it evaluates is >= δ_S, where the certified blocks
+add exactly 0 to F, F' and F''. The result equals the dense call's to the root's tolerance (not
+bitwise: the Halley iterates start elsewhere); the support, block mask and row max are the same. The
+cost is 2D per (query, block) for the bound, plus S's scores once per τ iteration on S. Split-K decode
+scores the cache with the search kernel instead of the dense scores kernel when certified.
+
 Decode (few queries, long cache; ``num_splits > 1``): the (Nq, Nk) float32 scores are written once
 by a kernel parallel over key blocks, the search kernel reads those scores instead of K (each τ
 iteration reads n floats instead of n·D, still one program per query block and head), and the output
@@ -103,17 +124,18 @@ def _entmax_attention_scores_kernel(
 
 @triton.jit
 def _entmax_attention_search_kernel(
-    Q, K, S, ALPHA_IN, ALPHA, M, DELTA, LSE, ENT, VARENT, GAP, TMAX, ITERS, VISITS,
+    Q, K, S, KMIN, KMAX, ALPHA_IN, ALPHA, M, DELTA, LSE, ENT, VARENT, GAP, TMAX, CERT, ITERS, VISITS,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_ab, stride_ah, stride_am,
     n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
     alpha_min, alpha_max, low, high, var_threshold, fixed_alpha, sig_lo, sig_hi,
     IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, SCHEDULE: tl.constexpr, GATED: tl.constexpr,
-    SIGMOID_K: tl.constexpr, STORE_STATS: tl.constexpr, PRECISION: tl.constexpr, MAX_ITERS: tl.constexpr,
-    TOL: tl.constexpr, STEP_TOL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_D: tl.constexpr,
+    SIGMOID_K: tl.constexpr, STORE_STATS: tl.constexpr, CERTIFY: tl.constexpr, PRECISION: tl.constexpr,
+    MAX_ITERS: tl.constexpr, TOL: tl.constexpr, STEP_TOL: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
+    # CERTIFY (fixed α, scores from K, no statistics): KMIN/KMAX (B, Hkv, n_kblocks, BLOCK_D) float32.
     start_m, b, h, h_kv, bh, offs_m, offs_d = core.query_block(n_heads, group, BLOCK_M, BLOCK_D)
     m_ok = offs_m < n_q
     if FROM_BUFFER:
@@ -128,48 +150,55 @@ def _entmax_attention_search_kernel(
     live = m_ok & (n_vis > 0)
     end_n = core.key_end(start_m, n_q, n_k, BLOCK_M, IS_CAUSAL)
     tiles = (bh.to(tl.int64) * tl.num_programs(0) + start_m) * n_kblocks
-
-    # Pass 1: row max, softmax statistics (l = 0 when they are not accumulated: H = V = 0), tile bounds.
-    m_i, l_i, mu_i, m2_i = tau.first_pass(
-        q, k_ptr, s_ptr, GAP, TMAX, tiles, offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd,
-        scale, IS_CAUSAL, FROM_BUFFER, STORE_STATS, PRECISION, BLOCK_M, BLOCK_N,
-    )  # fmt: skip
-    log_z, ent, var = finalize_state(m_i, l_i, mu_i, m2_i, live)
     row = bh.to(tl.int64) * n_q + offs_m
-    if STORE_STATS:
-        tl.store(LSE + row, log_z, mask=m_ok)
-        tl.store(ENT + row, ent, mask=m_ok)
-        tl.store(VARENT + row, var, mask=m_ok)
-    if SCHEDULE > 0:
-        alpha = tau.scheduled_alpha(
-            ent, var, n_vis.to(tl.float32), alpha_min, alpha_max, low, high, var_threshold, fixed_alpha,
-            sig_lo, sig_hi, SCHEDULE, GATED, SIGMOID_K,
-        )  # fmt: skip
-    else:
+    # the bracket of δ = τ - (α - 1) m: F(-1) >= 0 >= F(-n^{1-α}) (`_search.py`)
+    lo = tl.full((BLOCK_M,), -1.0, tl.float32)
+
+    if CERTIFY:
         a_ptr = ALPHA_IN + b.to(tl.int64) * stride_ab + h.to(tl.int64) * stride_ah
         alpha = tl.load(a_ptr + offs_m * stride_am, mask=m_ok, other=1.0).to(tl.float32)
+        soft = alpha <= 1.0
+        am1 = tl.where(soft, 1.0, alpha - 1.0)
+        hi = -tl.exp((1.0 - alpha) * tl.log(tl.maximum(n_vis, 1).to(tl.float32)))
+        kv_blocks = (b.to(tl.int64) * (n_heads // group) + h_kv) * n_kblocks
+        # Pass 1 on the certified subset S, then the tiles it does not certify zero: the row max.
+        m_i, lo, it, visits = tau.certified_pass(
+            q, k_ptr, GAP, TMAX, CERT, KMIN, KMAX, kv_blocks, tiles, am1, live, live & ~soft, hi, n_vis,
+            offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, PRECISION,
+            MAX_ITERS, TOL, STEP_TOL, BLOCK_M, BLOCK_N, BLOCK_D,
+        )  # fmt: skip
+    else:
+        # Pass 1: row max, softmax statistics (l = 0 when they are not accumulated: H = V = 0), tile bounds.
+        m_i, l_i, mu_i, m2_i = tau.first_pass(
+            q, k_ptr, s_ptr, GAP, TMAX, tiles, offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn,
+            stride_kd, scale, IS_CAUSAL, FROM_BUFFER, STORE_STATS, PRECISION, BLOCK_M, BLOCK_N,
+        )  # fmt: skip
+        log_z, ent, var = finalize_state(m_i, l_i, mu_i, m2_i, live)
+        if STORE_STATS:
+            tl.store(LSE + row, log_z, mask=m_ok)
+            tl.store(ENT + row, ent, mask=m_ok)
+            tl.store(VARENT + row, var, mask=m_ok)
+        if SCHEDULE > 0:
+            alpha = tau.scheduled_alpha(
+                ent, var, n_vis.to(tl.float32), alpha_min, alpha_max, low, high, var_threshold, fixed_alpha,
+                sig_lo, sig_hi, SCHEDULE, GATED, SIGMOID_K,
+            )  # fmt: skip
+        else:
+            a_ptr = ALPHA_IN + b.to(tl.int64) * stride_ab + h.to(tl.int64) * stride_ah
+            alpha = tl.load(a_ptr + offs_m * stride_am, mask=m_ok, other=1.0).to(tl.float32)
+        soft = alpha <= 1.0
+        am1 = tl.where(soft, 1.0, alpha - 1.0)
+        hi = -tl.exp((1.0 - alpha) * tl.log(tl.maximum(n_vis, 1).to(tl.float32)))
+        it = 0
+        visits = 0
     tl.store(ALPHA + row, alpha, mask=m_ok)
 
-    # Search for δ = τ - (α - 1) m on the rows with α > 1: Halley on the bracket [lo, hi].
-    soft = alpha <= 1.0
-    am1 = tl.where(soft, 1.0, alpha - 1.0)
-    lo = tl.full((BLOCK_M,), -1.0, tl.float32)
-    hi = -tl.exp((1.0 - alpha) * tl.log(tl.maximum(n_vis, 1).to(tl.float32)))
-    delta = lo
-    active = live & ~soft
-    n_active = tl.sum(active.to(tl.int32), 0)
-    it = 0
-    visits = 0
-    while (n_active > 0) & (it < MAX_ITERS):
-        gap_min, raw_min = tau.skip_bounds(m_i, lo / am1, active)
-        f0, f1, f2, visits = tau.residual_pass(
-            q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, delta, am1, active, gap_min, raw_min, visits,
-            offs_m, offs_d, n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, FROM_BUFFER,
-            PRECISION, BLOCK_M, BLOCK_N,
-        )  # fmt: skip
-        delta, lo, hi, active = tau.halley_step(f0, f1, f2, delta, lo, hi, am1, active, TOL, STEP_TOL)
-        n_active = tl.sum(active.to(tl.int32), 0)
-        it += 1
+    # Search for δ on the rows with α > 1: Halley on the bracket [lo, hi], from lo.
+    delta, lo, it, visits = tau.search(
+        q, k_ptr, s_ptr, GAP, TMAX, tiles, m_i, lo, lo, hi, am1, live & ~soft, it, visits, offs_m, offs_d,
+        n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL, FROM_BUFFER, PRECISION, MAX_ITERS,
+        TOL, STEP_TOL, BLOCK_M, BLOCK_N,
+    )  # fmt: skip
     tl.store(M + row, m_i, mask=m_ok)
     tl.store(DELTA + row, delta, mask=m_ok)
     block = bh.to(tl.int64) * tl.num_programs(0) + start_m
@@ -432,12 +461,20 @@ class EntmaxDiagnostics(NamedTuple):
         int64 0-dim, tiles read by all τ iterations together.
     search_tiles_dense : Tensor
         int64 0-dim, tiles the same iterations would read without skipping (AdaSplash's dense passes).
+    certified_mask : Tensor
+        bool ``(B, H, ⌈Nq/BLOCK_M⌉, ⌈Nk/BLOCK_N⌉)``, the tiles certified zero before scoring
+        (``certify=True``): never read by any pass; all False without the certificate.
+    certified_tiles : Tensor
+        int64 0-dim, the number of certified tiles (their fraction of the visible tiles is the score
+        work the certificate saved).
     """
 
     block_mask: torch.Tensor
     search_iterations: torch.Tensor
     search_tiles: torch.Tensor
     search_tiles_dense: torch.Tensor
+    certified_mask: torch.Tensor
+    certified_tiles: torch.Tensor
 
 
 class _RowState(NamedTuple):
@@ -462,6 +499,24 @@ def _num_splits(programs: int, n_q: int, n_kblocks: int) -> int:
     return max(1, min(128 // max(programs, 1), n_kblocks // 4))
 
 
+def key_block_bounds(k: torch.Tensor, block_n: int, block_d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per key block of `block_n` keys and per channel, the minimum and the maximum of K: float32
+    ``(B, Hkv, ⌈Nk/block_n⌉, block_d)`` each, 0 past the head dim (where q is 0 too).
+
+    They bound every score of the block: ``q·k_j <= Σ_d max(q_d kmin_d, q_d kmax_d)`` (Quest's bound,
+    Tang et al., 2024). For a growing KV cache only the last block changes.
+    """
+    b, hk, n_k, d = k.shape
+    n_blocks = max(triton.cdiv(n_k, block_n), 1)
+    pad = n_blocks * block_n - n_k
+    kf = k.float()
+    bounds = []
+    for fill, reduce in ((math.inf, torch.amin), (-math.inf, torch.amax)):
+        blocks = torch.nn.functional.pad(kf, (0, 0, 0, pad), value=fill).view(b, hk, n_blocks, block_n, d)
+        bounds.append(torch.nn.functional.pad(reduce(blocks, 3), (0, block_d - d)).contiguous())
+    return bounds[0], bounds[1]
+
+
 def entmax_attention_forward(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -472,15 +527,19 @@ def entmax_attention_forward(
     scale: float,
     store_stats: bool,
     num_splits: int | None = None,
+    certify: bool = False,
 ) -> tuple[torch.Tensor, _RowState, AttentionStats | None, EntmaxDiagnostics]:
     """Launch the forward: (O, row state for the backward, statistics (None unless store_stats or α is
     scheduled), diagnostics).
 
     `alpha` is a float32 tensor that broadcasts to (B, H, Nq) through strides (expanded views are not
     copied), read when `schedule` is None; with a schedule the kernel computes α. `num_splits` cuts the
-    cache into that many ranges (split-K decode); by default only decoding shapes are split. Nothing
-    here reads a device value: α was validated by the caller.
+    cache into that many ranges (split-K decode); by default only decoding shapes are split. `certify`
+    (fixed α only) skips the tiles certified zero (`_search.certified_pass`); the statistics then hold
+    NaN in their softmax fields. Nothing here reads a device value: α was validated by the caller.
     """
+    if certify and schedule is not None:
+        raise ValueError("certify=True needs a fixed alpha: a schedule's alpha reads every score of the row")
     group = check_attention_inputs(q, k, v, op="entmax_flash_attention")
     b, h, n_q, d = q.shape
     n_k = k.shape[2]
@@ -504,14 +563,21 @@ def entmax_attention_forward(
     alpha_out, m, delta, lse, ent, varent, log_norm = torch.empty(
         (7, b, h, n_q), device=dev, dtype=torch.float32
     )
+    cert = torch.zeros((b, h, n_qblocks, n_kblocks), device=dev, dtype=torch.int8)
+    if certify:
+        kmin, kmax = key_block_bounds(k, block_n, block_d)
+    else:
+        kmin = kmax = cert  # unread
     gap = torch.empty((b, h, n_qblocks, n_kblocks), device=dev, dtype=torch.float32)
     tmax = torch.empty_like(gap)
     mask = torch.zeros((b, h, n_qblocks, n_kblocks), device=dev, dtype=torch.int8)
     iters = torch.empty((b, h, n_qblocks), device=dev, dtype=torch.int32)
     visits = torch.empty_like(iters)
     support = torch.zeros((b, h, n_q), device=dev, dtype=torch.int32)
-    scores = torch.empty((b, h, n_q, n_k) if is_split else (1,), device=dev, dtype=torch.float32)
-    if is_split:
+    # split-K decoding scores the cache in one dense kernel, unless certified tiles are to be skipped
+    from_buffer = is_split and not certify
+    scores = torch.empty((b, h, n_q, n_k) if from_buffer else (1,), device=dev, dtype=torch.float32)
+    if from_buffer:
         _entmax_attention_scores_kernel[(n_kblocks, b * h)](
             q, k, scores, *q.stride(), *k.stride(),
             h, n_q, n_k, d, group, scale,
@@ -525,14 +591,15 @@ def entmax_attention_forward(
         alpha_in = alpha.expand(b, h, n_q)
         a_strides = alpha_in.stride()
     _entmax_attention_search_kernel[(n_qblocks, b * h)](
-        q, k, scores, alpha_in, alpha_out, m, delta, lse, ent, varent, gap, tmax, iters, visits,
+        q, k, scores, kmin, kmax, alpha_in, alpha_out, m, delta, lse, ent, varent, gap, tmax, cert, iters,
+        visits,
         *q.stride(), *k.stride(), *a_strides,
         h, n_q, n_k, d, group, scale, n_kblocks,
         alpha_min=schedule.alpha_min, alpha_max=schedule.alpha_max, low=schedule.low, high=schedule.high,
         var_threshold=schedule.varentropy_threshold, fixed_alpha=schedule.fixed_alpha,
         sig_lo=schedule.sigmoid_lo, sig_hi=schedule.sigmoid_hi,
-        IS_CAUSAL=causal, FROM_BUFFER=is_split, SCHEDULE=schedule.code, GATED=schedule.gated,
-        SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats, PRECISION=prec,
+        IS_CAUSAL=causal, FROM_BUFFER=from_buffer, SCHEDULE=schedule.code, GATED=schedule.gated,
+        SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats and not certify, CERTIFY=certify, PRECISION=prec,
         MAX_ITERS=MAX_ITERS, TOL=TOL, STEP_TOL=STEP_TOL,
         **launch_options(cfg),
     )  # fmt: skip
@@ -544,7 +611,7 @@ def entmax_attention_forward(
         q, k, v, scores, o, part, m, delta, alpha_out, log_norm, gap, tmax, mask, support,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
         h, n_q, n_k, d, group, scale, n_kblocks, split_len,
-        IS_CAUSAL=causal, FROM_BUFFER=is_split, IS_SPLIT=is_split, PRECISION=prec,
+        IS_CAUSAL=causal, FROM_BUFFER=from_buffer, IS_SPLIT=is_split, PRECISION=prec,
         **launch_options(cfg),
     )  # fmt: skip
     if is_split:
@@ -561,7 +628,12 @@ def entmax_attention_forward(
         search_iterations=iters,
         search_tiles=visits.sum(dtype=torch.long),
         search_tiles_dense=(iters.long() * tiles).sum(),
+        certified_mask=cert.bool(),
+        certified_tiles=cert.sum(dtype=torch.long),
     )
+    if certify:  # the softmax statistics need the scores of the certified tiles: not computed
+        for field in (lse, ent, varent):
+            field.fill_(math.nan)
     stats = None
     if store_stats:
         n_visible, support = visible_keys(b, h, n_q, n_k, causal, dev), support.long()
@@ -617,9 +689,21 @@ def entmax_attention_backward(
 
 class EntmaxAttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, alpha, schedule, causal: bool, scale: float, store_stats: bool, num_splits):
+    def forward(
+        ctx,
+        q,
+        k,
+        v,
+        alpha,
+        schedule,
+        causal: bool,
+        scale: float,
+        store_stats: bool,
+        num_splits,
+        certify: bool,
+    ):
         o, state, stats, diagnostics = entmax_attention_forward(
-            q, k, v, alpha, schedule, causal, scale, store_stats, num_splits
+            q, k, v, alpha, schedule, causal, scale, store_stats, num_splits, certify
         )
         ctx.save_for_backward(q, k, v, *state)
         ctx.causal, ctx.scale = causal, scale
@@ -633,7 +717,7 @@ class EntmaxAttentionFunction(torch.autograd.Function):
         dq, dk, dv, d_alpha = entmax_attention_backward(
             q, k, v, _RowState(*state), do, ctx.causal, ctx.scale, alpha_grad
         )
-        return dq, dk, dv, d_alpha, None, None, None, None, None
+        return dq, dk, dv, d_alpha, None, None, None, None, None, None
 
 
 def entmax_flash_attention(
@@ -647,6 +731,7 @@ def entmax_flash_attention(
     return_stats: bool = False,
     return_diagnostics: bool = False,
     num_splits: int | None = None,
+    certify: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """Block-sparse α-entmax attention ``o_i = Σ_j α_i-entmax(s_i)_j v_j``, ``s_ij = scale · q_i·k_j``.
 
@@ -679,6 +764,15 @@ def entmax_flash_attention(
     num_splits : int, optional
         Cut the keys into this many ranges processed in parallel (split-K); by default only decoding
         shapes (Nq <= 16) on the GPU are split.
+    certify : bool
+        Skip, before scoring them, the key blocks whose weights are provably all zero (fixed α only: a
+        schedule's α needs the softmax entropy of every visible key, so the scheduled path keeps the
+        dense pass). The threshold τ_S of the sink, diagonal and best-bounded blocks is at most the
+        row's τ, so a block whose score bound u (per-channel min/max of K) has ``(α - 1) u <= τ_S`` is
+        never loaded by the search, the output or the backward. The output equals the dense call's to
+        rounding (the search starts from τ_S's bracket); the statistics' softmax fields (entropy,
+        varentropy, log-partition), which need every score, are NaN. The diagnostics count the
+        certified blocks.
 
     Returns
     -------
@@ -703,7 +797,12 @@ def entmax_flash_attention(
         if not 1.0 <= float(alpha) <= 2.0:
             raise ValueError(f"alpha must be in [1, 2], got {alpha}")
         a, schedule = float(alpha), None
-    out, stats, diagnostics = _apply(q, k, v, a, schedule, causal, scale, return_stats, num_splits)
+    if certify and schedule is not None:
+        raise ValueError(
+            "certify=True needs a fixed alpha (a number or a tensor): a schedule's alpha comes from the "
+            "softmax entropy of every visible key"
+        )
+    out, stats, diagnostics = _apply(q, k, v, a, schedule, causal, scale, return_stats, num_splits, certify)
     extra = ((stats,) if return_stats else ()) + ((diagnostics,) if return_diagnostics else ())
     return (out, *extra) if extra else out
 
@@ -718,6 +817,7 @@ def entmax_attention_triton(
     causal: bool,
     scale: float | None,
     return_stats: bool,
+    certify: bool = False,
 ) -> tuple[torch.Tensor, AttentionStats | None]:
     """`entmax_flash_attention` for a caller that validated its arguments: ``(out, stats or None)``.
 
@@ -725,11 +825,11 @@ def entmax_attention_triton(
     `schedule`. Nothing here reads a device value: a number α becomes a device tensor by a fill, not a
     copy from the host, and is never read back.
     """
-    out, stats, _ = _apply(q, k, v, alpha, schedule, causal, scale, return_stats, None)
+    out, stats, _ = _apply(q, k, v, alpha, schedule, causal, scale, return_stats, None, certify)
     return out, stats
 
 
-def _apply(q, k, v, alpha, schedule, causal, scale, return_stats, num_splits):
+def _apply(q, k, v, alpha, schedule, causal, scale, return_stats, num_splits, certify=False):
     """Shape α as the launch reads it (float32, broadcasting to (B, H, Nq)) and run the Function."""
     h = q.shape[1]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
@@ -740,4 +840,6 @@ def _apply(q, k, v, alpha, schedule, causal, scale, return_stats, num_splits):
         a = a.view(1, h, 1) if a.dim() == 1 else a
     else:
         a = q.new_full((1, 1, 1), alpha, dtype=torch.float32)
-    return EntmaxAttentionFunction.apply(q, k, v, a, schedule, causal, scale, return_stats, num_splits)
+    return EntmaxAttentionFunction.apply(
+        q, k, v, a, schedule, causal, scale, return_stats, num_splits, certify
+    )
