@@ -2,7 +2,7 @@
 
 ``entropic compare --model M --prompt "..."``
     One row per strategy (`STRATEGIES`: greedy, a temperature grid, top-k, top-p, min-p, typical, top-nσ,
-    p-less, XTC, dynamic temperature, Mirostat 2.0, entropix), each a registered sampler built with
+    p-less, XTC, dynamic temperature, Mirostat 2.0 and 1.0, adaptive-p, entropix), each a registered sampler built with
     `entropic.sampling.build_sampler`: what a fixed filter does to the first next-token distribution (its
     entropy, the change from the unfiltered entropy, the tokens it keeps, the top-token probability) and the
     continuation it generates; a sampler that changes its parameters at every step (Mirostat, entropix) has
@@ -83,6 +83,8 @@ STRATEGIES: tuple[tuple[str, str, dict[str, object]], ...] = (
     ("xtc=0.1 p=0.5", "xtc", {"xtc_threshold": 0.1, "xtc_probability": 0.5}),
     ("dynatemp=1.0±0.5", "dynamic_temperature", {"temperature": 1.0, "dynatemp_range": 0.5}),
     ("mirostat τ=5 η=0.1", "mirostat", {"mirostat_tau": 5.0, "mirostat_eta": 0.1}),
+    ("mirostat_v1 τ=5", "mirostat_v1", {"mirostat_tau": 5.0, "mirostat_eta": 0.1}),
+    ("adaptive_p=0.5", "adaptive_p", {"adaptive_target": 0.5}),
     ("entropix", "entropix", {}),
 )
 
