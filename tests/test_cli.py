@@ -14,7 +14,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from entropic._ranges import RANGES
-from entropic.cli import FLAGS, SAMPLER_FLAGS, STRATEGIES, build_sampler, main, print_table
+from entropic.cli import FLAGS, SAMPLER_FLAGS, SHOWN, STRATEGIES, build_sampler, main, print_table
 from entropic.sampling import SAMPLERS, EntropixConfig, generate
 from entropic.sampling import build_sampler as build_registered
 
@@ -492,6 +492,8 @@ def test_compare_lists_the_llama_cpp_samplers(model_dir, capsys):
         "xtc=0.1 p=0.5",
         "dynatemp=1.0±0.5",
         "mirostat τ=5 η=0.1",
+        "mirostat_v1 τ=5",
+        "adaptive_p=0.5",
         "entropix",
     ]
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -522,6 +524,12 @@ def test_compare_lists_the_llama_cpp_samplers(model_dir, capsys):
     notes = " ".join(out.split())  # notes wrap at the table's width
     assert f"mirostat τ=5 η=0.1 means over its {n} tokens: {means}" in notes
     assert "xtc=0.1 p=0.5: the first step with XTC on (its coin comes up with probability 0.5)." in notes
+    for label, name, params in STRATEGIES[-3:-1]:  # Mirostat 1.0 and adaptive-p: their own metrics' means
+        assert rows[label][:4] == ["-", "-", "-", "-"]
+        _, metrics = _direct(model_dir, prompt, build_registered(name, **params), 6, 0)
+        means = ", ".join(f"{k} {v.double().mean():.3f}" for k, v in metrics.items() if k not in SHOWN)
+        count = next(iter(metrics.values())).numel()
+        assert f"{label} means over its {count} tokens: {means}" in notes, label
 
 
 def test_sample_at_temperature_zero_is_greedy(model_dir, capsys):
