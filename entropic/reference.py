@@ -16,8 +16,8 @@ reference                     op (kernel in ``entropic.kernels``)
 ============================  =================================================================
 
 `sparse_softmax_attention_reference` is the oracle of the sparse-softmax baselines of α-entmax attention
-(top-k and threshold softmax), which run in PyTorch only. The attention references are differentiable in q, k, v (and a tensor α): their gradients are the
-oracle of the kernels' backward.
+(top-k and threshold softmax), which run in PyTorch only. The attention references are differentiable
+in q, k, v (and a tensor α): their gradients are the oracle of the kernels' backward.
 """
 
 from __future__ import annotations
