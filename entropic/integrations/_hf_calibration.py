@@ -131,7 +131,7 @@ def calibrate_attention(
         model(input_ids=input_ids.to(model.device), attention_mask=attention_mask)
     finally:
         model.set_attn_implementation(previous)
-    if sorted(recorder.scores, key=str) != list(range(n_layers)):
+    if set(recorder.scores) != set(range(n_layers)):
         raise ValueError(
             f"calibrate_attention: expected scores from layers 0..{n_layers - 1} (layer_idx), got "
             f"{sorted(recorder.scores, key=str)}"
