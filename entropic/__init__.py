@@ -17,7 +17,11 @@ __version__ = "0.1.0"
 
 # name -> the module it comes from; the names of `entropic.metrics.__all__` are added on first use.
 _EXPORTS = {
+    "AttentionCalibration": "entropic.attention",
     "EntropicAttention": "entropic.attention",
+    "ThresholdSoftmax": "entropic.attention",
+    "TopKSoftmax": "entropic.attention",
+    "calibrate_attention": "entropic.integrations.hf",
     "alpha_from_entropy": "entropic.attention",
     "entmax_attention": "entropic.attention",
     "softmax_attention": "entropic.attention",

@@ -2,12 +2,13 @@
 
 ``entropic compare --model M --prompt "..."``
     One row per strategy (`STRATEGIES`: greedy, a temperature grid, top-k, top-p, min-p, typical, top-nσ,
-    p-less, XTC, dynamic temperature, Mirostat 2.0 and 1.0, adaptive-p, entropix), each a registered sampler built with
-    `entropic.sampling.build_sampler`: what a fixed filter does to the first next-token distribution (its
-    entropy, the change from the unfiltered entropy, the tokens it keeps, the top-token probability) and the
-    continuation it generates; a sampler that changes its parameters at every step (Mirostat, entropix) has
-    its decisions and the means of its own metrics under the table. Every strategy draws from the same seed
-    (common random numbers), so differences between rows come from the strategies, not from the noise.
+    p-less, XTC, dynamic temperature, Mirostat 2.0 and 1.0, adaptive-p, entropix), each a registered sampler
+    built with `entropic.sampling.build_sampler`: what a fixed filter does to the first next-token
+    distribution (its entropy, the change from the unfiltered entropy, the tokens it keeps, the top-token
+    probability) and the continuation it generates; a sampler that changes its parameters at every step
+    (Mirostat, adaptive-p, entropix) has its decisions and the means of its own metrics under the table.
+    Every strategy draws from the same seed (common random numbers), so differences between rows come from
+    the strategies, not from the noise.
 
 ``entropic generate --model M --prompt "..." --sampler entropix --show-steps``
     Generate with any registered sampler, printing each new piece of text as soon as its token is decided;

@@ -15,13 +15,17 @@ reference                     op (kernel in ``entropic.kernels``)
                               the exponential race on given noise
 ============================  =================================================================
 
-The attention references are differentiable in q, k, v (and a tensor α): their gradients are the
-oracle of the kernels' backward.
+`sparse_softmax_attention_reference` is the oracle of the sparse-softmax baselines of α-entmax attention
+(top-k and threshold softmax), which run in PyTorch only. The attention references are differentiable
+in q, k, v (and a tensor α): their gradients are the oracle of the kernels' backward.
 """
 
 from __future__ import annotations
 
-from entropic.ops.entmax_attention.reference import entmax_attention_reference
+from entropic.ops.entmax_attention.reference import (
+    entmax_attention_reference,
+    sparse_softmax_attention_reference,
+)
 from entropic.ops.entropy.reference import entropy_stats_reference
 from entropic.ops.flash_attention.reference import softmax_attention_reference
 from entropic.ops.sampling.reference import SampleReference, fused_sample_reference
@@ -32,4 +36,5 @@ __all__ = [
     "entropy_stats_reference",
     "fused_sample_reference",
     "softmax_attention_reference",
+    "sparse_softmax_attention_reference",
 ]

@@ -164,9 +164,24 @@ def test_decoding_with_a_long_cache_keeps_bounds_and_equals_dense():
     assert all(torch.equal(a, b) for a, b in zip(caches[1].bounds, key_bounds(caches[1].k, 8), strict=True))
 
 
-def test_plan_rejects_certify_on_the_kernel():
-    with pytest.raises(ValueError, match="certify runs on the PyTorch path"):
-        AttentionPlan(1.5, impl="triton", certify=CERT)
+def test_the_plan_certifies_in_the_kernel_too(monkeypatch):
+    """impl='triton' with `certify`: the kernel's certified launch (its own tiles), equal to the dense one."""
+    import entropic.ops.entmax_attention.triton as kernel
+
+    calls = []
+    real = kernel.entmax_attention_triton
+    monkeypatch.setattr(
+        kernel, "entmax_attention_triton", lambda *a, **kw: calls.append(kw["certify"]) or real(*a, **kw)
+    )
+    q, k, _ = clustered(1, 2, 1, 64, 16, 16, sharp=40.0, dtype=torch.float32)
+    v = torch.randn(1, 1, 64, 16)
+    dense = attend(q, k, v, AttentionPlan(1.5, causal=True, impl="triton"))
+    cert = attend(q, k, v, AttentionPlan(1.5, causal=True, impl="triton", certify=CERT))
+    torch.testing.assert_close(cert, dense, atol=2e-5, rtol=0)
+    assert calls == [False, True]
+
+
+def test_plan_rejects_a_bad_certify():
     with pytest.raises(TypeError, match="certify must be a Certify"):
         AttentionPlan(1.5, certify=8)
     with pytest.raises(ValueError, match="block"):

@@ -330,3 +330,18 @@ def test_attention_swap_on_a_tiny_llama(tmp_path, make_llama):
     attention_swap.use(model, attention_swap.LayerwiseAttention(1.0, 2, 4))
     assert layers[1]["delta_nll"] == pytest.approx(nll_layer1 - by["softmax", 20]["nll"], abs=1e-9)
     assert layers[1]["delta_nll"] != 0 and 0 < layers[1]["zero_fraction"] < 1
+
+
+def test_attention_calibration_matches_the_sparsity_of_its_baselines(make_llama):
+    pytest.importorskip("transformers")
+    from entropic.attention import ThresholdSoftmax, TopKSoftmax
+    from experiments import attention_calibration
+
+    model = make_llama(64, hidden_size=64, intermediate_size=128, initializer_range=0.3)
+    ids = torch.randint(0, 64, (2, 48), generator=torch.Generator().manual_seed(0))
+    top_k = attention_calibration.run(model, TopKSoftmax(0.5), ids)
+    assert 0.4 < top_k["zero_fraction"] < 0.5  # ⌈n / 2⌉ kept of n visible keys, per query
+    target = attention_calibration.run(model, 1.5, ids)["zero_fraction"]
+    eps = attention_calibration.match_threshold(model, ids, target, steps=12)
+    matched = attention_calibration.run(model, ThresholdSoftmax(eps), ids)["zero_fraction"]
+    assert abs(matched - target) < 0.02

@@ -1,6 +1,6 @@
 """`EntropicAttention`: multi-head self-attention with fixed, learned or entropy-scheduled α-entmax.
 
-Four ways to set ``alpha``:
+Five ways to set ``alpha``:
 
 - a number in [1, 2]: every head and query uses it (1 = softmax, 1.5 = entmax15, 2 = sparsemax);
 - a ``(H,)`` tensor: one fixed α per head (a buffer, not trained);
@@ -12,7 +12,12 @@ Four ways to set ``alpha``:
   computed in the same forward. α is a *detached* function of the scores: the schedule is a rule, not
   a path for gradients, so the scores are trained only through the attention they produce (the
   schedule's thresholds are piecewise and would otherwise feed gradients that push entropies across
-  them).
+  them);
+- a sparse-softmax baseline, `TopKSoftmax` or `ThresholdSoftmax` (softmax over a kept subset of each
+  query's keys, for comparisons at matched sparsity).
+
+α-entmax is not invariant to the scale of the scores: ``score_scale`` (a number or one factor per head,
+as fitted by `entropic.calibrate_attention`) multiplies each head's scores ``q·k / sqrt(D)``.
 
 The module validates α and its options once, at construction, into an `AttentionPlan`; each forward
 calls the trusted op `attend` (no checks, no host sync; ``entropic.attention.check_values`` turns value
@@ -33,9 +38,17 @@ import torch
 from torch import Tensor, nn
 
 from entropic._validation import check_param
-from entropic.attention.trusted import AttentionPlan, attend, last_query_metrics
+from entropic.attention.trusted import (
+    AttentionPlan,
+    ThresholdSoftmax,
+    TopKSoftmax,
+    attend,
+    check_attention_kind,
+    check_score_scale,
+    last_query_metrics,
+)
 from entropic.ops.entmax_attention.certify import Certify, extend_key_bounds
-from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
+from entropic.ops.entmax_attention.schedule import EntropySchedule
 from entropic.types import AttentionStats, EntropixAttentionMetrics
 
 __all__ = ["EntropicAttention", "KVCache", "Rotary", "StatsSink", "collect_attention_stats"]
@@ -95,9 +108,9 @@ class EntropicAttention(nn.Module):
         Query heads H.
     n_kv_heads : int, optional
         Key/value heads (grouped-query attention); a divisor of `n_heads`; `n_heads` by default.
-    alpha : float, Tensor, EntropySchedule or "learned"
-        A number in [1, 2], a ``(H,)`` tensor of per-head α, an `EntropySchedule` or ``"learned"``
-        (see the module docstring).
+    alpha : float, Tensor, EntropySchedule, "learned", TopKSoftmax or ThresholdSoftmax
+        A number in [1, 2], a ``(H,)`` tensor of per-head α, an `EntropySchedule`, ``"learned"`` or a
+        sparse-softmax baseline (see the module docstring).
     causal : bool
         Causal self-attention (bottom-right aligned when a KV cache makes keys outnumber queries).
     dropout : float
@@ -116,6 +129,9 @@ class EntropicAttention(nn.Module):
     certify : Certify, optional
         Certified block skipping on the PyTorch α-entmax path (`AttentionPlan.certify`): key blocks whose
         weights are provably zero are never scored; a `KVCache` keeps their bounds as it grows.
+    score_scale : float or Tensor, optional
+        A factor (> 0) on every head's scores, or a ``(H,)`` tensor of one per head (a buffer, saved in
+        the state dict); None (the default) leaves the scores as they are.
 
     Examples
     --------
@@ -138,6 +154,7 @@ class EntropicAttention(nn.Module):
         impl: Literal["auto", "torch", "triton"] = "auto",
         rotary: Rotary | None = None,
         certify: Certify | None = None,
+        score_scale: float | Tensor | None = None,
     ) -> None:
         super().__init__()
         check_param(dim, "dim", 1, float("inf"), integer=True)
@@ -153,7 +170,8 @@ class EntropicAttention(nn.Module):
         check_param(dropout, "dropout", 0.0, 1.0, high_open=True)
         if impl not in ("auto", "torch", "triton"):
             raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {impl!r}")
-        alpha = check_alpha(alpha, allow_learned=True)
+        alpha = check_attention_kind(alpha, allow_learned=True)
+        score_scale = check_score_scale(score_scale, ((n_heads,),))
         if isinstance(alpha, Tensor) and alpha.shape != (n_heads,):
             raise ValueError(
                 f"alpha must be a number, a (H,) = ({n_heads},) tensor, an EntropySchedule or 'learned', "
@@ -175,6 +193,7 @@ class EntropicAttention(nn.Module):
             self._alpha = alpha
         learned = isinstance(alpha, str)
         self.alpha_logit = nn.Parameter(torch.zeros(n_heads)) if learned else None
+        self.register_buffer("score_scale", score_scale)  # (H,) or None
         # What every forward runs; a tensor α (fixed or learned) is given to each call.
         per_call = learned or isinstance(alpha, Tensor)
         self.plan = AttentionPlan(None if per_call else alpha, causal=causal, impl=impl, certify=certify)
@@ -183,7 +202,7 @@ class EntropicAttention(nn.Module):
         self.stats_sink: StatsSink | None = None
 
     @property
-    def alpha(self) -> float | Tensor | EntropySchedule:
+    def alpha(self) -> float | Tensor | EntropySchedule | TopKSoftmax | ThresholdSoftmax:
         """What the forward passes as α: a number, the ``(H,)`` fixed or learned α, or the schedule."""
         if self.alpha_logit is not None:
             return 1.0 + torch.sigmoid(self.alpha_logit)
@@ -247,6 +266,7 @@ class EntropicAttention(nn.Module):
             attn_mask=attn_mask,
             dropout_p=self.dropout if self.training else 0.0,
             key_bounds=bounds,
+            score_scale=self.score_scale,
         )
         if sink is not None:
             result, stats = result
@@ -262,7 +282,7 @@ class EntropicAttention(nn.Module):
             f"dim={self.dim}, n_heads={self.n_heads}, n_kv_heads={self.n_kv_heads}, "
             f"head_dim={self.head_dim}, alpha={alpha!r}, causal={self.causal}, dropout={self.dropout}, "
             f"impl={self.impl!r}" + (f", certify={self.plan.certify}" if self.plan.certify else "")
-        )
+        ) + ("" if self.score_scale is None else f", score_scale={self.score_scale.tolist()}")
 
 
 @contextmanager

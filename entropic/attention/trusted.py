@@ -15,8 +15,15 @@ The one dispatch rule (`attend`):
 α = 1 with statistics              the Triton flash kernel (``entropic.ops.flash_attention.triton``)
 α > 1, a tensor α, a schedule      the block-sparse α-entmax Triton kernel
                                    (``entropic.ops.entmax_attention.triton``)
+`TopKSoftmax`, `ThresholdSoftmax`  the PyTorch sparse-softmax path, always (the matched-sparsity
+                                   baselines; ``entropic.ops.entmax_attention.sparse_softmax``)
 otherwise                          the PyTorch chunked path (``entropic.ops.entmax_attention.torch``)
 =================================  ===========================================================
+
+A calibrated score scale (``attend(..., score_scale=)``, one factor per head, fitted by
+`entropic.calibrate_attention`) multiplies each head's queries before the dispatch, so every
+backend sees the scores ``plan.scale · score_scale[h] · q·k`` and its statistics (and an entropy
+schedule) describe the calibrated scores. Without one (None) the queries are used as they are.
 
 The Triton kernels run when ``impl="triton"`` (the public functions raise when they cannot), or when
 ``impl="auto"`` on CUDA tensors and nothing blocks them (`attention_blocker`: no mask, no dropout, a
@@ -43,12 +50,58 @@ from entropic.ops.dispatch import IMPLS
 from entropic.ops.entmax_attention.certify import Certify
 from entropic.ops.entmax_attention.dispatch import attention_blocker, kernel_tiles
 from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
+from entropic.ops.entmax_attention.sparse_softmax import (
+    ThresholdSoftmax,
+    TopKSoftmax,
+    sparse_softmax_attention,
+)
 from entropic.ops.entmax_attention.torch import Spec, chunked_entmax_attention, scores, softmax_stats
 from entropic.types import AttentionStats, EntropixAttentionMetrics
 
-__all__ = ["AttentionPlan", "attend", "check_values", "last_query_metrics"]
+__all__ = [
+    "AttentionPlan",
+    "ThresholdSoftmax",
+    "TopKSoftmax",
+    "attend",
+    "check_attention_kind",
+    "check_score_scale",
+    "check_values",
+    "last_query_metrics",
+]
 
 Impl = Literal["auto", "torch", "triton"]
+# What an attention call normalises its scores with: α (a number or a schedule) or a sparse softmax.
+AttentionKind = float | EntropySchedule | TopKSoftmax | ThresholdSoftmax
+
+
+def check_attention_kind(alpha: object, **options: bool) -> object:
+    """`check_alpha`, also accepting a `TopKSoftmax` or `ThresholdSoftmax` (validated when built);
+    `options` are `check_alpha`'s."""
+    if isinstance(alpha, TopKSoftmax | ThresholdSoftmax):
+        return alpha
+    return check_alpha(alpha, **options)
+
+
+def check_score_scale(
+    score_scale: float | Tensor | None, shapes: tuple[tuple[int, ...], ...]
+) -> Tensor | None:
+    """A score scale as a float32 tensor of one of `shapes` (a number becomes one factor per head, the
+    last dim of ``shapes[0]``), every value finite and > 0; None stays None. Errors name `score_scale`."""
+    if score_scale is None:
+        return None
+    if isinstance(score_scale, Tensor):
+        if not score_scale.is_floating_point():
+            raise TypeError(f"score_scale must be a floating-point tensor, got dtype {score_scale.dtype}")
+        if tuple(score_scale.shape) not in shapes:
+            expected = " or ".join(str(s) for s in shapes)
+            raise ValueError(
+                f"score_scale must be a number or a tensor of shape {expected}, got shape "
+                f"{tuple(score_scale.shape)}"
+            )
+        check_param(score_scale.detach(), "score_scale", 0.0, math.inf, low_open=True, high_open=True)
+        return score_scale.detach().float().clone()
+    check_param(score_scale, "score_scale", 0.0, math.inf, low_open=True, high_open=True)
+    return torch.full(shapes[0][-1:], float(score_scale))
 
 
 @dataclass(frozen=True)
@@ -57,10 +110,12 @@ class AttentionPlan:
 
     Attributes
     ----------
-    alpha : float, EntropySchedule or None
-        A number in [1, 2] (1 = softmax), an `EntropySchedule`, or None: α is a tensor given to each call
-        (``attend(..., alpha=)``), a fixed per-head buffer or a learned ``1 + sigmoid(z)``, which live on
-        the module's device and, when learned, change at every step; their owner validated them.
+    alpha : float, EntropySchedule, TopKSoftmax, ThresholdSoftmax or None
+        A number in [1, 2] (1 = softmax), an `EntropySchedule`, a sparse-softmax baseline (`TopKSoftmax`,
+        `ThresholdSoftmax`: softmax over a kept subset of keys, PyTorch only), or None: α is a tensor
+        given to each call (``attend(..., alpha=)``), a fixed per-head buffer or a learned
+        ``1 + sigmoid(z)``, which live on the module's device and, when learned, change at every step;
+        their owner validated them.
     causal : bool
         Bottom-right aligned causal mask (query i sees keys ``j <= i + Nk - Nq``).
     scale : float, optional
@@ -70,14 +125,15 @@ class AttentionPlan:
     stats : bool
         Return the `AttentionStats` of each call with its output.
     certify : Certify, optional
-        Certified block skipping on the PyTorch α-entmax path (``entropic.ops.entmax_attention.certify``):
-        key blocks whose weights are provably zero are never scored, forward and backward; the output
-        is the dense one within rounding. Calls with statistics, an `EntropySchedule` or dropout, and
-        α = 1, run dense (they read every score). The Triton kernel has its own tile skipping, so
-        ``impl="triton"`` takes no `certify`. None (the default): dense.
+        Certified block skipping (``entropic.ops.entmax_attention.certify``): key blocks whose weights are
+        provably zero are never scored, forward and backward; the output is the dense one within rounding.
+        On the PyTorch path with the blocks and subset `Certify` names; in the Triton kernel
+        (``entmax_flash_attention(certify=True)``) on the kernel's own key tiles. Calls with statistics, an
+        `EntropySchedule` or dropout, and α = 1, run dense (they read every score). None (the default):
+        dense.
     """
 
-    alpha: float | EntropySchedule | None = 1.0
+    alpha: AttentionKind | None = 1.0
     causal: bool = False
     scale: float | None = None
     impl: Impl = "auto"
@@ -86,24 +142,30 @@ class AttentionPlan:
 
     def __post_init__(self) -> None:
         if self.alpha is not None:
-            object.__setattr__(self, "alpha", check_alpha(self.alpha, allow_tensor=False))
+            object.__setattr__(self, "alpha", check_attention_kind(self.alpha, allow_tensor=False))
         if self.impl not in IMPLS:
             raise ValueError(f"impl must be 'auto', 'torch' or 'triton', got {self.impl!r}")
+        if self.sparse_softmax and self.impl == "triton":
+            raise ValueError(
+                f"impl='triton' has no kernel for {type(self.alpha).__name__}; use impl='auto' or 'torch'"
+            )
         if self.scale is not None:
             check_param(self.scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
             object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "causal", bool(self.causal))
         object.__setattr__(self, "stats", bool(self.stats))
-        if self.certify is not None:
-            if not isinstance(self.certify, Certify):
-                raise TypeError(f"certify must be a Certify or None, got {type(self.certify).__name__}")
-            if self.impl == "triton":
-                raise ValueError("certify runs on the PyTorch path: impl must be 'auto' or 'torch'")
+        if self.certify is not None and not isinstance(self.certify, Certify):
+            raise TypeError(f"certify must be a Certify or None, got {type(self.certify).__name__}")
 
     @property
     def softmax(self) -> bool:
         """α is the number 1."""
         return isinstance(self.alpha, float) and self.alpha == 1.0
+
+    @property
+    def sparse_softmax(self) -> bool:
+        """The attention is a sparse-softmax baseline (`TopKSoftmax`, `ThresholdSoftmax`)."""
+        return isinstance(self.alpha, TopKSoftmax | ThresholdSoftmax)
 
 
 # ------------------------------------------------------------------------------------ value checks
@@ -193,6 +255,7 @@ def attend(
     attn_mask: Tensor | None = None,
     dropout_p: float = 0.0,
     key_bounds: tuple[Tensor, Tensor] | None = None,
+    score_scale: Tensor | None = None,
 ) -> Tensor | tuple[Tensor, AttentionStats]:
     """Attention by `plan` on trusted inputs: no validation, no device read (see the module docstring).
 
@@ -212,6 +275,9 @@ def attend(
     key_bounds : (Tensor, Tensor), optional
         With ``plan.certify``: the per-block ``(kmin, kmax)`` ``(B, Hkv, ceil(Nk / block), D)`` of k
         (`KVCache.key_bounds` keeps them as the cache grows); computed from k when None.
+    score_scale : Tensor, optional
+        ``(H,)`` factors (> 0) multiplying each head's scores, applied to the queries before the
+        dispatch (see the module docstring); differentiable. None (or all ones) leaves the call as it is.
 
     Returns
     -------
@@ -224,7 +290,11 @@ def attend(
         check_finite(q, k, v, fn)
         if attn_mask is not None:
             check_mask(attn_mask, (q.shape[0], q.shape[1], q.shape[2], k.shape[2]), fn)
+    if score_scale is not None:  # the one place a calibrated scale enters: s = plan.scale · (c_h q)·k
+        q = q * score_scale.to(device=q.device, dtype=q.dtype).view(1, -1, 1, 1)
     # the one dispatch rule (the module docstring's table)
+    if plan.sparse_softmax:
+        return _sparse(q, k, v, plan, attn_mask, dropout_p)
     if plan.softmax and not plan.stats and plan.impl != "triton":
         return _sdpa(q, k, v, plan, attn_mask, dropout_p)
     kernel = plan.impl == "triton" or (
@@ -242,8 +312,9 @@ def attend(
 
     schedule = plan.alpha.kernel_args if isinstance(plan.alpha, EntropySchedule) else None
     a = None if schedule is not None else (alpha if plan.alpha is None else plan.alpha)
+    certify = plan.certify is not None and schedule is None and not plan.stats  # as the PyTorch path
     out, stats = entmax_attention_triton(
-        q, k, v, a, schedule, causal=plan.causal, scale=plan.scale, return_stats=plan.stats
+        q, k, v, a, schedule, causal=plan.causal, scale=plan.scale, return_stats=plan.stats, certify=certify
     )
     return (out, stats) if plan.stats else out
 
@@ -329,12 +400,40 @@ def _chunked(
         q.to(dtype), k.to(dtype), v.to(dtype), alpha_tensor, bias, spec, key_bounds
     )
     out = out.to(q.dtype)
+    return (out, _stats(st, tiles, alpha_used)) if plan.stats else out
+
+
+def _sparse(
+    q: Tensor, k: Tensor, v: Tensor, plan: AttentionPlan, attn_mask: Tensor | None, dropout_p: float
+) -> Tensor | tuple[Tensor, AttentionStats]:
+    """The sparse-softmax baselines (``entropic.ops.entmax_attention.sparse_softmax``), in float32
+    (float64 for float64 inputs), with the statistics of the α-entmax path (α reported as 1)."""
+    b, h, nq, d = q.shape
+    dtype = compute_dtype(q.dtype)
+    out, st, tiles = sparse_softmax_attention(
+        q.to(dtype),
+        k.to(dtype),
+        v.to(dtype),
+        plan.alpha,
+        None if attn_mask is None else _mask_bias(attn_mask, dtype),
+        causal=plan.causal,
+        scale=plan.scale if plan.scale is not None else 1.0 / math.sqrt(d),
+        dropout_p=float(dropout_p),
+        stats=plan.stats,
+        tiles=kernel_tiles(torch.bfloat16, d, nq),
+    )
+    out = out.to(q.dtype)
     if not plan.stats:
         return out
+    return out, _stats(st, tiles, torch.ones(b, h, nq, dtype=dtype, device=q.device))
+
+
+def _stats(st: Tensor, tiles: Tensor, alpha_used: Tensor) -> AttentionStats:
+    """`AttentionStats` from the PyTorch paths' ``(5, B, H, Nq)`` fields and ``(2,)`` tile counts."""
     ent, var, log_z, n_visible, support = st
     n_visible, support = n_visible.long(), support.long()
     live_tiles, used_tiles = tiles
-    stats = AttentionStats(
+    return AttentionStats(
         entropy=ent,
         varentropy=var,
         log_partition=log_z,
@@ -344,7 +443,6 @@ def _chunked(
         alpha=alpha_used,
         block_sparsity=torch.where(live_tiles > 0, 1.0 - used_tiles / live_tiles.clamp(min=1), 0.0).float(),
     )
-    return out, stats
 
 
 def last_query_metrics(

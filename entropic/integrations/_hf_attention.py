@@ -35,8 +35,19 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from entropic.attention.functional import AttentionStats, EntropixAttentionMetrics
-from entropic.attention.trusted import AttentionPlan, attend, last_query_metrics
-from entropic.ops.entmax_attention.schedule import EntropySchedule, check_alpha
+from entropic.attention.trusted import (
+    AttentionPlan,
+    ThresholdSoftmax,
+    TopKSoftmax,
+    attend,
+    check_attention_kind,
+    check_score_scale,
+    last_query_metrics,
+)
+from entropic.ops.entmax_attention.schedule import EntropySchedule
+
+# What `register` takes as α: a number, per-head or per-layer α, a schedule, or a sparse-softmax baseline.
+Alpha = float | Tensor | EntropySchedule | TopKSoftmax | ThresholdSoftmax
 
 __all__ = ["EntropicHFAttention", "LayerSink", "entropic_attention_mask", "register"]
 
@@ -71,15 +82,20 @@ class EntropicHFAttention:
 
     Parameters
     ----------
-    alpha : float, Tensor or EntropySchedule
+    alpha : float, Tensor, EntropySchedule, TopKSoftmax or ThresholdSoftmax
         As in `entmax_attention`: a number in [1, 2], a ``(H,)`` tensor (one α per head, the same in
-        every layer), an ``(L, H)`` tensor (one α per layer and head, read at ``module.layer_idx``) or an
-        `EntropySchedule` (α per query from its softmax entropy). Validated here, once.
+        every layer), an ``(L, H)`` tensor (one α per layer and head, read at ``module.layer_idx``), an
+        `EntropySchedule` (α per query from its softmax entropy), or a sparse-softmax baseline
+        (`TopKSoftmax`, `ThresholdSoftmax`). Validated here, once.
     record_stats : bool
         Store ``last_stats`` and ``last_metrics`` at each forward of the last layer.
     sink : callable, optional
         ``sink(layer_idx, stats, query)``, called at every forward of every layer with its
         `AttentionStats` and its ``(B, H, Nq, D)`` queries (statistics are then computed in every layer).
+    score_scale : float or Tensor, optional
+        Factors (> 0) on the scores: a number, a ``(H,)`` tensor (per head, every layer) or an ``(L, H)``
+        tensor (per layer and head, read at ``module.layer_idx``), e.g. ``AttentionCalibration.scales``
+        (`entropic.calibrate_attention`). None leaves the model's scores as they are.
 
     Attributes
     ----------
@@ -91,11 +107,12 @@ class EntropicHFAttention:
 
     def __init__(
         self,
-        alpha: float | Tensor | EntropySchedule,
+        alpha: Alpha,
         record_stats: bool = True,
         sink: LayerSink | None = None,
+        score_scale: float | Tensor | None = None,
     ) -> None:
-        alpha = check_alpha(alpha)
+        alpha = check_attention_kind(alpha)
         if isinstance(alpha, Tensor) and alpha.dim() not in (1, 2):
             raise ValueError(
                 "alpha must be a number, a (H,) tensor, an (L, H) tensor or an EntropySchedule, "
@@ -105,6 +122,13 @@ class EntropicHFAttention:
             raise TypeError(
                 f"sink must be callable as sink(layer_idx, stats, query), got {type(sink).__name__}"
             )
+        if isinstance(score_scale, Tensor) and score_scale.dim() not in (1, 2):
+            raise ValueError(
+                "score_scale must be a number, a (H,) tensor or an (L, H) tensor, "
+                f"got a tensor of shape {tuple(score_scale.shape)}"
+            )
+        shape = () if not isinstance(score_scale, Tensor) else tuple(score_scale.shape)
+        self.score_scale = check_score_scale(score_scale, (shape or (1,),))
         self.alpha = alpha
         self.record_stats = record_stats
         self.sink = sink
@@ -112,6 +136,7 @@ class EntropicHFAttention:
         self.last_metrics: EntropixAttentionMetrics | None = None
         self._plans: dict[tuple[bool, float | None, bool], AttentionPlan] = {}
         self._alpha_on: dict[torch.device, Tensor] = {}
+        self._scale_on: dict[torch.device, Tensor] = {}
 
     def _plan(self, causal: bool, scale: float | None, stats: bool) -> AttentionPlan:
         """The plan of one kind of call, built (and validated) at its first use."""
@@ -124,14 +149,13 @@ class EntropicHFAttention:
 
     def _layer_alpha(self, layer: int | None, device: torch.device) -> Tensor:
         """The (H,) α of `layer` on `device` (copied there once)."""
-        alpha = self._alpha_on.get(device)
-        if alpha is None:
-            alpha = self._alpha_on[device] = self.alpha.to(device)
-        if alpha.dim() == 1:
-            return alpha
-        if layer is None:
-            raise ValueError("a per-layer alpha (L, H) needs attention modules that set layer_idx")
-        return alpha[layer]
+        return _of_layer(self.alpha, self._alpha_on, layer, device, "alpha")
+
+    def _layer_scale(self, layer: int | None, device: torch.device) -> Tensor | None:
+        """The (H,) score scale of `layer` on `device` (a number: (1,), every head), or None."""
+        if self.score_scale is None:
+            return None
+        return _of_layer(self.score_scale, self._scale_on, layer, device, "score_scale")
 
     def __call__(
         self,
@@ -154,7 +178,16 @@ class EntropicHFAttention:
         record = self.record_stats and _is_last_layer(module)
         plan = self._plan(causal, scaling, record or self.sink is not None)
         alpha = self._layer_alpha(layer, query.device) if plan.alpha is None else None
-        result = attend(query, key, value, plan, alpha=alpha, attn_mask=attention_mask, dropout_p=dropout)
+        result = attend(
+            query,
+            key,
+            value,
+            plan,
+            alpha=alpha,
+            attn_mask=attention_mask,
+            dropout_p=dropout,
+            score_scale=self._layer_scale(layer, query.device),
+        )
         if plan.stats:
             result, stats = result
             if self.sink is not None:
@@ -165,9 +198,25 @@ class EntropicHFAttention:
         return result.transpose(1, 2).contiguous(), None
 
     def __repr__(self) -> str:
+        scale = "" if self.score_scale is None else f", score_scale={tuple(self.score_scale.shape)} tensor"
         return (
-            f"EntropicHFAttention(alpha={self.alpha!r}, record_stats={self.record_stats}, sink={self.sink!r})"
+            f"EntropicHFAttention(alpha={self.alpha!r}, record_stats={self.record_stats}, "
+            f"sink={self.sink!r}{scale})"
         )
+
+
+def _of_layer(
+    value: Tensor, cache: dict[torch.device, Tensor], layer: int | None, device: torch.device, name: str
+) -> Tensor:
+    """Row `layer` of an (L, H) tensor, or the (H,) tensor itself, on `device` (copied there once)."""
+    on_device = cache.get(device)
+    if on_device is None:
+        on_device = cache[device] = value.to(device)
+    if on_device.dim() == 1:
+        return on_device
+    if layer is None:
+        raise ValueError(f"a per-layer {name} (L, H) needs attention modules that set layer_idx")
+    return on_device[layer]
 
 
 def _is_last_layer(module: nn.Module) -> bool:
@@ -180,10 +229,11 @@ def _is_last_layer(module: nn.Module) -> bool:
 
 def register(
     name: str = "entropic",
-    alpha: float | Tensor | EntropySchedule = 1.5,
+    alpha: Alpha = 1.5,
     *,
     record_stats: bool = True,
     sink: LayerSink | None = None,
+    score_scale: float | Tensor | None = None,
 ) -> EntropicHFAttention:
     """Register α-entmax attention and its mask under `name` for every ``transformers`` model.
 
@@ -196,14 +246,18 @@ def register(
     ----------
     name : str
         The ``attn_implementation`` name; not one of transformers' own backends.
-    alpha : float, Tensor or EntropySchedule
+    alpha : float, Tensor, EntropySchedule, TopKSoftmax or ThresholdSoftmax
         A number in [1, 2] (1 = the model's own softmax attention), a ``(H,)`` tensor of per-head α, an
-        ``(L, H)`` tensor of per-layer, per-head α, or an `EntropySchedule` for α per query from its
-        attention entropy.
+        ``(L, H)`` tensor of per-layer, per-head α, an `EntropySchedule` for α per query from its
+        attention entropy, or a sparse-softmax baseline: `TopKSoftmax` (each query keeps a fraction of
+        its keys) or `ThresholdSoftmax` (softmax weights below ε dropped).
     record_stats : bool
         Keep the last layer's statistics on the returned object (see `EntropicHFAttention`).
     sink : callable, optional
         ``sink(layer_idx, stats, query)`` receives every layer's `AttentionStats` at every forward.
+    score_scale : float or Tensor, optional
+        Factors on the scores, a number, ``(H,)`` or ``(L, H)`` (see `EntropicHFAttention`); fit them with
+        `entropic.calibrate_attention`.
 
     Returns
     -------
@@ -218,7 +272,7 @@ def register(
     """
     if not isinstance(name, str) or not name or name in _RESERVED:
         raise ValueError(f"name must be a non-empty string other than {_RESERVED}, got {name!r}")
-    function = EntropicHFAttention(alpha, record_stats=record_stats, sink=sink)
+    function = EntropicHFAttention(alpha, record_stats=record_stats, sink=sink, score_scale=score_scale)
     AttentionInterface.register(name, function)
     AttentionMaskInterface.register(name, entropic_attention_mask)
     return function

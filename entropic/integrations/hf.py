@@ -2,7 +2,9 @@
 
 * `register` installs entropic attention (α-entmax, α fixed, per head or scheduled by entropy) as an
   ``attn_implementation``, with its mask function; the returned `EntropicHFAttention` keeps the last
-  layer's statistics (see `entropic.integrations._hf_attention`).
+  layer's statistics (see `entropic.integrations._hf_attention`); `score_scale` multiplies the scores;
+* `calibrate_attention` fits those score scales (per head, per layer or one) for a given α on
+  calibration text: α-entmax is not scale-invariant (see `entropic.attention.calibration`).
 
 ``transformers`` ships temperature, top-k, top-p, min-p, typical, epsilon and eta warpers; what it lacks
 are the entropy-driven and adaptive samplers, provided here:
@@ -33,6 +35,7 @@ from transformers import LogitsProcessor
 
 from entropic._validation import check_logits
 from entropic.integrations._hf_attention import EntropicHFAttention, entropic_attention_mask, register
+from entropic.integrations._hf_calibration import calibrate_attention
 from entropic.sampling.entropix import EntropixSampler
 from entropic.sampling.entropy_target import temperature_for_entropy
 from entropic.sampling.protocol import Sampler, SamplerOutput, StepContext
@@ -42,6 +45,7 @@ __all__ = [
     "EntropixLogitsProcessor",
     "EntropyTargetLogitsProcessor",
     "SamplerLogitsProcessor",
+    "calibrate_attention",
     "entropic_attention_mask",
     "register",
 ]

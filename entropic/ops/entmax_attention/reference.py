@@ -1,4 +1,5 @@
-"""The α-entmax attention op's oracle: materialised scores, α-entmax by the `entmax` package's bisection.
+"""The α-entmax attention op's oracle: materialised scores, α-entmax by the `entmax` package's bisection;
+and the oracle of its sparse-softmax baselines (top-k and threshold softmax).
 
 Differentiable in q, k, v and a tensor α: its gradients are the oracle of the backward passes.
 """
@@ -12,10 +13,11 @@ from entmax import entmax_bisect
 from torch import Tensor
 
 from entropic.ops.entmax_attention.schedule import EntropySchedule
+from entropic.ops.entmax_attention.sparse_softmax import SparseSoftmax, TopKSoftmax
 from entropic.ops.entropy.reference import entropy_stats_reference
 from entropic.types import AttentionStats
 
-__all__ = ["entmax_attention_reference"]
+__all__ = ["entmax_attention_reference", "sparse_softmax_attention_reference"]
 
 
 def _dtype(x: Tensor, upcast: bool) -> torch.dtype:
@@ -152,3 +154,48 @@ def entmax_attention_reference(
         return_stats=return_stats,
         upcast=upcast,
     )
+
+
+def sparse_softmax_attention_reference(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    variant: SparseSoftmax,
+    *,
+    causal: bool = False,
+    attn_mask: Tensor | None = None,
+    scale: float | None = None,
+    upcast: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Top-k or threshold softmax attention on materialised scores; returns the output and the weights.
+
+    A key j of query i is kept when it is visible and, for `TopKSoftmax`, fewer than
+    ``max(1, ⌈keep · n_i⌉)`` visible keys rank before it (a higher score, or an equal score at a lower
+    index: counted pair by pair), or, for `ThresholdSoftmax`, its softmax weight is at least ε or its
+    score is the row's maximum. Softmax is renormalised over the kept keys; rows that see no key get 0.
+    Same arguments and conventions as `entmax_attention_reference`.
+
+    Returns
+    -------
+    (Tensor, Tensor)
+        ``(B, H, Nq, Dv)`` output and ``(B, H, Nq, Nk)`` weights.
+    """
+    s = _scores(q, k, causal=causal, attn_mask=attn_mask, scale=scale, upcast=upcast)
+    visible = s > -math.inf
+    n_visible = visible.sum(-1, keepdim=True)
+    if isinstance(variant, TopKSoftmax):
+        si, sj = s.unsqueeze(-1), s.unsqueeze(-2)  # (.., i-th key, j-th key)
+        index = torch.arange(s.shape[-1], device=s.device)
+        before = (sj > si) | ((sj == si) & (index.view(1, -1) < index.view(-1, 1)))  # key j ranks first
+        rank = (before & visible.unsqueeze(-2)).sum(-1)
+        k_kept = torch.clamp(torch.ceil(n_visible.double() * variant.keep - 1e-9), min=1)
+        kept = visible & (rank < k_kept)
+    else:
+        top = s.amax(-1, keepdim=True)
+        p = torch.softmax(s.masked_fill(~visible.any(-1, keepdim=True), 0.0), -1)
+        kept = visible & ((p >= variant.epsilon) | (s == top))
+    e = torch.where(kept, torch.exp(s - s.masked_fill(~kept, -math.inf).amax(-1, keepdim=True)), 0.0)
+    total = e.sum(-1, keepdim=True)
+    p = torch.where(total > 0, e / torch.where(total > 0, total, 1.0), 0.0)
+    vv = v.to(s.dtype).repeat_interleave(q.shape[1] // v.shape[1], dim=1)
+    return p @ vv, p
