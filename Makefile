@@ -53,7 +53,7 @@ OLDEST_PYTEST := $(OLDEST_VENV)/bin/python -m pytest -W "ignore:Conversion of an
 # The tests that run Triton kernels (the kernel files and the entry points that dispatch to them).
 KERNEL_TESTS := tests/test_kernel_entropy.py tests/test_kernel_sampling.py tests/test_kernel_flash_attention.py \
 	tests/test_kernel_entmax_attention.py tests/test_attention.py tests/test_sampling_draw.py \
-	tests/test_sampling_entropix.py tests/test_host_syncs.py
+	tests/test_sampling_entropix.py tests/test_host_syncs.py tests/test_certify.py
 # vLLM gets an environment of its own: its CPU wheel pins torch (== TORCH_VERSION, the CPU build) and
 # transformers, and pulls in PyPI's torchvision/torchaudio/torchcodec, built against another torch, which
 # break `import transformers` beside it ("operator torchvision::nms does not exist"): they are removed.
