@@ -530,3 +530,25 @@ def test_readme_vllm_table_is_the_csv():
                 _shown(cell.replace("–", " ")), ("median", "p20", "p80"), strict=True
             ):
                 assert abs(float(r[field]) - value) <= tol, (label, batch, field, cell)
+
+
+def test_readme_certified_table_is_the_csv():
+    """Each cell of "Certified skipping on the CPU": ms per call of the newest run, by inputs, N, layer."""
+    rows = _readme_rows((r"smollm2|random", r"1024|2048", r"0|15"))
+    with (BENCHMARKS / "results.csv").open(newline="") as f:
+        runs = [r for r in csv.DictReader(f) if r["op"].startswith("entmax_attention_certified_")]
+    newest = max(r["timestamp"] for r in runs)
+    providers = ("sdpa", "entmax-torch(alpha=1.5)")
+    providers += tuple(f"entmax-torch-certified(alpha=1.5,block={b})" for b in (32, 64))
+    assert len(rows) == 6
+    for (source, n, layer), cells in rows.items():
+        for cell, provider in zip(cells, providers, strict=True):
+            (r,) = [
+                r
+                for r in runs
+                if r["timestamp"] == newest
+                and r["op"] == f"entmax_attention_certified_{source}"
+                and (r["provider"], r["seq_q"], r["heads"]) == (provider, n, layer)
+            ]
+            ((value, tol),) = _shown(cell)
+            assert abs(float(r["median"]) - value) <= tol, (source, n, layer, provider, cell)
