@@ -85,11 +85,17 @@ class Settings:
     tag: str | None
 
     def build(self) -> Sampler:
-        return build_sampler(self.name, **dict(self.params))
+        """The sampler these settings name, built (and checked) by the registry; its errors name the request's
+        ``entropic_sampler``."""
+        try:
+            return build_sampler(self.name, **dict(self.params))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"extra_args: {PREFIX}sampler={self.name!r}: {error}") from error
 
 
 def sampler_settings(extra_args: dict[str, Any] | None) -> Settings | None:
-    """The entropic settings of a request's ``extra_args``, None when it names no ``entropic_sampler``.
+    """The entropic settings of a request's ``extra_args``, None when it names no ``entropic_sampler``;
+    the sampler is built once to check its parameters (what admission runs).
 
     Raises
     ------
@@ -97,6 +103,14 @@ def sampler_settings(extra_args: dict[str, Any] | None) -> Settings | None:
         An unknown sampler, a parameter the sampler refuses (its own message), a seed that is not an
         integer in ``[0, 2**63)``, or ``entropic_*`` keys without ``entropic_sampler``.
     """
+    settings = _read_settings(extra_args)
+    if settings is not None:
+        settings.build()
+    return settings
+
+
+def _read_settings(extra_args: dict[str, Any] | None) -> Settings | None:
+    """`sampler_settings` without building the sampler: the keys, the name and the seed checked."""
     args = {k[len(PREFIX) :]: v for k, v in (extra_args or {}).items() if k.startswith(PREFIX)}
     if "sampler" not in args:
         if args:
@@ -111,12 +125,7 @@ def sampler_settings(extra_args: dict[str, Any] | None) -> Settings | None:
         raise ValueError(f"extra_args: {PREFIX}sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ValueError(f"extra_args: {PREFIX}seed must be an integer in [0, 2**63), got {seed!r}")
-    settings = Settings(name, tuple(sorted(args.items())), seed, None if tag is None else str(tag))
-    try:
-        settings.build()  # the sampler's own checks, at admission
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"extra_args: {PREFIX}sampler={name!r}: {error}") from error
-    return settings
+    return Settings(name, tuple(sorted(args.items())), seed, None if tag is None else str(tag))
 
 
 @functools.cache
@@ -177,7 +186,7 @@ class EntropicLogitsProcessor(LogitsProcessor):
         return False  # it chooses the token: greedy requests see its choice too
 
     def _add(self, index: int, params: SamplingParams, prompt: list[int] | None, output: list[int]) -> None:
-        settings = sampler_settings(params.extra_args)
+        settings = _read_settings(params.extra_args)  # checked at admission; built below, once
         if settings is None:
             self.requests.pop(index, None)
             return
