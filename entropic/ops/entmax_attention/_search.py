@@ -237,6 +237,23 @@ def key_bound(q, KMIN, KMAX, block, offs_d, scale, BLOCK_D: tl.constexpr):
 
 
 @triton.jit
+def _score_tile_max(
+    q, k_ptr, GAP, TMAX, tiles, t, m_i, offs_m, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
+    IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """Score key tile `t` exactly, store its bounds, and return the running row max with it."""
+    offs_n = t * BLOCK_N + tl.arange(0, BLOCK_N)
+    s = tile_scores(
+        q, k_ptr, q, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
+        IS_CAUSAL, False, PRECISION,
+    )  # fmt: skip
+    m_c = tl.max(s, 1)
+    m_i = tl.maximum(m_i, m_c)
+    store_tile_bounds(GAP, TMAX, tiles + t, m_c, m_i)
+    return m_i
+
+
+@triton.jit
 def certified_pass(
     q, k_ptr, GAP, TMAX, CERT, KMIN, KMAX, kv_blocks, tiles, am1, live, active, hi, n_vis, offs_m, offs_d,
     n_q, n_k, head_dim, end_n, stride_kn, stride_kd, scale, IS_CAUSAL: tl.constexpr, PRECISION: tl.constexpr,
@@ -268,14 +285,10 @@ def certified_pass(
     for start_n in range(0, end_n, BLOCK_N):
         t = start_n // BLOCK_N
         if (t == 0) | (t >= last) | (t == top):
-            offs_n = start_n + tl.arange(0, BLOCK_N)
-            s = tile_scores(
-                q, k_ptr, q, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
-                IS_CAUSAL, False, PRECISION,
+            m_i = _score_tile_max(
+                q, k_ptr, GAP, TMAX, tiles, t, m_i, offs_m, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd,
+                scale, IS_CAUSAL, PRECISION, BLOCK_N,
             )  # fmt: skip
-            m_c = tl.max(s, 1)
-            m_i = tl.maximum(m_i, m_c)
-            store_tile_bounds(GAP, TMAX, tiles + t, m_c, m_i)
         else:
             tl.store(GAP + tiles + t, float("-inf"))
             tl.store(TMAX + tiles + t, float("-inf"))
@@ -298,14 +311,10 @@ def certified_pass(
             if tl.min(zero.to(tl.int32), 0) > 0:
                 tl.store(CERT + tiles + t, 1)
             else:
-                offs_n = start_n + tl.arange(0, BLOCK_N)
-                s = tile_scores(
-                    q, k_ptr, q, offs_m, offs_n, offs_d, n_q, n_k, head_dim, stride_kn, stride_kd, scale,
-                    IS_CAUSAL, False, PRECISION,
+                m_i = _score_tile_max(
+                    q, k_ptr, GAP, TMAX, tiles, t, m_i, offs_m, offs_d, n_q, n_k, head_dim, stride_kn,
+                    stride_kd, scale, IS_CAUSAL, PRECISION, BLOCK_N,
                 )  # fmt: skip
-                m_c = tl.max(s, 1)
-                m_i = tl.maximum(m_i, m_c)
-                store_tile_bounds(GAP, TMAX, tiles + t, m_c, m_i)
     # the same τ lower bound relative to the new max, and never below -1 (F(-1) >= 0 at the row max)
     lo = tl.where(active, tl.maximum(lo + am1 * (m_s - tl.where(active, m_i, 0.0)), -1.0), -1.0)
     return m_i, lo, it, visits
