@@ -172,6 +172,19 @@ def _measured_claims() -> list[str]:
         return f"{_half_up(r[mean], 3)} ± {_half_up(r[std], 3)}"
 
     rho = float(fits["scheduled", "spearman"]["estimate"])
+    certified = _csv("certified.csv")
+
+    def pooled(n: str, column: str) -> float:  # SmolLM2's rows of one length, weighted by their pairs
+        rows = [r for r in certified if r["source"] == "smollm2" and r["n"] == n]
+        return sum(float(r[column]) * float(r["pairs"]) for r in rows) / sum(float(r["pairs"]) for r in rows)
+
+    lengths = sorted({r["n"] for r in certified}, key=int)
+    calibration = {r["variant"]: r for r in _csv("attention_calibration.csv")}
+
+    def calibration_row(variant: str, digits: int = 3) -> str:
+        r = calibration[variant]
+        return f"| {_half_up(r['zero_fraction'], 3)} | {float(r['delta_nll']):+.{digits}f} |"
+
     return [
         f"softmax ({bpb(soft, 'val_bpb_mean', 'val_bpb_std')} bits/byte)",
         f"gated schedule {bpb(gated, 'val_bpb_mean', 'val_bpb_std')} with "
@@ -189,6 +202,19 @@ def _measured_claims() -> list[str]:
         f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
         # results/README.md's trained-length paragraph: bits/byte of the tiny models (their NLL is in nats)
         f"validation {_span([float(r['nll']) / math.log(2) for r in trained])} bits/byte",
+        # README's certified skipping: the fraction certified, truly zero and the work, SmolLM2 per length
+        f"certifies {max(pooled(n, 'certified') for n in lengths):.3f} of the key blocks although "
+        f"{_span([pooled(n, 'truly_zero') for n in lengths])} of",
+        f"cost {_span([pooled(n, 'work') for n in lengths])}× the dense score work",
+        # results/README.md's calibration table
+        *(calibration_row(v) for v in ("alpha=1.25", "alpha=1.25 calibrated (head)", "alpha=1.5")),
+        *(
+            calibration_row(f"{kind}matched to alpha=1.5 calibrated (head)")
+            for kind in ("top-k ", "threshold ")
+        ),
+        calibration_row("alpha=1.5 calibrated (head)"),
+        calibration_row("top-k matched to alpha=1.25 calibrated (head)"),
+        calibration_row("threshold matched to alpha=1.25 calibrated (head)", 4),
     ]
 
 
