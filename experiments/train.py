@@ -39,7 +39,7 @@ from entropic.metrics import bits_per_byte
 from entropic.models import GPT, atomic_save, load_checkpoint
 from experiments.results import print_summary, progress_bar
 
-__all__ = ["RunSummary", "TrainerConfig", "cosine_lr", "metric_columns", "train"]
+__all__ = ["RunSummary", "TrainerConfig", "cosine_lr", "data_generator", "metric_columns", "train"]
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 # Fixed seed of the validation windows: every evaluation of every run scores the same bytes.
@@ -157,6 +157,12 @@ def metric_columns(n_layer: int) -> list[str]:
         "attn_alpha",
         *per_layer,
     ]
+
+
+def data_generator(seed: int, rank: int = 0) -> torch.Generator:
+    """The generator of a run's training windows: a run with this `seed` draws its batches on `rank` from it
+    (the same data order for every attention variant of a seed)."""
+    return torch.Generator().manual_seed(seed * 1000 + rank)
 
 
 def masked_nll(logits: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
@@ -290,7 +296,7 @@ def train(cfg: DictConfig) -> RunSummary:
             t, warmup_steps=tcfg.warmup_steps, max_steps=tcfg.max_steps, min_lr_ratio=tcfg.min_lr_ratio
         ),
     )
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    generator = data_generator(cfg.seed, rank)
     step, tokens = 0, 0
     if resume is not None:
         state = load_checkpoint(ckpt_path)
