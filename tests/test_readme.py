@@ -154,6 +154,10 @@ def _measured_claims() -> list[str]:
     at_largest = {r["variant"]: r for r in scaling if r["kind"] == "mean" and int(r["params"]) == largest}
     soft_l, gated_l = at_largest["softmax"], at_largest["scheduled-linear-gated"]
     trained = _csv("complexity_trained.csv")
+    ngram = _csv("ngram.csv")
+
+    def grams(order: str, sample: str, column: str = "val_windows_bits_per_byte") -> list[float]:
+        return [float(r[column]) for r in ngram if r["order"] == order and r["sample"] == sample]
 
     def k(variant: str) -> str:
         f = fits[variant, "k of nonzero"]
@@ -200,6 +204,12 @@ def _measured_claims() -> list[str]:
         f"Entropix decides ADAPTIVE on {_span(adaptive, '{:.0f}')} % of steps",
         f"a = {law('softmax')} (softmax), {law('scheduled-linear-gated')} (gated)",
         f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
+        # the n-gram baseline: on the ablation's training windows, scored on the trainer's validation windows
+        f"{_span(grams('3', 'windows'))} bits/byte on the trainer's validation windows against "
+        f"{_span([float(r['val_bpb_mean']) for r in ablation.values()])}; "
+        f"bigram {_span(grams('2', 'windows'))}",
+        f"the trigram reaches {grams('3', 'all', 'val_bits_per_byte')[0]:.3f} (val) / "
+        f"{grams('3', 'all', 'test_bits_per_byte')[0]:.3f} (test)",
         # results/README.md's trained-length paragraph: bits/byte of the tiny models (their NLL is in nats)
         f"validation {_span([float(r['nll']) / math.log(2) for r in trained])} bits/byte",
         # README's certified skipping: the fraction certified, truly zero and the work, SmolLM2 per length
