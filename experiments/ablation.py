@@ -3,9 +3,9 @@
 ``python -m experiments.ablation outputs/ablation/multirun/<timestamp> [...] --out results/ablation.csv``
 
 Every folder below the given ones that holds ``config.yaml`` and ``metrics.csv`` (an
-``experiments.train`` run) counts; runs are grouped by `variant_label` of their attention config, and
-the last evaluation of each run enters the table: validation bits per byte, mean attention sparsity
-per layer, mean α and training tokens/s (mean and sample std over seeds).
+``experiments.train`` run) counts; runs are grouped by `experiments.variants.variant_name` of their
+attention config, and the last evaluation of each run enters the table: validation bits per byte, mean
+attention sparsity per layer, mean α and training tokens/s (mean and sample std over seeds).
 """
 
 from __future__ import annotations
@@ -16,27 +16,13 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from entropic.models import AttentionConfig
 from experiments.results import print_summary, write_csv
-
-
-def variant_label(attention: Mapping) -> str:
-    """A short name of an attention config: ``softmax``, ``entmax1.5``, ``scheduled-cosine-gated``...
-
-    `attention` is a run's resolved ``model.attention`` (`AttentionConfig.from_dict` reads every format).
-    """
-    config = AttentionConfig.from_dict(attention)
-    if config.kind == "entmax":
-        return f"entmax{config.alpha:g}"
-    if config.kind == "scheduled":
-        gate = "-gated" if config.alpha.varentropy_threshold is not None else ""
-        return f"scheduled-{config.alpha.shape}{gate}"
-    return config.kind
+from experiments.variants import variant_name
 
 
 def iter_runs(folders: Sequence[Path]) -> Iterator[tuple[dict, dict[str, float]]]:
@@ -58,7 +44,7 @@ def collect(folders: Sequence[Path]) -> dict[str, list[dict[str, float]]]:
     """Last metrics row of every run under `folders`, grouped by variant label."""
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     for cfg, last in iter_runs(folders):
-        groups[variant_label(cfg["model"]["attention"])].append(last)
+        groups[variant_name(cfg["model"]["attention"])].append(last)
     return dict(groups)
 
 

@@ -40,6 +40,7 @@ import entropic
 from entropic.attention import AttentionCalibration, ThresholdSoftmax, TopKSoftmax
 from entropic.integrations.hf import calibrate_attention, register
 from experiments.attention_swap import NAME, LayerwiseAttention, mean_nll, stdlib_tokens, write_csv
+from experiments.variants import variant_name
 
 COLUMNS = (
     "variant",
@@ -137,20 +138,21 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     record("softmax", 1.0)
     targets = []
     for alpha in args.alphas:
-        targets.append(record(f"alpha={alpha:g}", alpha, parameter=alpha))
+        name = variant_name(alpha)
+        targets.append(record(name, alpha, parameter=alpha))
         for granularity in args.granularities:
             start = time.perf_counter()
             cal: AttentionCalibration = calibrate_attention(
                 model, calibration, alpha, granularity=granularity, rows=args.rows
             )
             print(
-                f"calibrated alpha={alpha:g} ({granularity}) in {time.perf_counter() - start:.0f} s",
+                f"calibrated {name} ({granularity}) in {time.perf_counter() - start:.0f} s",
                 flush=True,
             )
             if args.save_scales is not None:
                 args.save_scales.mkdir(parents=True, exist_ok=True)
-                cal.save(args.save_scales / f"alpha={alpha:g}_{granularity}.pt")
-            targets.append(record(f"alpha={alpha:g} calibrated ({granularity})", alpha, cal.scales, alpha))
+                cal.save(args.save_scales / f"{name}_{granularity}.pt")
+            targets.append(record(f"{name} calibrated ({granularity})", alpha, cal.scales, alpha))
     for target in targets:
         z = target["zero_fraction_calibration"]
         record(f"top-k matched to {target['variant']}", TopKSoftmax(max(1 - z, 1e-6)), parameter=1 - z)

@@ -50,6 +50,7 @@ import entropic
 from entropic.attention import AttentionStats, EntropySchedule, alpha_from_entropy
 from entropic.data import split_of, stdlib_files
 from entropic.integrations.hf import register
+from experiments.variants import variant_name
 
 COLUMNS = (
     "variant",
@@ -159,16 +160,17 @@ def head_entropy(model: nn.Module, calibration: Tensor, n_layers: int, n_heads: 
 
 
 def variants(per_head_alpha: Tensor) -> dict[str, float | EntropySchedule | Tensor]:
-    """The attention variants compared, softmax first."""
-    return {
-        "softmax": 1.0,
-        "alpha=1.25": 1.25,
-        "alpha=1.5": 1.5,
-        "alpha=2": 2.0,
-        "scheduled": EntropySchedule(),
-        "scheduled-gated": EntropySchedule(varentropy_threshold=GATE),
-        "per-head": per_head_alpha,
-    }
+    """The attention variants compared, softmax first, by name (`experiments.variants.variant_name`)."""
+    alphas = (
+        1.0,
+        1.25,
+        1.5,
+        2.0,
+        EntropySchedule(),
+        EntropySchedule(varentropy_threshold=GATE),
+        per_head_alpha,
+    )
+    return {variant_name(alpha): alpha for alpha in alphas}
 
 
 def swap(

@@ -47,6 +47,7 @@ from entropic.data import ByteCorpus
 from entropic.models import GPT
 from experiments.fit import power_law_fit
 from experiments.results import print_summary, progress_bar
+from experiments.variants import config_name
 
 COLUMNS = (
     "variant",
@@ -193,9 +194,7 @@ def run(
     from scipy.stats import spearmanr
 
     model = GPT.from_checkpoint(checkpoint).to(device).eval()
-    variant = model.config.attention.kind
-    if variant == "scheduled" and model.config.attention.alpha.varentropy_threshold is not None:
-        variant = "scheduled_gated"
+    variant = config_name(model.config.attention)
     rows, per_head = [], []
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for n in lengths:

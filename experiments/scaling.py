@@ -5,7 +5,7 @@
 Reads every ``experiments.train`` run below the given folders (``config.yaml`` + ``metrics.csv``; the
 parameter count is that of the model the config builds), takes the last validation bits per byte of each
 finished run (unfinished ones, whose last evaluation is before ``trainer.max_steps``, are skipped), and
-fits `experiments.fit.scaling_law_fit` per variant (`experiments.ablation.variant_label`) over at least
+fits `experiments.fit.scaling_law_fit` per variant (`experiments.variants.variant_name`) over at least
 4 sizes, every seed a point. Writes one row per run (``kind`` = "run"), one per variant and size with
 the mean and sample std over seeds ("mean"), and one per fit ("fit").
 """
@@ -21,9 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from entropic.models import GPT, GPTConfig
-from experiments.ablation import iter_runs, variant_label
+from experiments.ablation import iter_runs
 from experiments.fit import scaling_law_fit
 from experiments.results import print_summary, write_csv
+from experiments.variants import variant_name
 
 COLUMNS = (
     "kind",
@@ -63,7 +64,7 @@ def collect(folders: Sequence[Path]) -> dict[str, list[Point]]:
             print(f"skipped an unfinished run ({params} parameters, step {last['step']:.0f} of {max_steps})")
             continue
         seed = str(cfg.get("seed", ""))
-        points[variant_label(model["attention"])].append(
+        points[variant_name(model["attention"])].append(
             (
                 params,
                 seed,

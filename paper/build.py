@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python paper/build.py` from anywhere: experiments.fit is importable
 
 from experiments.fit import power_law_fit  # noqa: E402
+from experiments.variants import display_name, fixed_alpha  # noqa: E402
 
 PAPER = ROOT / "paper"
 ABLATION_ORDER = (
@@ -211,9 +212,10 @@ def tex_text(text: str) -> str:
 
 
 def variant_tex(variant: str) -> str:
-    """A variant's name as the paper writes it: ``alpha=1.25`` as ``$\\alpha = 1.25$``, others as text."""
-    name, _, value = variant.partition("=")
-    return rf"$\alpha = {value}$" if name == "alpha" and value else tex_text(variant)
+    """A variant's name as the paper writes it (`experiments.variants.display_name`), in TeX: a fixed α
+    (``alpha=1.25``, ``entmax``) as ``$\\alpha = 1.25$``, other names as text."""
+    alpha = fixed_alpha(variant)
+    return tex_text(variant) if alpha is None else rf"$\alpha = {alpha}$"
 
 
 def write_table(
@@ -317,7 +319,7 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "AblationSteps": rows[0]["steps"],
         "AblationSeeds": rows[0]["seeds"],
         "AblationSoftmaxBpb": f"{softmax['val_bpb_mean']} \\pm {softmax['val_bpb_std']}",
-        "AblationBestVariant": tex_text(best["variant"]),
+        "AblationBestVariant": variant_tex(best["variant"]),
         "AblationBestBpb": f"{best['val_bpb_mean']} \\pm {best['val_bpb_std']}",
     }
 
@@ -455,12 +457,11 @@ def _versus(low: float, high: float, guide: float = 1.5) -> str:
     return "slower" if high < guide else "faster"
 
 
-# How the trained-lengths CSVs name models and variants -> how the paper does.
+# How the trained-lengths CSVs name models -> how the paper does (variants: `display_name`).
 TRAINED_NAMES = {
     "tiny byte GPT": "tiny byte GPT, trained at N",
     "smollm2-135m (attention_swap CSV)": "SmolLM2-135M (swap runs)",
     "smollm2-135m": "SmolLM2-135M (per-head run)",
-    "entmax": "alpha=1.5",
 }
 
 
@@ -492,7 +493,7 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
         table.append(
             [
                 TRAINED_NAMES.get(model, model),
-                TRAINED_NAMES.get(variant, variant),
+                display_name(variant),
                 w["points"],
                 f"{kw:.2f} [{float(w['low']):.2f}, {float(w['high']):.2f}]",
                 _versus(float(w["low"]), float(w["high"])),
@@ -784,7 +785,7 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     # the first sparse variant (the demo's scheduled model) is also quoted without a variant in the name
     first = next(v for v in by_variant if v != "softmax")
     numbers |= {"Complexity" + k: v for k, v in per_variant[first].items()}
-    return numbers | {"ComplexityVariant": tex_text(first)}
+    return numbers | {"ComplexityVariant": variant_tex(first)}
 
 
 def _complexity_numbers(

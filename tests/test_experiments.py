@@ -158,31 +158,6 @@ def test_ablation_table(tmp_path, capsys):
     assert ablation.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
 
 
-def test_variant_labels_of_todays_and_older_run_configs():
-    """`variant_label` names a run the same from today's resolved config and from the older flat one."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from experiments.train import CONFIG_DIR
-
-    expected = {
-        "softmax": "softmax",
-        "entmax": "entmax1.5",
-        "sparsemax": "sparsemax",
-        "learned": "learned",
-        "scheduled": "scheduled-linear",
-        "scheduled_cosine": "scheduled-cosine",
-        "scheduled_gated": "scheduled-linear-gated",
-    }
-    for name, label in expected.items():
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[f"attention={name}"])
-        assert ablation.variant_label(OmegaConf.to_container(cfg.model.attention, resolve=True)) == label
-    old = {"kind": "scheduled", "schedule": "linear", "varentropy_threshold": 1.0, "fixed_alpha": 1.5}
-    assert ablation.variant_label(old) == "scheduled-linear-gated"
-    assert ablation.variant_label({"kind": "entmax", "alpha": 1.25}) == "entmax1.25"
-
-
 def test_sampling_metrics_definitions():
     assert sampling.completed_unit("def f(x):\n", "    return x\n    y = ") == "def f(x):\n    return x\n"
     assert sampling.completed_unit("def f(x):\n    ret", "urn x") == "def f(x):\n    return x\n"

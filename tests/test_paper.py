@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from experiments.variants import display_name
+
 pytest.importorskip("matplotlib")
 pytest.importorskip("scipy")
 
@@ -162,7 +164,7 @@ def test_trained_lengths_table_equals_the_fits(generated):
             continue
         t = named[
             build.TRAINED_NAMES.get(r["model"], r["model"]),
-            build.TRAINED_NAMES.get(r["variant"], r["variant"]),
+            display_name(r["variant"]),
         ]
         k, interval = t["k, weights [95%]"].split(" ", 1)
         assert float(k) == pytest.approx(float(r["estimate"]), abs=5e-3)
