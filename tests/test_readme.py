@@ -155,6 +155,24 @@ def _measured_claims() -> list[str]:
     soft_l, gated_l = at_largest["softmax"], at_largest["scheduled-linear-gated"]
     trained = _csv("complexity_trained.csv")
     ngram = _csv("ngram.csv")
+    ngram_scaling = _csv("ngram_scaling.csv")
+    scaling_bytes = {int(r["tokens"]) for r in scaling if r["kind"] == "run"}
+    (scaling_bytes,) = scaling_bytes  # every run trained on as many bytes
+    scaling_trigram = [
+        float(r["val_windows_bits_per_byte"])
+        for r in ngram_scaling
+        if r["order"] == "3" and r["sample"] == "windows" and int(r["train_bytes"]) == scaling_bytes
+    ]
+    sizes = sorted({int(r["params"]) for r in scaling if r["kind"] == "mean"})
+    below = [  # the sizes where every variant's mean is below the trigram's mean
+        n
+        for n in sizes
+        if all(
+            float(r["val_bpb"]) < sum(scaling_trigram) / len(scaling_trigram)
+            for r in scaling
+            if r["kind"] == "mean" and int(r["params"]) == n
+        )
+    ]
 
     def grams(order: str, sample: str, column: str = "val_windows_bits_per_byte") -> list[float]:
         return [float(r[column]) for r in ngram if r["order"] == order and r["sample"] == sample]
@@ -204,6 +222,10 @@ def _measured_claims() -> list[str]:
         f"Entropix decides ADAPTIVE on {_span(adaptive, '{:.0f}')} % of steps",
         f"a = {law('softmax')} (softmax), {law('scheduled-linear-gated')} (gated)",
         f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
+        # the scaling sweep's n-gram baseline, on its training windows and its validation windows
+        f"trigram on the same {scaling_bytes:,} training bytes scores {_span(scaling_trigram)} bits/byte on "
+        f"the sweep's validation windows, and both variants beat it at {len(below)} of {len(sizes)} sizes "
+        f"(all but the {', '.join(f'{n:,}' for n in sizes if n not in below)}-parameter one)",
         # the n-gram baseline: on the ablation's training windows, scored on the trainer's validation windows
         f"{_span(grams('3', 'windows'))} bits/byte on the trainer's validation windows against "
         f"{_span([float(r['val_bpb_mean']) for r in ablation.values()])}; "
