@@ -19,6 +19,7 @@ import io
 import math
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 from collections import defaultdict
@@ -254,10 +255,59 @@ def write_table(
     (out / f"{name}.md").write_text("\n".join(md) + "\n")
 
 
+# The n-gram rows beside the language models: orders and how the tables and figures name them.
+NGRAM_NAMES = {"3": "Kneser-Ney trigram", "2": "Kneser-Ney bigram"}
+
+
+def ngram_baseline(
+    results: Path, name: str, train_bytes: int | None = None
+) -> tuple[str, int, dict[str, tuple[float, float, int]]]:
+    """The like-for-like n-gram baseline of `name` (an ``experiments.ngram`` CSV): the models fitted on the
+    windows the training seeds drew (``sample == "windows"``), `train_bytes` of them (None: the CSV's one
+    such size), scored on the trainer's validation windows.
+
+    Returns the CSV's command, the training bytes and, per order of `NGRAM_NAMES`, the mean, sample std and
+    number of the seeds' ``val_windows_bits_per_byte``. Raises ValueError when the CSV has no such fit.
+    """
+    command, rows = read_results(results / name)
+    rows = [r for r in rows if r["sample"] == "windows"]
+    sizes = sorted({int(r["train_bytes"]) for r in rows})
+    if train_bytes is None and len(sizes) == 1:
+        train_bytes = sizes[0]
+    if train_bytes not in sizes:
+        raise ValueError(
+            f"{name} has no n-gram fitted on {train_bytes if train_bytes else 'one size of'} training "
+            f"windows' bytes (it has {sizes}): run experiments.ngram --train-bytes with that size"
+        )
+    orders = {}
+    for order in NGRAM_NAMES:
+        v = [
+            float(r["val_windows_bits_per_byte"])
+            for r in rows
+            if r["order"] == order and int(r["train_bytes"]) == train_bytes
+        ]
+        if not v:
+            raise ValueError(f"{name} has no order-{order} fit on {train_bytes} bytes of training windows")
+        std = statistics.stdev(v) if len(v) > 1 else 0.0
+        orders[order] = (statistics.fmean(v), std, len(v))
+    return command, train_bytes, orders
+
+
+def _bytes_tex(n: int) -> str:
+    """``153{,}600``: an integer with TeX thousands separators."""
+    return f"{n:,}".replace(",", "{,}")
+
+
 def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
-    """Table and figure of results/ablation.csv: val bits/byte ± std (95% interval), sparsity, α, tokens/s."""
+    """Table and figure of results/ablation.csv: val bits/byte ± std (95% interval), sparsity, α, tokens/s.
+
+    Beside the models: the Kneser-Ney trigram and bigram of results/ngram.csv fitted on the bytes each seed
+    trained on and scored on the same validation windows (`ngram_baseline`), rows of the table and lines of
+    the figure.
+    """
 
     command, rows = read_results(results / "ablation.csv")
+    ngram_command, ngram_bytes, ngrams = ngram_baseline(results, "ngram.csv")
     rows.sort(key=lambda r: ABLATION_ORDER.index(r["variant"]) if r["variant"] in ABLATION_ORDER else 99)
     table = []
     for r in rows:
@@ -276,6 +326,20 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 f"{float(r['tokens_per_s_mean']):.0f} ± {float(r['tokens_per_s_std']):.0f}",
             ]
         )
+    for order, (mean, std, n) in ngrams.items():
+        half = t_interval(std, n)
+        table.append(
+            [
+                NGRAM_NAMES[order],
+                str(n),
+                "—",
+                f"{mean:.4f} ± {std:.4f}",
+                f"[{mean - half:.4f}, {mean + half:.4f}]",
+                "—",
+                "—",
+                "—",
+            ]
+        )
     write_table(
         out,
         "ablation",
@@ -291,8 +355,11 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
         ),
         table,
         f"Attention ablation ({hardware}). Mean ± sample std over seeds of the last validation "
-        "bits/byte; sparsity is the fraction of causally visible keys with exactly zero weight.",
-        command,
+        "bits/byte; sparsity is the fraction of causally visible keys with exactly zero weight. "
+        f"{' and '.join(NGRAM_NAMES.values())}: count-based byte models fitted on the {ngram_bytes:,} bytes "
+        "each seed's training run drew (its one discount chosen on the validation split), scored on the "
+        "same validation windows.",
+        f"{command} ; {ngram_command}",
     )
     fig, (ax_bpb, ax_sp) = figure("ablation", 2.6, ncols=2, sharey=True)
     y = range(len(rows))
@@ -304,6 +371,10 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
         fmt="o",
         capsize=3,
     )
+    for (order, (mean, _, _)), style in zip(ngrams.items(), (":", "--"), strict=True):
+        ax_bpb.axvline(mean, color="0.4", linestyle=style, label=f"{NGRAM_NAMES[order]}: {mean:.2f}")
+    ax_bpb.margins(x=0.08)
+    ax_bpb.legend(loc="center left", bbox_to_anchor=(0.08, 0.5), title="fitted on the same bytes")
     ax_bpb.set(yticks=list(y), yticklabels=labels, xlabel="val bits/byte (mean ± std over seeds)")
     ax_sp.barh(
         y, [float(r["attn_sparsity_mean"]) for r in rows], xerr=[float(r["attn_sparsity_std"]) for r in rows]
@@ -321,6 +392,15 @@ def ablation(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "AblationSoftmaxBpb": f"{softmax['val_bpb_mean']} \\pm {softmax['val_bpb_std']}",
         "AblationBestVariant": variant_tex(best["variant"]),
         "AblationBestBpb": f"{best['val_bpb_mean']} \\pm {best['val_bpb_std']}",
+        "AblationNgramBytes": _bytes_tex(ngram_bytes),
+        "AblationNgramSeeds": str(ngrams["3"][2]),
+        "AblationTrigramBpb": f"{ngrams['3'][0]:.4f} \\pm {ngrams['3'][1]:.4f}",
+        "AblationBigramBpb": f"{ngrams['2'][0]:.4f} \\pm {ngrams['2'][1]:.4f}",
+        # the best model minus the trigram (positive: the trigram is better)
+        "AblationTrigramGap": f"{float(best['val_bpb_mean']) - ngrams['3'][0]:+.2f}",
+        "AblationBelowTrigram": (
+            f"{sum(float(r['val_bpb_mean']) < ngrams['3'][0] for r in rows)} of {len(rows)}"
+        ),
     }
 
 
@@ -918,7 +998,12 @@ def sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
 
 
 def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
-    """Tables of results/scaling.csv (mean ± std per size, fitted laws) and loss vs parameters."""
+    """Tables of results/scaling.csv (mean ± std per size, fitted laws) and loss vs parameters.
+
+    Beside the models: the Kneser-Ney n-grams of results/ngram_scaling.csv fitted on as many bytes of the
+    seeds' training windows as each run trained on, scored on the sweep's validation windows
+    (`ngram_baseline`); rows of the table, and the trigram as a line in the figure.
+    """
     import numpy as np
     from matplotlib import ticker
 
@@ -928,6 +1013,8 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     runs = [r for r in rows if r["kind"] == "run"]
     means = [r for r in rows if r["kind"] == "mean"]
     fits = {r["variant"]: r for r in rows if r["kind"] == "fit"}
+    (tokens,) = {int(r["tokens"]) for r in runs}  # every run the same training bytes
+    ngram_command, _, ngrams = ngram_baseline(results, "ngram_scaling.csv", tokens)
     write_table(
         out,
         "scaling",
@@ -935,10 +1022,16 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
         [
             [r["variant"], r["params"], r["runs"], f"{r['val_bpb']} ± {r['val_bpb_std']}", r["attn_sparsity"]]
             for r in means
+        ]
+        + [
+            [NGRAM_NAMES[order], "—", str(n), f"{mean:.4f} ± {std:.4f}", "—"]
+            for order, (mean, std, n) in ngrams.items()
         ],
         f"Scaling: last validation bits/byte per model size, mean ± sample std over seeds, and the mean "
-        f"fraction of visible keys at zero attention weight at that evaluation ({hardware}).",
-        command,
+        f"fraction of visible keys at zero attention weight at that evaluation ({hardware}). "
+        f"{' and '.join(NGRAM_NAMES.values())}: count-based byte models fitted on the {tokens:,} bytes each "
+        "seed's training run drew, scored on the same validation windows.",
+        f"{command} ; {ngram_command}",
     )
     write_table(
         out,
@@ -984,6 +1077,8 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 alpha=0.7,
                 label=f"E + A·N^-a, a = {float(f['a']):.2f}",
             )
+    trigram = ngrams["3"][0]
+    ax.axhline(trigram, color="0.4", linestyle=":", label=f"{NGRAM_NAMES['3']}, same bytes: {trigram:.2f}")
     ax.set(xscale="log", xlabel="parameters N", ylabel="val bits/byte")
     ax.set_xticks(sizes, [f"{n / 1e3:.0f}k" for n in sizes])  # the measured sizes
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -996,13 +1091,20 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
     seeds = sorted({r["runs"] for r in means})
     numbers = {
         "ScalingSizes": str(len(sizes)),
-        "ScalingParamsMin": f"{sizes[0]:,}".replace(",", "{,}"),
-        "ScalingParamsMax": f"{sizes[-1]:,}".replace(",", "{,}"),
+        "ScalingParamsMin": _bytes_tex(sizes[0]),
+        "ScalingParamsMax": _bytes_tex(sizes[-1]),
         "ScalingSeeds": "/".join(seeds),
         "ScalingSteps": "/".join(steps),
         "ScalingTokens": "/".join(sorted({f"{int(r['tokens']) / 1e6:.2f}M" for r in runs})),
+        "ScalingNgramBytes": _bytes_tex(tokens),
+        "ScalingTrigramBpb": f"{trigram:.4f} \\pm {ngrams['3'][1]:.4f}",
+        "ScalingBigramBpb": f"{ngrams['2'][0]:.4f} \\pm {ngrams['2'][1]:.4f}",
     }
     missing = r"\text{not measured}"  # a variant or size absent from the CSV: said, not invented
+    # the model sizes whose every variant's mean is below the trigram's
+    below = [n for n in sizes if all(float(r["val_bpb"]) < trigram for r in means if int(r["params"]) == n)]
+    numbers["ScalingBelowTrigram"] = f"{len(below)} of {len(sizes)}"
+    numbers["ScalingBelowTrigramMin"] = _bytes_tex(below[0]) if below else missing
     for variant, key in (("softmax", "Softmax"), ("scheduled-linear-gated", "Gated")):
         mean, fit = largest.get(variant), fits.get(variant)
         numbers[f"Scaling{key}Largest"] = f"{mean['val_bpb']} \\pm {mean['val_bpb_std']}" if mean else missing

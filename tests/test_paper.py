@@ -89,7 +89,7 @@ def test_ablation_table_equals_the_csv(generated):
 
     table = {r["variant"]: r for r in read_markdown_table(generated / "ablation.md")}
     rows = read_csv(ROOT / "results" / "ablation.csv")
-    assert set(table) == {r["variant"] for r in rows}
+    assert set(table) == {r["variant"] for r in rows} | set(load_build().NGRAM_NAMES.values())
     for r in rows:
         t = table[r["variant"]]
         mean, std = (float(x) for x in t["val bits/byte (mean ± std)"].split("±"))
@@ -194,7 +194,8 @@ def test_real_sampling_table_and_verdict_equal_the_csv(generated):
 def test_scaling_tables_equal_the_csv(generated):
     rows = read_csv(ROOT / "results" / "scaling.csv")
     means = [r for r in rows if r["kind"] == "mean"]
-    table = read_markdown_table(generated / "scaling.md")
+    ngrams = set(load_build().NGRAM_NAMES.values())
+    table = [t for t in read_markdown_table(generated / "scaling.md") if t["variant"] not in ngrams]
     assert [(t["variant"], t["parameters"], t["seeds"]) for t in table] == [
         (r["variant"], r["params"], r["runs"]) for r in means
     ]
@@ -204,6 +205,68 @@ def test_scaling_tables_equal_the_csv(generated):
     fits = {t["variant"]: t for t in read_markdown_table(generated / "scaling_fit.md")}
     for r in (r for r in rows if r["kind"] == "fit"):
         assert float(fits[r["variant"]]["a ± se"].split("±")[0]) == float(r["a"])
+
+
+def _config(name: str) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(ROOT / "configs" / "experiment" / f"{name}.yaml")
+
+
+def _flag(command: str, flag: str, default: int) -> int:
+    found = re.search(rf"{flag} (\d+)", command)
+    return int(found.group(1)) if found else default
+
+
+@pytest.mark.parametrize(
+    ("experiment", "csv_name"), [("ablation", "ngram.csv"), ("scaling", "ngram_scaling.csv")]
+)
+def test_ngram_rows_and_macros_equal_the_ngram_csv(generated, experiment, csv_name):
+    """The n-gram rows of the ablation and scaling tables and their macros are the like-for-like fits of the
+    n-gram CSV: the seeds' training windows, as many bytes as each run trained on, scored on the validation
+    windows that experiment's trainer scores (same number of evaluation batches)."""
+    build = load_build()
+    config = _config(experiment)
+    trained = config.trainer.max_steps * config.trainer.batch_size * config.data.seq_len
+    with (ROOT / "results" / csv_name).open() as f:
+        command = f.readline()
+    # the flags left out take experiments.ngram's defaults: 8 batches of 16 windows of 64 bytes
+    assert _flag(command, "--eval-batches", 8) == config.trainer.eval_batches
+    assert _flag(command, "--batch-size", 16) == config.trainer.batch_size
+    assert _flag(command, "--seq-len", 64) == config.data.seq_len
+    rows = [
+        r
+        for r in read_csv(ROOT / "results" / csv_name)
+        if r["sample"] == "windows" and int(r["train_bytes"]) == trained
+    ]
+    table = {t["variant"]: t for t in read_markdown_table(generated / f"{experiment}.md")}
+    numbers = (generated / "numbers.tex").read_text()
+    prefix = experiment.capitalize()
+    assert rf"\newcommand{{\{prefix}NgramBytes}}{{{trained:,}}}".replace(",", "{,}") in numbers
+    for order, name in build.NGRAM_NAMES.items():
+        v = [float(r["val_windows_bits_per_byte"]) for r in rows if r["order"] == order]
+        assert len(v) == 3  # the training seeds 0, 1, 2
+        mean, std = (float(x) for x in table[name]["val bits/byte (mean ± std)"].split("±"))
+        assert mean == pytest.approx(sum(v) / 3, abs=5e-5)
+        assert std == pytest.approx(math.sqrt(sum((x - sum(v) / 3) ** 2 for x in v) / 2), abs=5e-5)
+        word = {"3": "Trigram", "2": "Bigram"}[order]
+        assert rf"\newcommand{{\{prefix}{word}Bpb}}{{{mean:.4f} \pm {std:.4f}}}" in numbers
+    if experiment == "ablation":
+        models = [float(r["val_bpb_mean"]) for r in read_csv(ROOT / "results" / "ablation.csv")]
+        trigram = float(table["Kneser-Ney trigram"]["val bits/byte (mean ± std)"].split("±")[0])
+        below = sum(m < trigram for m in models)
+        assert rf"\newcommand{{\AblationBelowTrigram}}{{{below} of {len(models)}}}" in numbers
+        assert rf"\newcommand{{\AblationTrigramGap}}{{{min(models) - trigram:+.2f}}}" in numbers
+
+
+def test_the_ngram_baseline_refuses_a_missing_fit(tmp_path):
+    build = load_build()
+    shutil.copy(ROOT / "results" / "ngram.csv", tmp_path / "ngram.csv")
+    with pytest.raises(ValueError, match="no n-gram fitted on 999 training"):
+        build.ngram_baseline(tmp_path, "ngram.csv", 999)
+    command, size, orders = build.ngram_baseline(tmp_path, "ngram.csv")
+    assert command.startswith("python -m experiments.ngram") and size == 153_600
+    assert set(orders) == set(build.NGRAM_NAMES) and all(n == 3 for _, _, n in orders.values())
 
 
 def test_tex_numbers_and_symbols():
