@@ -867,7 +867,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.phase == "test":
         tests = accuracy_table(store.rows, chosen, args.seeds, args.n_boot)
         paired = paired_table(store.rows, chosen, best, args.seeds, args.n_boot)
-        steps = steps_table(read_steps(args.steps), chosen)
+        records = read_steps(args.steps)  # the metrics file holds every step of the study: read it once
+        steps = steps_table(records, chosen)
         for tag, rows, columns in (
             ("test", tests, TEST_COLUMNS),
             ("paired", paired, PAIRED_COLUMNS),
@@ -877,7 +878,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             outputs[tag] = _sibling(args.out, tag)
         if args.plot:
             plot_accuracy(tests, best, _sibling(args.out, "accuracy", ".png"))
-            greedy_steps = read_steps(args.steps).get(("test", "greedy", "-"), [])
+            greedy_steps = records.get(("test", "greedy", "-"), [])
             if greedy_steps:
                 task_of = {r["uid"]: r["task"] for r in store.rows}
                 plot_plane(plane_of(greedy_steps, task_of), _sibling(args.out, "plane", ".png"))
