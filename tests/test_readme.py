@@ -178,6 +178,10 @@ def _measured_claims() -> list[str]:
     best_test = next(r for r in _csv("sampler_study_test.csv") if r["sampler"] == best and r["task"] == "all")
     detectable = [float(r["detectable_diff"]) for r in study.values()]
     steps = {r["sampler"]: r for r in _csv("sampler_study_steps.csv")}
+    e = steps["entropix"]
+    study_test = _csv("sampler_study_test.csv")
+    greedy_tasks = [r for r in study_test if r["sampler"] == "greedy" and r["task"] != "all"]
+    chosen_all = [r for r in study_test if r["task"] == "all"]
 
     def versus(name: str) -> str:
         r = study[name]
@@ -260,6 +264,14 @@ def _measured_claims() -> list[str]:
         f"detectable difference {_span(detectable, '{:.3f}')}",
         f"Entropix decides ADAPTIVE on {100 * float(steps['entropix']['frac_adaptive']):.0f} % of steps",
         *_study_table(),
+        # results/README.md's prose on the study: greedy per task, the cap, Entropix's decisions, the plane
+        f"Greedy solves {_span([float(r['accuracy']) for r in greedy_tasks])} of each task's test problems",
+        ", ".join(f"{r['task']} {_half_up(r['accuracy'], 3)}" for r in greedy_tasks),
+        f"The 64-token cap cuts {_span([100 * float(r['cut_rate']) for r in chosen_all], '{:.1f}')} %",
+        f"ADAPTIVE {100 * float(e['frac_adaptive']):.0f} %, EXPLORE {100 * float(e['frac_explore']):.0f} %, "
+        f"ARGMAX {100 * float(e['frac_argmax']):.0f} %, RESAMPLE {100 * float(e['frac_resample']):.1f} %",
+        f"mean H = {float(steps['greedy']['mean_entropy']):.2f} nats, "
+        f"V = {float(steps['greedy']['mean_varentropy']):.2f} nats²",
         f"a = {law('softmax')} (softmax), {law('scheduled-linear-gated')} (gated)",
         f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
         # the scaling sweep's n-gram baseline, on its training windows and its validation windows
