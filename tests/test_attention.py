@@ -555,6 +555,81 @@ def test_scheduled_attention_uses_alpha_from_its_own_entropy():
         EntropySchedule(low=0.9, high=0.3)
 
 
+@pytest.mark.parametrize("shape", SCHEDULES)
+def test_absolute_schedule_hand_cases(shape):
+    """s = H in nats: H <= low gives alpha_max, H >= high alpha_min, and the linear midpoint is halfway."""
+    ent = torch.tensor([0.0, 0.5, 1.5, 2.5, 7.0], dtype=F64)
+    a = alpha_from_entropy(ent, 1000, shape=shape, low=0.5, high=2.5, alpha_min=1.1, absolute=True)
+    assert a[0] == a[1] == 2.0 and a[3] == a[4] == 1.1
+    assert a[2] == pytest.approx(1.55, abs=1e-12)  # g(1/2) = 1/2 for every shape (all are symmetric)
+    # thresholds above 1 nat are legal only in nats; the relative schedule refuses them
+    with pytest.raises(ValueError, match=r"high must be in \[0.0, 1.0\], got 2.5"):
+        alpha_from_entropy(ent, 1000, low=0.5, high=2.5)
+
+
+@given(
+    h=st.floats(0, 12), n=st.integers(0, 100_000), m=st.integers(0, 100_000), shape=st.sampled_from(SCHEDULES)
+)
+def test_absolute_schedule_ignores_n_visible(h, n, m, shape):
+    """The same H gives the same α whatever the number of visible keys (the relative schedule's does not)."""
+    kw = {"shape": shape, "low": 0.3, "high": 4.0, "alpha_min": 1.2, "alpha_max": 1.9, "absolute": True}
+    ent = torch.tensor(h, dtype=F64)
+    a, b = alpha_from_entropy(ent, n, **kw), alpha_from_entropy(ent, m, **kw)
+    assert a.item() == b.item() and 1.2 <= a.item() <= 1.9
+    sched = EntropySchedule(**kw)
+    assert sched(ent, torch.tensor(n)).item() == a.item()
+
+
+def test_absolute_schedule_across_lengths_where_the_relative_one_drifts():
+    """A query spread evenly over 8 keys (H = log 8) keeps its α as the context grows from 16 to 4096
+    keys in nats, while its normalised entropy log 8 / log n falls and the relative α rises."""
+    n = torch.tensor([16, 64, 256, 4096])
+    ent = torch.full((4,), math.log(8), dtype=F64)
+    absolute = alpha_from_entropy(ent, n, low=0.5, high=2.5, absolute=True)
+    relative = alpha_from_entropy(ent, n)
+    assert (absolute == absolute[0]).all() and (relative.diff() > 0).all()
+    # rows with one visible key (H = 0) take alpha_max; with none, the same: finite either way
+    single = alpha_from_entropy(
+        torch.zeros(2, dtype=F64), torch.tensor([1, 0]), low=0.5, high=2.5, absolute=True
+    )
+    assert single.tolist() == [2.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"low": -0.1, "high": 2.0}, r"low must be >= 0.0, got -0.1"),
+        ({"low": 0.5, "high": math.inf}, r"high must be .*, got inf"),
+        ({"low": 0.5, "high": math.nan}, r"high must be .*, got nan"),
+        ({"low": 2.0, "high": 2.0}, r"low must be < high \(entropies in nats\), got low=2.0, high=2.0"),
+        ({"low": 3.0, "high": 1.0}, r"low must be < high \(entropies in nats\)"),
+    ],
+)
+def test_absolute_schedule_bad_thresholds(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        alpha_from_entropy(torch.ones(3), 5, absolute=True, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        EntropySchedule(absolute=True, **kwargs)
+    with pytest.raises(TypeError, match="absolute must be a bool, got str"):
+        EntropySchedule(absolute="yes")
+
+
+def test_absolute_schedule_in_attention_and_positional_construction():
+    """The attention path evaluates the absolute schedule on its own entropies, and the existing fields
+    keep their positions (absolute comes last)."""
+    assert EntropySchedule("cosine", 0.1, 0.9, 1.2, 1.8, None, 1.5) == EntropySchedule(
+        "cosine", low=0.1, high=0.9, alpha_min=1.2, alpha_max=1.8
+    )
+    q, k, v = qkv(nq=9, nk=9, scale=2.0)
+    sched = EntropySchedule(low=0.4, high=1.6, absolute=True)
+    out, stats = entmax_attention(q, k, v, sched, causal=True, return_stats=True)
+    torch.testing.assert_close(
+        stats.alpha, alpha_from_entropy(stats.entropy, 1, low=0.4, high=1.6, absolute=True)
+    )
+    assert stats.alpha.min() < 1.5 < stats.alpha.max()
+    torch.testing.assert_close(out, entmax_attention(q, k, v, stats.alpha, causal=True))
+
+
 # -------------------------------------------------------------------------------------- Entropix
 
 

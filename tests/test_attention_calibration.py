@@ -110,7 +110,8 @@ def test_a_score_scale_multiplies_each_heads_scores():
 
 def test_save_and_load(tmp_path):
     s = torch.randn(1, 2, 5, 7) * 3
-    for alpha in (1.5, EntropySchedule("cosine", low=0.1), torch.tensor([1.5, 2.0])):
+    absolute = EntropySchedule(low=0.5, high=2.5, absolute=True)  # thresholds in nats
+    for alpha in (1.5, EntropySchedule("cosine", low=0.1), absolute, torch.tensor([1.5, 2.0])):
         cal = fit_score_scales([s, s], alpha, grid=3, steps=1)
         cal.save(tmp_path / "cal.pt")
         back = AttentionCalibration.load(tmp_path / "cal.pt")
@@ -118,7 +119,7 @@ def test_save_and_load(tmp_path):
         if isinstance(alpha, torch.Tensor):
             assert torch.equal(back.alpha, cal.alpha)
         else:
-            assert back.alpha == alpha
+            assert back.alpha == alpha  # every field, `absolute` included
 
 
 def test_bad_arguments_name_them(model, ids):

@@ -125,6 +125,8 @@ def test_half_precision(device, dtype, atol, rtol):
         EntropySchedule(),
         EntropySchedule("cosine", low=0.1, high=0.9, alpha_min=1.2),
         EntropySchedule("sigmoid", varentropy_threshold=0.5, fixed_alpha=1.6),
+        EntropySchedule(low=0.5, high=2.5, absolute=True),  # thresholds in nats
+        EntropySchedule("cosine", low=1.0, high=2.0, varentropy_threshold=0.5, absolute=True),
     ],
 )
 def test_scheduled_alpha_in_the_kernel(device, schedule):
@@ -528,9 +530,9 @@ def test_certify_needs_a_fixed_alpha(device):
 
 def launch_for_sm90() -> None:
     """The launches of `entmax_flash_attention` on a GPU, head dims 64 and 128, GQA: float32 and bfloat16
-    causal or not, with statistics, with α scheduled in the kernel, split-K decode of one query,
-    certified (causal or not, and split-K decode), backward with and without ∂α; float16 (bfloat16's
-    code with another element type) causal, forward and backward."""
+    causal or not, with statistics, with α scheduled in the kernel (on normalised and on absolute
+    entropy), split-K decode of one query, certified (causal or not, and split-K decode), backward with
+    and without ∂α; float16 (bfloat16's code with another element type) causal, forward and backward."""
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
         for d in (64, 128):
             q, k = torch.randn(1, 4, 256, d).to(dtype), torch.randn(1, 2, 256, d).to(dtype)
@@ -541,8 +543,9 @@ def launch_for_sm90() -> None:
             if dtype == torch.float16:
                 continue
             entmax_attention_forward(q, k, k, alpha, None, True, 0.1, True)
-            schedule = EntropySchedule("sigmoid", varentropy_threshold=0.5).kernel_args
-            entmax_attention_forward(q, k, k, alpha, schedule, True, 0.1, False)
+            for absolute in (False, True):
+                schedule = EntropySchedule("sigmoid", varentropy_threshold=0.5, absolute=absolute).kernel_args
+                entmax_attention_forward(q, k, k, alpha, schedule, True, 0.1, False)
             entmax_attention_backward(q, k, k, state, o, True, 0.1, alpha_grad=False)
             entmax_attention_forward(q[:, :, :1], k, k, alpha[..., :1], None, True, 0.1, False, num_splits=4)
             for causal in (False, True):  # certified: the search kernel with CERTIFY

@@ -8,11 +8,11 @@ Five ways to set ``alpha``:
   2019), so α stays in [1, 2] and is never NaN whatever ``z``; ``z = 0`` starts at α = 1.5. The
   α-gradient at α exactly 1 is 0 (`entmax_attention`), so a head whose α reaches 1 (``z`` below about
   -17 in float32, where the sigmoid underflows) stays there;
-- an `EntropySchedule`: α per query from the normalised entropy of that query's softmax scores,
-  computed in the same forward. α is a *detached* function of the scores: the schedule is a rule, not
-  a path for gradients, so the scores are trained only through the attention they produce (the
-  schedule's thresholds are piecewise and would otherwise feed gradients that push entropies across
-  them);
+- an `EntropySchedule`: α per query from the normalised entropy of that query's softmax scores (or
+  its entropy in nats, ``absolute=True``), computed in the same forward. α is a *detached* function of
+  the scores: the schedule is a rule, not a path for gradients, so the scores are trained only through
+  the attention they produce (the schedule's thresholds are piecewise and would otherwise feed gradients
+  that push entropies across them);
 - a sparse-softmax baseline, `TopKSoftmax` or `ThresholdSoftmax` (softmax over a kept subset of each
   query's keys, for comparisons at matched sparsity).
 

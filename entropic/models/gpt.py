@@ -15,8 +15,9 @@ entmax     a number in      fixed α (1.5 = entmax15, the default), exact zeros 
            (1, 2)           threshold
 sparsemax  2
 learned    "learned"        one α per head, ``α_h = 1 + sigmoid(z_h)``, trained with the model
-scheduled  EntropySchedule  α per query from the normalised entropy of its softmax scores, with an
-                            optional varentropy gate that keeps settled queries at a fixed α
+scheduled  EntropySchedule  α per query from the normalised entropy of its softmax scores (or the
+                            entropy in nats), with an optional varentropy gate that keeps settled
+                            queries at a fixed α
 ========== ================ ==========================================================================
 
 Every block's attention is an `EntropicAttention` with RoPE as its ``rotary`` hook: one attention path

@@ -76,12 +76,15 @@ def may_be_nonzero(GAP, TMAX, tile, gap_min, raw_min):
 @triton.jit
 def scheduled_alpha(
     ent, var, n_vis, alpha_min, alpha_max, low, high, var_threshold, fixed_alpha, sig_lo, sig_hi,
-    SCHEDULE: tl.constexpr, GATED: tl.constexpr, SIGMOID_K: tl.constexpr,
+    SCHEDULE: tl.constexpr, GATED: tl.constexpr, ABSOLUTE: tl.constexpr, SIGMOID_K: tl.constexpr,
 ):  # fmt: skip
-    """`entropic.attention.alpha_from_entropy`, operation for operation, in float32."""
-    log_n = tl.log(tl.maximum(n_vis, 1.0))
-    s = tl.where(log_n > 0, ent / tl.where(log_n > 0, log_n, 1.0), 1.0)
-    s = tl.minimum(tl.maximum(s, 0.0), 1.0)
+    """`entropic.attention.alpha_from_entropy`, operation for operation, in float32 (ABSOLUTE: s = H)."""
+    if ABSOLUTE:
+        s = tl.maximum(ent, 0.0)
+    else:
+        log_n = tl.log(tl.maximum(n_vis, 1.0))
+        s = tl.where(log_n > 0, ent / tl.where(log_n > 0, log_n, 1.0), 1.0)
+        s = tl.minimum(tl.maximum(s, 0.0), 1.0)
     t = tl.minimum(tl.maximum((high - s) / (high - low), 0.0), 1.0)
     if SCHEDULE == 2:
         g = 0.5 - 0.5 * tl.cos(3.141592653589793 * t)

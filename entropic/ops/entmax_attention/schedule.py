@@ -1,12 +1,16 @@
 """Entropy schedules for α: the seed's ζ_α(S), from softmax at high attention entropy to sparsemax at low.
 
 A query whose softmax attention is spread over many keys (high entropy) keeps dense attention (α near 1);
-a query that already concentrates on a few keys (low entropy) is made sparse (α near 2). Entropy is
-normalised by its maximum, ``s = H / log n_visible ∈ [0, 1]``, so that a causal row that sees 3 keys and
-one that sees 3000 are judged on the same scale. Between the two thresholds α moves continuously and
-monotonically along a chosen shape (the seed's D(S)). With a varentropy threshold, queries whose
-varentropy is below it are considered settled and keep a fixed α (the seed's "low varentropy: bounds
-fixed"); only the others follow the schedule.
+a query that already concentrates on a few keys (low entropy) is made sparse (α near 2). By default
+entropy is normalised by its maximum, ``s = H / log n_visible ∈ [0, 1]``, so that a causal row that sees
+3 keys and one that sees 3000 are judged on the same scale. That scale moves with the context: as n
+grows, a query with the same absolute entropy (the same effective number of keys, e^H) has a smaller s
+and looks more concentrated, so the α of a fixed attention pattern changes with the length. With
+``absolute=True`` the schedule reads the entropy itself, ``s = H`` in nats, and its thresholds are in
+nats: α then depends on e^H only, not on how many keys the query could have attended to. Between the
+two thresholds α moves continuously and monotonically along a chosen shape (the seed's D(S)). With a
+varentropy threshold, queries whose varentropy is below it are considered settled and keep a fixed α
+(the seed's "low varentropy: bounds fixed"); only the others follow the schedule.
 
 Cost. A query's α is a function of the softmax entropy over *all* of its visible keys, so evaluating the
 schedule reads every score: Θ(N) per query, Θ(N²) per causal sequence, whatever sparsity α then produces.
@@ -61,7 +65,8 @@ class ScheduleArgs(NamedTuple):
 
     `code` is the shape's `SCHEDULE_CODES` entry (0: α is read from a tensor, no schedule); `gated` says
     whether queries with varentropy below `varentropy_threshold` keep `fixed_alpha`; `sigmoid_lo` and
-    `sigmoid_hi` are `sigmoid_bounds()`, which rescale the logistic shape.
+    `sigmoid_hi` are `sigmoid_bounds()`, which rescale the logistic shape; `absolute` says that `low` and
+    `high` are entropies in nats (s = H) rather than normalised ones (s = H / log n).
     """
 
     code: int
@@ -74,6 +79,7 @@ class ScheduleArgs(NamedTuple):
     fixed_alpha: float
     sigmoid_lo: float
     sigmoid_hi: float
+    absolute: bool = False
 
     @classmethod
     def of(
@@ -86,12 +92,14 @@ class ScheduleArgs(NamedTuple):
         alpha_max: float,
         varentropy_threshold: float | None,
         fixed_alpha: float,
+        absolute: bool = False,
     ) -> ScheduleArgs:
         """From a schedule's (validated) fields; a threshold of None turns the gate off."""
         gated = varentropy_threshold is not None
         return cls(
             SCHEDULE_CODES[shape], gated, float(alpha_min), float(alpha_max), float(low), float(high),
             float(varentropy_threshold) if gated else 0.0, float(fixed_alpha), *sigmoid_bounds(),
+            bool(absolute),
         )  # fmt: skip
 
 
@@ -113,18 +121,31 @@ def _ramp(t: Tensor, shape: str) -> Tensor:
 
 
 def _check_schedule(
-    shape: str, alpha_min: float, alpha_max: float, low: float, high: float, threshold: float | None
+    shape: str,
+    alpha_min: float,
+    alpha_max: float,
+    low: float,
+    high: float,
+    threshold: float | None,
+    absolute: bool = False,
 ) -> None:
+    if not isinstance(absolute, bool):
+        raise TypeError(f"absolute must be a bool, got {type(absolute).__name__}")
     if shape not in SCHEDULES:
         raise ValueError(f"shape must be one of {SCHEDULES}, got {shape!r}")
     for value, name in ((alpha_min, "alpha_min"), (alpha_max, "alpha_max")):
         check_alpha(value, name=name, allow_tensor=False, allow_schedule=False)
     if alpha_min > alpha_max:
         raise ValueError(f"alpha_min must be <= alpha_max, got alpha_min={alpha_min}, alpha_max={alpha_max}")
-    check_param(low, "low", 0.0, 1.0)
-    check_param(high, "high", 0.0, 1.0)
+    if absolute:  # entropies in nats: finite and >= 0
+        check_param(low, "low", 0.0, math.inf, high_open=True)
+        check_param(high, "high", 0.0, math.inf, high_open=True)
+    else:
+        check_param(low, "low", 0.0, 1.0)
+        check_param(high, "high", 0.0, 1.0)
     if low >= high:
-        raise ValueError(f"low must be < high (normalised entropies in [0, 1]), got low={low}, high={high}")
+        kind = "entropies in nats" if absolute else "normalised entropies in [0, 1]"
+        raise ValueError(f"low must be < high ({kind}), got low={low}, high={high}")
     if threshold is not None:
         check_param(threshold, "varentropy_threshold", 0.0, math.inf, high_open=True)
 
@@ -140,15 +161,19 @@ def _scheduled_alpha(
     high: float,
     varentropy_threshold: float | None,
     fixed_alpha: float | Tensor,
+    absolute: bool = False,
 ) -> Tensor:
-    """The formula of `alpha_from_entropy` on validated arguments (the kernel's ``_scheduled_alpha``)."""
+    """The formula of `alpha_from_entropy` on validated arguments (the kernel's ``scheduled_alpha``)."""
     if not isinstance(entropy, Tensor) or not entropy.is_floating_point():
         raise TypeError(f"entropy must be a floating-point tensor, got {type(entropy).__name__}")
     dtype = torch.float64 if entropy.dtype == torch.float64 else torch.float32
     h = entropy.to(dtype)
-    n = torch.as_tensor(n_visible, device=h.device).to(dtype)
-    log_n = torch.log(n.clamp(min=1.0))
-    s = torch.where(log_n > 0, h / torch.where(log_n > 0, log_n, 1.0), 1.0).clamp(0.0, 1.0)
+    if absolute:
+        s = h.clamp(min=0.0)
+    else:
+        n = torch.as_tensor(n_visible, device=h.device).to(dtype)
+        log_n = torch.log(n.clamp(min=1.0))
+        s = torch.where(log_n > 0, h / torch.where(log_n > 0, log_n, 1.0), 1.0).clamp(0.0, 1.0)
     t = ((high - s) / (high - low)).clamp(0.0, 1.0)
     alpha = alpha_min + (alpha_max - alpha_min) * _ramp(t, shape)
     if varentropy_threshold is None:
@@ -173,11 +198,12 @@ def alpha_from_entropy(
     varentropy: Tensor | None = None,
     varentropy_threshold: float | None = None,
     fixed_alpha: float | Tensor = 1.5,
+    absolute: bool = False,
 ) -> Tensor:
     """α per query from the entropy of its softmax attention (the seed's ζ_α(S)).
 
-    With the normalised entropy ``s = H / log n`` (n visible keys) and ``t = (high - s) / (high - low)``
-    clipped to [0, 1]::
+    With the normalised entropy ``s = H / log n`` (n visible keys), or the entropy itself ``s = H`` in
+    nats when `absolute`, and ``t = (high - s) / (high - low)`` clipped to [0, 1]::
 
         α = alpha_min + (alpha_max - alpha_min) · g(t)
 
@@ -187,7 +213,11 @@ def alpha_from_entropy(
     rescaled to pass exactly through (0, 0) and (1, 1). α is therefore non-increasing in the entropy.
 
     Rows with ``n <= 1`` (one visible key, where every α gives the same distribution, or none) take
-    ``s = 1``. `EntropySchedule` holds the same arguments, validated once, for the attention functions.
+    ``s = 1`` in the normalised schedule; in the absolute one they have H = 0 and take `alpha_max`, which
+    changes nothing for one key (and a row with no key has no weights). `n_visible` is then unread. The
+    normalised schedule judges H against log n, so a query with the same H looks more concentrated as n
+    grows; the absolute one does not move with n. `EntropySchedule` holds the same arguments, validated
+    once, for the attention functions.
 
     Parameters
     ----------
@@ -200,7 +230,8 @@ def alpha_from_entropy(
     alpha_min, alpha_max : float
         α at high and at low entropy; ``1 <= alpha_min <= alpha_max <= 2``.
     low, high : float
-        Normalised-entropy thresholds, ``0 <= low < high <= 1``.
+        Normalised-entropy thresholds, ``0 <= low < high <= 1``; with `absolute`, entropies in nats,
+        ``0 <= low < high`` (finite).
     varentropy : Tensor, optional
         ``(...)`` varentropy per query (nats²); needed with `varentropy_threshold`.
     varentropy_threshold : float, optional
@@ -209,6 +240,8 @@ def alpha_from_entropy(
     fixed_alpha : float or Tensor
         The fixed α of the settled queries (a number, or a tensor broadcastable to `entropy`, such as a
         per-head ``(H, 1)``), in [1, 2].
+    absolute : bool
+        Judge the entropy in nats (``s = H``) instead of normalised by ``log n``.
 
     Returns
     -------
@@ -221,8 +254,10 @@ def alpha_from_entropy(
     >>> n = torch.tensor(8)
     >>> alpha_from_entropy(torch.tensor([0.0, 0.5, 1.0]) * math.log(8), n)  # s = 0, 0.5, 1
     tensor([2.0000, 1.5000, 1.0000])
+    >>> alpha_from_entropy(torch.tensor([0.5, 1.5, 2.5]), n, low=0.5, high=2.5, absolute=True)  # nats
+    tensor([2.0000, 1.5000, 1.0000])
     """
-    _check_schedule(shape, alpha_min, alpha_max, low, high, varentropy_threshold)
+    _check_schedule(shape, alpha_min, alpha_max, low, high, varentropy_threshold, absolute)
     if not isinstance(entropy, Tensor) or not entropy.is_floating_point():
         raise TypeError(f"entropy must be a floating-point tensor, got {type(entropy).__name__}")
     check_param(entropy.detach(), "entropy", 0.0, math.inf, high_open=True)  # nats: finite and >= 0
@@ -242,6 +277,7 @@ def alpha_from_entropy(
         high,
         varentropy_threshold,
         fixed_alpha,
+        absolute,
     )
 
 
@@ -259,8 +295,8 @@ class EntropySchedule:
     shape : {"linear", "cosine", "sigmoid"}
         The shape g of α between the entropy thresholds.
     low, high : float
-        Normalised-entropy thresholds, ``0 <= low < high <= 1``: α = `alpha_max` below `low`,
-        `alpha_min` above `high`.
+        Normalised-entropy thresholds, ``0 <= low < high <= 1`` (entropies in nats, ``0 <= low < high``,
+        when `absolute`): α = `alpha_max` below `low`, `alpha_min` above `high`.
     alpha_min, alpha_max : float
         The range of α, ``1 <= alpha_min <= alpha_max <= 2``.
     varentropy_threshold : float, optional
@@ -268,6 +304,9 @@ class EntropySchedule:
         the gate off.
     fixed_alpha : float
         α of the gated (settled) queries, in [1, 2].
+    absolute : bool
+        Judge the softmax entropy in nats (``s = H``, ``configs/attention/scheduled_absolute.yaml``)
+        rather than normalised by the log of the number of visible keys (``s = H / log n``).
 
     Examples
     --------
@@ -283,10 +322,17 @@ class EntropySchedule:
     alpha_max: float = 2.0
     varentropy_threshold: float | None = None
     fixed_alpha: float = 1.5
+    absolute: bool = False
 
     def __post_init__(self) -> None:
         _check_schedule(
-            self.shape, self.alpha_min, self.alpha_max, self.low, self.high, self.varentropy_threshold
+            self.shape,
+            self.alpha_min,
+            self.alpha_max,
+            self.low,
+            self.high,
+            self.varentropy_threshold,
+            self.absolute,
         )
         check_alpha(self.fixed_alpha, name="fixed_alpha", allow_tensor=False, allow_schedule=False)
 
@@ -301,6 +347,7 @@ class EntropySchedule:
             alpha_max=self.alpha_max,
             varentropy_threshold=self.varentropy_threshold,
             fixed_alpha=self.fixed_alpha,
+            absolute=self.absolute,
         )
 
     def __call__(self, entropy: Tensor, n_visible: Tensor | int, varentropy: Tensor | None = None) -> Tensor:
@@ -316,6 +363,7 @@ class EntropySchedule:
             self.high,
             self.varentropy_threshold,
             self.fixed_alpha,
+            self.absolute,
         )
 
 

@@ -131,9 +131,9 @@ def _entmax_attention_search_kernel(
     n_heads, n_q, n_k, head_dim, group, scale, n_kblocks,
     alpha_min, alpha_max, low, high, var_threshold, fixed_alpha, sig_lo, sig_hi,
     IS_CAUSAL: tl.constexpr, FROM_BUFFER: tl.constexpr, SCHEDULE: tl.constexpr, GATED: tl.constexpr,
-    SIGMOID_K: tl.constexpr, STORE_STATS: tl.constexpr, CERTIFY: tl.constexpr, PRECISION: tl.constexpr,
-    MAX_ITERS: tl.constexpr, TOL: tl.constexpr, STEP_TOL: tl.constexpr, BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+    ABSOLUTE: tl.constexpr, SIGMOID_K: tl.constexpr, STORE_STATS: tl.constexpr, CERTIFY: tl.constexpr,
+    PRECISION: tl.constexpr, MAX_ITERS: tl.constexpr, TOL: tl.constexpr, STEP_TOL: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
 ):  # fmt: skip
     # CERTIFY (fixed α, scores from K, no statistics): KMIN/KMAX (B, Hkv, n_kblocks, BLOCK_D) float32.
     start_m, b, h, h_kv, bh, offs_m, offs_d = core.query_block(n_heads, group, BLOCK_M, BLOCK_D)
@@ -181,7 +181,7 @@ def _entmax_attention_search_kernel(
         if SCHEDULE > 0:
             alpha = tau.scheduled_alpha(
                 ent, var, n_vis.to(tl.float32), alpha_min, alpha_max, low, high, var_threshold, fixed_alpha,
-                sig_lo, sig_hi, SCHEDULE, GATED, SIGMOID_K,
+                sig_lo, sig_hi, SCHEDULE, GATED, ABSOLUTE, SIGMOID_K,
             )  # fmt: skip
         else:
             a_ptr = ALPHA_IN + b.to(tl.int64) * stride_ab + h.to(tl.int64) * stride_ah
@@ -599,8 +599,8 @@ def entmax_attention_forward(
         var_threshold=schedule.varentropy_threshold, fixed_alpha=schedule.fixed_alpha,
         sig_lo=schedule.sigmoid_lo, sig_hi=schedule.sigmoid_hi,
         IS_CAUSAL=causal, FROM_BUFFER=from_buffer, SCHEDULE=schedule.code, GATED=schedule.gated,
-        SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats and not certify, CERTIFY=certify, PRECISION=prec,
-        MAX_ITERS=MAX_ITERS, TOL=TOL, STEP_TOL=STEP_TOL,
+        ABSOLUTE=schedule.absolute, SIGMOID_K=SIGMOID_STEEPNESS, STORE_STATS=store_stats and not certify,
+        CERTIFY=certify, PRECISION=prec, MAX_ITERS=MAX_ITERS, TOL=TOL, STEP_TOL=STEP_TOL,
         **launch_options(cfg),
     )  # fmt: skip
     o = torch.empty_like(q)
