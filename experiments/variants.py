@@ -46,8 +46,11 @@ def _config(attention: AttentionConfig | Mapping[str, Any]) -> AttentionConfig:
 
 
 def _schedule_name(schedule: EntropySchedule, separator: str, shape: bool) -> str:
-    """``scheduled`` with the shape (when `shape`, or when it is not linear) and ``gated`` when gated."""
+    """``scheduled``, then ``absolute`` for a schedule on absolute entropy, the shape (when `shape`, or when
+    it is not linear) and ``gated`` when gated."""
     parts = ["scheduled"]
+    if schedule.absolute:
+        parts.append("absolute")
     if shape or schedule.shape != "linear":
         parts.append(schedule.shape)
     if schedule.varentropy_threshold is not None:
@@ -65,7 +68,8 @@ def variant_name(attention: AttentionConfig | Mapping[str, Any] | float | Entrop
         format `AttentionConfig.from_dict` reads (named by kind: ``entmax1.5``, ``scheduled-linear-gated``).
         Or the α handed to a pretrained model's attention: a number (``softmax`` at 1, else
         ``alpha=<α>``), an `EntropySchedule` (``scheduled``, ``scheduled-gated``; a shape other than linear
-        is named: ``scheduled-cosine``) or an ``(L, H)`` tensor of α per layer and head (``per-head``).
+        is named: ``scheduled-cosine``; a schedule on absolute entropy: ``scheduled-absolute``) or an
+        ``(L, H)`` tensor of α per layer and head (``per-head``).
 
     Examples
     --------
@@ -95,9 +99,9 @@ def variant_name(attention: AttentionConfig | Mapping[str, Any] | float | Entrop
 def config_name(attention: AttentionConfig | Mapping[str, Any]) -> str:
     """The ``configs/attention/<name>.yaml`` choice a trained model's attention is named by.
 
-    The kind, and for a schedule its shape where not linear and ``gated`` with the varentropy gate, joined
-    by ``_``: ``softmax``, ``entmax`` (any α), ``sparsemax``, ``learned``, ``scheduled``,
-    ``scheduled_cosine``, ``scheduled_gated``.
+    The kind, and for a schedule ``absolute`` on absolute entropy, its shape where not linear and ``gated``
+    with the varentropy gate, joined by ``_``: ``softmax``, ``entmax`` (any α), ``sparsemax``, ``learned``,
+    ``scheduled``, ``scheduled_absolute``, ``scheduled_cosine``, ``scheduled_gated``.
 
     >>> config_name({"kind": "scheduled", "alpha": {"varentropy_threshold": 1.0}})
     'scheduled_gated'

@@ -28,9 +28,16 @@ def compose_train(*overrides: str, hydra: bool = False):
 
 
 def test_groups_are_populated():
-    assert {"softmax", "entmax", "sparsemax", "learned", "scheduled", "scheduled_gated"} <= set(
-        options("attention")
-    )
+    attention = {
+        "softmax",
+        "entmax",
+        "sparsemax",
+        "learned",
+        "scheduled",
+        "scheduled_gated",
+        "scheduled_absolute",
+    }
+    assert attention <= set(options("attention"))
     assert {"stdlib", "text", "hf", "recall", "copying"} <= set(options("data"))
     assert options("model") and options("trainer") and options("experiment")
 
@@ -44,6 +51,8 @@ def test_attention_configs_build_models(attention):
     assert config.attention.kind == expected_kind
     gate = getattr(config.attention.alpha, "varentropy_threshold", None)
     assert (gate is not None) == attention.endswith("gated")
+    # scheduled_absolute: thresholds in nats
+    assert getattr(config.attention.alpha, "absolute", False) == ("absolute" in attention)
     GPT(config)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from entropic.attention import EntropySchedule
 from entropic.models import AttentionConfig
@@ -21,7 +22,6 @@ ATTENTION_FILES = sorted(p.stem for p in (ROOT / "configs" / "attention").glob("
 def _composed(name: str) -> dict:
     """``model.attention`` of the train config with ``attention=<name>``, resolved as a run saves it."""
     from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
 
     from experiments.train import CONFIG_DIR
 
@@ -48,6 +48,7 @@ def test_every_attention_config_is_named_by_its_file_and_by_its_kind(configs):
         "entmax",
         "learned",
         "scheduled",
+        "scheduled_absolute",
         "scheduled_cosine",
         "scheduled_gated",
         "softmax",
@@ -60,6 +61,7 @@ def test_every_attention_config_is_named_by_its_file_and_by_its_kind(configs):
         "sparsemax": "sparsemax",
         "learned": "learned",
         "scheduled": "scheduled-linear",
+        "scheduled_absolute": "scheduled-absolute-linear",
         "scheduled_cosine": "scheduled-cosine",
         "scheduled_gated": "scheduled-linear-gated",
     }
@@ -93,6 +95,12 @@ def test_older_flat_run_configs_get_todays_names():
     cosine_gated = {"kind": "scheduled", "alpha": {"shape": "cosine", "varentropy_threshold": 1.0}}
     assert variant_name(cosine_gated) == "scheduled-cosine-gated"
     assert config_name(cosine_gated) == "scheduled_cosine_gated"
+    absolute_gated = {
+        "kind": "scheduled",
+        "alpha": {**cosine_gated["alpha"], "low": 1.0, "high": 3.0, "absolute": True},
+    }
+    assert variant_name(absolute_gated) == "scheduled-absolute-cosine-gated"
+    assert config_name(absolute_gated) == "scheduled_absolute_cosine_gated"
 
 
 def test_alphas_handed_to_a_pretrained_model_are_named_by_the_alpha():
@@ -101,6 +109,12 @@ def test_alphas_handed_to_a_pretrained_model_are_named_by_the_alpha():
     assert variant_name(EntropySchedule()) == "scheduled"
     assert variant_name(EntropySchedule(varentropy_threshold=1.0)) == "scheduled-gated"
     assert variant_name(EntropySchedule("cosine")) == "scheduled-cosine"
+    absolute = EntropySchedule(low=0.5, high=2.5, absolute=True)
+    assert variant_name(absolute) == "scheduled-absolute"
+    assert variant_name(EntropySchedule(low=0.5, high=2.5, varentropy_threshold=1.0, absolute=True)) == (
+        "scheduled-absolute-gated"
+    )
+    assert fixed_alpha(variant_name(absolute)) is None
     assert variant_name(torch.full((2, 3), 1.5)) == "per-head"
 
 
@@ -122,7 +136,9 @@ def test_invalid_attention_is_refused_with_its_name():
 def test_the_committed_csvs_hold_only_names_the_functions_write(configs):
     by_kind = {variant_name(c) for c in configs.values()}
     by_file = set(configs)
-    assert _variants("ablation.csv") == by_kind  # every config of the ablation sweep
+    ablation = OmegaConf.load(ROOT / "configs" / "experiment" / "ablation.yaml").hydra.sweeper.params
+    swept = ablation.attention.split(",")
+    assert _variants("ablation.csv") == {variant_name(configs[name]) for name in swept}  # the whole sweep
     assert _variants("scaling.csv") <= by_kind
     assert _variants("complexity.csv", "complexity_fit.csv", "demo_long_context.csv") <= by_file
     assert _variants("complexity_trained.csv", "complexity_trained_fit.csv") <= by_file
