@@ -22,6 +22,7 @@ _EXPORTS = {
     "ThresholdSoftmax": "entropic.attention",
     "TopKSoftmax": "entropic.attention",
     "calibrate_attention": "entropic.integrations.hf",
+    "trainable_attention": "entropic.integrations.hf",
     "alpha_from_entropy": "entropic.attention",
     "entmax_attention": "entropic.attention",
     "softmax_attention": "entropic.attention",

@@ -170,11 +170,7 @@ class EntropicHFAttention:
         **kwargs: Any,
     ) -> tuple[Tensor, None]:
         """``AttentionInterface`` signature; returns ``((B, Nq, H, Dv) output, None)``."""
-        # The registered mask is always materialised; a None mask only comes from a direct call, where
-        # causality follows the module as in transformers' SDPA path.
-        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        causal = bool(causal) and attention_mask is None and query.shape[2] > 1
-        layer = getattr(module, "layer_idx", None)
+        causal, layer = call_kind(module, query, attention_mask, is_causal)
         record = self.record_stats and _is_last_layer(module)
         plan = self._plan(causal, scaling, record or self.sink is not None)
         alpha = self._layer_alpha(layer, query.device) if plan.alpha is None else None
@@ -203,6 +199,19 @@ class EntropicHFAttention:
             f"EntropicHFAttention(alpha={self.alpha!r}, record_stats={self.record_stats}, "
             f"sink={self.sink!r}{scale})"
         )
+
+
+def call_kind(
+    module: nn.Module, query: Tensor, attention_mask: Tensor | None, is_causal: bool | None
+) -> tuple[bool, int | None]:
+    """``(causal, layer_idx)`` of one ``AttentionInterface`` call.
+
+    The registered mask is always materialised; a None mask only comes from a direct call, where causality
+    follows the module as in transformers' SDPA path (one query never needs the causal mask).
+    """
+    causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    causal = bool(causal) and attention_mask is None and query.shape[2] > 1
+    return causal, getattr(module, "layer_idx", None)
 
 
 def _of_layer(

@@ -4,7 +4,9 @@
   ``attn_implementation``, with its mask function; the returned `EntropicHFAttention` keeps the last
   layer's statistics (see `entropic.integrations._hf_attention`); `score_scale` multiplies the scores;
 * `calibrate_attention` fits those score scales (per head, per layer or one) for a given α on
-  calibration text: α-entmax is not scale-invariant (see `entropic.attention.calibration`).
+  calibration text: α-entmax is not scale-invariant (see `entropic.attention.calibration`);
+* `trainable_attention` installs α-entmax whose per-(layer, head) α and score scale are parameters, for
+  fine-tuning after the switch (see `entropic.integrations._hf_trainable`).
 
 ``transformers`` ships temperature, top-k, top-p, min-p, typical, epsilon and eta warpers; what it lacks
 are the entropy-driven and adaptive samplers, provided here:
@@ -36,6 +38,7 @@ from transformers import LogitsProcessor
 from entropic._validation import check_logits
 from entropic.integrations._hf_attention import EntropicHFAttention, entropic_attention_mask, register
 from entropic.integrations._hf_calibration import calibrate_attention
+from entropic.integrations._hf_trainable import TrainableHFAttention, trainable_attention
 from entropic.sampling.entropix import EntropixSampler
 from entropic.sampling.entropy_target import temperature_for_entropy
 from entropic.sampling.protocol import Sampler, SamplerOutput, StepContext
@@ -45,9 +48,11 @@ __all__ = [
     "EntropixLogitsProcessor",
     "EntropyTargetLogitsProcessor",
     "SamplerLogitsProcessor",
+    "TrainableHFAttention",
     "calibrate_attention",
     "entropic_attention_mask",
     "register",
+    "trainable_attention",
 ]
 
 
