@@ -39,7 +39,7 @@ from torch import Tensor, nn
 import entropic
 from entropic.attention import AttentionCalibration, ThresholdSoftmax, TopKSoftmax
 from entropic.integrations.hf import calibrate_attention, register
-from experiments.attention_swap import NAME, LayerwiseAttention, mean_nll, stdlib_tokens, write_csv
+from experiments.attention_swap import NAME, LayerwiseAttention, stdlib_tokens, window_nll, write_csv
 from experiments.variants import variant_name
 
 COLUMNS = (
@@ -62,8 +62,9 @@ COLUMNS = (
 )
 
 
-def run(model: nn.Module, alpha: Any, windows: Tensor, scales: Tensor | None = None) -> dict[str, float]:
-    """NLL, zero fraction and skippable tiles of `alpha` (with `scales`) on `windows`."""
+def run(model: nn.Module, alpha: Any, windows: Tensor, scales: Tensor | None = None) -> dict[str, Any]:
+    """NLL (mean, and per window), zero fraction, skippable tiles and mean α of `alpha` (with `scales`)
+    on the ``(W, N)`` `windows`."""
     config = model.config
     tally = LayerwiseAttention(
         alpha if not isinstance(alpha, TopKSoftmax | ThresholdSoftmax) else 1.0,
@@ -72,11 +73,13 @@ def run(model: nn.Module, alpha: Any, windows: Tensor, scales: Tensor | None = N
     )
     register(NAME, alpha, record_stats=False, sink=tally, score_scale=scales)
     model.set_attn_implementation(NAME)
-    nll, tokens = mean_nll(model, windows)
+    per_window = window_nll(model, windows)
     t = tally.tally
     return {
-        "nll": nll,
-        "tokens": tokens,
+        "nll": sum(per_window) / len(per_window),
+        "window_nll": per_window,
+        "tokens": windows.shape[0] * (windows.shape[1] - 1),
+        "mean_alpha": float(t.alpha.sum() / t.queries.sum()),
         "zero_fraction": float(1 - t.support.sum() / t.visible.sum()),
         "skippable_tiles": sum(t.tiles) / len(t.tiles) if t.tiles else math.nan,
     }

@@ -141,6 +141,16 @@ def use(model: nn.Module, attention: LayerwiseAttention) -> None:
 
 
 @torch.no_grad()
+def window_nll(model: nn.Module, windows: Tensor) -> list[float]:
+    """Mean next-token NLL (nats) of each of the ``(W, N)`` windows (all of them predict N - 1 tokens)."""
+    out = []
+    for row in windows:
+        logits = model(row[None]).logits[0, :-1].double()
+        out.append(float(torch.nn.functional.cross_entropy(logits, row[1:])))
+    return out
+
+
+@torch.no_grad()
 def mean_nll(model: nn.Module, windows: Tensor) -> tuple[float, int]:
     """Mean next-token NLL (nats) over every predicted position of the ``(W, N)`` windows, and their count."""
     total, count = 0.0, 0
