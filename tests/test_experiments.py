@@ -320,3 +320,32 @@ def test_attention_calibration_matches_the_sparsity_of_its_baselines(make_llama)
     eps = attention_calibration.match_threshold(model, ids, target, steps=12)
     matched = attention_calibration.run(model, ThresholdSoftmax(eps), ids)["zero_fraction"]
     assert abs(matched - target) < 0.02
+
+
+def test_attention_calibration_writes_its_csv(make_llama, monkeypatch, tmp_path):
+    """The whole command, on a tiny random Llama: every variant becomes one row of the columns it declares."""
+    pytest.importorskip("transformers")
+    import entropic.pretrained
+    from experiments import attention_calibration
+
+    model = make_llama(64, hidden_size=64, intermediate_size=128, initializer_range=0.3)
+    monkeypatch.setattr(entropic.pretrained, "load_pretrained", lambda name: (model, None))
+    monkeypatch.setattr(
+        attention_calibration, "stdlib_tokens", lambda tokenizer, split, n: torch.randint(0, 64, (n,))
+    )
+    out = tmp_path / "calibration.csv"
+    argv = ["--n", "16", "--windows", "2", "--calibration", "32", "--rows", "8", "--alphas", "1.5",
+            "--granularities", "head", "global", "--out", str(out)]  # fmt: skip
+    rows = attention_calibration.main(argv)
+    lines = out.read_text().splitlines()
+    assert lines[0] == "# python -m experiments.attention_calibration " + " ".join(argv)
+    assert lines[1].split(",") == list(attention_calibration.COLUMNS)
+    names = [r["variant"] for r in rows]
+    assert names[:4] == [
+        "softmax",
+        "alpha=1.5",
+        "alpha=1.5 calibrated (head)",
+        "alpha=1.5 calibrated (global)",
+    ]
+    assert "threshold matched to alpha=1.5 calibrated (global)" in names and len(lines) == 2 + len(rows)
+    assert rows[0]["delta_nll"] == 0.0 and rows[1]["mean_alpha"] == pytest.approx(1.5)
