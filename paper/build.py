@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python paper/build.py` from anywhere: experiments.fit is importable
 
+from experiments.attention_frontier import STYLE as FRONTIER_STYLE  # noqa: E402
+from experiments.attention_frontier import TOPK as TOPK_MATCHED  # noqa: E402
 from experiments.fit import power_law_fit  # noqa: E402
 from experiments.sampler_study import BASELINES, CONTROLS  # noqa: E402
 from experiments.variants import display_name, fixed_alpha  # noqa: E402
@@ -80,6 +82,9 @@ TEXT_WIDTH_IN = 8.5 - 5 / 2.54
 # in the figure prints at s points; none may print below MIN_FONT_PT.
 FIGURE_WIDTHS = {
     "attention_swap": 1.0,
+    "attention_frontier_stdlib": 1.0,
+    "attention_frontier_unseen": 1.0,
+    "finetune_alpha": 1.0,
     "complexity_trained": 1.0,
     "ablation": 1.0,
     "complexity": 1.0,
@@ -522,6 +527,296 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "SwapLayerCheap": str(sum(d < 0.02 for d in delta)),
         "SwapLayerRho": f"{rho:.2f}",
         "SwapLayerRhoP": _tex_number(f"{p_value:.2g}"),
+    }
+
+
+# How the paper names the frontier's texts.
+FRONTIER_TOP = 0.6  # nats/token, the frontier figures' y limit; the uncalibrated swap is labelled above it
+FRONTIER_TEXTS = {"stdlib": "standard-library test split", "unseen": "this package's own sources"}
+
+
+def _signed(value: str, digits: int = 3) -> str:
+    return f"{float(value):+.{digits}f}"
+
+
+def _interval(r: dict[str, str], key: str, low: str, high: str) -> str:
+    """``+0.018 [+0.010, +0.027]``, or ``-`` where the CSV has no such comparison (nan)."""
+    if math.isnan(float(r[key])):
+        return "-"
+    return f"{_signed(r[key])} [{_signed(r[low])}, {_signed(r[high])}]"
+
+
+def attention_frontier(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Tables and figures of results/attention_frontier.csv: the calibrated frontier of SmolLM2-135M.
+
+    One table of ΔNLL (and the zero fraction) of every variant at every N, one of the matched-sparsity
+    comparisons with their 95 % bootstrap intervals over windows, one figure per text; the macros count
+    the comparisons whose interval excludes 0, either way.
+    """
+    command, rows = read_results(results / "attention_frontier.csv")
+    lengths = sorted({int(r["n"]) for r in rows})
+    texts = list(dict.fromkeys(r["text"] for r in rows))
+    at = {(r["text"], r["variant"], int(r["n"])): r for r in rows}
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    windows = {n: next(r["windows"] for r in rows if int(r["n"]) == n) for n in lengths}
+    table = []
+    for text in texts:
+        for v in variants:
+            cells = [
+                f"{_signed(at[text, v, n]['delta_nll'])} ({float(at[text, v, n]['zero_fraction']):.2f})"
+                for n in lengths
+            ]
+            table.append([text, v, *cells])
+    write_table(
+        out,
+        "attention_frontier",
+        ("text", "variant", *(f"N = {n}" for n in lengths)),
+        table,
+        f"SmolLM2-135M-Instruct with its attention swapped, no training ({hardware}): ΔNLL vs softmax "
+        "(nats/token) and, in brackets, the fraction of visible attention weights exactly 0, on "
+        + " and ".join(f"{t} ({FRONTIER_TEXTS.get(t, t)})" for t in texts)
+        + f"; windows per N: {', '.join(f'{windows[n]} at {n}' for n in lengths)}. Score scales "
+        "calibrated on other text; top-k keeps each query's fraction matched to the calibrated α.",
+        command,
+    )
+    matched = []
+    for text in texts:
+        for n in lengths:
+            for v in variants:
+                r = at[text, v, n]
+                if r["family"] not in ("fixed", "schedule"):
+                    continue
+                matched.append(
+                    [
+                        text,
+                        str(n),
+                        v,
+                        _interval(r, "delta_nll", "delta_low", "delta_high"),
+                        f"{float(r['zero_fraction']):.2f}",
+                        f"{float(r['skippable_tiles']):.3f}",
+                        f"{float(r['mean_alpha']):.2f}",
+                        _interval(r, "vs_topk", "vs_topk_low", "vs_topk_high"),
+                        _interval(r, "vs_threshold", "vs_threshold_low", "vs_threshold_high"),
+                        _interval(r, "vs_sparser_fixed", "vs_sparser_fixed_low", "vs_sparser_fixed_high")
+                        + (
+                            f" ({r['sparser_fixed'].removesuffix(' calibrated')})"
+                            if r["sparser_fixed"]
+                            else ""
+                        ),
+                    ]
+                )
+    write_table(
+        out,
+        "attention_frontier_matched",
+        (
+            "text",
+            "N",
+            "variant",
+            "ΔNLL [95 % CI]",
+            "zeros",
+            "skippable tiles",
+            "mean α",
+            "vs top-k",
+            "vs threshold",
+            "vs sparser fixed α",
+        ),
+        matched,
+        f"Calibrated α-entmax against softmax and against sparse softmax at the same sparsity ({hardware}). "
+        "Paired differences in NLL per window with 95 % bootstrap intervals over windows; negative: "
+        "α-entmax is better. vs top-k: top-k softmax keeping the same fraction of keys; vs threshold: "
+        "threshold softmax interpolated (linearly in zero fraction, between the two ε that bracket it) at "
+        "the variant's zero fraction, '-' outside the ε grid; vs sparser fixed α: a schedule against the "
+        "calibrated fixed α of least NLL among those with at least its zero fraction (named; positive: the "
+        "schedule pays more for fewer zeros). Skippable tiles: visible 64×64 tiles whose weights are all 0.",
+        command,
+    )
+    for text in texts:
+        name = f"attention_frontier_{text}"
+        fig, axes = figure(name, 2.6, ncols=len(lengths), sharey=True, squeeze=False)
+        for ax, n in zip(axes[0], lengths, strict=True):
+            for kind, (color, marker) in FRONTIER_STYLE.items():
+                pts = sorted(
+                    (at[text, v, n] for v in variants if at[text, v, n]["family"] == kind),
+                    key=lambda r: float(r["zero_fraction"]),
+                )
+                if not pts:
+                    continue
+                y = [float(r["delta_nll"]) for r in pts]
+                low = [max(a - float(r["delta_low"]), 0.0) for a, r in zip(y, pts, strict=True)]
+                high = [max(float(r["delta_high"]) - a, 0.0) for a, r in zip(y, pts, strict=True)]
+                err = [low, high]
+                ax.errorbar(
+                    [float(r["zero_fraction"]) for r in pts], y, yerr=err, color=color, marker=marker, ms=3,
+                    lw=0.8, ls="-" if kind in ("fixed", "top-k", "threshold") else "none", label=kind,
+                )  # fmt: skip
+                for r, a in zip(pts, y, strict=True):
+                    if kind == "uncalibrated" and a > FRONTIER_TOP:  # off the scale: say where it is
+                        ax.annotate(
+                            f"{a:+.2f}",
+                            (float(r["zero_fraction"]), FRONTIER_TOP),
+                            xytext=(-4, -9),
+                            textcoords="offset points",
+                            ha="right",
+                            color=color,
+                        )
+                    elif kind == "schedule":
+                        tag = "abs" if "absolute" in r["variant"] else "rel"
+                        ax.annotate(
+                            tag,
+                            (float(r["zero_fraction"]), a),
+                            xytext=(3, 2),
+                            textcoords="offset points",
+                            ha="left",
+                            color=color,
+                        )
+            ax.set_title(f"N = {n}")
+            ax.set_xlabel("zero weights")
+            ax.set_xlim(-0.03, 1.0)
+            ax.set_ylim(-0.05, FRONTIER_TOP)
+        axes[0][0].set_ylabel("ΔNLL vs softmax (nats/token)")
+        handles, labels = axes[0][0].get_legend_handles_labels()  # below the panels: they have no free corner
+        fig.legend(handles, labels, loc="lower center", ncol=len(labels), handlelength=1.2, frameon=False)
+        fig.suptitle(f"SmolLM2-135M, {FRONTIER_TEXTS.get(text, text)}: calibrated frontier")
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        save_figure(fig, out / f"{name}.png")
+
+    def count(key: str, low: str, high: str, kinds: tuple[str, ...]) -> tuple[int, int, int]:
+        """(comparisons, interval below 0, interval above 0) of column `key` over `kinds`."""
+        cmp = [r for r in rows if r["family"] in kinds and not math.isnan(float(r[key]))]
+        return len(cmp), sum(float(r[high]) < 0 for r in cmp), sum(float(r[low]) > 0 for r in cmp)
+
+    topk = count("vs_topk", "vs_topk_low", "vs_topk_high", ("fixed",))
+    threshold = count("vs_threshold", "vs_threshold_low", "vs_threshold_high", ("fixed",))
+    dominated = count("vs_sparser_fixed", "vs_sparser_fixed_low", "vs_sparser_fixed_high", ("schedule",))
+    schedule_costs = [float(r["vs_sparser_fixed"]) for r in rows if r["family"] == "schedule"
+                      and not math.isnan(float(r["vs_sparser_fixed"]))]  # fmt: skip
+    longest, first = lengths[-1], texts[0]
+
+    def r_(v: str, n: int = longest, text: str = first) -> dict[str, str]:
+        return at[text, v, n]
+
+    cal, absolute = "alpha=1.5 calibrated", "scheduled-absolute calibrated"
+    mean_alpha = {(v, n): float(r_(v, n)["mean_alpha"]) for v in ("scheduled calibrated",
+                  "scheduled-absolute calibrated") for n in (lengths[0], longest)}  # fmt: skip
+    return {
+        "FrontierNs": ", ".join(map(str, lengths)),
+        "FrontierNMax": str(longest),
+        "FrontierNMin": str(lengths[0]),
+        "FrontierWindowsMax": windows[longest],
+        "FrontierUncalDelta": _signed(r_("alpha=1.5")["delta_nll"]),
+        "FrontierUncalZeros": f"{float(r_('alpha=1.5')['zero_fraction']):.3f}",
+        "FrontierCalDelta": _signed(r_(cal)["delta_nll"]),
+        "FrontierCalLow": _signed(r_(cal)["delta_low"]),
+        "FrontierCalHigh": _signed(r_(cal)["delta_high"]),
+        "FrontierCalZeros": f"{float(r_(cal)['zero_fraction']):.2f}",
+        "FrontierCalTiles": f"{float(r_(cal)['skippable_tiles']):.3f}",
+        "FrontierCalUnseenDelta": _signed(r_(cal, text=texts[-1])["delta_nll"]),
+        "FrontierCalUnseenZeros": f"{float(r_(cal, text=texts[-1])['zero_fraction']):.2f}",
+        "FrontierTopkComparisons": str(topk[0]),
+        "FrontierTopkWorse": str(topk[1]),
+        "FrontierTopkBetter": str(topk[2]),
+        "FrontierThresholdComparisons": str(threshold[0]),
+        "FrontierThresholdWorse": str(threshold[1]),
+        "FrontierThresholdBetter": str(threshold[2]),
+        "FrontierCalTilesShort": f"{float(r_(cal, lengths[0])['skippable_tiles']):.3f}",
+        "FrontierTopkTiles": f"{float(r_(TOPK_MATCHED + cal)['skippable_tiles']):.3f}",
+        "FrontierScheduleComparisons": str(dominated[0]),
+        "FrontierScheduleBetter": str(dominated[1]),
+        "FrontierScheduleDominated": str(dominated[2]),
+        "FrontierScheduleCostMin": _signed(min(schedule_costs)),
+        "FrontierScheduleCostMax": _signed(max(schedule_costs)),
+        "FrontierRelAlphaShort": f"{mean_alpha['scheduled calibrated', lengths[0]]:.2f}",
+        "FrontierRelAlphaLong": f"{mean_alpha['scheduled calibrated', longest]:.2f}",
+        "FrontierAbsAlphaShort": f"{mean_alpha['scheduled-absolute calibrated', lengths[0]]:.2f}",
+        "FrontierAbsAlphaLong": f"{mean_alpha['scheduled-absolute calibrated', longest]:.2f}",
+        "FrontierRelZerosShort": f"{float(r_('scheduled calibrated', lengths[0])['zero_fraction']):.2f}",
+        "FrontierRelZerosLong": f"{float(r_('scheduled calibrated')['zero_fraction']):.2f}",
+        "FrontierAbsZerosShort": f"{float(r_(absolute, lengths[0])['zero_fraction']):.2f}",
+        "FrontierAbsZerosLong": f"{float(r_('scheduled-absolute calibrated')['zero_fraction']):.2f}",
+        "FrontierTexts": str(len(texts)),
+    }
+
+
+def finetune_alpha(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Table and figure of results/finetune_alpha*.csv: a learned α per head against fine-tuned softmax."""
+    command, rows = read_results(results / "finetune_alpha.csv")
+    _, heads = read_results(results / "finetune_alpha_heads.csv")
+    _, curve = read_results(results / "finetune_alpha_curve.csv")
+    trained = next(r for r in rows if int(r["steps"]) > 0)
+    write_table(
+        out,
+        "finetune_alpha",
+        (
+            "arm",
+            "N",
+            "NLL",
+            "ΔNLL vs softmax [95 % CI]",
+            "vs fine-tuned softmax [95 % CI]",
+            "zeros",
+            "mean α",
+        ),
+        [
+            [
+                r["arm"],
+                r["n"],
+                f"{float(r['nll']):.3f}",
+                _interval(r, "delta_nll", "delta_low", "delta_high"),
+                _interval(r, "vs_softmax_finetuned", "vs_low", "vs_high"),
+                f"{float(r['zero_fraction']):.2f}",
+                f"{float(r['mean_alpha']):.3f}",
+            ]
+            for r in rows
+        ],
+        f"SmolLM2-135M-Instruct fine-tuned for {trained['steps']} steps ({int(trained['train_tokens']):,} "
+        f"tokens of the standard library's training split; {hardware}): only the per-head α and score scale "
+        "and the RMSNorm weights train. Test windows; intervals: bootstrap over windows.",
+        command,
+    )
+    learned = [h for h in heads if h["arm"] == "alpha learned"]
+    alpha = [float(h["alpha"]) for h in learned]
+    n_layers = max(int(h["layer"]) for h in learned) + 1
+    n_heads = max(int(h["head"]) for h in learned) + 1
+    grid = [[math.nan] * n_heads for _ in range(n_layers)]
+    for h in learned:
+        grid[int(h["layer"])][int(h["head"])] = float(h["alpha"])
+    fig, (ax0, ax1) = figure("finetune_alpha", 2.8, ncols=2, gridspec_kw={"width_ratios": [1, 1.6]})
+    im = ax0.imshow(grid, aspect="auto", cmap="viridis", vmin=1.0, vmax=2.0, origin="lower")
+    ax0.set(xlabel="head", ylabel="layer", title="learned α")
+    fig.colorbar(im, ax=ax0)
+    for arm in dict.fromkeys(c["arm"] for c in curve):
+        loss = [float(c["loss"]) for c in curve if c["arm"] == arm]
+        k = min(20, len(loss))
+        smooth = [statistics.fmean(loss[i - k + 1 : i + 1]) for i in range(k - 1, len(loss))]
+        ax1.plot(range(k - 1, len(loss)), smooth, label=arm)
+    ax1.set(xlabel="step", ylabel=f"training NLL (mean of {k} steps)")
+    ax1.legend()
+    fig.tight_layout()
+    save_figure(fig, out / "finetune_alpha.png")
+    by = {(r["arm"], int(r["n"])): r for r in rows}
+    longest = max(int(r["n"]) for r in rows)
+    lr, st = by["alpha learned", longest], by["alpha=1.5 calibrated (head)", longest]
+    ft = by["softmax fine-tuned", longest]
+    per_layer = [statistics.fmean(row) for row in grid]
+    return {
+        "TuneSteps": trained["steps"],
+        "TuneTokens": f"{int(trained['train_tokens']):,}".replace(",", "{,}"),
+        "TuneMinutes": f"{float(lr['train_seconds']) / 60:.0f}",
+        "TuneNMax": str(longest),
+        "TuneAlphaMean": f"{statistics.fmean(alpha):.2f}",
+        "TuneAlphaMin": f"{min(alpha):.2f}",
+        "TuneAlphaMax": f"{max(alpha):.2f}",
+        "TuneAlphaBelow": str(sum(a < 1.25 for a in alpha)),
+        "TuneAlphaAbove": str(sum(a > 1.75 for a in alpha)),
+        "TuneHeads": str(len(alpha)),
+        "TuneLayerLow": str(min(range(n_layers), key=lambda i: per_layer[i])),
+        "TuneLayerHigh": str(max(range(n_layers), key=lambda i: per_layer[i])),
+        "TuneStartDelta": _signed(st["delta_nll"]),
+        "TuneLearnedDelta": _signed(lr["delta_nll"]),
+        "TuneLearnedVs": _signed(lr["vs_softmax_finetuned"]),
+        "TuneLearnedVsLow": _signed(lr["vs_low"]),
+        "TuneLearnedVsHigh": _signed(lr["vs_high"]),
+        "TuneLearnedZeros": f"{float(lr['zero_fraction']):.2f}",
+        "TuneSoftmaxDelta": _signed(ft["delta_nll"]),
     }
 
 
@@ -1240,6 +1535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     numbers = {"Hardware": tex_text(hardware)}
     with matplotlib.rc_context(FIGURE_STYLE):
         numbers |= attention_swap(args.results, args.out, hardware)
+        numbers |= attention_frontier(args.results, args.out, hardware)
+        numbers |= finetune_alpha(args.results, args.out, hardware)
         numbers |= trained_lengths(args.results, args.out, hardware)
         numbers |= sampler_study(args.results, args.out, hardware)
         numbers |= ablation(args.results, args.out, hardware)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from experiments.attention_frontier import FAMILIES
 from experiments.variants import display_name
 
 pytest.importorskip("matplotlib")
@@ -61,6 +62,9 @@ def test_build_writes_every_table_figure_and_macro(generated):
         "sampling",
         "scaling",
         "scaling_fit",
+        "attention_frontier",
+        "attention_frontier_matched",
+        "finetune_alpha",
     ):
         tex = (generated / f"{name}.tex").read_text()
         assert r"\begin{tabular}" in tex and r"\label{tab:" + name + "}" in tex
@@ -73,6 +77,9 @@ def test_build_writes_every_table_figure_and_macro(generated):
         "sampling",
         "scaling",
         "sampler_study",
+        "attention_frontier_stdlib",
+        "attention_frontier_unseen",
+        "finetune_alpha",
     ):
         png = (generated / f"{name}.png").read_bytes()
         assert png.startswith(b"\x89PNG") and 10_000 < len(png) < 300_000
@@ -86,7 +93,8 @@ def test_build_writes_every_table_figure_and_macro(generated):
     # every macro paper.tex uses is defined
     tex = (ROOT / "paper" / "paper.tex").read_text()
     macros = {line.split("}")[0].removeprefix("\\newcommand{\\") for line in numbers.splitlines()}
-    used = set(re.findall(r"\\([A-Z][A-Za-z]+)", tex))
+    latex = {"Delta"}  # LaTeX's own capitalised commands the text uses
+    used = set(re.findall(r"\\([A-Z][A-Za-z]+)", tex)) - latex
     assert used <= macros, used - macros
     quoted = {"ComplexityK", "ComplexityTileK", "AblationSoftmaxBpb", "ScalingGatedExponent", "Hardware"}
     assert quoted <= used
@@ -160,6 +168,91 @@ def test_attention_swap_tables_equal_the_csv(generated):
         key=lambda r: float(r["delta_nll"]),
     )
     assert rf"\newcommand{{\SwapBestDelta}}{{{float(best['delta_nll']):+.3f}}}" in numbers
+
+
+def _macro(numbers: str, name: str) -> str:
+    match = re.search(r"\\newcommand\{\\" + name + r"\}\{([^}]*)\}", numbers)
+    assert match, name
+    return match.group(1)
+
+
+def test_attention_frontier_tables_and_counts_equal_the_csv(generated):
+    """Every cell of the frontier tables is the CSV's; the counts the text quotes are recomputed from it."""
+    rows = read_csv(ROOT / "results" / "attention_frontier.csv")
+    table = read_markdown_table(generated / "attention_frontier.md")
+    assert len(table) == len({(r["text"], r["variant"]) for r in rows})
+    for t in table:
+        for key, cell in t.items():
+            if not key.startswith("N = "):
+                continue
+            r = next(
+                r for r in rows
+                if (r["text"], r["variant"], r["n"]) == (t["text"], t["variant"], key.removeprefix("N = "))
+            )  # fmt: skip
+            delta, zeros = cell.split(" (")
+            assert float(delta) == pytest.approx(float(r["delta_nll"]), abs=5e-4)
+            assert float(zeros.rstrip(")")) == pytest.approx(float(r["zero_fraction"]), abs=5e-3)
+    matched = read_markdown_table(generated / "attention_frontier_matched.md")
+    assert len(matched) == sum(r["family"] in ("fixed", "schedule") for r in rows)
+    for t in matched:
+        r = next(r for r in rows if (r["text"], r["n"], r["variant"]) == (t["text"], t["N"], t["variant"]))
+        for column, key in (
+            ("vs top-k", "vs_topk"),
+            ("vs threshold", "vs_threshold"),
+            ("vs sparser fixed α", "vs_sparser_fixed"),
+        ):
+            if math.isnan(float(r[key])):
+                assert t[column] == "-"
+            else:
+                assert float(t[column].split(" [")[0]) == pytest.approx(float(r[key]), abs=5e-4)
+                low, high = t[column].split(" [")[1].split("]")[0].split(", ")
+                assert float(low) == pytest.approx(float(r[key + "_low"]), abs=5e-4)
+                assert float(high) == pytest.approx(float(r[key + "_high"]), abs=5e-4)
+    numbers = (generated / "numbers.tex").read_text()
+    fixed = [r for r in rows if r["family"] == "fixed" and not math.isnan(float(r["vs_topk"]))]
+    assert _macro(numbers, "FrontierTopkComparisons") == str(len(fixed))
+    assert _macro(numbers, "FrontierTopkWorse") == str(sum(float(r["vs_topk_high"]) < 0 for r in fixed))
+    assert _macro(numbers, "FrontierTopkBetter") == str(sum(float(r["vs_topk_low"]) > 0 for r in fixed))
+    sched = [r for r in rows if r["family"] == "schedule" and not math.isnan(float(r["vs_sparser_fixed"]))]
+    assert _macro(numbers, "FrontierScheduleComparisons") == str(len(sched))
+    assert _macro(numbers, "FrontierScheduleBetter") == str(
+        sum(float(r["vs_sparser_fixed_high"]) < 0 for r in sched)
+    )
+    assert _macro(numbers, "FrontierScheduleDominated") == str(
+        sum(float(r["vs_sparser_fixed_low"]) > 0 for r in sched)
+    )
+    for t in matched:  # a schedule's comparison names the fixed α it is compared with
+        r = next(r for r in rows if (r["text"], r["n"], r["variant"]) == (t["text"], t["N"], t["variant"]))
+        if r["sparser_fixed"]:
+            assert t["vs sparser fixed α"].endswith(f"({r['sparser_fixed'].removesuffix(' calibrated')})")
+    longest = max(int(r["n"]) for r in rows)
+    cal = next(
+        r
+        for r in rows
+        if (r["text"], r["variant"], int(r["n"])) == ("stdlib", "alpha=1.5 calibrated", longest)
+    )
+    assert _macro(numbers, "FrontierCalDelta") == f"{float(cal['delta_nll']):+.3f}"
+    # the frontier's variants are every family the paper describes, on both texts
+    assert {r["family"] for r in rows} == set(FAMILIES)
+    assert {r["text"] for r in rows} == {"stdlib", "unseen"}
+
+
+def test_finetune_table_equals_the_csv(generated):
+    rows = read_csv(ROOT / "results" / "finetune_alpha.csv")
+    table = {(t["arm"], t["N"]): t for t in read_markdown_table(generated / "finetune_alpha.md")}
+    assert set(table) == {(r["arm"], r["n"]) for r in rows}
+    for r in rows:
+        t = table[r["arm"], r["n"]]
+        assert float(t["NLL"]) == pytest.approx(float(r["nll"]), abs=5e-4)
+        assert float(t["ΔNLL vs softmax [95 % CI]"].split(" [")[0]) == pytest.approx(
+            float(r["delta_nll"]), abs=5e-4
+        )
+    heads = [float(h["alpha"]) for h in read_csv(ROOT / "results" / "finetune_alpha_heads.csv")
+             if h["arm"] == "alpha learned"]  # fmt: skip
+    numbers = (generated / "numbers.tex").read_text()
+    assert _macro(numbers, "TuneAlphaMean") == f"{sum(heads) / len(heads):.2f}"
+    assert _macro(numbers, "TuneAlphaMin") == f"{min(heads):.2f}"
+    assert _macro(numbers, "TuneAlphaMax") == f"{max(heads):.2f}"
 
 
 def test_trained_lengths_table_equals_the_fits(generated):
