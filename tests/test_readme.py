@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import math
 import re
 import tokenize
 from pathlib import Path
@@ -163,6 +164,53 @@ def _study_table() -> list[str]:
     return rows
 
 
+def _frontier_tables() -> list[str]:
+    """results/README.md's two frontier tables, row by row, from results/attention_frontier.csv: ΔNLL (zero
+    fraction) of every variant per (text, N); then each calibrated fixed α against matched top-k and against
+    threshold softmax, and each schedule against the best fixed α at least as sparse ("*": the 95 % interval
+    excludes 0, "-": no comparison; a row with none is left out)."""
+    rows = _csv("attention_frontier.csv")
+    lengths = sorted({int(r["n"]) for r in rows})
+    at = {(r["text"], r["variant"], int(r["n"])): r for r in rows}
+    texts = list(dict.fromkeys(r["text"] for r in rows))
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+
+    def cmp(r: dict[str, str], key: str) -> str:
+        if math.isnan(float(r[key])):
+            return "-"
+        star = "*" if float(r[key + "_low"]) > 0 or float(r[key + "_high"]) < 0 else ""
+        return f"{float(r[key]):+.3f}{star}"
+
+    header = " | ".join(f"N = {n}" for n in lengths)
+    rule = "|---" * len(lengths) + "|"
+    out = [f"| text | attention | {header} |", "|---|---" + rule]
+    for text in texts:
+        for v in variants:
+            cells = [
+                f"{float(r['delta_nll']):+.3f} ({float(r['zero_fraction']):.3f})"
+                for r in (at[text, v, n] for n in lengths)
+            ]
+            out.append(f"| {text} | {v} | " + " | ".join(cells) + " |")
+    out += [f"| text | attention | against | {header} |", "|---|---|---" + rule]
+    for text in texts:
+        for v in variants:
+            family = at[text, v, lengths[0]]["family"]
+            if family == "fixed":
+                for name, key in (("top-k", "vs_topk"), ("threshold", "vs_threshold")):
+                    cells = [cmp(at[text, v, n], key) for n in lengths]
+                    if set(cells) == {"-"}:  # outside the ε grid at every N
+                        continue
+                    out.append(f"| {text} | {v} | {name} | " + " | ".join(cells) + " |")
+            elif family == "schedule":
+                cells = [
+                    cmp(at[text, v, n], "vs_sparser_fixed")
+                    + f" ({at[text, v, n]['sparser_fixed'].removesuffix(' calibrated')})"
+                    for n in lengths
+                ]
+                out.append(f"| {text} | {v} | sparser fixed α | " + " | ".join(cells) + " |")
+    return out
+
+
 def _measured_claims() -> list[str]:
     """The numbers of the README's "Measured results" table, as the README writes them, from the CSVs."""
     import math
@@ -248,7 +296,59 @@ def _measured_claims() -> list[str]:
         r = calibration[variant]
         return f"| {_half_up(r['zero_fraction'], 3)} | {float(r['delta_nll']):+.{digits}f} |"
 
+    frontier = _csv("attention_frontier.csv")
+
+    def front(variant: str, column: str, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
+        return _span([scale * float(r[column]) for r in frontier if r["variant"] == variant], fmt)
+
+    def wins(column: str, family: str, sign: int, alpha: str = "") -> int:  # intervals beyond 0, one way
+        cmp = [r for r in frontier if r["family"] == family and alpha in r["variant"]]
+        return sum(float(r[column + ("_high" if sign < 0 else "_low")]) * sign > 0 for r in cmp)
+
+    def compared(column: str, family: str) -> int:
+        return sum(not math.isnan(float(r[column])) for r in frontier if r["family"] == family)
+
+    def to(variant: str, column: str = "delta_nll", fmt: str = "{:.2f}", scale: float = 1.0) -> str:
+        sep = " to +" if column.startswith(("delta", "vs")) else "–"
+        return _span([scale * float(r[column]) for r in frontier if r["variant"] == variant], fmt, sep)
+
+    schedules = [float(r["vs_sparser_fixed"]) for r in frontier if r["family"] == "schedule"]
+    frontier_prose = [  # results/README.md's "What it shows" on the frontier
+        f"Uncalibrated α = 1.5 costs +{to('alpha=1.5')} nats/token.",
+        f"Calibrated, it costs +{to('alpha=1.5 calibrated')} at "
+        f"{to('alpha=1.5 calibrated', 'zero_fraction', '{:.0f}', 100)} % zero weights, and α = 1.25 "
+        f"+{to('alpha=1.25 calibrated')} at {to('alpha=1.25 calibrated', 'zero_fraction', '{:.0f}', 100)} %.",
+        f"ε = 0.001 zeroes {to('threshold eps=0.001', 'zero_fraction', '{:.0f}', 100)} % of the weights for "
+        f"+{to('threshold eps=0.001', fmt='{:.3f}')}.",
+        f"sparse: +{_span(schedules, '{:.2f}', ' to +')} nats, {wins('vs_sparser_fixed', 'schedule', 1)} of "
+        f"{len(schedules)} intervals above 0.",
+    ]
+
+    a125, a15 = "alpha=1.25 calibrated", "alpha=1.5 calibrated"
+    tune = {(r["arm"], r["n"]): r for r in _csv("finetune_alpha.csv")}
+    learned = tune["alpha learned", max((n for _, n in tune), key=int)]
+    alphas = [float(h["alpha"]) for h in _csv("finetune_alpha_heads.csv") if h["arm"] == "alpha learned"]
+
     return [
+        # the calibrated frontier and the learned α
+        f"α = 1.25 costs +{front(a125, 'delta_nll')} nats/token at "
+        f"{front(a125, 'zero_fraction', 100, '{:.0f}')} % zero weights, α = 1.5 "
+        f"+{front(a15, 'delta_nll')} at {front(a15, 'zero_fraction', 100, '{:.0f}')} %",
+        f"beats top-k softmax in {wins('vs_topk', 'fixed', -1)} of {compared('vs_topk', 'fixed')} "
+        "comparisons "
+        f"(loses {wins('vs_topk', 'fixed', 1)})",
+        f"loses to threshold softmax in {wins('vs_threshold', 'fixed', 1)} of "
+        f"{compared('vs_threshold', 'fixed')} "
+        f"(wins only α = 2's {wins('vs_threshold', 'fixed', -1, 'alpha=2 ')}, at ≥ 97 % zeros)",
+        f"dominated by a fixed α at least as sparse in {wins('vs_sparser_fixed', 'schedule', 1)} of "
+        f"{compared('vs_sparser_fixed', 'schedule')} points",
+        f"α ends at {min(alphas):.2f}–{max(alphas):.2f} (mean {sum(alphas) / len(alphas):.2f}); at N = "
+        f"{learned['n']} {float(learned['delta_nll']):+.3f} nats/token against the untrained model at "
+        f"{100 * float(learned['zero_fraction']):.0f} % zero weights, but "
+        f"{float(learned['vs_softmax_finetuned']):+.3f} ({float(learned['vs_low']):+.3f} to "
+        f"{float(learned['vs_high']):+.3f}) against the same fine-tune of softmax",
+        f"SmolLM2-135M fine-tuned {learned['steps']} steps",
+        *frontier_prose,
         f"softmax ({bpb(soft, 'val_bpb_mean', 'val_bpb_std')} bits/byte)",
         f"gated schedule {bpb(gated, 'val_bpb_mean', 'val_bpb_std')} with "
         f"{100 * float(gated['attn_sparsity_mean']):.0f} % of the keys at zero weight",
@@ -264,6 +364,7 @@ def _measured_claims() -> list[str]:
         f"detectable difference {_span(detectable, '{:.3f}')}",
         f"Entropix decides ADAPTIVE on {100 * float(steps['entropix']['frac_adaptive']):.0f} % of steps",
         *_study_table(),
+        *_frontier_tables(),
         # results/README.md's prose on the study: greedy per task, the cap, Entropix's decisions, the plane
         f"Greedy solves {_span([float(r['accuracy']) for r in greedy_tasks])} of each task's test problems",
         ", ".join(f"{r['task']} {_half_up(r['accuracy'], 3)}" for r in greedy_tasks),
@@ -299,6 +400,11 @@ def _measured_claims() -> list[str]:
         calibration_row("alpha=1.5 calibrated (head)"),
         calibration_row("top-k matched to alpha=1.25 calibrated (head)"),
         calibration_row("threshold matched to alpha=1.25 calibrated (head)", 4),
+        *(
+            calibration_row(f"alpha={a} calibrated ({g})")
+            for a in ("1.25", "1.5")
+            for g in ("layer", "global")
+        ),
     ]
 
 
