@@ -26,7 +26,7 @@ from common import ResultWriter, measure, parser, sizes
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from entropic.attention import AttentionPlan, Certify, attend
-from experiments.certified import capture
+from experiments.certified import capture, load
 
 ALPHA = 1.5
 
@@ -54,8 +54,9 @@ def main() -> None:
     writer = ResultWriter(args.output, device)
     plans = providers(args.blocks)
     print(f"{'inputs':<10}{'N':>6}{'layer':>7}  " + "  ".join(f"{name}" for name in plans))
+    model, tokenizer, _ = load(ALPHA, calibrated=False)
     for n in args.lengths:
-        captured = capture(n, layers, ALPHA)
+        captured = capture(model, tokenizer, n, layers, ALPHA)
         gen = torch.Generator().manual_seed(n)
         for layer in layers:
             q, k, v = (t.float().contiguous() for t in captured[layer])

@@ -13,8 +13,15 @@ forward. Then, per layer and head, `entropic.ops.entmax_attention.torch.certifie
 * ``work``: the score work done (S, the tiles left, and the block bounds at two scores each) over the
   dense causal score count.
 
-The same on random q, k (standard normal, the model's shapes) is the control. Rows go to ``--out``
-(CSV, one per (source, N, layer, head)); a run that finds its rows there skips them (resumable). The
+With ``--calibrated`` the source is ``smollm2-calibrated``: the model runs α-entmax with the per-head score
+scales `entropic.calibrate_attention` fits at α on ``--calibration`` tokens of the standard library's "val"
+split, and each head's queries are multiplied by its scale before counting (the scores α-entmax then sees).
+Calibrated scales are below 1 (flatter scores, fewer zeros), so this is the setting that keeps the model's
+quality (results/README.md, the calibrated frontier).
+
+The same on random q, k (standard normal, the model's shapes, seeded per (N, layer)) is the control. Rows
+go to ``--out`` (CSV, one per (source, N, layer, head), under the commands that wrote it); a run that finds
+its rows there skips them (resumable). The
 fit of the summed work ``∝ N^k`` (95% interval, `experiments.fit.power_law_fit`) goes to the same name
 with ``_fit`` appended when three or more lengths were run. The entropy schedule is not measured here:
 its α needs the softmax entropy of every visible key, so it scores every key whatever is certified.
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -44,8 +52,8 @@ NAME = "entropic_certified_capture"
 class _Capture(EntropicHFAttention):
     """The registered attention, recording each chosen layer's (q, k, v) on its way through."""
 
-    def __init__(self, alpha: float, layers: set[int]) -> None:
-        super().__init__(alpha, record_stats=False)
+    def __init__(self, alpha: float, layers: set[int], score_scale: torch.Tensor | None = None) -> None:
+        super().__init__(alpha, record_stats=False, score_scale=score_scale)
         self.layers, self.captured = layers, {}
 
     def __call__(self, module, query, key, value, attention_mask, *args: Any, **kwargs: Any):
@@ -68,21 +76,43 @@ def text_ids(tokenizer: Any, n: int) -> torch.Tensor:
     raise ValueError(f"the held-out standard library holds {len(ids)} tokens, fewer than {n}")
 
 
-def capture(n: int, layers: list[int], alpha: float = 1.5) -> dict[int, tuple[torch.Tensor, ...]]:
-    """``{layer: (q, k, v)}`` ``(1, H, n, D)``, ``(1, Hkv, n, D)`` of SmolLM2-135M at α on n tokens."""
+def load(alpha: float, calibrated: bool, calibration: int = 1024, rows: int = 64) -> tuple[Any, Any, Any]:
+    """SmolLM2-135M, its tokenizer, and its per-head ``(L, H)`` score scales at `alpha` (None unless
+    `calibrated`: fitted on `calibration` tokens of the standard library's "val" split)."""
+    from entropic.integrations.hf import calibrate_attention
+    from entropic.pretrained import load_pretrained
+    from experiments.attention_swap import stdlib_tokens
+
+    model, tokenizer = load_pretrained("smollm2-135m")
+    model.eval()
+    if not calibrated:
+        return model, tokenizer, None
+    ids = stdlib_tokens(tokenizer, "val", calibration)[None]
+    return model, tokenizer, calibrate_attention(model, ids, alpha, granularity="head", rows=rows).scales
+
+
+def capture(
+    model: Any, tokenizer: Any, n: int, layers: list[int], alpha: float = 1.5, scales: Any = None
+) -> dict[int, tuple[torch.Tensor, ...]]:
+    """``{layer: (q, k, v)}`` ``(1, H, n, D)``, ``(1, Hkv, n, D)`` of `model` at α (with the ``(L, H)`` score
+    `scales`, queries multiplied by them) on the first n held-out tokens."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
     from entropic.integrations.hf import entropic_attention_mask
-    from entropic.pretrained import load_pretrained
 
-    hook = _Capture(alpha, set(layers))
+    hook = _Capture(alpha, set(layers), scales)
     AttentionInterface.register(NAME, hook)
     AttentionMaskInterface.register(NAME, entropic_attention_mask)
-    model, tokenizer = load_pretrained("smollm2-135m", attn_implementation=NAME)
+    model.set_attn_implementation(NAME)
     with torch.no_grad():
         model(input_ids=text_ids(tokenizer, n))
-    return hook.captured
+    if scales is None:
+        return hook.captured
+    return {
+        layer: (q * scales[layer].to(q.dtype).view(1, -1, 1, 1), k, v)
+        for layer, (q, k, v) in hook.captured.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -92,30 +122,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alpha", type=float, default=1.5)
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--queries", type=int, default=16)
+    parser.add_argument("--calibrated", action="store_true", help="per-head score scales (module docstring)")
+    parser.add_argument("--calibration", type=int, default=1024, help="calibration tokens (stdlib val split)")
     parser.add_argument("--out", default="results/certified.csv")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    torch.manual_seed(0)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if out.exists():
-        with out.open() as f:
-            done = {(r["source"], int(r["n"]), int(r["block"])) for r in csv.DictReader(f)}
+    _record_command(
+        out, "python -m experiments.certified " + " ".join(sys.argv[1:] if argv is None else argv)
+    )
+    done = {(r["source"], int(r["n"]), int(r["block"])) for r in _rows(out)}
     certify = Certify(block=args.block, queries=args.queries)
-    todo = [(s, n) for n in args.lengths for s in ("smollm2", "random") if (s, n, args.block) not in done]
+    model_source = "smollm2-calibrated" if args.calibrated else "smollm2"
+    todo = [(s, n) for n in args.lengths for s in (model_source, "random") if (s, n, args.block) not in done]
+    loaded: tuple[Any, Any, Any] | None = None
     bar = progress_bar(len(todo) * len(args.layers), "certified")
     with out.open("a", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
-        if not done:
-            writer.writeheader()
         for source, n in todo:
-            layers = capture(n, args.layers, args.alpha) if source == "smollm2" else {}
+            layers = {}
+            if source == model_source:
+                loaded = loaded or load(args.alpha, args.calibrated, args.calibration)
+                layers = capture(*loaded[:2], n, args.layers, args.alpha, loaded[2])
             for layer in args.layers:
-                if source == "smollm2":
+                if source == model_source:
                     q, k, _ = layers[layer]
                 else:
-                    q, k = torch.randn(1, 9, n, 64), torch.randn(1, 3, n, 64)
+                    gen = torch.Generator().manual_seed(1000 * n + layer)  # the same draw in any run
+                    q, k = torch.randn(1, 9, n, 64, generator=gen), torch.randn(1, 3, n, 64, generator=gen)
                 c = certified_work(q, k, args.alpha, causal=True, scale=q.shape[-1] ** -0.5, certify=certify)
                 pairs, cert, truly, scores, scored, bounds, unsound = c[:, 0]
                 assert unsound.sum() == 0, "a certified block holds a non-zero weight"
@@ -135,13 +169,35 @@ def main(argv: list[str] | None = None) -> None:
     print_summary("certified", summary, started=started, out=out)
 
 
+def _rows(out: Path) -> list[dict[str, str]]:
+    """The rows of `out` (none when it does not exist), its command line skipped."""
+    if not out.exists():
+        return []
+    with out.open(newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def _record_command(out: Path, command: str) -> None:
+    """Start `out` with ``# <command>`` and the header, or add `command` to its first line, so that the
+    commands there, run in that order on an empty file, write the same rows (each run appends what the
+    ones before it did not)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.exists():
+        out.write_text(f"# {command}\n" + ",".join(COLUMNS) + "\n")
+        return
+    first, _, rest = out.read_text().partition("\n")
+    commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
+    if command not in commands:
+        body = rest if first.startswith("#") else first + "\n" + rest
+        out.write_text("# " + "; ".join([*commands, command]) + "\n" + body)
+
+
 def _fit(out: Path, block: int) -> str:
     """Work summed over layers and heads per (source, N) (as dense-score counts), fitted ∝ N^k."""
-    with out.open() as f:
-        rows = [r for r in csv.DictReader(f) if int(r["block"]) == block]
+    rows = [r for r in _rows(out) if int(r["block"]) == block]
     lines = []
     fits = []
-    for source in ("smollm2", "random"):
+    for source in dict.fromkeys(r["source"] for r in rows):
         ns = sorted({int(r["n"]) for r in rows if r["source"] == source})
         work = []
         for n in ns:

@@ -349,3 +349,52 @@ def test_attention_calibration_writes_its_csv(make_llama, monkeypatch, tmp_path)
     ]
     assert "threshold matched to alpha=1.5 calibrated (global)" in names and len(lines) == 2 + len(rows)
     assert rows[0]["delta_nll"] == 0.0 and rows[1]["mean_alpha"] == pytest.approx(1.5)
+
+
+def test_certified_capture_applies_the_score_scales(make_llama, monkeypatch):
+    """Layer 0's queries do not depend on attention: with scale 2 they are exactly twice the plain ones."""
+    pytest.importorskip("transformers")
+    from experiments import certified
+
+    model = make_llama(64)
+    monkeypatch.setattr(certified, "text_ids", lambda tokenizer, n: torch.arange(n)[None] % 64)
+    plain = certified.capture(model, None, 24, [0, 1], 1.5)
+    scaled = certified.capture(model, None, 24, [0, 1], 1.5, torch.full((2, 4), 2.0))
+    torch.testing.assert_close(scaled[0][0], 2 * plain[0][0])
+    torch.testing.assert_close(scaled[0][1], plain[0][1])  # keys are not scaled
+    assert not torch.allclose(scaled[1][1], plain[1][1])  # layer 1 sees layer 0's changed output
+
+
+def test_certified_writes_calibrated_rows_and_resumes(make_llama, monkeypatch, tmp_path):
+    pytest.importorskip("transformers")
+    import entropic.pretrained
+    from experiments import attention_swap, certified
+
+    model = make_llama(64, hidden_size=64, intermediate_size=128, initializer_range=0.3)
+    monkeypatch.setattr(entropic.pretrained, "load_pretrained", lambda name: (model, None))
+    monkeypatch.setattr(attention_swap, "stdlib_tokens", lambda tokenizer, split, n: torch.arange(n) % 64)
+    monkeypatch.setattr(certified, "text_ids", lambda tokenizer, n: (torch.arange(n)[None] * 7) % 64)
+    out = tmp_path / "certified.csv"
+    argv = ["--calibrated", "--lengths", "32", "64", "--layers", "0", "1", "--block", "16", "--queries", "16",
+            "--calibration", "32", "--out", str(out)]  # fmt: skip
+    certified.main(argv)
+    with out.open() as f:
+        assert f.readline() == "# python -m experiments.certified " + " ".join(argv) + "\n"
+        rows = list(csv.DictReader(f))
+    assert {r["source"] for r in rows} == {"smollm2-calibrated", "random"}
+    mine = [r for r in rows if r["source"] == "smollm2-calibrated"]
+    assert len(mine) == 2 * 2 * 4  # lengths × layers × heads
+    for r in rows:
+        assert 0 <= float(r["certified"]) <= float(r["truly_zero"]) + 1e-9 <= 1 + 1e-9
+        assert float(r["work"]) > 0
+    certified.main(argv)  # everything is there: nothing is added
+    assert len(out.read_text().splitlines()) == len(rows) + 2
+    more = [a if a != "32" else "16" for a in argv if a != "--calibrated"]  # N = 16 and 64, uncalibrated
+    certified.main(more)
+    lines = out.read_text().splitlines()
+    command = "python -m experiments.certified "
+    assert lines[0] == "# " + command + " ".join(argv) + "; " + command + " ".join(more)
+    again = {(r["source"], r["n"]) for r in csv.DictReader(lines[1:])}
+    assert ("smollm2", "16") in again and ("random", "16") in again and ("random", "32") in again
+    first = [r for r in csv.DictReader(lines[1:]) if r["source"] == "random" and r["n"] == "64"]
+    assert first == [r for r in rows if r["source"] == "random" and r["n"] == "64"]  # kept, not redone
