@@ -285,8 +285,8 @@ def _measured_claims() -> list[str]:
     rho = float(fits["scheduled", "spearman"]["estimate"])
     certified = _csv("certified.csv")
 
-    def pooled(n: str, column: str) -> float:  # SmolLM2's rows of one length, weighted by their pairs
-        rows = [r for r in certified if r["source"] == "smollm2" and r["n"] == n]
+    def pooled(n: str, column: str, source: str = "smollm2") -> float:  # one length, weighted by pairs
+        rows = [r for r in certified if r["source"] == source and r["n"] == n]
         return sum(float(r[column]) * float(r["pairs"]) for r in rows) / sum(float(r["pairs"]) for r in rows)
 
     lengths = sorted({r["n"] for r in certified}, key=int)
@@ -391,6 +391,24 @@ def _measured_claims() -> list[str]:
         f"certifies {max(pooled(n, 'certified') for n in lengths):.3f} of the key blocks although "
         f"{_span([pooled(n, 'truly_zero') for n in lengths])} of",
         f"cost {_span([pooled(n, 'work') for n in lengths])}× the dense score work",
+        f"fewer weights are zero ({_span([pooled(n, 'truly_zero', 'smollm2-calibrated') for n in lengths])}) "
+        f"and at most {max(pooled(n, 'certified', 'smollm2-calibrated') for n in lengths):.3f} of the blocks",
+        *(  # results/README.md's certified table: one row per inputs, the four lengths in each cell
+            f"| {label} | {' / '.join(lengths)} | "
+            + " | ".join(
+                " / ".join(f"{pooled(n, key, source):.3f}" for n in lengths)
+                for key in ("certified", "truly_zero", "work")
+            )
+            + " |"
+            for source, label in (
+                ("smollm2", "SmolLM2, α = 1.5"),
+                ("smollm2-calibrated", "SmolLM2, α = 1.5 calibrated"),
+                ("random", "random q, k"),
+            )
+        ),
+        "growing as N^{k:.2f} ({k_low:.2f}–{k_high:.2f})".format(
+            **{key: float(v) for key, v in _csv("certified_fit.csv")[0].items() if key.startswith("k")}
+        ),
         # results/README.md's calibration table
         *(calibration_row(v) for v in ("alpha=1.25", "alpha=1.25 calibrated (head)", "alpha=1.5")),
         *(
