@@ -65,6 +65,7 @@ def test_build_writes_every_table_figure_and_macro(generated):
         "attention_frontier",
         "attention_frontier_matched",
         "finetune_alpha",
+        "certified",
     ):
         tex = (generated / f"{name}.tex").read_text()
         assert r"\begin{tabular}" in tex and r"\label{tab:" + name + "}" in tex
@@ -235,6 +236,24 @@ def test_attention_frontier_tables_and_counts_equal_the_csv(generated):
     # the frontier's variants are every family the paper describes, on both texts
     assert {r["family"] for r in rows} == set(FAMILIES)
     assert {r["text"] for r in rows} == {"stdlib", "unseen"}
+
+
+def test_certified_table_pools_the_csv_by_pairs(generated):
+    rows = read_csv(ROOT / "results" / "certified.csv")
+    table = read_markdown_table(generated / "certified.md")
+    sources = {"SmolLM2, α = 1.5": "smollm2", "SmolLM2, α = 1.5 calibrated": "smollm2-calibrated",
+               "random q, k": "random"}  # fmt: skip
+    assert len(table) == len({(r["source"], r["n"]) for r in rows})
+    for t in table:
+        sel = [r for r in rows if (r["source"], r["n"]) == (sources[t["inputs"]], t["N"])]
+        pairs = sum(float(r["pairs"]) for r in sel)
+        for column, key in (("key blocks certified zero", "certified"), ("truly zero", "truly_zero"),
+                            ("score work / dense", "work")):  # fmt: skip
+            pooled = sum(float(r[key]) * float(r["pairs"]) for r in sel) / pairs
+            assert t[column] == f"{pooled:.3f}"
+    numbers = (generated / "numbers.tex").read_text()
+    model = [t for t in table if t["inputs"] != "random q, k"]
+    assert _macro(numbers, "CertMax") == max(t["key blocks certified zero"] for t in model)
 
 
 def test_finetune_table_equals_the_csv(generated):

@@ -150,7 +150,7 @@ def test_the_committed_csvs_hold_only_names_the_functions_write(configs):
     assert _variants("complexity_trained_smollm2.csv") <= swap
     calibration = _variants("attention_calibration.csv")
     targets = {variant_name(a) for a in (1.25, 1.5)}
-    targets |= {f"{t} calibrated (head)" for t in targets}
+    targets |= {f"{t} calibrated ({g})" for t in targets for g in ("head", "layer", "global")}
     matched = {f"{kind} matched to {t}" for kind in ("top-k", "threshold") for t in targets}
     assert calibration == {"softmax"} | targets | matched
 
