@@ -533,29 +533,34 @@ def test_readme_vllm_table_is_the_csv():
 
 
 def test_readme_certified_table_is_the_csv():
-    """Each cell of "Certified skipping on the CPU": ms per call of the newest run, by inputs, N, layer."""
-    rows = _readme_rows((r"smollm2|random", r"1024|2048", r"0|15"))
+    """Each cell of "Certified skipping on the CPU": ms per call of the newest run, by phase, inputs and N
+    (layer 15)."""
+    rows = _readme_rows((r"prefill|decode", r"smollm2|smollm2-calibrated|random", r"\d+"))
     with (BENCHMARKS / "results.csv").open(newline="") as f:
         runs = [r for r in csv.DictReader(f) if r["op"].startswith("entmax_attention_certified_")]
     newest = max(r["timestamp"] for r in runs)
     providers = ("sdpa", "entmax-torch(alpha=1.5)")
     providers += tuple(f"entmax-torch-certified(alpha=1.5,block={b})" for b in (32, 64))
-    assert len(rows) == 6
-    for (source, n, layer), cells in rows.items():
+    assert {phase for phase, _, _ in rows} == {"prefill", "decode"} and len(rows) >= 12
+    for (phase, source, n), cells in rows.items():
+        op = "entmax_attention_certified_" + ("decode_" if phase == "decode" else "") + source
         for cell, provider in zip(cells, providers, strict=True):
             (r,) = [
                 r
                 for r in runs
                 if r["timestamp"] == newest
-                and r["op"] == f"entmax_attention_certified_{source}"
-                and (r["provider"], r["seq_q"], r["heads"]) == (provider, n, layer)
+                and r["op"] == op
+                and (r["provider"], r["seq_k"], r["heads"]) == (provider, n, "15")
             ]
             ((value, tol),) = _shown(cell)
-            assert abs(float(r["median"]) - value) <= tol, (source, n, layer, provider, cell)
-    # the prose under it: certified over dense, over every row and block size of the table
-    ratios = []
-    for cells in rows.values():
-        dense, *certified = (_shown(c)[0][0] for c in cells[1:])
-        ratios += [t / dense for t in certified]
-    span = f"costs {min(ratios):.1f}–{max(ratios):.1f}× the dense PyTorch"
-    assert span in (BENCHMARKS.parent / "README.md").read_text().replace("\n", " "), span
+            assert abs(float(r["median"]) - value) <= tol, (phase, source, n, provider, cell)
+    # the prose under it: certified over dense, per phase, over every row and block size of the table
+    text = (BENCHMARKS.parent / "README.md").read_text().replace("\n", " ")
+    for phase in ("prefill", "decode"):
+        ratios = []
+        for (p, _, _), cells in rows.items():
+            if p == phase:
+                dense, *certified = (_shown(c)[0][0] for c in cells[1:])
+                ratios += [t / dense for t in certified]
+        span = f"{phase} {min(ratios):.1f}–{max(ratios):.1f}× the dense PyTorch path"
+        assert span in text, span
