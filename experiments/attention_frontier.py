@@ -29,9 +29,12 @@ the run goes, so that a restarted run skips what is there. ``--out`` summarises 
 against softmax with 95 % intervals over windows (bootstrap and t), and the paired matched-sparsity
 comparisons: each calibrated fixed α against its matched top-k; against threshold softmax interpolated
 (per window, linearly in zero fraction) at its zero fraction; each calibrated schedule against the
-calibrated fixed-α curve interpolated at its zero fraction, and against the best calibrated fixed α (least
-NLL) that is at least as sparse (``sparser_fixed``; positive: the schedule is dominated, paying more for
-fewer zeros). ``.png`` files draw the frontier, one per text.
+calibrated fixed-α curve interpolated at its zero fraction, and against the least sparse calibrated fixed α
+that is at least as sparse (``sparser_fixed``, chosen by zero fraction alone; positive: the schedule is
+dominated, paying more for fewer zeros). Each comparison carries the exact two-sided sign-flip p over windows
+(`experiments.paired.sign_flip_test`; its smallest value is 2 / 2^W, so 3 windows can never reach 0.05) and
+that p Holm-adjusted across its family (``_p_holm``: every text, N and variant of that comparison).
+``.png`` files draw the frontier, one per text.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from entropic.attention import AttentionCalibration, EntropySchedule, ThresholdS
 from entropic.integrations.hf import calibrate_attention
 from experiments.attention_calibration import run
 from experiments.attention_swap import stdlib_tokens
-from experiments.paired import cluster_interval
+from experiments.paired import cluster_interval, holm, sign_flip_test
 from experiments.results import print_summary, progress_bar, write_csv
 from experiments.variants import variant_name
 
@@ -106,11 +109,17 @@ COLUMNS = (
     "vs_sparser_fixed",
     "vs_sparser_fixed_low",
     "vs_sparser_fixed_high",
+    *(
+        f"{c}_p{holm}"
+        for c in ("vs_topk", "vs_threshold", "vs_fixed", "vs_sparser_fixed")
+        for holm in ("", "_holm")
+    ),
     "device",
     "torch",
     "entropic",
     "timestamp",
 )
+COMPARISONS = ("vs_topk", "vs_threshold", "vs_fixed", "vs_sparser_fixed")  # each with _p and _p_holm
 FIXED = (1.25, 1.5, 2.0)
 ABSOLUTE = EntropySchedule(low=0.25 * math.log(256), high=0.75 * math.log(256), absolute=True)
 SCHEDULES = (EntropySchedule(), ABSOLUTE)
@@ -265,11 +274,12 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def zero(key: tuple[str, str, int]) -> float:
         return float(np.mean([r["zero_fraction"] for r in groups[key]]))
 
-    def paired(a: np.ndarray | None, b: np.ndarray | None) -> tuple[float, float, float]:
+    def paired(a: np.ndarray | None, b: np.ndarray | None) -> tuple[float, float, float, float]:
+        """Mean difference, bootstrap interval and exact sign-flip p over windows (nan: no comparison)."""
         if a is None or b is None or len(a) < 2:
-            return math.nan, math.nan, math.nan
+            return math.nan, math.nan, math.nan, math.nan
         i = cluster_interval(a[:, None], b[:, None])
-        return i.difference, i.bootstrap_low, i.bootstrap_high
+        return i.difference, i.bootstrap_low, i.bootstrap_high, sign_flip_test(a[:, None], b[:, None]).p_value
 
     out = []
     for key in sorted(groups, key=lambda k: (k[0], k[2])):
@@ -285,7 +295,7 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kind = family(name)
         z = zero(key)
         same = [k for k in groups if k[0] == text and k[2] == n]
-        topk = threshold = fixed = sparser = (math.nan,) * 3
+        topk = threshold = fixed = sparser = (math.nan,) * 4
         sparser_name = ""
         if kind == "fixed":
             match = (text, TOPK + name, n)
@@ -295,12 +305,12 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if kind == "schedule":
             curve = [(zero(k), nll(k)) for k in same if family(k[1]) == "fixed"]
             fixed = paired(y, _interpolate(z, curve))
-            # the fixed α of least NLL among those at least as sparse: if the schedule costs more, it is
-            # dominated (more cost for fewer zeros)
+            # the least sparse fixed α that is at least as sparse (chosen by zero fraction, never by the
+            # NLL under test): if the schedule costs more, it is dominated (more cost for fewer zeros)
             sparser_keys = [k for k in same if family(k[1]) == "fixed" and zero(k) >= z]
             if sparser_keys:
-                best = min(sparser_keys, key=lambda k: float(nll(k).mean()))
-                sparser, sparser_name = paired(y, nll(best)), best[1]
+                nearest = min(sparser_keys, key=zero)
+                sparser, sparser_name = paired(y, nll(nearest)), nearest[1]
         out.append(
             {
                 "text": text,
@@ -332,8 +342,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "vs_sparser_fixed": sparser[0],
                 "vs_sparser_fixed_low": sparser[1],
                 "vs_sparser_fixed_high": sparser[2],
+                **{
+                    f"{c}_p": v[3]
+                    for c, v in zip(COMPARISONS, (topk, threshold, fixed, sparser), strict=True)
+                },
             }
         )
+    for c in COMPARISONS:  # Holm across each family of comparisons (every text, N and variant)
+        tested = [r for r in out if not math.isnan(r[f"{c}_p"])]
+        for r, adjusted in zip(tested, holm([r[f"{c}_p"] for r in tested]) if tested else [], strict=True):
+            r[f"{c}_p_holm"] = float(adjusted)
+        for r in out:
+            r.setdefault(f"{c}_p_holm", math.nan)
     return out
 
 

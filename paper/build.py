@@ -540,10 +540,12 @@ def _signed(value: str, digits: int = 3) -> str:
 
 
 def _interval(r: dict[str, str], key: str, low: str, high: str) -> str:
-    """``+0.018 [+0.010, +0.027]``, or ``-`` where the CSV has no such comparison (nan)."""
+    """``+0.018 [+0.010, +0.027]``, ``*`` after it where the row has a Holm-adjusted p (``<key>_p_holm``) of
+    at most 0.05, or ``-`` where the CSV has no such comparison (nan)."""
     if math.isnan(float(r[key])):
         return "-"
-    return f"{_signed(r[key])} [{_signed(r[low])}, {_signed(r[high])}]"
+    star = "*" if float(r.get(key + "_p_holm", "nan")) <= 0.05 else ""
+    return f"{_signed(r[key])} [{_signed(r[low])}, {_signed(r[high])}]{star}"
 
 
 def attention_frontier(results: Path, out: Path, hardware: str) -> dict[str, str]:
@@ -622,11 +624,12 @@ def attention_frontier(results: Path, out: Path, hardware: str) -> dict[str, str
         ),
         matched,
         f"Calibrated α-entmax against softmax and against sparse softmax at the same sparsity ({hardware}). "
-        "Paired differences in NLL per window with 95 % bootstrap intervals over windows; negative: "
+        "Paired differences in NLL per window with 95 % bootstrap intervals over windows, * where the exact "
+        "sign-flip test over windows, Holm-adjusted across its column, gives p <= 0.05; negative: "
         "α-entmax is better. vs top-k: top-k softmax keeping the same fraction of keys; vs threshold: "
         "threshold softmax interpolated (linearly in zero fraction, between the two ε that bracket it) at "
         "the variant's zero fraction, '-' outside the ε grid; vs sparser fixed α: a schedule against the "
-        "calibrated fixed α of least NLL among those with at least its zero fraction (named; positive: the "
+        "least sparse calibrated fixed α with at least its zero fraction (named; positive: the "
         "schedule pays more for fewer zeros). Skippable tiles: visible 64×64 tiles whose weights are all 0.",
         command,
     )
@@ -680,14 +683,24 @@ def attention_frontier(results: Path, out: Path, hardware: str) -> dict[str, str
         fig.tight_layout(rect=(0, 0.07, 1, 1))
         save_figure(fig, out / f"{name}.png")
 
-    def count(key: str, low: str, high: str, kinds: tuple[str, ...]) -> tuple[int, int, int]:
-        """(comparisons, interval below 0, interval above 0) of column `key` over `kinds`."""
+    def count(key: str, kinds: tuple[str, ...]) -> tuple[int, int, int, int, int]:
+        """Of column `key` over `kinds`: (comparisons, Holm-significant below 0, Holm-significant above 0,
+        point estimates below 0, point estimates above 0); significant: Holm-adjusted sign-flip p <= 0.05."""
         cmp = [r for r in rows if r["family"] in kinds and not math.isnan(float(r[key]))]
-        return len(cmp), sum(float(r[high]) < 0 for r in cmp), sum(float(r[low]) > 0 for r in cmp)
+        sig = [r for r in cmp if float(r[key + "_p_holm"]) <= 0.05]
+        return (
+            len(cmp),
+            sum(float(r[key]) < 0 for r in sig),
+            sum(float(r[key]) > 0 for r in sig),
+            sum(float(r[key]) < 0 for r in cmp),
+            sum(float(r[key]) > 0 for r in cmp),
+        )
 
-    topk = count("vs_topk", "vs_topk_low", "vs_topk_high", ("fixed",))
-    threshold = count("vs_threshold", "vs_threshold_low", "vs_threshold_high", ("fixed",))
-    dominated = count("vs_sparser_fixed", "vs_sparser_fixed_low", "vs_sparser_fixed_high", ("schedule",))
+    topk = count("vs_topk", ("fixed",))
+    threshold = count("vs_threshold", ("fixed",))
+    dominated = count("vs_sparser_fixed", ("schedule",))
+    resolved = sorted({int(r["n"]) for r in rows for c in ("vs_topk", "vs_threshold", "vs_sparser_fixed")
+                       if float(r[c + "_p_holm"]) <= 0.05})  # fmt: skip
     schedule_costs = [float(r["vs_sparser_fixed"]) for r in rows if r["family"] == "schedule"
                       and not math.isnan(float(r["vs_sparser_fixed"]))]  # fmt: skip
     longest, first = lengths[-1], texts[0]
@@ -723,6 +736,12 @@ def attention_frontier(results: Path, out: Path, hardware: str) -> dict[str, str
         "FrontierScheduleComparisons": str(dominated[0]),
         "FrontierScheduleBetter": str(dominated[1]),
         "FrontierScheduleDominated": str(dominated[2]),
+        "FrontierScheduleBehind": str(dominated[4]),
+        "FrontierTopkAhead": str(topk[3]),
+        "FrontierThresholdAhead": str(threshold[3]),
+        "FrontierThresholdBehind": str(threshold[4]),
+        "FrontierResolvedNs": ", ".join(map(str, resolved)) or "none",
+        "FrontierWindowsMin": str(min(int(w) for w in windows.values())),
         "FrontierScheduleCostMin": _signed(min(schedule_costs)),
         "FrontierScheduleCostMax": _signed(max(schedule_costs)),
         "FrontierRelAlphaShort": f"{mean_alpha['scheduled calibrated', lengths[0]]:.2f}",

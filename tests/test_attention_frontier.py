@@ -64,6 +64,10 @@ def test_summary_pairs_each_variant_with_softmax_and_its_matched_baselines(rows)
     )
     assert s["vs_sparser_fixed_low"] <= s["vs_sparser_fixed"] <= s["vs_sparser_fixed_high"]
     assert a["sparser_fixed"] == "" and math.isnan(a["vs_sparser_fixed"])
+    # exact sign-flip over 4 windows that all agree: p = 2 / 2^4; Holm over a family of one leaves it
+    assert a["vs_topk_p"] == pytest.approx(0.125) and a["vs_topk_p_holm"] == pytest.approx(0.125)
+    assert math.isnan(s["vs_topk_p"]) and math.isnan(s["vs_topk_p_holm"])
+    assert s["vs_sparser_fixed_p"] == pytest.approx(0.125)
     # α = 2 lies outside the threshold curve (0.4-0.8): never extrapolated
     assert math.isnan(out["alpha=2 calibrated"]["vs_threshold"])
     assert out["softmax"]["delta_nll"] == 0.0 and out["softmax"]["family"] == "softmax"
