@@ -40,7 +40,6 @@ that p Holm-adjusted across its family (``_p_holm``: every text, N and variant o
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
 import math
 import platform
@@ -62,7 +61,7 @@ from entropic.integrations.hf import calibrate_attention
 from experiments.attention_calibration import run
 from experiments.attention_swap import stdlib_tokens
 from experiments.paired import cluster_interval, holm, sign_flip_test
-from experiments.results import print_summary, progress_bar, write_csv
+from experiments.results import RowFile, print_summary, progress_bar, write_csv
 from experiments.variants import variant_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,29 +191,14 @@ def unseen_tokens(
     )
 
 
-class WindowStore:
+class WindowStore(RowFile):
     """The rows file: one row per (text, variant, n, window), appended as the run goes (resumable)."""
 
     def __init__(self, path: Path, command: str) -> None:
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        if path.exists():
-            with path.open() as f:
-                next(f)
-                self.rows = [_parse(r) for r in csv.DictReader(f)]
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="") as f:
-                f.write(f"# {command}\n")
-                csv.DictWriter(f, WINDOW_COLUMNS).writeheader()
+        super().__init__(path, WINDOW_COLUMNS, command, parse=_parse)
 
     def done(self, text: str, variant: str, n: int) -> list[dict[str, Any]]:
         return [r for r in self.rows if (r["text"], r["variant"], r["n"]) == (text, variant, n)]
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, WINDOW_COLUMNS).writerows(rows)
-        self.rows += rows
 
 
 def _parse(row: dict[str, str]) -> dict[str, Any]:

@@ -21,10 +21,10 @@ quality (results/README.md, the calibrated frontier).
 
 The same on random q, k (standard normal, the model's shapes, seeded per (N, layer)) is the control. Rows
 go to ``--out`` (CSV, one per (source, N, layer, head), under the commands that wrote it); a run that finds
-its rows there skips them (resumable). The
-fit of the summed work ``∝ N^k`` (95% interval, `experiments.fit.power_law_fit`) goes to the same name
-with ``_fit`` appended when three or more lengths were run. The entropy schedule is not measured here:
-its α needs the softmax entropy of every visible key, so it scores every key whatever is certified.
+its rows there skips them (resumable). The fit of the summed work ``∝ N^k`` (95% interval,
+`experiments.fit.power_law_fit`) goes to the same name with ``_fit`` appended, under the same command line,
+when three or more lengths were run. The entropy schedule is not measured here: its α needs the softmax
+entropy of every visible key, so it scores every key whatever is certified.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from entropic.data import split_of, stdlib_files
 from entropic.integrations._hf_attention import EntropicHFAttention
 from entropic.ops.entmax_attention.torch import certified_work
 from experiments.fit import power_law_fit
-from experiments.results import print_summary, progress_bar
+from experiments.results import RowFile, print_summary, progress_bar
 
 COLUMNS = ("source", "n", "layer", "head", "alpha", "block", "certified", "truly_zero", "work", "pairs")
 NAME = "entropic_certified_capture"
@@ -128,73 +128,46 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     out = Path(args.out)
-    _record_command(
-        out, "python -m experiments.certified " + " ".join(sys.argv[1:] if argv is None else argv)
-    )
-    done = {(r["source"], int(r["n"]), int(r["block"])) for r in _rows(out)}
+    command = "python -m experiments.certified " + " ".join(sys.argv[1:] if argv is None else argv)
+    store = RowFile(out, COLUMNS, command, every_command=True)
+    done = {(r["source"], int(r["n"]), int(r["block"])) for r in store.rows}
     certify = Certify(block=args.block, queries=args.queries)
     model_source = "smollm2-calibrated" if args.calibrated else "smollm2"
     todo = [(s, n) for n in args.lengths for s in (model_source, "random") if (s, n, args.block) not in done]
     loaded: tuple[Any, Any, Any] | None = None
     bar = progress_bar(len(todo) * len(args.layers), "certified")
-    with out.open("a", newline="") as f:
-        writer = csv.DictWriter(f, COLUMNS)
-        for source, n in todo:
-            layers = {}
+    for source, n in todo:
+        layers = {}
+        if source == model_source:
+            loaded = loaded or load(args.alpha, args.calibrated, args.calibration)
+            layers = capture(*loaded[:2], n, args.layers, args.alpha, loaded[2])
+        for layer in args.layers:
             if source == model_source:
-                loaded = loaded or load(args.alpha, args.calibrated, args.calibration)
-                layers = capture(*loaded[:2], n, args.layers, args.alpha, loaded[2])
-            for layer in args.layers:
-                if source == model_source:
-                    q, k, _ = layers[layer]
-                else:
-                    gen = torch.Generator().manual_seed(1000 * n + layer)  # the same draw in any run
-                    q, k = torch.randn(1, 9, n, 64, generator=gen), torch.randn(1, 3, n, 64, generator=gen)
-                c = certified_work(q, k, args.alpha, causal=True, scale=q.shape[-1] ** -0.5, certify=certify)
-                pairs, cert, truly, scores, scored, bounds, unsound = c[:, 0]
-                assert unsound.sum() == 0, "a certified block holds a non-zero weight"
-                for head in range(q.shape[1]):
-                    writer.writerow({
-                        "source": source, "n": n, "layer": layer, "head": head, "alpha": args.alpha,
-                        "block": args.block, "certified": f"{cert[head] / pairs[head]:.4f}",
-                        "truly_zero": f"{truly[head] / pairs[head]:.4f}",
-                        "work": f"{(scored[head] + 2 * bounds[head]) / scores[head]:.4f}",
-                        "pairs": int(pairs[head]),
-                    })  # fmt: skip
-                f.flush()
-                bar.set_postfix_str(f"{source} N={n} L{layer} cert={float(cert.sum() / pairs.sum()):.2f}")
-                bar.update()
+                q, k, _ = layers[layer]
+            else:
+                gen = torch.Generator().manual_seed(1000 * n + layer)  # the same draw in any run
+                q, k = torch.randn(1, 9, n, 64, generator=gen), torch.randn(1, 3, n, 64, generator=gen)
+            c = certified_work(q, k, args.alpha, causal=True, scale=q.shape[-1] ** -0.5, certify=certify)
+            pairs, cert, truly, scores, scored, bounds, unsound = c[:, 0]
+            assert unsound.sum() == 0, "a certified block holds a non-zero weight"
+            store.add([{
+                "source": source, "n": n, "layer": layer, "head": head, "alpha": args.alpha,
+                "block": args.block, "certified": f"{cert[head] / pairs[head]:.4f}",
+                "truly_zero": f"{truly[head] / pairs[head]:.4f}",
+                "work": f"{(scored[head] + 2 * bounds[head]) / scores[head]:.4f}",
+                "pairs": int(pairs[head]),
+            } for head in range(q.shape[1])])  # fmt: skip
+            bar.set_postfix_str(f"{source} N={n} L{layer} cert={float(cert.sum() / pairs.sum()):.2f}")
+            bar.update()
     bar.close()
-    summary = _fit(out, args.block)
+    summary = _fit(store.rows, out, args.block, store.commands)
     print_summary("certified", summary, started=started, out=out)
 
 
-def _rows(out: Path) -> list[dict[str, str]]:
-    """The rows of `out` (none when it does not exist), its command line skipped."""
-    if not out.exists():
-        return []
-    with out.open(newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
-
-
-def _record_command(out: Path, command: str) -> None:
-    """Start `out` with ``# <command>`` and the header, or add `command` to its first line, so that the
-    commands there, run in that order on an empty file, write the same rows (each run appends what the
-    ones before it did not)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
-        out.write_text(f"# {command}\n" + ",".join(COLUMNS) + "\n")
-        return
-    first, _, rest = out.read_text().partition("\n")
-    commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
-    if command not in commands:
-        body = rest if first.startswith("#") else first + "\n" + rest
-        out.write_text("# " + "; ".join([*commands, command]) + "\n" + body)
-
-
-def _fit(out: Path, block: int) -> str:
-    """Work summed over layers and heads per (source, N) (as dense-score counts), fitted ∝ N^k."""
-    rows = [r for r in _rows(out) if int(r["block"]) == block]
+def _fit(rows: list[dict[str, Any]], out: Path, block: int, command: str) -> str:
+    """Work summed over layers and heads per (source, N) of `rows` (as dense-score counts), fitted ∝ N^k;
+    written beside `out` with ``_fit`` appended, under the same `command` line."""
+    rows = [r for r in rows if int(r["block"]) == block]
     lines = []
     fits = []
     for source in dict.fromkeys(r["source"] for r in rows):
@@ -214,6 +187,7 @@ def _fit(out: Path, block: int) -> str:
             lines.append(f"{source}: work ∝ N^{fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]")
     if fits:
         with out.with_name(out.stem + "_fit.csv").open("w", newline="") as f:
+            f.write(f"# {command}\n")
             writer = csv.DictWriter(f, list(fits[0]))
             writer.writeheader()
             writer.writerows(fits)

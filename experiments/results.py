@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,61 @@ def write_csv(
         writer = csv.DictWriter(f, list(columns))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of a results CSV, its ``#`` command line skipped."""
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+class RowFile:
+    """A results CSV that grows as a run goes, so that a restarted run skips what is there.
+
+    The file is ``# <command>``, the header of `columns`, then the rows; it is created by the first `add`.
+    `rows` holds every row, those read at construction (through `parse`, strings when None) and those
+    added since (as given). With `every_command`, a `command` the first line does not hold yet is added
+    to it (``# <first>; <second>``): the commands there, run in that order on an empty file, write the
+    same rows. Otherwise the first line is the command that created the file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        columns: Sequence[str],
+        command: str,
+        *,
+        parse: Callable[[dict[str, str]], dict[str, Any]] | None = None,
+        every_command: bool = False,
+    ) -> None:
+        self.path, self.columns, self.command = Path(path), list(columns), command
+        read = read_csv(self.path) if self.path.exists() else []
+        self.rows: list[dict[str, Any]] = [parse(r) for r in read] if parse else list(read)
+        if every_command and self.path.exists():
+            first, _, rest = self.path.read_text().partition("\n")
+            commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
+            if command not in commands:
+                body = rest if first.startswith("#") else first + "\n" + rest
+                self.path.write_text("# " + "; ".join([*commands, command]) + "\n" + body)
+
+    @property
+    def commands(self) -> str:
+        """The file's command line without ``# `` (this run's `command` while the file does not exist)."""
+        if not self.path.exists():
+            return self.command
+        return self.path.read_text().partition("\n")[0].removeprefix("# ")
+
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append `rows` (complete, in `columns`) and flush them, creating the file on the first call."""
+        new = not self.path.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            if new:
+                f.write(f"# {self.command}\n")
+                writer.writeheader()
+            writer.writerows(rows)
+        self.rows.extend(dict(r) for r in rows)
 
 
 def progress_bar(total: int, label: str, **options: Any) -> Any:

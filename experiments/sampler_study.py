@@ -47,7 +47,6 @@ Entropix's thresholds).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -63,7 +62,7 @@ import numpy as np
 
 from experiments.paired import cluster_interval, detectable_difference, holm, sign_flip_test
 from experiments.problems import TASKS, Problem, chat_prompt, is_correct, split_problems
-from experiments.results import duration, print_summary, progress_bar, write_csv
+from experiments.results import RowFile, duration, print_summary, progress_bar, write_csv
 
 MODEL = "smollm2-135m"
 THINKING_TEXT = " Wait"  # Entropix's thinking token: SmolLM2's tokenizer has no dedicated one
@@ -177,17 +176,11 @@ class Reply(NamedTuple):
     cut: bool  # stopped by the token cap, not by EOS
 
 
-class RowStore:
+class RowStore(RowFile):
     """Per-(problem, seed) rows in one CSV, appended unit by unit; a unit is (phase, sampler, config)."""
 
     def __init__(self, path: Path, command: str) -> None:
-        self.path = path
-        self.command = command
-        self.rows: list[dict[str, str]] = []
-        if path.exists():
-            with path.open(newline="") as f:
-                lines = [line for line in f if not line.startswith("#")]
-            self.rows = list(csv.DictReader(lines))
+        super().__init__(path, ROW_COLUMNS, command)
         self.done = {(r["phase"], r["sampler"], r["config"]) for r in self.rows}
 
     def has(self, phase: str, config: Config) -> bool:
@@ -195,17 +188,8 @@ class RowStore:
 
     def add(self, rows: Sequence[Mapping[str, object]]) -> None:
         """Append the complete rows of one unit (the file is created with its command line and header)."""
-        new = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", newline="") as f:
-            if new:
-                f.write(f"# {self.command}\n")
-            writer = csv.DictWriter(f, list(ROW_COLUMNS))
-            if new:
-                writer.writeheader()
-            writer.writerows(rows)
         text = [{k: str(v) for k, v in row.items()} for row in rows]
-        self.rows.extend(text)
+        super().add(text)
         self.done.update((r["phase"], r["sampler"], r["config"]) for r in text)
 
 

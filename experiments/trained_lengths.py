@@ -43,7 +43,6 @@ counts per head against N on log-log axes with the fitted lines and N^1.5 / N^2 
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import platform
 import shutil
@@ -65,7 +64,7 @@ from entropic.data import ByteCorpus
 from entropic.models import GPT
 from experiments.complexity import causal_tiles
 from experiments.fit import power_law_fit
-from experiments.results import write_csv
+from experiments.results import read_csv, write_csv
 
 COLUMNS = (
     "model",
@@ -487,11 +486,6 @@ def plot(tables: Sequence[Path], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=200)
     plt.close(fig)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
 def _fmt(row: dict[str, Any]) -> dict[str, str]:

@@ -770,8 +770,7 @@ def certified(results: Path, out: Path, hardware: str) -> dict[str, str]:
     (query, key block) pairs; the fit of the summed work ∝ N^k is results/certified_fit.csv's.
     """
     command, rows = read_results(results / "certified.csv")
-    with (results / "certified_fit.csv").open(newline="") as f:
-        fits = {r["source"]: r for r in csv.DictReader(line for line in f if not line.startswith("#"))}
+    fits = {r["source"]: r for r in read_results(results / "certified_fit.csv")[1]}
     sources = [s for s in CERTIFIED_SOURCES if any(r["source"] == s for r in rows)]
     pooled: dict[tuple[str, int], dict[str, float]] = {}
     for source in sources:

@@ -1,0 +1,35 @@
+"""experiments.results: the resumable results file every long experiment appends to, and its reader."""
+
+from __future__ import annotations
+
+from experiments.results import RowFile, read_csv
+
+
+def test_row_file_is_created_by_its_first_rows_and_reread_by_a_restart(tmp_path):
+    path = tmp_path / "sub" / "rows.csv"
+    store = RowFile(path, ("a", "b"), "python -m x --n 1")
+    assert store.rows == [] and not path.exists() and store.commands == "python -m x --n 1"
+    store.add([{"a": 1, "b": 2.5}])
+    store.add([{"a": 3, "b": "x"}])
+    assert store.rows == [{"a": 1, "b": 2.5}, {"a": 3, "b": "x"}]  # as given
+    lines = path.read_text().splitlines()
+    assert lines == ["# python -m x --n 1", "a,b", "1,2.5", "3,x"]
+    again = RowFile(path, ("a", "b"), "python -m x --n 2")  # the creating command stays alone
+    assert again.rows == [{"a": "1", "b": "2.5"}, {"a": "3", "b": "x"}] == read_csv(path)
+    assert path.read_text().splitlines()[0] == "# python -m x --n 1"
+    parsed = RowFile(path, ("a", "b"), "ignored", parse=lambda r: {**r, "a": int(r["a"])})
+    assert [r["a"] for r in parsed.rows] == [1, 3]
+
+
+def test_row_file_can_keep_every_command_that_wrote_it(tmp_path):
+    path = tmp_path / "rows.csv"
+    RowFile(path, ("a",), "run 1", every_command=True).add([{"a": 1}])
+    RowFile(path, ("a",), "run 1", every_command=True)  # already there: unchanged
+    second = RowFile(path, ("a",), "run 2", every_command=True)
+    second.add([{"a": 2}])
+    assert path.read_text().splitlines() == ["# run 1; run 2", "a", "1", "2"]
+    assert second.commands == "run 1; run 2"
+    legacy = tmp_path / "legacy.csv"  # a file written before it had a command line
+    legacy.write_text("a\n5\n")
+    RowFile(legacy, ("a",), "run 3", every_command=True)
+    assert legacy.read_text().splitlines() == ["# run 3", "a", "5"]
