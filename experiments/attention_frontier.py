@@ -45,7 +45,7 @@ import math
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -364,61 +364,71 @@ def calibrations(
 Y_TOP = 0.6  # nats/token; the uncalibrated swap sits above it and is labelled with its value
 
 
+def draw(axes: Sequence[Any], rows: Sequence[Mapping[str, Any]], text: str) -> None:
+    """The frontier of `text` into one row of `axes`, a panel per length: ΔNLL (with its bootstrap interval)
+    against the zero fraction per family, the schedules tagged rel/abs, the uncalibrated swap labelled
+    with its value above `Y_TOP`. `rows` are summary rows, parsed or as read from the CSV; fonts are the
+    caller's (rcParams)."""
+    mine = [r for r in rows if r["text"] == text]
+    lengths = sorted({int(r["n"]) for r in mine})
+    if len(axes) != len(lengths):
+        raise ValueError(f"draw: {len(axes)} axes for {len(lengths)} lengths of {text!r}")
+    for ax, n in zip(axes, lengths, strict=True):
+        for kind, (color, marker) in STYLE.items():
+            pts = sorted(
+                (r for r in mine if int(r["n"]) == n and r["family"] == kind),
+                key=lambda r: float(r["zero_fraction"]),
+            )
+            if not pts:
+                continue
+            x = [float(r["zero_fraction"]) for r in pts]
+            y = [float(r["delta_nll"]) for r in pts]
+            err = [
+                [max(v - float(r["delta_low"]), 0.0) for v, r in zip(y, pts, strict=True)],
+                [max(float(r["delta_high"]) - v, 0.0) for v, r in zip(y, pts, strict=True)],
+            ]
+            line = "-" if kind in ("fixed", "threshold", "top-k") else "none"
+            ax.errorbar(x, y, yerr=err, color=color, marker=marker, ms=3, lw=0.8, ls=line, label=kind)
+            for r, zx, v in zip(pts, x, y, strict=True):
+                if kind == "uncalibrated" and v > Y_TOP:  # off the scale: say where
+                    ax.annotate(f"{v:+.2f}", (zx, Y_TOP), xytext=(-4, -9), textcoords="offset points",
+                                ha="right", color=color)  # fmt: skip
+                elif kind == "schedule":
+                    tag = "abs" if "absolute" in r["variant"] else "rel"
+                    ax.annotate(
+                        tag, (zx, v), xytext=(3, 2), textcoords="offset points", ha="left", color=color
+                    )
+        ax.set_title(f"N = {n}")
+        ax.set_xlabel("zero weights")
+        ax.set_xlim(-0.03, 1.0)
+        ax.set_ylim(-0.05, Y_TOP)
+    axes[0].set_ylabel("ΔNLL vs softmax (nats/token)")
+
+
+# The experiment's own figure: small type at 6.5 in (the paper draws the same panels at its own sizes).
+_FONTS = {
+    "font.size": 5,
+    "axes.titlesize": 8,
+    "axes.labelsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+}
+
+
 def plot(summary: list[dict[str, Any]], text: str, path: Path) -> None:
-    """ΔNLL (with its bootstrap interval) against the zero fraction, one panel per length, for `text`."""
+    """`draw` for `text`, one panel per length, written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mine = [r for r in summary if r["text"] == text]
-    lengths = sorted({r["n"] for r in mine})
-    fig, axes = plt.subplots(1, len(lengths), figsize=(6.5, 2.6), sharey=True, squeeze=False)
-    for ax, n in zip(axes[0], lengths, strict=True):
-        at = [r for r in mine if r["n"] == n]
-        for kind, (color, marker) in STYLE.items():
-            pts = sorted((r for r in at if r["family"] == kind), key=lambda r: r["zero_fraction"])
-            if not pts:
-                continue
-            x = [r["zero_fraction"] for r in pts]
-            y = [r["delta_nll"] for r in pts]
-            err = [
-                [max(r["delta_nll"] - r["delta_low"], 0) for r in pts],
-                [max(r["delta_high"] - r["delta_nll"], 0) for r in pts],
-            ]
-            line = "-" if kind in ("fixed", "threshold", "top-k") else "none"
-            ax.errorbar(x, y, yerr=err, color=color, marker=marker, ms=3, lw=0.8, ls=line, label=kind)
-            for r in pts:
-                if kind == "uncalibrated" and r["delta_nll"] > Y_TOP:  # off the scale: say where
-                    ax.annotate(
-                        f"{r['delta_nll']:+.2f}",
-                        (r["zero_fraction"], Y_TOP),
-                        xytext=(-4, -9),
-                        textcoords="offset points",
-                        ha="right",
-                        fontsize=5,
-                        color=color,
-                    )
-                elif kind == "schedule":
-                    tag = "abs" if "absolute" in r["variant"] else "rel"
-                    ax.annotate(
-                        tag,
-                        (r["zero_fraction"], r["delta_nll"]),
-                        xytext=(3, 2),
-                        textcoords="offset points",
-                        ha="left",
-                        fontsize=5,
-                        color=color,
-                    )
-        ax.set_title(f"N = {n}", fontsize=8)
-        ax.set_xlabel("zero weights", fontsize=7)
-        ax.tick_params(labelsize=7)
-        ax.set_xlim(-0.03, 1.0)
-        ax.set_ylim(-0.05, Y_TOP)
-    axes[0][0].set_ylabel("ΔNLL vs softmax (nats/token)", fontsize=7)
-    axes[0][0].legend(fontsize=6, loc="upper left", frameon=False)
-    fig.tight_layout()
-    fig.savefig(path, dpi=150)
+    with plt.rc_context(_FONTS):
+        lengths = {r["n"] for r in summary if r["text"] == text}
+        fig, axes = plt.subplots(1, len(lengths), figsize=(6.5, 2.6), sharey=True, squeeze=False)
+        draw(axes[0], summary, text)
+        axes[0][0].legend(fontsize=6, loc="upper left", frameon=False)
+        fig.tight_layout()
+        fig.savefig(path, dpi=150)
     plt.close(fig)
 
 

@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python paper/build.py` from anywhere: experiments.fit is importable
 
-from experiments.attention_frontier import STYLE as FRONTIER_STYLE  # noqa: E402
 from experiments.attention_frontier import TOPK as TOPK_MATCHED  # noqa: E402
+from experiments.attention_frontier import draw as draw_frontier  # noqa: E402
 from experiments.fit import power_law_fit  # noqa: E402
 from experiments.sampler_study import BASELINES, CONTROLS  # noqa: E402
 from experiments.variants import display_name, fixed_alpha  # noqa: E402
@@ -531,7 +531,6 @@ def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
 
 
 # How the paper names the frontier's texts.
-FRONTIER_TOP = 0.6  # nats/token, the frontier figures' y limit; the uncalibrated swap is labelled above it
 FRONTIER_TEXTS = {"stdlib": "standard-library test split", "unseen": "this package's own sources"}
 
 
@@ -636,47 +635,7 @@ def attention_frontier(results: Path, out: Path, hardware: str) -> dict[str, str
     for text in texts:
         name = f"attention_frontier_{text}"
         fig, axes = figure(name, 2.6, ncols=len(lengths), sharey=True, squeeze=False)
-        for ax, n in zip(axes[0], lengths, strict=True):
-            for kind, (color, marker) in FRONTIER_STYLE.items():
-                pts = sorted(
-                    (at[text, v, n] for v in variants if at[text, v, n]["family"] == kind),
-                    key=lambda r: float(r["zero_fraction"]),
-                )
-                if not pts:
-                    continue
-                y = [float(r["delta_nll"]) for r in pts]
-                low = [max(a - float(r["delta_low"]), 0.0) for a, r in zip(y, pts, strict=True)]
-                high = [max(float(r["delta_high"]) - a, 0.0) for a, r in zip(y, pts, strict=True)]
-                err = [low, high]
-                ax.errorbar(
-                    [float(r["zero_fraction"]) for r in pts], y, yerr=err, color=color, marker=marker, ms=3,
-                    lw=0.8, ls="-" if kind in ("fixed", "top-k", "threshold") else "none", label=kind,
-                )  # fmt: skip
-                for r, a in zip(pts, y, strict=True):
-                    if kind == "uncalibrated" and a > FRONTIER_TOP:  # off the scale: say where it is
-                        ax.annotate(
-                            f"{a:+.2f}",
-                            (float(r["zero_fraction"]), FRONTIER_TOP),
-                            xytext=(-4, -9),
-                            textcoords="offset points",
-                            ha="right",
-                            color=color,
-                        )
-                    elif kind == "schedule":
-                        tag = "abs" if "absolute" in r["variant"] else "rel"
-                        ax.annotate(
-                            tag,
-                            (float(r["zero_fraction"]), a),
-                            xytext=(3, 2),
-                            textcoords="offset points",
-                            ha="left",
-                            color=color,
-                        )
-            ax.set_title(f"N = {n}")
-            ax.set_xlabel("zero weights")
-            ax.set_xlim(-0.03, 1.0)
-            ax.set_ylim(-0.05, FRONTIER_TOP)
-        axes[0][0].set_ylabel("ΔNLL vs softmax (nats/token)")
+        draw_frontier(axes[0], rows, text)
         handles, labels = axes[0][0].get_legend_handles_labels()  # below the panels: they have no free corner
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), handlelength=1.2, frameon=False)
         fig.suptitle(f"SmolLM2-135M, {FRONTIER_TEXTS.get(text, text)}: calibrated frontier")
