@@ -23,14 +23,28 @@ The same on random q, k (standard normal, the model's shapes, seeded per (N, lay
 go to ``--out`` (CSV, one per (source, N, layer, head), under the commands that wrote it); a run that finds
 its rows there skips them (resumable). The fit of the summed work ``∝ N^k`` (95% interval,
 `experiments.fit.power_law_fit`) goes to the same name with ``_fit`` appended, under the same command line,
-when three or more lengths were run. The entropy schedule is not measured here: its α needs the softmax
-entropy of every visible key, so it scores every key whatever is certified.
+when three or more lengths were run.
+
+``--tiny VARIANT ...`` measures tiny trained byte models instead (``configs/attention/<VARIANT>.yaml``,
+``configs/model/tiny.yaml``): one model per variant, trained at ``--train-n`` for ``--steps`` steps of
+``--tokens-per-step`` tokens (`experiments.trained_lengths.train_at`; runs under ``--runs``, resumed or
+reused), then read on the first N bytes of the standard library's held-out files, with q, k (after
+rotary) and the α of each layer captured from that forward; lengths past ``--train-n`` extrapolate.
+Rows (``results/certified_tiny.csv`` by default) add the mean α applied per head, the model's bits per byte
+on the window and its last validation bits per byte in training (``train_val_bpb``), and
+``certified_exact_tau``: the pairs the same block bounds would certify with the row's exact threshold τ
+instead of τ_S (`exact_tau_certified`), the most a better subset S could give with these bounds; the gap
+from there to ``truly_zero`` is the bound's. Each variant's work counts what it costs: softmax never
+certifies, and the schedule on the softmax entropy (``scheduled_absolute``) needs every score for its α, so
+theirs is the dense count (the schedule's certified and truly-zero fractions are those at the α it gives);
+for the schedule on the sparsemax entropy (``scheduled_sparsemax``) both certified passes are counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 import time
 from pathlib import Path
@@ -43,9 +57,12 @@ from entropic.data import split_of, stdlib_files
 from entropic.integrations._hf_attention import EntropicHFAttention
 from entropic.ops.entmax_attention.torch import certified_work
 from experiments.fit import power_law_fit
-from experiments.results import RowFile, print_summary, progress_bar
+from experiments.results import RowFile, print_summary, progress_bar, read_csv
 
 COLUMNS = ("source", "n", "layer", "head", "alpha", "block", "certified", "truly_zero", "work", "pairs")
+TINY_COLUMNS = ("source", "train_n", "train_steps", "n", "layer", "head", "alpha", "block", "certified",
+                "certified_exact_tau", "truly_zero", "work", "pairs", "bits_per_byte",
+                "train_val_bpb")  # fmt: skip
 NAME = "entropic_certified_capture"
 
 
@@ -115,6 +132,116 @@ def capture(
     }
 
 
+def stdlib_bytes(n: int) -> torch.Tensor:
+    """The first n bytes of the held-out ("test") standard-library files, ``(1, n)`` (a byte model's
+    `text_ids`)."""
+    root, files = stdlib_files()
+    data = b"".join(p.read_bytes() for p in files if split_of(str(p.relative_to(root))) == "test")
+    if len(data) < n:
+        raise ValueError(f"the held-out standard library holds {len(data)} bytes, fewer than {n}")
+    return torch.tensor(list(data[:n])).unsqueeze(0)
+
+
+def capture_gpt(model: Any, ids: torch.Tensor) -> tuple[list[tuple[Any, ...]], float]:
+    """Per layer ``(q, k, α, scale)`` of an `entropic.models.GPT` forward on `ids` ``(1, n)`` (q, k after
+    rotary; α as the layer passes it: a number, a schedule or a per-head tensor), and the model's bits
+    per byte predicting ``ids[1:]``."""
+    import entropic.attention.module as module
+
+    calls: list[tuple[Any, ...]] = []
+    attend = module.attend
+
+    def record(q, k, v, plan, *, alpha=None, **kwargs):
+        calls.append((q.detach(), k.detach(), plan.alpha if plan.alpha is not None else alpha, plan.scale))
+        return attend(q, k, v, plan, alpha=alpha, **kwargs)
+
+    module.attend = record
+    try:
+        with torch.no_grad():
+            logits = model(input_ids=ids, output_attention_metrics=False).logits
+    finally:
+        module.attend = attend
+    nll = torch.nn.functional.cross_entropy(logits[0, :-1].double(), ids[0, 1:])
+    return calls, float(nll) / math.log(2)
+
+
+def exact_tau_certified(
+    q: torch.Tensor, k: torch.Tensor, alpha: torch.Tensor, scale: float, block: int
+) -> torch.Tensor:
+    """Per head ``(H,)``: the fraction of causally visible (query, key block) pairs whose per-channel bound
+    (`certify.score_bounds`) certifies zero against the row's exact threshold, ``τ = (α-1) m - p_max^{α-1}``
+    (m the row max, p_max its largest weight), with `certify.certified_zero`'s margin. q ``(1, H, N, D)``,
+    k ``(1, Hkv, N, D)``, α ``(1, H, N)`` the α applied per query."""
+    from entropic.ops.entmax_attention.certify import certified_zero, key_bounds, score_bounds
+    from entropic.ops.entmax_attention.rows import entmax_rows
+
+    _, h, n, _ = q.shape
+    kk = k.repeat_interleave(h // k.shape[1], 1)
+    kmin, kmax = key_bounds(kk, block)
+    hits, pairs = torch.zeros(h, dtype=torch.float64), torch.zeros(h, dtype=torch.float64)
+    for start in range(0, n, 256):
+        rows = torch.arange(start, min(start + 256, n))
+        qc = q[:, :, rows] * scale
+        s = (qc @ kk.transpose(-1, -2)).masked_fill(torch.arange(n) > rows.unsqueeze(-1), -math.inf)
+        a = alpha[:, :, rows].to(s.dtype)
+        p = entmax_rows(s, a)
+        m = s.amax(-1)
+        t = torch.where(a > 1, p.amax(-1).pow(a - 1.0), 1.0)
+        zero = certified_zero(score_bounds(qc, kmin, kmax), m, t, a - 1.0)
+        visible = torch.arange(kmin.shape[2]) * block <= rows.unsqueeze(-1)  # (c, NB)
+        hits += (zero & visible).double().sum((0, 2, 3))
+        pairs += visible.double().sum() * torch.ones(h, dtype=torch.float64)
+    return hits / pairs
+
+
+def run_tiny(args: argparse.Namespace, command: str, started: float) -> None:
+    """The ``--tiny`` measurement (module docstring)."""
+    from entropic.attention import AttentionPlan, attend
+    from entropic.models import GPT
+    from experiments.trained_lengths import train_at
+
+    out = Path(args.out)
+    store = RowFile(out, TINY_COLUMNS, command, every_command=True)
+    done = {(r["source"], int(r["n"]), int(r["block"])) for r in store.rows}
+    certify = Certify(block=args.block, queries=args.queries)
+    todo = [(v, n) for v in args.tiny for n in args.lengths if (v, n, args.block) not in done]
+    bar = progress_bar(len(todo), "certified (tiny)")
+    for variant, n in todo:
+        bar.set_postfix_str(f"{variant} N={n}: training at {args.train_n}")
+        torch.manual_seed(0)
+        run = train_at(variant, args.train_n, 0, args.steps, args.tokens_per_step, Path(args.runs))
+        model = GPT.from_checkpoint(run / "checkpoints" / "last.pt").eval()
+        calls, bpb = capture_gpt(model, stdlib_bytes(n))
+        val = [r["val_bpb"] for r in read_csv(run / "metrics.csv") if r.get("val_bpb")][-1]
+        rows = []
+        for layer, (q, k, alpha, scale) in enumerate(calls):
+            scale = q.shape[-1] ** -0.5 if scale is None else scale
+            if isinstance(alpha, torch.Tensor) and alpha.dim() == 1:  # learned or per-head α
+                alpha = alpha.view(1, -1, 1).expand(q.shape[0], -1, q.shape[2]).contiguous()
+            plan = AttentionPlan(alpha if not isinstance(alpha, torch.Tensor) else None, causal=True,
+                                 scale=scale, impl="torch", stats=True)  # fmt: skip
+            _, stats = attend(q, k, k, plan, alpha=alpha if isinstance(alpha, torch.Tensor) else None)
+            c = certified_work(q, k, alpha, causal=True, scale=scale, certify=certify)
+            pairs, cert, truly, scores, scored, bounds, unsound = c[:, 0]
+            assert unsound.sum() == 0, "a certified block holds a non-zero weight"
+            exact = exact_tau_certified(q, k, stats.alpha, scale, args.block)
+            rows += [{
+                "source": variant, "train_n": args.train_n, "train_steps": args.steps, "n": n,
+                "layer": layer, "head": head, "alpha": f"{float(stats.alpha[0, head].mean()):.4f}",
+                "block": args.block, "certified": f"{cert[head] / pairs[head]:.4f}",
+                "certified_exact_tau": f"{exact[head]:.4f}", "truly_zero": f"{truly[head] / pairs[head]:.4f}",
+                "work": f"{(scored[head] + 2 * bounds[head]) / scores[head]:.4f}",
+                "pairs": int(pairs[head]), "bits_per_byte": f"{bpb:.4f}", "train_val_bpb": val,
+            } for head in range(q.shape[1])]  # fmt: skip
+        store.add(rows)
+        mean = sum(float(r["certified"]) for r in rows) / len(rows)
+        bar.set_postfix_str(f"{variant} N={n} cert={mean:.2f} bpb={bpb:.3f}")
+        bar.update()
+    bar.close()
+    summary = _fit(store.rows, out, args.block, store.commands)
+    print_summary("certified (tiny)", summary, started=started, out=out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096])
@@ -124,11 +251,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=16)
     parser.add_argument("--calibrated", action="store_true", help="per-head score scales (module docstring)")
     parser.add_argument("--calibration", type=int, default=1024, help="calibration tokens (stdlib val split)")
-    parser.add_argument("--out", default="results/certified.csv")
+    parser.add_argument("--out", default=None, help="results/certified.csv (results/certified_tiny.csv)")
+    tiny = parser.add_argument_group("tiny trained models (module docstring)")
+    tiny.add_argument("--tiny", nargs="+", metavar="VARIANT", help="configs/attention names, e.g. entmax")
+    tiny.add_argument("--train-n", type=int, default=512, help="training length")
+    tiny.add_argument("--steps", type=int, default=1000)
+    tiny.add_argument("--tokens-per-step", type=int, default=8192)
+    tiny.add_argument("--runs", default="outputs/certified_tiny", help="training runs (resumed)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    out = Path(args.out)
     command = "python -m experiments.certified " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.tiny:
+        args.out = args.out or "results/certified_tiny.csv"
+        return run_tiny(args, command, started)
+    out = Path(args.out or "results/certified.csv")
     store = RowFile(out, COLUMNS, command, every_command=True)
     done = {(r["source"], int(r["n"]), int(r["block"])) for r in store.rows}
     certify = Certify(block=args.block, queries=args.queries)

@@ -46,10 +46,13 @@ def _config(attention: AttentionConfig | Mapping[str, Any]) -> AttentionConfig:
 
 
 def _schedule_name(schedule: EntropySchedule, separator: str, shape: bool) -> str:
-    """``scheduled``, then ``absolute`` for a schedule on absolute entropy, the shape (when `shape`, or when
-    it is not linear) and ``gated`` when gated."""
+    """``scheduled``, then ``sparsemax`` for a schedule on the sparsemax entropy, or else ``absolute`` for
+    one on absolute softmax entropy, the shape (when `shape`, or when it is not linear) and ``gated``
+    when gated."""
     parts = ["scheduled"]
-    if schedule.absolute:
+    if schedule.source == "sparsemax":  # always in nats
+        parts.append("sparsemax")
+    elif schedule.absolute:
         parts.append("absolute")
     if shape or schedule.shape != "linear":
         parts.append(schedule.shape)
@@ -68,7 +71,8 @@ def variant_name(attention: AttentionConfig | Mapping[str, Any] | float | Entrop
         format `AttentionConfig.from_dict` reads (named by kind: ``entmax1.5``, ``scheduled-linear-gated``).
         Or the α handed to a pretrained model's attention: a number (``softmax`` at 1, else
         ``alpha=<α>``), an `EntropySchedule` (``scheduled``, ``scheduled-gated``; a shape other than linear
-        is named: ``scheduled-cosine``; a schedule on absolute entropy: ``scheduled-absolute``) or an
+        is named: ``scheduled-cosine``; a schedule on absolute entropy: ``scheduled-absolute``; on the
+        sparsemax entropy: ``scheduled-sparsemax``) or an
         ``(L, H)`` tensor of α per layer and head (``per-head``).
 
     Examples
@@ -101,7 +105,8 @@ def config_name(attention: AttentionConfig | Mapping[str, Any]) -> str:
 
     The kind, and for a schedule ``absolute`` on absolute entropy, its shape where not linear and ``gated``
     with the varentropy gate, joined by ``_``: ``softmax``, ``entmax`` (any α), ``sparsemax``, ``learned``,
-    ``scheduled``, ``scheduled_absolute``, ``scheduled_cosine``, ``scheduled_gated``.
+    ``scheduled``, ``scheduled_absolute``, ``scheduled_cosine``, ``scheduled_gated``,
+    ``scheduled_sparsemax`` (the schedule on the sparsemax entropy).
 
     >>> config_name({"kind": "scheduled", "alpha": {"varentropy_threshold": 1.0}})
     'scheduled_gated'

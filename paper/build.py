@@ -797,6 +797,108 @@ def certified(results: Path, out: Path, hardware: str) -> dict[str, str]:
     }
 
 
+CERTIFIED_TINY_VARIANTS = {
+    "softmax": "softmax",
+    "entmax": "α = 1.5",
+    "scheduled_absolute": "schedule on softmax entropy",
+    "scheduled_sparsemax": "schedule on sparsemax entropy",
+}
+
+
+def certified_tiny(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Table of results/certified_tiny.csv: certified skipping on the tiny trained byte models.
+
+    Per (variant, N), pooled over layers and heads by visible pairs: mean α applied, bits/byte of the
+    window, certified zero (τ_S), certified with the exact τ, truly zero, and the score work over dense;
+    the work's exponent from results/certified_tiny_fit.csv.
+    """
+    command, rows = read_results(results / "certified_tiny.csv")
+    fits = {r["source"]: r for r in read_results(results / "certified_tiny_fit.csv")[1]}
+    keys = ("alpha", "certified", "certified_exact_tau", "truly_zero", "work")
+    pooled: dict[tuple[str, int], dict[str, float]] = {}
+    for variant in [v for v in CERTIFIED_TINY_VARIANTS if any(r["source"] == v for r in rows)]:
+        for n in sorted({int(r["n"]) for r in rows if r["source"] == variant}):
+            sel = [r for r in rows if r["source"] == variant and int(r["n"]) == n]
+            pairs = sum(float(r["pairs"]) for r in sel)
+            pooled[variant, n] = {k: sum(float(r[k]) * float(r["pairs"]) for r in sel) / pairs for k in keys}
+            pooled[variant, n]["bpb"] = float(sel[0]["bits_per_byte"])
+    train_n, steps, block = rows[0]["train_n"], rows[0]["train_steps"], rows[0]["block"]
+
+    def fit(variant: str) -> str:
+        f = fits[variant]
+        return f"{float(f['k']):.2f} [{float(f['k_low']):.2f}, {float(f['k_high']):.2f}]"
+
+    write_table(
+        out,
+        "certified_tiny",
+        (
+            "attention",
+            "N",
+            "mean α",
+            "bits/byte",
+            "certified zero",
+            "with exact τ",
+            "truly zero",
+            "score work / dense",
+            "work ∝ N^k",
+        ),
+        [
+            [
+                CERTIFIED_TINY_VARIANTS[variant],
+                str(n),
+                f"{v['alpha']:.2f}",
+                f"{v['bpb']:.2f}",
+                f"{v['certified']:.3f}",
+                f"{v['certified_exact_tau']:.3f}",
+                f"{v['truly_zero']:.3f}",
+                f"{v['work']:.2f}",
+                fit(variant) if variant in fits and n == max(m for s, m in pooled if s == variant) else "",
+            ]
+            for (variant, n), v in pooled.items()
+        ],
+        f"Certified block skipping on the tiny byte models ({hardware}), each trained at N = {train_n} for "
+        f"{steps} steps and read on the first N held-out standard-library bytes (N above {train_n}: past the "
+        f"training length). Of the visible (query, {block}-key block) pairs of both layers and all heads: "
+        "the fraction certified zero with the subset S's threshold, the fraction the same bounds certify "
+        "with each row's exact threshold, and the fraction truly zero; the score work done over the dense "
+        "count (the softmax-entropy schedule scores every key for α; the sparsemax-entropy one pays a "
+        "certified pass at α = 2 and one at its α). Pooled over layers and heads by pairs.",
+        command,
+    )
+    fixed = [v for (s, _), v in pooled.items() if s == "entmax"]
+    sparse = [v for (s, _), v in pooled.items() if s == "scheduled_sparsemax"]
+    return {
+        "CertTinyTrainN": train_n,
+        "CertTinySteps": steps,
+        "CertTinyNMax": str(max(n for _, n in pooled)),
+        "CertTinyFixedMax": f"{max(v['certified'] for v in fixed):.3f}",
+        "CertTinyFixedExactMax": f"{max(v['certified_exact_tau'] for v in fixed):.3f}",
+        "CertTinySparseMax": f"{max(v['certified'] for v in sparse):.3f}",
+        "CertTinySparseExactMax": f"{max(v['certified_exact_tau'] for v in sparse):.3f}",
+        "CertTinyTrulyMin": f"{min(v['truly_zero'] for v in fixed):.2f}",
+        "CertTinyTrulyMax": f"{max(v['truly_zero'] for v in fixed):.2f}",
+        "CertTinySparseTrulyMin": f"{min(v['truly_zero'] for v in sparse):.2f}",
+        "CertTinySparseTrulyMax": f"{max(v['truly_zero'] for v in sparse):.2f}",
+        "CertTinyWorkMin": f"{min(v['work'] for v in fixed):.2f}",
+        "CertTinyWorkMax": f"{max(v['work'] for v in fixed):.2f}",
+        "CertTinySparseWorkMin": f"{min(v['work'] for v in sparse):.2f}",
+        "CertTinySparseWorkMax": f"{max(v['work'] for v in sparse):.2f}",
+        "CertTinyFixedK": f"{float(fits['entmax']['k']):.2f}",
+        "CertTinyFixedKLow": f"{float(fits['entmax']['k_low']):.2f}",
+        "CertTinyFixedKHigh": f"{float(fits['entmax']['k_high']):.2f}",
+        "CertTinySparseAlpha": f"{pooled['scheduled_sparsemax', int(train_n)]['alpha']:.2f}",
+        **{
+            f"CertTiny{name}Bpb": f"{pooled[variant, int(train_n)]['bpb']:.2f}"
+            for variant, name in (
+                ("softmax", "Softmax"),
+                ("entmax", "Fixed"),
+                ("scheduled_absolute", "Abs"),
+                ("scheduled_sparsemax", "Sparse"),
+            )
+        },
+    }
+
+
 def finetune_alpha(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Table and figure of results/finetune_alpha*.csv: a learned α per head against fine-tuned softmax."""
     command, rows = read_results(results / "finetune_alpha.csv")
@@ -1598,6 +1700,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         numbers |= attention_frontier(args.results, args.out, hardware)
         numbers |= finetune_alpha(args.results, args.out, hardware)
         numbers |= certified(args.results, args.out, hardware)
+        numbers |= certified_tiny(args.results, args.out, hardware)
         numbers |= trained_lengths(args.results, args.out, hardware)
         numbers |= sampler_study(args.results, args.out, hardware)
         numbers |= ablation(args.results, args.out, hardware)

@@ -16,12 +16,14 @@ from hypothesis import strategies as st
 from entropic import entropy, varentropy
 from entropic.attention import (
     SCHEDULES,
+    AttentionPlan,
     EntropySchedule,
     alpha_from_entropy,
     attention_tiles,
     entmax_attention,
     entropix_attention_metrics,
     softmax_attention,
+    weights_entropy,
 )
 from entropic.reference import entmax_attention_reference
 
@@ -628,6 +630,56 @@ def test_absolute_schedule_in_attention_and_positional_construction():
     )
     assert stats.alpha.min() < 1.5 < stats.alpha.max()
     torch.testing.assert_close(out, entmax_attention(q, k, v, stats.alpha, causal=True))
+
+
+def test_weights_entropy_hand_cases():
+    h, v = weights_entropy(
+        torch.tensor([[0.25, 0.25, 0.25, 0.25, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0]], dtype=F64)
+    )
+    torch.testing.assert_close(h, torch.tensor([math.log(4), 0.0], dtype=F64))
+    torch.testing.assert_close(v, torch.zeros(2, dtype=F64))  # uniform supports: no varentropy
+    p = torch.tensor([0.5, 0.25, 0.25, 0.0], dtype=F64)
+    lp = torch.log(p[:3])
+    ent, var = weights_entropy(p)
+    torch.testing.assert_close(ent, -(p[:3] * lp).sum())
+    torch.testing.assert_close(var, (p[:3] * lp.square()).sum() - ent.square())
+
+
+def test_sparsemax_source_schedule_against_the_entmax_package_and_scipy():
+    """α from the entropy of the row's sparsemax weights (the `entmax` package's sparsemax, entropy and
+    varentropy by scipy's definition), then α-entmax at that α: the op, its oracle and by hand agree."""
+    from scipy.stats import entropy as scipy_entropy
+
+    q, k, v = qkv(b=2, h=4, hkv=2, nq=11, nk=11, d=8, scale=3.0)
+    sched = EntropySchedule(low=0.3, high=1.5, absolute=True, source="sparsemax", varentropy_threshold=0.05)
+    out, stats = entmax_attention(q, k, v, sched, causal=True, return_stats=True)
+    s = (q @ k.repeat_interleave(2, 1).transpose(-1, -2)) / math.sqrt(8)
+    s = s.masked_fill(torch.ones(11, 11, dtype=torch.bool).triu(1), -math.inf)
+    p2 = sparsemax(s, -1)
+    ent = torch.tensor(scipy_entropy(p2.numpy(), axis=-1))
+    logp = torch.where(p2 > 0, p2.log(), 0.0)
+    var = (p2 * logp.square()).sum(-1) - ent.square()
+    expected = alpha_from_entropy(ent, 1, low=0.3, high=1.5, absolute=True, varentropy=var.clamp(min=0),
+                                  varentropy_threshold=0.05)  # fmt: skip
+    torch.testing.assert_close(stats.alpha, expected.to(F64))
+    assert stats.alpha.min() < stats.alpha.max()  # the schedule moves
+    torch.testing.assert_close(out, entmax_attention(q, k, v, expected.to(F64), causal=True))
+    torch.testing.assert_close(out, entmax_attention_reference(q, k, v, sched, causal=True))
+
+
+def test_sparsemax_source_needs_absolute_thresholds_and_the_torch_path():
+    with pytest.raises(ValueError, match="source='sparsemax' needs absolute=True"):
+        EntropySchedule(source="sparsemax")
+    with pytest.raises(ValueError, match="source must be one of"):
+        EntropySchedule(absolute=True, source="tsallis")
+    sched = EntropySchedule(absolute=True, source="sparsemax")
+    with pytest.raises(ValueError, match="softmax entropy only"):
+        _ = sched.kernel_args
+    with pytest.raises(ValueError, match="impl='triton' evaluates schedules on the softmax entropy only"):
+        AttentionPlan(sched, impl="triton")
+    assert (
+        AttentionPlan(sched).torch_only_schedule and not AttentionPlan(EntropySchedule()).torch_only_schedule
+    )
 
 
 # -------------------------------------------------------------------------------------- Entropix

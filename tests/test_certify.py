@@ -5,6 +5,7 @@ most blocks are skipped."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -134,6 +135,34 @@ def test_entropy_schedule_runs_dense():
     dense, _ = run(q, k, v, EntropySchedule(), None, grad=False)
     cert, _ = run(q, k, v, EntropySchedule(), CERT, grad=False)
     assert torch.equal(cert, dense)  # the schedule reads every score: certify does not apply
+
+
+SPARSE_SOURCE = EntropySchedule(low=1.0, high=3.0, absolute=True, source="sparsemax")
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_sparsemax_entropy_schedule_is_certified_and_equals_dense(causal):
+    """The schedule on the sparsemax entropy: certified at α = 2 for α, then at α; output, gradients and
+    the α applied equal the dense path's (GQA, float64), and the certificate skips blocks."""
+    q, k, v = clustered(1, 4, 2, 96, 16, 8, sharp=10.0)
+    assert_same(q, k, v, SPARSE_SOURCE, 1e-10, causal=causal)
+    plan = AttentionPlan(SPARSE_SOURCE, causal=causal, impl="torch", certify=CERT)
+    _, stats = attend(q, k, v, replace(plan, stats=True))  # statistics: dense, the α they report
+    a = stats.alpha
+    assert a.min() < a.max()  # α moves with the sparsemax entropy
+    torch.testing.assert_close(attend(q, k, v, plan), attend(q, k, v, replace(plan, alpha=None), alpha=a))
+    c = certified_work(q, k, SPARSE_SOURCE, causal=causal, scale=0.25, certify=CERT).sum((1, 2))
+    fixed = certified_work(q, k, a, causal=causal, scale=0.25, certify=CERT).sum((1, 2))
+    assert c[6] == 0 and c[1] > 0.5 * c[0]  # sound, and it skips
+    torch.testing.assert_close(c[:4], fixed[:4])  # the same certificate at the same α
+    assert c[4] > fixed[4] and c[5] == 2 * fixed[5]  # plus the α = 2 pass: its scores and bounds
+
+
+@pytest.mark.parametrize("alpha", [EntropySchedule(), 1.0])
+def test_calls_that_run_dense_count_every_score_as_work(alpha):
+    q, k, _ = clustered(1, 2, 1, 64, 16, 8, sharp=6.0)
+    c = certified_work(q, k, alpha, causal=True, scale=0.25, certify=CERT).sum((1, 2))
+    assert c[4] == c[3] and c[5] == 0 and c[6] == 0  # scored: every visible key, no bound
 
 
 def test_float32_and_bfloat16_within_rounding():

@@ -36,6 +36,7 @@ def test_groups_are_populated():
         "scheduled",
         "scheduled_gated",
         "scheduled_absolute",
+        "scheduled_sparsemax",
     }
     assert attention <= set(options("attention"))
     assert {"stdlib", "text", "hf", "recall", "copying"} <= set(options("data"))
@@ -51,8 +52,11 @@ def test_attention_configs_build_models(attention):
     assert config.attention.kind == expected_kind
     gate = getattr(config.attention.alpha, "varentropy_threshold", None)
     assert (gate is not None) == attention.endswith("gated")
-    # scheduled_absolute: thresholds in nats
-    assert getattr(config.attention.alpha, "absolute", False) == ("absolute" in attention)
+    # scheduled_absolute and scheduled_sparsemax: thresholds in nats
+    absolute = attention.startswith("scheduled") and ("absolute" in attention or "sparsemax" in attention)
+    assert getattr(config.attention.alpha, "absolute", False) == absolute
+    source = "sparsemax" if attention == "scheduled_sparsemax" else "softmax"
+    assert getattr(config.attention.alpha, "source", "softmax") == source
     GPT(config)
 
 

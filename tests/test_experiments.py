@@ -398,3 +398,82 @@ def test_certified_writes_calibrated_rows_and_resumes(make_llama, monkeypatch, t
     assert ("smollm2", "16") in again and ("random", "16") in again and ("random", "32") in again
     first = [r for r in csv.DictReader(lines[1:]) if r["source"] == "random" and r["n"] == "64"]
     assert first == [r for r in rows if r["source"] == "random" and r["n"] == "64"]  # kept, not redone
+
+
+def test_certified_tiny_models_capture_every_layer_and_count_each_schedule(monkeypatch, tmp_path):
+    """``--tiny``: per variant, the layers' q, k and α captured from the GPT's own forward; the fixed α
+    is what the model applies, the softmax-entropy schedule's work is the dense count, the sparsemax one
+    pays both passes; rows resume."""
+    import experiments.trained_lengths
+    from entropic.attention import EntropySchedule
+    from entropic.models import GPT, GPTConfig
+    from entropic.models.gpt import AttentionConfig
+    from experiments import certified
+    from experiments.results import read_csv
+
+    schedules = {
+        "softmax": 1.0,
+        "entmax": 1.5,
+        "scheduled_absolute": EntropySchedule(low=0.5, high=2.5, absolute=True),
+        "scheduled_sparsemax": EntropySchedule(low=0.5, high=2.5, absolute=True, source="sparsemax"),
+    }
+
+    def train_at(variant, n, seed, steps, tokens, runs, overrides=()):
+        torch.manual_seed(0)
+        config = GPTConfig(
+            n_layer=2, d_model=32, n_head=4, attention=AttentionConfig(alpha=schedules[variant])
+        )
+        model = GPT(config)
+        with torch.no_grad():
+            for block in model.blocks:  # peaked attention, so that weights are zero
+                block.attn.q_proj.weight.mul_(8.0)
+        out = runs / variant
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        model.save(out / "checkpoints" / "last.pt")
+        (out / "metrics.csv").write_text("step,val_bpb\n10,\n20,3.25\n")
+        return out
+
+    monkeypatch.setattr(experiments.trained_lengths, "train_at", train_at)
+    monkeypatch.setattr(certified, "stdlib_bytes", lambda n: (torch.arange(n)[None] * 37) % 256)
+    out = tmp_path / "tiny.csv"
+    argv = ["--tiny", *schedules, "--lengths", "32", "64", "96", "--block", "8", "--queries", "8",
+            "--runs", str(tmp_path / "runs"), "--out", str(out)]  # fmt: skip
+    certified.main(argv)
+    rows = read_csv(out)
+    assert len(rows) == 4 * 3 * 2 * 4  # variants × lengths × layers × heads
+    by = {v: [r for r in rows if r["source"] == v] for v in schedules}
+    assert {r["alpha"] for r in by["entmax"]} == {"1.5000"}
+    for variant in ("softmax", "scheduled_absolute"):  # they score every key
+        assert all(r["work"] == "1.0000" for r in by[variant])
+    assert all(r["certified"] == r["certified_exact_tau"] == "0.0000" for r in by["softmax"])
+    for r in rows:  # τ_S <= τ: the exact threshold certifies at least as much, and only true zeros
+        assert 0 <= float(r["certified"]) <= float(r["certified_exact_tau"]) <= float(r["truly_zero"]) <= 1
+        assert float(r["bits_per_byte"]) > 0 and 1.0 <= float(r["alpha"]) <= 2.0
+        assert r["train_val_bpb"] == "3.25"  # the run's last validation
+    fixed = {(r["n"], r["layer"], r["head"]): float(r["work"]) for r in by["entmax"]}
+    for r in by["scheduled_sparsemax"]:  # two certified passes (α = 2, then α) against one
+        assert float(r["work"]) > fixed[r["n"], r["layer"], r["head"]]
+    assert (tmp_path / "tiny_fit.csv").is_file()
+    certified.main(argv)  # resumed: nothing added
+    assert len(read_csv(out)) == len(rows)
+
+
+def test_exact_tau_certifies_between_the_certificate_and_the_true_zeros():
+    """With clustered keys (tight bounds) the exact threshold certifies at least what τ_S does per head,
+    most of the pairs, and never a block holding a weight."""
+    from entropic.attention import Certify
+    from entropic.ops.entmax_attention.torch import certified_work
+    from experiments.certified import exact_tau_certified
+
+    torch.manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(1, 2, 16, 32), dim=-1)
+    k = centres.repeat_interleave(16, 2) + 0.05 * torch.randn(1, 2, 256, 32)
+    pick = torch.randint(0, 16, (1, 4, 256, 1)).expand(-1, -1, -1, 32)
+    q = 40 * centres.repeat_interleave(2, 1).gather(2, pick)
+    alpha = torch.full((1, 4, 256), 1.5)
+    exact = exact_tau_certified(q, k, alpha, 32**-0.5, 16)
+    c = certified_work(q, k, 1.5, causal=True, scale=32**-0.5, certify=Certify(block=16, queries=4))[:, 0]
+    certified, truly = c[1] / c[0], c[2] / c[0]
+    assert (exact >= certified - 1e-12).all() and (exact <= truly + 1e-12).all()
+    assert exact.min() > 0.5
+    assert exact_tau_certified(q, k, torch.ones(1, 4, 256), 32**-0.5, 16).sum() == 0  # softmax: nothing

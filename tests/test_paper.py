@@ -66,6 +66,7 @@ def test_build_writes_every_table_figure_and_macro(generated):
         "attention_frontier_matched",
         "finetune_alpha",
         "certified",
+        "certified_tiny",
     ):
         tex = (generated / f"{name}.tex").read_text()
         assert r"\begin{tabular}" in tex and r"\label{tab:" + name + "}" in tex
@@ -94,7 +95,7 @@ def test_build_writes_every_table_figure_and_macro(generated):
     # every macro paper.tex uses is defined
     tex = (ROOT / "paper" / "paper.tex").read_text()
     macros = {line.split("}")[0].removeprefix("\\newcommand{\\") for line in numbers.splitlines()}
-    latex = {"Delta"}  # LaTeX's own capitalised commands the text uses
+    latex = {"Delta", "Theta"}  # LaTeX's own capitalised commands the text uses
     used = set(re.findall(r"\\([A-Z][A-Za-z]+)", tex)) - latex
     assert used <= macros, used - macros
     quoted = {"ComplexityK", "ComplexityTileK", "AblationSoftmaxBpb", "ScalingGatedExponent", "Hardware"}
@@ -260,6 +261,38 @@ def test_certified_table_pools_the_csv_by_pairs(generated):
     numbers = (generated / "numbers.tex").read_text()
     model = [t for t in table if t["inputs"] != "random q, k"]
     assert _macro(numbers, "CertMax") == max(t["key blocks certified zero"] for t in model)
+
+
+def test_certified_tiny_table_pools_the_csv_and_its_macros_come_from_it(generated):
+    rows = read_csv(ROOT / "results" / "certified_tiny.csv")
+    table = read_markdown_table(generated / "certified_tiny.md")
+    names = {"softmax": "softmax", "α = 1.5": "entmax", "schedule on softmax entropy": "scheduled_absolute",
+             "schedule on sparsemax entropy": "scheduled_sparsemax"}  # fmt: skip
+    assert len(table) == len({(r["source"], r["n"]) for r in rows})
+    for t in table:
+        sel = [r for r in rows if (r["source"], r["n"]) == (names[t["attention"]], t["N"])]
+        pairs = sum(float(r["pairs"]) for r in sel)
+        columns = (
+            ("certified zero", "certified", 3),
+            ("with exact τ", "certified_exact_tau", 3),
+            ("truly zero", "truly_zero", 3),
+            ("score work / dense", "work", 2),
+            ("mean α", "alpha", 2),
+        )
+        for column, key, digits in columns:
+            pooled = sum(float(r[key]) * float(r["pairs"]) for r in sel) / pairs
+            assert t[column] == f"{pooled:.{digits}f}", (t["attention"], t["N"], column)
+        assert t["bits/byte"] == f"{float(sel[0]['bits_per_byte']):.2f}"
+    numbers = (generated / "numbers.tex").read_text()
+    fixed = [t for t in table if t["attention"] == "α = 1.5"]
+    sparse = [t for t in table if t["attention"] == "schedule on sparsemax entropy"]
+    assert _macro(numbers, "CertTinyFixedMax") == max(t["certified zero"] for t in fixed)
+    assert _macro(numbers, "CertTinyFixedExactMax") == max(t["with exact τ"] for t in fixed)
+    assert _macro(numbers, "CertTinySparseMax") == max(t["certified zero"] for t in sparse)
+    assert _macro(numbers, "CertTinySparseWorkMax") == max(t["score work / dense"] for t in sparse)
+    assert all(
+        t["score work / dense"] == "1.00" for t in table if t["attention"] == "schedule on softmax entropy"
+    )
 
 
 def test_finetune_table_equals_the_csv(generated):

@@ -419,6 +419,7 @@ def _measured_claims() -> list[str]:
         "growing as N^{k:.2f} ({k_low:.2f}–{k_high:.2f})".format(
             **{key: float(v) for key, v in _csv("certified_fit.csv")[0].items() if key.startswith("k")}
         ),
+        *_certified_tiny_claims(),
         # results/README.md's calibration table
         *(calibration_row(v) for v in ("alpha=1.25", "alpha=1.25 calibrated (head)", "alpha=1.5")),
         *(
@@ -433,6 +434,62 @@ def _measured_claims() -> list[str]:
             for a in ("1.25", "1.5")
             for g in ("layer", "global")
         ),
+    ]
+
+
+def _certified_tiny_claims() -> list[str]:
+    """README's and results/README.md's numbers of certified skipping on the tiny trained models."""
+    rows = _csv("certified_tiny.csv")
+    fits = {r["source"]: r for r in _csv("certified_tiny_fit.csv")}
+    lengths = sorted({r["n"] for r in rows}, key=int)
+
+    def pooled(variant: str, n: str, column: str) -> float:
+        sel = [r for r in rows if r["source"] == variant and r["n"] == n]
+        return sum(float(r[column]) * float(r["pairs"]) for r in sel) / sum(float(r["pairs"]) for r in sel)
+
+    def each(variant: str, column: str) -> list[float]:
+        return [pooled(variant, n, column) for n in lengths]
+
+    def fit(variant: str) -> str:
+        f = fits[variant]
+        return f"N^{float(f['k']):.2f} ({float(f['k_low']):.2f}–{float(f['k_high']):.2f})"
+
+    labels = {"softmax": "softmax", "entmax": "α = 1.5", "scheduled_absolute": "schedule, softmax entropy",
+              "scheduled_sparsemax": "schedule, sparsemax entropy"}  # fmt: skip
+    val = {r["source"]: float(r["train_val_bpb"]) for r in rows}
+    certified = _csv("certified.csv")
+    smol_lengths = sorted({r["n"] for r in certified}, key=int)
+
+    def smol_pooled(n: str, column: str) -> float:
+        sel = [r for r in certified if r["source"] == "smollm2" and r["n"] == n]
+        return sum(float(r[column]) * float(r["pairs"]) for r in sel) / sum(float(r["pairs"]) for r in sel)
+
+    smol = [{"certified": smol_pooled(n, "certified")} for n in smol_lengths]
+    smol_work = [smol_pooled(n, "work") for n in smol_lengths]
+    return [
+        *(
+            f"| {label} | {' / '.join(f'{a:.2f}' for a in each(v, 'alpha'))} | "
+            + " | ".join(
+                " / ".join(f"{x:.3f}" for x in each(v, key))
+                for key in ("certified", "certified_exact_tau", "truly_zero", "work")
+            )
+            + " |"
+            for v, label in labels.items()
+        ),
+        f"{_span(val.values(), '{:.3f}')} bits/byte",
+        f"α = 1.5 has {_span(each('entmax', 'truly_zero'), '{:.3f}')} of its pairs truly zero and "
+        f"{_span(each('entmax', 'certified'), '{:.3f}')}",
+        f"certify at most {max(each('entmax', 'certified_exact_tau')):.3f} even",
+        f"(up to {max(each('scheduled_sparsemax', 'certified')):.3f})",
+        f"cost {_span(each('scheduled_sparsemax', 'work'))}× the dense work",
+        f"α = 1.5 {fit('entmax')}",
+        fit("scheduled_sparsemax"),
+        # README's summary row: SmolLM2's certified.csv beside the tiny models
+        f"certifies at most {max(float(r['certified']) for r in smol):.3f} of SmolLM2's blocks and "
+        f"{max(each('scheduled_sparsemax', 'certified')):.3f} of the tiny models'",
+        f"{max(each('entmax', 'certified_exact_tau')):.3f} at α = 1.5 even with each row's exact threshold",
+        f"work {_span(smol_work + each('entmax', 'work'))}× dense at a fixed α, "
+        f"{_span(each('scheduled_sparsemax', 'work'))}× for the sparsemax-entropy schedule",
     ]
 
 

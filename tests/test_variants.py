@@ -51,6 +51,7 @@ def test_every_attention_config_is_named_by_its_file_and_by_its_kind(configs):
         "scheduled_absolute",
         "scheduled_cosine",
         "scheduled_gated",
+        "scheduled_sparsemax",
         "softmax",
         "sparsemax",
     ]
@@ -64,6 +65,7 @@ def test_every_attention_config_is_named_by_its_file_and_by_its_kind(configs):
         "scheduled_absolute": "scheduled-absolute-linear",
         "scheduled_cosine": "scheduled-cosine",
         "scheduled_gated": "scheduled-linear-gated",
+        "scheduled_sparsemax": "scheduled-sparsemax-linear",
     }
     for name, c in configs.items():
         assert config_name(c) == name
@@ -108,6 +110,7 @@ def test_alphas_handed_to_a_pretrained_model_are_named_by_the_alpha():
     assert [variant_name(a) for a in (1.25, 1.5, 2, 2.0)] == ["alpha=1.25", "alpha=1.5", "alpha=2", "alpha=2"]
     assert variant_name(EntropySchedule()) == "scheduled"
     assert variant_name(EntropySchedule(varentropy_threshold=1.0)) == "scheduled-gated"
+    assert variant_name(EntropySchedule(absolute=True, source="sparsemax")) == "scheduled-sparsemax"
     assert variant_name(EntropySchedule("cosine")) == "scheduled-cosine"
     absolute = EntropySchedule(low=0.5, high=2.5, absolute=True)
     assert variant_name(absolute) == "scheduled-absolute"

@@ -21,7 +21,12 @@ from entropic.attention.functional import (
 from entropic.attention.module import EntropicAttention, KVCache, collect_attention_stats
 from entropic.attention.trusted import AttentionPlan, ThresholdSoftmax, TopKSoftmax, attend, check_values
 from entropic.ops.entmax_attention.certify import Certify
-from entropic.ops.entmax_attention.schedule import SCHEDULES, EntropySchedule, alpha_from_entropy
+from entropic.ops.entmax_attention.schedule import (
+    SCHEDULES,
+    EntropySchedule,
+    alpha_from_entropy,
+    weights_entropy,
+)
 from entropic.types import EntropixAttentionMetrics
 
 __all__ = [
@@ -45,4 +50,5 @@ __all__ = [
     "entropix_attention_metrics",
     "fit_score_scales",
     "softmax_attention",
+    "weights_entropy",
 ]

@@ -14,7 +14,8 @@ The one dispatch rule (`attend`):
                                    causal mask; a query that sees no key gets 0), unless impl="triton"
 α = 1 with statistics              the Triton flash kernel (``entropic.ops.flash_attention.triton``)
 α > 1, a tensor α, a schedule      the block-sparse α-entmax Triton kernel
-                                   (``entropic.ops.entmax_attention.triton``)
+                                   (``entropic.ops.entmax_attention.triton``); a schedule on the
+                                   sparsemax entropy runs the PyTorch path, always
 `TopKSoftmax`, `ThresholdSoftmax`  the PyTorch sparse-softmax path, always (the matched-sparsity
                                    baselines; ``entropic.ops.entmax_attention.sparse_softmax``)
 otherwise                          the PyTorch chunked path (``entropic.ops.entmax_attention.torch``)
@@ -128,9 +129,10 @@ class AttentionPlan:
         Certified block skipping (``entropic.ops.entmax_attention.certify``): key blocks whose weights are
         provably zero are never scored, forward and backward; the output is the dense one within rounding.
         On the PyTorch path with the blocks and subset `Certify` names; in the Triton kernel
-        (``entmax_flash_attention(certify=True)``) on the kernel's own key tiles. Calls with statistics, an
-        `EntropySchedule` or dropout, and α = 1, run dense (they read every score). None (the default):
-        dense.
+        (``entmax_flash_attention(certify=True)``) on the kernel's own key tiles. Calls with statistics, a
+        softmax-entropy `EntropySchedule` or dropout, and α = 1, run dense (they read every score); a
+        schedule on the sparsemax entropy (PyTorch only) is certified twice, at α = 2 and at its α.
+        None (the default): dense.
     """
 
     alpha: AttentionKind | None = 1.0
@@ -149,6 +151,11 @@ class AttentionPlan:
             raise ValueError(
                 f"impl='triton' has no kernel for {type(self.alpha).__name__}; use impl='auto' or 'torch'"
             )
+        if self.torch_only_schedule and self.impl == "triton":
+            raise ValueError(
+                "impl='triton' evaluates schedules on the softmax entropy only, got "
+                "EntropySchedule(source='sparsemax'); use impl='auto' or 'torch'"
+            )
         if self.scale is not None:
             check_param(self.scale, "scale", 0.0, math.inf, low_open=True, high_open=True)
             object.__setattr__(self, "scale", float(self.scale))
@@ -161,6 +168,11 @@ class AttentionPlan:
     def softmax(self) -> bool:
         """α is the number 1."""
         return isinstance(self.alpha, float) and self.alpha == 1.0
+
+    @property
+    def torch_only_schedule(self) -> bool:
+        """α is a schedule only the PyTorch path evaluates (on the sparsemax entropy)."""
+        return isinstance(self.alpha, EntropySchedule) and self.alpha.source != "softmax"
 
     @property
     def sparse_softmax(self) -> bool:
@@ -299,6 +311,7 @@ def attend(
         return _sdpa(q, k, v, plan, attn_mask, dropout_p)
     kernel = plan.impl == "triton" or (
         plan.impl == "auto"
+        and not plan.torch_only_schedule
         and q.is_cuda
         and attention_blocker(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p) is None
     )

@@ -23,9 +23,11 @@ Newton solve as the dense path (`entropic.ops.entmax_attention.torch`), whose it
 the root (τ_S computed is at most τ_S). Skipping is per tile, a group of queries by a key block: a block
 is scored for the group when any of its queries, in any head of the key head, may weigh it.
 
-What it cannot skip: statistics (`AttentionStats`: entropy, support) and an `EntropySchedule`, whose α
-is a function of the softmax entropy over every visible key, read every score; dropout draws a mask per
-dense chunk. Those calls run dense (`applies`).
+What it cannot skip: statistics (`AttentionStats`: entropy, support) and an `EntropySchedule` on the
+softmax entropy, whose α is a function of every visible score, read every score; dropout draws a mask
+per dense chunk. Those calls run dense (`torch.certifies`). A schedule on the sparsemax entropy
+(``EntropySchedule(source="sparsemax")``) is certified twice: at α = 2, whose weights outside the
+scored blocks are exactly 0, for the schedule's α, then at that α.
 """
 
 from __future__ import annotations

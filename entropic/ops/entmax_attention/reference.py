@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 
 import torch
-from entmax import entmax_bisect
+from entmax import entmax_bisect, sparsemax
 from torch import Tensor
 
-from entropic.ops.entmax_attention.schedule import EntropySchedule
+from entropic.ops.entmax_attention.schedule import EntropySchedule, weights_entropy
 from entropic.ops.entmax_attention.sparse_softmax import SparseSoftmax, TopKSoftmax
 from entropic.ops.entropy.reference import entropy_stats_reference
 from entropic.types import AttentionStats
@@ -82,7 +82,10 @@ def _attention(
     s = s.masked_fill(~live, 0.0)  # a row that sees no key: any finite scores, weights zeroed below
     if return_stats or isinstance(alpha, EntropySchedule):
         entropy, varentropy, log_z = (t.detach() for t in entropy_stats_reference(s))
-    if isinstance(alpha, EntropySchedule):
+    if isinstance(alpha, EntropySchedule) and alpha.source == "sparsemax":
+        ent2, var2 = weights_entropy(sparsemax(s.detach(), -1) * live)  # the entmax package's sparsemax
+        alpha = alpha(ent2, n_visible, var2)
+    elif isinstance(alpha, EntropySchedule):
         alpha = alpha(entropy, n_visible, varentropy)
     a = _alpha(alpha, s)
     p = _entmax(s, a) * live

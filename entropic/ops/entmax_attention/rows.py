@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from entropic.ops.entmax_attention.schedule import EntropySchedule
-from entropic.ops.entmax_attention.torch import _probs, softmax_stats
+from entropic.ops.entmax_attention.torch import _probs, _sparsemax_alpha, softmax_stats
 
 __all__ = ["entmax_rows"]
 
@@ -24,7 +24,8 @@ def entmax_rows(s: Tensor, alpha: float | Tensor | EntropySchedule) -> Tensor:
     """α-entmax of score rows ``(..., Nk)`` (-inf at hidden keys); 0 on rows that see no key.
 
     `alpha` is a number in [1, 2], a tensor of ``s.shape[:-1]`` (α per row) or an `EntropySchedule`
-    evaluated on each row's softmax entropy, as in the attention. Not differentiable; `s` is not changed.
+    evaluated on each row's softmax (or sparsemax) entropy, as in the attention. Not differentiable; `s`
+    is not changed.
 
     Examples
     --------
@@ -32,11 +33,13 @@ def entmax_rows(s: Tensor, alpha: float | Tensor | EntropySchedule) -> Tensor:
     tensor([1., 0., 0.])
     """
     m = s.amax(-1)
-    if isinstance(alpha, EntropySchedule):
-        ent, var, _, n_visible, _ = softmax_stats(s, m)
-        alpha = alpha(ent, n_visible, var)
     live = m > -math.inf
     z = s - torch.where(live, m, 0.0).unsqueeze(-1)
+    if isinstance(alpha, EntropySchedule) and alpha.source == "sparsemax":
+        alpha = _sparsemax_alpha(alpha, z, live)
+    elif isinstance(alpha, EntropySchedule):
+        ent, var, _, n_visible, _ = softmax_stats(s, m)
+        alpha = alpha(ent, n_visible, var)
     a = alpha.to(s.dtype) if isinstance(alpha, Tensor) else float(alpha)
     p, _, _ = _probs(z, live, a, None)
     return p.masked_fill(~live.unsqueeze(-1), 0.0)

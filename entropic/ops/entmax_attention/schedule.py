@@ -14,9 +14,14 @@ varentropy threshold, queries whose varentropy is below it are considered settle
 
 Cost. A query's α is a function of the softmax entropy over *all* of its visible keys, so evaluating the
 schedule reads every score: Θ(N) per query, Θ(N²) per causal sequence, whatever sparsity α then produces.
-Certified block skipping (`entropic.ops.entmax_attention.certify`) therefore does not apply to scheduled
-rows (they run dense); a schedule whose α needs only part of the row (the previous layer's entropy, or a
-bound on the entropy from the scored part) is not implemented.
+Certified block skipping (`entropic.ops.entmax_attention.certify`) therefore does not apply to these
+rows (they run dense). With ``source="sparsemax"`` the schedule reads instead the entropy (and
+varentropy) of the row's *sparsemax* weights, α = 2, the sparsest member of the family: every key
+outside the sparsemax support has weight exactly 0, so that entropy needs only the key blocks the
+certificate leaves at α = 2, and a certified call scores those first (α = 2), computes α, then
+certifies again at that α. Its work is two certified passes instead of one dense row; it is the
+schedule that certified skipping can serve. The sparsemax entropy is at most log of the support size,
+not log n, so this source takes thresholds in nats only (``absolute=True``).
 
 The schedule belongs to the α-entmax op: its PyTorch path calls it per chunk of queries, and its Triton
 kernel evaluates the same formula in its first pass from the shape codes and constants defined here.
@@ -36,6 +41,7 @@ from torch import Tensor
 from entropic._validation import check_param
 
 __all__ = [
+    "ENTROPY_SOURCES",
     "NO_SCHEDULE",
     "SCHEDULES",
     "SCHEDULE_CODES",
@@ -45,6 +51,7 @@ __all__ = [
     "alpha_from_entropy",
     "check_alpha",
     "sigmoid_bounds",
+    "weights_entropy",
 ]
 
 # Schedule shape -> the kernel's constexpr code (0 is "no schedule").
@@ -108,6 +115,25 @@ NO_SCHEDULE = ScheduleArgs(0, False, 1.0, 2.0, 0.0, 1.0, 0.0, 1.5, 0.0, 1.0)
 
 
 ScheduleShape = Literal["linear", "cosine", "sigmoid"]
+# Which distribution's entropy a schedule reads: the softmax of the scores, or their sparsemax (α = 2).
+ENTROPY_SOURCES: tuple[str, ...] = ("softmax", "sparsemax")
+
+
+def weights_entropy(p: Tensor) -> tuple[Tensor, Tensor]:
+    """``(entropy, varentropy)`` in nats (nats²) of distributions ``p`` ``(..., n)`` over their last dim,
+    with exact zeros allowed (``0 log 0 = 0``): ``H = -Σ p log p`` and ``V = Σ p (log p)² - H²`` (>= 0).
+    A row of zeros (no key) gives 0 and 0.
+
+    Examples
+    --------
+    >>> weights_entropy(torch.tensor([0.5, 0.5, 0.0]))[0]  # log 2
+    tensor(0.6931)
+    """
+    pos = p > 0
+    log_p = torch.where(pos, torch.log(torch.where(pos, p, 1.0)), 0.0)
+    ent = -(p * log_p).sum(-1)
+    var = (p * log_p.square()).sum(-1) - ent.square()
+    return ent.clamp(min=0.0), var.clamp(min=0.0)
 
 
 def _ramp(t: Tensor, shape: str) -> Tensor:
@@ -128,9 +154,17 @@ def _check_schedule(
     high: float,
     threshold: float | None,
     absolute: bool = False,
+    source: str = "softmax",
 ) -> None:
     if not isinstance(absolute, bool):
         raise TypeError(f"absolute must be a bool, got {type(absolute).__name__}")
+    if source not in ENTROPY_SOURCES:
+        raise ValueError(f"source must be one of {ENTROPY_SOURCES}, got {source!r}")
+    if source == "sparsemax" and not absolute:
+        raise ValueError(
+            "source='sparsemax' needs absolute=True: the sparsemax entropy is bounded by the log of the "
+            "support size, not of the visible keys, so its thresholds are in nats"
+        )
     if shape not in SCHEDULES:
         raise ValueError(f"shape must be one of {SCHEDULES}, got {shape!r}")
     for value, name in ((alpha_min, "alpha_min"), (alpha_max, "alpha_max")):
@@ -307,6 +341,12 @@ class EntropySchedule:
     absolute : bool
         Judge the softmax entropy in nats (``s = H``, ``configs/attention/scheduled_absolute.yaml``)
         rather than normalised by the log of the number of visible keys (``s = H / log n``).
+    source : {"softmax", "sparsemax"}
+        The distribution whose entropy (and varentropy, for the gate) the schedule reads: the softmax of
+        the query's scores (reads every score), or their sparsemax (α = 2; needs ``absolute=True``;
+        certified skipping serves it, see the module docstring;
+        ``configs/attention/scheduled_sparsemax.yaml``). The Triton kernel evaluates the softmax source
+        only.
 
     Examples
     --------
@@ -323,6 +363,7 @@ class EntropySchedule:
     varentropy_threshold: float | None = None
     fixed_alpha: float = 1.5
     absolute: bool = False
+    source: Literal["softmax", "sparsemax"] = "softmax"
 
     def __post_init__(self) -> None:
         _check_schedule(
@@ -333,12 +374,18 @@ class EntropySchedule:
             self.high,
             self.varentropy_threshold,
             self.absolute,
+            self.source,
         )
         check_alpha(self.fixed_alpha, name="fixed_alpha", allow_tensor=False, allow_schedule=False)
 
     @cached_property
     def kernel_args(self) -> ScheduleArgs:
         """This schedule as the α-entmax Triton kernel's launch takes it, built once per schedule."""
+        if self.source != "softmax":
+            raise ValueError(
+                f"the Triton α-entmax kernel evaluates schedules on the softmax entropy only, got "
+                f"source={self.source!r}; use impl='torch'"
+            )
         return ScheduleArgs.of(
             self.shape,
             low=self.low,

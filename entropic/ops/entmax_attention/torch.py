@@ -58,7 +58,7 @@ from entropic.ops.entmax_attention.certify import (
     subset_blocks,
     tile_blocks,
 )
-from entropic.ops.entmax_attention.schedule import EntropySchedule
+from entropic.ops.entmax_attention.schedule import EntropySchedule, weights_entropy
 from entropic.ops.entropy.torch import entropy_stats
 
 # Scores per chunk (the (B, H, queries, Nk) block one step holds): 2 MiB in float32.
@@ -232,12 +232,27 @@ def _newton(x: Tensor, e: float | Tensor, live: Tensor) -> Tensor:
 def _chunk_alpha(
     alpha: float | Tensor | EntropySchedule, stats: tuple[Tensor, ...] | None, ch: Chunk
 ) -> float | Tensor:
+    """α of a chunk's rows: a number, the chunk's slice of a tensor, or a softmax-entropy schedule of the
+    chunk's softmax `stats` (`softmax_stats`)."""
     if isinstance(alpha, EntropySchedule):
         ent, var, _, n_visible, _ = stats
         return alpha(ent, n_visible, var)
     if isinstance(alpha, Tensor):
         return alpha[ch.b, :, ch.q]
     return alpha
+
+
+def _reads_sparsemax(alpha: float | Tensor | EntropySchedule) -> bool:
+    """α is a schedule on the sparsemax entropy (`EntropySchedule.source`)."""
+    return isinstance(alpha, EntropySchedule) and alpha.source == "sparsemax"
+
+
+def _sparsemax_alpha(schedule: EntropySchedule, z: Tensor, live: Tensor) -> Tensor:
+    """α ``(...)`` of `schedule` from the sparsemax weights of centred score rows z ``(..., n)`` (left as
+    they are); rows that see nothing take the schedule's α at entropy 0 (they have no weights)."""
+    p, _, _ = _probs(z.clone(), live, 2.0, None)
+    ent, var = weights_entropy(p)
+    return schedule(ent, 1, var)
 
 
 def _probs(
@@ -367,7 +382,8 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
         b, h, nq, _ = q.shape
         hkv, nk, dv = v.shape[1:]
         alpha = alpha_tensor if alpha_tensor is not None else spec.alpha
-        need_stats = spec.stats or isinstance(alpha, EntropySchedule)
+        sparse_source = _reads_sparsemax(alpha)
+        need_stats = spec.stats or (isinstance(alpha, EntropySchedule) and not sparse_source)
         certify = certifies(spec, alpha)
         out = q.new_empty(b, h, nq, dv)
         row = q.new_empty(4, b, h, nq)  # m, t, L, α
@@ -386,12 +402,15 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             kp, vp = _pad_keys(k, spec.certify.block), _pad_keys(v, spec.certify.block)
         for ch in plan:
             vc = v[ch.b, :, ch.k]
+            a = None  # the chunk's α, once known
             if certify:  # S's scores, and those of the blocks the certificate leaves besides S
-                ids_s, s_s, ids = _certified_blocks(q, kp, bias, bounds, ch, spec, alpha, nk)
-                s, vc = _block_scores(q, kp, vp, bias, ch, spec, ids, nk)
-                s = torch.cat([s_s, s], -1)
-                ids = torch.cat([ids_s, ids], -1)
-                vc = _gather_keys(vp[ch.b], _block_keys(ids, spec.certify.block))
+                if sparse_source:  # first the sparsemax rows, certified at α = 2, for the schedule's α
+                    s, _, _ = _certified_scores(q, kp, None, bias, bounds, ch, spec, 2.0, nk)
+                    m = s.amax(-1)
+                    live = m > -math.inf
+                    a = _sparsemax_alpha(alpha, s.sub_(torch.where(live, m, 0.0).unsqueeze(-1)), live)
+                a_cert = _chunk_alpha(alpha, None, ch) if a is None else a
+                s, vc, ids = _certified_scores(q, kp, vp, bias, bounds, ch, spec, a_cert, nk)
                 blocks.append(ids)
             else:
                 s = _chunk_scores(q, k, bias, ch, spec)
@@ -400,7 +419,8 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             live = m > -math.inf
             m = torch.where(live, m, 0.0)  # rows that see nothing: any finite shift, their weights are 0
             z = s.sub_(m.unsqueeze(-1))
-            a = _chunk_alpha(alpha, st, ch)
+            if a is None:
+                a = _sparsemax_alpha(alpha, z, live) if sparse_source else _chunk_alpha(alpha, st, ch)
             p, g_p, (t, total) = _probs(z, live, a if isinstance(a, float) else a.detach(), None, grad=keep)
             if keep:
                 kept += [p, g_p]
@@ -527,13 +547,14 @@ def _chunk_scores(q: Tensor, k: Tensor, bias: Tensor | None, ch: Chunk, spec: Sp
 
 def certifies(spec: Spec, alpha: float | Tensor | EntropySchedule) -> bool:
     """Whether a call skips certified blocks: ``spec.certify`` set, α not the number 1 (softmax rows
-    certify nothing), no statistics and no `EntropySchedule` (both read every score: the softmax entropy
-    of the whole row), no dropout (drawn per dense chunk). The other calls run dense."""
+    certify nothing), no statistics and no softmax-entropy `EntropySchedule` (both read every score: the
+    softmax entropy of the whole row; a schedule on the sparsemax entropy is certified), no dropout
+    (drawn per dense chunk). The other calls run dense."""
     return (
         spec.certify is not None
         and not spec.stats
         and spec.dropout == 0
-        and not isinstance(alpha, EntropySchedule)
+        and (_reads_sparsemax(alpha) or not isinstance(alpha, EntropySchedule))
         and not (isinstance(alpha, float) and alpha <= 1.0)
     )
 
@@ -554,17 +575,38 @@ def _gather_keys(k: Tensor, keys: Tensor) -> Tensor:
 
 
 def _block_scores(
-    q: Tensor, kp: Tensor, vp: Tensor, bias: Tensor | None, ch: Chunk, spec: Spec, ids: Tensor, n_k: int
-) -> tuple[Tensor, Tensor]:
+    q: Tensor, kp: Tensor, bias: Tensor | None, ch: Chunk, spec: Spec, ids: Tensor, n_k: int
+) -> Tensor:
     """Scores ``(b, H, c, n·block)`` of a chunk's queries against the key blocks `ids` ``(b, Hkv, n)`` of
-    the `n_k` keys (padded to whole blocks in kp, vp), and the blocks' values ``(b, Hkv, n·block, Dv)``."""
+    the `n_k` keys (padded to whole blocks in kp)."""
     nq = q.shape[2]
     keys = _block_keys(ids, spec.certify.block)
     s = scores(
         q[ch.b, :, ch.q], _gather_keys(kp[ch.b], keys), _bias_chunk(bias, ch, nq, n_k, all_keys=True),
         scale=spec.scale, causal=spec.causal, q_start=ch.q.start, n_q=nq, n_k=n_k, keys=keys,
     )  # fmt: skip
-    return s, _gather_keys(vp[ch.b], keys)
+    return s
+
+
+def _certified_scores(
+    q: Tensor,
+    kp: Tensor,
+    vp: Tensor | None,
+    bias: Tensor | None,
+    bounds: tuple[Tensor, Tensor],
+    ch: Chunk,
+    spec: Spec,
+    a: float | Tensor,
+    n_k: int,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """The scores ``(b, H, c, n·block)`` of every key block the certificate at the chunk's α `a` leaves
+    (S first, then the rest), their values ``(b, Hkv, n·block, Dv)`` (None without `vp`), and the block
+    ids ``(b, Hkv, n)``."""
+    ids_s, s_s, ids = _certified_blocks(q, kp, bias, bounds, ch, spec, a, n_k)
+    s = _block_scores(q, kp, bias, ch, spec, ids, n_k)
+    ids = torch.cat([ids_s, ids], -1)
+    values = None if vp is None else _gather_keys(vp[ch.b], _block_keys(ids, spec.certify.block))
+    return torch.cat([s_s, s], -1), values, ids
 
 
 def _certified_blocks(
@@ -574,7 +616,7 @@ def _certified_blocks(
     bounds: tuple[Tensor, Tensor],
     ch: Chunk,
     spec: Spec,
-    alpha: float | Tensor,
+    a: float | Tensor,
     n_k: int,
     detail: bool = False,
 ) -> tuple[Tensor, ...]:
@@ -584,8 +626,9 @@ def _certified_blocks(
 
     Bounds of every block (`certify.score_bounds`, plus the bias's block maximum, -inf past a causal
     query's last key), exact scores of S (`certify.subset_blocks`: the sinks, the chunk's diagonal and
-    the `top` blocks with the highest bounds), S's threshold by `_probs`, then `certify.certified_zero`.
-    With `detail`, also the ``(b, H, c, NB)`` certified-zero and visible masks.
+    the `top` blocks with the highest bounds), S's threshold by `_probs` at the chunk's α `a` (a number
+    or ``(b, H, c)``), then `certify.certified_zero`. With `detail`, also the ``(b, H, c, NB)``
+    certified-zero and visible masks.
     """
     cfg = spec.certify
     nq = q.shape[2]
@@ -607,10 +650,9 @@ def _certified_blocks(
     first, final = (min(max(i + n_k - nq, 0), n_k - 1) // cfg.block for i in (ch.q.start, ch.q.start + c - 1))
     must[first : final + 1] = True  # the chunk's diagonal blocks
     ids = subset_blocks(u.view(bb, hkv, -1, nb), must, cfg.top)
-    s_s, _ = _block_scores(q, kp, kp, bias, ch, spec, ids, n_k)
+    s_s = _block_scores(q, kp, bias, ch, spec, ids, n_k)
     m = s_s.amax(-1)
     live = m > -math.inf
-    a = _chunk_alpha(alpha, None, ch)
     a = a.detach() if isinstance(a, Tensor) else a
     _, _, (t, _) = _probs(s_s - torch.where(live, m, 0.0).unsqueeze(-1), live, a, None)
     am1 = (torch.full_like(m, a) if isinstance(a, float) else a.to(m.dtype)) - 1.0
@@ -621,7 +663,13 @@ def _certified_blocks(
 
 
 def certified_work(
-    q: Tensor, k: Tensor, alpha: float | Tensor, *, causal: bool, scale: float, certify: Certify
+    q: Tensor,
+    k: Tensor,
+    alpha: float | Tensor | EntropySchedule,
+    *,
+    causal: bool,
+    scale: float,
+    certify: Certify,
 ) -> Tensor:
     """What certified skipping does on one call, per ``(B, H)``, as float64 ``(7, B, H)`` counts:
     visible (query, key block) pairs; of them, certified zero; truly zero (every dense weight 0: the
@@ -629,8 +677,13 @@ def certified_work(
     left, padded to the widest tile of the chunk); block bounds (each ``2·D`` multiply-adds, the
     work of two scores); and certified pairs with a non-zero dense weight (0 when the certificate is sound).
 
-    q ``(B, H, Nq, D)``, k ``(B, Hkv, Nk, D)`` in the compute dtype, α a number > 1 or ``(B, H, Nq)``.
-    Runs the certificate of `ChunkedEntmaxAttention` and, for the truly-zero count, the dense weights.
+    q ``(B, H, Nq, D)``, k ``(B, Hkv, Nk, D)`` in the compute dtype, α a number > 1, ``(B, H, Nq)`` or an
+    `EntropySchedule`. A schedule on the sparsemax entropy counts both certified passes (α = 2 for the
+    schedule, then its α: scores and bounds of each); one on the softmax entropy scores every visible
+    key before α is known, and α = 1 never certifies (`certifies`), so for those the scores computed are
+    the visible ones and no bounds are computed (the certified and truly-zero counts are those at the α
+    applied: none certified at α = 1). Runs the certificate of
+    `ChunkedEntmaxAttention` and, for the truly-zero count, the dense weights.
     """
     b, h, nq, _ = q.shape
     nk = k.shape[2]
@@ -638,30 +691,42 @@ def certified_work(
     bounds = key_bounds(k, certify.block)
     kp = _pad_keys(k, certify.block)
     counts = torch.zeros(7, b, h, dtype=torch.float64)
+    sparse_source = _reads_sparsemax(alpha)
     for ch in chunks(b, h, nq, nk, causal, certify.queries):
-        ids, _, blocks, zero, visible = _certified_blocks(
-            q, kp, None, bounds, ch, spec, alpha, nk, detail=True
-        )
         s = _chunk_scores(q, k, None, ch, spec)
         m = s.amax(-1)
         live = m > -math.inf
         n_visible = (s > -math.inf).double().sum(-1)  # (b, H, c)
-        a = _chunk_alpha(alpha, None, ch)
+        st = softmax_stats(s, m) if isinstance(alpha, EntropySchedule) and not sparse_source else None
+        dense = st is not None or (isinstance(alpha, float) and alpha <= 1.0)  # calls that never certify
+        c = s.shape[2]
+        extra = 0.0  # scores and bounds of the schedule's own pass, per query head
+        a = None
+        if sparse_source:
+            s2, _, ids2 = _certified_scores(q, kp, None, None, bounds, ch, spec, 2.0, nk)
+            m2 = s2.amax(-1)
+            live2 = m2 > -math.inf
+            a = _sparsemax_alpha(alpha, s2.sub_(torch.where(live2, m2, 0.0).unsqueeze(-1)), live2)
+            extra = float(ids2.shape[-1] * certify.block * c)
+        a = _chunk_alpha(alpha, st, ch) if a is None else a
+        ids, _, blocks, zero, visible = _certified_blocks(q, kp, None, bounds, ch, spec, a, nk, detail=True)
         p, _, _ = _probs(s.sub_(torch.where(live, m, 0.0).unsqueeze(-1)), live, a, None)
         pad = -p.shape[-1] % certify.block
         nonzero = torch.nn.functional.pad(p > 0, (0, pad)).unflatten(-1, (-1, certify.block)).any(-1)
         nb_chunk = nonzero.shape[-1]
         vis = visible[..., :nb_chunk]
-        c = p.shape[2]
-        tile_scores = (blocks.shape[-1] + ids.shape[-1]) * certify.block * c  # per query head
+        tile_scores = extra + (blocks.shape[-1] + ids.shape[-1]) * certify.block * c  # per query head
+        n_bounds = float(c * visible.shape[-1]) * (2 if sparse_source else 1)
+        if dense:  # softmax, or a schedule that read every score: the dense work, and no bound
+            tile_scores, n_bounds = None, 0.0
         row = torch.stack(
             [
                 visible.double().sum((-1, -2)),
                 (zero & visible).double().sum((-1, -2)),
                 (vis & ~nonzero).double().sum((-1, -2)),
                 n_visible.sum(-1),
-                torch.full((p.shape[0], h), float(tile_scores), dtype=torch.float64),
-                torch.full((p.shape[0], h), float(c * visible.shape[-1]), dtype=torch.float64),
+                n_visible.sum(-1) if tile_scores is None else torch.full_like(n_visible[..., 0], tile_scores),
+                torch.full_like(n_visible[..., 0], n_bounds),
                 (zero[..., :nb_chunk] & nonzero).double().sum((-1, -2)),
             ]
         )
