@@ -1,11 +1,23 @@
 """Aggregate training runs into the ablation table: mean ± std over seeds per attention variant.
 
 ``python -m experiments.ablation outputs/ablation/multirun/<timestamp> [...] --out results/ablation.csv``
+``python -m experiments.ablation outputs/ablation_attention/multirun --test-batches 16 --reference softmax
+--out results/ablation_attention.csv``
 
 Every folder below the given ones that holds ``config.yaml`` and ``metrics.csv`` (an
 ``experiments.train`` run) counts; runs are grouped by `experiments.variants.variant_name` of their
 attention config, and the last evaluation of each run enters the table: validation bits per byte, mean
 attention sparsity per layer, mean α and training tokens/s (mean and sample std over seeds).
+
+``--test-batches K`` also scores each run's final checkpoint on K batches of fixed windows of the held-out
+*test* split (``test_bpb``, the same windows for every run; `experiments.train.evaluate`), beside the
+validation windows the runs were watched on. ``--reference VARIANT`` writes the paired comparisons of every
+other variant with it to the same name with ``_paired`` appended: per metric (``val_bpb``, and
+``test_bpb`` when scored), over the seeds both have (the same data order per seed), the mean difference
+(variant - reference) with its t interval and a percentile bootstrap over seeds, the paired t-test's
+p-value and the exact sign-flip p-value (`experiments.paired`), each Holm-adjusted over the variants
+compared on that metric. With n seeds the sign-flip test cannot go below 2^(1-n) (0.0625 at 5 seeds):
+the t-test is the one that can resolve a difference at that many seeds, under its normality assumption.
 """
 
 from __future__ import annotations
@@ -19,14 +31,24 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
+import torch
 from omegaconf import OmegaConf
+from scipy import stats
 
+from experiments.paired import cluster_interval, holm, sign_flip_test
 from experiments.results import print_summary, write_csv
 from experiments.variants import variant_name
 
+PAIRED_COLUMNS = (
+    "metric", "variant", "reference", "seeds", "difference", "t_low", "t_high", "bootstrap_low",
+    "bootstrap_high", "p_t", "p_t_holm", "p_sign_flip", "p_sign_flip_holm",
+)  # fmt: skip
+
 
 def iter_runs(folders: Sequence[Path]) -> Iterator[tuple[dict, dict[str, float]]]:
-    """(resolved config, last metrics row) of every run with an evaluation under `folders`."""
+    """(resolved config, last metrics row) of every run with an evaluation under `folders`; the row also
+    holds the run's folder (``run``, a Path)."""
     runs = sorted({m.parent for folder in folders for m in Path(folder).rglob("metrics.csv")})
     for run in runs:
         if not (run / "config.yaml").is_file():
@@ -36,23 +58,80 @@ def iter_runs(folders: Sequence[Path]) -> Iterator[tuple[dict, dict[str, float]]
         if rows:
             yield (
                 OmegaConf.to_container(OmegaConf.load(run / "config.yaml")),
-                {k: float(v) for k, v in rows[-1].items()},
+                {**{k: float(v) for k, v in rows[-1].items()}, "run": run},
             )
 
 
-def collect(folders: Sequence[Path]) -> dict[str, list[dict[str, float]]]:
-    """Last metrics row of every run under `folders`, grouped by variant label."""
+def collect(folders: Sequence[Path], test_batches: int = 0) -> dict[str, list[dict[str, float]]]:
+    """Last metrics row of every run under `folders` (with its ``seed``, and its ``test_bpb`` when
+    `test_batches`), grouped by variant label."""
     groups: dict[str, list[dict[str, float]]] = defaultdict(list)
     for cfg, last in iter_runs(folders):
+        last["seed"] = cfg.get("seed", 0)
+        if test_batches:
+            last["test_bpb"] = test_bpb(last["run"], cfg, test_batches)
         groups[variant_name(cfg["model"]["attention"])].append(last)
     return dict(groups)
+
+
+def test_bpb(run: Path, cfg: dict, batches: int) -> float:
+    """Bits per byte of the run's final checkpoint on `batches` batches of the test split's fixed windows
+    (`experiments.train.evaluate`, the run's own data and batch size)."""
+    from contextlib import nullcontext
+
+    import hydra
+
+    from entropic.models import GPT
+    from experiments.train import TrainerConfig, evaluate
+
+    model = GPT.from_checkpoint(run / "checkpoints" / "last.pt")
+    data = hydra.utils.instantiate(OmegaConf.create(cfg["data"]))
+    tcfg = hydra.utils.instantiate(OmegaConf.create({**cfg["trainer"], "eval_batches": batches}))
+    if not isinstance(tcfg, TrainerConfig):
+        raise TypeError(f"{run}: config.yaml's trainer is not a TrainerConfig ({type(tcfg).__name__})")
+    return evaluate(model, data, tcfg, torch.device("cpu"), nullcontext, split="test")["test_bpb"]
+
+
+def paired(groups: dict[str, list[dict[str, float]]], reference: str) -> list[dict[str, str]]:
+    """Every other variant against `reference`, paired by seed, per metric (module docstring)."""
+    if reference not in groups:
+        raise ValueError(f"reference {reference!r} is not among the variants {sorted(groups)}")
+    metrics = ["val_bpb"] + (["test_bpb"] if "test_bpb" in groups[reference][0] else [])
+    out = []
+    for metric in metrics:
+        ref = {r["seed"]: r[metric] for r in groups[reference]}
+        rows = []
+        for variant in sorted(v for v in groups if v != reference):
+            mine = {r["seed"]: r[metric] for r in groups[variant]}
+            seeds = sorted(set(mine) & set(ref))
+            if len(seeds) < 2:
+                continue
+            a, b = np.array([mine[s] for s in seeds]), np.array([ref[s] for s in seeds])
+            interval = cluster_interval(a, b)
+            d = a - b
+            if np.ptp(d) > 0:
+                p_t = float(stats.ttest_rel(a, b).pvalue)
+            else:  # every seed differs by the same amount: no spread to test against
+                p_t = 1.0 if d[0] == 0 else 0.0
+            rows.append({
+                "metric": metric, "variant": variant, "reference": reference, "seeds": len(seeds),
+                "difference": interval.difference, "t_low": interval.t_low, "t_high": interval.t_high,
+                "bootstrap_low": interval.bootstrap_low, "bootstrap_high": interval.bootstrap_high,
+                "p_t": p_t, "p_sign_flip": sign_flip_test(a, b).p_value,
+            })  # fmt: skip
+        for key in ("p_t", "p_sign_flip"):
+            for row, adjusted in zip(rows, holm([r[key] for r in rows]) if rows else [], strict=True):
+                row[f"{key}_holm"] = adjusted
+        out += rows
+    return [{k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in r.items()} for r in out]
 
 
 def summarise(groups: dict[str, list[dict[str, float]]]) -> list[dict[str, str]]:
     """One row per variant: ``<metric>_mean`` and ``<metric>_std`` (sample std; 0 for one seed)."""
     table = []
     for label, runs in sorted(groups.items()):
-        metrics = [k for k in runs[0] if k == "val_bpb" or k == "tokens_per_s" or k.startswith("attn_")]
+        named = ("val_bpb", "test_bpb", "tokens_per_s")
+        metrics = [k for k in runs[0] if k in named or k.startswith("attn_")]
         metrics = [m for m in metrics if not m.startswith("attn_entropy")]
         row = {"variant": label, "seeds": str(len(runs)), "steps": f"{runs[0]['step']:.0f}"}
         for m in metrics:
@@ -69,9 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("folders", type=Path, nargs="+", help="multirun folders (or run folders)")
     parser.add_argument("--out", type=Path, default=Path("results") / "ablation.csv")
+    parser.add_argument("--test-batches", type=int, default=0, help="score the test split (module docstring)")
+    parser.add_argument("--reference", help="write paired comparisons with this variant (e.g. softmax)")
     args = parser.parse_args(argv)
+    if args.test_batches < 0:
+        parser.error(f"--test-batches must be >= 0, got {args.test_batches}")
     started = time.perf_counter()
-    groups = collect(args.folders)
+    groups = collect(args.folders, args.test_batches)
     if not groups:
         print(f"error: no training run (config.yaml + metrics.csv) under {args.folders}", file=sys.stderr)
         return 2
@@ -81,6 +164,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: the runs have different model depths; aggregate them separately", file=sys.stderr)
         return 2
     write_csv(args.out, table, columns, "experiments.ablation", argv)
+    if args.reference:
+        try:
+            comparisons = paired(groups, args.reference)
+        except ValueError as error:
+            print(f"error: --reference: {error}", file=sys.stderr)
+            return 2
+        paired_out = args.out.with_name(args.out.stem + "_paired.csv")
+        write_csv(paired_out, comparisons, PAIRED_COLUMNS, "experiments.ablation", argv)
+        for r in comparisons:
+            print(f"{r['metric']} {r['variant']} - {r['reference']}: {r['difference']} "
+                  f"[{r['t_low']}, {r['t_high']}], p_t Holm {r['p_t_holm']}")  # fmt: skip
     # 74 columns: mean ± sample std over seeds
     print(f"{'variant':<24}{'seeds':>5}  {'val bits/byte':<15}  {'sparsity':<15}  {'tokens/s':>9}")
     for row in table:

@@ -188,11 +188,12 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 @torch.no_grad()
 def evaluate(
-    model: GPT, data: Any, tcfg: TrainerConfig, device: torch.device, autocast: Any
+    model: GPT, data: Any, tcfg: TrainerConfig, device: torch.device, autocast: Any, split: str = "val"
 ) -> dict[str, float]:
-    """Validation loss and bits per byte on fixed windows, and per-layer attention statistics.
+    """Loss and bits per byte of `split` (``<split>_loss``, ``<split>_bpb``) on fixed windows, and
+    per-layer attention statistics.
 
-    Statistics come from the first validation batch (every query of every head, left to right).
+    Statistics come from the first batch (every query of every head, left to right).
     """
     was_training = model.training
     model.eval()
@@ -200,7 +201,7 @@ def evaluate(
     total, count = torch.zeros((), device=device), torch.zeros((), device=device)
     row: dict[str, float] = {}
     for i in range(tcfg.eval_batches):
-        batch = _to(data.batch("val", tcfg.batch_size, generator), device)
+        batch = _to(data.batch(split, tcfg.batch_size, generator), device)
         if i == 0:
             with collect_attention_stats(model) as stats, autocast():
                 logits = model(input_ids=batch.inputs, output_attention_metrics=False).logits
@@ -215,8 +216,8 @@ def evaluate(
         nll, n = masked_nll(logits, batch)
         total, count = total + nll, count + n
     model.train(was_training)
-    row["val_loss"] = float(total / count)
-    row["val_bpb"] = float(bits_per_byte(total, float(count)))
+    row[f"{split}_loss"] = float(total / count)
+    row[f"{split}_bpb"] = float(bits_per_byte(total, float(count)))
     return row
 
 
@@ -271,6 +272,22 @@ def _broadcast(value: Any, world: int) -> Any:
     return box[0]
 
 
+def _resume_folder(resume: str | None, output_dir: Path, rank: int) -> Path | None:
+    """The folder to continue from: `resume` itself, or with ``resume=auto`` the run's own `output_dir`
+    when it holds a checkpoint (a finished run then has nothing left to do). A folder that a run left
+    before its first checkpoint is started again: its metrics and config go (rank 0 removes them)."""
+    if not resume:
+        return None
+    if resume != "auto":
+        return Path(resume)
+    if (output_dir / "checkpoints" / "last.pt").is_file():
+        return output_dir
+    if rank == 0:
+        for name in ("metrics.csv", "config.yaml"):
+            (output_dir / name).unlink(missing_ok=True)
+    return None
+
+
 def train(cfg: DictConfig) -> RunSummary:
     """Run the training described by a composed configuration (see the module docstring)."""
     started = time.perf_counter()
@@ -278,7 +295,7 @@ def train(cfg: DictConfig) -> RunSummary:
     if tcfg.threads is not None:
         torch.set_num_threads(tcfg.threads)
     rank, world, device = _setup_distributed(tcfg.device)
-    resume = Path(cfg.resume) if cfg.get("resume") else None
+    resume = _resume_folder(cfg.get("resume"), Path(cfg.paths.output_dir), rank)
     out_dir = _broadcast(resume if resume is not None else Path(cfg.paths.output_dir), world)
     ckpt_path = out_dir / "checkpoints" / "last.pt"
     if resume is not None and not ckpt_path.is_file():

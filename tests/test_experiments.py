@@ -477,3 +477,48 @@ def test_exact_tau_certifies_between_the_certificate_and_the_true_zeros():
     assert (exact >= certified - 1e-12).all() and (exact <= truly + 1e-12).all()
     assert exact.min() > 0.5
     assert exact_tau_certified(q, k, torch.ones(1, 4, 256), 32**-0.5, 16).sum() == 0  # softmax: nothing
+
+
+def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, capsys):
+    """``--reference``: each variant minus the reference per seed (seeds only one side has are left out),
+    the t interval and paired t-test of scipy, the exact sign-flip p, Holm over the variants per metric;
+    ``--test-batches`` adds the test split's bits per byte (here a stand-in per run)."""
+    from scipy import stats
+
+    from experiments.paired import holm
+
+    values = {"softmax": [3.0, 3.2, 3.1, 3.3], "entmax": [2.9, 3.0, 3.05, 3.1], "sparsemax": [3.2, 3.3, 3.3]}
+    attention = {"softmax": "{kind: softmax}", "entmax": "{kind: entmax, alpha: 1.5}",
+                 "sparsemax": "{kind: sparsemax}"}  # fmt: skip
+    for name, bpbs in values.items():
+        for seed, bpb in enumerate(bpbs):
+            run = tmp_path / "multirun" / name / f"seed{seed}"
+            run.mkdir(parents=True)
+            (run / "config.yaml").write_text(f"seed: {seed}\nmodel:\n  attention: {attention[name]}\n")
+            (run / "metrics.csv").write_text(
+                f"step,val_bpb,tokens_per_s,attn_sparsity,attn_alpha\n20,{bpb},100,0.5,1.5\n"
+            )
+    monkeypatch.setattr(ablation, "test_bpb", lambda run, cfg, batches: 1.0 + float(run.name[-1]) / 10)
+    out = tmp_path / "ablation.csv"
+    argv = [str(tmp_path / "multirun"), "--out", str(out), "--reference", "softmax", "--test-batches", "2"]
+    assert ablation.main(argv) == 0
+    assert {r["variant"]: r["test_bpb_mean"] for r in read_csv(out)}["sparsemax"] == "1.1000"
+    rows = {(r["metric"], r["variant"]): r for r in read_csv(tmp_path / "ablation_paired.csv")}
+    assert set(rows) == {(m, v) for m in ("val_bpb", "test_bpb") for v in ("entmax1.5", "sparsemax")}
+    p = {}
+    for variant, name in (("entmax1.5", "entmax"), ("sparsemax", "sparsemax")):
+        a = np.array(values[name])
+        b = np.array(values["softmax"][: len(a)])
+        r = rows["val_bpb", variant]
+        assert r["seeds"] == str(len(a))
+        assert float(r["difference"]) == pytest.approx((a - b).mean(), rel=1e-3)
+        p[variant] = stats.ttest_rel(a, b).pvalue
+        assert float(r["p_t"]) == pytest.approx(p[variant], rel=1e-3)
+        half = stats.t.ppf(0.975, len(a) - 1) * (a - b).std(ddof=1) / np.sqrt(len(a))
+        assert float(r["t_high"]) == pytest.approx((a - b).mean() + half, rel=1e-3)
+        assert float(r["p_sign_flip"]) >= 2.0 ** (1 - len(a))  # the exact test's floor
+    adjusted = holm([p["entmax1.5"], p["sparsemax"]])
+    assert float(rows["val_bpb", "entmax1.5"]["p_t_holm"]) == pytest.approx(adjusted[0], rel=1e-3)
+    assert rows["test_bpb", "sparsemax"]["difference"] == "0" and rows["test_bpb", "sparsemax"]["p_t"] == "1"
+    assert ablation.main([*argv[:3], "--reference", "learned"]) == 2
+    assert "--reference: reference 'learned' is not among the variants" in capsys.readouterr().err

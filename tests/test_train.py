@@ -144,6 +144,41 @@ def test_bf16_autocast_and_compile_learn(tmp_path, corpus_cache, monkeypatch, ov
     assert math.isfinite(first) and last < first < 8.0
 
 
+def test_resume_auto_skips_finished_runs_resumes_killed_ones_and_restarts_empty_ones(
+    tmp_path, corpus_cache, monkeypatch
+):
+    """``resume=auto``: a run folder with a checkpoint continues (finished: nothing to do), a folder left
+    before the first checkpoint starts again, an absent one starts; the result equals one straight run."""
+    overrides = ("trainer.max_steps=4", "trainer.warmup_steps=1", "trainer.eval_every=2",
+                 "trainer.ckpt_every=2", "trainer.eval_batches=1", "resume=auto")  # fmt: skip
+    straight = train(config(tmp_path / "straight", corpus_cache, *overrides[:-1]))
+    real_save = train_module.atomic_save
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "atomic_save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):  # killed at its step-2 checkpoint
+        train(config(tmp_path / "job", corpus_cache, *overrides))
+    monkeypatch.setattr(train_module, "atomic_save", real_save)
+    resumed = train(config(tmp_path / "job", corpus_cache, *overrides))
+    assert resumed.step == 4 and resumed.val_bpb == straight.val_bpb
+    stamp = (tmp_path / "job" / "checkpoints" / "last.pt").stat().st_mtime_ns
+    again = train(config(tmp_path / "job", corpus_cache, *overrides))  # finished: nothing is redone
+    assert again.val_bpb == pytest.approx(straight.val_bpb, abs=1e-5)  # read back from metrics.csv
+    assert (tmp_path / "job" / "checkpoints" / "last.pt").stat().st_mtime_ns == stamp
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "metrics.csv").write_text("step\n")  # killed before any checkpoint
+    assert train(config(tmp_path / "early", corpus_cache, *overrides)).val_bpb == straight.val_bpb
+    # the test split scored from the finished run's checkpoint (experiments.ablation --test-batches)
+    from experiments.ablation import test_bpb
+
+    cfg = OmegaConf.to_container(OmegaConf.load(tmp_path / "job" / "config.yaml"))
+    test = test_bpb(tmp_path / "job", cfg, 2)
+    assert math.isfinite(test) and 0 < test < 9 and test != straight.val_bpb
+
+
 def test_resume_after_interruption_is_exact(tmp_path, corpus_cache, monkeypatch):
     """Kill right after the step-4 checkpoint; resuming gives the uninterrupted run's weights and log."""
     overrides = (
@@ -287,3 +322,27 @@ def test_slurm_launcher_runs_a_sweep(tmp_path, corpus_cache):
         assert OmegaConf.load(run / "config.yaml").attention.kind == attention
         assert math.isfinite(float(read_metrics(run)[-1]["val_bpb"]))
     assert len(list(sweep.glob(".submitit/*/*_result.pkl"))) == 2
+
+
+def test_ablation_attention_sweep_writes_one_folder_per_job_and_a_rerun_skips_them(tmp_path, corpus_cache):
+    """``experiment=ablation_attention`` as a multirun (shrunk here): each (attention, seed) in its own
+    fixed folder, and the same command run again redoes nothing (``resume=auto``)."""
+    sweep = tmp_path / "sweep"
+    command = [
+        sys.executable, "-m", "experiments.train", "-m", "experiment=ablation_attention",
+        "attention=softmax,scheduled_sparsemax", "seed=0,1", *TINY, f"data.cache={corpus_cache}",
+        "trainer.max_steps=2", "trainer.warmup_steps=1", "trainer.eval_every=2", "trainer.ckpt_every=2",
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    root = Path(CONFIG_DIR).parent
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    first = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    jobs = {f"{a}/seed{s}" for a in ("softmax", "scheduled_sparsemax") for s in (0, 1)}
+    assert {str(p.parent.parent.relative_to(sweep)) for p in sweep.rglob("checkpoints/last.pt")} == jobs
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.rglob("last.pt")}
+    metrics = {p: p.read_text() for p in sweep.rglob("metrics.csv")}
+    again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("last.pt")} == stamps  # nothing retrained
+    assert {p: p.read_text() for p in sweep.rglob("metrics.csv")} == metrics
