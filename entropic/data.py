@@ -11,8 +11,8 @@ through `Batch.mask` (the positions the loss counts).
 * `ByteCorpus.from_hf`: a Hugging Face dataset (the ``datasets`` package, ``pip install
   'entropic[data]'``): by name from the hub or its local cache, a folder written by ``save_to_disk``,
   or a loaded ``Dataset``/``DatasetDict``; its own splits when it has them, else split by document.
-* `AssociativeRecall`, `Copying`: tasks generated in code whose answers need attention to a few exact
-  positions, for controlled sparsity studies; only the answer positions count in the loss.
+* `AssociativeRecall`, `MultiQueryRecall`, `Copying`: tasks generated in code whose answers need attention
+  to a few exact positions, for controlled sparsity studies; only the answer positions count in the loss.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "Batch",
     "ByteCorpus",
     "Copying",
+    "MultiQueryRecall",
     "cache_dir",
     "split_of",
     "stdlib_files",
@@ -402,6 +403,52 @@ class AssociativeRecall:
         seq = torch.cat([pairs, sep, query, answer], 1)  # (B, 2n + 3)
         mask = torch.zeros(batch_size, self.seq_len, dtype=torch.bool)
         mask[:, -1] = True  # the input position holding the query predicts the answer
+        return Batch(seq[:, :-1], seq[:, 1:], mask)
+
+
+class MultiQueryRecall:
+    """Multi-query associative recall (MQAR, Arora et al. 2023, "Zoology"):
+    ``k1 v1 … kn vn | q1 a1 … qm am``, each query a stored key (distinct, in random order) and each answer
+    its value.
+
+    Keys are distinct bytes from ``[0, 128)`` without the separator ``ord("|")``, values bytes from
+    ``[128, 256)``. The loss counts the m answers: the input position holding ``q_i`` predicts ``a_i``, so
+    each answer needs attention to one position among the 2n stored ones (and the earlier queries), and
+    a model's recall is its accuracy on those positions. Chance is 1/128 per answer. Sequences are
+    ``2n + 2m`` tokens (inputs and targets); the same task at a larger n is a longer context.
+
+    Parameters
+    ----------
+    n_pairs : int
+        Key-value pairs per sequence, in [1, 127].
+    n_queries : int, optional
+        Queries per sequence, in [1, n_pairs]; all of the pairs by default.
+    """
+
+    SEPARATOR = ord("|")
+
+    def __init__(self, n_pairs: int = 16, n_queries: int | None = None) -> None:
+        check_param(n_pairs, "n_pairs", 1, 127, integer=True)
+        n_queries = n_pairs if n_queries is None else n_queries
+        check_param(n_queries, "n_queries", 1, n_pairs, integer=True)
+        self.n_pairs, self.n_queries = n_pairs, n_queries
+        self.seq_len = 2 * n_pairs + 2 * n_queries
+
+    def batch(self, split: Split, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        """Fresh random sequences ``(B, 2n + 2m)``; every split draws from the same distribution."""
+        _check_split(split)
+        n, m = self.n_pairs, self.n_queries
+        candidates = torch.tensor([i for i in range(128) if i != self.SEPARATOR])
+        order = torch.rand(batch_size, len(candidates), generator=generator).argsort(-1)[:, :n]
+        keys = candidates[order]  # (B, n) distinct per row
+        values = torch.randint(128, 256, (batch_size, n), generator=generator)
+        pick = torch.rand(batch_size, n, generator=generator).argsort(-1)[:, :m]  # distinct queries
+        queries = torch.stack([keys.gather(1, pick), values.gather(1, pick)], -1).flatten(1)  # (B, 2m)
+        pairs = torch.stack([keys, values], -1).flatten(1)
+        sep = torch.full((batch_size, 1), self.SEPARATOR)
+        seq = torch.cat([pairs, sep, queries], 1)  # (B, 2n + 1 + 2m)
+        mask = torch.zeros(batch_size, self.seq_len, dtype=torch.bool)
+        mask[:, 2 * n + 1 :: 2] = True  # the inputs holding a query predict its answer
         return Batch(seq[:, :-1], seq[:, 1:], mask)
 
 

@@ -92,11 +92,16 @@ def test_bpb(run: Path, cfg: dict, batches: int) -> float:
     return evaluate(model, data, tcfg, torch.device("cpu"), nullcontext, split="test")["test_bpb"]
 
 
-def paired(groups: dict[str, list[dict[str, float]]], reference: str) -> list[dict[str, str]]:
-    """Every other variant against `reference`, paired by seed, per metric (module docstring)."""
+def paired(
+    groups: dict[str, list[dict[str, float]]], reference: str, metrics: Sequence[str] | None = None
+) -> list[dict[str, str]]:
+    """Every other variant against `reference`, paired by seed, per metric (module docstring): `groups`
+    maps a variant to its runs, each a mapping with ``seed`` and the metrics (``val_bpb``, and
+    ``test_bpb`` when the reference's runs have it, unless `metrics` names others)."""
     if reference not in groups:
         raise ValueError(f"reference {reference!r} is not among the variants {sorted(groups)}")
-    metrics = ["val_bpb"] + (["test_bpb"] if "test_bpb" in groups[reference][0] else [])
+    if metrics is None:
+        metrics = ["val_bpb"] + (["test_bpb"] if "test_bpb" in groups[reference][0] else [])
     out = []
     for metric in metrics:
         ref = {r["seed"]: r[metric] for r in groups[reference]}

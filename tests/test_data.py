@@ -18,6 +18,7 @@ from entropic.data import (
     AssociativeRecall,
     ByteCorpus,
     Copying,
+    MultiQueryRecall,
     cache_dir,
     split_of,
     stdlib_files,
@@ -218,6 +219,22 @@ def test_associative_recall_answer_is_the_stored_value():
         assert int(y[m][0]) == int(values[keys == query][0])
 
 
+def test_multi_query_recall_answers_are_the_stored_values():
+    task = MultiQueryRecall(n_pairs=6, n_queries=4)
+    batch = task.batch("test", 32, torch.Generator().manual_seed(3))
+    assert batch.inputs.shape == batch.targets.shape == (32, task.seq_len) == (32, 20)
+    assert batch.mask.sum(1).tolist() == [4] * 32
+    for x, y, m in zip(batch.inputs, batch.targets, batch.mask, strict=True):
+        store = dict(zip(x[:12:2].tolist(), x[1:12:2].tolist(), strict=True))
+        assert len(store) == 6 and max(store) < 128 and min(store.values()) >= 128
+        assert MultiQueryRecall.SEPARATOR not in store and int(x[12]) == MultiQueryRecall.SEPARATOR
+        queries = x[m].tolist()  # the inputs that predict an answer hold the queries
+        assert len(set(queries)) == 4 and set(queries) <= set(store)
+        assert y[m].tolist() == [store[q] for q in queries]
+        assert x[13:].tolist()[1::2] == y[m].tolist()[:-1]  # each answer is the next query's left neighbour
+    assert MultiQueryRecall(5).n_queries == 5
+
+
 def test_copying_targets_repeat_the_source():
     task = Copying(length=5, vocab=10)
     batch = task.batch("val", 8, torch.Generator().manual_seed(2))
@@ -231,5 +248,7 @@ def test_copying_targets_repeat_the_source():
 def test_synthetic_task_errors():
     with pytest.raises(ValueError, match=r"n_pairs must be an integer in \[1, 127\], got 200"):
         AssociativeRecall(n_pairs=200)
+    with pytest.raises(ValueError, match=r"n_queries must be an integer in \[1, 4\], got 5"):
+        MultiQueryRecall(n_pairs=4, n_queries=5)
     with pytest.raises(ValueError, match="split must be one of"):
         Copying().batch("dev", 2)

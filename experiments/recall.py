@@ -1,0 +1,191 @@
+"""Multi-query associative recall: accuracy against attention sparsity per variant, at the trained number of
+pairs and at more (length extrapolation).
+
+``python -m experiments.train -m experiment=recall`` trains the models (``configs/experiment/recall.yaml``:
+every attention variant × numbers of pairs × seeds, resumable); then
+
+``python -m experiments.recall outputs/recall/multirun --eval-pairs 8 16 32 64
+--out results/recall.csv``
+
+scores every run found below the given folders (an ``experiments.train`` run on
+`entropic.data.MultiQueryRecall`: ``config.yaml`` and ``checkpoints/last.pt``) on ``--batches`` fixed
+batches of the task's test split at each number of pairs in ``--eval-pairs`` (all pairs queried; more pairs
+than the run trained on is a longer context than it saw, marked ``extrapolated``): per (run, pairs) the
+accuracy over the answers (argmax of the next-token logits), bits per answer, and the fraction of exactly
+zero attention weights and the mean α over both layers and all heads
+(`entropic.attention.collect_attention_stats`, from the first batch).
+
+Beside it, ``<out>_paired.csv``: per (trained pairs, evaluated pairs), every variant's accuracy minus the
+reference's (``--reference``, softmax by default), paired by seed, with t and bootstrap intervals, the paired
+t-test and the exact sign-flip p-value, Holm-adjusted over the variants (`experiments.ablation.paired`); and
+``<out>.png``: accuracy against zero fraction, one panel per evaluated length, one point per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from entropic._validation import check_param
+from entropic.attention import collect_attention_stats
+from entropic.data import MultiQueryRecall
+from entropic.models import GPT
+from experiments.ablation import PAIRED_COLUMNS, paired
+from experiments.results import print_summary, progress_bar, read_csv, write_csv
+from experiments.variants import variant_name
+
+COLUMNS = ("variant", "seed", "train_pairs", "eval_pairs", "extrapolated", "accuracy", "bits_per_answer",
+           "zero_fraction", "alpha", "answers", "steps")  # fmt: skip
+EVAL_SEED = 4321  # the same test batches for every run
+
+
+def runs(folders: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, resolved config) of every finished recall run below `folders`, in path order."""
+    found = []
+    for ckpt in sorted({p for folder in folders for p in Path(folder).rglob("checkpoints/last.pt")}):
+        run = ckpt.parent.parent
+        if not (run / "config.yaml").is_file():
+            continue
+        cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+        if str(cfg.get("data", {}).get("_target_", "")).rsplit(".", 1)[-1] == "MultiQueryRecall":
+            found.append((run, cfg))
+    return found
+
+
+@torch.no_grad()
+def score(model: GPT, pairs: int, batches: int, batch_size: int) -> dict[str, float]:
+    """Accuracy, bits per answer, zero fraction and mean α of `model` on MQAR with `pairs` pairs."""
+    model.eval()
+    task = MultiQueryRecall(pairs)
+    generator = torch.Generator().manual_seed(EVAL_SEED)
+    right, nll, answers = 0, 0.0, 0
+    zero, alpha = 0.0, 0.0
+    for i in range(batches):
+        batch = task.batch("test", batch_size, generator)
+        with collect_attention_stats(model) as stats:
+            logits = model(input_ids=batch.inputs, output_attention_metrics=False).logits
+        if i == 0:
+            layers = [s.summary() for s in stats.values()]
+            zero = sum(s["sparsity"] for s in layers) / len(layers)
+            alpha = sum(s["alpha"] for s in layers) / len(layers)
+        picked, targets = logits[batch.mask].double(), batch.targets[batch.mask]
+        right += int((picked.argmax(-1) == targets).sum())
+        nll += float(torch.nn.functional.cross_entropy(picked, targets, reduction="sum"))
+        answers += int(targets.numel())
+    return {"accuracy": right / answers, "bits_per_answer": nll / answers / math.log(2),
+            "zero_fraction": zero, "alpha": alpha, "answers": answers}  # fmt: skip
+
+
+def measure(folders: Sequence[Path], eval_pairs: Sequence[int], batches: int, batch_size: int) -> list[dict]:
+    """One row per (run, evaluated pairs) (`COLUMNS`)."""
+    found = runs(folders)
+    rows = []
+    bar = progress_bar(len(found) * len(eval_pairs), "recall")
+    for run, cfg in found:
+        model = GPT.from_checkpoint(run / "checkpoints" / "last.pt")
+        train_pairs = int(cfg["data"]["n_pairs"])
+        steps = int(cfg["trainer"]["max_steps"])
+        name = variant_name(cfg["model"]["attention"])
+        for pairs in eval_pairs:
+            bar.set_postfix_str(f"{name} seed {cfg.get('seed', 0)} pairs {train_pairs}→{pairs}")
+            result = score(model, pairs, batches, batch_size)
+            rows.append({
+                "variant": name, "seed": cfg.get("seed", 0), "train_pairs": train_pairs, "eval_pairs": pairs,
+                "extrapolated": int(pairs > train_pairs), "accuracy": f"{result['accuracy']:.4f}",
+                "bits_per_answer": f"{result['bits_per_answer']:.4f}",
+                "zero_fraction": f"{result['zero_fraction']:.4f}", "alpha": f"{result['alpha']:.4f}",
+                "answers": result["answers"], "steps": steps,
+            })  # fmt: skip
+            bar.update()
+    bar.close()
+    return rows
+
+
+def compare(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, str]]:
+    """`experiments.ablation.paired` of the accuracy per (trained pairs, evaluated pairs)."""
+    out = []
+    settings = sorted({(int(r["train_pairs"]), int(r["eval_pairs"])) for r in rows})
+    for train_pairs, pairs in settings:
+        groups: dict[str, list[dict[str, float]]] = defaultdict(list)
+        for r in rows:
+            if (int(r["train_pairs"]), int(r["eval_pairs"])) == (train_pairs, pairs):
+                groups[r["variant"]].append({"seed": int(r["seed"]), "accuracy": float(r["accuracy"])})
+        if reference not in groups:
+            continue
+        for row in paired(dict(groups), reference, ["accuracy"]):
+            out.append({"train_pairs": str(train_pairs), "eval_pairs": str(pairs), **row})
+    return out
+
+
+def draw(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Accuracy against zero fraction, one panel per evaluated number of pairs, one point per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths = sorted({int(r["eval_pairs"]) for r in rows})
+    variants = sorted({r["variant"] for r in rows})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(3.2 * len(lengths), 3.2), sharey=True, squeeze=False)
+    for ax, pairs in zip(axes[0], lengths, strict=True):
+        for i, variant in enumerate(variants):
+            sel = [r for r in rows if r["variant"] == variant and int(r["eval_pairs"]) == pairs]
+            ax.scatter([float(r["zero_fraction"]) for r in sel], [float(r["accuracy"]) for r in sel],
+                       s=14, color=f"C{i}", marker="o" if i < 10 else "s", label=variant)  # fmt: skip
+        trained = sorted({int(r["train_pairs"]) for r in rows})
+        ax.set_title(f"{pairs} pairs" + (" (extrapolated)" if pairs > max(trained) else ""), fontsize=9)
+        ax.set_xlabel("zero attention weights", fontsize=8)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.tick_params(labelsize=7)
+    axes[0][0].set_ylabel("recall accuracy", fontsize=8)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.recall", description=__doc__.split("\n")[0])
+    parser.add_argument("folders", type=Path, nargs="+", help="multirun folders (or run folders)")
+    parser.add_argument("--eval-pairs", type=int, nargs="+", default=[8, 16, 32, 64])
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--reference", default="softmax")
+    parser.add_argument("--out", type=Path, default=Path("results") / "recall.csv")
+    args = parser.parse_args(argv)
+    try:
+        for pairs in args.eval_pairs:
+            check_param(pairs, "--eval-pairs", 1, 127, integer=True)
+        check_param(args.batches, "--batches", 1, float("inf"), integer=True)
+        check_param(args.batch_size, "--batch-size", 1, float("inf"), integer=True)
+    except ValueError as error:
+        parser.error(str(error))
+    started = time.perf_counter()
+    rows = measure(args.folders, args.eval_pairs, args.batches, args.batch_size)
+    if not rows:
+        print(f"error: no finished MultiQueryRecall run under {args.folders}", file=sys.stderr)
+        return 2
+    write_csv(args.out, rows, COLUMNS, "experiments.recall", argv)
+    comparisons = compare(read_csv(args.out), args.reference)
+    paired_out = args.out.with_name(args.out.stem + "_paired.csv")
+    write_csv(
+        paired_out, comparisons, ("train_pairs", "eval_pairs", *PAIRED_COLUMNS), "experiments.recall", argv
+    )
+    draw(rows, args.out.with_suffix(".png"))
+    variants = len({r["variant"] for r in rows})
+    print_summary("recall", f"{variants} variants, {len(rows)} rows", started=started, out=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

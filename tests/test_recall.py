@@ -1,0 +1,78 @@
+"""experiments.recall: MQAR runs scored at the trained and at longer lengths, paired by seed, drawn."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from entropic.data import MultiQueryRecall
+from entropic.models import GPT, GPTConfig
+from experiments import recall
+from experiments.results import read_csv
+from experiments.train import CONFIG_DIR, train
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Two variants × two seeds of a two-step MQAR run at 4 pairs, in a sweep-like folder tree."""
+    root = tmp_path_factory.mktemp("recall")
+    for attention in ("softmax", "entmax"):
+        for seed in (0, 1):
+            overrides = [
+                "experiment=recall", f"attention={attention}", f"seed={seed}", "data.n_pairs=4",
+                "trainer.max_steps=2", "trainer.warmup_steps=1", "trainer.eval_every=2",
+                "trainer.ckpt_every=2", "trainer.batch_size=8", "trainer.eval_batches=1",
+                f"paths.output_dir={root / attention / str(seed)}",
+            ]  # fmt: skip
+            with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+                train(compose("train", overrides=overrides))
+    return root
+
+
+def test_score_counts_the_answers_the_model_gets_right():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, d_model=16, n_head=2))
+    result = recall.score(model, 3, batches=2, batch_size=5)
+    generator = torch.Generator().manual_seed(recall.EVAL_SEED)
+    right = 0
+    for _ in range(2):
+        batch = MultiQueryRecall(3).batch("test", 5, generator)
+        with torch.no_grad():
+            logits = model(input_ids=batch.inputs).logits
+        right += int((logits[batch.mask].argmax(-1) == batch.targets[batch.mask]).sum())
+    assert result["answers"] == 2 * 5 * 3 and result["accuracy"] == right / 30
+    assert result["zero_fraction"] == 0 and result["alpha"] == 1  # softmax
+    assert 0 < result["bits_per_answer"] < 20
+
+
+def test_recall_writes_rows_comparisons_and_a_figure(sweep, tmp_path):
+    out = tmp_path / "recall.csv"
+    argv = [str(sweep), "--eval-pairs", "4", "8", "--batches", "1", "--batch-size", "8", "--out", str(out)]
+    assert recall.main(argv) == 0
+    rows = read_csv(out)
+    assert len(rows) == 2 * 2 * 2  # variants × seeds × evaluated lengths
+    assert {(r["variant"], r["seed"]) for r in rows} == {
+        (v, s) for v in ("softmax", "entmax1.5") for s in "01"
+    }
+    for r in rows:
+        assert r["train_pairs"] == "4" and r["extrapolated"] == str(int(r["eval_pairs"] == "8"))
+        assert 0 <= float(r["accuracy"]) <= 1 and r["answers"] == str(8 * int(r["eval_pairs"]))
+        assert float(r["zero_fraction"]) == 0 if r["variant"] == "softmax" else float(r["alpha"]) == 1.5
+    comparisons = read_csv(tmp_path / "recall_paired.csv")
+    assert [(c["eval_pairs"], c["variant"], c["reference"]) for c in comparisons] == [
+        ("4", "entmax1.5", "softmax"),
+        ("8", "entmax1.5", "softmax"),
+    ]
+    by = {(r["variant"], r["seed"], r["eval_pairs"]): float(r["accuracy"]) for r in rows}
+    diff = sum(by["entmax1.5", s, "8"] - by["softmax", s, "8"] for s in "01") / 2
+    assert float(comparisons[1]["difference"]) == pytest.approx(diff, abs=1e-4)
+    assert (tmp_path / "recall.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_recall_errors(tmp_path, capsys):
+    assert recall.main([str(tmp_path), "--out", str(tmp_path / "r.csv")]) == 2
+    assert "no finished MultiQueryRecall run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        recall.main([str(tmp_path), "--eval-pairs", "200"])
+    assert "--eval-pairs must be an integer in [1, 127], got 200" in capsys.readouterr().err
