@@ -9,6 +9,10 @@
 #   make bench-vllm throughput of vLLM with and without entropic's samplers, batch 1, 16 and 64 (CPU, minutes)
 #   make sampler-study  the sampler study (experiments/sampler_study.py) in VLLM_VENV: about 1 h 10 min on 2
 #                   cores; resumable (a restarted run skips what results/sampler_study.csv holds); STUDY_ARGS
+#   make ablation-attention  the ablation where attention matters (configs/experiment/ablation_attention.yaml):
+#                   8 variants × 5 seeds, one sweep per group of SEED_SPLITS at once (one per core), resumable,
+#                   then results/ablation_attention.csv and its _paired comparisons; about 4 h on 2 cores
+#   make recall     the MQAR study (configs/experiment/recall.yaml) the same way, then results/recall.csv
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
@@ -71,7 +75,7 @@ GPU_REPORT_ARGS ?=
 
 PY := $(VENV)/bin/python
 
-.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm sampler-study test-fast test-gpu lint format bench gpu-report gpu-results clean
+.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm sampler-study ablation-attention recall test-fast test-gpu lint format bench gpu-report gpu-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -131,6 +135,24 @@ bench-vllm: $(VLLM_VENV)/.stamp
 
 sampler-study: $(VLLM_VENV)/.stamp
 	$(VLLM_PY) -m experiments.sampler_study $(STUDY_ARGS)
+
+# Seeds of the parallel sweeps of ablation-attention and recall: one group per sweep, sweeps run at once.
+SEED_SPLITS ?= 0,2,4 1,3
+# Run `experiment=$(1)` as one hydra multirun per group of SEED_SPLITS, all at once; fail if any fails.
+define sweep
+	pids=; for seeds in $(SEED_SPLITS); do \
+		$(PY) -m experiments.train -m experiment=$(1) seed=$$seeds & pids="$$pids $$!"; \
+	done; for pid in $$pids; do wait $$pid || exit 1; done
+endef
+
+ablation-attention: $(VENV)/.stamp-exp,hf
+	$(call sweep,ablation_attention)
+	$(PY) -m experiments.ablation outputs/ablation_attention/multirun --test-batches 16 --reference softmax \
+		--out results/ablation_attention.csv
+
+recall: $(VENV)/.stamp-exp,hf
+	$(call sweep,recall)
+	$(PY) -m experiments.recall outputs/recall/multirun --eval-pairs 8 16 32 64 --out results/recall.csv
 
 test-oldest-triton: $(OLDEST_VENV)/.stamp
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)
