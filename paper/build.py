@@ -1079,6 +1079,14 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
             numbers[f"{prefix}{suffix}K"] = f"{float(r['estimate']):.2f}"
             numbers[f"{prefix}{suffix}KLow"] = f"{float(r['low']):.2f}"
             numbers[f"{prefix}{suffix}KHigh"] = f"{float(r['high']):.2f}"
+    for prefix, model in (
+        ("TrainedTinyDense", "tiny byte GPT"),
+        ("TrainedSmolDense", "smollm2-135m (attention_swap CSV)"),
+    ):
+        r = k(model, "alpha=1.5" if "smollm2" in model else "entmax", "dense_blocks")  # the causal triangle's
+        numbers[f"{prefix}TileK"] = f"{float(r['estimate']):.2f}"
+        numbers[f"{prefix}TileKLow"] = f"{float(r['low']):.2f}"
+        numbers[f"{prefix}TileKHigh"] = f"{float(r['high']):.2f}"
     tiny = next(r for r in fits if r["model"] == "tiny byte GPT")
     numbers["TrainedTinyLengths"] = ", ".join(
         sorted({r["n"] for r in read_results(results / "complexity_trained.csv")[1]}, key=int)
