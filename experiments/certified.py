@@ -133,13 +133,14 @@ def capture(
 
 
 def stdlib_bytes(n: int) -> torch.Tensor:
-    """The first n bytes of the held-out ("test") standard-library files, ``(1, n)`` (a byte model's
-    `text_ids`)."""
-    root, files = stdlib_files()
-    data = b"".join(p.read_bytes() for p in files if split_of(str(p.relative_to(root))) == "test")
+    """The first n bytes of the standard library's test split as the byte models train on it
+    (`entropic.data.ByteCorpus.from_stdlib`), ``(1, n)`` (a byte model's `text_ids`)."""
+    from entropic.data import ByteCorpus
+
+    data = ByteCorpus.from_stdlib().splits["test"]
     if len(data) < n:
-        raise ValueError(f"the held-out standard library holds {len(data)} bytes, fewer than {n}")
-    return torch.tensor(list(data[:n])).unsqueeze(0)
+        raise ValueError(f"the standard library's test split holds {len(data)} bytes, fewer than {n}")
+    return torch.from_numpy(data[:n].astype("int64")).unsqueeze(0)
 
 
 def capture_gpt(model: Any, ids: torch.Tensor) -> tuple[list[tuple[Any, ...]], float]:
@@ -174,20 +175,19 @@ def exact_tau_certified(
     k ``(1, Hkv, N, D)``, α ``(1, H, N)`` the α applied per query."""
     from entropic.ops.entmax_attention.certify import certified_zero, key_bounds, score_bounds
     from entropic.ops.entmax_attention.rows import entmax_rows
+    from entropic.ops.entmax_attention.torch import _grouped, scores
 
     _, h, n, _ = q.shape
-    kk = k.repeat_interleave(h // k.shape[1], 1)
-    kmin, kmax = key_bounds(kk, block)
+    kmin, kmax = key_bounds(k, block)
     hits, pairs = torch.zeros(h, dtype=torch.float64), torch.zeros(h, dtype=torch.float64)
     for start in range(0, n, 256):
         rows = torch.arange(start, min(start + 256, n))
-        qc = q[:, :, rows] * scale
-        s = (qc @ kk.transpose(-1, -2)).masked_fill(torch.arange(n) > rows.unsqueeze(-1), -math.inf)
+        s = scores(q[:, :, rows], k, None, scale=scale, causal=True, q_start=start, n_q=n, n_k=n)
         a = alpha[:, :, rows].to(s.dtype)
         p = entmax_rows(s, a)
-        m = s.amax(-1)
         t = torch.where(a > 1, p.amax(-1).pow(a - 1.0), 1.0)
-        zero = certified_zero(score_bounds(qc, kmin, kmax), m, t, a - 1.0)
+        u = score_bounds(_grouped(q[:, :, rows] * scale, k.shape[1]), kmin, kmax).view(*s.shape[:3], -1)
+        zero = certified_zero(u, s.amax(-1), t, a - 1.0)
         visible = torch.arange(kmin.shape[2]) * block <= rows.unsqueeze(-1)  # (c, NB)
         hits += (zero & visible).double().sum((0, 2, 3))
         pairs += visible.double().sum() * torch.ones(h, dtype=torch.float64)

@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from entropic._validation import check_param
 from entropic.attention import collect_attention_stats
 from entropic.data import MultiQueryRecall
 from entropic.models import GPT
-from experiments.ablation import PAIRED_COLUMNS, paired
+from experiments.ablation import PAIRED_COLUMNS, iter_runs, paired
 from experiments.results import print_summary, progress_bar, read_csv, write_csv
+from experiments.train import masked_nll
 from experiments.variants import variant_name
 
 COLUMNS = ("variant", "seed", "train_pairs", "eval_pairs", "extrapolated", "accuracy", "bits_per_answer",
@@ -49,16 +49,14 @@ EVAL_SEED = 4321  # the same test batches for every run
 
 
 def runs(folders: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    """(folder, resolved config) of every finished recall run below `folders`, in path order."""
-    found = []
-    for ckpt in sorted({p for folder in folders for p in Path(folder).rglob("checkpoints/last.pt")}):
-        run = ckpt.parent.parent
-        if not (run / "config.yaml").is_file():
-            continue
-        cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
-        if str(cfg.get("data", {}).get("_target_", "")).rsplit(".", 1)[-1] == "MultiQueryRecall":
-            found.append((run, cfg))
-    return found
+    """(folder, resolved config) of every recall run below `folders` with an evaluation and a checkpoint
+    (`experiments.ablation.iter_runs`), in path order."""
+    return [
+        (last["run"], cfg)
+        for cfg, last in iter_runs(folders)
+        if (last["run"] / "checkpoints" / "last.pt").is_file()
+        and str(cfg.get("data", {}).get("_target_", "")).rsplit(".", 1)[-1] == "MultiQueryRecall"
+    ]
 
 
 @torch.no_grad()
@@ -71,16 +69,17 @@ def score(model: GPT, pairs: int, batches: int, batch_size: int) -> dict[str, fl
     zero, alpha = 0.0, 0.0
     for i in range(batches):
         batch = task.batch("test", batch_size, generator)
-        with collect_attention_stats(model) as stats:
-            logits = model(input_ids=batch.inputs, output_attention_metrics=False).logits
-        if i == 0:
+        if i == 0:  # attention statistics from the first batch, as training's evaluation takes them
+            with collect_attention_stats(model) as stats:
+                logits = model(input_ids=batch.inputs, output_attention_metrics=False).logits
             layers = [s.summary() for s in stats.values()]
             zero = sum(s["sparsity"] for s in layers) / len(layers)
             alpha = sum(s["alpha"] for s in layers) / len(layers)
-        picked, targets = logits[batch.mask].double(), batch.targets[batch.mask]
-        right += int((picked.argmax(-1) == targets).sum())
-        nll += float(torch.nn.functional.cross_entropy(picked, targets, reduction="sum"))
-        answers += int(targets.numel())
+        else:
+            logits = model(input_ids=batch.inputs, output_attention_metrics=False).logits
+        right += int((logits[batch.mask].argmax(-1) == batch.targets[batch.mask]).sum())
+        batch_nll, count = masked_nll(logits, batch)
+        nll, answers = nll + float(batch_nll), answers + int(count)
     return {"accuracy": right / answers, "bits_per_answer": nll / answers / math.log(2),
             "zero_fraction": zero, "alpha": alpha, "answers": answers}  # fmt: skip
 

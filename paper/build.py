@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -722,6 +722,20 @@ CERTIFIED_SOURCES = {
 }
 
 
+def _pooled_by_pairs(
+    rows: list[dict[str, str]], sources: Iterable[str], keys: Iterable[str]
+) -> dict[tuple[str, int], dict[str, float]]:
+    """Per (source, N) of a certified-skipping CSV, in the order of `sources` (those present) and of N:
+    each of `keys` averaged over the layers and heads, weighted by their visible (query, block) pairs."""
+    pooled: dict[tuple[str, int], dict[str, float]] = {}
+    for source in [s for s in sources if any(r["source"] == s for r in rows)]:
+        for n in sorted({int(r["n"]) for r in rows if r["source"] == source}):
+            sel = [r for r in rows if r["source"] == source and int(r["n"]) == n]
+            pairs = sum(float(r["pairs"]) for r in sel)
+            pooled[source, n] = {k: sum(float(r[k]) * float(r["pairs"]) for r in sel) / pairs for k in keys}
+    return pooled
+
+
 def certified(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Table of results/certified.csv: key blocks certified zero, truly zero, and the score work done.
 
@@ -730,16 +744,7 @@ def certified(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """
     command, rows = read_results(results / "certified.csv")
     fits = {r["source"]: r for r in read_results(results / "certified_fit.csv")[1]}
-    sources = [s for s in CERTIFIED_SOURCES if any(r["source"] == s for r in rows)]
-    pooled: dict[tuple[str, int], dict[str, float]] = {}
-    for source in sources:
-        for n in sorted({int(r["n"]) for r in rows if r["source"] == source}):
-            sel = [r for r in rows if r["source"] == source and int(r["n"]) == n]
-            pairs = sum(float(r["pairs"]) for r in sel)
-            pooled[source, n] = {
-                key: sum(float(r[key]) * float(r["pairs"]) for r in sel) / pairs
-                for key in ("certified", "truly_zero", "work")
-            }
+    pooled = _pooled_by_pairs(rows, CERTIFIED_SOURCES, ("certified", "truly_zero", "work"))
     layers = sorted({int(r["layer"]) for r in rows})
     block = rows[0]["block"]
     write_table(
@@ -814,14 +819,8 @@ def certified_tiny(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """
     command, rows = read_results(results / "certified_tiny.csv")
     fits = {r["source"]: r for r in read_results(results / "certified_tiny_fit.csv")[1]}
-    keys = ("alpha", "certified", "certified_exact_tau", "truly_zero", "work")
-    pooled: dict[tuple[str, int], dict[str, float]] = {}
-    for variant in [v for v in CERTIFIED_TINY_VARIANTS if any(r["source"] == v for r in rows)]:
-        for n in sorted({int(r["n"]) for r in rows if r["source"] == variant}):
-            sel = [r for r in rows if r["source"] == variant and int(r["n"]) == n]
-            pairs = sum(float(r["pairs"]) for r in sel)
-            pooled[variant, n] = {k: sum(float(r[k]) * float(r["pairs"]) for r in sel) / pairs for k in keys}
-            pooled[variant, n]["bpb"] = float(sel[0]["bits_per_byte"])
+    keys = ("alpha", "certified", "certified_exact_tau", "truly_zero", "work", "bits_per_byte")
+    pooled = _pooled_by_pairs(rows, CERTIFIED_TINY_VARIANTS, keys)  # bits/byte: one per (variant, N)
     train_n, steps, block = rows[0]["train_n"], rows[0]["train_steps"], rows[0]["block"]
 
     def fit(variant: str) -> str:
@@ -847,7 +846,7 @@ def certified_tiny(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 CERTIFIED_TINY_VARIANTS[variant],
                 str(n),
                 f"{v['alpha']:.2f}",
-                f"{v['bpb']:.2f}",
+                f"{v['bits_per_byte']:.2f}",
                 f"{v['certified']:.3f}",
                 f"{v['certified_exact_tau']:.3f}",
                 f"{v['truly_zero']:.3f}",
@@ -888,7 +887,7 @@ def certified_tiny(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "CertTinyFixedKHigh": f"{float(fits['entmax']['k_high']):.2f}",
         "CertTinySparseAlpha": f"{pooled['scheduled_sparsemax', int(train_n)]['alpha']:.2f}",
         **{
-            f"CertTiny{name}Bpb": f"{pooled[variant, int(train_n)]['bpb']:.2f}"
+            f"CertTiny{name}Bpb": f"{pooled[variant, int(train_n)]['bits_per_byte']:.2f}"
             for variant, name in (
                 ("softmax", "Softmax"),
                 ("entmax", "Fixed"),

@@ -285,9 +285,8 @@ def _measured_claims() -> list[str]:
     rho = float(fits["scheduled", "spearman"]["estimate"])
     certified = _csv("certified.csv")
 
-    def pooled(n: str, column: str, source: str = "smollm2") -> float:  # one length, weighted by pairs
-        rows = [r for r in certified if r["source"] == source and r["n"] == n]
-        return sum(float(r[column]) * float(r["pairs"]) for r in rows) / sum(float(r["pairs"]) for r in rows)
+    def pooled(n: str, column: str, source: str = "smollm2") -> float:
+        return _pooled(certified, source, n, column)
 
     lengths = sorted({r["n"] for r in certified}, key=int)
     calibration = {r["variant"]: r for r in _csv("attention_calibration.csv")}
@@ -437,18 +436,20 @@ def _measured_claims() -> list[str]:
     ]
 
 
+def _pooled(rows: list[dict[str, str]], source: str, n: str, column: str) -> float:
+    """`column` of a certified-skipping CSV at one (source, N), averaged over layers and heads by pairs."""
+    sel = [r for r in rows if r["source"] == source and r["n"] == n]
+    return sum(float(r[column]) * float(r["pairs"]) for r in sel) / sum(float(r["pairs"]) for r in sel)
+
+
 def _certified_tiny_claims() -> list[str]:
     """README's and results/README.md's numbers of certified skipping on the tiny trained models."""
     rows = _csv("certified_tiny.csv")
     fits = {r["source"]: r for r in _csv("certified_tiny_fit.csv")}
     lengths = sorted({r["n"] for r in rows}, key=int)
 
-    def pooled(variant: str, n: str, column: str) -> float:
-        sel = [r for r in rows if r["source"] == variant and r["n"] == n]
-        return sum(float(r[column]) * float(r["pairs"]) for r in sel) / sum(float(r["pairs"]) for r in sel)
-
     def each(variant: str, column: str) -> list[float]:
-        return [pooled(variant, n, column) for n in lengths]
+        return [_pooled(rows, variant, n, column) for n in lengths]
 
     def fit(variant: str) -> str:
         f = fits[variant]
@@ -459,13 +460,8 @@ def _certified_tiny_claims() -> list[str]:
     val = {r["source"]: float(r["train_val_bpb"]) for r in rows}
     certified = _csv("certified.csv")
     smol_lengths = sorted({r["n"] for r in certified}, key=int)
-
-    def smol_pooled(n: str, column: str) -> float:
-        sel = [r for r in certified if r["source"] == "smollm2" and r["n"] == n]
-        return sum(float(r[column]) * float(r["pairs"]) for r in sel) / sum(float(r["pairs"]) for r in sel)
-
-    smol = [{"certified": smol_pooled(n, "certified")} for n in smol_lengths]
-    smol_work = [smol_pooled(n, "work") for n in smol_lengths]
+    smol_certified = [_pooled(certified, "smollm2", n, "certified") for n in smol_lengths]
+    smol_work = [_pooled(certified, "smollm2", n, "work") for n in smol_lengths]
     return [
         *(
             f"| {label} | {' / '.join(f'{a:.2f}' for a in each(v, 'alpha'))} | "
@@ -485,7 +481,7 @@ def _certified_tiny_claims() -> list[str]:
         f"α = 1.5 {fit('entmax')}",
         fit("scheduled_sparsemax"),
         # README's summary row: SmolLM2's certified.csv beside the tiny models
-        f"certifies at most {max(float(r['certified']) for r in smol):.3f} of SmolLM2's blocks and "
+        f"certifies at most {max(smol_certified):.3f} of SmolLM2's blocks and "
         f"{max(each('scheduled_sparsemax', 'certified')):.3f} of the tiny models'",
         f"{max(each('entmax', 'certified_exact_tau')):.3f} at α = 1.5 even with each row's exact threshold",
         f"work {_span(smol_work + each('entmax', 'work'))}× dense at a fixed α, "

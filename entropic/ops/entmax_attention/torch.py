@@ -405,10 +405,7 @@ class ChunkedEntmaxAttention(torch.autograd.Function):
             a = None  # the chunk's α, once known
             if certify:  # S's scores, and those of the blocks the certificate leaves besides S
                 if sparse_source:  # first the sparsemax rows, certified at α = 2, for the schedule's α
-                    s, _, _ = _certified_scores(q, kp, None, bias, bounds, ch, spec, 2.0, nk)
-                    m = s.amax(-1)
-                    live = m > -math.inf
-                    a = _sparsemax_alpha(alpha, s.sub_(torch.where(live, m, 0.0).unsqueeze(-1)), live)
+                    a, _ = _certified_sparsemax_alpha(alpha, q, kp, bias, bounds, ch, spec, nk)
                 a_cert = _chunk_alpha(alpha, None, ch) if a is None else a
                 s, vc, ids = _certified_scores(q, kp, vp, bias, bounds, ch, spec, a_cert, nk)
                 blocks.append(ids)
@@ -581,11 +578,10 @@ def _block_scores(
     the `n_k` keys (padded to whole blocks in kp)."""
     nq = q.shape[2]
     keys = _block_keys(ids, spec.certify.block)
-    s = scores(
+    return scores(
         q[ch.b, :, ch.q], _gather_keys(kp[ch.b], keys), _bias_chunk(bias, ch, nq, n_k, all_keys=True),
         scale=spec.scale, causal=spec.causal, q_start=ch.q.start, n_q=nq, n_k=n_k, keys=keys,
     )  # fmt: skip
-    return s
 
 
 def _certified_scores(
@@ -607,6 +603,24 @@ def _certified_scores(
     ids = torch.cat([ids_s, ids], -1)
     values = None if vp is None else _gather_keys(vp[ch.b], _block_keys(ids, spec.certify.block))
     return torch.cat([s_s, s], -1), values, ids
+
+
+def _certified_sparsemax_alpha(
+    schedule: EntropySchedule,
+    q: Tensor,
+    kp: Tensor,
+    bias: Tensor | None,
+    bounds: tuple[Tensor, Tensor],
+    ch: Chunk,
+    spec: Spec,
+    n_k: int,
+) -> tuple[Tensor, int]:
+    """α ``(b, H, c)`` of a sparsemax-entropy `schedule` for a chunk, from the key blocks the certificate
+    leaves at α = 2 (exact: the other keys have sparsemax weight 0), and how many blocks were scored."""
+    s, _, ids = _certified_scores(q, kp, None, bias, bounds, ch, spec, 2.0, n_k)
+    m = s.amax(-1)
+    live = m > -math.inf
+    return _sparsemax_alpha(schedule, s.sub_(torch.where(live, m, 0.0).unsqueeze(-1)), live), ids.shape[-1]
 
 
 def _certified_blocks(
@@ -700,32 +714,30 @@ def certified_work(
         st = softmax_stats(s, m) if isinstance(alpha, EntropySchedule) and not sparse_source else None
         dense = st is not None or (isinstance(alpha, float) and alpha <= 1.0)  # calls that never certify
         c = s.shape[2]
-        extra = 0.0  # scores and bounds of the schedule's own pass, per query head
-        a = None
-        if sparse_source:
-            s2, _, ids2 = _certified_scores(q, kp, None, None, bounds, ch, spec, 2.0, nk)
-            m2 = s2.amax(-1)
-            live2 = m2 > -math.inf
-            a = _sparsemax_alpha(alpha, s2.sub_(torch.where(live2, m2, 0.0).unsqueeze(-1)), live2)
-            extra = float(ids2.shape[-1] * certify.block * c)
-        a = _chunk_alpha(alpha, st, ch) if a is None else a
+        if sparse_source:  # the schedule's own certified pass at α = 2: its scores, per query head
+            a, n_blocks = _certified_sparsemax_alpha(alpha, q, kp, None, bounds, ch, spec, nk)
+            extra = float(n_blocks * certify.block * c)
+        else:
+            a, extra = _chunk_alpha(alpha, st, ch), 0.0
         ids, _, blocks, zero, visible = _certified_blocks(q, kp, None, bounds, ch, spec, a, nk, detail=True)
         p, _, _ = _probs(s.sub_(torch.where(live, m, 0.0).unsqueeze(-1)), live, a, None)
         pad = -p.shape[-1] % certify.block
         nonzero = torch.nn.functional.pad(p > 0, (0, pad)).unflatten(-1, (-1, certify.block)).any(-1)
         nb_chunk = nonzero.shape[-1]
         vis = visible[..., :nb_chunk]
-        tile_scores = extra + (blocks.shape[-1] + ids.shape[-1]) * certify.block * c  # per query head
-        n_bounds = float(c * visible.shape[-1]) * (2 if sparse_source else 1)
         if dense:  # softmax, or a schedule that read every score: the dense work, and no bound
-            tile_scores, n_bounds = None, 0.0
+            scored, n_bounds = n_visible.sum(-1), 0.0
+        else:  # per query head: S and the tiles left (and the schedule's pass), padded to the widest tile
+            tile_scores = extra + (blocks.shape[-1] + ids.shape[-1]) * certify.block * c
+            scored = torch.full_like(n_visible[..., 0], tile_scores)
+            n_bounds = float(c * visible.shape[-1]) * (2 if sparse_source else 1)
         row = torch.stack(
             [
                 visible.double().sum((-1, -2)),
                 (zero & visible).double().sum((-1, -2)),
                 (vis & ~nonzero).double().sum((-1, -2)),
                 n_visible.sum(-1),
-                n_visible.sum(-1) if tile_scores is None else torch.full_like(n_visible[..., 0], tile_scores),
+                scored,
                 torch.full_like(n_visible[..., 0], n_bounds),
                 (zero[..., :nb_chunk] & nonzero).double().sum((-1, -2)),
             ]
