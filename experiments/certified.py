@@ -175,7 +175,7 @@ def exact_tau_certified(
     k ``(1, Hkv, N, D)``, α ``(1, H, N)`` the α applied per query."""
     from entropic.ops.entmax_attention.certify import certified_zero, key_bounds, score_bounds
     from entropic.ops.entmax_attention.rows import entmax_rows
-    from entropic.ops.entmax_attention.torch import _grouped, scores
+    from entropic.ops.entmax_attention.torch import scores
 
     _, h, n, _ = q.shape
     kmin, kmax = key_bounds(k, block)
@@ -186,7 +186,8 @@ def exact_tau_certified(
         a = alpha[:, :, rows].to(s.dtype)
         p = entmax_rows(s, a)
         t = torch.where(a > 1, p.amax(-1).pow(a - 1.0), 1.0)
-        u = score_bounds(_grouped(q[:, :, rows] * scale, k.shape[1]), kmin, kmax).view(*s.shape[:3], -1)
+        grouped = (q[:, :, rows] * scale).reshape(q.shape[0], k.shape[1], -1, q.shape[-1])  # by key head
+        u = score_bounds(grouped, kmin, kmax).view(*s.shape[:3], -1)
         zero = certified_zero(u, s.amax(-1), t, a - 1.0)
         visible = torch.arange(kmin.shape[2]) * block <= rows.unsqueeze(-1)  # (c, NB)
         hits += (zero & visible).double().sum((0, 2, 3))
