@@ -147,12 +147,11 @@ endef
 
 ablation-attention: $(VENV)/.stamp-exp,hf
 	$(call sweep,ablation_attention)
-	$(PY) -m experiments.ablation outputs/ablation_attention/multirun --test-batches 16 --reference softmax \
-		--out results/ablation_attention.csv
+	$(PY) -m experiments.ablation experiment=ablation_attention
 
 recall: $(VENV)/.stamp-exp,hf
 	$(call sweep,recall)
-	$(PY) -m experiments.recall outputs/recall/multirun --eval-pairs 8 16 32 64 --out results/recall.csv
+	$(PY) -m experiments.recall experiment=recall
 
 test-oldest-triton: $(OLDEST_VENV)/.stamp
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)

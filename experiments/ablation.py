@@ -1,17 +1,20 @@
 """Aggregate training runs into the ablation table: mean ± std over seeds per attention variant.
 
-``python -m experiments.ablation outputs/ablation/multirun/<timestamp> [...] --out results/ablation.csv``
-``python -m experiments.ablation outputs/ablation_attention/multirun --test-batches 16 --reference softmax
---out results/ablation_attention.csv``
+``python -m experiments.ablation [experiment=ablation_attention]``   (``ablation.test_batches=16`` ...)
+``python -m experiments.ablation experiment=ablation``
+
+A hydra task (`experiments.task`): the preset's ``ablation:`` section names the training runs (``runs``,
+below which every run counts), the CSV (``out``), ``test_batches`` and ``reference``; the same preset
+trains the runs (``python -m experiments.train -m experiment=ablation_attention``).
 
 Every folder below the given ones that holds ``config.yaml`` and ``metrics.csv`` (an
 ``experiments.train`` run) counts; runs are grouped by `experiments.variants.variant_name` of their
 attention config, and the last evaluation of each run enters the table: validation bits per byte, mean
 attention sparsity per layer, mean α and training tokens/s (mean and sample std over seeds).
 
-``--test-batches K`` also scores each run's final checkpoint on K batches of fixed windows of the held-out
+``test_batches`` K > 0 also scores each run's final checkpoint on K batches of fixed windows of the held-out
 *test* split (``test_bpb``, the same windows for every run; `experiments.train.evaluate`), beside the
-validation windows the runs were watched on. ``--reference VARIANT`` writes the paired comparisons of every
+validation windows the runs were watched on. ``reference`` (a variant) writes the paired comparisons of every
 other variant with it to the same name with ``_paired`` appended: per metric (``val_bpb``, and
 ``test_bpb`` when scored), over the seeds both have (the same data order per seed), the mean difference
 (variant - reference) with its t interval and a percentile bootstrap over seeds, the paired t-test's
@@ -22,7 +25,6 @@ the t-test is the one that can resolve a difference at that many seeds, under it
 
 from __future__ import annotations
 
-import argparse
 import csv
 import statistics
 import sys
@@ -33,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
 from experiments.paired import cluster_interval, holm, sign_flip_test
 from experiments.results import print_summary, write_csv
+from experiments.task import TaskError, hydra_task, settings
 from experiments.variants import variant_name
 
 PAIRED_COLUMNS = (
@@ -147,36 +150,34 @@ def summarise(groups: dict[str, list[dict[str, float]]]) -> list[dict[str, str]]
     return table
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.ablation", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("folders", type=Path, nargs="+", help="multirun folders (or run folders)")
-    parser.add_argument("--out", type=Path, default=Path("results") / "ablation.csv")
-    parser.add_argument("--test-batches", type=int, default=0, help="score the test split (module docstring)")
-    parser.add_argument("--reference", help="write paired comparisons with this variant (e.g. softmax)")
-    args = parser.parse_args(argv)
-    if args.test_batches < 0:
-        parser.error(f"--test-batches must be >= 0, got {args.test_batches}")
+@hydra_task("ablation", preset="ablation_attention")
+def main(section: DictConfig, overrides: list[str]) -> int:
+    """The ablation table (and with ``reference`` the paired comparisons) of a preset's ``ablation:``
+    section: ``runs`` (folders below which every training run counts), ``out``, ``test_batches`` and
+    ``reference`` (module docstring)."""
+    cfg = settings(section)
+    folders = [Path(f) for f in cfg["runs"]]
+    out = Path(cfg["out"])
+    if cfg["test_batches"] < 0:
+        raise TaskError(f"ablation.test_batches must be >= 0, got {cfg['test_batches']}")
     started = time.perf_counter()
-    groups = collect(args.folders, args.test_batches)
+    groups = collect(folders, cfg["test_batches"])
     if not groups:
-        print(f"error: no training run (config.yaml + metrics.csv) under {args.folders}", file=sys.stderr)
-        return 2
+        raise TaskError(
+            f"ablation.runs: no training run (config.yaml + metrics.csv) under {', '.join(map(str, folders))}"
+        )
     table = summarise(groups)
     columns = list(table[0])
     if any(list(row) != columns for row in table):
-        print("error: the runs have different model depths; aggregate them separately", file=sys.stderr)
-        return 2
-    write_csv(args.out, table, columns, "experiments.ablation", argv)
-    if args.reference:
+        raise TaskError("ablation.runs: the runs have different model depths; aggregate them separately")
+    write_csv(out, table, columns, "experiments.ablation", overrides)
+    if cfg["reference"]:
         try:
-            comparisons = paired(groups, args.reference)
+            comparisons = paired(groups, cfg["reference"])
         except ValueError as error:
-            print(f"error: --reference: {error}", file=sys.stderr)
-            return 2
-        paired_out = args.out.with_name(args.out.stem + "_paired.csv")
-        write_csv(paired_out, comparisons, PAIRED_COLUMNS, "experiments.ablation", argv)
+            raise TaskError(f"ablation.reference: {error}") from error
+        paired_out = out.with_name(out.stem + "_paired.csv")
+        write_csv(paired_out, comparisons, PAIRED_COLUMNS, "experiments.ablation", overrides)
         for r in comparisons:
             print(f"{r['metric']} {r['variant']} - {r['reference']}: {r['difference']} "
                   f"[{r['t_low']}, {r['t_high']}], p_t Holm {r['p_t_holm']}")  # fmt: skip
@@ -188,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tokens_per_s = float(row["tokens_per_s_mean"])
         print(f"{row['variant']:<24}{row['seeds']:>5}  {bpb:<15}  {sparsity:<15}  {tokens_per_s:>9,.0f}")
     runs = sum(int(row["seeds"]) for row in table)
-    print_summary("ablation", f"{len(table)} variants from {runs} runs", started=started, out=args.out)
+    print_summary("ablation", f"{len(table)} variants from {runs} runs", started=started, out=out)
     return 0
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -39,7 +38,8 @@ from torch import Tensor, nn
 import entropic
 from entropic.attention import AttentionCalibration, ThresholdSoftmax, TopKSoftmax
 from entropic.integrations.hf import calibrate_attention, register
-from experiments.attention_swap import NAME, LayerwiseAttention, stdlib_tokens, window_nll, write_csv
+from experiments.attention_swap import NAME, LayerwiseAttention, stdlib_tokens, window_nll
+from experiments.results import write_csv
 from experiments.variants import variant_name
 
 COLUMNS = (
@@ -170,10 +170,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     rows = [{**r, "delta_nll": r["nll"] - base, **stamp} for r in rows]
-    command = "python -m experiments.attention_calibration " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    write_csv(args.out, COLUMNS, rows, command)
+    write_csv(args.out, rows, COLUMNS, "experiments.attention_calibration", argv)
     for r in rows:
         print(f"{r['variant']:>44} dNLL={r['delta_nll']:+.4f} zero={r['zero_fraction']:.3f}")
     return rows

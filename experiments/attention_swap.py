@@ -32,10 +32,8 @@ variant gives it and its zero fraction under α = 1.5 at the longest length.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import platform
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,6 +48,7 @@ import entropic
 from entropic.attention import AttentionStats, EntropySchedule, alpha_from_entropy
 from entropic.data import split_of, stdlib_files
 from entropic.integrations.hf import register
+from experiments.results import write_csv
 from experiments.variants import variant_name
 
 COLUMNS = (
@@ -278,15 +277,6 @@ def stdlib_tokens(tokenizer: Any, split: str, limit: int) -> Tensor:
     raise ValueError(f"stdlib_tokens: the {split!r} split holds {len(ids)} tokens, fewer than limit={limit}")
 
 
-def write_csv(path: Path, columns: Sequence[str], rows: list[dict[str, Any]], command: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        f.write(f"# {command}\n")
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """ΔNLL against the fraction of zero weights, one marker per (variant, length)."""
     import matplotlib
@@ -320,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     )
     parser.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args(argv)
+    module = "experiments.attention_swap"
     if min(args.lengths) < 2 or args.windows < 1 or args.calibration < 2:
         parser.error("--lengths and --calibration must be >= 2 and --windows >= 1")
     from entropic.pretrained import load_pretrained
@@ -333,10 +324,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if args.layer_ablation not in windows:
             parser.error("--layer-ablation must be one of --lengths")
         layers = layer_ablation(model, windows[args.layer_ablation], progress=True)
-        command = "python -m experiments.attention_swap " + " ".join(
-            argv if argv is not None else sys.argv[1:]
-        )
-        write_csv(args.out.with_name(args.out.stem + "_layers.csv"), LAYER_COLUMNS, layers, command)
+        write_csv(args.out.with_name(args.out.stem + "_layers.csv"), layers, LAYER_COLUMNS, module, argv)
         for r in sorted(layers, key=lambda r: r["delta_nll"]):
             print(f"layer {r['layer']:>2}: dNLL={r['delta_nll']:+.4f} zero={r['zero_fraction']:.3f}")
         return layers
@@ -348,9 +336,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     rows = [{**r, **stamp} for r in rows]
-    command = "python -m experiments.attention_swap " + " ".join(argv if argv is not None else sys.argv[1:])
-    write_csv(args.out, COLUMNS, rows, command)
-    write_csv(args.out.with_name(args.out.stem + "_heads.csv"), HEAD_COLUMNS, heads, command)
+    write_csv(args.out, rows, COLUMNS, module, argv)
+    write_csv(args.out.with_name(args.out.stem + "_heads.csv"), heads, HEAD_COLUMNS, module, argv)
     if args.plot:
         plot(rows, args.out.with_suffix(".png"))
     for r in rows:

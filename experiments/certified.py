@@ -43,7 +43,6 @@ for the schedule on the sparsemax entropy (``scheduled_sparsemax``) both certifi
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 import time
@@ -57,7 +56,7 @@ from entropic.data import split_of, stdlib_files
 from entropic.integrations._hf_attention import EntropicHFAttention
 from entropic.ops.entmax_attention.torch import certified_work
 from experiments.fit import power_law_fit
-from experiments.results import RowFile, print_summary, progress_bar, read_csv
+from experiments.results import RowFile, print_summary, progress_bar, read_csv, write_csv
 
 COLUMNS = ("source", "n", "layer", "head", "alpha", "block", "certified", "truly_zero", "work", "pairs")
 TINY_COLUMNS = ("source", "train_n", "train_steps", "n", "layer", "head", "alpha", "block", "certified",
@@ -323,11 +322,7 @@ def _fit(rows: list[dict[str, Any]], out: Path, block: int, command: str) -> str
                          "k_high": fit.k_high, "r2": fit.r2, "lengths": " ".join(map(str, ns))})  # fmt: skip
             lines.append(f"{source}: work ∝ N^{fit.k:.2f} [{fit.k_low:.2f}, {fit.k_high:.2f}]")
     if fits:
-        with out.with_name(out.stem + "_fit.csv").open("w", newline="") as f:
-            f.write(f"# {command}\n")
-            writer = csv.DictWriter(f, list(fits[0]))
-            writer.writeheader()
-            writer.writerows(fits)
+        write_csv(out.with_name(out.stem + "_fit.csv"), fits, list(fits[0]), command=command)
     print("\n".join(lines))
     return "; ".join(lines[-2:]) if lines else "nothing run"
 

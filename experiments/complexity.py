@@ -1,8 +1,10 @@
 """Attention work vs sequence length on a trained checkpoint, and what it says about O(N√N) and 1/varentropy.
 
-``python -m experiments.complexity --checkpoint RUN/checkpoints/last.pt [--lengths 256 512 1024 2048]``
+``python -m experiments.complexity complexity.checkpoints=[RUN/checkpoints/last.pt,...]
+[complexity.lengths=[256,512,1024,2048]]``
 
-For every length N, on `--batch` held-out windows of the standard-library corpus:
+A hydra task (`experiments.task`, preset ``configs/experiment/complexity.yaml``, section ``complexity:``).
+For every length N, on ``complexity.batch`` held-out windows of the standard-library corpus:
 
 * ``nonzero``: attention weights that are not exactly zero, summed over layers, heads and queries
   (the work a sparsity-aware kernel has to do), next to ``dense = L·H·N(N+1)/2`` (causal softmax);
@@ -17,7 +19,7 @@ For every length N, on `--batch` held-out windows of the standard-library corpus
 Then it fits ``nonzero``, ``nonzero_blocks``, ``wall_ms`` and ``peak_mb`` ``∝ N^k`` by log-log
 regression with a 95% interval (`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N))
 and k = 2 are inside the interval, and the Spearman correlation between per-head varentropy and density
-(the claim "work ∝ 1/varentropy" predicts a negative one). The per-N table goes to ``--out`` (a CSV),
+(the claim "work ∝ 1/varentropy" predicts a negative one). The per-N table goes to ``complexity.out`` (a CSV),
 the fits and the correlation to the same name with ``_fit`` appended. On the CPU, attention runs the
 exact chunked PyTorch path (one chunk of scores at a time, every weight computed), so wall time and
 memory here measure that implementation, not what a block-sparse kernel could skip.
@@ -25,9 +27,7 @@ memory here measure that implementation, not what a block-sparse kernel could sk
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import csv
 import os
 import platform
 import sys
@@ -40,13 +40,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 import entropic
 from entropic.attention import attention_tiles, collect_attention_stats
 from entropic.data import ByteCorpus
 from entropic.models import GPT
 from experiments.fit import power_law_fit
-from experiments.results import print_summary, progress_bar
+from experiments.results import print_summary, progress_bar, write_csv
+from experiments.task import TaskError, hydra_task, settings
 from experiments.variants import config_name
 
 COLUMNS = (
@@ -261,49 +263,43 @@ def run(
     return rows, fits
 
 
-def _write(path: Path, columns: Sequence[str], rows: list[dict[str, str]], command: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        f.write(f"# {command}\n")
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.complexity", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="one or more last.pt files")
-    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024, 2048])
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=Path("results") / "complexity.csv")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    args = parser.parse_args(argv)
+@hydra_task("complexity", preset="complexity")
+def main(section: DictConfig, overrides: list[str]) -> int:
+    """The per-N table and the fits of a preset's ``complexity:`` section: ``checkpoints``, ``lengths``,
+    ``batch``, ``repeats``, ``device``, ``threads`` and ``out`` (module docstring)."""
+    cfg = settings(section)
     started = time.perf_counter()
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    if len(args.lengths) < 3:
-        parser.error(f"--lengths needs at least 3 values for a fit with an interval, got {args.lengths}")
+    checkpoints, lengths, out = [Path(c) for c in cfg["checkpoints"]], cfg["lengths"], Path(cfg["out"])
+    if not checkpoints:
+        raise TaskError("complexity.checkpoints: name one or more last.pt files, got none")
+    missing = [str(c) for c in checkpoints if not c.is_file()]
+    if missing:
+        raise TaskError(f"complexity.checkpoints: no such file: {', '.join(missing)}")
+    if len(lengths) < 3 or min(lengths) < 2:
+        raise TaskError(
+            f"complexity.lengths needs at least 3 values >= 2 for a fit with an interval, got {lengths}"
+        )
+    for key in ("batch", "repeats"):
+        if cfg[key] < 1:
+            raise TaskError(f"complexity.{key} must be >= 1, got {cfg[key]}")
+    if cfg["threads"] is not None:
+        torch.set_num_threads(cfg["threads"])
     auto = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(auto if args.device == "auto" else args.device)
-    corpus = ByteCorpus.from_stdlib(seq_len=max(args.lengths))
+    device = torch.device(auto if cfg["device"] == "auto" else cfg["device"])
+    corpus = ByteCorpus.from_stdlib(seq_len=max(lengths))
     rows, fits = [], []
     # one step per (checkpoint, N); the α-entmax reference's time grows as N²: the last steps take longest
-    with progress_bar(len(args.checkpoint) * len(args.lengths), "complexity") as progress:
-        for checkpoint in args.checkpoint:
-            r, f = run(checkpoint, corpus, args.lengths, args.batch, args.repeats, device, progress)
+    with progress_bar(len(checkpoints) * len(lengths), "complexity") as progress:
+        for checkpoint in checkpoints:
+            r, f = run(checkpoint, corpus, lengths, cfg["batch"], cfg["repeats"], device, progress)
             rows += r
             fits += f
-    command = "python -m experiments.complexity " + " ".join(sys.argv[1:] if argv is None else argv)
-    _write(args.out, COLUMNS, rows, command)
-    _write(args.out.with_name(args.out.stem + "_fit.csv"), FIT_COLUMNS, fits, command)
+    write_csv(out, rows, COLUMNS, "experiments.complexity", overrides)
+    write_csv(out.with_name(out.stem + "_fit.csv"), fits, FIT_COLUMNS, "experiments.complexity", overrides)
     for fit in fits:
         print(", ".join(f"{k}={v}" for k, v in fit.items() if v))
-    text = f"{len(args.checkpoint)} checkpoints × {len(args.lengths)} lengths, {len(fits)} fits"
-    print_summary("complexity", text, started=started, out=args.out)
+    text = f"{len(checkpoints)} checkpoints × {len(lengths)} lengths, {len(fits)} fits"
+    print_summary("complexity", text, started=started, out=out)
     return 0
 
 

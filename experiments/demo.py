@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from experiments.results import print_summary
+from experiments.results import print_summary, write_csv
 from experiments.train import CONFIG_DIR, RunSummary, train
 
 VARIANTS: tuple[str, ...] = ("softmax", "scheduled")
@@ -75,10 +75,7 @@ def write_summary(summaries: dict[str, RunSummary], path: Path) -> list[dict[str
         }
         for name, s in summaries.items()
     ]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, SUMMARY_COLUMNS)
     return rows
 
 

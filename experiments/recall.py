@@ -4,26 +4,25 @@ pairs and at more (length extrapolation).
 ``python -m experiments.train -m experiment=recall`` trains the models (``configs/experiment/recall.yaml``:
 every attention variant × numbers of pairs × seeds, resumable); then
 
-``python -m experiments.recall outputs/recall/multirun --eval-pairs 8 16 32 64
---out results/recall.csv``
+``python -m experiments.recall [experiment=recall]``   (``recall.eval_pairs=[8,16,32,64]`` ...)
 
-scores every run found below the given folders (an ``experiments.train`` run on
-`entropic.data.MultiQueryRecall`: ``config.yaml`` and ``checkpoints/last.pt``) on ``--batches`` fixed
-batches of the task's test split at each number of pairs in ``--eval-pairs`` (all pairs queried; more pairs
-than the run trained on is a longer context than it saw, marked ``extrapolated``): per (run, pairs) the
-accuracy over the answers (argmax of the next-token logits), bits per answer, and the fraction of exactly
-zero attention weights and the mean α over both layers and all heads
+scores every run found below the folders of ``recall.runs`` (an ``experiments.train`` run on
+`entropic.data.MultiQueryRecall`: ``config.yaml`` and ``checkpoints/last.pt``) on ``recall.batches``
+fixed batches of the task's test split at each number of pairs in ``recall.eval_pairs`` (all pairs
+queried; more pairs than the run trained on is a longer context than it saw, marked ``extrapolated``):
+per (run, pairs) the accuracy over the answers (argmax of the next-token logits), bits per answer, and the
+fraction of exactly zero attention weights and the mean α over both layers and all heads
 (`entropic.attention.collect_attention_stats`, from the first batch).
 
 Beside it, ``<out>_paired.csv``: per (trained pairs, evaluated pairs), every variant's accuracy minus the
-reference's (``--reference``, softmax by default), paired by seed, with t and bootstrap intervals, the paired
-t-test and the exact sign-flip p-value, Holm-adjusted over the variants (`experiments.ablation.paired`); and
-``<out>.png``: accuracy against zero fraction, one panel per evaluated length, one point per run.
+reference's (``recall.reference``, softmax by default), paired by seed, with t and bootstrap intervals,
+the paired t-test and the exact sign-flip p-value, Holm-adjusted over the variants
+(`experiments.ablation.paired`); and ``<out>.png``: accuracy against zero fraction, one panel per evaluated
+length, one point per run.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import DictConfig
 
 from entropic._validation import check_param
 from entropic.attention import collect_attention_stats
@@ -40,6 +40,7 @@ from entropic.data import MultiQueryRecall
 from entropic.models import GPT
 from experiments.ablation import PAIRED_COLUMNS, iter_runs, paired
 from experiments.results import print_summary, progress_bar, read_csv, write_csv
+from experiments.task import TaskError, hydra_task, settings
 from experiments.train import masked_nll
 from experiments.variants import variant_name
 
@@ -153,36 +154,36 @@ def draw(rows: Sequence[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.recall", description=__doc__.split("\n")[0])
-    parser.add_argument("folders", type=Path, nargs="+", help="multirun folders (or run folders)")
-    parser.add_argument("--eval-pairs", type=int, nargs="+", default=[8, 16, 32, 64])
-    parser.add_argument("--batches", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--reference", default="softmax")
-    parser.add_argument("--out", type=Path, default=Path("results") / "recall.csv")
-    args = parser.parse_args(argv)
+@hydra_task("recall", preset="recall")
+def main(section: DictConfig, overrides: list[str]) -> int:
+    """The recall table, its paired comparisons and figure from a preset's ``recall:`` section: ``runs``,
+    ``eval_pairs``, ``batches``, ``batch_size``, ``reference`` and ``out`` (module docstring)."""
+    cfg = settings(section)
+    folders, out = [Path(f) for f in cfg["runs"]], Path(cfg["out"])
     try:
-        for pairs in args.eval_pairs:
-            check_param(pairs, "--eval-pairs", 1, 127, integer=True)
-        check_param(args.batches, "--batches", 1, float("inf"), integer=True)
-        check_param(args.batch_size, "--batch-size", 1, float("inf"), integer=True)
+        for pairs in cfg["eval_pairs"]:
+            check_param(pairs, "recall.eval_pairs", 1, 127, integer=True)
+        check_param(cfg["batches"], "recall.batches", 1, float("inf"), integer=True)
+        check_param(cfg["batch_size"], "recall.batch_size", 1, float("inf"), integer=True)
     except ValueError as error:
-        parser.error(str(error))
+        raise TaskError(str(error)) from error
     started = time.perf_counter()
-    rows = measure(args.folders, args.eval_pairs, args.batches, args.batch_size)
+    rows = measure(folders, cfg["eval_pairs"], cfg["batches"], cfg["batch_size"])
     if not rows:
-        print(f"error: no finished MultiQueryRecall run under {args.folders}", file=sys.stderr)
-        return 2
-    write_csv(args.out, rows, COLUMNS, "experiments.recall", argv)
-    comparisons = compare(read_csv(args.out), args.reference)
-    paired_out = args.out.with_name(args.out.stem + "_paired.csv")
+        raise TaskError(f"recall.runs: no finished MultiQueryRecall run under {', '.join(map(str, folders))}")
+    write_csv(out, rows, COLUMNS, "experiments.recall", overrides)
+    comparisons = compare(read_csv(out), cfg["reference"])
+    paired_out = out.with_name(out.stem + "_paired.csv")
     write_csv(
-        paired_out, comparisons, ("train_pairs", "eval_pairs", *PAIRED_COLUMNS), "experiments.recall", argv
+        paired_out,
+        comparisons,
+        ("train_pairs", "eval_pairs", *PAIRED_COLUMNS),
+        "experiments.recall",
+        overrides,
     )
-    draw(rows, args.out.with_suffix(".png"))
+    draw(rows, out.with_suffix(".png"))
     variants = len({r["variant"] for r in rows})
-    print_summary("recall", f"{variants} variants, {len(rows)} rows", started=started, out=args.out)
+    print_summary("recall", f"{variants} variants, {len(rows)} rows", started=started, out=out)
     return 0
 
 

@@ -22,14 +22,23 @@ def write_csv(
     path: Path,
     rows: Sequence[Mapping[str, object]],
     columns: Sequence[str],
-    module: str,
-    argv: Sequence[str] | None,
+    module: str | None = None,
+    argv: Sequence[str] | None = None,
+    *,
+    command: str | None = None,
 ) -> None:
-    """Write `rows` to `path` under a ``# python -m <module> <args>`` line that reproduces it."""
+    """Write `rows` to `path` under a ``# python -m <module> <args>`` line that reproduces it.
+
+    `args` are `argv` (``sys.argv[1:]`` when None). A `command` given instead is the line as it is, e.g.
+    `RowFile.commands` (``<first>; <second>``); with neither `module` nor `command` the file is a plain CSV,
+    without a ``#`` line.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    command = f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+    if command is None and module is not None:
+        command = f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
     with path.open("w", newline="") as f:
-        f.write(f"# {command}\n")
+        if command is not None:
+            f.write(f"# {command}\n")
         writer = csv.DictWriter(f, list(columns))
         writer.writeheader()
         writer.writerows(rows)

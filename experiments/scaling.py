@@ -1,6 +1,9 @@
 """Fit a scaling law per attention variant: ``L(N) = E + A · N^(-a)`` over model sizes N (parameters).
 
-``python -m experiments.scaling outputs/scaling/multirun/<timestamp> [...] --out results/scaling.csv``
+``python -m experiments.scaling [experiment=scaling] [scaling.runs=[<folder>,...]] [scaling.out=<csv>]``
+
+A hydra task (`experiments.task`): the preset's ``scaling:`` section names the training runs and the CSV;
+the same preset trains them (``python -m experiments.train -m experiment=scaling seed=0,1,2``).
 
 Reads every ``experiments.train`` run below the given folders (``config.yaml`` + ``metrics.csv``; the
 parameter count is that of the model the config builds), takes the last validation bits per byte of each
@@ -12,7 +15,6 @@ the mean and sample std over seeds ("mean"), and one per fit ("fit").
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -20,10 +22,13 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import DictConfig
+
 from entropic.models import GPT, GPTConfig
 from experiments.ablation import iter_runs
 from experiments.fit import scaling_law_fit
 from experiments.results import print_summary, write_csv
+from experiments.task import TaskError, hydra_task, settings
 from experiments.variants import variant_name
 
 COLUMNS = (
@@ -77,13 +82,14 @@ def collect(folders: Sequence[Path]) -> dict[str, list[Point]]:
     return dict(points)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.scaling", description=__doc__.split("\n")[0])
-    parser.add_argument("folders", type=Path, nargs="+")
-    parser.add_argument("--out", type=Path, default=Path("results") / "scaling.csv")
-    args = parser.parse_args(argv)
+@hydra_task("scaling", preset="scaling")
+def main(section: DictConfig, overrides: list[str]) -> int:
+    """The scaling table and fits of a preset's ``scaling:`` section: ``runs`` (folders below which every
+    training run counts) and ``out``."""
+    cfg = settings(section)
+    folders, out = [Path(f) for f in cfg["runs"]], Path(cfg["out"])
     started = time.perf_counter()
-    points = collect(args.folders)
+    points = collect(folders)
     rows = []
     for variant, runs in sorted(points.items()):
         runs.sort()
@@ -135,12 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(f"{variant}: L(N) = {fit.E:.3f} + {fit.A:.3g} N^-{fit.a:.3f}  (se of a {fit.se[2]:.2g})")
     if not rows:
-        print(f"error: no training run (config.yaml + metrics.csv) under {args.folders}", file=sys.stderr)
-        return 2
-    write_csv(args.out, rows, COLUMNS, "experiments.scaling", argv)
+        raise TaskError(
+            f"scaling.runs: no training run (config.yaml + metrics.csv) under {', '.join(map(str, folders))}"
+        )
+    write_csv(out, rows, COLUMNS, "experiments.scaling", overrides)
     kinds = [row["kind"] for row in rows]
     text = f"{kinds.count('run')} runs of {len(points)} variants, {kinds.count('fit')} fits"
-    print_summary("scaling", text, started=started, out=args.out)
+    print_summary("scaling", text, started=started, out=out)
     return 0
 
 

@@ -1,10 +1,14 @@
 """Attention work at lengths the model was trained on: ``nonzero ∝ N^k`` without length extrapolation.
 
-``python -m experiments.trained_lengths trained [--lengths 128 256 512 1024] [--variants scheduled entmax]``
-``python -m experiments.trained_lengths real [--lengths 256 512 1024] [--variants alpha=1.5 scheduled]``
-``python -m experiments.trained_lengths swap [results/attention_swap.csv results/attention_swap_2048.csv]``
-``python -m experiments.trained_lengths refit results/complexity_trained.csv``
-``python -m experiments.trained_lengths plot``
+``python -m experiments.trained_lengths [trained_lengths.trained.steps=1000 ...]``   (mode ``trained``)
+``python -m experiments.trained_lengths trained_lengths.mode=real [trained_lengths.real.threads=1]``
+``python -m experiments.trained_lengths trained_lengths.mode=swap``
+``python -m experiments.trained_lengths trained_lengths.mode=refit [trained_lengths.refit.table=<csv>]``
+``python -m experiments.trained_lengths trained_lengths.mode=plot``
+
+A hydra task (`experiments.task`, preset ``configs/experiment/trained_lengths.yaml``): the section
+``trained_lengths:`` names the mode, and each mode reads its own sub-section (``trained_lengths.trained``
+...).
 
 `experiments.complexity` measures models trained at one short length (N = 64 or 128) at N up to 4096,
 so its exponent mixes the sparsity of attention with what a model does past its training length. Here
@@ -12,13 +16,17 @@ every length is one the model was trained on:
 
 * ``trained``: one tiny byte-level GPT per (attention variant, N, seed), trained at N with the same
   model (``configs/model/tiny.yaml``), the same number of steps and the same tokens per step
-  (``--tokens-per-step``: the batch is ``tokens / N`` sequences), then measured at its own N on
-  ``--windows`` windows of the validation split. Runs (config, metrics, ``checkpoints/last.pt``) go to
-  ``--runs``; a run whose checkpoint exists is resumed (and not retrained when finished).
+  (``tokens_per_step``: the batch is ``tokens / N`` sequences), so every N is trained on the same number of
+  tokens, then measured at its own N on ``windows`` windows of the validation split. Runs (config, metrics,
+  ``checkpoints/last.pt``) go to ``runs``; a run whose checkpoint exists is resumed (and not retrained
+  when finished). Rows are written as each model is measured, and a (variant, N, seed) the table holds is
+  not trained or measured again: an interrupted study continues where it stopped, and a sweep over
+  variants (``-m trained_lengths.trained.variants=[softmax],[entmax]``) fills one table. A table holds one
+  training budget (steps, tokens): a run with another one is refused.
 * ``real``: SmolLM2-135M (`entropic.pretrained.load_pretrained`, whose pre-training context covers 2048
   tokens) with its attention swapped, without training, for α-entmax
   (`experiments.attention_swap.variants`), measured on the same stdlib test-split windows as
-  `experiments.attention_swap` (``--tokens`` per N, so ``tokens / N`` windows).
+  `experiments.attention_swap` (``tokens`` per N, so ``tokens / N`` windows).
 * ``swap``: the same counts for SmolLM2-135M rebuilt from `experiments.attention_swap`'s CSVs (its zero
   fraction and skippable tiles, every variant it measured; `rows_from_swap`), without per-head statistics.
 * ``refit``: the ``_fit`` CSV again from a table and its ``_heads`` CSV, without measuring anything.
@@ -42,19 +50,19 @@ counts per head against N on log-log axes with the fitted lines and N^1.5 / N^2 
 
 from __future__ import annotations
 
-import argparse
 import math
 import platform
 import shutil
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Container, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -64,7 +72,8 @@ from entropic.data import ByteCorpus
 from entropic.models import GPT
 from experiments.complexity import causal_tiles
 from experiments.fit import power_law_fit
-from experiments.results import read_csv, write_csv
+from experiments.results import RowFile, read_csv, write_csv
+from experiments.task import TaskError, hydra_task, settings
 
 COLUMNS = (
     "model",
@@ -104,6 +113,7 @@ FIT_COLUMNS = (
 )
 TINY = "tiny byte GPT"
 REAL = "smollm2-135m"
+MODULE = "experiments.trained_lengths"
 
 
 # --------------------------------------------------------------------------- counting
@@ -241,16 +251,17 @@ def run_trained(
     windows: int,
     runs: Path,
     overrides: Sequence[str] = (),
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Train one model per (variant, N, seed) at N and measure it at N: main rows and per-head rows."""
+    done: Container[tuple[str, int, int]] = (),
+) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Train one model per (variant, N, seed) at N and measure it at N: its main row and per-head rows,
+    one model at a time; the (variant, N, seed) in `done` are skipped."""
     bad = [n for n in lengths if tokens_per_step % n]
     if bad:
         raise ValueError(
             f"tokens_per_step must be a multiple of every length, got {tokens_per_step} and {bad}"
         )
     corpus = ByteCorpus.from_stdlib(seq_len=max(lengths))
-    rows, heads = [], []
-    jobs = [(v, n, s) for v in variants for n in lengths for s in seeds]
+    jobs = [(v, n, s) for v in variants for n in lengths for s in seeds if (v, n, s) not in done]
     # the α-entmax path's cost per token grows with N: the longest lengths take longest
     with tqdm(jobs, desc="trained lengths", unit="model") as progress:
         for variant, n, seed in progress:
@@ -264,9 +275,7 @@ def run_trained(
             row, per_head = measure_gpt(model, batch.inputs, batch.targets)
             key = {"model": TINY, "variant": variant, "seed": seed, "n": n}
             train = {"train_n": n, "train_steps": steps, "train_tokens": steps * tokens_per_step}
-            rows.append({**key, **train, **row})
-            heads += [{**key, **h} for h in per_head]
-    return rows, heads
+            yield {**key, **train, **row}, [{**key, **h} for h in per_head]
 
 
 # --------------------------------------------------------------------------- (a) the pretrained model
@@ -493,120 +502,135 @@ def _fmt(row: dict[str, Any]) -> dict[str, str]:
 
 
 def write_all(
-    out: Path, rows: list[dict[str, Any]], heads: list[dict[str, Any]], argv: Sequence[str] | None
+    out: Path, rows: list[dict[str, Any]], heads: list[dict[str, Any]], overrides: Sequence[str]
 ) -> list[dict[str, Any]]:
     """``out``, ``out_fit`` and (with `heads`) ``out_heads`` CSVs under the reproducing command; the fits."""
     fits = fit_rows(rows, heads)
     stamp = {} if rows and "timestamp" in rows[0] else _stamp()
-    module = "experiments.trained_lengths"
-    write_csv(out, [_fmt(r | stamp) for r in rows], COLUMNS, module, argv)
+    write_csv(out, [_fmt(r | stamp) for r in rows], COLUMNS, MODULE, overrides)
     if heads:
         write_csv(
-            out.with_name(out.stem + "_heads.csv"), [_fmt(h) for h in heads], HEAD_COLUMNS, module, argv
+            out.with_name(out.stem + "_heads.csv"), [_fmt(h) for h in heads], HEAD_COLUMNS, MODULE, overrides
         )
-    write_csv(out.with_name(out.stem + "_fit.csv"), [_fmt(f) for f in fits], FIT_COLUMNS, module, argv)
+    write_fits(out, fits, overrides)
     return fits
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.trained_lengths", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="mode", required=True)
-    trained = sub.add_parser("trained", help="(b) one tiny model trained per length, measured at it")
-    trained.add_argument("--lengths", type=int, nargs="+", default=[128, 256, 512, 1024])
-    trained.add_argument("--variants", nargs="+", default=["scheduled", "entmax"], help="configs/attention/*")
-    trained.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    trained.add_argument("--steps", type=int, default=200)
-    trained.add_argument("--tokens-per-step", type=int, default=1024)
-    trained.add_argument("--windows", type=int, default=4, help="validation windows measured per N")
-    trained.add_argument("--runs", type=Path, default=Path("outputs") / "trained_lengths")
-    trained.add_argument("--out", type=Path, default=Path("results") / "complexity_trained.csv")
-    trained.add_argument("overrides", nargs="*", help="extra hydra overrides of every run")
-    real = sub.add_parser("real", help="(a) SmolLM2-135M with its attention swapped, within its context")
-    real.add_argument("--model", default=REAL)
-    real.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024])
-    real.add_argument("--variants", nargs="+", default=["alpha=1.5", "scheduled"])
-    real.add_argument("--tokens", type=int, default=1024, help="tokens per N: windows = tokens // N (>= 1)")
-    real.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    real.add_argument("--out", type=Path, default=Path("results") / "complexity_trained_smollm2.csv")
-    swap = sub.add_parser("swap", help="(a) the same table and fits from experiments.attention_swap CSVs")
-    swap.add_argument(
-        "tables",
-        type=Path,
-        nargs="*",
-        default=[Path("results") / "attention_swap.csv", Path("results") / "attention_swap_2048.csv"],
-    )
-    swap.add_argument("--out", type=Path, default=Path("results") / "complexity_trained_swap.csv")
-    refit = sub.add_parser("refit", help="the _fit CSV again from a table and its _heads CSV")
-    refit.add_argument("table", type=Path)
-    draw = sub.add_parser("plot", help="the figure from the CSVs of the other modes")
-    draw.add_argument(
-        "tables",
-        type=Path,
-        nargs="*",
-        default=[
-            Path("results") / "complexity_trained.csv",
-            Path("results") / "complexity_trained_swap.csv",
-        ],
-    )
-    draw.add_argument("--out", type=Path, default=Path("results") / "complexity_trained.png")
-    args = parser.parse_args(argv)
-
-    if args.mode == "swap":
-        rows = rows_from_swap(args.tables)
-        for f in write_all(args.out, rows, [], argv):
-            print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.items()))
-        return 0
-    if args.mode == "refit":
-        heads_csv = args.table.with_name(args.table.stem + "_heads.csv")
-        heads = read_csv(heads_csv) if heads_csv.is_file() else []
-        fits = fit_rows(read_csv(args.table), heads)
-        fit_csv = args.table.with_name(args.table.stem + "_fit.csv")
-        write_csv(fit_csv, [_fmt(f) for f in fits], FIT_COLUMNS, "experiments.trained_lengths", argv)
-        print(f"wrote {fit_csv}")
-        return 0
-    if args.mode == "plot":
-        plot(args.tables, args.out)
-        print(f"wrote {args.out}")
-        return 0
-    if min(args.lengths) < 2:
-        parser.error(f"--lengths must be >= 2, got {args.lengths}")
-    points = len(set(args.lengths)) * (len(args.seeds) if args.mode == "trained" else 1)
-    if len(set(args.lengths)) < 2 or points < 3:
-        parser.error("a fit with an interval needs >= 2 distinct lengths and >= 3 (length, seed) points")
-    if args.mode == "trained":
-        if args.steps < 1 or args.windows < 1:
-            parser.error(f"--steps and --windows must be >= 1, got {args.steps} and {args.windows}")
-        if any(args.tokens_per_step % n for n in args.lengths):
-            parser.error(f"--tokens-per-step must be a multiple of every length, got {args.tokens_per_step}")
-        rows, heads = run_trained(
-            args.lengths,
-            args.variants,
-            args.seeds,
-            args.steps,
-            args.tokens_per_step,
-            args.windows,
-            args.runs,
-            args.overrides,
-        )
-    else:
-        if args.tokens < max(args.lengths):
-            parser.error(f"--tokens must be >= the longest length {max(args.lengths)}, got {args.tokens}")
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        from entropic.pretrained import load_pretrained
-        from experiments.attention_swap import stdlib_tokens
-
-        model, tokenizer = load_pretrained(args.model)
-        model.eval()
-        test = stdlib_tokens(tokenizer, "test", args.tokens)
-        windows = {n: test[: (args.tokens // n) * n].view(-1, n) for n in args.lengths}
-        rows, heads = run_real(model, windows, args.variants, progress=True)
-    fits = write_all(args.out, rows, heads, argv)
+def write_fits(out: Path, fits: list[dict[str, Any]], overrides: Sequence[str]) -> None:
+    """The ``out_fit`` CSV of a table `out`, and each fit printed on one line."""
+    write_csv(out.with_name(out.stem + "_fit.csv"), [_fmt(f) for f in fits], FIT_COLUMNS, MODULE, overrides)
     for f in fits:
         print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in f.items()))
+
+
+def _lengths(cfg: dict[str, Any], mode: str, seeds: int) -> list[int]:
+    lengths = cfg["lengths"]
+    if min(lengths) < 2:
+        raise TaskError(f"trained_lengths.{mode}.lengths must be >= 2, got {lengths}")
+    if len(set(lengths)) < 2 or len(set(lengths)) * seeds < 3:
+        raise TaskError(
+            f"trained_lengths.{mode}: a fit with an interval needs >= 2 distinct lengths and >= 3 "
+            f"(length, seed) points, got lengths {lengths} and {seeds} seed(s)"
+        )
+    return lengths
+
+
+def trained(cfg: dict[str, Any], overrides: list[str]) -> int:
+    """Mode ``trained``: train and measure the (variant, N, seed) the table does not hold yet, then fit
+    every row of the table (resumable: a restarted or widened run adds only what is missing)."""
+    lengths = _lengths(cfg, "trained", len(cfg["seeds"]))
+    steps, tokens, windows = cfg["steps"], cfg["tokens_per_step"], cfg["windows"]
+    if steps < 1 or windows < 1:
+        raise TaskError(f"trained_lengths.trained.steps and .windows must be >= 1, got {steps} and {windows}")
+    if any(tokens % n for n in lengths):
+        raise TaskError(
+            f"trained_lengths.trained.tokens_per_step must be a multiple of every length, got {tokens}"
+        )
+    out = Path(cfg["out"])
+    command = f"python -m {MODULE} " + " ".join(overrides)
+    table = RowFile(out, COLUMNS, command, every_command=True)
+    per_head = RowFile(out.with_name(out.stem + "_heads.csv"), HEAD_COLUMNS, command, every_command=True)
+    budgets = {(int(r["train_steps"]), int(r["train_tokens"])) for r in table.rows} | {
+        (steps, steps * tokens)
+    }
+    if len(budgets) > 1:
+        raise TaskError(
+            f"trained_lengths.trained.out: {out} holds models trained with another budget (steps, tokens) "
+            f"than {(steps, steps * tokens)}: {sorted(budgets)}; write this budget to another file"
+        )
+    done = {(r["variant"], int(r["n"]), int(r["seed"])) for r in table.rows}
+    for row, heads in run_trained(
+        lengths,
+        cfg["variants"],
+        cfg["seeds"],
+        steps,
+        tokens,
+        windows,
+        Path(cfg["runs"]),
+        cfg["overrides"],
+        done,
+    ):
+        per_head.add([_fmt(h) for h in heads])  # a row's heads first: a table row implies its heads
+        table.add([_fmt(row | _stamp())])
+    write_fits(out, fit_rows(table.rows, per_head.rows), overrides)
     return 0
+
+
+def real(cfg: dict[str, Any], overrides: list[str]) -> int:
+    """Mode ``real``: SmolLM2-135M with its attention swapped, at each length of its context."""
+    lengths = _lengths(cfg, "real", 1)
+    if cfg["tokens"] < max(lengths):
+        raise TaskError(
+            f"trained_lengths.real.tokens must be >= the longest length {max(lengths)}, got {cfg['tokens']}"
+        )
+    if cfg["threads"] is not None:
+        torch.set_num_threads(cfg["threads"])
+    from entropic.pretrained import load_pretrained
+    from experiments.attention_swap import stdlib_tokens
+
+    model, tokenizer = load_pretrained(cfg["model"])
+    model.eval()
+    test = stdlib_tokens(tokenizer, "test", cfg["tokens"])
+    windows = {n: test[: (cfg["tokens"] // n) * n].view(-1, n) for n in lengths}
+    rows, heads = run_real(model, windows, cfg["variants"], progress=True)
+    write_all(Path(cfg["out"]), rows, heads, overrides)
+    return 0
+
+
+def swap(cfg: dict[str, Any], overrides: list[str]) -> int:
+    """Mode ``swap``: the table and fits rebuilt from `experiments.attention_swap`'s CSVs."""
+    write_all(Path(cfg["out"]), rows_from_swap([Path(t) for t in cfg["tables"]]), [], overrides)
+    return 0
+
+
+def refit(cfg: dict[str, Any], overrides: list[str]) -> int:
+    """Mode ``refit``: the ``_fit`` CSV again from a table and its ``_heads`` CSV."""
+    table = Path(cfg["table"])
+    if not table.is_file():
+        raise TaskError(f"trained_lengths.refit.table: no such file: {table}")
+    heads_csv = table.with_name(table.stem + "_heads.csv")
+    heads = read_csv(heads_csv) if heads_csv.is_file() else []
+    write_fits(table, fit_rows(read_csv(table), heads), overrides)
+    return 0
+
+
+def plot_mode(cfg: dict[str, Any], overrides: list[str]) -> int:
+    """Mode ``plot``: the figure from the CSVs of the other modes."""
+    plot([Path(t) for t in cfg["tables"]], Path(cfg["out"]))
+    print(f"wrote {cfg['out']}")
+    return 0
+
+
+MODES = {"trained": trained, "real": real, "swap": swap, "refit": refit, "plot": plot_mode}
+
+
+@hydra_task("trained_lengths", preset="trained_lengths")
+def main(section: DictConfig, overrides: list[str]) -> int:
+    """Run the mode ``trained_lengths.mode`` with the settings of its own sub-section (module docstring)."""
+    mode = section.mode
+    if mode not in MODES:
+        raise TaskError(f"trained_lengths.mode must be one of {', '.join(MODES)}, got {mode!r}")
+    return MODES[mode](settings(section[mode]), overrides)
 
 
 if __name__ == "__main__":

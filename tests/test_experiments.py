@@ -68,9 +68,9 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
         paths.append(tmp_path / f"{kind}.pt")
         model.save(paths[-1])
     out = tmp_path / "results" / "complexity.csv"
-    lengths = ["--lengths", "16", "96", "160"]
-    argv = ["--checkpoint", *map(str, paths), *lengths, "--batch", "1", "--repeats", "1"]
-    assert complexity.main([*argv, "--out", str(out)]) == 0
+    checkpoints = "complexity.checkpoints=[" + ",".join(map(str, paths)) + "]"
+    argv = [checkpoints, "complexity.lengths=[16,96,160]", "complexity.batch=1", "complexity.repeats=1"]
+    assert complexity.main([*argv, f"complexity.out={out}"]) == 0
     printed = capsys.readouterr()
     bar = [f for f in re.split(r"[\r\n]", printed.err) if f.startswith("complexity ")][-1]
     assert re.fullmatch(r"complexity 6/6 \|█+\| \d\d:\d\d<00:00, sparsemax N=160", bar) and len(bar) <= 79
@@ -78,7 +78,7 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
         rf"complexity done in [\d.]+ s: 2 checkpoints × 3 lengths, 10 fits; {re.escape(str(out))}",
         printed.out.splitlines()[-1],
     )
-    assert out.read_text().startswith("# python -m experiments.complexity --checkpoint")
+    assert out.read_text().startswith("# python -m experiments.complexity experiment=complexity complexity.")
     rows = read_csv(out)
     assert [(r["variant"], int(r["n"])) for r in rows] == [
         (v, n) for v in ("softmax", "sparsemax") for n in (16, 96, 160)
@@ -117,6 +117,20 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
     )
 
 
+def test_complexity_errors_name_the_setting(tmp_path, capsys):
+    assert complexity.main([]) == 2
+    assert "complexity.checkpoints: name one or more last.pt files, got none" in capsys.readouterr().err
+    missing = tmp_path / "last.pt"
+    assert complexity.main([f"complexity.checkpoints=[{missing}]"]) == 2
+    assert f"complexity.checkpoints: no such file: {missing}" in capsys.readouterr().err
+    model = GPT(GPTConfig(n_layer=1, d_model=32))
+    model.save(missing)
+    assert complexity.main([f"complexity.checkpoints=[{missing}]", "complexity.lengths=[16,32]"]) == 2
+    assert "complexity.lengths needs at least 3 values >= 2" in capsys.readouterr().err
+    assert complexity.main([f"complexity.checkpoints=[{missing}]", "complexity.batch=0"]) == 2
+    assert "complexity.batch must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_cpu_peak_memory_without_profiler_chatter(capfd):
     """The profiler's C++ ``USDT:`` lines on file descriptor 2 are dropped; other stderr output is kept."""
     with complexity._without_profiler_chatter():
@@ -141,7 +155,9 @@ def test_ablation_table(tmp_path, capsys):
                 f"10,9.0,100,0.0,1.0,0.0\n20,{bpb},{100 + seed},0.5,1.5,0.5\n"
             )
     out = tmp_path / "ablation.csv"
-    assert ablation.main([str(tmp_path / "multirun"), "--out", str(out)]) == 0
+    argv = ["experiment=ablation", f"ablation.runs=[{tmp_path / 'multirun'}]", f"ablation.out={out}"]
+    assert ablation.main(argv) == 0
+    assert out.read_text().startswith("# python -m experiments.ablation experiment=ablation ablation.runs=")
     rows = {r["variant"]: r for r in read_csv(out)}
     assert set(rows) == {"softmax", "scheduled-cosine-gated"}
     assert rows["softmax"]["seeds"] == "2" and float(rows["softmax"]["val_bpb_mean"]) == pytest.approx(3.1)
@@ -155,7 +171,12 @@ def test_ablation_table(tmp_path, capsys):
     assert max(map(len, printed[:-1])) <= 80
     ending = rf"ablation done in [\d.]+ s: 2 variants from 5 runs; {re.escape(str(out))}"
     assert re.fullmatch(ending, printed[-1])
-    assert ablation.main([str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert ablation.main([f"ablation.runs=[{tmp_path / 'empty'}]", f"ablation.out={out}"]) == 2
+    assert "error: ablation.runs: no training run" in capsys.readouterr().err
+    assert ablation.main(["experiment=ablation", "ablation.test_batches=-1"]) == 2
+    assert "ablation.test_batches must be >= 0, got -1" in capsys.readouterr().err
+    assert ablation.main(["experiment=demo"]) == 2  # a preset without an `ablation:` section
+    assert "without a `ablation:` section" in capsys.readouterr().err
 
 
 def test_sampling_metrics_definitions():
@@ -224,7 +245,7 @@ def test_scaling_fit_over_runs(tmp_path, capsys):
     (unfinished / "config.yaml").write_text(f"model: {model}\ntrainer: {{max_steps: 20}}\n")
     (unfinished / "metrics.csv").write_text("step,val_bpb\n10,9.0\n")
     out = tmp_path / "scaling.csv"
-    assert scaling.main([str(tmp_path / "multirun"), "--out", str(out)]) == 0
+    assert scaling.main([f"scaling.runs=[{tmp_path / 'multirun'}]", f"scaling.out={out}"]) == 0
     printed = capsys.readouterr().out
     assert "skipped an unfinished run" in printed
     ending = rf"scaling done in [\d.]+ s: 12 runs of 2 variants, 2 fits; {re.escape(str(out))}"
@@ -246,6 +267,7 @@ def test_scaling_fit_over_runs(tmp_path, capsys):
 def test_attention_swap_on_a_tiny_llama(tmp_path, make_llama):
     pytest.importorskip("transformers")
     from experiments import attention_swap
+    from experiments.results import write_csv
 
     model = make_llama(vocab_size=61, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     with (
@@ -258,7 +280,7 @@ def test_attention_swap_on_a_tiny_llama(tmp_path, make_llama):
     calibration = torch.randint(0, 61, (1, 16), generator=g)
     rows, heads = attention_swap.swap(model, windows, calibration)
     out = tmp_path / "swap.csv"
-    attention_swap.write_csv(out, attention_swap.COLUMNS, rows, "python -m experiments.attention_swap")
+    write_csv(out, rows, attention_swap.COLUMNS, command="python -m experiments.attention_swap")
     assert out.read_text().splitlines()[0] == "# python -m experiments.attention_swap"
     table = read_csv(out)
     assert [(r["variant"], int(r["n"])) for r in table] == [
@@ -480,9 +502,9 @@ def test_exact_tau_certifies_between_the_certificate_and_the_true_zeros():
 
 
 def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, capsys):
-    """``--reference``: each variant minus the reference per seed (seeds only one side has are left out),
+    """``reference``: each variant minus the reference per seed (seeds only one side has are left out),
     the t interval and paired t-test of scipy, the exact sign-flip p, Holm over the variants per metric;
-    ``--test-batches`` adds the test split's bits per byte (here a stand-in per run)."""
+    ``test_batches`` adds the test split's bits per byte (here a stand-in per run)."""
     from scipy import stats
 
     from experiments.paired import holm
@@ -500,8 +522,8 @@ def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, ca
             )
     monkeypatch.setattr(ablation, "test_bpb", lambda run, cfg, batches: 1.0 + float(run.name[-1]) / 10)
     out = tmp_path / "ablation.csv"
-    argv = [str(tmp_path / "multirun"), "--out", str(out), "--reference", "softmax", "--test-batches", "2"]
-    assert ablation.main(argv) == 0
+    argv = [f"ablation.runs=[{tmp_path / 'multirun'}]", f"ablation.out={out}", "ablation.test_batches=2"]
+    assert ablation.main(argv) == 0  # the default preset, experiment=ablation_attention: reference softmax
     assert {r["variant"]: r["test_bpb_mean"] for r in read_csv(out)}["sparsemax"] == "1.1000"
     rows = {(r["metric"], r["variant"]): r for r in read_csv(tmp_path / "ablation_paired.csv")}
     assert set(rows) == {(m, v) for m in ("val_bpb", "test_bpb") for v in ("entmax1.5", "sparsemax")}
@@ -520,5 +542,5 @@ def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, ca
     adjusted = holm([p["entmax1.5"], p["sparsemax"]])
     assert float(rows["val_bpb", "entmax1.5"]["p_t_holm"]) == pytest.approx(adjusted[0], rel=1e-3)
     assert rows["test_bpb", "sparsemax"]["difference"] == "0" and rows["test_bpb", "sparsemax"]["p_t"] == "1"
-    assert ablation.main([*argv[:3], "--reference", "learned"]) == 2
-    assert "--reference: reference 'learned' is not among the variants" in capsys.readouterr().err
+    assert ablation.main([*argv[:2], "ablation.reference=learned"]) == 2
+    assert "ablation.reference: reference 'learned' is not among the variants" in capsys.readouterr().err

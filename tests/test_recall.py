@@ -48,7 +48,8 @@ def test_score_counts_the_answers_the_model_gets_right():
 
 def test_recall_writes_rows_comparisons_and_a_figure(sweep, tmp_path):
     out = tmp_path / "recall.csv"
-    argv = [str(sweep), "--eval-pairs", "4", "8", "--batches", "1", "--batch-size", "8", "--out", str(out)]
+    argv = [f"recall.runs=[{sweep}]", "recall.eval_pairs=[4,8]", "recall.batches=1", "recall.batch_size=8",
+            f"recall.out={out}"]  # fmt: skip
     assert recall.main(argv) == 0
     rows = read_csv(out)
     assert len(rows) == 2 * 2 * 2  # variants × seeds × evaluated lengths
@@ -71,8 +72,7 @@ def test_recall_writes_rows_comparisons_and_a_figure(sweep, tmp_path):
 
 
 def test_recall_errors(tmp_path, capsys):
-    assert recall.main([str(tmp_path), "--out", str(tmp_path / "r.csv")]) == 2
-    assert "no finished MultiQueryRecall run" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        recall.main([str(tmp_path), "--eval-pairs", "200"])
-    assert "--eval-pairs must be an integer in [1, 127], got 200" in capsys.readouterr().err
+    assert recall.main([f"recall.runs=[{tmp_path}]", f"recall.out={tmp_path / 'r.csv'}"]) == 2
+    assert "recall.runs: no finished MultiQueryRecall run" in capsys.readouterr().err
+    assert recall.main([f"recall.runs=[{tmp_path}]", "recall.eval_pairs=[200]"]) == 2
+    assert "recall.eval_pairs must be an integer in [1, 127], got 200" in capsys.readouterr().err

@@ -1,8 +1,9 @@
-"""experiments.results: the resumable results file every long experiment appends to, and its reader."""
+"""experiments.results: the results writer, the resumable results file every long experiment appends to, and
+its reader."""
 
 from __future__ import annotations
 
-from experiments.results import RowFile, read_csv
+from experiments.results import RowFile, read_csv, write_csv
 
 
 def test_row_file_is_created_by_its_first_rows_and_reread_by_a_restart(tmp_path):
@@ -33,3 +34,21 @@ def test_row_file_can_keep_every_command_that_wrote_it(tmp_path):
     legacy.write_text("a\n5\n")
     RowFile(legacy, ("a",), "run 3", every_command=True)
     assert legacy.read_text().splitlines() == ["# run 3", "a", "5"]
+
+
+def test_write_csv_heads_the_file_with_the_command_that_wrote_it(tmp_path, monkeypatch):
+    rows = [{"a": 1, "b": "x,y"}]
+    write_csv(tmp_path / "sub" / "m.csv", rows, ("a", "b"), "experiments.m", ["--n", "1"])
+    assert (tmp_path / "sub" / "m.csv").read_text().splitlines() == [
+        "# python -m experiments.m --n 1",
+        "a,b",
+        '1,"x,y"',
+    ]
+    monkeypatch.setattr("sys.argv", ["m.py", "--n", "2"])
+    write_csv(tmp_path / "argv.csv", rows, ("a", "b"), "experiments.m", None)  # the process's arguments
+    assert (tmp_path / "argv.csv").read_text().splitlines()[0] == "# python -m experiments.m --n 2"
+    write_csv(tmp_path / "given.csv", rows, ("a", "b"), command="run 1; run 2")  # as given
+    assert (tmp_path / "given.csv").read_text().splitlines()[0] == "# run 1; run 2"
+    write_csv(tmp_path / "plain.csv", rows, ("a", "b"))  # no command: a plain CSV
+    assert (tmp_path / "plain.csv").read_bytes() == b'a,b\r\n1,"x,y"\r\n'
+    assert read_csv(tmp_path / "plain.csv") == read_csv(tmp_path / "given.csv") == [{"a": "1", "b": "x,y"}]

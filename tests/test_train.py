@@ -171,7 +171,7 @@ def test_resume_auto_skips_finished_runs_resumes_killed_ones_and_restarts_empty_
     (tmp_path / "early").mkdir()
     (tmp_path / "early" / "metrics.csv").write_text("step\n")  # killed before any checkpoint
     assert train(config(tmp_path / "early", corpus_cache, *overrides)).val_bpb == straight.val_bpb
-    # the test split scored from the finished run's checkpoint (experiments.ablation --test-batches)
+    # the test split scored from the finished run's checkpoint (experiments.ablation, ablation.test_batches)
     from experiments.ablation import test_bpb
 
     cfg = OmegaConf.to_container(OmegaConf.load(tmp_path / "job" / "config.yaml"))

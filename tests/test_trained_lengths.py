@@ -14,22 +14,12 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
     """2 lengths × 2 seeds, 2 steps each: the CSV schema, the counts, the fits, and finished runs reused."""
     monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "cache"))
     out, runs = tmp_path / "results" / "ct.csv", tmp_path / "runs"
-    argv = ["trained", "--lengths", "16", "32", "--seeds", "0", "1", "--variants", "sparsemax"]
-    argv += [
-        "--steps",
-        "2",
-        "--tokens-per-step",
-        "64",
-        "--windows",
-        "2",
-        "--runs",
-        str(runs),
-        "--out",
-        str(out),
-    ]
+    t = "trained_lengths.trained."
+    argv = [f"{t}lengths=[16,32]", f"{t}seeds=[0,1]", f"{t}variants=[sparsemax]", f"{t}steps=2"]
+    argv += [f"{t}tokens_per_step=64", f"{t}windows=2", f"{t}runs={runs}", f"{t}out={out}"]
     assert tl.main(argv) == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "# python -m experiments.trained_lengths " + " ".join(argv)
+    assert lines[0] == "# python -m experiments.trained_lengths experiment=trained_lengths " + " ".join(argv)
     assert lines[1] == ",".join(tl.COLUMNS)
     rows = tl.read_csv(out)
     assert [(r["variant"], r["n"], r["seed"]) for r in rows] == [
@@ -64,17 +54,36 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
     assert [f["points"] for f in fits[4:]] == ["32", "16", "16"]
     # refit: the same fits from the written table and per-head CSV
     before = out.with_name("ct_fit.csv").read_text().splitlines()[1:]
-    assert tl.main(["refit", str(out)]) == 0
+    assert tl.main(["trained_lengths.mode=refit", f"trained_lengths.refit.table={out}"]) == 0
     assert out.with_name("ct_fit.csv").read_text().splitlines()[1:] == before
     # finished runs are reused, not retrained: the same checkpoints give the same counts
     checkpoint = runs / "sparsemax" / "n32" / "seed1" / "checkpoints" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
-    assert tl.main([*argv[:-1], str(tmp_path / "again.csv")]) == 0
+    assert tl.main([*argv[:-1], f"{t}out={tmp_path / 'again.csv'}"]) == 0
     assert checkpoint.stat().st_mtime_ns == stamp
     again = tl.read_csv(tmp_path / "again.csv")
     assert [r["nonzero"] for r in again] == [r["nonzero"] for r in rows]
+    # rows already in the table are neither trained nor measured again; a wider run adds only the new ones
+    table = out.read_text()
+    assert tl.main(argv) == 0
+    assert out.read_text() == table
+    assert tl.main([*argv, f"{t}seeds=[0,1,2]"]) == 0
+    widened = tl.read_csv(out)
+    assert widened[:4] == rows and [(r["n"], r["seed"]) for r in widened[4:]] == [("16", "2"), ("32", "2")]
+    assert len(tl.read_csv(out.with_name("ct_heads.csv"))) == 6 * 2 * 4
+    assert out.read_text().splitlines()[0].count("; python -m experiments.trained_lengths") == 1
+    assert [f["points"] for f in tl.read_csv(out.with_name("ct_fit.csv"))][:1] == ["6"]
     figure = tmp_path / "ct.png"
-    assert tl.main(["plot", str(out), "--out", str(figure)]) == 0
+    assert (
+        tl.main(
+            [
+                "trained_lengths.mode=plot",
+                f"trained_lengths.plot.tables=[{out}]",
+                f"trained_lengths.plot.out={figure}",
+            ]
+        )
+        == 0
+    )
     assert figure.read_bytes().startswith(b"\x89PNG")
 
 
@@ -88,11 +97,24 @@ def test_a_run_killed_before_its_first_checkpoint_is_trained_again(tmp_path, mon
     assert len(tl.read_csv(folder / "metrics.csv")) == 1  # one evaluation, at step 2
 
 
-def test_trained_mode_arguments(tmp_path):
-    with pytest.raises(SystemExit):
-        tl.main(["trained", "--lengths", "16", "--out", str(tmp_path / "x.csv")])  # one length, one seed
-    with pytest.raises(SystemExit):
-        tl.main(["trained", "--lengths", "16", "48", "--seeds", "0", "1", "--tokens-per-step", "64"])
+def test_trained_mode_settings_are_checked(tmp_path, capsys):
+    t = "trained_lengths.trained."
+    assert tl.main([f"{t}lengths=[16]", f"{t}out={tmp_path / 'x.csv'}"]) == 2  # one length
+    assert "a fit with an interval needs >= 2 distinct lengths" in capsys.readouterr().err
+    assert tl.main([f"{t}lengths=[16,48]", f"{t}tokens_per_step=64"]) == 2
+    assert (
+        "trained_lengths.trained.tokens_per_step must be a multiple of every length"
+        in capsys.readouterr().err
+    )
+    assert tl.main(["trained_lengths.mode=fit"]) == 2
+    assert (
+        "trained_lengths.mode must be one of trained, real, swap, refit, plot, got 'fit'"
+        in capsys.readouterr().err
+    )
+    out = tmp_path / "t.csv"
+    out.write_text("# x\n" + ",".join(tl.COLUMNS) + "\n" + ",".join(["1"] * len(tl.COLUMNS)) + "\n")
+    assert tl.main([f"{t}out={out}"]) == 2  # a table of another budget is not extended
+    assert "holds models trained with another budget" in capsys.readouterr().err
 
 
 def test_fit_rows_recover_the_exponent_and_the_correlation():
@@ -122,6 +144,7 @@ def test_fit_rows_recover_the_exponent_and_the_correlation():
 def test_real_mode_on_a_tiny_llama(make_llama, tmp_path):
     pytest.importorskip("transformers")
     from experiments import attention_swap
+    from experiments.results import write_csv
 
     model = make_llama(vocab_size=61, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
     with torch.no_grad():  # peaked scores, so that α > 1 zeroes weights
@@ -145,7 +168,7 @@ def test_real_mode_on_a_tiny_llama(make_llama, tmp_path):
         assert 1 - sparse["density"] == pytest.approx(theirs["zero_fraction"], abs=1e-12)
     # the same counts rebuilt from the attention swap's CSV (zero fraction and skippable tiles)
     table = tmp_path / "swap.csv"
-    attention_swap.write_csv(table, attention_swap.COLUMNS, swap, "python -m experiments.attention_swap")
+    write_csv(table, swap, attention_swap.COLUMNS, command="python -m experiments.attention_swap")
     rebuilt = {
         (r["variant"], r["n"]): r for r in tl.rows_from_swap([table], n_layers=2, n_heads=4, head_dim=8)
     }
