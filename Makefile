@@ -13,6 +13,7 @@
 #                   8 variants × 5 seeds, one sweep per group of SEED_SPLITS at once (one per core), resumable,
 #                   then results/ablation_attention.csv and its _paired comparisons; about 4 h on 2 cores
 #   make recall     the MQAR study (configs/experiment/recall.yaml) the same way, then results/recall.csv
+#   make copying    the copying study (configs/experiment/copying.yaml) the same way, then results/copying.csv
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
@@ -75,7 +76,7 @@ GPU_REPORT_ARGS ?=
 
 PY := $(VENV)/bin/python
 
-.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm sampler-study ablation-attention recall test-fast test-gpu lint format bench gpu-report gpu-results clean
+.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm sampler-study ablation-attention recall copying test-fast test-gpu lint format bench gpu-report gpu-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -136,7 +137,7 @@ bench-vllm: $(VLLM_VENV)/.stamp
 sampler-study: $(VLLM_VENV)/.stamp
 	$(VLLM_PY) -m experiments.sampler_study $(STUDY_ARGS)
 
-# Seeds of the parallel sweeps of ablation-attention and recall: one group per sweep, sweeps run at once.
+# Seeds of the parallel sweeps of ablation-attention, recall and copying: one group per sweep, sweeps run at once.
 SEED_SPLITS ?= 0,2,4 1,3
 # Run `experiment=$(1)` as one hydra multirun per group of SEED_SPLITS, all at once; fail if any fails.
 define sweep
@@ -152,6 +153,10 @@ ablation-attention: $(VENV)/.stamp-exp,hf
 recall: $(VENV)/.stamp-exp,hf
 	$(call sweep,recall)
 	$(PY) -m experiments.recall experiment=recall
+
+copying: $(VENV)/.stamp-exp,hf
+	$(call sweep,copying)
+	$(PY) -m experiments.recall experiment=copying
 
 test-oldest-triton: $(OLDEST_VENV)/.stamp
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)
