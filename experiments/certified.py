@@ -30,7 +30,9 @@ when three or more lengths were run.
 ``--tokens-per-step`` tokens (`experiments.trained_lengths.train_at`; runs under ``--runs``, resumed or
 reused), then read on the first N bytes of the standard library's held-out files, with q, k (after
 rotary) and the α of each layer captured from that forward; lengths past ``--train-n`` extrapolate.
-Rows (``results/certified_tiny.csv`` by default) add the mean α applied per head, the model's bits per byte
+Rows (``results/certified_tiny.csv`` by default) name the model in ``source`` by
+`experiments.variants.file_variant` of its file (``entmax`` -> ``entmax1.5``, ``scheduled_absolute`` ->
+``scheduled-absolute-linear``), and add the mean α applied per head, the model's bits per byte
 on the window and its last validation bits per byte in training (``train_val_bpb``), and
 ``certified_exact_tau``: the pairs the same block bounds would certify with the row's exact threshold τ
 instead of τ_S (`exact_tau_certified`), the most a better subset S could give with these bounds; the gap
@@ -199,12 +201,14 @@ def run_tiny(args: argparse.Namespace, command: str, started: float) -> None:
     from entropic.attention import AttentionPlan, attend
     from entropic.models import GPT
     from experiments.trained_lengths import train_at
+    from experiments.variants import file_variant
 
     out = Path(args.out)
     store = RowFile(out, TINY_COLUMNS, command, every_command=True)
-    done = {(r["source"], int(r["n"]), int(r["block"])) for r in store.rows}
+    done = {(r["source"], int(r["n"]), int(r["block"])) for r in store.rows}  # sources: variant names
     certify = Certify(block=args.block, queries=args.queries)
-    todo = [(v, n) for v in args.tiny for n in args.lengths if (v, n, args.block) not in done]
+    names = {v: file_variant(v) for v in args.tiny}  # configs/attention/<v>.yaml -> the rows' source
+    todo = [(v, n) for v in args.tiny for n in args.lengths if (names[v], n, args.block) not in done]
     bar = progress_bar(len(todo), "certified (tiny)")
     for variant, n in todo:
         bar.set_postfix_str(f"{variant} N={n}: training at {args.train_n}")
@@ -226,7 +230,7 @@ def run_tiny(args: argparse.Namespace, command: str, started: float) -> None:
             assert unsound.sum() == 0, "a certified block holds a non-zero weight"
             exact = exact_tau_certified(q, k, stats.alpha, scale, args.block)
             rows += [{
-                "source": variant, "train_n": args.train_n, "train_steps": args.steps, "n": n,
+                "source": names[variant], "train_n": args.train_n, "train_steps": args.steps, "n": n,
                 "layer": layer, "head": head, "alpha": f"{float(stats.alpha[0, head].mean()):.4f}",
                 "block": args.block, "certified": f"{cert[head] / pairs[head]:.4f}",
                 "certified_exact_tau": f"{exact[head]:.4f}", "truly_zero": f"{truly[head] / pairs[head]:.4f}",

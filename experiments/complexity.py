@@ -19,10 +19,11 @@ For every length N, on ``complexity.batch`` held-out windows of the standard-lib
 Then it fits ``nonzero``, ``nonzero_blocks``, ``wall_ms`` and ``peak_mb`` ``∝ N^k`` by log-log
 regression with a 95% interval (`experiments.fit.power_law_fit`) and reports whether k = 1.5 (O(N√N))
 and k = 2 are inside the interval, and the Spearman correlation between per-head varentropy and density
-(the claim "work ∝ 1/varentropy" predicts a negative one). The per-N table goes to ``complexity.out`` (a CSV),
-the fits and the correlation to the same name with ``_fit`` appended. On the CPU, attention runs the
-exact chunked PyTorch path (one chunk of scores at a time, every weight computed), so wall time and
-memory here measure that implementation, not what a block-sparse kernel could skip.
+(the claim "work ∝ 1/varentropy" predicts a negative one). The per-N table goes to ``complexity.out`` (a CSV;
+a checkpoint's rows are named by `experiments.variants.variant_name` of its attention config), the fits
+and the correlation to the same name with ``_fit`` appended. On the CPU, attention runs the exact chunked
+PyTorch path (one chunk of scores at a time, every weight computed), so wall time and memory here measure
+that implementation, not what a block-sparse kernel could skip.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from entropic.models import GPT
 from experiments.fit import power_law_fit
 from experiments.results import print_summary, progress_bar, write_csv
 from experiments.task import TaskError, hydra_task, settings
-from experiments.variants import config_name
+from experiments.variants import variant_name
 
 COLUMNS = (
     "variant",
@@ -196,7 +197,7 @@ def run(
     from scipy.stats import spearmanr
 
     model = GPT.from_checkpoint(checkpoint).to(device).eval()
-    variant = config_name(model.config.attention)
+    variant = variant_name(model.config.attention)
     rows, per_head = [], []
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for n in lengths:

@@ -19,10 +19,14 @@ every length is one the model was trained on:
   (``tokens_per_step``: the batch is ``tokens / N`` sequences), so every N is trained on the same number of
   tokens, then measured at its own N on ``windows`` windows of the validation split. Runs (config, metrics,
   ``checkpoints/last.pt``) go to ``runs``; a run whose checkpoint exists is resumed (and not retrained
-  when finished). Rows are written as each model is measured, and a (variant, N, seed) the table holds is
-  not trained or measured again: an interrupted study continues where it stopped, and a sweep over
-  variants (``-m trained_lengths.trained.variants=[softmax],[entmax]``) fills one table. A table holds one
-  training budget (steps, tokens): a run with another one is refused.
+  when finished). ``variants`` are choices of the hydra group ``attention``
+  (``configs/attention/<name>.yaml``, which also name the run folders); the rows name each model
+  `experiments.variants.file_variant` of its file, the `experiments.variants.variant_name` of its attention
+  config (``entmax`` -> ``entmax1.5``, ``scheduled`` -> ``scheduled-linear``). Rows are written as each
+  model is measured, and a (variant, N, seed) the table holds is not trained or measured again: an
+  interrupted study continues where it stopped, and a sweep over variants
+  (``-m trained_lengths.trained.variants=[scheduled],[entmax]``) fills one table. A table holds one training
+  budget (steps, tokens): a run with another one is refused.
 * ``real``: SmolLM2-135M (`entropic.pretrained.load_pretrained`, whose pre-training context covers 2048
   tokens) with its attention swapped, without training, for α-entmax
   (`experiments.attention_swap.variants`), measured on the same stdlib test-split windows as
@@ -74,6 +78,7 @@ from experiments.complexity import causal_tiles
 from experiments.fit import power_law_fit
 from experiments.results import RowFile, read_csv, write_csv
 from experiments.task import TaskError, hydra_task, settings
+from experiments.variants import file_variant
 
 COLUMNS = (
     "model",
@@ -254,14 +259,19 @@ def run_trained(
     done: Container[tuple[str, int, int]] = (),
 ) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Train one model per (variant, N, seed) at N and measure it at N: its main row and per-head rows,
-    one model at a time; the (variant, N, seed) in `done` are skipped."""
+    one model at a time.
+
+    `variants` are ``configs/attention/<name>.yaml`` names (`train_at`'s); the rows name each model
+    `experiments.variants.file_variant` of its file, and so does `done`: the (variant name, N, seed) it holds
+    (``("entmax1.5", 64, 0)``, as the rows are written) are skipped."""
     bad = [n for n in lengths if tokens_per_step % n]
     if bad:
         raise ValueError(
             f"tokens_per_step must be a multiple of every length, got {tokens_per_step} and {bad}"
         )
     corpus = ByteCorpus.from_stdlib(seq_len=max(lengths))
-    jobs = [(v, n, s) for v in variants for n in lengths for s in seeds if (v, n, s) not in done]
+    names = {v: file_variant(v) for v in variants}  # an unknown file fails here, before any training
+    jobs = [(v, n, s) for v in variants for n in lengths for s in seeds if (names[v], n, s) not in done]
     # the α-entmax path's cost per token grows with N: the longest lengths take longest
     with tqdm(jobs, desc="trained lengths", unit="model") as progress:
         for variant, n, seed in progress:
@@ -273,7 +283,7 @@ def run_trained(
                 "val", windows, torch.Generator().manual_seed(0)
             )
             row, per_head = measure_gpt(model, batch.inputs, batch.targets)
-            key = {"model": TINY, "variant": variant, "seed": seed, "n": n}
+            key = {"model": TINY, "variant": names[variant], "seed": seed, "n": n}
             train = {"train_n": n, "train_steps": steps, "train_tokens": steps * tokens_per_step}
             yield {**key, **train, **row}, [{**key, **h} for h in per_head]
 
@@ -559,6 +569,11 @@ def trained(cfg: dict[str, Any], overrides: list[str]) -> int:
             f"than {(steps, steps * tokens)}: {sorted(budgets)}; write this budget to another file"
         )
     done = {(r["variant"], int(r["n"]), int(r["seed"])) for r in table.rows}
+    try:
+        for variant in cfg["variants"]:
+            file_variant(variant)
+    except ValueError as error:
+        raise TaskError(f"trained_lengths.trained.variants: {error}") from error
     for row, heads in run_trained(
         lengths,
         cfg["variants"],

@@ -221,7 +221,7 @@ def tex_text(text: str) -> str:
 
 def variant_tex(variant: str) -> str:
     """A variant's name as the paper writes it (`experiments.variants.display_name`), in TeX: a fixed α
-    (``alpha=1.25``, ``entmax``) as ``$\\alpha = 1.25$``, other names as text."""
+    (``alpha=1.25``, ``entmax1.5``) as ``$\\alpha = 1.25$``, other names as text."""
     alpha = fixed_alpha(variant)
     return tex_text(variant) if alpha is None else rf"$\alpha = {alpha}$"
 
@@ -804,9 +804,9 @@ def certified(results: Path, out: Path, hardware: str) -> dict[str, str]:
 
 CERTIFIED_TINY_VARIANTS = {
     "softmax": "softmax",
-    "entmax": "α = 1.5",
-    "scheduled_absolute": "schedule on softmax entropy",
-    "scheduled_sparsemax": "schedule on sparsemax entropy",
+    "entmax1.5": "α = 1.5",
+    "scheduled-absolute-linear": "schedule on softmax entropy",
+    "scheduled-sparsemax-linear": "schedule on sparsemax entropy",
 }
 
 
@@ -864,8 +864,8 @@ def certified_tiny(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "certified pass at α = 2 and one at its α). Pooled over layers and heads by pairs.",
         command,
     )
-    fixed = [v for (s, _), v in pooled.items() if s == "entmax"]
-    sparse = [v for (s, _), v in pooled.items() if s == "scheduled_sparsemax"]
+    fixed = [v for (s, _), v in pooled.items() if s == "entmax1.5"]
+    sparse = [v for (s, _), v in pooled.items() if s == "scheduled-sparsemax-linear"]
     return {
         "CertTinyTrainN": train_n,
         "CertTinySteps": steps,
@@ -882,17 +882,17 @@ def certified_tiny(results: Path, out: Path, hardware: str) -> dict[str, str]:
         "CertTinyWorkMax": f"{max(v['work'] for v in fixed):.2f}",
         "CertTinySparseWorkMin": f"{min(v['work'] for v in sparse):.2f}",
         "CertTinySparseWorkMax": f"{max(v['work'] for v in sparse):.2f}",
-        "CertTinyFixedK": f"{float(fits['entmax']['k']):.2f}",
-        "CertTinyFixedKLow": f"{float(fits['entmax']['k_low']):.2f}",
-        "CertTinyFixedKHigh": f"{float(fits['entmax']['k_high']):.2f}",
-        "CertTinySparseAlpha": f"{pooled['scheduled_sparsemax', int(train_n)]['alpha']:.2f}",
+        "CertTinyFixedK": f"{float(fits['entmax1.5']['k']):.2f}",
+        "CertTinyFixedKLow": f"{float(fits['entmax1.5']['k_low']):.2f}",
+        "CertTinyFixedKHigh": f"{float(fits['entmax1.5']['k_high']):.2f}",
+        "CertTinySparseAlpha": f"{pooled['scheduled-sparsemax-linear', int(train_n)]['alpha']:.2f}",
         **{
             f"CertTiny{name}Bpb": f"{pooled[variant, int(train_n)]['bits_per_byte']:.2f}"
             for variant, name in (
                 ("softmax", "Softmax"),
-                ("entmax", "Fixed"),
-                ("scheduled_absolute", "Abs"),
-                ("scheduled_sparsemax", "Sparse"),
+                ("entmax1.5", "Fixed"),
+                ("scheduled-absolute-linear", "Abs"),
+                ("scheduled-sparsemax-linear", "Sparse"),
             )
         },
     }
@@ -1068,8 +1068,8 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
         return by_key[model, variant][f"k of {quantity} ∝ N^k"]
 
     for prefix, model, variant in (
-        ("TrainedTinySched", "tiny byte GPT", "scheduled"),
-        ("TrainedTinyEntmax", "tiny byte GPT", "entmax"),
+        ("TrainedTinySched", "tiny byte GPT", "scheduled-linear"),
+        ("TrainedTinyEntmax", "tiny byte GPT", "entmax1.5"),
         ("TrainedSmolSched", "smollm2-135m (attention_swap CSV)", "scheduled"),
         ("TrainedSmolEntmax", "smollm2-135m (attention_swap CSV)", "alpha=1.5"),
     ):
@@ -1082,7 +1082,8 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
         ("TrainedTinyDense", "tiny byte GPT"),
         ("TrainedSmolDense", "smollm2-135m (attention_swap CSV)"),
     ):
-        r = k(model, "alpha=1.5" if "smollm2" in model else "entmax", "dense_blocks")  # the causal triangle's
+        fixed = "alpha=1.5" if "smollm2" in model else "entmax1.5"
+        r = k(model, fixed, "dense_blocks")  # the causal triangle's
         numbers[f"{prefix}TileK"] = f"{float(r['estimate']):.2f}"
         numbers[f"{prefix}TileKLow"] = f"{float(r['low']):.2f}"
         numbers[f"{prefix}TileKHigh"] = f"{float(r['high']):.2f}"
@@ -1389,7 +1390,7 @@ def complexity(results: Path, out: Path, hardware: str) -> dict[str, str]:
     numbers = {"ComplexityNMin": str(n_all[0]), "ComplexityNMax": str(n_all[-1])}
     per_variant = {v: _complexity_numbers(v, vr, fits) for v, vr in by_variant.items()}
     for variant, values in per_variant.items():
-        # \ComplexityScheduledGatedK, ...: one set of macros per variant (TeX names are letters only)
+        # \ComplexityScheduledLinearGatedK, ...: one set of macros per variant (TeX names are letters only)
         prefix = "Complexity" + "".join(w.capitalize() for w in re.split(r"[^A-Za-z]+", variant) if w)
         numbers |= {prefix + k: v for k, v in values.items()}
     # the first sparse variant (the demo's scheduled model) is also quoted without a variant in the name

@@ -60,10 +60,10 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("COLUMNS", "80")
     paths = []
-    for kind in ("softmax", "sparsemax"):
+    for kind in ("softmax", "entmax"):
         model = GPT(GPTConfig(n_layer=2, d_model=32, attention=AttentionConfig(kind=kind)))
         with torch.no_grad():
-            model.blocks[0].attn.q_proj.weight.mul_(20)  # peaked scores: sparsemax zeroes keys
+            model.blocks[0].attn.q_proj.weight.mul_(20)  # peaked scores: α = 1.5 zeroes keys
             model.blocks[1].attn.q_proj.weight.mul_(20)
         paths.append(tmp_path / f"{kind}.pt")
         model.save(paths[-1])
@@ -73,15 +73,15 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
     assert complexity.main([*argv, f"complexity.out={out}"]) == 0
     printed = capsys.readouterr()
     bar = [f for f in re.split(r"[\r\n]", printed.err) if f.startswith("complexity ")][-1]
-    assert re.fullmatch(r"complexity 6/6 \|█+\| \d\d:\d\d<00:00, sparsemax N=160", bar) and len(bar) <= 79
+    assert re.fullmatch(r"complexity 6/6 \|█+\| \d\d:\d\d<00:00, entmax1\.5 N=160", bar) and len(bar) <= 79
     assert re.fullmatch(
         rf"complexity done in [\d.]+ s: 2 checkpoints × 3 lengths, 10 fits; {re.escape(str(out))}",
         printed.out.splitlines()[-1],
     )
     assert out.read_text().startswith("# python -m experiments.complexity experiment=complexity complexity.")
     rows = read_csv(out)
-    assert [(r["variant"], int(r["n"])) for r in rows] == [
-        (v, n) for v in ("softmax", "sparsemax") for n in (16, 96, 160)
+    assert [(r["variant"], int(r["n"])) for r in rows] == [  # variant_name of each model's attention
+        (v, n) for v in ("softmax", "entmax1.5") for n in (16, 96, 160)
     ]
     for r in rows:
         n = int(r["n"])
@@ -95,14 +95,14 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
         assert float(r["block_density"]) == pytest.approx(int(r["nonzero_blocks"]) / int(r["dense_blocks"]))
     assert all(r["nonzero"] == r["dense"] for r in rows if r["variant"] == "softmax")
     assert all(r["nonzero_blocks"] == r["dense_blocks"] for r in rows if r["variant"] == "softmax")
-    assert any(int(r["nonzero"]) < int(r["dense"]) for r in rows if r["variant"] == "sparsemax")
+    assert any(int(r["nonzero"]) < int(r["dense"]) for r in rows if r["variant"] == "entmax1.5")
     fits = read_csv(out.with_name("complexity_fit.csv"))
     softmax_k = next(
         f for f in fits if f["variant"] == "softmax" and f["quantity"].startswith("k of nonzero")
     )
     # N(N+1)/2 on 16..160 has a log-log slope just below 2
     assert 1.9 < float(softmax_k["estimate"]) < 2.0
-    assert {f["quantity"] for f in fits if f["variant"] == "sparsemax"} == {
+    assert {f["quantity"] for f in fits if f["variant"] == "entmax1.5"} == {
         "k of nonzero ∝ N^k",
         "k of nonzero_blocks ∝ N^k",
         "k of wall_ms ∝ N^k",
@@ -110,7 +110,7 @@ def test_complexity_on_a_checkpoint(tmp_path, monkeypatch, capsys):
         "spearman(head varentropy, head density)",
     }
     # the reference materialises (B, H, N, N) scores: memory grows faster than linearly
-    peaks = [float(r["peak_mb"]) for r in rows if r["variant"] == "sparsemax"]
+    peaks = [float(r["peak_mb"]) for r in rows if r["variant"] == "entmax1.5"]
     assert peaks[0] < peaks[1] < peaks[2] and peaks[2] / peaks[1] > 160 / 96
     assert math.isnan(
         float(next(f for f in fits if f["variant"] == "softmax" and "spearman" in f["quantity"])["estimate"])
@@ -425,13 +425,14 @@ def test_certified_writes_calibrated_rows_and_resumes(make_llama, monkeypatch, t
 def test_certified_tiny_models_capture_every_layer_and_count_each_schedule(monkeypatch, tmp_path):
     """``--tiny``: per variant, the layers' q, k and α captured from the GPT's own forward; the fixed α
     is what the model applies, the softmax-entropy schedule's work is the dense count, the sparsemax one
-    pays both passes; rows resume."""
+    pays both passes; rows name each model by its config file's `file_variant` and resume."""
     import experiments.trained_lengths
     from entropic.attention import EntropySchedule
     from entropic.models import GPT, GPTConfig
     from entropic.models.gpt import AttentionConfig
     from experiments import certified
     from experiments.results import read_csv
+    from experiments.variants import file_variant
 
     schedules = {
         "softmax": 1.0,
@@ -463,7 +464,13 @@ def test_certified_tiny_models_capture_every_layer_and_count_each_schedule(monke
     certified.main(argv)
     rows = read_csv(out)
     assert len(rows) == 4 * 3 * 2 * 4  # variants × lengths × layers × heads
-    by = {v: [r for r in rows if r["source"] == v] for v in schedules}
+    assert [r["source"] for r in rows[::24]] == [
+        "softmax",
+        "entmax1.5",
+        "scheduled-absolute-linear",
+        "scheduled-sparsemax-linear",
+    ]
+    by = {v: [r for r in rows if r["source"] == file_variant(v)] for v in schedules}
     assert {r["alpha"] for r in by["entmax"]} == {"1.5000"}
     for variant in ("softmax", "scheduled_absolute"):  # they score every key
         assert all(r["work"] == "1.0000" for r in by[variant])

@@ -266,8 +266,9 @@ def test_certified_table_pools_the_csv_by_pairs(generated):
 def test_certified_tiny_table_pools_the_csv_and_its_macros_come_from_it(generated):
     rows = read_csv(ROOT / "results" / "certified_tiny.csv")
     table = read_markdown_table(generated / "certified_tiny.md")
-    names = {"softmax": "softmax", "α = 1.5": "entmax", "schedule on softmax entropy": "scheduled_absolute",
-             "schedule on sparsemax entropy": "scheduled_sparsemax"}  # fmt: skip
+    names = {"softmax": "softmax", "α = 1.5": "entmax1.5",
+             "schedule on softmax entropy": "scheduled-absolute-linear",
+             "schedule on sparsemax entropy": "scheduled-sparsemax-linear"}  # fmt: skip
     assert len(table) == len({(r["source"], r["n"]) for r in rows})
     for t in table:
         sel = [r for r in rows if (r["source"], r["n"]) == (names[t["attention"]], t["N"])]
@@ -521,7 +522,9 @@ def test_tex_text_writes_every_symbol_and_refuses_the_unknown():
     with pytest.raises(ValueError, match=r"'ω' \(U\+03C9\)"):
         build.tex_text("ω")
     assert build.variant_tex("alpha=1.25") == r"$\alpha = 1.25$"
-    assert build.variant_tex("scheduled_gated") == r"scheduled\_gated"
+    assert build.variant_tex("scheduled-linear-gated") == "scheduled-linear-gated"
+    assert build.variant_tex("entmax1.5") == r"$\alpha = 1.5$"
+    assert build.variant_tex("sparsemax") == r"$\alpha = 2$"
 
 
 def test_every_generated_tex_file_is_ascii(generated):

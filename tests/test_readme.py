@@ -282,7 +282,7 @@ def _measured_claims() -> list[str]:
     def bpb(r: dict[str, str], mean: str = "val_bpb", std: str = "val_bpb_std") -> str:
         return f"{_half_up(r[mean], 3)} ± {_half_up(r[std], 3)}"
 
-    rho = float(fits["scheduled", "spearman"]["estimate"])
+    rho = float(fits["scheduled-linear", "spearman"]["estimate"])
     certified = _csv("certified.csv")
 
     def pooled(n: str, column: str, source: str = "smollm2") -> float:
@@ -361,7 +361,8 @@ def _measured_claims() -> list[str]:
         f"softmax ({bpb(soft, 'val_bpb_mean', 'val_bpb_std')} bits/byte)",
         f"gated schedule {bpb(gated, 'val_bpb_mean', 'val_bpb_std')} with "
         f"{100 * float(gated['attn_sparsity_mean']):.0f} % of the keys at zero weight",
-        f"non-zero weights ∝ {k('scheduled')} for the scheduled model, {k('scheduled_gated')} for the gated",
+        f"non-zero weights ∝ {k('scheduled-linear')} for the scheduled model, "
+        f"{k('scheduled-linear-gated')} for the gated",
         f"{_span([100 * float(r['block_density']) for r in complexity], '{:.0f}')} % of the causal 64 × 64",
         f"ρ(head varentropy, density) = {rho:.2f}".replace("-", "−"),
         f"cheapest α = 1.25 (+{_span(delta('alpha=1.25'))} at {_span(zeros('alpha=1.25'), '{:.0f}')} %",
@@ -455,8 +456,9 @@ def _certified_tiny_claims() -> list[str]:
         f = fits[variant]
         return f"N^{float(f['k']):.2f} ({float(f['k_low']):.2f}–{float(f['k_high']):.2f})"
 
-    labels = {"softmax": "softmax", "entmax": "α = 1.5", "scheduled_absolute": "schedule, softmax entropy",
-              "scheduled_sparsemax": "schedule, sparsemax entropy"}  # fmt: skip
+    labels = {"softmax": "softmax", "entmax1.5": "α = 1.5",
+              "scheduled-absolute-linear": "schedule, softmax entropy",
+              "scheduled-sparsemax-linear": "schedule, sparsemax entropy"}  # fmt: skip
     val = {r["source"]: float(r["train_val_bpb"]) for r in rows}
     certified = _csv("certified.csv")
     smol_lengths = sorted({r["n"] for r in certified}, key=int)
@@ -473,19 +475,20 @@ def _certified_tiny_claims() -> list[str]:
             for v, label in labels.items()
         ),
         f"{_span(val.values(), '{:.3f}')} bits/byte",
-        f"α = 1.5 has {_span(each('entmax', 'truly_zero'), '{:.3f}')} of its pairs truly zero and "
-        f"{_span(each('entmax', 'certified'), '{:.3f}')}",
-        f"certify at most {max(each('entmax', 'certified_exact_tau')):.3f} even",
-        f"(up to {max(each('scheduled_sparsemax', 'certified')):.3f})",
-        f"cost {_span(each('scheduled_sparsemax', 'work'))}× the dense work",
-        f"α = 1.5 {fit('entmax')}",
-        fit("scheduled_sparsemax"),
+        f"α = 1.5 has {_span(each('entmax1.5', 'truly_zero'), '{:.3f}')} of its pairs truly zero and "
+        f"{_span(each('entmax1.5', 'certified'), '{:.3f}')}",
+        f"certify at most {max(each('entmax1.5', 'certified_exact_tau')):.3f} even",
+        f"(up to {max(each('scheduled-sparsemax-linear', 'certified')):.3f})",
+        f"cost {_span(each('scheduled-sparsemax-linear', 'work'))}× the dense work",
+        f"α = 1.5 {fit('entmax1.5')}",
+        fit("scheduled-sparsemax-linear"),
         # README's summary row: SmolLM2's certified.csv beside the tiny models
         f"certifies at most {max(smol_certified):.3f} of SmolLM2's blocks and "
-        f"{max(each('scheduled_sparsemax', 'certified')):.3f} of the tiny models'",
-        f"{max(each('entmax', 'certified_exact_tau')):.3f} at α = 1.5 even with each row's exact threshold",
-        f"work {_span(smol_work + each('entmax', 'work'))}× dense at a fixed α, "
-        f"{_span(each('scheduled_sparsemax', 'work'))}× for the sparsemax-entropy schedule",
+        f"{max(each('scheduled-sparsemax-linear', 'certified')):.3f} of the tiny models'",
+        f"{max(each('entmax1.5', 'certified_exact_tau')):.3f} at α = 1.5 even with each row's exact "
+        "threshold",
+        f"work {_span(smol_work + each('entmax1.5', 'work'))}× dense at a fixed α, "
+        f"{_span(each('scheduled-sparsemax-linear', 'work'))}× for the sparsemax-entropy schedule",
     ]
 
 

@@ -11,11 +11,12 @@ from experiments import trained_lengths as tl
 
 
 def test_trained_mode_end_to_end(tmp_path, monkeypatch):
-    """2 lengths × 2 seeds, 2 steps each: the CSV schema, the counts, the fits, and finished runs reused."""
+    """2 lengths × 2 seeds, 2 steps each: the CSV schema, the counts, the fits, and finished runs reused.
+    The runs are named by the config file (``entmax``), the rows by its variant name (``entmax1.5``)."""
     monkeypatch.setenv("ENTROPIC_CACHE", str(tmp_path / "cache"))
     out, runs = tmp_path / "results" / "ct.csv", tmp_path / "runs"
     t = "trained_lengths.trained."
-    argv = [f"{t}lengths=[16,32]", f"{t}seeds=[0,1]", f"{t}variants=[sparsemax]", f"{t}steps=2"]
+    argv = [f"{t}lengths=[16,32]", f"{t}seeds=[0,1]", f"{t}variants=[entmax]", f"{t}steps=2"]
     argv += [f"{t}tokens_per_step=64", f"{t}windows=2", f"{t}runs={runs}", f"{t}out={out}"]
     assert tl.main(argv) == 0
     lines = out.read_text().splitlines()
@@ -23,7 +24,7 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
     assert lines[1] == ",".join(tl.COLUMNS)
     rows = tl.read_csv(out)
     assert [(r["variant"], r["n"], r["seed"]) for r in rows] == [
-        ("sparsemax", n, s) for n in ("16", "32") for s in ("0", "1")
+        ("entmax1.5", n, s) for n in ("16", "32") for s in ("0", "1")
     ]
     for r in rows:
         n = int(r["n"])
@@ -57,7 +58,7 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
     assert tl.main(["trained_lengths.mode=refit", f"trained_lengths.refit.table={out}"]) == 0
     assert out.with_name("ct_fit.csv").read_text().splitlines()[1:] == before
     # finished runs are reused, not retrained: the same checkpoints give the same counts
-    checkpoint = runs / "sparsemax" / "n32" / "seed1" / "checkpoints" / "last.pt"
+    checkpoint = runs / "entmax" / "n32" / "seed1" / "checkpoints" / "last.pt"
     stamp = checkpoint.stat().st_mtime_ns
     assert tl.main([*argv[:-1], f"{t}out={tmp_path / 'again.csv'}"]) == 0
     assert checkpoint.stat().st_mtime_ns == stamp
@@ -104,6 +105,11 @@ def test_trained_mode_settings_are_checked(tmp_path, capsys):
     assert tl.main([f"{t}lengths=[16,48]", f"{t}tokens_per_step=64"]) == 2
     assert (
         "trained_lengths.trained.tokens_per_step must be a multiple of every length"
+        in capsys.readouterr().err
+    )
+    assert tl.main([f"{t}variants=[dense]", f"{t}out={tmp_path / 'x.csv'}"]) == 2
+    assert (
+        "trained_lengths.trained.variants: name must be one of configs/attention/*.yaml"
         in capsys.readouterr().err
     )
     assert tl.main(["trained_lengths.mode=fit"]) == 2

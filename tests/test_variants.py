@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from entropic.attention import EntropySchedule
 from entropic.models import AttentionConfig
-from experiments.variants import config_name, display_name, fixed_alpha, variant_name
+from experiments.variants import display_name, file_variant, fixed_alpha, variant_name
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
@@ -35,15 +35,17 @@ def configs() -> dict[str, dict]:
     return {name: _composed(name) for name in ATTENTION_FILES}
 
 
-def _variants(*names: str) -> set[str]:
+def _variants(*names: str, column: str = "variant", model: str | None = None) -> set[str]:
+    """The names in `column` of results/<name> (of the rows whose ``model`` is `model`, when given)."""
     out = set()
     for name in names:
         with (RESULTS / name).open(newline="") as f:
-            out |= {r["variant"] for r in csv.DictReader(line for line in f if not line.startswith("#"))}
+            rows = csv.DictReader(line for line in f if not line.startswith("#"))
+            out |= {r[column] for r in rows if model is None or r["model"] == model}
     return out
 
 
-def test_every_attention_config_is_named_by_its_file_and_by_its_kind(configs):
+def test_every_attention_config_file_is_named_by_its_config(configs):
     assert ATTENTION_FILES == [
         "entmax",
         "learned",
@@ -68,41 +70,45 @@ def test_every_attention_config_is_named_by_its_file_and_by_its_kind(configs):
         "scheduled_sparsemax": "scheduled-sparsemax-linear",
     }
     for name, c in configs.items():
-        assert config_name(c) == name
-        assert config_name(AttentionConfig.from_dict(c)) == name
         assert variant_name(AttentionConfig.from_dict(c)) == named[name]
+        assert file_variant(name) == named[name]
 
 
-def test_a_fixed_alpha_is_read_from_the_name_and_matches_the_config_file(configs):
+def test_an_unknown_config_file_is_refused_with_its_name():
+    known = r"name must be one of configs/attention/\*\.yaml \(entmax, learned, .*\), got 'dense'"
+    with pytest.raises(ValueError, match=known):
+        file_variant("dense")
+    with pytest.raises(ValueError, match="name must be one of"):
+        file_variant("entmax1.5")  # a variant's name is not a file's
+
+
+def test_a_fixed_alpha_is_read_from_the_name_and_matches_the_config(configs):
     for name, c in configs.items():
         config = AttentionConfig.from_dict(c)
         alpha = f"{config.alpha:g}" if config.kind in ("entmax", "sparsemax") else None
-        assert fixed_alpha(name) == alpha, name  # the file's name
-        assert fixed_alpha(variant_name(config)) == alpha, name  # the kind's name
+        assert fixed_alpha(variant_name(config)) == alpha, name
     assert fixed_alpha("alpha=1.25") == "1.25" and fixed_alpha("alpha=2") == "2"
     assert fixed_alpha("softmax") is None and fixed_alpha("per-head") is None
     assert fixed_alpha("alpha=1.25 calibrated (head)") is None
     assert fixed_alpha("entmax-gated") is None
+    assert fixed_alpha("entmax") is None  # a config file's name, not a variant's
     assert display_name("alpha=1.25") == display_name("entmax1.25") == "α = 1.25"
-    assert display_name("entmax") == display_name("alpha=1.5") == "α = 1.5"
-    assert display_name("scheduled_gated") == "scheduled_gated"
+    assert display_name("entmax1.5") == display_name("alpha=1.5") == "α = 1.5"
+    assert display_name("sparsemax") == display_name("alpha=2") == "α = 2"
+    assert display_name("scheduled-linear-gated") == "scheduled-linear-gated"
 
 
 def test_older_flat_run_configs_get_todays_names():
     old = {"kind": "scheduled", "schedule": "linear", "varentropy_threshold": 1.0, "fixed_alpha": 1.5}
     assert variant_name(old) == "scheduled-linear-gated"
-    assert config_name(old) == "scheduled_gated"
     assert variant_name({"kind": "entmax", "alpha": 1.25}) == "entmax1.25"
-    assert config_name({"kind": "entmax", "alpha": 1.25}) == "entmax"
     cosine_gated = {"kind": "scheduled", "alpha": {"shape": "cosine", "varentropy_threshold": 1.0}}
     assert variant_name(cosine_gated) == "scheduled-cosine-gated"
-    assert config_name(cosine_gated) == "scheduled_cosine_gated"
     absolute_gated = {
         "kind": "scheduled",
         "alpha": {**cosine_gated["alpha"], "low": 1.0, "high": 3.0, "absolute": True},
     }
     assert variant_name(absolute_gated) == "scheduled-absolute-cosine-gated"
-    assert config_name(absolute_gated) == "scheduled_absolute_cosine_gated"
 
 
 def test_alphas_handed_to_a_pretrained_model_are_named_by_the_alpha():
@@ -130,21 +136,23 @@ def test_invalid_attention_is_refused_with_its_name():
         variant_name(True)
     with pytest.raises(ValueError, match="attention"):
         variant_name("softmax")
-    with pytest.raises(TypeError, match="attention must be an AttentionConfig"):
-        config_name(1.5)
+    with pytest.raises(TypeError, match="attention"):
+        variant_name([1.5])
     with pytest.raises(ValueError, match="attention kind"):
         variant_name({"kind": "dense"})
 
 
 def test_the_committed_csvs_hold_only_names_the_functions_write(configs):
-    by_kind = {variant_name(c) for c in configs.values()}
-    by_file = set(configs)
+    by_kind = {variant_name(c) for c in configs.values()}  # every trained model is named by its config
     ablation = OmegaConf.load(ROOT / "configs" / "experiment" / "ablation.yaml").hydra.sweeper.params
     swept = ablation.attention.split(",")
     assert _variants("ablation.csv") == {variant_name(configs[name]) for name in swept}  # the whole sweep
     assert _variants("scaling.csv") <= by_kind
-    assert _variants("complexity.csv", "complexity_fit.csv", "demo_long_context.csv") <= by_file
-    assert _variants("complexity_trained.csv", "complexity_trained_fit.csv") <= by_file
+    demo = ("demo_long_context.csv", "demo_long_context_fit.csv")
+    assert _variants("complexity.csv", "complexity_fit.csv", *demo) <= by_kind
+    trained = ("complexity_trained.csv", "complexity_trained_fit.csv", "complexity_trained_heads.csv")
+    assert _variants(*trained, model="tiny byte GPT") <= by_kind
+    assert _variants("certified_tiny.csv", "certified_tiny_fit.csv", column="source") <= by_kind
     swap = _variants("attention_swap.csv", "attention_swap_2048.csv", "complexity_trained_swap.csv")
     assert swap == {
         variant_name(a)
@@ -171,5 +179,6 @@ def test_the_experiments_and_the_paper_use_these_names():
     ablation = OmegaConf.load(ROOT / "configs" / "experiment" / "ablation.yaml")
     sweep = ablation.hydra.sweeper.params.attention.split(",")  # the ablation's order is its sweep's
     assert tuple(variant_name(_composed(name)) for name in sweep) == build.ABLATION_ORDER
-    assert build.variant_tex("entmax") == build.variant_tex("alpha=1.5") == r"$\alpha = 1.5$"
+    assert build.variant_tex("entmax1.5") == build.variant_tex("alpha=1.5") == r"$\alpha = 1.5$"
     assert build.variant_tex("scheduled-linear-gated") == "scheduled-linear-gated"
+    assert set(build.CERTIFIED_TINY_VARIANTS) <= {variant_name(_composed(name)) for name in ATTENTION_FILES}
