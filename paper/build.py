@@ -1643,10 +1643,50 @@ def scaling(results: Path, out: Path, hardware: str) -> dict[str, str]:
         numbers[f"Scaling{key}E"] = f"{fit['E']} \\pm {float(fit['se_E']):.2g}" if fit else missing
     if {"softmax", "scheduled-linear-gated"} <= set(largest):
         numbers |= _largest_difference(largest["softmax"], largest["scheduled-linear-gated"])
+    numbers |= _pooled_difference(runs, "softmax", "scheduled-linear-gated")
     gated = [float(r["attn_sparsity"]) for r in means if r["variant"] == "scheduled-linear-gated"]
     numbers["ScalingGatedSparsityMin"] = f"{min(gated):.2f}" if gated else missing
     numbers["ScalingGatedSparsityMax"] = f"{max(gated):.2f}" if gated else missing
     return numbers
+
+
+def _pooled_difference(runs: list[dict[str, str]], reference: str, variant: str) -> dict[str, str]:
+    """`variant` minus `reference` bits/byte over every (size, seed) both ran, paired (the same data order
+    per seed), as macros: the mean with a 95% t interval over the pairs, the pairs, and at how many sizes
+    the variant's mean is the higher."""
+    import numpy as np
+
+    by = {(r["variant"], r["params"], r["seed"]): float(r["val_bpb"]) for r in runs}
+    keys = sorted({(n, s) for v, n, s in by if v == reference and (variant, n, s) in by})
+    if len(keys) < 2:
+        return dict.fromkeys(
+            (
+                "ScalingPooledDiff",
+                "ScalingPooledLow",
+                "ScalingPooledHigh",
+                "ScalingPooledPairs",
+                "ScalingPooledWorse",
+            ),
+            r"\text{not measured}",
+        )
+    d = np.array([by[variant, n, s] - by[reference, n, s] for n, s in keys])
+    half = t_half_width(float(d.std(ddof=1)) / math.sqrt(len(d)), len(d) - 1)
+    sizes = sorted({n for n, _ in keys}, key=int)
+    worse = sum(
+        np.mean([by[variant, n, s] - by[reference, n, s] for m, s in keys if m == n]) > 0 for n in sizes
+    )
+    return {
+        "ScalingPooledDiff": f"{d.mean():+.4f}",
+        "ScalingPooledLow": f"{d.mean() - half:+.4f}",
+        "ScalingPooledHigh": f"{d.mean() + half:+.4f}",
+        "ScalingPooledPairs": str(len(d)),
+        "ScalingPooledWorse": f"{worse} of {len(sizes)}",
+        "ScalingPooledVerdict": "costs"
+        if d.mean() - half > 0
+        else "gains"
+        if d.mean() + half < 0
+        else "is not distinguishable",
+    }
 
 
 def _largest_difference(softmax: dict[str, str], gated: dict[str, str]) -> dict[str, str]:

@@ -390,6 +390,24 @@ def test_scaling_tables_equal_the_csv(generated):
         assert float(fits[r["variant"]]["a ± se"].split("±")[0]) == float(r["a"])
 
 
+def test_the_gated_schedules_cost_over_all_sizes_is_paired_by_size_and_seed(generated):
+    from scipy import stats
+
+    runs = {(r["variant"], r["params"], r["seed"]): float(r["val_bpb"])
+            for r in read_csv(ROOT / "results" / "scaling.csv") if r["kind"] == "run"}  # fmt: skip
+    pairs = sorted((n, s) for v, n, s in runs if v == "softmax")
+    d = [runs["scheduled-linear-gated", n, s] - runs["softmax", n, s] for n, s in pairs]
+    test = stats.ttest_1samp(d, 0.0)
+    low, high = test.confidence_interval(0.95)
+    numbers = (generated / "numbers.tex").read_text()
+    assert rf"\newcommand{{\ScalingPooledDiff}}{{{sum(d) / len(d):+.4f}}}" in numbers
+    assert rf"\newcommand{{\ScalingPooledLow}}{{{low:+.4f}}}" in numbers
+    assert rf"\newcommand{{\ScalingPooledHigh}}{{{high:+.4f}}}" in numbers
+    assert rf"\newcommand{{\ScalingPooledPairs}}{{{len(d)}}}" in numbers
+    verdict = "costs" if low > 0 else "gains" if high < 0 else "is not distinguishable"
+    assert rf"\newcommand{{\ScalingPooledVerdict}}{{{verdict}}}" in numbers
+
+
 def _config(name: str) -> dict:
     from omegaconf import OmegaConf
 

@@ -18,8 +18,10 @@ import re
 import tokenize
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
@@ -263,6 +265,18 @@ def _measured_claims() -> list[str]:
         )
     ]
 
+    runs = {
+        (r["variant"], r["params"], r["seed"]): float(r["val_bpb"]) for r in scaling if r["kind"] == "run"
+    }
+    pairs = sorted((n, s) for v, n, s in runs if v == "softmax")
+    d = np.array([runs["scheduled-linear-gated", n, s] - runs["softmax", n, s] for n, s in pairs])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    worse = sum(
+        np.mean([runs["scheduled-linear-gated", n, s] - runs["softmax", n, s] for m, s in pairs if m == n])
+        > 0
+        for n in {n for n, _ in pairs}
+    )
+
     def grams(order: str, sample: str, column: str = "val_windows_bits_per_byte") -> list[float]:
         return [float(r[column]) for r in ngram if r["order"] == order and r["sample"] == sample]
 
@@ -385,6 +399,9 @@ def _measured_claims() -> list[str]:
         f"V = {float(steps['greedy']['mean_varentropy']):.2f} nats²",
         f"a = {law('softmax')} (softmax), {law('scheduled-linear-gated')} (gated)",
         f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
+        # the gated schedule's cost over all sizes, paired by (size, seed)
+        f"the gated schedule is worse at {worse} of {len(sizes)} sizes, {d.mean():+.3f} bits/byte paired by "
+        f"(size, seed) over {len(d)} pairs (95 % CI {d.mean() - half:+.3f} to {d.mean() + half:+.3f})",
         # the scaling sweep's n-gram baseline, on its training windows and its validation windows
         f"trigram on the same {scaling_bytes:,} training bytes scores {_span(scaling_trigram)} bits/byte on "
         f"the sweep's validation windows, and both variants beat it at {len(below)} of {len(sizes)} sizes "
