@@ -7,10 +7,12 @@ A hydra task (`experiments.task`): the preset's ``ablation:`` section names the 
 below which every run counts), the CSV (``out``), ``test_batches`` and ``reference``; the same preset
 trains the runs (``python -m experiments.train -m experiment=ablation_attention``).
 
-Every folder below the given ones that holds ``config.yaml`` and ``metrics.csv`` (an
-``experiments.train`` run) counts; runs are grouped by `experiments.variants.variant_name` of their
-attention config, and the last evaluation of each run enters the table: validation bits per byte, mean
-attention sparsity per layer, mean α and training tokens/s (mean and sample std over seeds).
+Every folder below those of ``runs`` that holds ``config.yaml`` and ``metrics.csv`` (an
+``experiments.train`` run) and has reached its ``trainer.max_steps`` counts (a sweep still going is read
+without its unfinished runs, each named on stdout); runs are grouped by
+`experiments.variants.variant_name` of their attention config, and the last evaluation of each run enters
+the table: validation bits per byte, mean attention sparsity per layer, mean α and training tokens/s (mean
+and sample std over seeds).
 
 ``test_batches`` K > 0 also scores each run's final checkpoint on K batches of fixed windows of the held-out
 *test* split (``test_bpb``, the same windows for every run; `experiments.train.evaluate`), beside the
@@ -49,20 +51,29 @@ PAIRED_COLUMNS = (
 )  # fmt: skip
 
 
-def iter_runs(folders: Sequence[Path]) -> Iterator[tuple[dict, dict[str, float]]]:
+def iter_runs(folders: Sequence[Path], finished: bool = True) -> Iterator[tuple[dict, dict[str, float]]]:
     """(resolved config, last metrics row) of every run with an evaluation under `folders`; the row also
-    holds the run's folder (``run``, a Path)."""
+    holds the run's folder (``run``, a Path).
+
+    With `finished` (the default) a run whose last evaluation is before its ``trainer.max_steps`` (one
+    still training, or killed) is skipped, and said so on stdout: a sweep that is still going is read
+    without its partial runs.
+    """
     runs = sorted({m.parent for folder in folders for m in Path(folder).rglob("metrics.csv")})
     for run in runs:
         if not (run / "config.yaml").is_file():
             continue
         with (run / "metrics.csv").open(newline="") as f:
             rows = list(csv.DictReader(f))
-        if rows:
-            yield (
-                OmegaConf.to_container(OmegaConf.load(run / "config.yaml")),
-                {**{k: float(v) for k, v in rows[-1].items()}, "run": run},
-            )
+        if not rows:
+            continue
+        cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+        last = {**{k: float(v) for k, v in rows[-1].items()}, "run": run}
+        max_steps = cfg.get("trainer", {}).get("max_steps")
+        if finished and max_steps is not None and last["step"] < max_steps:
+            print(f"skipped an unfinished run: {run} (step {last['step']:.0f} of {max_steps})")
+            continue
+        yield cfg, last
 
 
 def collect(folders: Sequence[Path], test_batches: int = 0) -> dict[str, list[dict[str, float]]]:

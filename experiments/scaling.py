@@ -7,7 +7,7 @@ the same preset trains them (``python -m experiments.train -m experiment=scaling
 
 Reads every ``experiments.train`` run below the given folders (``config.yaml`` + ``metrics.csv``; the
 parameter count is that of the model the config builds), takes the last validation bits per byte of each
-finished run (unfinished ones, whose last evaluation is before ``trainer.max_steps``, are skipped), and
+finished run (`experiments.ablation.iter_runs` skips the unfinished ones), and
 fits `experiments.fit.scaling_law_fit` per variant (`experiments.variants.variant_name`) over at least
 4 sizes, every seed a point. Writes one row per run (``kind`` = "run"), one per variant and size with
 the mean and sample std over seeds ("mean"), and one per fit ("fit").
@@ -64,10 +64,6 @@ def collect(folders: Sequence[Path]) -> dict[str, list[Point]]:
     for cfg, last in iter_runs(folders):
         model = {k: v for k, v in cfg["model"].items() if k != "_target_"}
         params = GPT(GPTConfig.from_dict(model)).n_params
-        max_steps = cfg.get("trainer", {}).get("max_steps")
-        if max_steps is not None and last["step"] < max_steps:
-            print(f"skipped an unfinished run ({params} parameters, step {last['step']:.0f} of {max_steps})")
-            continue
         seed = str(cfg.get("seed", ""))
         points[variant_name(model["attention"])].append(
             (

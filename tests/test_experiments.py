@@ -154,6 +154,14 @@ def test_ablation_table(tmp_path, capsys):
                 "step,val_bpb,tokens_per_s,attn_sparsity,attn_alpha,attn_sparsity_L0\n"
                 f"10,9.0,100,0.0,1.0,0.0\n20,{bpb},{100 + seed},0.5,1.5,0.5\n"
             )
+    killed = tmp_path / "multirun" / "killed"  # still training: left out, and said so
+    killed.mkdir()
+    (killed / "config.yaml").write_text(
+        "seed: 9\nmodel:\n  attention: {kind: softmax}\ntrainer: {max_steps: 40}\n"
+    )
+    (killed / "metrics.csv").write_text(
+        "step,val_bpb,tokens_per_s,attn_sparsity,attn_alpha\n20,5.0,100,0,1\n"
+    )
     out = tmp_path / "ablation.csv"
     argv = ["experiment=ablation", f"ablation.runs=[{tmp_path / 'multirun'}]", f"ablation.out={out}"]
     assert ablation.main(argv) == 0
@@ -164,11 +172,12 @@ def test_ablation_table(tmp_path, capsys):
     assert float(rows["scheduled-cosine-gated"]["val_bpb_std"]) == pytest.approx(0.2)
     assert float(rows["softmax"]["attn_sparsity_L0_mean"]) == 0.5
     printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"skipped an unfinished run: {killed} (step 20 of 40)"
     assert printed[-3:-1] == [
         "scheduled-cosine-gated      3  3.1000 ± 0.2000  0.5000 ± 0.0000        101",
         "softmax                     2  3.1000 ± 0.1414  0.5000 ± 0.0000        100",
     ]
-    assert max(map(len, printed[:-1])) <= 80
+    assert max(map(len, printed[1:-1])) <= 80  # the table
     ending = rf"ablation done in [\d.]+ s: 2 variants from 5 runs; {re.escape(str(out))}"
     assert re.fullmatch(ending, printed[-1])
     assert ablation.main([f"ablation.runs=[{tmp_path / 'empty'}]", f"ablation.out={out}"]) == 2
