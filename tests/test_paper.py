@@ -592,3 +592,52 @@ def test_the_pdf_builds_without_undefined_references_or_missing_characters(gener
     assert pdf.startswith(b"%PDF") and 10 <= pages <= 25, pages
     for problem in ("undefined", "Missing character", "multiply defined", "Unicode character"):
         assert problem not in log, [line for line in log.splitlines() if problem in line]
+
+
+def test_the_ablation_where_attention_matters_follows_its_csvs(generated):
+    """Its table holds every finished variant of the preset's sweep with the paired test difference of the
+    _paired CSV, the n-gram rows are fitted on the bytes the runs drew (as many as a run trained on, with
+    its windows and validation batches), and a partial sweep is said to be partial."""
+    build = load_build()
+    config = _config("ablation_attention")
+    rows = {r["variant"]: r for r in read_csv(ROOT / "results" / "ablation_attention.csv")}
+    paired = {
+        (r["metric"], r["variant"]): r for r in read_csv(ROOT / "results" / "ablation_attention_paired.csv")
+    }
+    table = {t["variant"]: t for t in read_markdown_table(generated / "ablation_attention.md")}
+    planned, seeds = build._sweep("ablation_attention")
+    assert set(rows) <= set(planned) and seeds == list(range(5))
+    for variant, r in rows.items():
+        t = table[variant]
+        assert (
+            t["seeds"] == r["seeds"] and t["test bits/byte"] == f"{r['test_bpb_mean']} ± {r['test_bpb_std']}"
+        )
+        d = paired.get(("test_bpb", variant))
+        assert (t["test − softmax [95%]"] == "—") == (d is None) == (variant == "softmax")
+        if d:
+            assert t["test − softmax [95%]"].startswith(f"{float(d['difference']):+.4f} [")
+    trained = config.trainer.max_steps * config.trainer.batch_size * config.data.seq_len
+    with (ROOT / "results" / "ngram_ablation_attention.csv").open() as f:
+        command = f.readline()
+    assert _flag(command, "--eval-batches", 8) == config.trainer.eval_batches
+    assert _flag(command, "--batch-size", 16) == config.trainer.batch_size
+    assert _flag(command, "--seq-len", 64) == config.data.seq_len
+    grams = read_csv(ROOT / "results" / "ngram_ablation_attention.csv")
+    for order, name in build.NGRAM_ORDERS_ATTENTION.items():
+        v = [
+            float(r["val_windows_bits_per_byte"])
+            for r in grams
+            if r["order"] == order and r["sample"] == "windows" and int(r["train_bytes"]) == trained
+        ]
+        assert len(v) == len(seeds)
+        assert float(table[name]["val bits/byte"].split("±")[0]) == pytest.approx(sum(v) / len(v), abs=5e-5)
+    finished = sum(int(r["seeds"]) for r in rows.values())
+    numbers = (generated / "numbers.tex").read_text()
+    caption = (generated / "ablation_attention.md").read_text().splitlines()[0]
+    assert caption.startswith(f"Partial: {finished} of {len(planned) * len(seeds)}") == (
+        finished < len(planned) * len(seeds)
+    )
+    better = [v for (m, v), d in paired.items() if m == "test_bpb" and float(d["p_t_holm"]) < 0.05
+              and float(d["difference"]) < 0]  # fmt: skip
+    expected = ", ".join(build.variant_tex(v) for v in better) if better else "none"
+    assert rf"\newcommand{{\AblAttnBetter}}{{{expected}}}" in numbers
