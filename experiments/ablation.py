@@ -21,8 +21,11 @@ other variant with it to the same name with ``_paired`` appended: per metric (``
 ``test_bpb`` when scored), over the seeds both have (the same data order per seed), the mean difference
 (variant - reference) with its t interval and a percentile bootstrap over seeds, the paired t-test's
 p-value and the exact sign-flip p-value (`experiments.paired`), each Holm-adjusted over the variants
-compared on that metric. With n seeds the sign-flip test cannot go below 2^(1-n) (0.0625 at 5 seeds):
-the t-test is the one that can resolve a difference at that many seeds, under its normality assumption.
+compared on that metric, and ``detectable``: the smallest true difference the paired t-test at Holm's
+strictest level (0.05 over the variants compared) detects with 80% power, given the spread of the observed
+differences (`experiments.paired.detectable_difference_t`). With n seeds the sign-flip test cannot go below
+2^(1-n) (0.0625 at 5 seeds): the t-test is the one that can resolve a difference at that many seeds, under
+its normality assumption.
 """
 
 from __future__ import annotations
@@ -40,14 +43,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from scipy import stats
 
-from experiments.paired import cluster_interval, holm, sign_flip_test
+from experiments.paired import cluster_interval, detectable_difference_t, holm, sign_flip_test
 from experiments.results import print_summary, write_csv
 from experiments.task import TaskError, hydra_task, settings
 from experiments.variants import variant_name
 
 PAIRED_COLUMNS = (
     "metric", "variant", "reference", "seeds", "difference", "t_low", "t_high", "bootstrap_low",
-    "bootstrap_high", "p_t", "p_t_holm", "p_sign_flip", "p_sign_flip_holm",
+    "bootstrap_high", "p_t", "p_t_holm", "p_sign_flip", "p_sign_flip_holm", "detectable",
 )  # fmt: skip
 
 
@@ -119,7 +122,7 @@ def paired(
     out = []
     for metric in metrics:
         ref = {r["seed"]: r[metric] for r in groups[reference]}
-        rows = []
+        rows, spreads = [], []
         for variant in sorted(v for v in groups if v != reference):
             mine = {r["seed"]: r[metric] for r in groups[variant]}
             seeds = sorted(set(mine) & set(ref))
@@ -138,9 +141,12 @@ def paired(
                 "bootstrap_low": interval.bootstrap_low, "bootstrap_high": interval.bootstrap_high,
                 "p_t": p_t, "p_sign_flip": sign_flip_test(a, b).p_value,
             })  # fmt: skip
+            spreads.append(float(d.std(ddof=1)))
         for key in ("p_t", "p_sign_flip"):
             for row, adjusted in zip(rows, holm([r[key] for r in rows]) if rows else [], strict=True):
                 row[f"{key}_holm"] = adjusted
+        for row, d in zip(rows, spreads, strict=True):  # with 80% power, at Holm's strictest level
+            row["detectable"] = detectable_difference_t(row["seeds"], d, m=len(rows))
         out += rows
     return [{k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in r.items()} for r in out]
 

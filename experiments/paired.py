@@ -21,6 +21,8 @@ easy problem is easy for every seed), so every test and interval here treats the
 * `detectable_difference`: the smallest true mean difference the sign-flip test at level α (Holm's worst
   case α / m) detects with the given power, for n problems whose per-problem differences have the given
   standard deviation (normal approximation of the test statistic: ``(z_{1-α/2} + z_{power}) · sd / √n``).
+* `detectable_difference_t`: the same for the paired t-test on few pairs (seeds of a training run), where
+  the normal approximation is too optimistic: exact, from the noncentral t distribution.
 """
 
 from __future__ import annotations
@@ -153,3 +155,35 @@ def detectable_difference(
         )
     z = stats.norm.ppf(1 - alpha / m / 2) + stats.norm.ppf(power)
     return float(z * sd / math.sqrt(n_problems))
+
+
+def detectable_difference_t(n: int, sd: float, alpha: float = 0.05, power: float = 0.8, m: int = 1) -> float:
+    """Smallest true mean difference the two-sided paired t-test at level ``alpha / m`` (Holm's most
+    stringent step) detects with probability `power`, for `n` pairs whose differences are normal with
+    standard deviation `sd`.
+
+    The test rejects when ``|t| > t_{1-α/(2m), n-1}``; with a true mean δ the statistic is noncentral t
+    with n − 1 degrees of freedom and noncentrality ``δ √n / sd``, and δ is solved for by root finding.
+    """
+    if n < 2 or sd < 0 or not 0 < alpha < 1 or not 0 < power < 1 or m < 1:
+        raise ValueError(
+            "detectable_difference_t: n >= 2, sd >= 0, alpha and power in (0, 1), m >= 1; got "
+            f"{n}, {sd}, {alpha}, {power}, {m}"
+        )
+    if sd == 0:
+        return 0.0
+    from scipy.optimize import brentq
+
+    df, crit = n - 1, float(stats.t.ppf(1 - alpha / m / 2, n - 1))
+
+    def achieved(delta: float) -> float:
+        nc = delta * math.sqrt(n) / sd
+        # the far tail: scipy's noncentral t cdf returns NaN where it underflows (nc of 8 or more); it is
+        # below the central tail there, which is below alpha / (2m)
+        lower = float(stats.nct.cdf(-crit, df, nc))
+        return float(stats.nct.sf(crit, df, nc)) + (0.0 if math.isnan(lower) else lower) - power
+
+    high = sd
+    while achieved(high) < 0:
+        high *= 2
+    return float(brentq(achieved, 0.0, high, xtol=1e-12 * sd))

@@ -475,6 +475,7 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
                 if d
                 else "—",
                 f"{float(d['p_t_holm']):.3f}" if d else "—",
+                f"{float(d['detectable']):.3f}" if d else "—",
                 f"{r['attn_sparsity_mean']} ± {r['attn_sparsity_std']}",
                 f"{float(r['attn_alpha_mean']):.2f}",
                 f"{float(r['tokens_per_s_mean']):.0f}",
@@ -488,9 +489,7 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
             if r["order"] == n and r["sample"] == "windows" and int(r["train_bytes"]) == ngram_bytes
         ]
         grams[n] = (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-        table.append(
-            [name, str(len(v)), f"{grams[n][0]:.4f} ± {grams[n][1]:.4f}", "—", "—", "—", "—", "—", "—"]
-        )
+        table.append([name, str(len(v)), f"{grams[n][0]:.4f} ± {grams[n][1]:.4f}", *["—"] * 7])
     partial = (
         f"Partial: {finished} of {len(planned) * len(seeds)} planned runs finished"
         + (f"; not yet run: {', '.join(missing)}" if missing else "")
@@ -510,6 +509,7 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
             "test bits/byte",
             "test − softmax [95%]",
             "p (Holm)",
+            "detectable",
             "zero weights",
             "mean α",
             "tokens/s",
@@ -519,7 +519,9 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
         f"16 windows of 512 bytes, each variant with the same data order per seed. Validation and test "
         "bits/byte: mean ± sample std over seeds (test: 16 fixed batches of test-split windows scored from "
         "the final checkpoint). Test − softmax: the mean paired difference by seed with its 95% t interval, "
-        "and the paired t-test's p, Holm-adjusted over the variants. n-grams: interpolated Kneser-Ney "
+        "and the paired t-test's p, Holm-adjusted over the variants; detectable: the smallest true "
+        "difference that test detects with 80% power at Holm's strictest level, from the spread of the "
+        "observed differences. n-grams: interpolated Kneser-Ney "
         f"models fitted on the {ngram_bytes:,} bytes each seed's run drew, scored on the same validation "
         "windows.",
         f"{command} ; {ngram_command}",
@@ -574,6 +576,8 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
         "AblAttnBetter": ", ".join(variant_tex(v) for v in better) if better else "none",
         "AblAttnWorse": ", ".join(variant_tex(v) for v in worse) if worse else "none",
         "AblAttnCompared": str(len(tests)),
+        "AblAttnDetectMin": f"{min(float(r['detectable']) for r in tests):.3f}" if tests else "not measured",
+        "AblAttnDetectMax": f"{max(float(r['detectable']) for r in tests):.3f}" if tests else "not measured",
         "AblAttnStatus": (
             f"All {finished} planned runs have finished."
             if not partial

@@ -523,7 +523,7 @@ def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, ca
     ``test_batches`` adds the test split's bits per byte (here a stand-in per run)."""
     from scipy import stats
 
-    from experiments.paired import holm
+    from experiments.paired import detectable_difference_t, holm
 
     values = {"softmax": [3.0, 3.2, 3.1, 3.3], "entmax": [2.9, 3.0, 3.05, 3.1], "sparsemax": [3.2, 3.3, 3.3]}
     attention = {"softmax": "{kind: softmax}", "entmax": "{kind: entmax, alpha: 1.5}",
@@ -555,6 +555,10 @@ def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, ca
         half = stats.t.ppf(0.975, len(a) - 1) * (a - b).std(ddof=1) / np.sqrt(len(a))
         assert float(r["t_high"]) == pytest.approx((a - b).mean() + half, rel=1e-3)
         assert float(r["p_sign_flip"]) >= 2.0 ** (1 - len(a))  # the exact test's floor
+        # the smallest difference the t-test at Holm's strictest level (2 variants) detects with 80% power
+        assert float(r["detectable"]) == pytest.approx(
+            detectable_difference_t(len(a), (a - b).std(ddof=1), m=2), rel=1e-3
+        )
     adjusted = holm([p["entmax1.5"], p["sparsemax"]])
     assert float(rows["val_bpb", "entmax1.5"]["p_t_holm"]) == pytest.approx(adjusted[0], rel=1e-3)
     assert rows["test_bpb", "sparsemax"]["difference"] == "0" and rows["test_bpb", "sparsemax"]["p_t"] == "1"

@@ -11,6 +11,7 @@ from scipy import stats
 from experiments.paired import (
     cluster_interval,
     detectable_difference,
+    detectable_difference_t,
     holm,
     mcnemar_exact,
     sign_flip_test,
@@ -91,6 +92,22 @@ def test_detectable_difference_formula_and_its_power_by_simulation():
     assert (np.abs(z) > 1.959964).mean() == pytest.approx(0.8, abs=0.03)
 
 
+def test_detectable_difference_of_the_paired_t_test_has_its_power_by_simulation():
+    """The rate at which scipy's paired t-test rejects at the level Holm's strictest step uses, with the true
+    difference set to the detectable one, is the power asked for; more pairs or fewer comparisons need
+    less; large n approaches the normal approximation."""
+    from scipy import stats
+
+    delta = detectable_difference_t(5, 0.02, m=7)
+    rng = np.random.default_rng(1)
+    d = rng.normal(delta, 0.02, size=(40_000, 5))
+    p = stats.ttest_1samp(d, 0.0, axis=1).pvalue
+    assert (p < 0.05 / 7).mean() == pytest.approx(0.8, abs=0.01)
+    assert detectable_difference_t(10, 0.02, m=7) < delta and detectable_difference_t(5, 0.02) < delta
+    assert detectable_difference_t(2000, 1.0) == pytest.approx(detectable_difference(2000, 1.0), rel=2e-3)
+    assert detectable_difference_t(5, 0.0) == 0.0
+
+
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -99,6 +116,7 @@ def test_detectable_difference_formula_and_its_power_by_simulation():
         (lambda: sign_flip_test(np.array([np.nan]), np.array([1.0])), "finite"),
         (lambda: cluster_interval(np.ones(3), np.ones(3), level=1.0), r"level must be in \(0, 1\)"),
         (lambda: detectable_difference(1, 1.0), "n_problems >= 2"),
+        (lambda: detectable_difference_t(1, 1.0), "n >= 2"),
     ],
 )
 def test_bad_input_is_named(call, match):
