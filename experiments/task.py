@@ -100,10 +100,10 @@ def _command_line(run: Run, task: str, preset: str) -> int:
     from hydra.core.hydra_config import HydraConfig
 
     args = list(sys.argv[1:])
-    overrides = [a for a in args if not a.startswith("-") and "=" in a]
-    if not any(o.lstrip("+~").startswith("experiment=") for o in overrides):
-        first = next((i for i, a in enumerate(args) if not a.startswith("-")), len(args))
-        args.insert(first, f"experiment={preset}")  # after the flags (-m, --cfg job), before the overrides
+    overrides = [i for i, a in enumerate(args) if not a.startswith("-") and "=" in a]
+    if not any(args[i].lstrip("+~").startswith("experiment=") for i in overrides):
+        # before the first override, after the flags and their values (-m, --cfg job)
+        args.insert(overrides[0] if overrides else len(args), f"experiment={preset}")
     folder = f"outputs/experiments/{task}"
     for key, value in (
         ("hydra.run.dir", f"{folder}/${{now:%Y-%m-%d_%H-%M-%S_%f}}"),

@@ -70,3 +70,10 @@ def test_overrides_compose_the_default_preset_or_the_one_named(tmp_path, capsys)
     assert out.read_text().startswith("# python -m experiments.scaling experiment=scaling scaling.runs=")
     assert scaling.main(["experiment=ablation"]) == 2  # a preset without a `scaling:` section
     assert "experiment preset without a `scaling:` section" in capsys.readouterr().err
+
+
+def test_hydra_flags_with_values_keep_their_values(tmp_path):
+    """``--cfg job`` prints the composed job config: the default preset goes in after the flag's value."""
+    done = _python("-m", "experiments.scaling", "--cfg", "job", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "task_name: scaling" in done.stdout and "out: results/${task_name}.csv" in done.stdout
