@@ -20,7 +20,7 @@ batch).
 Beside it, ``<out>_paired.csv``: per (task, trained size, evaluated size), every variant's accuracy minus
 the reference's (``recall.reference``, softmax by default), paired by seed, with t and bootstrap
 intervals, the paired t-test and the exact sign-flip p-value, Holm-adjusted over the variants
-(`experiments.ablation.paired`); and ``<out>.png``: accuracy against zero fraction, one panel per
+(`experiments.runs.paired`); and ``<out>.png``: accuracy against zero fraction, one panel per
 (task, evaluated size), one point per run.
 """
 
@@ -41,8 +41,8 @@ from entropic._validation import check_param
 from entropic.attention import collect_attention_stats
 from entropic.data import Copying, MultiQueryRecall
 from entropic.models import GPT
-from experiments.ablation import PAIRED_COLUMNS, iter_runs, paired
 from experiments.results import print_summary, progress_bar, read_csv, write_csv
+from experiments.runs import PAIRED_COLUMNS, iter_runs, paired
 from experiments.task import TaskError, hydra_task, settings
 from experiments.train import masked_nll
 from experiments.variants import variant_name
@@ -56,7 +56,7 @@ SIZE = {"mqar": "n_pairs", "copying": "length"}  # the size of an instance: pair
 
 def runs(folders: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
     """(folder, resolved config) of every MQAR or copying run below `folders` with an evaluation and a
-    checkpoint (`experiments.ablation.iter_runs`), in path order."""
+    checkpoint (`experiments.runs.iter_runs`), in path order."""
     return [
         (last["run"], cfg)
         for cfg, last in iter_runs(folders)
@@ -131,7 +131,7 @@ def measure(folders: Sequence[Path], eval_sizes: Sequence[int], batches: int, ba
 
 
 def compare(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, str]]:
-    """`experiments.ablation.paired` of the accuracy per (task, trained size, evaluated size)."""
+    """`experiments.runs.paired` of the accuracy per (task, trained size, evaluated size)."""
     out = []
     cases = sorted({(r["task"], int(r["train_size"]), int(r["eval_size"])) for r in rows})
     for task, train_size, size in cases:

@@ -7,7 +7,7 @@ the same preset trains them (``python -m experiments.train -m experiment=scaling
 
 Reads every ``experiments.train`` run below the given folders (``config.yaml`` + ``metrics.csv``; the
 parameter count is that of the model the config builds), takes the last validation bits per byte of each
-finished run (`experiments.ablation.iter_runs` skips the unfinished ones), and
+finished run (`experiments.runs.iter_runs` skips the unfinished ones), and
 fits `experiments.fit.scaling_law_fit` per variant (`experiments.variants.variant_name`) over at least
 4 sizes, every seed a point. Writes one row per run (``kind`` = "run"), one per variant and size with
 the mean and sample std over seeds ("mean"), and one per fit ("fit").
@@ -25,9 +25,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from entropic.models import GPT, GPTConfig
-from experiments.ablation import iter_runs
 from experiments.fit import scaling_law_fit
 from experiments.results import print_summary, write_csv
+from experiments.runs import iter_runs
 from experiments.task import TaskError, hydra_task, settings
 from experiments.variants import variant_name
 

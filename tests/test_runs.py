@@ -1,0 +1,48 @@
+"""`experiments.runs`: the finished runs of a sweep, and variants compared with a reference seed by seed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from experiments.runs import PAIRED_COLUMNS, iter_runs, paired
+
+
+def _run(folder, seed: int, step: int, max_steps: int | None, bpb: float) -> None:
+    folder.mkdir(parents=True)
+    trainer = "" if max_steps is None else f"trainer: {{max_steps: {max_steps}}}\n"
+    (folder / "config.yaml").write_text(f"seed: {seed}\nmodel:\n  attention: {{kind: softmax}}\n{trainer}")
+    (folder / "metrics.csv").write_text(f"step,val_bpb\n{step},{bpb}\n")
+
+
+def test_iter_runs_reads_finished_runs_in_path_order_and_names_the_others(tmp_path, capsys):
+    _run(tmp_path / "b", 1, 20, 20, 3.0)
+    _run(tmp_path / "a", 0, 20, None, 3.5)  # no max_steps: counted
+    _run(tmp_path / "c", 2, 10, 20, 4.0)  # still training
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "metrics.csv").write_text("step,val_bpb\n")  # no config: not a run
+    found = list(iter_runs([tmp_path]))
+    assert [(cfg["seed"], last["val_bpb"], last["run"].name) for cfg, last in found] == [
+        (0, 3.5, "a"),
+        (1, 3.0, "b"),
+    ]
+    assert capsys.readouterr().out == f"skipped an unfinished run: {tmp_path / 'c'} (step 10 of 20)\n"
+    assert len(list(iter_runs([tmp_path], finished=False))) == 3
+
+
+def test_paired_matches_seeds_and_agrees_with_scipy():
+    groups = {
+        "softmax": [{"seed": s, "val_bpb": v} for s, v in enumerate([3.0, 3.2, 3.1, 3.3])],
+        "a": [
+            {"seed": s, "val_bpb": v} for s, v in [(3, 3.1), (0, 2.9), (1, 3.0), (9, 1.0)]
+        ],  # seed 9 unpaired
+        "b": [{"seed": 0, "val_bpb": 3.0}],  # one pair: no comparison
+    }
+    (row,) = paired(groups, "softmax")
+    assert set(row) == set(PAIRED_COLUMNS) and row["variant"] == "a" and row["seeds"] == "3"
+    a, b = np.array([2.9, 3.0, 3.1]), np.array([3.0, 3.2, 3.3])
+    assert float(row["difference"]) == pytest.approx((a - b).mean(), rel=1e-3)
+    assert float(row["p_t"]) == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-3)
+    with pytest.raises(ValueError, match="reference 'dense' is not among the variants"):
+        paired(groups, "dense")
