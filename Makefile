@@ -14,6 +14,8 @@
 #                   then results/ablation_attention.csv and its _paired comparisons; about 4 h on 2 cores
 #   make recall     the MQAR study (configs/experiment/recall.yaml) the same way, then results/recall.csv
 #   make copying    the copying study (configs/experiment/copying.yaml) the same way, then results/copying.csv
+#   make trained-lengths  tiny models trained at each N on the same tokens, one process per variant
+#                   (TRAINED_LENGTHS_VARIANTS), resumable, then results/complexity_trained_matched*.csv
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
@@ -76,7 +78,7 @@ GPU_REPORT_ARGS ?=
 
 PY := $(VENV)/bin/python
 
-.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm sampler-study ablation-attention recall copying test-fast test-gpu lint format bench gpu-report gpu-results clean
+.PHONY: demo paper test test-oldest-triton test-vllm bench-vllm sampler-study ablation-attention recall copying trained-lengths test-fast test-gpu lint format bench gpu-report gpu-results clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -157,6 +159,16 @@ recall: $(VENV)/.stamp-exp,hf
 copying: $(VENV)/.stamp-exp,hf
 	$(call sweep,copying)
 	$(PY) -m experiments.recall experiment=copying
+
+# The de-confounded trained-length study (configs/experiment/trained_lengths.yaml): one process per variant,
+# all growing one table (resumable), then the fits of the whole table.
+TRAINED_LENGTHS_VARIANTS ?= scheduled entmax
+trained-lengths: $(VENV)/.stamp-exp,hf
+	pids=; for v in $(TRAINED_LENGTHS_VARIANTS); do \
+		$(PY) -m experiments.trained_lengths "trained_lengths.trained.variants=[$$v]" & pids="$$pids $$!"; \
+	done; for pid in $$pids; do wait $$pid || exit 1; done
+	$(PY) -m experiments.trained_lengths trained_lengths.mode=refit \
+		trained_lengths.refit.table=results/complexity_trained_matched.csv
 
 test-oldest-triton: $(OLDEST_VENV)/.stamp
 	$(OLDEST_PYTEST) $(PYTEST_ARGS) $(KERNEL_TESTS)

@@ -9,7 +9,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,21 @@ def read_csv(path: str | os.PathLike) -> list[dict[str, str]]:
         return list(csv.DictReader(line for line in f if not line.startswith("#")))
 
 
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on `folder` (``flock`` on the directory itself, so no lock file is
+    left behind): processes that grow files in one folder take turns."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 class RowFile:
     """A results CSV that grows as a run goes, so that a restarted run skips what is there.
 
@@ -58,6 +73,10 @@ class RowFile:
     added since (as given). With `every_command`, a `command` the first line does not hold yet is added
     to it (``# <first>; <second>``): the commands there, run in that order on an empty file, write the
     same rows. Otherwise the first line is the command that created the file.
+
+    Several processes may grow one file at once (each adding rows the others do not, say one variant
+    each): reading, the first line and every `add` happen under a lock on the file's folder, and
+    `current` reads the rows all of them have written so far.
     """
 
     def __init__(
@@ -70,14 +89,24 @@ class RowFile:
         every_command: bool = False,
     ) -> None:
         self.path, self.columns, self.command = Path(path), list(columns), command
+        self._parse = parse
+        with _locked(self.path.parent):
+            self.rows: list[dict[str, Any]] = self._read()
+            if every_command and self.path.exists():
+                first, _, rest = self.path.read_text().partition("\n")
+                commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
+                if command not in commands:
+                    body = rest if first.startswith("#") else first + "\n" + rest
+                    self.path.write_text("# " + "; ".join([*commands, command]) + "\n" + body)
+
+    def _read(self) -> list[dict[str, Any]]:
         read = read_csv(self.path) if self.path.exists() else []
-        self.rows: list[dict[str, Any]] = [parse(r) for r in read] if parse else list(read)
-        if every_command and self.path.exists():
-            first, _, rest = self.path.read_text().partition("\n")
-            commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
-            if command not in commands:
-                body = rest if first.startswith("#") else first + "\n" + rest
-                self.path.write_text("# " + "; ".join([*commands, command]) + "\n" + body)
+        return [self._parse(r) for r in read] if self._parse else list(read)
+
+    def current(self) -> list[dict[str, Any]]:
+        """Every row in the file now, this process's and any other's (parsed as `rows` are)."""
+        with _locked(self.path.parent):
+            return self._read()
 
     @property
     def commands(self) -> str:
@@ -88,11 +117,9 @@ class RowFile:
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append `rows` (complete, in `columns`) and flush them, creating the file on the first call."""
-        new = not self.path.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", newline="") as f:
+        with _locked(self.path.parent), self.path.open("a", newline="") as f:
             writer = csv.DictWriter(f, self.columns)
-            if new:
+            if f.tell() == 0:  # a new file
                 f.write(f"# {self.command}\n")
                 writer.writeheader()
             writer.writerows(rows)

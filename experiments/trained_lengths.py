@@ -587,7 +587,8 @@ def trained(cfg: dict[str, Any], overrides: list[str]) -> int:
     ):
         per_head.add([_fmt(h) for h in heads])  # a row's heads first: a table row implies its heads
         table.add([_fmt(row | _stamp())])
-    write_fits(out, fit_rows(table.rows, per_head.rows), overrides)
+    # every row of the table, also those that other processes (other variants) have added meanwhile
+    write_fits(out, fit_rows(table.current(), per_head.current()), overrides)
     return 0
 
 

@@ -52,3 +52,34 @@ def test_write_csv_heads_the_file_with_the_command_that_wrote_it(tmp_path, monke
     write_csv(tmp_path / "plain.csv", rows, ("a", "b"))  # no command: a plain CSV
     assert (tmp_path / "plain.csv").read_bytes() == b'a,b\r\n1,"x,y"\r\n'
     assert read_csv(tmp_path / "plain.csv") == read_csv(tmp_path / "given.csv") == [{"a": "1", "b": "x,y"}]
+
+
+def _grow(path: str, name: str, count: int) -> None:
+    table = RowFile(path, ["name", "i", "pad"], f"grow {name}", every_command=True)
+    for i in range(count):
+        table.add([{"name": name, "i": i, "pad": "x" * 200}])
+
+
+def test_row_file_grown_by_several_processes_at_once_stays_whole(tmp_path):
+    """Two processes add rows to one file at the same time (as two variants of one study would): one
+    header, both commands on the first line, every row whole; `current` sees the other's rows."""
+    import multiprocessing
+
+    path = str(tmp_path / "t.csv")
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_grow, args=(path, name, 300)) for name in "ab"]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+        assert w.exitcode == 0
+    lines = (tmp_path / "t.csv").read_text().splitlines()
+    assert sorted(lines[0].removeprefix("# ").split("; ")) == ["grow a", "grow b"]
+    assert lines[1] == "name,i,pad" and lines.count("name,i,pad") == 1
+    rows = read_csv(path)
+    for name in "ab":
+        assert [int(r["i"]) for r in rows if r["name"] == name] == list(range(300))
+    assert all(r["pad"] == "x" * 200 for r in rows)
+    mine = RowFile(path, ["name", "i", "pad"], "grow a")
+    mine.add([{"name": "c", "i": 0, "pad": ""}])
+    assert len(RowFile(path, ["name", "i", "pad"], "grow b").current()) == 601 == len(mine.current())
