@@ -281,6 +281,13 @@ def _measured_claims() -> list[str]:
     attn_d = next(r for r in _csv("ablation_attention_paired.csv") if (r["metric"], r["variant"]) == (
         "test_bpb", "entmax1.5"))  # fmt: skip
     attn_finished = sum(int(r["seeds"]) for r in attn.values())
+    attn_tests = [r for r in _csv("ablation_attention_paired.csv") if r["metric"] == "test_bpb"]
+    attn_lower = [
+        r["variant"] for r in attn_tests if float(r["p_t_holm"]) < 0.05 and float(r["difference"]) < 0
+    ]
+    attn_higher = [
+        r["variant"] for r in attn_tests if float(r["p_t_holm"]) < 0.05 and float(r["difference"]) > 0
+    ]
     attn_planned = 8 * 5  # configs/experiment/ablation_attention.yaml: 8 variants × 5 seeds
     attn_bytes = 1000 * 16 * 512
 
@@ -422,6 +429,8 @@ def _measured_claims() -> list[str]:
         f"α = 1.5 − softmax on the test split {float(attn_d['difference']):+.3f} bits/byte (95 % CI "
         f"{float(attn_d['t_low']):+.3f} to {float(attn_d['t_high']):+.3f}, "
         f"Holm p {float(attn_d['p_t_holm']):.3f}, {attn_d['seeds']} seeds)",
+        f"lower than softmax on test after Holm (p < 0.05): {', '.join(attn_lower) or 'none'}; "
+        f"{'none higher' if not attn_higher else 'higher: ' + ', '.join(attn_higher)} |",
         # the gated schedule's cost over all sizes, paired by (size, seed)
         f"the gated schedule is worse at {worse} of {len(sizes)} sizes, {d.mean():+.3f} bits/byte paired by "
         f"(size, seed) over {len(d)} pairs (95 % CI {d.mean() - half:+.3f} to {d.mean() + half:+.3f})",
