@@ -41,9 +41,12 @@ def settings(section: DictConfig) -> dict[str, Any]:
     return OmegaConf.to_container(section, resolve=True)  # type: ignore[return-value]
 
 
+def _names_preset(overrides: Sequence[str]) -> bool:
+    return any(o.lstrip("+~").startswith("experiment=") for o in overrides)
+
+
 def _with_preset(overrides: Sequence[str], preset: str) -> list[str]:
-    given = any(o.lstrip("+~").startswith("experiment=") for o in overrides)
-    return list(overrides) if given else [f"experiment={preset}", *overrides]
+    return list(overrides) if _names_preset(overrides) else [f"experiment={preset}", *overrides]
 
 
 def _call(run: Run, cfg: DictConfig, task: str, overrides: list[str]) -> int:
@@ -101,7 +104,7 @@ def _command_line(run: Run, task: str, preset: str) -> int:
 
     args = list(sys.argv[1:])
     overrides = [i for i, a in enumerate(args) if not a.startswith("-") and "=" in a]
-    if not any(args[i].lstrip("+~").startswith("experiment=") for i in overrides):
+    if not _names_preset([args[i] for i in overrides]):
         # before the first override, after the flags and their values (-m, --cfg job)
         args.insert(overrides[0] if overrides else len(args), f"experiment={preset}")
     folder = f"outputs/experiments/{task}"

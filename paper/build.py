@@ -273,14 +273,15 @@ NGRAM_NAMES = {"3": "Kneser-Ney trigram", "2": "Kneser-Ney bigram"}
 
 
 def ngram_baseline(
-    results: Path, name: str, train_bytes: int | None = None
+    results: Path, name: str, train_bytes: int | None = None, orders: Sequence[str] = tuple(NGRAM_NAMES)
 ) -> tuple[str, int, dict[str, tuple[float, float, int]]]:
     """The like-for-like n-gram baseline of `name` (an ``experiments.ngram`` CSV): the models fitted on the
     windows the training seeds drew (``sample == "windows"``), `train_bytes` of them (None: the CSV's one
     such size), scored on the trainer's validation windows.
 
-    Returns the CSV's command, the training bytes and, per order of `NGRAM_NAMES`, the mean, sample std and
-    number of the seeds' ``val_windows_bits_per_byte``. Raises ValueError when the CSV has no such fit.
+    Returns the CSV's command, the training bytes and, per order of `orders` (`NGRAM_NAMES`' by default),
+    the mean, sample std and number of the seeds' ``val_windows_bits_per_byte``. Raises ValueError when the
+    CSV has no such fit.
     """
     command, rows = read_results(results / name)
     rows = [r for r in rows if r["sample"] == "windows"]
@@ -292,8 +293,8 @@ def ngram_baseline(
             f"{name} has no n-gram fitted on {train_bytes if train_bytes else 'one size of'} training "
             f"windows' bytes (it has {sizes}): run experiments.ngram --train-bytes with that size"
         )
-    orders = {}
-    for order in NGRAM_NAMES:
+    fits = {}
+    for order in orders:
         v = [
             float(r["val_windows_bits_per_byte"])
             for r in rows
@@ -302,8 +303,8 @@ def ngram_baseline(
         if not v:
             raise ValueError(f"{name} has no order-{order} fit on {train_bytes} bytes of training windows")
         std = statistics.stdev(v) if len(v) > 1 else 0.0
-        orders[order] = (statistics.fmean(v), std, len(v))
-    return command, train_bytes, orders
+        fits[order] = (statistics.fmean(v), std, len(v))
+    return command, train_bytes, fits
 
 
 def _bytes_tex(n: int) -> str:
@@ -453,8 +454,9 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
     """
     command, rows = read_results(results / "ablation_attention.csv")
     _, paired = read_results(results / "ablation_attention_paired.csv")
-    ngram_command, ngram_bytes, _ = ngram_baseline(results, "ngram_ablation_attention.csv")
-    _, ngram_rows = read_results(results / "ngram_ablation_attention.csv")
+    ngram_command, ngram_bytes, grams = ngram_baseline(
+        results, "ngram_ablation_attention.csv", orders=tuple(NGRAM_ORDERS_ATTENTION)
+    )
     planned, seeds = _sweep("ablation_attention")
     order = {v: i for i, v in enumerate(planned)}
     rows.sort(key=lambda r: order.get(r["variant"], len(order)))
@@ -481,15 +483,9 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
                 f"{float(r['tokens_per_s_mean']):.0f}",
             ]
         )
-    grams = {}
     for n, name in NGRAM_ORDERS_ATTENTION.items():
-        v = [
-            float(r["val_windows_bits_per_byte"])
-            for r in ngram_rows
-            if r["order"] == n and r["sample"] == "windows" and int(r["train_bytes"]) == ngram_bytes
-        ]
-        grams[n] = (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v))
-        table.append([name, str(len(v)), f"{grams[n][0]:.4f} ± {grams[n][1]:.4f}", *["—"] * 7])
+        mean, std, seeds_fitted = grams[n]
+        table.append([name, str(seeds_fitted), f"{mean:.4f} ± {std:.4f}", *["—"] * 7])
     partial = (
         f"Partial: {finished} of {len(planned) * len(seeds)} planned runs finished"
         + (f"; not yet run: {', '.join(missing)}" if missing else "")
