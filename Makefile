@@ -10,8 +10,10 @@
 #   make sampler-study  the sampler study (experiments/sampler_study.py) in VLLM_VENV: about 1 h 10 min on 2
 #                   cores; resumable (a restarted run skips what results/sampler_study.csv holds); STUDY_ARGS
 #   make ablation-attention  the ablation where attention matters (configs/experiment/ablation_attention.yaml):
-#                   8 variants × 5 seeds, one sweep per group of SEED_SPLITS at once (one per core), resumable,
-#                   then results/ablation_attention.csv and its _paired comparisons; about 4 h on 2 cores
+#                   8 variants × 5 seeds, one sweep per group of SEED_SPLITS at once (one per core), resumable
+#                   (each finished run is a row of the record results/ablation_attention_runs.csv, which a
+#                   rerun skips), then results/ablation_attention.csv and its _paired comparisons; about 1 h 10
+#                   min on 2 cores
 #   make recall     the MQAR study (configs/experiment/recall.yaml) the same way, then results/recall.csv
 #   make copying    the copying study (configs/experiment/copying.yaml) the same way, then results/copying.csv
 #   make trained-lengths  tiny models trained at each N on the same tokens, one process per variant

@@ -1,11 +1,16 @@
 """Aggregate training runs into the ablation table: mean ± std over seeds per attention variant.
 
-``python -m experiments.ablation [experiment=ablation_attention]``   (``ablation.test_batches=16`` ...)
-``python -m experiments.ablation experiment=ablation``
+``python -m experiments.ablation [experiment=ablation_attention]``   (``ablation.out=...`` ...)
+``python -m experiments.ablation experiment=ablation ablation.test_batches=16``
 
-A hydra task (`experiments.task`): the preset's ``ablation:`` section names the training runs (``runs``,
-below which every run counts), the CSV (``out``), ``test_batches`` and ``reference``; the same preset
-trains the runs (``python -m experiments.train -m experiment=ablation_attention``).
+A hydra task (`experiments.task`): the preset's ``ablation:`` section names the training runs, the CSV
+(``out``) and ``reference``; the same preset trains the runs
+(``python -m experiments.train -m experiment=ablation_attention``). The runs are either
+
+* ``record``: a record of runs (``record=<csv>`` of `experiments.train`; `experiments.runs.read_record`),
+  one row per finished run with its validation and *test* bits per byte, which the runs scored themselves
+  (``ablation_attention``); or
+* ``runs``: folders of run folders, with ``test_batches`` (``ablation``), described below.
 
 Every folder below those of ``runs`` that holds ``config.yaml`` and ``metrics.csv`` (an
 ``experiments.train`` run) and has reached its ``trainer.max_steps`` counts (a sweep still going is read
@@ -41,7 +46,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.results import print_summary, write_csv
-from experiments.runs import PAIRED_COLUMNS, iter_runs, paired
+from experiments.runs import PAIRED_COLUMNS, iter_runs, paired, read_record, record_of
 from experiments.task import TaskError, hydra_task, settings
 from experiments.variants import variant_name
 
@@ -95,19 +100,23 @@ def summarise(groups: dict[str, list[dict[str, float]]]) -> list[dict[str, str]]
 @hydra_task("ablation", preset="ablation_attention")
 def main(section: DictConfig, overrides: list[str]) -> int:
     """The ablation table (and with ``reference`` the paired comparisons) of a preset's ``ablation:``
-    section: ``runs`` (folders below which every training run counts), ``out``, ``test_batches`` and
-    ``reference`` (module docstring)."""
+    section: ``record`` (a record of runs) or ``runs`` (folders below which every training run counts) and
+    ``test_batches``, then ``out`` and ``reference`` (module docstring)."""
     cfg = settings(section)
-    folders = [Path(f) for f in cfg["runs"]]
     out = Path(cfg["out"])
-    if cfg["test_batches"] < 0:
-        raise TaskError(f"ablation.test_batches must be >= 0, got {cfg['test_batches']}")
     started = time.perf_counter()
-    groups = collect(folders, cfg["test_batches"])
-    if not groups:
-        raise TaskError(
-            f"ablation.runs: no training run (config.yaml + metrics.csv) under {', '.join(map(str, folders))}"
-        )
+    record = record_of(cfg, "ablation")
+    if record is not None:
+        groups = read_record(record)
+    else:
+        folders = [Path(f) for f in cfg["runs"]]
+        test_batches = cfg.get("test_batches", 0)
+        if test_batches < 0:
+            raise TaskError(f"ablation.test_batches must be >= 0, got {test_batches}")
+        groups = collect(folders, test_batches)
+        if not groups:
+            where = ", ".join(map(str, folders))
+            raise TaskError(f"ablation.runs: no training run (config.yaml + metrics.csv) under {where}")
     table = summarise(groups)
     columns = list(table[0])
     if any(list(row) != columns for row in table):

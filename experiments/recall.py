@@ -7,8 +7,10 @@ the task and at larger ones (length extrapolation).
 ``python -m experiments.recall [experiment=recall]``   (``recall.eval_sizes=[8,16,32,64]`` ...)
 ``python -m experiments.recall experiment=copying``
 
-scores every run found below the folders of ``recall.runs`` (an ``experiments.train`` run on
-`entropic.data.MultiQueryRecall` or `entropic.data.Copying`: ``config.yaml`` and ``checkpoints/last.pt``)
+reads the scores from the record of the runs (``recall.record``: each run scored itself when it finished,
+`record_scores`, so the committed record carries a study across machines), or scores every run found below
+the folders of ``recall.runs`` (an ``experiments.train`` run on `entropic.data.MultiQueryRecall` or
+`entropic.data.Copying`: ``config.yaml`` and ``checkpoints/last.pt``). Either way each run is scored
 on ``recall.batches`` fixed batches of the task's test split at each size in ``recall.eval_sizes``: the
 number of key-value pairs of MQAR (all of them queried; a sequence of 4n tokens) or the number of symbols
 copied (2L tokens). A size larger than the run trained on is a longer context than it saw, marked
@@ -42,7 +44,7 @@ from entropic.attention import collect_attention_stats
 from entropic.data import Copying, MultiQueryRecall
 from entropic.models import GPT
 from experiments.results import print_summary, progress_bar, read_csv, write_csv
-from experiments.runs import PAIRED_COLUMNS, iter_runs, paired
+from experiments.runs import PAIRED_COLUMNS, iter_runs, paired, record_of
 from experiments.task import TaskError, hydra_task, settings
 from experiments.train import masked_nll
 from experiments.variants import variant_name
@@ -52,6 +54,7 @@ COLUMNS = ("task", "variant", "seed", "train_size", "eval_size", "extrapolated",
 EVAL_SEED = 4321  # the same test batches for every run
 TASKS = {"MultiQueryRecall": "mqar", "Copying": "copying"}  # data classes scored, and their short names
 SIZE = {"mqar": "n_pairs", "copying": "length"}  # the size of an instance: pairs stored, symbols copied
+SCORES = ("accuracy", "bits_per_answer", "zero_fraction", "alpha")  # per run and evaluated size
 
 
 def runs(folders: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
@@ -101,6 +104,46 @@ def score(model: GPT, task: MultiQueryRecall | Copying, batches: int, batch_size
         nll, answers = nll + float(batch_nll), answers + int(count)
     return {"accuracy": right / answers, "bits_per_answer": nll / answers / math.log(2),
             "zero_fraction": zero, "alpha": alpha, "answers": answers}  # fmt: skip
+
+
+def record_scores(
+    model: GPT, data: dict[str, Any], eval_sizes: Sequence[int], batches: int, batch_size: int
+) -> dict[str, Any]:
+    """A finished run's own scores for its row of the record (``record_scores`` of `experiments.train`):
+    the ``task`` and ``train_size``, then per size n of `eval_sizes` the `score` columns suffixed ``_<n>``
+    (``accuracy_64`` ...). `data` is the run's resolved data config."""
+    task = _task({"data": data})
+    if task is None:
+        raise ValueError(
+            f"record_scores: data must be MultiQueryRecall or Copying, got {data.get('_target_')}"
+        )
+    for size in eval_sizes:
+        check_param(size, "eval_sizes", 1, float("inf"), integer=True)
+    out: dict[str, Any] = {"task": task, "train_size": int(data[SIZE[task]])}
+    for size in eval_sizes:
+        result = score(model, instance(task, size, data), batches, batch_size)
+        out |= {f"{k}_{size}": v for k, v in result.items()}
+    return out
+
+
+def from_record(path: Path) -> list[dict[str, Any]]:
+    """One row per (run, evaluated size) (`COLUMNS`) from the record at `path` (`record_scores`' columns)."""
+    rows = []
+    for run in read_csv(path):
+        sizes = sorted(int(k.removeprefix("accuracy_")) for k in run if k.startswith("accuracy_"))
+        if not sizes:
+            raise TaskError(
+                f"recall.record: {path} has no accuracy_<size> columns (written without record_scores)"
+            )
+        for size in sizes:
+            rows.append({
+                "task": run["task"], "variant": run["variant"], "seed": run["seed"],
+                "train_size": run["train_size"], "eval_size": size,
+                "extrapolated": int(size > int(run["train_size"])),
+                **{k: f"{float(run[f'{k}_{size}']):.4f}" for k in SCORES},
+                "answers": run[f"answers_{size}"], "steps": run["steps"],
+            })  # fmt: skip
+    return sorted(rows, key=lambda r: (r["task"], r["variant"], int(r["seed"]), int(r["eval_size"])))
 
 
 def measure(folders: Sequence[Path], eval_sizes: Sequence[int], batches: int, batch_size: int) -> list[dict]:
@@ -178,10 +221,11 @@ def draw(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 @hydra_task("recall", preset="recall")
 def main(section: DictConfig, overrides: list[str]) -> int:
-    """The recall table, its paired comparisons and figure from a preset's ``recall:`` section: ``runs``,
-    ``eval_sizes``, ``batches``, ``batch_size``, ``reference`` and ``out`` (module docstring)."""
+    """The recall table, its paired comparisons and figure from a preset's ``recall:`` section: ``record``
+    or ``runs``, ``eval_sizes``, ``batches``, ``batch_size``, ``reference`` and ``out`` (module
+    docstring)."""
     cfg = settings(section)
-    folders, out = [Path(f) for f in cfg["runs"]], Path(cfg["out"])
+    folders, out = [Path(f) for f in cfg.get("runs") or []], Path(cfg["out"])
     try:
         for size in cfg["eval_sizes"]:
             check_param(size, "recall.eval_sizes", 1, float("inf"), integer=True)
@@ -190,7 +234,11 @@ def main(section: DictConfig, overrides: list[str]) -> int:
     except ValueError as error:
         raise TaskError(str(error)) from error
     started = time.perf_counter()
-    rows = measure(folders, cfg["eval_sizes"], cfg["batches"], cfg["batch_size"])
+    record = record_of(cfg, "recall")
+    if record is not None:
+        rows = from_record(record)
+    else:
+        rows = measure(folders, cfg["eval_sizes"], cfg["batches"], cfg["batch_size"])
     if not rows:
         where = ", ".join(map(str, folders))
         raise TaskError(f"recall.runs: no finished MultiQueryRecall or Copying run under {where}")

@@ -11,6 +11,15 @@ validation bits per byte) and a one-line summary at the end. Each run folder hol
 * ``checkpoints/last.pt``: model, config, optimizer, schedule, step and random state, written
   atomically; ``resume=<run folder>`` continues a killed run from it, bit for bit on CPU.
 
+``record=<csv>`` keeps the finished runs of a study in one table (`experiments.runs.record_columns`): a run
+that reaches ``max_steps`` scores the *test* split on the validation's number of fixed windows and adds its
+row (variant, seed, budget, validation and test bits per byte, attention statistics), and a job whose
+variant and seed are already there is skipped without training (an error if that row was trained with
+another budget). Committed with the results, the table lets a sweep go on on another machine.
+``record_scores`` (a hydra ``_target_`` with ``_partial_: true``, called with ``model`` and ``data``) adds a
+study's own scores of the finished model to its row (`experiments.recall.record_scores`: accuracy at
+several sizes of a synthetic task), so that the record alone holds the study.
+
 Under ``torchrun --nproc_per_node=N`` the model is wrapped in DDP (gloo on CPU, nccl on CUDA); every
 rank draws its own batches, rank 0 evaluates, logs and checkpoints. See ``configs/train.yaml``.
 """
@@ -38,6 +47,8 @@ from entropic.data import Batch
 from entropic.metrics import bits_per_byte
 from entropic.models import GPT, atomic_save, load_checkpoint
 from experiments.results import print_summary, progress_bar
+from experiments.runs import record_run, recorded
+from experiments.variants import variant_name
 
 __all__ = ["RunSummary", "TrainerConfig", "cosine_lr", "data_generator", "metric_columns", "train"]
 
@@ -304,6 +315,16 @@ def train(cfg: DictConfig) -> RunSummary:
     torch.manual_seed(cfg.seed)
     data = hydra.utils.instantiate(cfg.data)
     model = GPT(hydra.utils.instantiate(cfg.model)).to(device)
+    record = Path(cfg.record) if cfg.get("record") else None
+    variant = variant_name(OmegaConf.to_container(cfg.model.attention, resolve=True))
+    if record is not None:
+        budget = {
+            "n_params": model.n_params, "steps": tcfg.max_steps, "batch_size": tcfg.batch_size,
+            "seq_len": cfg.data.get("seq_len"),
+        }  # fmt: skip
+        previous = recorded(record, variant, int(cfg.seed), budget)
+        if previous is not None:
+            return _skipped(previous, record, out_dir, model.n_params, started)
     optimizer = torch.optim.AdamW(
         _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tcfg.betas, fused=device.type == "cuda"
     )
@@ -418,6 +439,19 @@ def train(cfg: DictConfig) -> RunSummary:
         attn_alpha=float(row.get("attn_alpha", math.nan)),
         n_params=model.n_params,
     )
+    if record is not None and rank == 0 and step >= tcfg.max_steps:
+        test = evaluate(model, data, tcfg, device, autocast, split="test")
+        command, overrides = _job_command()
+        scores = hydra.utils.instantiate(cfg.record_scores) if cfg.get("record_scores") else None
+        extra = scores(model=model, data=OmegaConf.to_container(cfg.data, resolve=True)) if scores else {}
+        keep = ("val_bpb", "tokens_per_s", "train_loss")
+        record_run(record, {
+            "variant": variant, "seed": int(cfg.seed), "overrides": overrides, "n_params": model.n_params,
+            "steps": step, "batch_size": tcfg.batch_size,
+            "seq_len": tokens // (step * tcfg.batch_size * world), "tokens": tokens,
+            "test_bpb": test["test_bpb"],
+            **{k: v for k, v in row.items() if k in keep or k.startswith("attn_")}, **extra,
+        }, command)  # fmt: skip
     if rank == 0:
         print_summary(
             f"train {label}",
@@ -427,6 +461,42 @@ def train(cfg: DictConfig) -> RunSummary:
             out=out_dir,
         )
     return summary
+
+
+def _skipped(row: dict[str, str], record: Path, out_dir: Path, n_params: int, started: float) -> RunSummary:
+    """The summary of a job that `record` already holds (`row`), said on stdout."""
+    summary = RunSummary(
+        output_dir=out_dir,
+        step=int(row["steps"]),
+        val_bpb=float(row["val_bpb"]),
+        train_loss=float(row["train_loss"]),
+        tokens_per_s=float(row["tokens_per_s"]),
+        attn_sparsity=float(row["attn_sparsity"]),
+        attn_alpha=float(row["attn_alpha"]),
+        n_params=n_params,
+    )
+    print_summary(
+        f"train {row['variant']}",
+        f"skipped, seed {row['seed']} is in the record (val {summary.val_bpb:.4f} bits/byte)",
+        started=started,
+        out=record,
+    )
+    return summary
+
+
+def _job_command() -> tuple[str, str]:
+    """The command that trains a record's every row (``python -m experiments.train -m experiment=<preset>``,
+    or this job's command without a preset), and this job's own hydra overrides (its row)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return "python -m experiments.train", ""
+    hydra_cfg = HydraConfig.get()
+    overrides = " ".join(hydra_cfg.overrides.task)
+    preset = hydra_cfg.runtime.choices.get("experiment")
+    if preset and preset != "null":
+        return f"python -m experiments.train -m experiment={preset}", overrides
+    return f"python -m experiments.train {overrides}".rstrip(), overrides
 
 
 def _last_row(path: Path) -> dict[str, float]:

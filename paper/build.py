@@ -25,6 +25,7 @@ import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python paper/build.py` from anywhere: experiments.fit is importable
@@ -88,6 +89,7 @@ FIGURE_WIDTHS = {
     "complexity_trained": 1.0,
     "ablation": 1.0,
     "ablation_attention": 1.0,
+    "recall_copying": 1.0,
     "complexity": 1.0,
     "sampling": 1.0,
     "sampler_study": 1.0,
@@ -430,14 +432,19 @@ GRAM_WORDS = {
 }  # TeX macro names have no digits
 
 
+def _preset(name: str) -> Any:
+    """``configs/experiment/<name>.yaml`` as written (a DictConfig, interpolations unresolved)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.load(ROOT / "configs" / "experiment" / f"{name}.yaml")
+
+
 def _sweep(preset: str) -> tuple[list[str], list[int]]:
     """The attention variants (`experiments.variants.file_variant` names, in sweep order) and the seeds that
     ``configs/experiment/<preset>.yaml``'s training sweep plans."""
-    from omegaconf import OmegaConf
-
     from experiments.variants import file_variant
 
-    params = OmegaConf.load(ROOT / "configs" / "experiment" / f"{preset}.yaml").hydra.sweeper.params
+    params = _preset(preset).hydra.sweeper.params
     return [file_variant(v) for v in str(params.attention).split(",")], [
         int(s) for s in str(params.seed).split(",")
     ]
@@ -458,6 +465,9 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
         results, "ngram_ablation_attention.csv", orders=tuple(NGRAM_ORDERS_ATTENTION)
     )
     planned, seeds = _sweep("ablation_attention")
+    preset = _preset("ablation_attention")
+    batch, seq_len = int(preset.trainer.batch_size), int(preset.data.seq_len)
+    test_batches = int(preset.trainer.eval_batches)
     order = {v: i for i, v in enumerate(planned)}
     rows.sort(key=lambda r: order.get(r["variant"], len(order)))
     versus = {(r["metric"], r["variant"]): r for r in paired}
@@ -512,12 +522,12 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
         ),
         table,
         f"{partial}The ablation where attention matters ({hardware}): tiny byte GPTs, {steps} steps of "
-        f"16 windows of 512 bytes, each variant with the same data order per seed. Validation and test "
-        "bits/byte: mean ± sample std over seeds (test: 16 fixed batches of test-split windows scored from "
-        "the final checkpoint). Test − softmax: the mean paired difference by seed with its 95% t interval, "
-        "and the paired t-test's p, Holm-adjusted over the variants; detectable: the smallest true "
-        "difference that test detects with 80% power at Holm's strictest level, from the spread of the "
-        "observed differences. n-grams: interpolated Kneser-Ney "
+        f"{batch} windows of {seq_len} bytes, each variant with the same data order per seed. Validation and "
+        f"test bits/byte: mean ± sample std over seeds (test: {test_batches} fixed batches of test-split "
+        "windows scored from the final checkpoint). Test − softmax: the mean paired difference by seed with "
+        "its 95% t interval, and the paired t-test's p, Holm-adjusted over the variants; detectable: the "
+        "smallest true difference that test detects with 80% power at Holm's strictest level, from the "
+        "spread of the observed differences. n-grams: interpolated Kneser-Ney "
         f"models fitted on the {ngram_bytes:,} bytes each seed's run drew, scored on the same validation "
         "windows.",
         f"{command} ; {ngram_command}",
@@ -557,6 +567,8 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
     models = [float(r["val_bpb_mean"]) for r in rows]
     return {
         "AblAttnSteps": steps,
+        "AblAttnBatch": str(batch),
+        "AblAttnSeqLen": str(seq_len),
         "AblAttnSeeds": str(len(seeds)),
         "AblAttnFinished": str(finished),
         "AblAttnPlanned": str(len(planned) * len(seeds)),
@@ -585,6 +597,147 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
 
 
 SWAP_ORDER = ("softmax", "alpha=1.25", "alpha=1.5", "alpha=2", "scheduled", "scheduled-gated", "per-head")
+
+
+# The synthetic tasks of experiments.recall: the short name in its CSVs -> (the preset and CSV stem, what
+# the macros call it, the unit of its size).
+RECALL_TASKS = {"copying": ("copying", "Copying", "symbols"), "mqar": ("recall", "Mqar", "pairs")}
+RECALL_MULTIPLES = (1, 2, 4, 8)  # evaluated sizes, as multiples of the trained one
+
+
+def _signed_interval(d: dict[str, str]) -> str:
+    """``+0.012 [-0.003, +0.027]``: a paired difference and its t interval (`experiments.runs.paired`)."""
+    return f"{float(d['difference']):+.3f} [{float(d['t_low']):+.3f}, {float(d['t_high']):+.3f}]"
+
+
+def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str, str]], planned: int) -> str:
+    """One sentence on a task's study for the paper (plain text): what finished, softmax's accuracy at the
+    trained size and at the largest evaluated one, and the variants resolved from softmax there."""
+    trained = int(rows[0]["train_size"])
+    largest = max(int(r["eval_size"]) for r in rows)
+    unit = RECALL_TASKS[task][2]
+
+    def softmax(size: int) -> str:
+        acc = [
+            float(r["accuracy"]) for r in rows if r["variant"] == "softmax" and int(r["eval_size"]) == size
+        ]
+        if not acc:
+            return "not measured"
+        return f"{statistics.fmean(acc):.3f}" + (f" ± {statistics.stdev(acc):.3f}" if len(acc) > 1 else "")
+
+    runs = len({(r["variant"], r["seed"]) for r in rows})
+    status = f"all {runs} planned runs" if runs >= planned else f"{runs} of {planned} planned runs (partial)"
+    resolved = []
+    for size, where in ((trained, "at the trained size"), (largest, f"at {largest} {unit}")):
+        here = [r for r in paired if int(r["eval_size"]) == size and float(r["p_t_holm"]) < 0.05]
+        better = [r["variant"] for r in here if float(r["difference"]) > 0]
+        worse = [r["variant"] for r in here if float(r["difference"]) < 0]
+        resolved.append(
+            f"{where}, more accurate than softmax after Holm: {', '.join(better) or 'none'}; less accurate: "
+            f"{', '.join(worse) or 'none'}"
+        )
+    return (
+        f"{status} finished; softmax answers {softmax(trained)} of the {unit} right at the trained size "
+        f"({trained} {unit}) and {softmax(largest)} at {largest} {unit}; " + "; ".join(resolved) + "."
+    )
+
+
+def recall_copying(results: Path, out: Path, hardware: str) -> dict[str, str]:
+    """Table and figure of results/{copying,recall}.csv (`experiments.recall`): per task and variant, the
+    runs finished, accuracy on the answers (mean ± std over seeds) at the trained size and at 2, 4 and 8
+    times it (length extrapolation), the zero fraction at the trained size and the paired difference of
+    accuracy from softmax there (95% t interval, Holm-adjusted p). A task whose CSV is missing is "not
+    measured" in the table, the figure and its sentence (macro ``<Task>Summary``); a partial sweep says so.
+    """
+    table, numbers, commands, measured = [], {}, [], {}
+    for task, (stem, macro, _) in RECALL_TASKS.items():
+        planned_variants, seeds = _sweep(stem)
+        planned = len(planned_variants) * len(seeds)
+        path = results / f"{stem}.csv"
+        if not path.is_file():
+            table.append([task, "—", "0", *["not measured"] * (len(RECALL_MULTIPLES) + 1), "—", "—"])
+            numbers[f"{macro}Summary"] = tex_text(
+                f"not measured: the {planned} planned runs have not been made."
+            )
+            numbers[f"{macro}Runs"] = "0"
+            continue
+        command, rows = read_results(path)
+        _, paired = read_results(results / f"{stem}_paired.csv")
+        commands.append(command)
+        trained = int(rows[0]["train_size"])
+        order = {v: i for i, v in enumerate(planned_variants)}
+        variants = sorted({r["variant"] for r in rows}, key=lambda v: order.get(v, len(order)))
+        measured[task] = (rows, variants)
+        versus = {r["variant"]: r for r in paired if int(r["eval_size"]) == trained}
+        for variant in variants:
+            mine = [r for r in rows if r["variant"] == variant]
+            cells = []
+            for multiple in RECALL_MULTIPLES:
+                acc = [float(r["accuracy"]) for r in mine if int(r["eval_size"]) == multiple * trained]
+                spread = f" ± {statistics.stdev(acc):.3f}" if len(acc) > 1 else ""
+                cells.append(f"{statistics.fmean(acc):.3f}{spread}" if acc else "—")
+            zero = [float(r["zero_fraction"]) for r in mine if int(r["eval_size"]) == trained]
+            d = versus.get(variant)
+            table.append([
+                task, variant, str(len({r["seed"] for r in mine})), *cells,
+                f"{statistics.fmean(zero):.3f}" if zero else "—",
+                _signed_interval(d) if d else "—",
+                f"{float(d['p_t_holm']):.3f}" if d else "—",
+            ])  # fmt: skip
+        numbers[f"{macro}Summary"] = tex_text(_recall_summary(task, rows, paired, planned))
+        numbers[f"{macro}Runs"] = str(len({(r["variant"], r["seed"]) for r in rows}))
+        numbers[f"{macro}Trained"] = str(trained)
+    write_table(
+        out,
+        "recall_copying",
+        (
+            "task",
+            "variant",
+            "seeds",
+            *(f"accuracy {m}× trained" for m in RECALL_MULTIPLES),
+            "zero weights",
+            "accuracy − softmax [95%]",
+            "p (Holm)",
+        ),
+        table,
+        f"Copying and multi-query associative recall (MQAR) ({hardware}): tiny GPTs trained on each task at "
+        "one size (copying: symbols copied; MQAR: key-value pairs), scored on fixed test batches at that "
+        "size and at 2, 4 and 8 times it (longer contexts than trained: length extrapolation). Accuracy on "
+        "the answers: mean ± sample std over seeds; zero weights at the trained size; accuracy − softmax: "
+        "the mean paired difference by seed at the trained size with its 95% t interval and the paired "
+        "t-test's p, Holm-adjusted over the variants. Not measured: the task's runs have not been made.",
+        " ; ".join(commands) if commands else "not measured",
+    )
+    fig, axes = figure("recall_copying", 2.4, ncols=len(RECALL_TASKS), sharey=True, squeeze=False)
+    for ax, (task, (_, _, unit)) in zip(axes[0], RECALL_TASKS.items(), strict=True):
+        ax.set(title=task, xlabel=f"{unit} at evaluation (log scale)", ylim=(-0.02, 1.02))
+        if task not in measured:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([])
+            continue
+        rows, variants = measured[task]
+        sizes = sorted({int(r["eval_size"]) for r in rows})
+        for i, variant in enumerate(variants):
+            mine = [r for r in rows if r["variant"] == variant]
+            acc = [[float(r["accuracy"]) for r in mine if int(r["eval_size"]) == n] for n in sizes]
+            mean = [statistics.fmean(a) for a in acc]
+            std = [statistics.stdev(a) if len(a) > 1 else 0.0 for a in acc]
+            ax.errorbar(sizes, mean, yerr=std, marker="os^v<>Dp"[i % 8], ms=3, capsize=2, lw=0.8,
+                        color=f"C{i}", label=display_name(variant))  # fmt: skip
+        ax.axvline(int(rows[0]["train_size"]), color="0.5", lw=0.6, ls=":")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(n) for n in sizes])
+    axes[0][0].set_ylabel("accuracy on the answers")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[0][-1].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncols=4, frameon=False)
+        fig.tight_layout(rect=(0, 0.08 * (1 + (len(labels) - 1) // 4), 1, 1))
+    else:
+        fig.tight_layout()
+    save_figure(fig, out / "recall_copying.png")
+    return numbers
 
 
 def attention_swap(results: Path, out: Path, hardware: str) -> dict[str, str]:
@@ -1926,6 +2079,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         numbers |= sampler_study(args.results, args.out, hardware)
         numbers |= ablation(args.results, args.out, hardware)
         numbers |= ablation_attention(args.results, args.out, hardware)
+        numbers |= recall_copying(args.results, args.out, hardware)
         numbers |= complexity(args.results, args.out, hardware)
         numbers |= sampling(args.results, args.out, hardware)
         numbers |= scaling(args.results, args.out, hardware)

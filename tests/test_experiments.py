@@ -180,8 +180,17 @@ def test_ablation_table(tmp_path, capsys):
     assert max(map(len, printed[1:-1])) <= 80  # the table
     ending = rf"ablation done in [\d.]+ s: 2 variants from 5 runs; {re.escape(str(out))}"
     assert re.fullmatch(ending, printed[-1])
-    assert ablation.main([f"ablation.runs=[{tmp_path / 'empty'}]", f"ablation.out={out}"]) == 2
+    assert (
+        ablation.main(["experiment=ablation", f"ablation.runs=[{tmp_path / 'empty'}]", f"ablation.out={out}"])
+        == 2
+    )
     assert "error: ablation.runs: no training run" in capsys.readouterr().err
+    # the default preset (ablation_attention) reads a record of runs, which must exist
+    assert ablation.main([f"ablation.record={tmp_path / 'missing.csv'}", f"ablation.out={out}"]) == 2
+    assert f"ablation.record: {tmp_path / 'missing.csv'} does not exist" in capsys.readouterr().err
+    both = [f"ablation.record={tmp_path / 'missing.csv'}", f"ablation.runs=[{tmp_path}]"]
+    assert ablation.main(both) == 2
+    assert "by `record` (a table) or by `runs` (folders), not both" in capsys.readouterr().err
     assert ablation.main(["experiment=ablation", "ablation.test_batches=-1"]) == 2
     assert "ablation.test_batches must be >= 0, got -1" in capsys.readouterr().err
     assert ablation.main(["experiment=demo"]) == 2  # a preset without an `ablation:` section
@@ -538,8 +547,11 @@ def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, ca
             )
     monkeypatch.setattr(ablation, "test_bpb", lambda run, cfg, batches: 1.0 + float(run.name[-1]) / 10)
     out = tmp_path / "ablation.csv"
-    argv = [f"ablation.runs=[{tmp_path / 'multirun'}]", f"ablation.out={out}", "ablation.test_batches=2"]
-    assert ablation.main(argv) == 0  # the default preset, experiment=ablation_attention: reference softmax
+    argv = [
+        f"ablation.runs=[{tmp_path / 'multirun'}]", f"ablation.out={out}", "experiment=ablation",
+        "ablation.test_batches=2", "ablation.reference=softmax",
+    ]  # fmt: skip
+    assert ablation.main(argv) == 0
     assert {r["variant"]: r["test_bpb_mean"] for r in read_csv(out)}["sparsemax"] == "1.1000"
     rows = {(r["metric"], r["variant"]): r for r in read_csv(tmp_path / "ablation_paired.csv")}
     assert set(rows) == {(m, v) for m in ("val_bpb", "test_bpb") for v in ("entmax1.5", "sparsemax")}
@@ -562,5 +574,30 @@ def test_ablation_paired_comparisons_by_seed_with_holm(tmp_path, monkeypatch, ca
     adjusted = holm([p["entmax1.5"], p["sparsemax"]])
     assert float(rows["val_bpb", "entmax1.5"]["p_t_holm"]) == pytest.approx(adjusted[0], rel=1e-3)
     assert rows["test_bpb", "sparsemax"]["difference"] == "0" and rows["test_bpb", "sparsemax"]["p_t"] == "1"
-    assert ablation.main([*argv[:2], "ablation.reference=learned"]) == 2
+    assert ablation.main([*argv[:3], "ablation.reference=learned"]) == 2
     assert "ablation.reference: reference 'learned' is not among the variants" in capsys.readouterr().err
+
+
+def test_ablation_reads_a_record_of_runs(tmp_path):
+    """The default preset (ablation_attention) reads the record its runs wrote: mean ± std per variant of
+    validation and test bits per byte, and the paired comparisons with softmax over the seeds both have."""
+    from experiments.runs import record_run
+
+    record, out = tmp_path / "runs.csv", tmp_path / "ablation.csv"
+    stats = {f"attn_{k}{layer}": 0.25 for layer in ("", "_L0") for k in ("entropy", "sparsity", "alpha")}
+    values = {"softmax": [3.0, 3.2, 3.1], "entmax1.5": [2.9, 3.0, 3.05]}
+    for variant, bpbs in values.items():
+        for seed, bpb in enumerate(bpbs):
+            row = {"variant": variant, "seed": seed, "overrides": "", "n_params": 10, "steps": 20,
+                   "batch_size": 2, "seq_len": 8, "tokens": 320, "val_bpb": bpb, "test_bpb": bpb - 0.5,
+                   "tokens_per_s": 100.0, "train_loss": 2.0, **stats}  # fmt: skip
+            record_run(record, row, "python -m experiments.train -m experiment=ablation_attention")
+    assert ablation.main([f"ablation.record={record}", f"ablation.out={out}"]) == 0
+    table = {r["variant"]: r for r in read_csv(out)}
+    assert table["softmax"]["seeds"] == "3" and table["softmax"]["steps"] == "20"
+    assert table["entmax1.5"]["test_bpb_mean"] == f"{np.mean(values['entmax1.5']) - 0.5:.4f}"
+    assert (
+        "attn_entropy_mean" not in table["softmax"] and table["softmax"]["attn_sparsity_L0_mean"] == "0.2500"
+    )
+    paired = {(r["metric"], r["variant"]) for r in read_csv(tmp_path / "ablation_paired.csv")}
+    assert paired == {("val_bpb", "entmax1.5"), ("test_bpb", "entmax1.5")}

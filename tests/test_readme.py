@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from scipy import stats
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -288,8 +289,16 @@ def _measured_claims() -> list[str]:
     attn_higher = [
         r["variant"] for r in attn_tests if float(r["p_t_holm"]) < 0.05 and float(r["difference"]) > 0
     ]
-    attn_planned = 8 * 5  # configs/experiment/ablation_attention.yaml: 8 variants × 5 seeds
-    attn_bytes = 1000 * 16 * 512
+    preset = OmegaConf.load(README.parent / "configs" / "experiment" / "ablation_attention.yaml")
+    sweep = preset.hydra.sweeper.params
+    attn_planned = len(str(sweep.attention).split(",")) * len(str(sweep.seed).split(","))
+    attn_budget = (preset.trainer.max_steps, preset.trainer.batch_size, preset.data.seq_len)
+    attn_bytes = math.prod(attn_budget)
+    attn_status = (
+        f"partial: {attn_finished} of {attn_planned} runs finished"
+        if attn_finished < attn_planned
+        else f"all {attn_planned} runs finished"
+    )
 
     def attn_gram(order: str) -> float:
         v = [
@@ -422,7 +431,8 @@ def _measured_claims() -> list[str]:
         f"a = {law('softmax')} (softmax), {law('scheduled-linear-gated')} (gated)",
         f"size {bpb(soft_l)} vs {bpb(gated_l)}, gated at {100 * float(gated_l['attn_sparsity']):.0f} %",
         # the ablation where attention matters: finished runs, the models against the n-grams, α = 1.5's test
-        f"partial: {attn_finished} of {attn_planned} runs finished) | models "
+        f"{attn_budget[0]} steps of {attn_budget[1]} × {attn_budget[2]} bytes, test split, paired by seed "
+        f"({attn_status}) | models "
         f"{_span([float(r['val_bpb_mean']) for r in attn.values()], '{:.3f}')} val bits/byte beat the "
         f"Kneser-Ney trigram fitted on the same {attn_bytes:,} bytes ({attn_gram('3'):.3f}) but not the "
         f"4-gram ({attn_gram('4'):.3f}) or the 5-gram ({attn_gram('5'):.3f})",

@@ -16,7 +16,7 @@ from experiments.train import CONFIG_DIR, train
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     """Two variants × two seeds of two-step runs of MQAR at 4 pairs and of copying 4 symbols, in a
-    sweep-like folder tree."""
+    sweep-like folder tree, each task's runs recorded (scored at 4 and 8) in ``<task>/runs.csv``."""
     root = tmp_path_factory.mktemp("recall")
     for task, size in (("recall", "data.n_pairs=4"), ("copying", "data.length=4")):
         for attention in ("softmax", "entmax"):
@@ -26,6 +26,8 @@ def sweep(tmp_path_factory):
                     "trainer.max_steps=2", "trainer.warmup_steps=1", "trainer.eval_every=2",
                     "trainer.ckpt_every=2", "trainer.batch_size=8", "trainer.eval_batches=1",
                     f"paths.output_dir={root / task / attention / str(seed)}",
+                    f"record={root / task / 'runs.csv'}",
+                    "recall.eval_sizes=[4,8]", "recall.batches=1", "recall.batch_size=8",
                 ]  # fmt: skip
                 with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
                     train(compose("train", overrides=overrides))
@@ -60,8 +62,8 @@ def test_an_instance_at_another_size_keeps_the_runs_vocabulary(capsys):
 
 def test_recall_writes_rows_comparisons_and_a_figure(sweep, tmp_path):
     out = tmp_path / "recall.csv"
-    argv = [f"recall.runs=[{sweep}]", "recall.eval_sizes=[4,8]", "recall.batches=1", "recall.batch_size=8",
-            f"recall.out={out}"]  # fmt: skip
+    argv = [f"recall.runs=[{sweep}]", "recall.record=null", "recall.eval_sizes=[4,8]", "recall.batches=1",
+            "recall.batch_size=8", f"recall.out={out}"]  # fmt: skip
     assert recall.main(argv) == 0
     rows = read_csv(out)
     assert len(rows) == 2 * 2 * 2 * 2  # tasks × variants × seeds × evaluated sizes
@@ -83,8 +85,33 @@ def test_recall_writes_rows_comparisons_and_a_figure(sweep, tmp_path):
     assert (tmp_path / "recall.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_the_record_holds_the_scores_the_run_folders_give(sweep, tmp_path):
+    """Each run scored itself when it finished (``record_scores``): the table from the record alone (no
+    run folder read) is the table of scoring the checkpoints afterwards, row for row."""
+    folders = tmp_path / "folders.csv"
+    argv = ["recall.eval_sizes=[4,8]", "recall.batches=1", "recall.batch_size=8"]
+    assert recall.main([f"recall.runs=[{sweep}]", "recall.record=null", *argv, f"recall.out={folders}"]) == 0
+    scored = {(r["task"], r["variant"], r["seed"], r["eval_size"]): r for r in read_csv(folders)}
+    for task, short in (("recall", "mqar"), ("copying", "copying")):
+        out = tmp_path / f"{task}.csv"
+        record = sweep / task / "runs.csv"
+        assert recall.main([f"experiment={task}", f"recall.record={record}", *argv, f"recall.out={out}"]) == 0
+        rows = read_csv(out)
+        assert len(rows) == 2 * 2 * 2 and {r["task"] for r in rows} == {short}
+        for r in rows:
+            assert r == scored[r["task"], r["variant"], r["seed"], r["eval_size"]]
+        assert out.read_text().startswith(f"# python -m experiments.recall experiment={task} recall.record=")
+
+
 def test_recall_errors(tmp_path, capsys):
-    assert recall.main([f"recall.runs=[{tmp_path}]", f"recall.out={tmp_path / 'r.csv'}"]) == 2
+    assert (
+        recall.main([f"recall.runs=[{tmp_path}]", "recall.record=null", f"recall.out={tmp_path / 'r.csv'}"])
+        == 2
+    )
     assert "recall.runs: no finished MultiQueryRecall or Copying run" in capsys.readouterr().err
-    assert recall.main([f"recall.runs=[{tmp_path}]", "recall.eval_sizes=[0]"]) == 2
+    assert recall.main([f"recall.runs=[{tmp_path}]", f"recall.out={tmp_path / 'r.csv'}"]) == 2
+    assert "by `record` (a table) or by `runs` (folders), not both" in capsys.readouterr().err
+    assert recall.main([f"recall.record={tmp_path / 'none.csv'}"]) == 2
+    assert f"recall.record: {tmp_path / 'none.csv'} does not exist" in capsys.readouterr().err
+    assert recall.main([f"recall.runs=[{tmp_path}]", "recall.record=null", "recall.eval_sizes=[0]"]) == 2
     assert "recall.eval_sizes must be an integer >= 1, got 0" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 import experiments.train as train_module
 from entropic.models import GPT, load_checkpoint
+from experiments.results import read_csv
 from experiments.train import CONFIG_DIR, cosine_lr, metric_columns, train
 
 TINY = (
@@ -326,13 +327,15 @@ def test_slurm_launcher_runs_a_sweep(tmp_path, corpus_cache):
 
 def test_ablation_attention_sweep_writes_one_folder_per_job_and_a_rerun_skips_them(tmp_path, corpus_cache):
     """``experiment=ablation_attention`` as a multirun (shrunk here): each (attention, seed) in its own
-    fixed folder, and the same command run again redoes nothing (``resume=auto``)."""
-    sweep = tmp_path / "sweep"
+    fixed folder, and the same command run again redoes nothing (``resume=auto``); each finished job adds
+    one row to the record, which alone lets a sweep in other folders skip every job, and which refuses a
+    job with another budget."""
+    sweep, record = tmp_path / "sweep", tmp_path / "runs.csv"
     command = [
         sys.executable, "-m", "experiments.train", "-m", "experiment=ablation_attention",
         "attention=softmax,scheduled_sparsemax", "seed=0,1", *TINY, f"data.cache={corpus_cache}",
         "trainer.max_steps=2", "trainer.warmup_steps=1", "trainer.eval_every=2", "trainer.ckpt_every=2",
-        f"hydra.sweep.dir={sweep}",
+        f"record={record}", f"hydra.sweep.dir={sweep}",
     ]  # fmt: skip
     root = Path(CONFIG_DIR).parent
     env = {**os.environ, "PYTHONPATH": str(root)}
@@ -346,3 +349,26 @@ def test_ablation_attention_sweep_writes_one_folder_per_job_and_a_rerun_skips_th
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p: p.stat().st_mtime_ns for p in sweep.rglob("last.pt")} == stamps  # nothing retrained
     assert {p: p.read_text() for p in sweep.rglob("metrics.csv")} == metrics
+    rows = read_csv(record)
+    assert record.read_text().startswith("# python -m experiments.train -m experiment=ablation_attention\n")
+    assert sorted((r["variant"], r["seed"]) for r in rows) == [
+        (v, s) for v in ("scheduled-sparsemax-linear", "softmax") for s in ("0", "1")
+    ]
+    for r in rows:
+        assert (r["steps"], r["batch_size"], r["tokens"]) == ("2", "8", str(2 * 8 * int(r["seq_len"])))
+        assert math.isfinite(float(r["val_bpb"])) and math.isfinite(float(r["test_bpb"]))
+        assert float(r["test_bpb"]) != float(r["val_bpb"])  # another split
+        assert (
+            f"attention={'softmax' if r['variant'] == 'softmax' else 'scheduled_sparsemax'}" in r["overrides"]
+        )
+    elsewhere = tmp_path / "elsewhere"  # another machine: no run folders, the record only
+    moved = [*command[:-1], f"hydra.sweep.dir={elsewhere}"]
+    third = subprocess.run(moved, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert third.stdout.count("skipped, seed") == 4 and not list(elsewhere.rglob("last.pt"))
+    assert read_csv(record) == rows
+    longer = subprocess.run(
+        [*moved, "trainer.max_steps=3"], cwd=root, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert longer.returncode != 0
+    assert "softmax seed 0 is there with steps 2, this run has steps 3" in longer.stderr
