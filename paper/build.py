@@ -450,6 +450,19 @@ def _sweep(preset: str) -> tuple[list[str], list[int]]:
     ]
 
 
+def _extreme_difference(which: str, r: dict[str, str] | None) -> dict[str, str]:
+    """Macros ``AblAttn<which>{Variant,Diff,Low,High,P,Holm}`` of one paired test difference from softmax
+    (a row of the _paired CSV), "not measured" throughout without one."""
+    keys = ("Variant", "Diff", "Low", "High", "P", "Holm")
+    if r is None:
+        return {f"AblAttn{which}{k}": "not measured" for k in keys}
+    values = (
+        variant_tex(r["variant"]), f"{float(r['difference']):+.3f}", f"{float(r['t_low']):+.3f}",
+        f"{float(r['t_high']):+.3f}", f"{float(r['p_t']):.3f}", f"{float(r['p_t_holm']):.3f}",
+    )  # fmt: skip
+    return {f"AblAttn{which}{k}": v for k, v in zip(keys, values, strict=True)}
+
+
 def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Table and figure of results/ablation_attention*.csv: the ablation where attention matters.
 
@@ -586,6 +599,13 @@ def ablation_attention(results: Path, out: Path, hardware: str) -> dict[str, str
         "AblAttnCompared": str(len(tests)),
         "AblAttnDetectMin": f"{min(float(r['detectable']) for r in tests):.3f}" if tests else "not measured",
         "AblAttnDetectMax": f"{max(float(r['detectable']) for r in tests):.3f}" if tests else "not measured",
+        **_extreme_difference("Lowest", min(tests, key=lambda r: float(r["difference"])) if tests else None),
+        **_extreme_difference("Highest", max(tests, key=lambda r: float(r["difference"])) if tests else None),
+        "AblAttnProgress": (
+            f"all {finished} planned runs finished"
+            if not partial
+            else f"{finished} of {len(planned) * len(seeds)} planned runs finished so far"
+        ),
         "AblAttnStatus": (
             f"All {finished} planned runs have finished."
             if not partial

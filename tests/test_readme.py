@@ -551,9 +551,49 @@ def _certified_tiny_claims() -> list[str]:
     ]
 
 
+def _softmax_accuracy(rows: list[dict[str, str]], n: int) -> str:
+    v = [float(r["accuracy"]) for r in rows if r["variant"] == "softmax" and int(r["eval_size"]) == n]
+    return f"{sum(v) / len(v):.3f}"
+
+
+def _resolved(paired: list[dict[str, str]], n: int, sign: int) -> str:
+    """The variants whose accuracy at size `n` is above (`sign` 1) or below (-1) softmax's, Holm p < 0.05."""
+    return (
+        ", ".join(
+            r["variant"]
+            for r in paired
+            if int(r["eval_size"]) == n and float(r["p_t_holm"]) < 0.05 and sign * float(r["difference"]) > 0
+        )
+        or "none"
+    )
+
+
+def _synthetic_task_claims() -> list[str]:
+    """The README's rows of the copying and MQAR studies (`experiments.recall`), for each task whose CSV
+    exists: runs finished, softmax's accuracy at the trained and the largest evaluated size, and the
+    variants whose paired difference from softmax there stays below p = 0.05 after Holm."""
+    claims = []
+    for stem, unit in (("copying", "symbols"), ("recall", "pairs")):
+        if not (README.parent / "results" / f"{stem}.csv").is_file():
+            continue
+        rows, paired = _csv(f"{stem}.csv"), _csv(f"{stem}_paired.csv")
+        sweep = OmegaConf.load(README.parent / "configs" / "experiment" / f"{stem}.yaml").hydra.sweeper.params
+        planned = len(str(sweep.attention).split(",")) * len(str(sweep.seed).split(","))
+        runs = len({(r["variant"], r["seed"]) for r in rows})
+        n, m = int(rows[0]["train_size"]), max(int(r["eval_size"]) for r in rows)
+        status = f"all {planned} runs" if runs >= planned else f"partial: {runs} of {planned} runs"
+        claims.append(
+            f"({status}) | softmax {_softmax_accuracy(rows, n)} of the answers right at {n} {unit}, "
+            f"{_softmax_accuracy(rows, m)} at {m}; more accurate than softmax after Holm (p < 0.05): "
+            f"{_resolved(paired, n, 1)} at {n}, {_resolved(paired, m, 1)} at {m}; less accurate: "
+            f"{_resolved(paired, n, -1)} at {n}, {_resolved(paired, m, -1)} at {m} |"
+        )
+    return claims
+
+
 def test_measured_results_are_the_csvs():
     """Each number of "Measured results" (and the tiny models' bits/byte in results/README.md) is recomputed
     from its CSV: a changed number, in the README or in the CSV, fails here."""
     text = README.read_text() + (README.parent / "results" / "README.md").read_text()
-    missing = [claim for claim in _measured_claims() if claim not in text]
+    missing = [claim for claim in [*_measured_claims(), *_synthetic_task_claims()] if claim not in text]
     assert missing == [], missing
