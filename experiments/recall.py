@@ -106,6 +106,17 @@ def score(model: GPT, task: MultiQueryRecall | Copying, batches: int, batch_size
             "zero_fraction": zero, "alpha": alpha, "answers": answers}  # fmt: skip
 
 
+def _row(
+    task: str, variant: str, seed: Any, train_size: int, size: int, result: dict[str, Any], steps: Any
+) -> dict[str, Any]:
+    """A row of the table (`COLUMNS`): one run's `score` `result` at one evaluated `size`."""
+    return {
+        "task": task, "variant": variant, "seed": seed, "train_size": train_size, "eval_size": size,
+        "extrapolated": int(size > train_size), **{k: f"{float(result[k]):.4f}" for k in SCORES},
+        "answers": result["answers"], "steps": steps,
+    }  # fmt: skip
+
+
 def record_scores(
     model: GPT, data: dict[str, Any], eval_sizes: Sequence[int], batches: int, batch_size: int
 ) -> dict[str, Any]:
@@ -136,13 +147,9 @@ def from_record(path: Path) -> list[dict[str, Any]]:
                 f"recall.record: {path} has no accuracy_<size> columns (written without record_scores)"
             )
         for size in sizes:
-            rows.append({
-                "task": run["task"], "variant": run["variant"], "seed": run["seed"],
-                "train_size": run["train_size"], "eval_size": size,
-                "extrapolated": int(size > int(run["train_size"])),
-                **{k: f"{float(run[f'{k}_{size}']):.4f}" for k in SCORES},
-                "answers": run[f"answers_{size}"], "steps": run["steps"],
-            })  # fmt: skip
+            result = {k: float(run[f"{k}_{size}"]) for k in SCORES} | {"answers": run[f"answers_{size}"]}
+            rows.append(_row(run["task"], run["variant"], run["seed"], int(run["train_size"]), size, result,
+                             run["steps"]))  # fmt: skip
     return sorted(rows, key=lambda r: (r["task"], r["variant"], int(r["seed"]), int(r["eval_size"])))
 
 
@@ -160,14 +167,7 @@ def measure(folders: Sequence[Path], eval_sizes: Sequence[int], batches: int, ba
         for size in eval_sizes:
             bar.set_postfix_str(f"{name} seed {cfg.get('seed', 0)} {task} {train_size}→{size}")
             result = score(model, instance(task, size, cfg["data"]), batches, batch_size)
-            rows.append({
-                "task": task, "variant": name, "seed": cfg.get("seed", 0), "train_size": train_size,
-                "eval_size": size, "extrapolated": int(size > train_size),
-                "accuracy": f"{result['accuracy']:.4f}",
-                "bits_per_answer": f"{result['bits_per_answer']:.4f}",
-                "zero_fraction": f"{result['zero_fraction']:.4f}", "alpha": f"{result['alpha']:.4f}",
-                "answers": result["answers"], "steps": steps,
-            })  # fmt: skip
+            rows.append(_row(task, name, cfg.get("seed", 0), train_size, size, result, steps))
             bar.update()
     bar.close()
     return rows

@@ -325,6 +325,12 @@ def train(cfg: DictConfig) -> RunSummary:
         previous = recorded(record, variant, int(cfg.seed), budget)
         if previous is not None:
             return _skipped(previous, record, out_dir, model.n_params, started)
+    # resolved before training, so that a wrong target fails now and not after max_steps
+    scores = (
+        hydra.utils.instantiate(cfg.record_scores)
+        if record is not None and cfg.get("record_scores")
+        else None
+    )
     optimizer = torch.optim.AdamW(
         _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tcfg.betas, fused=device.type == "cuda"
     )
@@ -442,7 +448,6 @@ def train(cfg: DictConfig) -> RunSummary:
     if record is not None and rank == 0 and step >= tcfg.max_steps:
         test = evaluate(model, data, tcfg, device, autocast, split="test")
         command, overrides = _job_command()
-        scores = hydra.utils.instantiate(cfg.record_scores) if cfg.get("record_scores") else None
         extra = scores(model=model, data=OmegaConf.to_container(cfg.data, resolve=True)) if scores else {}
         keep = ("val_bpb", "tokens_per_s", "train_loss")
         record_run(record, {

@@ -457,8 +457,8 @@ def _extreme_difference(which: str, r: dict[str, str] | None) -> dict[str, str]:
     if r is None:
         return {f"AblAttn{which}{k}": "not measured" for k in keys}
     values = (
-        variant_tex(r["variant"]), f"{float(r['difference']):+.3f}", f"{float(r['t_low']):+.3f}",
-        f"{float(r['t_high']):+.3f}", f"{float(r['p_t']):.3f}", f"{float(r['p_t_holm']):.3f}",
+        variant_tex(r["variant"]), _signed(r["difference"]), _signed(r["t_low"]), _signed(r["t_high"]),
+        f"{float(r['p_t']):.3f}", f"{float(r['p_t_holm']):.3f}",
     )  # fmt: skip
     return {f"AblAttn{which}{k}": v for k, v in zip(keys, values, strict=True)}
 
@@ -625,9 +625,10 @@ RECALL_TASKS = {"copying": ("copying", "Copying", "symbols"), "mqar": ("recall",
 RECALL_MULTIPLES = (1, 2, 4, 8)  # evaluated sizes, as multiples of the trained one
 
 
-def _signed_interval(d: dict[str, str]) -> str:
-    """``+0.012 [-0.003, +0.027]``: a paired difference and its t interval (`experiments.runs.paired`)."""
-    return f"{float(d['difference']):+.3f} [{float(d['t_low']):+.3f}, {float(d['t_high']):+.3f}]"
+def _mean_std(values: Sequence[float]) -> str:
+    """``0.850 ± 0.050``: mean and sample std over seeds (the mean alone for one seed)."""
+    spread = f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.3f}{spread}"
 
 
 def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str, str]], planned: int) -> str:
@@ -643,7 +644,7 @@ def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str
         ]
         if not acc:
             return "not measured"
-        return f"{statistics.fmean(acc):.3f}" + (f" ± {statistics.stdev(acc):.3f}" if len(acc) > 1 else "")
+        return _mean_std(acc)
 
     runs = len({(r["variant"], r["seed"]) for r in rows})
     status = f"all {runs} planned runs" if runs >= planned else f"{runs} of {planned} planned runs (partial)"
@@ -694,14 +695,13 @@ def recall_copying(results: Path, out: Path, hardware: str) -> dict[str, str]:
             cells = []
             for multiple in RECALL_MULTIPLES:
                 acc = [float(r["accuracy"]) for r in mine if int(r["eval_size"]) == multiple * trained]
-                spread = f" ± {statistics.stdev(acc):.3f}" if len(acc) > 1 else ""
-                cells.append(f"{statistics.fmean(acc):.3f}{spread}" if acc else "—")
+                cells.append(_mean_std(acc) if acc else "—")
             zero = [float(r["zero_fraction"]) for r in mine if int(r["eval_size"]) == trained]
             d = versus.get(variant)
             table.append([
                 task, variant, str(len({r["seed"] for r in mine})), *cells,
                 f"{statistics.fmean(zero):.3f}" if zero else "—",
-                _signed_interval(d) if d else "—",
+                _interval(d, "difference", "t_low", "t_high") if d else "—",
                 f"{float(d['p_t_holm']):.3f}" if d else "—",
             ])  # fmt: skip
         numbers[f"{macro}Summary"] = tex_text(_recall_summary(task, rows, paired, planned))
