@@ -663,6 +663,25 @@ def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str
     )
 
 
+def _recall_abstract(macro: str, rows: list[dict[str, str]], paired: list[dict[str, str]]) -> dict[str, str]:
+    """The abstract's macros of a task: ``<macro>Better`` / ``<macro>Worse``, the variants more / less
+    accurate than softmax at the trained size after Holm (``none`` without one), and
+    ``<macro>LongestMax``, the highest mean accuracy of any variant at the largest evaluated size."""
+    trained = int(rows[0]["train_size"])
+    largest = max(int(r["eval_size"]) for r in rows)
+    here = [r for r in paired if int(r["eval_size"]) == trained and float(r["p_t_holm"]) < 0.05]
+    numbers = {}
+    for name, sign in (("Better", 1), ("Worse", -1)):
+        found = [variant_tex(r["variant"]) for r in here if sign * float(r["difference"]) > 0]
+        numbers[f"{macro}{name}"] = ", ".join(found) or "none"
+    by_variant: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if int(r["eval_size"]) == largest:
+            by_variant[r["variant"]].append(float(r["accuracy"]))
+    numbers[f"{macro}LongestMax"] = f"{max(statistics.fmean(a) for a in by_variant.values()):.3f}"
+    return numbers
+
+
 def recall_copying(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Table and figure of results/{copying,recall}.csv (`experiments.recall`): per task and variant, the
     runs finished, accuracy on the answers (mean ± std over seeds) at the trained size and at 2, 4 and 8
@@ -681,6 +700,7 @@ def recall_copying(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 f"not measured: the {planned} planned runs have not been made."
             )
             numbers[f"{macro}Runs"] = "0"
+            numbers |= {f"{macro}{k}": "not measured" for k in ("Better", "Worse", "LongestMax")}
             continue
         command, rows = read_results(path)
         _, paired = read_results(results / f"{stem}_paired.csv")
@@ -705,6 +725,7 @@ def recall_copying(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 f"{float(d['p_t_holm']):.3f}" if d else "—",
             ])  # fmt: skip
         numbers[f"{macro}Summary"] = tex_text(_recall_summary(task, rows, paired, planned))
+        numbers |= _recall_abstract(macro, rows, paired)
         numbers[f"{macro}Runs"] = str(len({(r["variant"], r["seed"]) for r in rows}))
         numbers[f"{macro}Trained"] = str(trained)
     write_table(
@@ -1327,11 +1348,17 @@ def finetune_alpha(results: Path, out: Path, hardware: str) -> dict[str, str]:
     }
 
 
+# The fits of the trained-lengths study, each beside the table it fits (`stem_fit.csv` of `stem.csv`): the
+# tiny byte GPTs at the short budget (length confounded with training), the same models on the ablation's
+# tokens at every N (`configs/experiment/trained_lengths.yaml`; "not measured" while absent), SmolLM2 from the
+# swap runs and SmolLM2 re-measured per head.
 TRAINED_FITS = (
     "complexity_trained_fit.csv",
+    "complexity_trained_matched_fit.csv",
     "complexity_trained_swap_fit.csv",
     "complexity_trained_smollm2_fit.csv",
 )
+TRAINED_MATCHED = "complexity_trained_matched.csv"
 
 
 def _versus(low: float, high: float, guide: float = 1.5) -> str:
@@ -1341,29 +1368,117 @@ def _versus(low: float, high: float, guide: float = 1.5) -> str:
     return "slower" if high < guide else "faster"
 
 
-# How the trained-lengths CSVs name models -> how the paper does (variants: `display_name`).
+# How the trained-lengths CSVs name models -> how the paper does (variants: `display_name`); the tiny byte
+# GPTs are named by their budget (`trained_fits`).
 TRAINED_NAMES = {
-    "tiny byte GPT": "tiny byte GPT, trained at N",
     "smollm2-135m (attention_swap CSV)": "SmolLM2-135M (swap runs)",
     "smollm2-135m": "SmolLM2-135M (per-head run)",
 }
 
 
+def _tiny_budget(table: list[dict[str, str]]) -> str:
+    """The tiny models' name in the paper: ``tiny byte GPT, 204,800 tokens per N`` (their table's budget)."""
+    (tokens,) = {int(r["train_tokens"]) for r in table}  # one budget per table (`trained_lengths.trained`)
+    return f"tiny byte GPT, {tokens:,} tokens per N"
+
+
+def trained_fits(
+    results: Path, names: Sequence[str] = TRAINED_FITS
+) -> tuple[list[str], list[dict[str, str]]]:
+    """The commands and rows of the fits `names` in `results` that exist, each model named as the paper
+    names it (`TRAINED_NAMES`; the tiny byte GPTs by their budget, two tables of the same model)."""
+    commands, fits = [], []
+    for name in names:
+        path = results / name
+        if not path.is_file():
+            continue
+        command, part = read_results(path)
+        table = read_results(path.with_name(name.replace("_fit.csv", ".csv")))[1]
+        commands.append(command)
+        for r in part:
+            model = _tiny_budget(table) if r["model"] == "tiny byte GPT" else TRAINED_NAMES[r["model"]]
+            fits.append(r | {"model": model})
+    return commands, fits
+
+
+def _bits_by_length(table: list[dict[str, str]]) -> str:
+    """Validation bits/byte of a tiny-model table per N, over its variants and seeds: ``2.90 (N = 128) to
+    4.03 (N = 1024)``; the table's NLL is in nats per byte."""
+    by_n: dict[int, list[float]] = defaultdict(list)
+    for r in table:
+        by_n[int(r["n"])].append(float(r["nll"]) / math.log(2))
+    first, last = min(by_n), max(by_n)
+    return (
+        f"{statistics.fmean(by_n[first]):.2f} (N = {first}) to {statistics.fmean(by_n[last]):.2f} "
+        f"(N = {last})"
+    )
+
+
+def _matched_status(results: Path) -> tuple[str, str, list[dict[str, str]]]:
+    """The matched-budget study (`TRAINED_MATCHED`): a sentence on how many of its planned models are measured
+    (``all 16 planned models, …``, ``partial: 5 of 16 …``, ``not measured: …``), the table's name for them
+    and its rows (empty where absent)."""
+    cfg = _preset("trained_lengths").trained_lengths.trained
+    planned = len(cfg.variants) * len(cfg.lengths) * len(cfg.seeds)
+    tokens = int(cfg.steps) * int(cfg.tokens_per_step)
+    path = results / TRAINED_MATCHED
+    rows = read_results(path)[1] if path.is_file() else []
+    name = f"tiny byte GPT, {tokens:,} tokens per N"
+    if len(rows) >= planned:
+        return f"all {planned} planned models, {tokens:,} tokens per N", name, rows
+    if not rows:
+        return (
+            f"not measured: the {planned} planned models ({tokens:,} tokens per N) are not trained",
+            name,
+            rows,
+        )
+    return f"partial: {len(rows)} of {planned} planned models ({tokens:,} tokens per N)", name, rows
+
+
+def _matched_summary(
+    status: str,
+    matched: list[dict[str, str]] | None,
+    by_key: dict[tuple[str, str], dict[str, dict[str, str]]],
+) -> str:
+    """One sentence (plain text) on the tiny models trained on the matched budget: validation bits/byte from
+    the shortest to the longest N and each variant's exponents against N^1.5, or what is missing."""
+    if matched is None:
+        return f"The same models on the ablation's budget: {status}."
+    name = _tiny_budget(matched)
+    parts = []
+    for variant in ("scheduled-linear", "entmax1.5"):
+        q = by_key[name, variant]
+        w, t = q["k of nonzero ∝ N^k"], q["k of nonzero_blocks ∝ N^k"]
+        parts.append(
+            f"{display_name(variant)}: weights N^{float(w['estimate']):.2f} "
+            f"[{float(w['low']):.2f}, {float(w['high']):.2f}] "
+            f"({_versus(float(w['low']), float(w['high']))} than N^1.5), tiles N^{float(t['estimate']):.2f} "
+            f"[{float(t['low']):.2f}, {float(t['high']):.2f}]"
+        )
+    return (
+        f"On the ablation's budget ({status}) validation reaches {_bits_by_length(matched)} bits/byte, and "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """Table of the fitted exponents at trained lengths (results/complexity_trained*_fit.csv) and the figure.
 
-    Each model is measured only at lengths it was trained on (tiny byte models trained at each N; SmolLM2
-    within its context). For every (model, variant): k of non-zero weights and of non-zero 64×64 tiles with
-    the 95% interval, where k = 1.5 (O(N√N)) lies relative to it, and the within-length Spearman correlations
-    of head varentropy vs head density where the per-head statistics were measured.
+    Each model is measured only at lengths it was trained on (tiny byte models trained at each N, at a short
+    budget and at the ablation's budget; SmolLM2 within its context). For every (model, variant): k of
+    non-zero weights and of non-zero 64×64 tiles with the 95% interval, where k = 1.5 (O(N√N)) lies relative
+    to it, and the within-length Spearman correlations of head varentropy vs head density where the per-head
+    statistics were measured. The tiny models of the matched budget take the figure's place of the short
+    budget's once all of them are measured; until then they are "not measured" or "partial" in the table
+    and the macros.
     """
     from experiments.trained_lengths import draw
 
-    commands, fits = [], []
-    for name in TRAINED_FITS:
-        command, part = read_results(results / name)
-        commands.append(command)
-        fits += part
+    status, matched_name, matched_rows = _matched_status(results)
+    matched = matched_rows if status.startswith("all") else None
+    partial = TRAINED_MATCHED.replace(".csv", "_fit.csv")  # a partial study's fits stay out of the table
+    commands, fits = trained_fits(results, [n for n in TRAINED_FITS if matched is not None or n != partial])
     by_key: dict[tuple[str, str], dict[str, dict[str, str]]] = defaultdict(dict)
     for r in fits:
         by_key[r["model"], r["variant"]][r["quantity"]] = r
@@ -1376,7 +1491,7 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
         kw, kt = (float(x["estimate"]) for x in (w, t))
         table.append(
             [
-                TRAINED_NAMES.get(model, model),
+                model,
                 display_name(variant),
                 w["points"],
                 f"{kw:.2f} [{float(w['low']):.2f}, {float(w['high']):.2f}]",
@@ -1386,6 +1501,9 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 f"{min(rhos):+.2f} … {max(rhos):+.2f}" if rhos else "not measured",
             ]
         )
+    if matched is None:
+        shown = "partial" if matched_rows else "not measured"
+        table.append([matched_name, "—", str(len(matched_rows)), *[shown] * 5])
     write_table(
         out,
         "complexity_trained",
@@ -1403,42 +1521,49 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
         f"Work at the lengths each model was trained on ({hardware}): non-zero attention weights and "
         "non-zero 64×64 tiles ∝ N^k, log-log fits with 95% intervals; 'vs N^1.5': the interval lies below "
         "1.5 (slower), holds it (consistent) or lies above (faster). ρ: Spearman correlation between a "
-        "head's mean varentropy and its density within one length (range over lengths).",
+        "head's mean varentropy and its density within one length (range over lengths). Tiny byte GPTs: "
+        "trained afresh at each N on the tokens named, the same at every N.",
         " ; ".join(commands),
     )
-    tables = [results / "complexity_trained.csv", results / "complexity_trained_swap.csv"]
+    short = read_results(results / "complexity_trained.csv")[1]
+    tiny = matched if matched is not None else short
+    tiny_table = results / (TRAINED_MATCHED if matched is not None else "complexity_trained.csv")
     width = FIGURE_WIDTHS["complexity_trained"] * TEXT_WIDTH_IN
-    save_figure(draw(tables, width), out / "complexity_trained.png")
+    save_figure(
+        draw([tiny_table, results / "complexity_trained_swap.csv"], width), out / "complexity_trained.png"
+    )
 
     def k(model: str, variant: str, quantity: str) -> dict[str, str]:
         return by_key[model, variant][f"k of {quantity} ∝ N^k"]
 
-    for prefix, model, variant in (
-        ("TrainedTinySched", "tiny byte GPT", "scheduled-linear"),
-        ("TrainedTinyEntmax", "tiny byte GPT", "entmax1.5"),
-        ("TrainedSmolSched", "smollm2-135m (attention_swap CSV)", "scheduled"),
-        ("TrainedSmolEntmax", "smollm2-135m (attention_swap CSV)", "alpha=1.5"),
-    ):
+    short_name = _tiny_budget(short)
+    exponents = [
+        ("TrainedTinySched", short_name, "scheduled-linear"),
+        ("TrainedTinyEntmax", short_name, "entmax1.5"),
+        ("TrainedSmolSched", TRAINED_NAMES["smollm2-135m (attention_swap CSV)"], "scheduled"),
+        ("TrainedSmolEntmax", TRAINED_NAMES["smollm2-135m (attention_swap CSV)"], "alpha=1.5"),
+    ]
+    for prefix, model, variant in exponents:
         for suffix, quantity in (("", "nonzero"), ("Tile", "nonzero_blocks")):
             r = k(model, variant, quantity)
             numbers[f"{prefix}{suffix}K"] = f"{float(r['estimate']):.2f}"
             numbers[f"{prefix}{suffix}KLow"] = f"{float(r['low']):.2f}"
             numbers[f"{prefix}{suffix}KHigh"] = f"{float(r['high']):.2f}"
-    for prefix, model in (
-        ("TrainedTinyDense", "tiny byte GPT"),
-        ("TrainedSmolDense", "smollm2-135m (attention_swap CSV)"),
+    for prefix, model, fixed in (
+        ("TrainedTinyDense", _tiny_budget(tiny), "entmax1.5"),
+        ("TrainedSmolDense", TRAINED_NAMES["smollm2-135m (attention_swap CSV)"], "alpha=1.5"),
     ):
-        fixed = "alpha=1.5" if "smollm2" in model else "entmax1.5"
         r = k(model, fixed, "dense_blocks")  # the causal triangle's
         numbers[f"{prefix}TileK"] = f"{float(r['estimate']):.2f}"
         numbers[f"{prefix}TileKLow"] = f"{float(r['low']):.2f}"
         numbers[f"{prefix}TileKHigh"] = f"{float(r['high']):.2f}"
-    tiny = next(r for r in fits if r["model"] == "tiny byte GPT")
-    numbers["TrainedTinyLengths"] = ", ".join(
-        sorted({r["n"] for r in read_results(results / "complexity_trained.csv")[1]}, key=int)
-    )
-    numbers["TrainedTinyPoints"] = tiny["points"]
-    smol = [r for r in fits if r["model"] == "smollm2-135m" and "N=" in r["quantity"]]
+    numbers["TrainedTinyLengths"] = ", ".join(sorted({r["n"] for r in short}, key=int))
+    numbers["TrainedTinyPoints"] = str(len(short) // len({r["variant"] for r in short}))
+    numbers["TrainedShortTokens"] = tex_text(f"{int(short[0]['train_tokens']):,}")
+    numbers["TrainedShortBits"] = tex_text(_bits_by_length(short))
+    numbers["TrainedMatchedSummary"] = tex_text(_matched_summary(status, matched, by_key))
+    numbers["TrainedFigureTokens"] = tex_text(f"{int(tiny[0]['train_tokens']):,}")
+    smol = [r for r in fits if r["model"] == TRAINED_NAMES["smollm2-135m"] and "N=" in r["quantity"]]
     for variant, name in (("alpha=1.5", "Entmax"), ("scheduled", "Sched")):
         rhos = [float(r["estimate"]) for r in smol if r["variant"] == variant]
         numbers[f"TrainedSmol{name}RhoMin"] = f"{min(rhos):+.2f}"

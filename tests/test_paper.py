@@ -100,12 +100,14 @@ def test_build_writes_every_table_figure_and_macro(generated):
     assert used <= macros, used - macros
     quoted = {"ComplexityK", "ComplexityTileK", "AblationSoftmaxBpb", "ScalingGatedExponent", "Hardware"}
     assert quoted <= used
-    # every quoted number exists in results/; a study not run yet (recall, copying) is said "not measured"
+    # every quoted number exists in results/; a study not run yet (recall, copying, the trained lengths'
+    # matched budget) is said "not measured"
+    build = load_build()
     unmeasured = {
         f"{macro}Summary"
-        for stem, macro, _ in load_build().RECALL_TASKS.values()
+        for stem, macro, _ in build.RECALL_TASKS.values()
         if not (ROOT / "results" / f"{stem}.csv").is_file()
-    }
+    } | ({"TrainedMatchedSummary"} if not (ROOT / "results" / build.TRAINED_MATCHED).is_file() else set())
     said = {
         line.split("}")[0].removeprefix("\\newcommand{\\")
         for line in numbers.splitlines()
@@ -328,16 +330,14 @@ def test_finetune_table_equals_the_csv(generated):
 def test_trained_lengths_table_equals_the_fits(generated):
     """Each (model, variant) row carries its CSV's exponents and says where 1.5 lies against the interval."""
     build = load_build()
-    fits = [r for name in build.TRAINED_FITS for r in read_csv(ROOT / "results" / name)]
+    _, fits = build.trained_fits(ROOT / "results")
     table = read_markdown_table(generated / "complexity_trained.md")
     named = {(t["model"], t["attention"]): t for t in table}
+    assert {m for m, _ in named} >= {"tiny byte GPT, 204,800 tokens per N", "SmolLM2-135M (swap runs)"}
     for r in fits:
         if r["variant"] == "softmax" or r["quantity"] != "k of nonzero ∝ N^k":
             continue
-        t = named[
-            build.TRAINED_NAMES.get(r["model"], r["model"]),
-            display_name(r["variant"]),
-        ]
+        t = named[r["model"], display_name(r["variant"])]
         k, interval = t["k, weights [95%]"].split(" ", 1)
         assert float(k) == pytest.approx(float(r["estimate"]), abs=5e-3)
         low, high = (float(x) for x in interval.strip("[]").split(","))
@@ -346,6 +346,50 @@ def test_trained_lengths_table_equals_the_fits(generated):
         assert (t["weights vs N^1.5"] == "consistent") == inside
     assert build._versus(1.6, 1.9) == "faster" and build._versus(1.0, 1.2) == "slower"
     assert build._versus(1.4, 1.6) == "consistent"
+
+
+@pytest.mark.parametrize("models", [0, 5, 16])
+def test_trained_lengths_says_how_much_of_the_matched_budget_is_measured(tmp_path, models):
+    """The tiny models of the matched budget are "not measured" without a table, "partial" with some of its
+    models, and with all of them a table row per variant, a summary with their exponents and bits/byte per
+    N, and the figure drawn from them."""
+    build = load_build()
+    results = tmp_path / "results"
+    shutil.copytree(ROOT / "results", results)
+    short = (results / "complexity_trained.csv").read_text().splitlines()
+    header, rows = short[:2], short[2:]
+    (results / build.TRAINED_MATCHED).unlink(missing_ok=True)
+    (results / "complexity_trained_matched_fit.csv").unlink(missing_ok=True)
+    if models:
+        lines = [  # the short table's 16 models, relabelled as if trained on 4,096,000 tokens
+            line.replace(",200,204800,", ",1000,4096000,") for line in rows[:models]
+        ]
+        (results / build.TRAINED_MATCHED).write_text("\n".join([*header, *lines]) + "\n")
+        from experiments.trained_lengths import fit_rows, write_fits
+
+        table = read_csv(results / build.TRAINED_MATCHED)
+        write_fits(results / build.TRAINED_MATCHED, fit_rows(table, []), [])
+    import matplotlib
+
+    with matplotlib.rc_context(build.FIGURE_STYLE):
+        numbers = build.trained_lengths(results, tmp_path, "test hardware")
+    table = read_markdown_table(tmp_path / "complexity_trained.md")
+    matched = [t for t in table if t["model"] == "tiny byte GPT, 4,096,000 tokens per N"]
+    summary = numbers["TrainedMatchedSummary"]
+    if models == 16:
+        assert [t["attention"] for t in matched] == ["scheduled-linear", "α = 1.5"]
+        assert summary.startswith("On the ablation's budget (all 16 planned models")
+        assert "2.93 (N = 128) to 3.98 (N = 1024) bits/byte" in summary
+        assert numbers["TrainedFigureTokens"] == "4,096,000"
+    else:
+        (row,) = matched
+        assert row["points"] == str(models)
+        assert row["k, weights [95%]"] == ("partial" if models else "not measured")
+        status = "partial: 5 of 16" if models else "not measured: the 16"
+        tail = "." if models else " are not trained."
+        assert summary.endswith(f"{status} planned models (4,096,000 tokens per N){tail}")
+        assert numbers["TrainedFigureTokens"] == "204,800"
+    assert (tmp_path / "complexity_trained.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_sampler_study_tables_and_verdict_equal_the_csv(generated):
