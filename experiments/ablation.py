@@ -132,13 +132,14 @@ def main(section: DictConfig, overrides: list[str]) -> int:
         for r in comparisons:
             print(f"{r['metric']} {r['variant']} - {r['reference']}: {r['difference']} "
                   f"[{r['t_low']}, {r['t_high']}], p_t Holm {r['p_t_holm']}")  # fmt: skip
-    # 74 columns: mean ± sample std over seeds
-    print(f"{'variant':<24}{'seeds':>5}  {'val bits/byte':<15}  {'sparsity':<15}  {'tokens/s':>9}")
+    # mean ± sample std over seeds; the first column as wide as the longest variant name
+    width = max(len("variant"), *(len(row["variant"]) for row in table)) + 2
+    print(f"{'variant':<{width}}{'seeds':>5}  {'val bits/byte':<15}  {'sparsity':<15}  {'tokens/s':>9}")
     for row in table:
         bpb = f"{row['val_bpb_mean']} ± {row['val_bpb_std']}"
         sparsity = f"{row['attn_sparsity_mean']} ± {row['attn_sparsity_std']}"
         tokens_per_s = float(row["tokens_per_s_mean"])
-        print(f"{row['variant']:<24}{row['seeds']:>5}  {bpb:<15}  {sparsity:<15}  {tokens_per_s:>9,.0f}")
+        print(f"{row['variant']:<{width}}{row['seeds']:>5}  {bpb:<15}  {sparsity:<15}  {tokens_per_s:>9,.0f}")
     runs = sum(int(row["seeds"]) for row in table)
     print_summary("ablation", f"{len(table)} variants from {runs} runs", started=started, out=out)
     return 0

@@ -30,6 +30,7 @@ import csv
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -53,6 +54,23 @@ from experiments.variants import variant_name
 __all__ = ["RunSummary", "TrainerConfig", "cosine_lr", "data_generator", "metric_columns", "train"]
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
+
+
+def compose_train(overrides: Sequence[str]) -> DictConfig:
+    """``configs/train.yaml`` composed with `overrides`, as ``python -m experiments.train`` would.
+
+    Works both outside hydra and inside a hydra job (a task of `experiments.task` run from the command line,
+    whose hydra is already initialised on these configs and may not be initialised again).
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return compose("train", overrides=list(overrides))
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
 # Fixed seed of the validation windows: every evaluation of every run scores the same bytes.
 EVAL_SEED = 1234
 

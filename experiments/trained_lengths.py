@@ -216,9 +216,7 @@ def train_at(
 
     A folder without a checkpoint (a run killed before its first one) is deleted and trained again.
     """
-    from hydra import compose, initialize_config_dir
-
-    from experiments.train import CONFIG_DIR, train
+    from experiments.train import compose_train, train
 
     out = runs / variant / f"n{n}" / f"seed{seed}"
     options = [
@@ -242,8 +240,7 @@ def train_at(
         options.append(f"resume={out}")
     elif out.exists():  # killed before its first checkpoint: nothing to resume, start it again
         shutil.rmtree(out)
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        train(compose("train", overrides=[*options, *overrides]))
+    train(compose_train([*options, *overrides]))
     return out
 
 

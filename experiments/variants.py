@@ -116,16 +116,14 @@ def file_variant(name: str) -> str:
     >>> file_variant("entmax"), file_variant("scheduled_gated")
     ('entmax1.5', 'scheduled-linear-gated')
     """
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from experiments.train import CONFIG_DIR
+    from experiments.train import CONFIG_DIR, compose_train
 
     files = sorted(p.stem for p in (Path(CONFIG_DIR) / "attention").glob("*.yaml"))
     if name not in files:
         raise ValueError(f"name must be one of configs/attention/*.yaml ({', '.join(files)}), got {name!r}")
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        attention = compose("train", overrides=[f"attention={name}"]).model.attention
+    attention = compose_train([f"attention={name}"]).model.attention
     return variant_name(OmegaConf.to_container(attention, resolve=True))
 
 

@@ -178,6 +178,8 @@ def test_ablation_table(tmp_path, capsys):
         "softmax                     2  3.1000 ± 0.1414  0.5000 ± 0.0000        100",
     ]
     assert max(map(len, printed[1:-1])) <= 80  # the table
+    end = printed[-4].index("seeds") + len("seeds")  # the first column is as wide as the longest name
+    assert all(line[end - 1].isdigit() and line[end] == " " for line in printed[-3:-1])
     ending = rf"ablation done in [\d.]+ s: 2 variants from 5 runs; {re.escape(str(out))}"
     assert re.fullmatch(ending, printed[-1])
     assert (

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +90,23 @@ def test_trained_mode_end_to_end(tmp_path, monkeypatch):
         == 0
     )
     assert figure.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_command_line_trains_inside_its_own_hydra_job(tmp_path):
+    """From the command line the task runs inside hydra's job, where hydra is already initialised: naming the
+    variant and training each model compose configs there too (the bug: "GlobalHydra is already
+    initialized"), and the rows come out as from `main(argv)`."""
+    root = Path(__file__).resolve().parents[1]
+    out, t = tmp_path / "ct.csv", "trained_lengths.trained."
+    argv = [f"{t}lengths=[16,32,64]", f"{t}seeds=[0]", f"{t}variants=[entmax]", f"{t}steps=1"]
+    argv += [f"{t}tokens_per_step=64", f"{t}windows=1", f"{t}runs={tmp_path / 'runs'}", f"{t}out={out}"]
+    env = os.environ | {"PYTHONPATH": str(root), "ENTROPIC_CACHE": str(tmp_path / "cache")}
+    run = subprocess.run([sys.executable, "-m", "experiments.trained_lengths", *argv], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = tl.read_csv(out)
+    expected = [("entmax1.5", n, "0") for n in ("16", "32", "64")]
+    assert [(r["variant"], r["n"], r["seed"]) for r in rows] == expected
 
 
 def test_a_run_killed_before_its_first_checkpoint_is_trained_again(tmp_path, monkeypatch):
