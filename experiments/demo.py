@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from experiments.results import print_summary, write_csv
-from experiments.train import CONFIG_DIR, RunSummary, train
+from experiments.train import RunSummary, compose_train, train
 
 VARIANTS: tuple[str, ...] = ("softmax", "scheduled")
 QUICK_OVERRIDES: tuple[str, ...] = (
@@ -43,21 +43,10 @@ SUMMARY_COLUMNS = ("variant", "params", "steps", "val_bpb", "attn_sparsity", "at
 
 def run_variants(out: Path, overrides: Sequence[str]) -> dict[str, RunSummary]:
     """Train every variant of `VARIANTS` with the demo preset; runs go to ``out/<variant>``."""
-    from hydra import compose, initialize_config_dir
-
     summaries = {}
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        for variant in VARIANTS:
-            cfg = compose(
-                "train",
-                overrides=[
-                    "experiment=demo",
-                    f"attention={variant}",
-                    f"paths.output_dir={out / variant}",
-                    *overrides,
-                ],
-            )
-            summaries[variant] = train(cfg)
+    for variant in VARIANTS:
+        options = ["experiment=demo", f"attention={variant}", f"paths.output_dir={out / variant}"]
+        summaries[variant] = train(compose_train([*options, *overrides]))
     return summaries
 
 
