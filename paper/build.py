@@ -657,6 +657,22 @@ def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str
             f"{where}, more accurate than softmax after Holm: {', '.join(better) or 'none'}; less accurate: "
             f"{', '.join(worse) or 'none'}"
         )
+    between = [  # resolved after Holm at the sizes between the trained and the largest one
+        f"{r['variant']} at {r['eval_size']} {unit} ({float(r['difference']):+.3f})"
+        for r in paired
+        if trained < int(r["eval_size"]) < largest and float(r["p_t_holm"]) < 0.05
+    ]
+    if between:
+        resolved.append(f"at the sizes between, after Holm: {', '.join(between)}")
+    only = [  # below 0.05 at the trained size before Holm's correction, not after it
+        r for r in paired if int(r["eval_size"]) == trained and float(r["p_t"]) < 0.05 <= float(r["p_t_holm"])
+    ]
+    if only:
+        d = [float(r["difference"]) for r in only]
+        resolved.append(
+            f"below p = 0.05 at the trained size before Holm only: {', '.join(r['variant'] for r in only)} "
+            f"({min(d):+.3f} to {max(d):+.3f})"
+        )
     return (
         f"{status} finished; softmax answers {softmax(trained)} of the {unit} right at the trained size "
         f"({trained} {unit}) and {softmax(largest)} at {largest} {unit}; " + "; ".join(resolved) + "."
@@ -666,7 +682,8 @@ def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str
 def _recall_abstract(macro: str, rows: list[dict[str, str]], paired: list[dict[str, str]]) -> dict[str, str]:
     """The abstract's macros of a task: ``<macro>Better`` / ``<macro>Worse``, the variants more / less
     accurate than softmax at the trained size after Holm (``none`` without one), and
-    ``<macro>LongestMax``, the highest mean accuracy of any variant at the largest evaluated size."""
+    ``<macro>LongestMax``, the highest mean accuracy of any variant at the largest evaluated size, that many
+    times the trained size (``<macro>LongestMultiple``)."""
     trained = int(rows[0]["train_size"])
     largest = max(int(r["eval_size"]) for r in rows)
     here = [r for r in paired if int(r["eval_size"]) == trained and float(r["p_t_holm"]) < 0.05]
@@ -679,6 +696,9 @@ def _recall_abstract(macro: str, rows: list[dict[str, str]], paired: list[dict[s
         if int(r["eval_size"]) == largest:
             by_variant[r["variant"]].append(float(r["accuracy"]))
     numbers[f"{macro}LongestMax"] = f"{max(statistics.fmean(a) for a in by_variant.values()):.3f}"
+    numbers[f"{macro}LongestMultiple"] = {2: "twice", 4: "four times", 8: "eight times"}.get(
+        largest // trained, f"{largest // trained} times"
+    )
     return numbers
 
 
@@ -700,7 +720,9 @@ def recall_copying(results: Path, out: Path, hardware: str) -> dict[str, str]:
                 f"not measured: the {planned} planned runs have not been made."
             )
             numbers[f"{macro}Runs"] = "0"
-            numbers |= {f"{macro}{k}": "not measured" for k in ("Better", "Worse", "LongestMax")}
+            numbers |= {
+                f"{macro}{k}": "not measured" for k in ("Better", "Worse", "LongestMax", "LongestMultiple")
+            }
             continue
         command, rows = read_results(path)
         _, paired = read_results(results / f"{stem}_paired.csv")

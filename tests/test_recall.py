@@ -99,7 +99,13 @@ def test_the_record_holds_the_scores_the_run_folders_give(sweep, tmp_path):
         rows = read_csv(out)
         assert len(rows) == 2 * 2 * 2 and {r["task"] for r in rows} == {short}
         for r in rows:
-            assert r == scored[r["task"], r["variant"], r["seed"], r["eval_size"]]
+            # equal; bits per answer up to float rounding (scored in training vs from the reloaded checkpoint)
+            theirs = scored[r["task"], r["variant"], r["seed"], r["eval_size"]]
+            assert r.keys() == theirs.keys()
+            assert {k: v for k, v in r.items() if k != "bits_per_answer"} == {
+                k: v for k, v in theirs.items() if k != "bits_per_answer"
+            }
+            assert float(r["bits_per_answer"]) == pytest.approx(float(theirs["bits_per_answer"]), rel=1e-4)
         assert out.read_text().startswith(f"# python -m experiments.recall experiment={task} recall.record=")
 
 
