@@ -89,15 +89,21 @@ class RowFile:
         every_command: bool = False,
     ) -> None:
         self.path, self.columns, self.command = Path(path), list(columns), command
-        self._parse = parse
+        self._parse, self._every_command = parse, every_command
         with _locked(self.path.parent):
             self.rows: list[dict[str, Any]] = self._read()
-            if every_command and self.path.exists():
-                first, _, rest = self.path.read_text().partition("\n")
-                commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
-                if command not in commands:
-                    body = rest if first.startswith("#") else first + "\n" + rest
-                    self.path.write_text("# " + "; ".join([*commands, command]) + "\n" + body)
+            self._add_command()
+
+    def _add_command(self) -> None:
+        """With `every_command`, put `command` on the first line of an existing file that lacks it (under
+        the lock): at construction, and again at each `add`, for a file another process created since."""
+        if not (self._every_command and self.path.exists()):
+            return
+        first, _, rest = self.path.read_text().partition("\n")
+        commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
+        if self.command not in commands:
+            body = rest if first.startswith("#") else first + "\n" + rest
+            self.path.write_text("# " + "; ".join([*commands, self.command]) + "\n" + body)
 
     def _read(self) -> list[dict[str, Any]]:
         read = read_csv(self.path) if self.path.exists() else []
@@ -117,13 +123,18 @@ class RowFile:
 
     def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Append `rows` (complete, in `columns`) and flush them, creating the file on the first call."""
-        with _locked(self.path.parent), self.path.open("a", newline="") as f:
+        with _locked(self.path.parent):
+            self._add_command()
+            self._append(rows)
+        self.rows.extend(dict(r) for r in rows)
+
+    def _append(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        with self.path.open("a", newline="") as f:
             writer = csv.DictWriter(f, self.columns)
             if f.tell() == 0:  # a new file
                 f.write(f"# {self.command}\n")
                 writer.writeheader()
             writer.writerows(rows)
-        self.rows.extend(dict(r) for r in rows)
 
 
 def progress_bar(total: int, label: str, **options: Any) -> Any:

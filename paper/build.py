@@ -1390,6 +1390,12 @@ def _versus(low: float, high: float, guide: float = 1.5) -> str:
     return "slower" if high < guide else "faster"
 
 
+def _against(low: float, high: float) -> str:
+    """`_versus` as words: ``slower than N^1.5``, ``consistent with N^1.5``, ``faster than N^1.5``."""
+    versus = _versus(low, high)
+    return f"{versus} {'with' if versus == 'consistent' else 'than'} N^1.5"
+
+
 # How the trained-lengths CSVs name models -> how the paper does (variants: `display_name`); the tiny byte
 # GPTs are named by their budget (`trained_fits`).
 TRAINED_NAMES = {
@@ -1424,16 +1430,10 @@ def trained_fits(
 
 
 def _bits_by_length(table: list[dict[str, str]]) -> str:
-    """Validation bits/byte of a tiny-model table per N, over its variants and seeds: ``2.90 (N = 128) to
-    4.03 (N = 1024)``; the table's NLL is in nats per byte."""
-    by_n: dict[int, list[float]] = defaultdict(list)
-    for r in table:
-        by_n[int(r["n"])].append(float(r["nll"]) / math.log(2))
-    first, last = min(by_n), max(by_n)
-    return (
-        f"{statistics.fmean(by_n[first]):.2f} (N = {first}) to {statistics.fmean(by_n[last]):.2f} "
-        f"(N = {last})"
-    )
+    """`_mean_bits` as text: ``2.93, 3.28, 3.65 and 3.98 at N = 128, 256, 512 and 1024``."""
+    bits = _mean_bits(table)
+    ns, values = list(bits), [f"{b:.2f}" for b in bits.values()]
+    return f"{', '.join(values[:-1])} and {values[-1]} at N = {', '.join(map(str, ns[:-1]))} and {ns[-1]}"
 
 
 def _matched_status(results: Path) -> tuple[str, str, list[dict[str, str]]]:
@@ -1462,8 +1462,8 @@ def _matched_summary(
     matched: list[dict[str, str]] | None,
     by_key: dict[tuple[str, str], dict[str, dict[str, str]]],
 ) -> str:
-    """One sentence (plain text) on the tiny models trained on the matched budget: validation bits/byte from
-    the shortest to the longest N and each variant's exponents against N^1.5, or what is missing."""
+    """One sentence (plain text) on the tiny models trained on the matched budget: validation bits/byte at
+    each N and each variant's exponents against N^1.5, or what is missing."""
     if matched is None:
         return f"The same models on the ablation's budget: {status}."
     name = _tiny_budget(matched)
@@ -1474,14 +1474,37 @@ def _matched_summary(
         parts.append(
             f"{display_name(variant)}: weights N^{float(w['estimate']):.2f} "
             f"[{float(w['low']):.2f}, {float(w['high']):.2f}] "
-            f"({_versus(float(w['low']), float(w['high']))} than N^1.5), tiles N^{float(t['estimate']):.2f} "
+            f"({_against(float(w['low']), float(w['high']))}), tiles N^{float(t['estimate']):.2f} "
             f"[{float(t['low']):.2f}, {float(t['high']):.2f}]"
         )
     return (
-        f"On the ablation's budget ({status}) validation reaches {_bits_by_length(matched)} bits/byte, and "
-        + "; ".join(parts)
-        + "."
+        f"On the ablation's budget ({status}) the validation bits/byte on the same windows are "
+        f"{_bits_by_length(matched)}; " + "; ".join(parts) + "."
     )
+
+
+def _mean_bits(table: list[dict[str, str]]) -> dict[int, float]:
+    """Validation bits/byte of a tiny-model table per N, mean over its variants and seeds (NLL in nats)."""
+    by_n: dict[int, list[float]] = defaultdict(list)
+    for r in table:
+        by_n[int(r["n"])].append(float(r["nll"]) / math.log(2))
+    return {n: statistics.fmean(v) for n, v in sorted(by_n.items())}
+
+
+def _budget_numbers(short: list[dict[str, str]], matched: list[dict[str, str]] | None) -> dict[str, str]:
+    """Macros on the two budgets' bits/byte, both on the same windows at each N: the rise from the shortest
+    to the longest N of each (``TrainedShortRise``, ``TrainedMatchedRise``) and the range over N of how
+    much the matched budget lowers them (``TrainedBudgetGain``); "not measured" without the matched one."""
+    low = _mean_bits(short)
+    numbers = {"TrainedShortRise": f"{low[max(low)] - low[min(low)]:.2f}"}
+    if matched is None:
+        return numbers | {"TrainedMatchedRise": "not measured", "TrainedBudgetGain": "not measured"}
+    high = _mean_bits(matched)
+    gains = [low[n] - high[n] for n in high]
+    return numbers | {
+        "TrainedMatchedRise": f"{high[max(high)] - high[min(high)]:.2f}",
+        "TrainedBudgetGain": f"{min(gains):.2f}--{max(gains):.2f}",
+    }
 
 
 def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
@@ -1584,6 +1607,7 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
     numbers["TrainedShortTokens"] = tex_text(f"{int(short[0]['train_tokens']):,}")
     numbers["TrainedShortBits"] = tex_text(_bits_by_length(short))
     numbers["TrainedMatchedSummary"] = tex_text(_matched_summary(status, matched, by_key))
+    numbers |= _budget_numbers(short, matched)
     numbers["TrainedFigureTokens"] = tex_text(f"{int(tiny[0]['train_tokens']):,}")
     smol = [r for r in fits if r["model"] == TRAINED_NAMES["smollm2-135m"] and "N=" in r["quantity"]]
     for variant, name in (("alpha=1.5", "Entmax"), ("scheduled", "Sched")):

@@ -379,7 +379,7 @@ def test_trained_lengths_says_how_much_of_the_matched_budget_is_measured(tmp_pat
     if models == 16:
         assert [t["attention"] for t in matched] == ["scheduled-linear", "α = 1.5"]
         assert summary.startswith("On the ablation's budget (all 16 planned models")
-        assert "2.93 (N = 128) to 3.98 (N = 1024) bits/byte" in summary
+        assert "are 2.93, 3.28, 3.65 and 3.98 at N = 128, 256, 512 and 1024;" in summary
         assert numbers["TrainedFigureTokens"] == "4,096,000"
     else:
         (row,) = matched

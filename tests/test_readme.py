@@ -605,9 +605,37 @@ def _synthetic_task_claims() -> list[str]:
     return claims
 
 
+def _trained_length_claims() -> list[str]:
+    """README's and results/README.md's exponents of the tiny models trained at each N on the matched budget
+    (`results/complexity_trained_matched_fit.csv`), once every planned model is measured."""
+    table = README.parent / "results" / "complexity_trained_matched.csv"
+    if not table.is_file():
+        return []
+    rows = _csv(table.name)
+    fits = {
+        (r["variant"], r["quantity"].split(" ∝")[0]): r for r in _csv("complexity_trained_matched_fit.csv")
+    }
+    tokens = {int(r["train_tokens"]) for r in rows}
+    (tokens,) = tokens  # one budget per table
+
+    def k(variant: str, quantity: str) -> str:
+        r = fits[variant, f"k of {quantity}"]
+        return f"N^{float(r['estimate']):.2f} ({float(r['low']):.2f}–{float(r['high']):.2f})"
+
+    ns = sorted({int(r["n"]) for r in rows})
+    return [
+        f"tiny models trained at each N = {ns[0]}–{ns[-1]} on the same {tokens:,} tokens "
+        f"({len({r['seed'] for r in rows})} seeds): {k('scheduled-linear', 'nonzero')} scheduled, "
+        f"{k('entmax1.5', 'nonzero')} α = 1.5; non-zero tiles {k('scheduled-linear', 'nonzero_blocks')} and "
+        f"{k('entmax1.5', 'nonzero_blocks')} against the dense triangle's "
+        f"{k('entmax1.5', 'dense_blocks')}",
+    ]
+
+
 def test_measured_results_are_the_csvs():
     """Each number of "Measured results" (and the tiny models' bits/byte in results/README.md) is recomputed
     from its CSV: a changed number, in the README or in the CSV, fails here."""
     text = README.read_text() + (README.parent / "results" / "README.md").read_text()
-    missing = [claim for claim in [*_measured_claims(), *_synthetic_task_claims()] if claim not in text]
+    claims = [*_measured_claims(), *_synthetic_task_claims(), *_trained_length_claims()]
+    missing = [claim for claim in claims if claim not in text]
     assert missing == [], missing

@@ -30,6 +30,12 @@ def test_row_file_can_keep_every_command_that_wrote_it(tmp_path):
     second.add([{"a": 2}])
     assert path.read_text().splitlines() == ["# run 1; run 2", "a", "1", "2"]
     assert second.commands == "run 1; run 2"
+    # two runs started before the file existed: the one adding second still puts its command there
+    late = tmp_path / "late.csv"
+    early, later = (RowFile(late, ("a",), f"run {i}", every_command=True) for i in (3, 4))
+    early.add([{"a": 3}])
+    later.add([{"a": 4}])
+    assert late.read_text().splitlines() == ["# run 3; run 4", "a", "3", "4"]
     legacy = tmp_path / "legacy.csv"  # a file written before it had a command line
     legacy.write_text("a\n5\n")
     RowFile(legacy, ("a",), "run 3", every_command=True)
