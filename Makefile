@@ -16,8 +16,9 @@
 #                   min on 2 cores
 #   make recall     the MQAR study (configs/experiment/recall.yaml) the same way, then results/recall.csv
 #   make copying    the copying study (configs/experiment/copying.yaml) the same way, then results/copying.csv
-#   make trained-lengths  tiny models trained at each N on the same tokens, one process per variant
-#                   (TRAINED_LENGTHS_VARIANTS), resumable, then results/complexity_trained_matched*.csv
+#   make trained-lengths  tiny models trained at each N on the same tokens, one process per variant and seed
+#                   (TRAINED_LENGTHS_VARIANTS x TRAINED_LENGTHS_SEEDS, four on two cores, about 1 h), resumable,
+#                   then results/complexity_trained_matched*.csv
 #   make test-fast  the suite without tests marked slow
 #   make test-gpu   the tests marked gpu, on a CUDA device, kernels compiled for real
 #   make lint       ruff
@@ -165,10 +166,12 @@ copying: $(VENV)/.stamp-exp,hf
 # The de-confounded trained-length study (configs/experiment/trained_lengths.yaml): one process per variant,
 # all growing one table (resumable), then the fits of the whole table.
 TRAINED_LENGTHS_VARIANTS ?= scheduled entmax
+TRAINED_LENGTHS_SEEDS ?= 0 1
 trained-lengths: $(VENV)/.stamp-exp,hf
-	pids=; for v in $(TRAINED_LENGTHS_VARIANTS); do \
-		$(PY) -m experiments.trained_lengths "trained_lengths.trained.variants=[$$v]" & pids="$$pids $$!"; \
-	done; for pid in $$pids; do wait $$pid || exit 1; done
+	pids=; for v in $(TRAINED_LENGTHS_VARIANTS); do for s in $(TRAINED_LENGTHS_SEEDS); do \
+		$(PY) -m experiments.trained_lengths "trained_lengths.trained.variants=[$$v]" \
+			"trained_lengths.trained.seeds=[$$s]" & pids="$$pids $$!"; \
+	done; done; for pid in $$pids; do wait $$pid || exit 1; done
 	$(PY) -m experiments.trained_lengths trained_lengths.mode=refit \
 		trained_lengths.refit.table=results/complexity_trained_matched.csv
 
