@@ -89,21 +89,24 @@ class RowFile:
         every_command: bool = False,
     ) -> None:
         self.path, self.columns, self.command = Path(path), list(columns), command
-        self._parse, self._every_command = parse, every_command
+        self._parse = parse
+        self._listed = not every_command  # is `command` on the first line (or need it not be)?
         with _locked(self.path.parent):
             self.rows: list[dict[str, Any]] = self._read()
             self._add_command()
 
     def _add_command(self) -> None:
         """With `every_command`, put `command` on the first line of an existing file that lacks it (under
-        the lock): at construction, and again at each `add`, for a file another process created since."""
-        if not (self._every_command and self.path.exists()):
+        the lock): at construction, or at the first `add` after another process created the file. Commands
+        are only ever added to that line, so once there it is not looked for again."""
+        if self._listed or not self.path.exists():
             return
         first, _, rest = self.path.read_text().partition("\n")
         commands = first.removeprefix("# ").split("; ") if first.startswith("#") else []
         if self.command not in commands:
             body = rest if first.startswith("#") else first + "\n" + rest
             self.path.write_text("# " + "; ".join([*commands, self.command]) + "\n" + body)
+        self._listed = True
 
     def _read(self) -> list[dict[str, Any]]:
         read = read_csv(self.path) if self.path.exists() else []
@@ -134,6 +137,7 @@ class RowFile:
             if f.tell() == 0:  # a new file
                 f.write(f"# {self.command}\n")
                 writer.writeheader()
+                self._listed = True
             writer.writerows(rows)
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.train import CONFIG_DIR
+from experiments.train import CONFIG_DIR, compose_train
 
 __all__ = ["TaskError", "hydra_task", "settings"]
 
@@ -83,12 +83,8 @@ def hydra_task(task: str, preset: str) -> Callable[[Run], Callable[[Sequence[str
     def wrap(run: Run) -> Callable[[Sequence[str] | None], int]:
         def main(argv: Sequence[str] | None = None) -> int:
             if argv is not None:
-                from hydra import compose, initialize_config_dir
-
                 overrides = _with_preset(argv, preset)
-                with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-                    cfg = compose("train", overrides=overrides)
-                return _call(run, cfg, task, overrides)
+                return _call(run, compose_train(overrides), task, overrides)
             return _command_line(run, task, preset)
 
         main.__doc__ = run.__doc__

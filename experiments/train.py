@@ -55,6 +55,9 @@ __all__ = ["RunSummary", "TrainerConfig", "cosine_lr", "data_generator", "metric
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "configs")
 
+# Fixed seed of the validation windows: every evaluation of every run scores the same bytes.
+EVAL_SEED = 1234
+
 
 def compose_train(overrides: Sequence[str]) -> DictConfig:
     """``configs/train.yaml`` composed with `overrides`, as ``python -m experiments.train`` would.
@@ -69,10 +72,6 @@ def compose_train(overrides: Sequence[str]) -> DictConfig:
         return compose("train", overrides=list(overrides))
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=list(overrides))
-
-
-# Fixed seed of the validation windows: every evaluation of every run scores the same bytes.
-EVAL_SEED = 1234
 
 
 @dataclass

@@ -631,6 +631,16 @@ def _mean_std(values: Sequence[float]) -> str:
     return f"{statistics.fmean(values):.3f}{spread}"
 
 
+def _holm_resolved(paired: list[dict[str, str]], size: int, sign: int) -> list[str]:
+    """The variants whose paired difference from softmax at evaluated `size` stays below p = 0.05 after
+    Holm, above softmax (`sign` 1) or below it (-1)."""
+    return [
+        r["variant"]
+        for r in paired
+        if int(r["eval_size"]) == size and float(r["p_t_holm"]) < 0.05 and sign * float(r["difference"]) > 0
+    ]
+
+
 def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str, str]], planned: int) -> str:
     """One sentence on a task's study for the paper (plain text): what finished, softmax's accuracy at the
     trained size and at the largest evaluated one, and the variants resolved from softmax there."""
@@ -650,9 +660,7 @@ def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str
     status = f"all {runs} planned runs" if runs >= planned else f"{runs} of {planned} planned runs (partial)"
     resolved = []
     for size, where in ((trained, "at the trained size"), (largest, f"at {largest} {unit}")):
-        here = [r for r in paired if int(r["eval_size"]) == size and float(r["p_t_holm"]) < 0.05]
-        better = [r["variant"] for r in here if float(r["difference"]) > 0]
-        worse = [r["variant"] for r in here if float(r["difference"]) < 0]
+        better, worse = _holm_resolved(paired, size, 1), _holm_resolved(paired, size, -1)
         resolved.append(
             f"{where}, more accurate than softmax after Holm: {', '.join(better) or 'none'}; less accurate: "
             f"{', '.join(worse) or 'none'}"
@@ -686,10 +694,9 @@ def _recall_abstract(macro: str, rows: list[dict[str, str]], paired: list[dict[s
     times the trained size (``<macro>LongestMultiple``)."""
     trained = int(rows[0]["train_size"])
     largest = max(int(r["eval_size"]) for r in rows)
-    here = [r for r in paired if int(r["eval_size"]) == trained and float(r["p_t_holm"]) < 0.05]
     numbers = {}
     for name, sign in (("Better", 1), ("Worse", -1)):
-        found = [variant_tex(r["variant"]) for r in here if sign * float(r["difference"]) > 0]
+        found = [variant_tex(v) for v in _holm_resolved(paired, trained, sign)]
         numbers[f"{macro}{name}"] = ", ".join(found) or "none"
     by_variant: dict[str, list[float]] = defaultdict(list)
     for r in rows:
@@ -1404,10 +1411,15 @@ TRAINED_NAMES = {
 }
 
 
-def _tiny_budget(table: list[dict[str, str]]) -> str:
-    """The tiny models' name in the paper: ``tiny byte GPT, 204,800 tokens per N`` (their table's budget)."""
-    (tokens,) = {int(r["train_tokens"]) for r in table}  # one budget per table (`trained_lengths.trained`)
+def _tiny_name(tokens: int) -> str:
+    """The tiny models' name in the paper: ``tiny byte GPT, 204,800 tokens per N``."""
     return f"tiny byte GPT, {tokens:,} tokens per N"
+
+
+def _tiny_budget(table: list[dict[str, str]]) -> str:
+    """`_tiny_name` of a tiny-model table's budget."""
+    (tokens,) = {int(r["train_tokens"]) for r in table}  # one budget per table (`trained_lengths.trained`)
+    return _tiny_name(tokens)
 
 
 def trained_fits(
@@ -1436,25 +1448,23 @@ def _bits_by_length(table: list[dict[str, str]]) -> str:
     return f"{', '.join(values[:-1])} and {values[-1]} at N = {', '.join(map(str, ns[:-1]))} and {ns[-1]}"
 
 
-def _matched_status(results: Path) -> tuple[str, str, list[dict[str, str]]]:
+def _matched_status(results: Path) -> tuple[str, str, list[dict[str, str]], bool]:
     """The matched-budget study (`TRAINED_MATCHED`): a sentence on how many of its planned models are measured
-    (``all 16 planned models, …``, ``partial: 5 of 16 …``, ``not measured: …``), the table's name for them
-    and its rows (empty where absent)."""
+    (``all 16 planned models, …``, ``partial: 5 of 16 …``, ``not measured: …``), the table's name for them,
+    its rows (empty where absent) and whether they are all there."""
     cfg = _preset("trained_lengths").trained_lengths.trained
     planned = len(cfg.variants) * len(cfg.lengths) * len(cfg.seeds)
     tokens = int(cfg.steps) * int(cfg.tokens_per_step)
     path = results / TRAINED_MATCHED
     rows = read_results(path)[1] if path.is_file() else []
-    name = f"tiny byte GPT, {tokens:,} tokens per N"
-    if len(rows) >= planned:
-        return f"all {planned} planned models, {tokens:,} tokens per N", name, rows
-    if not rows:
-        return (
-            f"not measured: the {planned} planned models ({tokens:,} tokens per N) are not trained",
-            name,
-            rows,
-        )
-    return f"partial: {len(rows)} of {planned} planned models ({tokens:,} tokens per N)", name, rows
+    complete = len(rows) >= planned
+    if complete:
+        status = f"all {planned} planned models, {tokens:,} tokens per N"
+    elif rows:
+        status = f"partial: {len(rows)} of {planned} planned models ({tokens:,} tokens per N)"
+    else:
+        status = f"not measured: the {planned} planned models ({tokens:,} tokens per N) are not trained"
+    return status, _tiny_name(tokens), rows, complete
 
 
 def _matched_summary(
@@ -1520,8 +1530,8 @@ def trained_lengths(results: Path, out: Path, hardware: str) -> dict[str, str]:
     """
     from experiments.trained_lengths import draw
 
-    status, matched_name, matched_rows = _matched_status(results)
-    matched = matched_rows if status.startswith("all") else None
+    status, matched_name, matched_rows, complete = _matched_status(results)
+    matched = matched_rows if complete else None
     partial = TRAINED_MATCHED.replace(".csv", "_fit.csv")  # a partial study's fits stay out of the table
     commands, fits = trained_fits(results, [n for n in TRAINED_FITS if matched is not None or n != partial])
     by_key: dict[tuple[str, str], dict[str, dict[str, str]]] = defaultdict(dict)
