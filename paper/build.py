@@ -681,6 +681,13 @@ def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str
             f"below p = 0.05 at the trained size before Holm only: {', '.join(r['variant'] for r in only)} "
             f"({min(d):+.3f} to {max(d):+.3f})"
         )
+    at_trained = [r for r in paired if int(r["eval_size"]) == trained]
+    detectable = [float(r["detectable"]) for r in at_trained]
+    if detectable and max(detectable) > 0:  # every seed alike leaves no spread to size a test by
+        resolved.append(
+            f"{at_trained[0]['seeds']} seeds detect differences from {min(detectable):.3f} to "
+            f"{max(detectable):.3f} at the trained size (80 % power)"
+        )
     return (
         f"{status} finished; softmax answers {softmax(trained)} of the {unit} right at the trained size "
         f"({trained} {unit}) and {softmax(largest)} at {largest} {unit}; " + "; ".join(resolved) + "."
@@ -689,9 +696,10 @@ def _recall_summary(task: str, rows: list[dict[str, str]], paired: list[dict[str
 
 def _recall_abstract(macro: str, rows: list[dict[str, str]], paired: list[dict[str, str]]) -> dict[str, str]:
     """The abstract's macros of a task: ``<macro>Better`` / ``<macro>Worse``, the variants more / less
-    accurate than softmax at the trained size after Holm (``none`` without one), and
-    ``<macro>LongestMax``, the highest mean accuracy of any variant at the largest evaluated size, that many
-    times the trained size (``<macro>LongestMultiple``)."""
+    accurate than softmax at the trained size after Holm (``none`` without one), ``<macro>Detect``, the
+    range of differences its seeds detect there (80 % power), and ``<macro>LongestMax``, the highest mean
+    accuracy of any variant at the largest evaluated size, that many times the trained size
+    (``<macro>LongestMultiple``)."""
     trained = int(rows[0]["train_size"])
     largest = max(int(r["eval_size"]) for r in rows)
     numbers = {}
@@ -702,6 +710,10 @@ def _recall_abstract(macro: str, rows: list[dict[str, str]], paired: list[dict[s
     for r in rows:
         if int(r["eval_size"]) == largest:
             by_variant[r["variant"]].append(float(r["accuracy"]))
+    detectable = [float(r["detectable"]) for r in paired if int(r["eval_size"]) == trained]
+    numbers[f"{macro}Detect"] = (
+        f"{min(detectable):.3f}--{max(detectable):.3f}" if detectable else "not measured"
+    )
     numbers[f"{macro}LongestMax"] = f"{max(statistics.fmean(a) for a in by_variant.values()):.3f}"
     numbers[f"{macro}LongestMultiple"] = {2: "twice", 4: "four times", 8: "eight times"}.get(
         largest // trained, f"{largest // trained} times"
@@ -728,7 +740,8 @@ def recall_copying(results: Path, out: Path, hardware: str) -> dict[str, str]:
             )
             numbers[f"{macro}Runs"] = "0"
             numbers |= {
-                f"{macro}{k}": "not measured" for k in ("Better", "Worse", "LongestMax", "LongestMultiple")
+                f"{macro}{k}": "not measured"
+                for k in ("Better", "Worse", "Detect", "LongestMax", "LongestMultiple")
             }
             continue
         command, rows = read_results(path)

@@ -16,6 +16,7 @@ import io
 import math
 import re
 import tokenize
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -581,6 +582,16 @@ def _unadjusted(paired: list[dict[str, str]], n: int) -> str:
     )
 
 
+def _power(paired: list[dict[str, str]], n: int) -> str:
+    """The differences from softmax the seeds detect at size `n` (80 % power), as a clause of the README's
+    row; "" where every seed scores alike (no spread: nothing to size)."""
+    here = [r for r in paired if int(r["eval_size"]) == n]
+    detectable = [float(r["detectable"]) for r in here]
+    if not detectable or max(detectable) == 0:
+        return ""
+    return f"; {here[0]['seeds']} seeds detect {_span(detectable, '{:.3f}')} at {n} (80 % power)"
+
+
 def _synthetic_task_claims() -> list[str]:
     """The README's rows of the copying and MQAR studies (`experiments.recall`), for each task whose CSV
     exists: runs finished, softmax's accuracy at the trained and the largest evaluated size, the variants
@@ -600,7 +611,8 @@ def _synthetic_task_claims() -> list[str]:
             f"({status}) | softmax {_softmax_accuracy(rows, n)} of the answers right at {n} {unit}, "
             f"{_softmax_accuracy(rows, m)} at {m}; more accurate than softmax after Holm (p < 0.05): "
             f"{_resolved(paired, n, 1)} at {n}, {_resolved(paired, m, 1)} at {m}; less accurate: "
-            f"{_resolved(paired, n, -1)} at {n}, {_resolved(paired, m, -1)} at {m}{_unadjusted(paired, n)} |"
+            f"{_resolved(paired, n, -1)} at {n}, {_resolved(paired, m, -1)} at {m}{_unadjusted(paired, n)}"
+            f"{_power(paired, n)} |"
         )
     return claims
 
@@ -632,10 +644,64 @@ def _trained_length_claims() -> list[str]:
     ]
 
 
+def _results_readme_claims() -> list[str]:
+    """results/README.md's numbers of the MQAR record and of the tiny models on the matched budget that its
+    prose writes (beside the rows `_synthetic_task_claims` and `_trained_length_claims` check)."""
+    import math
+
+    claims = []
+    if (README.parent / "results" / "recall.csv").is_file():
+        rows, paired = _csv("recall.csv"), _csv("recall_paired.csv")
+        only = [r for r in paired if r["eval_size"] == "8" and float(r["p_t"]) < 0.05 <= float(r["p_t_holm"])]
+        at8 = [float(r["detectable"]) for r in paired if r["eval_size"] == "8"]
+        sparse32 = next(r for r in paired if r["eval_size"] == "32" and r["variant"] == "sparsemax")
+        at64 = defaultdict(list)
+        for r in rows:
+            if r["eval_size"] == "64":
+                at64[r["variant"]].append(float(r["accuracy"]))
+        claims += [
+            f"answer {_span([-float(r['difference']) for r in only], '{:.3f}')} fewer (p "
+            f"{_span([float(r['p_t']) for r in only], '{:.3f}')} before Holm, "
+            f"{_span([float(r['p_t_holm']) for r in only])} after), below the {_span(at8, '{:.3f}')} "
+            "that 5 seeds",
+            f"at 32 pairs sparsemax answers {float(sparse32['difference']):.3f} more than softmax's "
+            f"{_softmax_accuracy(rows, 32)} (Holm p {float(sparse32['p_t_holm']):.3f}), at 64 pairs every "
+            f"variant is at {_span([sum(a) / len(a) for a in at64.values()], '{:.3f}')}",
+        ]
+    if (README.parent / "results" / "complexity_trained_matched.csv").is_file():
+        short, matched = _csv("complexity_trained.csv"), _csv("complexity_trained_matched.csv")
+
+        def bits(table: list[dict[str, str]]) -> dict[int, float]:
+            by_n = defaultdict(list)
+            for r in table:
+                by_n[int(r["n"])].append(float(r["nll"]) / math.log(2))
+            return {n: sum(v) / len(v) for n, v in by_n.items()}
+
+        def density(variant: str, n: int, column: str = "density") -> list[float]:
+            return [float(r[column]) for r in matched if r["variant"] == variant and int(r["n"]) == n]
+
+        low, high = bits(short), bits(matched)
+        claims += [
+            f"lowers their bits/byte by {_span([low[n] - high[n] for n in high])} at every N",
+            f"({high[min(high)]:.2f} → {high[max(high)]:.2f})",
+            f"(density {_span(density('scheduled-linear', 128))} at N = 128, "
+            f"{_span(density('scheduled-linear', 1024))} at 1024)",
+            f"density {_span(density('entmax1.5', 128))} → {_span(density('entmax1.5', 1024))}",
+            f"{_span([100 * d for d in density('entmax1.5', 1024, 'block_density')], '{:.0f}')} % "
+            "non-zero at N = 1024",
+        ]
+    return claims
+
+
 def test_measured_results_are_the_csvs():
-    """Each number of "Measured results" (and the tiny models' bits/byte in results/README.md) is recomputed
+    """Each number of "Measured results" (and those of results/README.md the claims name) is recomputed
     from its CSV: a changed number, in the README or in the CSV, fails here."""
     text = README.read_text() + (README.parent / "results" / "README.md").read_text()
-    claims = [*_measured_claims(), *_synthetic_task_claims(), *_trained_length_claims()]
+    claims = [
+        *_measured_claims(),
+        *_synthetic_task_claims(),
+        *_trained_length_claims(),
+        *_results_readme_claims(),
+    ]
     missing = [claim for claim in claims if claim not in text]
     assert missing == [], missing
